@@ -1,0 +1,27 @@
+# Two commands: `make run` (the portal, embedded default) and `make test` (the whole suite).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Tests run on PostgreSQL with a Redis broker, as in CI; override either on the command line.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/smartpass
+TEST_BROKER_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: run test install bench
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+run: install
+	bash scripts/run-dev.sh
+
+test: install
+	bash scripts/ensure-chromium.sh
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)} \
+		$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) bench/sync.py

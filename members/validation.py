@@ -1,0 +1,321 @@
+"""Validate values against a template's input fields.
+
+One implementation shared by the CSV upload, the staff "Add member" form and
+the public claim form, so a value accepted in one place is accepted in all of
+them and stored in the same normalised form.
+
+Pure Python on purpose (no Django): callers turn template input fields into
+FieldSpec/TemplateRules and show the returned sentences as they are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date
+from urllib.parse import urlsplit
+
+from stdnum.is_ import kennitala as stdnum_kennitala
+
+from members.identity import InvalidIdentity, display_value, normalise_email, normalise_phone
+
+__all__ = [
+    "FORMATS",
+    "MAX_LENGTH",
+    "FieldResult",
+    "FieldSpec",
+    "TemplateRules",
+    "validate_field",
+    "validate_values",
+]
+
+FORMATS: tuple[str, ...] = ("TEXT", "NUMBER", "DATE", "EMAIL", "URL", "KENNITALA", "PHONE_NUMBER")
+
+# One cap for every format: it keeps a pathological CSV cell from reaching the
+# parsers, and a pass field longer than this is a mistake, not data.
+MAX_LENGTH = 1000
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What validation needs of a template input field."""
+
+    identifier: str
+    label: str
+    format: str  # TEXT, NUMBER, DATE, EMAIL, URL, KENNITALA, PHONE_NUMBER
+    is_mandatory: bool = False
+    type: str = "ISSUER"  # ISSUER | MEMBER: who enters the value
+
+    @property
+    def name(self) -> str:
+        """The label people see; the identifier when a template has no label."""
+        return self.label.strip() or self.identifier
+
+
+@dataclass(frozen=True)
+class TemplateRules:
+    """Template-level rules."""
+
+    # Empty means any domain; only enforced when non-empty.
+    allowed_email_domains: tuple[str, ...] = ()
+    # None (or 0) means no age check.
+    kennitala_min_age: int | None = None
+
+
+@dataclass(frozen=True)
+class FieldResult:
+    # The normalised value to store/send ('' when empty). On error it is the
+    # trimmed input, so a form can show back what was typed.
+    value: str
+    # '' when fine; else a short sentence naming the field label.
+    error: str = ""
+    # A doubt that must not block issuing (a kennitala check digit).
+    warning: str = ""
+
+
+def validate_field(
+    spec: FieldSpec,
+    raw: str | None,
+    *,
+    rules: TemplateRules = TemplateRules(),
+    region: str = "IS",
+    today: date | None = None,
+    check_mandatory: bool = True,
+) -> FieldResult:
+    """Validate and normalise one value for one input field.
+
+    ``check_mandatory=False`` lets an empty mandatory field pass, for callers
+    where someone else fills it in later (an issuer's CSV may leave MEMBER
+    fields to the holder's claim form).
+    """
+    # Values from a token or JSON body may be numbers; compare them as text.
+    text = "" if raw is None else (raw if isinstance(raw, str) else str(raw))
+    text = text.strip()
+    if not text:
+        if spec.is_mandatory and check_mandatory:
+            return FieldResult(value="", error=f"{spec.name} is required.")
+        return FieldResult(value="")
+    if len(text) > MAX_LENGTH:
+        return FieldResult(
+            value=text, error=f"{spec.name}: the value is too long (at most {MAX_LENGTH} characters)."
+        )
+
+    validator = _VALIDATORS.get(spec.format.upper())
+    if validator is None:
+        # An unknown format from upstream should not block issuing: treat it as
+        # text (upstream remains the final judge).
+        validator = _check_text
+    try:
+        return validator(spec, text, rules, region, today or date.today())
+    except _FieldError as exc:
+        return FieldResult(value=text, error=f"{spec.name}: {exc.message}")
+
+
+def validate_values(
+    specs: Iterable[FieldSpec],
+    values: Mapping[str, str],
+    *,
+    rules: TemplateRules = TemplateRules(),
+    region: str = "IS",
+    today: date | None = None,
+    require_types: set[str] | None = None,
+) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """Validate every field of a template at once.
+
+    Returns (clean values, errors, warnings), each keyed by identifier. Clean
+    values hold every field that has no error ('' for an empty optional one).
+    A mandatory field is required only when its type is in ``require_types``
+    (None = all types). Values for identifiers that are not fields are ignored.
+    """
+    today = today or date.today()
+    clean: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    warnings: dict[str, str] = {}
+    for spec in specs:
+        if spec.identifier in clean or spec.identifier in errors:
+            continue  # a duplicated field definition: the first one wins
+        required = require_types is None or spec.type in require_types
+        result = validate_field(
+            spec,
+            values.get(spec.identifier),
+            rules=rules,
+            region=region,
+            today=today,
+            check_mandatory=required,
+        )
+        if result.error:
+            errors[spec.identifier] = result.error
+        else:
+            clean[spec.identifier] = result.value
+        if result.warning:
+            warnings[spec.identifier] = result.warning
+    return clean, errors, warnings
+
+
+class _FieldError(Exception):
+    """Raised by a format check; validate_field prefixes the field name."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _check_text(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> FieldResult:
+    # PostgreSQL text cannot hold NUL, and no person means to type one.
+    if "\x00" in text:
+        raise _FieldError("the value contains a NUL character.")
+    return FieldResult(value=text)
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_GROUPED = re.compile(r"[+-]?[0-9]{1,3}([.,][0-9]{3})+")
+
+
+def _check_number(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> FieldResult:
+    shown = display_value(text)
+    if _INTEGER.fullmatch(text):
+        sign = "-" if text.startswith("-") else ""
+        digits = text.lstrip("+-").lstrip("0") or "0"
+        # String work instead of int(): no "-0", and no int-size limit to hit.
+        return FieldResult(value=("" if digits == "0" else sign) + digits)
+    # Say why: "1.000" is a thousand in Icelandic and one in English, so
+    # guessing would silently store the wrong number.
+    if _GROUPED.fullmatch(text):
+        raise _FieldError(f"{shown} is not a whole number. Write it without thousands separators, e.g. 1000.")
+    if re.fullmatch(r"[+-]?[0-9]*[.,][0-9]+", text):
+        raise _FieldError(f"{shown} is not a whole number. Decimals are not allowed.")
+    if re.fullmatch(r"[+-]?[0-9][0-9 \u00a0]*", text):
+        raise _FieldError(f"{shown} is not a whole number. Remove the spaces.")
+    raise _FieldError(f"{shown} is not a whole number.")
+
+
+_ISO_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+_ICELANDIC_DATE = re.compile(r"([0-9]{1,2})\.([0-9]{1,2})\.([0-9]{4})")
+
+
+def _check_date(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> FieldResult:
+    shown = display_value(text)
+    if match := _ISO_DATE.fullmatch(text):
+        year, month, day = (int(part) for part in match.groups())
+    elif match := _ICELANDIC_DATE.fullmatch(text):
+        day, month, year = (int(part) for part in match.groups())
+    else:
+        raise _FieldError(f"{shown} is not a date. Use yyyy-mm-dd or dd.mm.yyyy.")
+    try:
+        value = date(year, month, day)
+    except ValueError:
+        raise _FieldError(f"{shown} is not a real date.") from None
+    return FieldResult(value=value.isoformat())
+
+
+def _check_email(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> FieldResult:
+    try:
+        value = normalise_email(text)
+    except InvalidIdentity as exc:
+        raise _FieldError(str(exc)) from None
+    allowed = [domain.strip().lstrip("@").lower() for domain in rules.allowed_email_domains]
+    allowed = [domain for domain in allowed if domain]
+    if allowed:
+        # Exact domain match: a template limited to school.is should not admit
+        # mail.school.is.evil.com, and subdomains are listed when meant.
+        domain = value.rsplit("@", 1)[1]
+        if domain not in allowed:
+            raise _FieldError(
+                f"{display_value(value)} is not allowed. Use an address at {_or_list(allowed)}."
+            )
+    return FieldResult(value=value)
+
+
+def _or_list(items: list[str]) -> str:
+    if len(items) == 1:
+        return items[0]
+    return ", ".join(items[:-1]) + " or " + items[-1]
+
+
+# Characters never valid unescaped in a URL; a browser would mangle them.
+_URL_FORBIDDEN = re.compile(r"[\s<>\"{}|\\^`\x00-\x1f\x7f]")
+
+
+def _check_url(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> FieldResult:
+    shown = display_value(text)
+    if _URL_FORBIDDEN.search(text):
+        raise _FieldError(f"{shown} is not a valid web address. It contains spaces or characters a URL cannot have.")
+    try:
+        parts = urlsplit(text)
+        hostname = parts.hostname
+        _ = parts.port  # raises ValueError for a port that is not a number 0-65535
+    except ValueError:
+        raise _FieldError(f"{shown} is not a valid web address.") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise _FieldError(f"{shown} is not a valid web address. It must start with http:// or https://.")
+    if not hostname:
+        raise _FieldError(f"{shown} is not a valid web address. It has no host name.")
+    # Kept as typed: paths and queries are case-sensitive, and rebuilding the
+    # URL from its parts could change what the issuer meant.
+    return FieldResult(value=text)
+
+
+# The century digit (last) maps to the first two digits of the year.
+_KENNITALA_CENTURY = {"8": 1800, "9": 1900, "0": 2000}
+
+
+def _check_kennitala(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> FieldResult:
+    shown = display_value(text)
+    # People write 010130-2989 or 010130 2989; store the ten digits.
+    number = text.replace("-", "", 1) if text.count("-") == 1 else text
+    number = number.replace(" ", "", 1) if number.count(" ") == 1 else number
+    if not re.fullmatch(r"[0-9]{10}", number):
+        raise _FieldError(f"{shown} is not a kennitala. A kennitala has 10 digits, e.g. 010130-2989.")
+    day, month, year = int(number[0:2]), int(number[2:4]), int(number[4:6])
+    century = _KENNITALA_CENTURY.get(number[9])
+    if century is None:
+        raise _FieldError(f"{shown} is not a kennitala. Its last digit must be 8, 9 or 0.")
+    # Companies and other organisations add 40 to the day.
+    is_company = day > 40
+    if is_company:
+        day -= 40
+    try:
+        born = date(century + year, month, day)
+    except ValueError:
+        raise _FieldError(f"{shown} is not a kennitala. Its first six digits are not a real date.") from None
+    if born > today:
+        raise _FieldError(f"{shown} is not a kennitala. Its date is in the future.")
+
+    min_age = rules.kennitala_min_age
+    if min_age:
+        if is_company:
+            raise _FieldError(f"{shown} must be a person's kennitala, not a company's.")
+        # Birthday not yet reached this year → one year younger. A 29 February
+        # birthday is reached on 1 March in other years.
+        age = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+        if age < min_age:
+            raise _FieldError(f"the holder must be at least {min_age} years old.")
+
+    warning = ""
+    # Since February 2026 some newly issued kennitölur fail the old mod-11
+    # check digit, so a mismatch is a doubt to show, not a reason to refuse.
+    if stdnum_kennitala.checksum(number) != 0:
+        warning = (
+            f"{spec.name}: the check digit of {shown} does not match. "
+            "Please double-check the number (some kennitölur issued since February 2026 fail this check)."
+        )
+    return FieldResult(value=number, warning=warning)
+
+
+def _check_phone(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> FieldResult:
+    try:
+        return FieldResult(value=normalise_phone(text, region=region))
+    except InvalidIdentity as exc:
+        raise _FieldError(str(exc)) from None
+
+
+_VALIDATORS = {
+    "TEXT": _check_text,
+    "NUMBER": _check_number,
+    "DATE": _check_date,
+    "EMAIL": _check_email,
+    "URL": _check_url,
+    "KENNITALA": _check_kennitala,
+    "PHONE_NUMBER": _check_phone,
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# `make run`: the portal on the embedded default — SQLite, the SmartPages sandbox when no credentials are
+# set, a real Celery worker with beat on kombu's filesystem transport — at http://127.0.0.1:8000.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+export DEBUG="${DEBUG:-1}"
+mkdir -p var/celery/queue var/celery/processed var/cache var/media
+
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+if [ -z "${SMARTPAGES_KEY_ID:-}" ]; then
+  export SMARTPAGES_API_URL="http://127.0.0.1:8001" SMARTPAGES_KEY_ID="sandbox" SMARTPAGES_KEY_TOKEN="sandbox-secret"
+  $PY manage.py smartpages_sandbox --port 8001 --templates 25 > var/sandbox.log 2>&1 &
+  pids+=($!)
+  echo "SmartPages sandbox (not the real service) on $SMARTPAGES_API_URL — log in var/sandbox.log"
+fi
+
+$PY manage.py migrate --no-input -v 0
+$PY manage.py collectstatic --no-input -v 0
+echo "Demo logins (new passwords on every start):"
+$PY manage.py demo_users
+
+$PY -m celery -A portal worker --beat --loglevel=INFO --concurrency=2 \
+  --schedule var/celerybeat-schedule > var/worker.log 2>&1 &
+pids+=($!)
+echo "Celery worker + beat (embedded broker in var/celery) — log in var/worker.log"
+
+# Wait for the sandbox, then fill the mirror once so the first page is not empty.
+for _ in $(seq 50); do $PY -c "import socket,sys; socket.create_connection(('127.0.0.1', 8001), 0.2)" 2>/dev/null && break; sleep 0.2; done
+$PY manage.py sync_templates || echo "First sync failed; see the Templates page and var/worker.log."
+
+echo "Portal on http://127.0.0.1:8000 — Ctrl-C stops everything."
+$PY manage.py runserver 127.0.0.1:8000

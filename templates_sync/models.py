@@ -1,0 +1,227 @@
+"""The local mirror of the issuer's SmartPages pass templates and the record of each sync run."""
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class PassTemplate(models.Model):
+    """One SmartPages pass template, as last read upstream.
+
+    Typed columns hold what the portal shows and filters on; `raw` keeps the whole API object, so every
+    documented field (and any the API adds later) is kept exactly. Never hard-deleted: members point here.
+    """
+
+    class Type(models.TextChoices):
+        ID = "ID"
+        COUPON = "COUPON"
+        MEMBER = "MEMBER"
+        TICKET = "TICKET"
+        PUNCH = "PUNCH"
+        GIFT = "GIFT"
+        MULTI_TICKET = "MULTI_TICKET", "Multi ticket"
+        STORAGE = "STORAGE"
+        APPOINTMENT_PASS = "APPOINTMENT_PASS", "Appointment pass"
+
+    class Status(models.TextChoices):
+        ACTIVE = "ACTIVE", "Active"
+        VOIDED = "VOIDED", "Voided"
+
+    id = models.UUIDField(primary_key=True)
+    type = models.CharField(max_length=32)
+    name = models.CharField(max_length=500, blank=True)
+    description = models.TextField(blank=True)
+    status = models.CharField(max_length=16)
+    stamps = models.IntegerField(null=True, blank=True)
+    pass_price = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    disable_issue = models.BooleanField(default=False)
+    pos_distribution_only = models.BooleanField(default=False)
+    lock_input_fields = models.BooleanField(default=False)
+    deliver_by_kennitala = models.BooleanField(default=False)
+    use_email_domain_verification = models.BooleanField(default=False)
+    kennitala_age_verification = models.IntegerField(null=True, blank=True)
+    has_dynamic_barcode = models.BooleanField(default=False)
+    supports_google_wallet = models.BooleanField(default=False)
+    delivery_page_url = models.URLField(max_length=1000, blank=True)
+    when_last_update_sent = models.DateTimeField(null=True, blank=True)
+
+    raw = models.JSONField()
+    content_hash = models.CharField(max_length=64)
+    first_seen_at = models.DateTimeField()
+    changed_at = models.DateTimeField(help_text="When the upstream content last changed (or first arrived).")
+    removed_at = models.DateTimeField(null=True, blank=True, help_text="Set when a clean sync no longer finds it.")
+
+    class Meta:
+        ordering = ["name", "id"]
+        indexes = [models.Index(fields=["name"]), models.Index(fields=["status", "type"])]
+        permissions = [("run_sync", "Can run a template sync or refresh a template")]
+
+    def __str__(self) -> str:
+        return self.name or str(self.id)
+
+    @property
+    def is_removed(self) -> bool:
+        return self.removed_at is not None
+
+    @property
+    def issue_refusal_reason(self) -> str:
+        """Why passes cannot be issued from this template through the portal ('' when they can)."""
+        if self.removed_at is not None:
+            return "This template no longer exists on SmartPages."
+        if self.status == self.Status.VOIDED:
+            return "This template is voided on SmartPages."
+        if self.disable_issue:
+            return "Issuing new passes is disabled for this template on SmartPages."
+        if self.pos_distribution_only:
+            return "This template is distributed at points of sale only."
+        if self.pass_price:
+            return "This template's passes are sold (price set on SmartPages); links cannot give them away."
+        return ""
+
+    @property
+    def allowed_email_domains(self) -> list[str]:
+        domains = sorted(self.raw.get("allowedEmailDomains") or [], key=lambda d: d.get("sortOrder") or 0)
+        return [d.get("emailDomain", "") for d in domains if d.get("emailDomain")]
+
+    @property
+    def locations(self) -> list[dict]:
+        return list(self.raw.get("locations") or [])
+
+    DEVICE_FLAGS = [
+        ("isSharingProhibited", "Sharing prohibited"),
+        ("isNFC", "NFC"),
+        ("singleDeviceOnly", "Single device only"),
+        ("firstDeviceOnly", "First device only"),
+        ("oneDeviceAtATime", "One device at a time"),
+        ("oncePerDevice", "Once per device"),
+        ("onePassOfTemplateTypePerDevice", "One pass of this type per device"),
+        ("posDistributionOnly", "Point-of-sale distribution only"),
+        ("allowReward", "Rewards allowed"),
+        ("hasDynamicBarcode", "Dynamic barcode"),
+        ("lockInputFields", "Input fields locked"),
+        ("disableIssue", "Issuing disabled"),
+        ("deliverByKennitala", "Delivery by kennitala"),
+        ("useEmailDomainVerification", "Email domain verification"),
+        ("supportsGoogleWallet", "Google Wallet"),
+    ]
+
+    @property
+    def flags(self) -> list[tuple[str, bool]]:
+        return [(label, bool(self.raw.get(key))) for key, label in self.DEVICE_FLAGS]
+
+
+class TemplateInputField(models.Model):
+    """An input field of a template, in upstream order. Rewritten whenever its template changes."""
+
+    class Format(models.TextChoices):
+        TEXT = "TEXT", "Text"
+        NUMBER = "NUMBER", "Number"
+        DATE = "DATE", "Date"
+        EMAIL = "EMAIL", "Email"
+        URL = "URL", "URL"
+        KENNITALA = "KENNITALA", "Kennitala"
+        PHONE_NUMBER = "PHONE_NUMBER", "Phone number"
+
+    class FieldType(models.TextChoices):
+        ISSUER = "ISSUER", "Issuer"
+        MEMBER = "MEMBER", "Member"
+
+    template = models.ForeignKey(PassTemplate, on_delete=models.CASCADE, related_name="input_fields")
+    position = models.PositiveIntegerField()
+    identifier = models.CharField(max_length=200)
+    label = models.CharField(max_length=500, blank=True)
+    description = models.TextField(blank=True)
+    is_mandatory = models.BooleanField(default=False)
+    is_unique = models.BooleanField(default=False)
+    format = models.CharField(max_length=32)
+    type = models.CharField(max_length=16)
+
+    class Meta:
+        ordering = ["template", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["template", "identifier"], name="input_field_identifier_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.label or self.identifier
+
+
+class SyncRun(models.Model):
+    """One sync of the template mirror: a full run over every page, or a refresh of one template.
+
+    A full run in status RUNNING is also the lock that keeps runs one at a time: a partial unique
+    constraint lets only one such row exist, on SQLite (embedded mode) as on PostgreSQL.
+    """
+
+    class Kind(models.TextChoices):
+        FULL = "full", "Full sync"
+        SINGLE = "single", "Single template"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"
+
+    class Trigger(models.TextChoices):
+        BEAT = "beat", "Schedule"
+        MANUAL = "manual", "Sync now"
+        COMMAND = "command", "Command"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.FULL)
+    template_id = models.UUIDField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    triggered_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    pages = models.PositiveIntegerField(default=0)
+    total_pages = models.PositiveIntegerField(null=True, blank=True)
+    total_items = models.PositiveIntegerField(null=True, blank=True)
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    unchanged = models.PositiveIntegerField(default=0)
+    removed = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    warning = models.TextField(blank=True)
+    queued_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-queued_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind"],
+                condition=Q(status="running", kind="full"),
+                name="one_running_full_sync",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED, self.Status.SKIPPED)
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+    def as_json(self) -> dict:
+        """What the status endpoint, the command's --json and the page script read."""
+        return {
+            "id": self.pk,
+            "kind": self.kind,
+            "status": self.status,
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "removed": self.removed,
+            "pages": self.pages,
+            "total_pages": self.total_pages,
+            "error": self.error,
+            "warning": self.warning,
+            "finished": self.is_finished,
+        }

@@ -1,0 +1,43 @@
+"""Staff pages for sync runs: start one, follow it, read the history."""
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
+from django.core.paginator import Paginator
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from . import selectors, services
+from .models import PassTemplate, SyncRun
+
+
+@require_POST
+@permission_required("templates_sync.run_sync", raise_exception=True)
+def sync_now(request):
+    run = services.sync_request_full(user=request.user)
+    messages.info(request, "Sync started; its progress shows below.")
+    back = reverse("templates_sync:run_list") if request.POST.get("next") == "history" else reverse("template_list")
+    return redirect(f"{back}?run={run.pk}")
+
+
+@require_POST
+@permission_required("templates_sync.run_sync", raise_exception=True)
+def refresh(request, template_id):
+    template = get_object_or_404(PassTemplate, pk=template_id)
+    run = services.sync_request_refresh(template=template, user=request.user)
+    messages.info(request, "Refresh started; its result shows below.")
+    return redirect(f"{reverse('template_detail', args=[template.pk])}?run={run.pk}")
+
+
+@require_GET
+def run_list(request):
+    page = Paginator(selectors.sync_run_history(), 50).get_page(request.GET.get("page"))
+    interval_minutes = max(1, settings.TEMPLATE_SYNC_INTERVAL // 60)
+    return render(request, "templates_sync/run_list.html", {"page": page, "interval_minutes": interval_minutes})
+
+
+@require_GET
+def run_status(request, run_id):
+    run = get_object_or_404(SyncRun, pk=run_id)
+    return JsonResponse(run.as_json())
