@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
+from django.views.i18n import set_language
 
 from . import auth_views as portal_auth_views
 from . import health, views
@@ -16,5 +18,6 @@ urlpatterns = [
     path("members/", include("members.urls")),
     path("links/", include("links.urls")),
     path("admin/", admin.site.urls),
-    path("i18n/", include("django.conf.urls.i18n")),
+    # Holder pages switch language too, so the switch is public.
+    path("i18n/setlang/", login_not_required(set_language), name="set_language"),
 ]

@@ -1,0 +1,224 @@
+"""The template mirror against the sandbox over real HTTP, on the test database."""
+import threading
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from templates_sync import sync
+from templates_sync.models import PassTemplate, SyncRun, TemplateInputField
+from templates_sync.sandbox import Faults
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_multi_page_sync_mirrors_every_field_exactly(sandbox, settings):
+    settings.SMARTPAGES_PAGE_SIZE = 10
+    run = sync.templates_sync_all()
+
+    assert (run.status, run.created, run.pages, run.total_items) == ("succeeded", 25, 3, 25)
+    assert PassTemplate.objects.count() == 25
+    for template_id in sandbox.template_ids():
+        upstream = sandbox.get_template(template_id)
+        mirrored = PassTemplate.objects.get(pk=template_id)
+        assert mirrored.raw == upstream
+        assert mirrored.name == (upstream.get("name") or "")
+        assert mirrored.type == upstream["type"]
+        assert mirrored.status == upstream["status"]
+        assert mirrored.disable_issue == upstream["disableIssue"]
+        assert mirrored.pos_distribution_only == upstream["posDistributionOnly"]
+        assert mirrored.kennitala_age_verification == upstream.get("kennitalaAgeVerification")
+        expected_price = upstream.get("passPrice")
+        assert mirrored.pass_price == (Decimal(str(expected_price)) if expected_price is not None else None)
+        assert mirrored.delivery_page_url == upstream["deliveryPageUrl"]
+        fields = list(mirrored.input_fields.values_list("identifier", "label", "format", "type", "is_mandatory", "is_unique"))
+        assert fields == [
+            (f["identifier"], f["label"], f["format"], f["type"], f["isMandatory"], f["isUnique"])
+            for f in upstream["inputFields"]
+        ]
+
+
+def test_the_server_page_size_wins_over_the_one_asked_for(sandbox, settings):
+    settings.SMARTPAGES_PAGE_SIZE = 1000  # the sandbox caps pages at 100, as the real API may
+    sandbox.reset_counts()
+    run = sync.templates_sync_all()
+    assert (run.status, run.pages, run.created) == ("succeeded", 1, 25)
+
+
+def test_an_unchanged_resync_writes_no_template_row(sandbox, settings):
+    settings.SMARTPAGES_PAGE_SIZE = 10
+    sync.templates_sync_all()
+    changed_before = dict(PassTemplate.objects.values_list("id", "changed_at"))
+
+    with CaptureQueriesContext(connection) as queries:
+        run = sync.templates_sync_all()
+
+    assert (run.status, run.created, run.updated, run.unchanged, run.removed) == ("succeeded", 0, 0, 25, 0)
+    mirror_writes = [
+        q["sql"] for q in queries.captured_queries
+        if q["sql"].split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE")
+        and ("templates_sync_passtemplate" in q["sql"] or "templates_sync_templateinputfield" in q["sql"])
+    ]  # fmt: skip
+    assert mirror_writes == []
+    assert dict(PassTemplate.objects.values_list("id", "changed_at")) == changed_before
+
+
+def test_changed_added_and_removed_templates_are_mirrored(sandbox):
+    sync.templates_sync_all()
+    first, second = sandbox.template_ids()[:2]
+    sandbox.update_template(first, name="Nýtt nafn", inputFields=[
+        {"label": "Netfang", "identifier": "netfang", "description": None, "isMandatory": True,
+         "isUnique": False, "format": "EMAIL", "type": "MEMBER"},
+    ])  # fmt: skip
+    added = sandbox.add_template()
+    sandbox.remove_template(second)
+
+    run = sync.templates_sync_all()
+
+    assert (run.status, run.created, run.updated, run.removed) == ("succeeded", 1, 1, 1)
+    renamed = PassTemplate.objects.get(pk=first)
+    assert renamed.name == "Nýtt nafn"
+    assert list(renamed.input_fields.values_list("identifier", flat=True)) == ["netfang"]
+    assert PassTemplate.objects.filter(pk=added["id"]).exists()
+    gone = PassTemplate.objects.get(pk=second)  # kept, never hard-deleted
+    assert gone.removed_at is not None and gone.is_removed
+
+
+def test_a_template_that_comes_back_is_no_longer_marked_removed(sandbox):
+    sync.templates_sync_all()
+    template_id = sandbox.template_ids()[3]
+    kept = sandbox.get_template(template_id)
+    sandbox.remove_template(template_id)
+    sync.templates_sync_all()
+    sandbox.add_template(kept)
+
+    run = sync.templates_sync_all()
+
+    assert run.updated == 1
+    assert PassTemplate.objects.get(pk=template_id).removed_at is None
+
+
+def test_a_twenty_percent_fault_rate_still_converges_with_bounded_requests(sandbox, settings):
+    settings.SMARTPAGES_PAGE_SIZE = 5  # 5 pages
+    sandbox.faults = Faults(error_rate=0.2, reset_rate=0.05, seed=7)
+    sandbox.reset_counts()
+
+    run = sync.templates_sync_all()
+
+    assert run.status == "succeeded", run.error
+    assert PassTemplate.objects.filter(removed_at__isnull=True).count() == 25
+    requests_made = sandbox.request_count(path_prefix="/api/v1/pass-template")
+    assert 5 <= requests_made <= 5 * 3, requests_made  # retried, but not unboundedly
+
+
+def test_broken_json_on_the_last_page_fails_the_run_and_removes_nothing(sandbox, settings):
+    settings.SMARTPAGES_PAGE_SIZE = 10
+    sync.templates_sync_all()
+    sandbox.remove_template(sandbox.template_ids()[0])
+    sandbox.faults = Faults(broken_json_page=2)
+
+    run = sync.templates_sync_all()
+
+    assert run.status == "failed"
+    assert "not valid JSON" in run.error
+    assert run.removed == 0
+    assert PassTemplate.objects.filter(removed_at__isnull=False).count() == 0
+    assert PassTemplate.objects.count() == 25
+
+
+def test_wrong_credentials_give_a_message_a_person_can_act_on(sandbox, settings):
+    settings.SMARTPAGES_KEY_TOKEN = "not-the-token"
+    run = sync.templates_sync_all()
+    assert run.status == "failed"
+    assert run.error == (
+        "SmartPages refused the API credentials (401): check SMARTPAGES_KEY_ID and SMARTPAGES_KEY_TOKEN."
+    )
+    assert "not-the-token" not in run.error
+
+
+def test_items_moving_between_pages_mark_nothing_removed(sandbox, settings):
+    settings.SMARTPAGES_PAGE_SIZE = 10
+    sync.templates_sync_all()
+    sandbox.faults = Faults(mutate_after_page=0)
+
+    run = sync.templates_sync_all()
+
+    assert run.status == "succeeded"
+    assert run.removed == 0
+    assert "no template was marked removed" in run.warning
+    assert PassTemplate.objects.filter(removed_at__isnull=False).count() == 0
+
+
+def test_refreshing_one_template_updates_it_and_a_404_marks_it_removed(sandbox):
+    sync.templates_sync_all()
+    first, second = sandbox.template_ids()[:2]
+    sandbox.update_template(first, description="Uppfærð lýsing")
+    sandbox.remove_template(second)
+
+    refreshed = sync.template_refresh(template_id=first)
+    missing = sync.template_refresh(template_id=second)
+
+    assert (refreshed.status, refreshed.updated) == ("succeeded", 1)
+    assert PassTemplate.objects.get(pk=first).description == "Uppfærð lýsing"
+    assert (missing.status, missing.removed) == ("succeeded", 1)
+    assert PassTemplate.objects.get(pk=second).is_removed
+
+
+def test_the_sync_command_prints_json_and_fails_with_a_non_zero_exit(sandbox, settings, capsys):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+    import json
+
+    call_command("sync_templates", "--json")
+    outcome = json.loads(capsys.readouterr().out)
+    assert {k: outcome[k] for k in ("status", "created", "updated", "unchanged", "removed", "pages")} == {
+        "status": "succeeded", "created": 25, "updated": 0, "unchanged": 0, "removed": 0, "pages": 1,
+    }  # fmt: skip
+
+    settings.SMARTPAGES_KEY_ID = "nobody"
+    with pytest.raises(CommandError, match="check SMARTPAGES_KEY_ID"):
+        call_command("sync_templates", "--json")
+    assert json.loads(capsys.readouterr().out)["status"] == "failed"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_simultaneous_syncs_run_one_and_record_the_other_as_skipped(sandbox, settings):
+    settings.SMARTPAGES_PAGE_SIZE = 5
+    sandbox.faults = Faults(slow_seconds=0.15)  # keeps the first run busy while the second arrives
+    barrier = threading.Barrier(2)
+    outcomes = []
+
+    def trigger():
+        try:
+            barrier.wait()
+            outcomes.append(sync.templates_sync_all().status)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=trigger) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(outcomes) == ["skipped", "succeeded"]
+    assert SyncRun.objects.get(status="skipped").warning == "Skipped: another full sync was already running."
+    assert PassTemplate.objects.count() == 25
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_abandoned_run_does_not_block_the_next_one_forever(sandbox, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    SyncRun.objects.create(trigger="beat", status="running", started_at=timezone.now() - timedelta(hours=2))
+    run = sync.templates_sync_all()
+    assert run.status == "succeeded"
+    assert SyncRun.objects.get(trigger="beat").status == "failed"
+
+
+def test_input_field_rows_follow_upstream_order(sandbox):
+    sync.templates_sync_all()
+    assert TemplateInputField.objects.filter(template_id=sandbox.template_ids()[0]).first().position == 0
