@@ -1,0 +1,1019 @@
+"""A local stand-in for the SmartPages REST API ("the sandbox").
+
+The portal, its tests, the demo and the benchmarks talk to this real HTTP server on 127.0.0.1 instead of
+https://smartpages-api.smartsolutions.is. It serves the documented template endpoints (seed 004) and the
+pass endpoints (reference page "Passes") with the same auth and paging rules, plausible Icelandic data
+covering every template type and input-field format, and faults that can be switched on at run time.
+
+It is pure standard library on purpose: the benchmark imports it without Django, and it must never be the
+bottleneck of a sync of 10,000 templates, so every template is serialised once and list pages are built by
+joining the cached bytes.
+
+It never pretends to be the real service: it says "smartpages-sandbox" in its Server header, its
+distribution pages say they are a stand-in, and its URLs point at itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import html
+import json
+import math
+import os
+import random
+import socket
+import struct
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+__all__ = ["DEMO_TEMPLATE_ID", "Faults", "SmartPagesSandbox"]
+
+# The first template of every sandbox: the "club card" of the seed scenario. Fixed so the demo, the docs
+# and the tests can name it without asking the server first.
+DEMO_TEMPLATE_ID = "5a3d0c1e-7b2f-4e8a-9c61-2f0b6d4e8a10"
+
+API_PREFIX = "/api/v1/"
+TEMPLATES_PATH = "/api/v1/pass-template"
+PASSES_PATH = "/api/v1/pass"
+MAX_BODY_BYTES = 1_000_000
+DEFAULT_PAGE_SIZE = 20
+SERVER_NAME = "smartpages-sandbox"
+
+TEMPLATE_TYPES = ("ID", "COUPON", "MEMBER", "TICKET", "PUNCH", "GIFT", "MULTI_TICKET", "STORAGE", "APPOINTMENT_PASS")
+FIELD_FORMATS = ("TEXT", "NUMBER", "DATE", "EMAIL", "URL", "KENNITALA", "PHONE_NUMBER")
+FIELD_TYPES = ("ISSUER", "MEMBER")
+FAULT_SCOPES = ("all", "templates", "passes")
+
+# Keys the docs mark optional ("may be null or absent"); generated templates leave some of them out.
+OPTIONAL_TEMPLATE_KEYS = (
+    "name",
+    "description",
+    "stamps",
+    "passPrice",
+    "whenLastUpdateSent",
+    "dynamicBarcodeExpirationTimeSeconds",
+    "kennitalaAgeVerification",
+    "exchangedForTemplateId",
+)
+
+# uuid5 namespace for generated template ids: same seed and index, same id, on every machine.
+_TEMPLATE_ID_NAMESPACE = uuid.UUID("0e6f3b52-5d1c-4b8e-a7f4-3c2d9e1b7a64")
+
+
+@dataclass
+class Faults:
+    """What the sandbox does wrong, on purpose. Replace ``sandbox.faults`` to switch at run time."""
+
+    error_rate: float = 0.0  # fraction of API requests answered 503 with a small JSON error body
+    rate_limit_rate: float = 0.0  # fraction answered 429 with header Retry-After: <retry_after>
+    retry_after: int = 1
+    reset_rate: float = 0.0  # fraction where the connection is closed abruptly (RST, no response)
+    broken_json_page: int | None = None  # template-list page (0-based) whose 200 body is invalid JSON, every time
+    slow_seconds: float = 0.0  # sleep before every API response (within scope)
+    mutate_after_page: int | None = None  # after serving this list page once, the list changes under the client
+    scope: str = "all"  # "all" | "templates" | "passes": which endpoints the faults hit
+    seed: int = 0  # faults drawn from random.Random(seed) so runs are repeatable
+
+    def __post_init__(self) -> None:
+        for name in ("error_rate", "rate_limit_rate", "reset_rate"):
+            rate = getattr(self, name)
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {rate!r}")
+        if self.error_rate + self.rate_limit_rate + self.reset_rate > 1.0:
+            raise ValueError("error_rate + rate_limit_rate + reset_rate must not exceed 1")
+        if self.scope not in FAULT_SCOPES:
+            raise ValueError(f"scope must be one of {FAULT_SCOPES}, got {self.scope!r}")
+        if self.slow_seconds < 0 or self.retry_after < 0:
+            raise ValueError("slow_seconds and retry_after must not be negative")
+
+
+class SmartPagesSandbox:
+    """The SmartPages stand-in: data (templates, passes, request counts) plus the HTTP server serving it.
+
+    The socket is bound in the constructor, so ``url`` is known before ``start()``.
+    """
+
+    def __init__(
+        self,
+        *,
+        templates: int = 25,
+        seed: int = 1,
+        key_id: str = "sandbox",
+        key_token: str = "sandbox-secret",
+        page_size_cap: int = 100,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        faults: Faults | None = None,
+        verbose: bool = False,
+    ) -> None:
+        if templates < 0 or page_size_cap < 1:
+            raise ValueError("templates must be >= 0 and page_size_cap >= 1")
+        self.seed = seed
+        self.page_size_cap = page_size_cap
+        self.verbose = verbose
+        self._expected_credentials = f"{key_id}:{key_token}".encode()
+
+        # One lock guards everything below: templates, passes, counters and the fault state.
+        self._lock = threading.Lock()
+        self._template_order: list[str] = []
+        self._templates: dict[str, dict] = {}
+        self._encoded_templates: dict[str, bytes] = {}
+        self._next_template_index = 0
+        self._passes: dict[str, dict] = {}
+        self._pass_id_by_external_id: dict[tuple[str, str], str] = {}
+        self._request_counts: Counter[tuple[str, str]] = Counter()
+        self._open_connections: set[socket.socket] = set()
+
+        self._http_server = _SandboxHTTPServer((host, port), _SandboxRequestHandler, sandbox=self)
+        bound_host, bound_port = self._http_server.server_address[:2]
+        self.url = f"http://{bound_host}:{bound_port}"
+        self._serving_thread: threading.Thread | None = None
+        self._serving = False  # True from start()/serve_forever() until the serving loop has returned
+        self._stopped = False
+
+        self.faults = faults or Faults()
+        for _ in range(templates):
+            self._append_generated_template()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> SmartPagesSandbox:
+        """Serve in a daemon thread and return self (so ``sandbox = SmartPagesSandbox().start()`` reads well)."""
+        if not self._serving:
+            self._serving = True
+            self._serving_thread = threading.Thread(
+                target=self._serve, kwargs={"poll_interval": 0.05}, name=SERVER_NAME, daemon=True
+            )
+            self._serving_thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until ``stop()`` or KeyboardInterrupt (for the management command)."""
+        self._serving = True
+        try:
+            self._serve(poll_interval=0.2)
+        finally:
+            self._close_server_and_connections()
+
+    def stop(self) -> None:
+        """Stop serving, close the listening socket and every kept-alive connection. Safe to call twice."""
+        if self._serving:
+            # shutdown() blocks until the serving loop has returned, so only call it while one runs.
+            self._http_server.shutdown()
+        if self._serving_thread is not None:
+            self._serving_thread.join()
+            self._serving_thread = None
+        self._close_server_and_connections()
+
+    def _serve(self, poll_interval: float) -> None:
+        try:
+            self._http_server.serve_forever(poll_interval=poll_interval)
+        finally:
+            self._serving = False
+
+    def __enter__(self) -> SmartPagesSandbox:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def _close_server_and_connections(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            connections = list(self._open_connections)
+        self._http_server.server_close()
+        # Clients keep connections alive; without this a "stopped" sandbox would go on answering them
+        # from its handler threads.
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    # ------------------------------------------------------------------ faults
+
+    @property
+    def faults(self) -> Faults:
+        return self._faults
+
+    @faults.setter
+    def faults(self, faults: Faults | None) -> None:
+        with self._lock:
+            self._faults = faults or Faults()
+            # A new Faults starts a new, repeatable sequence of draws and may mutate the list once more.
+            self._fault_random = random.Random(self._faults.seed)
+            self._list_mutated = False
+
+    # ------------------------------------------------------------------ templates
+
+    def template_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._template_order)
+
+    def get_template(self, template_id: str) -> dict:
+        """A deep copy of the template exactly as served. KeyError when unknown."""
+        with self._lock:
+            return json.loads(self._encoded_templates[template_id])
+
+    def add_template(self, template: dict | None = None, **overrides) -> dict:
+        """Append a template: the given one (as is), or a generated plausible one; then apply ``overrides``
+        (camelCase keys as in the API). Returns a copy of what is served."""
+        with self._lock:
+            if template is None:
+                new_template = self._generate_template(self._next_template_index)
+                self._next_template_index += 1
+            else:
+                new_template = json.loads(json.dumps(template))
+                new_template.setdefault("id", str(uuid.uuid4()))
+            new_template.update(json.loads(json.dumps(overrides)))
+            if new_template["id"] in self._templates:
+                raise ValueError(f"template {new_template['id']} already exists")
+            self._store_template(new_template)
+            self._template_order.append(new_template["id"])
+            return json.loads(self._encoded_templates[new_template["id"]])
+
+    def update_template(self, template_id: str, **changes) -> dict:
+        """Change top-level keys of a template (camelCase, as in the API). KeyError when unknown."""
+        if "id" in changes and changes["id"] != template_id:
+            raise ValueError("a template's id cannot change")
+        with self._lock:
+            updated = dict(self._templates[template_id], **json.loads(json.dumps(changes)))
+            self._store_template(updated)
+            return json.loads(self._encoded_templates[template_id])
+
+    def remove_template(self, template_id: str) -> None:
+        """Remove a template, as if the issuer deleted it upstream. KeyError when unknown."""
+        with self._lock:
+            self._forget_template(template_id)
+
+    # ------------------------------------------------------------------ passes and counters
+
+    def passes(self, template_id: str | None = None) -> list[dict]:
+        """Copies of the passes created so far, oldest first, optionally for one template."""
+        with self._lock:
+            return [
+                json.loads(json.dumps(issued))
+                for issued in self._passes.values()
+                if template_id is None or issued["passTemplateId"] == template_id
+            ]
+
+    def request_count(self, method: str | None = None, path_prefix: str = "") -> int:
+        """Requests received (faulted ones included), optionally only one method and paths with a prefix.
+
+        Paths are counted without query string or trailing slash. Mind that "/api/v1/pass" is also a prefix
+        of "/api/v1/pass-template"; pass a method (POST, PUT) or "/api/v1/pass/" to count pass calls only.
+        """
+        wanted_method = method.upper() if method else None
+        with self._lock:
+            return sum(
+                count
+                for (request_method, path), count in self._request_counts.items()
+                if (wanted_method is None or request_method == wanted_method) and path.startswith(path_prefix)
+            )
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self._request_counts.clear()
+
+    # ------------------------------------------------------------------ internals (call with the lock held)
+
+    def _store_template(self, template: dict) -> None:
+        template.setdefault("deliveryPageUrl", self._delivery_page_url(template["id"]))
+        self._templates[template["id"]] = template
+        self._encoded_templates[template["id"]] = _encode_json(template)
+
+    def _forget_template(self, template_id: str) -> None:
+        del self._templates[template_id]
+        del self._encoded_templates[template_id]
+        self._template_order.remove(template_id)
+
+    def _append_generated_template(self) -> None:
+        with self._lock:
+            template = self._generate_template(self._next_template_index)
+            self._next_template_index += 1
+            self._store_template(template)
+            self._template_order.append(template["id"])
+
+    def _delivery_page_url(self, template_id: str) -> str:
+        # Same shape as the real service's URL, but pointing at the sandbox.
+        return f"{self.url}/distribution/passTemplate/{template_id}/{template_id}"
+
+    def _generate_template(self, index: int) -> dict:
+        if index == 0:
+            return _demo_club_card(self._delivery_page_url(DEMO_TEMPLATE_ID))
+        template_id = str(uuid.uuid5(_TEMPLATE_ID_NAMESPACE, f"{self.seed}:{index}"))
+        # One Random per index: template N is the same whether it was made at start-up or added later.
+        rng = random.Random(f"smartpages-sandbox:{self.seed}:{index}")
+        return _generated_template(index, template_id, rng, self._delivery_page_url(template_id))
+
+    def _mutate_template_list(self) -> None:
+        """Make the list change under a paging client: two new templates appear at the front (so everything
+        shifts towards later pages) and the last one disappears (so totalItems changes by +1)."""
+        for _ in range(2):
+            template = self._generate_template(self._next_template_index)
+            self._next_template_index += 1
+            self._store_template(template)
+            self._template_order.insert(0, template["id"])
+        self._forget_template(self._template_order[-1])
+
+    def _list_page_body(self, page: int, page_size: int) -> bytes:
+        with self._lock:
+            total_items = len(self._template_order)
+            page_ids = self._template_order[page * page_size : (page + 1) * page_size]
+            data = b",".join(self._encoded_templates[template_id] for template_id in page_ids)
+        head = _encode_json(
+            {
+                "page": page,
+                "pageSize": page_size,
+                "totalPages": math.ceil(total_items / page_size),
+                "totalItems": total_items,
+            }
+        )
+        return head[:-1] + b',"data":[' + data + b"]}"
+
+    def _draw_fault(self, path: str) -> str | None:
+        """'reset', 'rate_limit', 'error' or None for this request. One draw per in-scope request keeps the
+        sequence repeatable for a sequential client."""
+        faults = self._faults
+        if not _in_fault_scope(path, faults.scope):
+            return None
+        with self._lock:
+            draw = self._fault_random.random()
+        if draw < faults.reset_rate:
+            return "reset"
+        if draw < faults.reset_rate + faults.rate_limit_rate:
+            return "rate_limit"
+        if draw < faults.reset_rate + faults.rate_limit_rate + faults.error_rate:
+            return "error"
+        return None
+
+    def _is_authorised(self, authorization_header: str | None) -> bool:
+        scheme, _, encoded = (authorization_header or "").partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        try:
+            credentials = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(credentials, self._expected_credentials)
+
+    def _create_pass(self, body: object) -> tuple[int, dict]:
+        if not isinstance(body, dict):
+            return 400, {"error": "request body must be a JSON object"}
+        template_id = body.get("passTemplateId")
+        if not isinstance(template_id, str):
+            return 400, {"error": "passTemplateId is required"}
+        input_fields = body.get("inputFields", [])
+        if not isinstance(input_fields, list) or not all(
+            isinstance(field, dict) and isinstance(field.get("identifier"), str) for field in input_fields
+        ):
+            return 400, {"error": "inputFields must be a list of {identifier, value}"}
+        external_id = body.get("externalIdentifier")
+        if external_id is not None and not isinstance(external_id, str):
+            return 400, {"error": "externalIdentifier must be a string"}
+        is_voided = body.get("isVoided", False)
+        if not isinstance(is_voided, bool):
+            return 400, {"error": "isVoided must be a boolean"}
+
+        # Everything from here to storing the pass happens under the lock, so two concurrent POSTs with the
+        # same externalIdentifier cannot both be told 201.
+        with self._lock:
+            template = self._templates.get(template_id)
+            if template is None:
+                return 404, {"error": "pass template not found"}
+            refusal = _issue_refusal(template, input_fields)
+            if refusal:
+                return 400, {"error": refusal}
+            if external_id is not None:
+                existing_pass_id = self._pass_id_by_external_id.get((template_id, external_id))
+                if existing_pass_id is not None:
+                    return 409, {
+                        "error": "externalIdentifier already in use for this pass template",
+                        "passId": existing_pass_id,
+                    }
+            pass_id = str(uuid.uuid4())
+            new_pass = {
+                "id": pass_id,
+                "passTemplateId": template_id,
+                "externalIdentifier": external_id,
+                "status": "VOIDED" if is_voided else "ACTIVE",
+                "isVoided": is_voided,
+                "inputFields": [{"identifier": f["identifier"], "value": f.get("value")} for f in input_fields],
+                "distributionUrl": f"{self.url}/distribution/pass/{pass_id}",
+                "createdAt": _utc_timestamp(datetime.now(timezone.utc)),
+            }
+            for optional_key in ("validFrom", "expirationDate", "stampsLeft", "alreadyPaid", "backFields"):
+                if optional_key in body:
+                    new_pass[optional_key] = body[optional_key]
+            self._passes[pass_id] = new_pass
+            if external_id is not None:
+                self._pass_id_by_external_id[(template_id, external_id)] = pass_id
+            return 201, json.loads(json.dumps(new_pass))
+
+    def _get_pass(self, pass_id: str) -> tuple[int, dict]:
+        with self._lock:
+            found = self._passes.get(pass_id)
+            if found is None:
+                return 404, {"error": "pass not found"}
+            return 200, json.loads(json.dumps(found))
+
+    def _update_pass(self, pass_id: str, body: object) -> tuple[int, dict]:
+        if not isinstance(body, dict):
+            return 400, {"error": "request body must be a JSON object"}
+        if "isVoided" in body and not isinstance(body["isVoided"], bool):
+            return 400, {"error": "isVoided must be a boolean"}
+        with self._lock:
+            found = self._passes.get(pass_id)
+            if found is None:
+                return 404, {"error": "pass not found"}
+            if "isVoided" in body:
+                found["isVoided"] = body["isVoided"]
+                found["status"] = "VOIDED" if body["isVoided"] else "ACTIVE"
+            if isinstance(body.get("inputFields"), list):
+                values = {f["identifier"]: f.get("value") for f in found["inputFields"]}
+                for field in body["inputFields"]:
+                    if isinstance(field, dict) and isinstance(field.get("identifier"), str):
+                        values[field["identifier"]] = field.get("value")
+                found["inputFields"] = [{"identifier": key, "value": value} for key, value in values.items()]
+            for key in ("validFrom", "expirationDate", "stampsLeft", "alreadyPaid", "backFields"):
+                if key in body:
+                    found[key] = body[key]
+            return 200, json.loads(json.dumps(found))
+
+    def _distribution_page(self, pass_id: str) -> tuple[int, str]:
+        with self._lock:
+            found = self._passes.get(pass_id)
+            found = dict(found) if found else None
+        if found is None:
+            return 404, _html_page("Pass not found", "<p>The sandbox has no pass with this id.</p>")
+        body = (
+            f"<p>This is the <strong>SmartPages sandbox</strong>'s stand-in for the wallet page. "
+            f"The real service would offer the pass for Apple Wallet and Google Wallet here.</p>"
+            f"<p>Pass <code>{html.escape(found['id'])}</code>, status {html.escape(found['status'])}.</p>"
+        )
+        return 200, _html_page("Sandbox wallet page", body)
+
+    def _template_delivery_page(self, template_id: str) -> tuple[int, str]:
+        with self._lock:
+            template = self._templates.get(template_id)
+            name = (template or {}).get("name") or template_id
+        if template is None:
+            return 404, _html_page("Pass template not found", "<p>The sandbox has no template with this id.</p>")
+        body = (
+            f"<p>This is the <strong>SmartPages sandbox</strong>'s stand-in for the delivery page of "
+            f"“{html.escape(name)}”. Passes are not handed out here.</p>"
+        )
+        return 200, _html_page("Sandbox delivery page", body)
+
+
+class _SandboxHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    # 50 clients connecting at once (the race tests) must not overflow the listen backlog (default 5),
+    # or their SYNs are dropped and retried a second later.
+    request_queue_size = 128
+
+    def __init__(self, server_address, handler_class, *, sandbox: SmartPagesSandbox) -> None:
+        self.sandbox = sandbox
+        super().__init__(server_address, handler_class)
+
+
+class _SandboxRequestHandler(BaseHTTPRequestHandler):
+    # HTTP/1.1 with Content-Length on every answer, so clients keep their connections alive.
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; without TCP_NODELAY the second can wait for a delayed ACK.
+    disable_nagle_algorithm = True
+    # Idle kept-alive connections give up their thread after a while.
+    timeout = 120
+    server: _SandboxHTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        sandbox = self.server.sandbox
+        with sandbox._lock:
+            sandbox._open_connections.add(self.connection)
+
+    def finish(self) -> None:
+        sandbox = self.server.sandbox
+        with sandbox._lock:
+            sandbox._open_connections.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:
+            pass  # the client (or a reset fault) already closed the socket
+
+    def version_string(self) -> str:
+        return SERVER_NAME
+
+    def log_message(self, format: str, *args) -> None:
+        if self.server.sandbox.verbose:
+            print(f"{SERVER_NAME} {self.address_string()} - {format % args}", flush=True)
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def do_PUT(self) -> None:
+        self._handle()
+
+    def do_PATCH(self) -> None:
+        self._handle()
+
+    def do_DELETE(self) -> None:
+        self._handle()
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _handle(self) -> None:
+        sandbox = self.server.sandbox
+        split_url = urlsplit(self.path)
+        path = split_url.path.rstrip("/") or "/"
+        with sandbox._lock:
+            sandbox._request_counts[(self.command, path)] += 1
+
+        # Read the body before anything else, faults included, so a kept-alive connection stays in step.
+        body_bytes = self._read_body()
+        if body_bytes is None:
+            return
+
+        if path.startswith(API_PREFIX):
+            self._handle_api(path, split_url.query, body_bytes)
+        else:
+            self._handle_public_page(path)
+
+    def _handle_api(self, path: str, query: str, body_bytes: bytes) -> None:
+        sandbox = self.server.sandbox
+        faults = sandbox.faults
+        fault = sandbox._draw_fault(path)
+        if faults.slow_seconds and _in_fault_scope(path, faults.scope):
+            time.sleep(faults.slow_seconds)
+        if fault == "reset":
+            self._reset_connection()
+            return
+        if fault == "rate_limit":
+            self._send_json(
+                429, {"error": "too many requests (sandbox fault)"}, headers={"Retry-After": str(faults.retry_after)}
+            )
+            return
+        if fault == "error":
+            self._send_json(503, {"error": "service unavailable (sandbox fault)"})
+            return
+
+        if not sandbox._is_authorised(self.headers.get("Authorization")):
+            self._send_json(401, {"error": "missing or invalid Authorization: Bearer base64(KEY_ID:KEY_TOKEN)"})
+            return
+
+        if path == TEMPLATES_PATH:
+            if self._allow("GET"):
+                self._send_template_page(query)
+        elif path.startswith(TEMPLATES_PATH + "/"):
+            if self._allow("GET"):
+                self._send_template(path.removeprefix(TEMPLATES_PATH + "/"))
+        elif path == PASSES_PATH:
+            if self._allow("POST"):
+                self._send_pass_write(sandbox._create_pass, body_bytes)
+        elif path.startswith(PASSES_PATH + "/"):
+            pass_id = path.removeprefix(PASSES_PATH + "/")
+            if self._allow("GET", "PUT"):
+                if self.command == "GET":
+                    self._send_json(*sandbox._get_pass(pass_id))
+                else:
+                    self._send_pass_write(lambda body: sandbox._update_pass(pass_id, body), body_bytes)
+        else:
+            self._send_json(404, {"error": "no such endpoint"})
+
+    def _handle_public_page(self, path: str) -> None:
+        sandbox = self.server.sandbox
+        parts = path.strip("/").split("/")
+        if self.command != "GET":
+            self._send_json(405, {"error": "method not allowed"}, headers={"Allow": "GET"})
+        elif path == "/":
+            with sandbox._lock:
+                template_count = len(sandbox._template_order)
+            self._send_json(200, {"service": SERVER_NAME, "realService": False, "templates": template_count})
+        elif len(parts) == 3 and parts[:2] == ["distribution", "pass"]:
+            self._send_html(*sandbox._distribution_page(parts[2]))
+        elif len(parts) == 4 and parts[:2] == ["distribution", "passTemplate"]:
+            self._send_html(*sandbox._template_delivery_page(parts[2]))
+        else:
+            self._send_html(404, _html_page("Not found", "<p>The SmartPages sandbox has no page here.</p>"))
+
+    # ------------------------------------------------------------------ endpoints
+
+    def _send_template_page(self, query: str) -> None:
+        sandbox = self.server.sandbox
+        try:
+            page, page_size = _parse_paging(query)
+        except ValueError as error:
+            self._send_json(400, {"error": str(error)})
+            return
+        page_size = min(page_size, sandbox.page_size_cap)
+        body = sandbox._list_page_body(page, page_size)
+
+        faults = sandbox.faults
+        if faults.broken_json_page == page:
+            body = body[: len(body) // 2]  # cut mid-object: a 200 whose body is not JSON
+        self._send_body(200, body, "application/json; charset=utf-8")
+
+        if faults.mutate_after_page == page:
+            with sandbox._lock:
+                if not sandbox._list_mutated and faults is sandbox._faults:
+                    sandbox._list_mutated = True
+                    sandbox._mutate_template_list()
+
+    def _send_template(self, template_id: str) -> None:
+        sandbox = self.server.sandbox
+        with sandbox._lock:
+            encoded = sandbox._encoded_templates.get(template_id)
+        if encoded is None:
+            self._send_json(404, {"error": "pass template not found"})
+        else:
+            self._send_body(200, encoded, "application/json; charset=utf-8")
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _allow(self, *methods: str) -> bool:
+        if self.command in methods:
+            return True
+        self._send_json(405, {"error": "method not allowed"}, headers={"Allow": ", ".join(methods)})
+        return False
+
+    def _read_body(self) -> bytes | None:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            self.close_connection = True
+            self._send_json(411, {"error": "send a Content-Length; chunked bodies are not supported"})
+            return None
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY_BYTES:
+            self.close_connection = True
+            self._send_json(400, {"error": "bad or too large Content-Length"})
+            return None
+        return self.rfile.read(length) if length else b""
+
+    def _send_pass_write(self, write, body_bytes: bytes) -> None:
+        try:
+            body = json.loads(body_bytes or b"null")
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            self._send_json(400, {"error": "request body is not valid JSON"})
+            return
+        self._send_json(*write(body))
+
+    def _send_json(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
+        self._send_body(status, _encode_json(payload), "application/json; charset=utf-8", headers)
+
+    def _send_html(self, status: int, page: str) -> None:
+        self._send_body(status, page.encode(), "text/html; charset=utf-8")
+
+    def _send_body(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _reset_connection(self) -> None:
+        # SO_LINGER with a zero timeout makes close() send RST instead of FIN: the client gets
+        # "connection reset by peer" with no response at all, like a crashing proxy.
+        # detach() first: the request's file objects still hold the socket, so a plain close() would not
+        # close the descriptor until later, and by then socketserver has sent a polite FIN.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        os.close(self.connection.detach())
+        self.close_connection = True
+
+
+# ---------------------------------------------------------------------- small functions
+
+
+def _encode_json(value: object) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _utc_timestamp(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _html_page(title: str, body: str) -> str:
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)} · SmartPages sandbox</title></head>"
+        f"<body><h1>{html.escape(title)}</h1>{body}"
+        "<p><small>Served by the local SmartPages sandbox, not by SmartPages.</small></p></body></html>"
+    )
+
+
+def _in_fault_scope(path: str, scope: str) -> bool:
+    if scope == "all":
+        return True
+    is_template_path = path == TEMPLATES_PATH or path.startswith(TEMPLATES_PATH + "/")
+    if scope == "templates":
+        return is_template_path
+    return not is_template_path and (path == PASSES_PATH or path.startswith(PASSES_PATH + "/"))
+
+
+def _parse_paging(query: str) -> tuple[int, int]:
+    params = parse_qs(query, keep_blank_values=True)
+
+    def non_negative_int(name: str, default: int) -> int:
+        values = params.get(name)
+        if not values:
+            return default
+        try:
+            number = int(values[-1])
+        except ValueError:
+            raise ValueError(f"{name} must be an integer") from None
+        if number < 0:
+            raise ValueError(f"{name} must not be negative")
+        return number
+
+    page = non_negative_int("page", 0)
+    page_size = non_negative_int("page_size", DEFAULT_PAGE_SIZE)
+    if page_size < 1:
+        raise ValueError("page_size must be at least 1")
+    return page, page_size
+
+
+def _issue_refusal(template: dict, input_fields: list[dict]) -> str | None:
+    """Why a pass cannot be created from this template with these values, or None."""
+    if template.get("status") != "ACTIVE":
+        return "pass template is voided"
+    if template.get("disableIssue"):
+        return "issuing passes is disabled for this pass template"
+    known = {field["identifier"]: field for field in template.get("inputFields", [])}
+    given = {field["identifier"]: field.get("value") for field in input_fields}
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        return f"unknown input field identifier(s): {', '.join(unknown)}"
+    missing = [
+        identifier
+        for identifier, field in known.items()
+        if field.get("isMandatory") and (given.get(identifier) is None or str(given[identifier]).strip() == "")
+    ]
+    if missing:
+        return f"mandatory input field(s) missing: {', '.join(missing)}"
+    return None
+
+
+# ---------------------------------------------------------------------- template data
+
+
+def _input_field(label, identifier, field_format, field_type, *, mandatory, unique=False, description=None) -> dict:
+    return {
+        "label": label,
+        "identifier": identifier,
+        "description": description,
+        "isMandatory": mandatory,
+        "isUnique": unique,
+        "format": field_format,
+        "type": field_type,
+    }
+
+
+def _template_skeleton(template_id: str, template_type: str, name, description, delivery_page_url: str) -> dict:
+    """Every documented key, in the order of the seed's example, with the plainest values."""
+    return {
+        "id": template_id,
+        "type": template_type,
+        "name": name,
+        "description": description,
+        "stamps": None,
+        "status": "ACTIVE",
+        "inputFields": [],
+        "isSharingProhibited": False,
+        "isNFC": False,
+        "singleDeviceOnly": False,
+        "firstDeviceOnly": False,
+        "oneDeviceAtATime": False,
+        "oncePerDevice": False,
+        "onePassOfTemplateTypePerDevice": False,
+        "posDistributionOnly": False,
+        "passPrice": None,
+        "whenLastUpdateSent": None,
+        "allowReward": False,
+        "hasDynamicBarcode": False,
+        "dynamicBarcodeExpirationTimeSeconds": None,
+        "dynamicBarcodeType": "BASIC",
+        "lockInputFields": False,
+        "disableIssue": False,
+        "deliverByKennitala": False,
+        "locations": [],
+        "useEmailDomainVerification": False,
+        "allowedEmailDomains": [],
+        "kennitalaAgeVerification": None,
+        "supportsGoogleWallet": True,
+        "exchangedForTemplateId": None,
+        "deliveryPageUrl": delivery_page_url,
+    }
+
+
+def _demo_club_card(delivery_page_url: str) -> dict:
+    template = _template_skeleton(
+        DEMO_TEMPLATE_ID,
+        "MEMBER",
+        "Klúbbkort Sundfélagsins",
+        "Félagsmenn sýna kortið við innganginn og fá ókeypis aðgang að æfingum í lauginni; "
+        "þú færð líka afslátt af öllum námskeiðum.",
+        delivery_page_url,
+    )
+    template["inputFields"] = [
+        _input_field("Nafn / Name", "name", "TEXT", "ISSUER", mandatory=True, description="Fullt nafn félagsmanns"),
+        _input_field("Netfang / Email", "email", "EMAIL", "ISSUER", mandatory=True, description="Netfang félagsmanns"),
+        _input_field("Símanúmer / Phone", "phone", "PHONE_NUMBER", "ISSUER", mandatory=False),
+    ]
+    template["isNFC"] = True
+    template["locations"] = [
+        {"relevantText": "Velkomin í Laugardalslaug!", "point": {"latitude": 64.1463, "longitude": -21.8773},
+         "name": "Laugardalslaug"},
+    ]
+    return template
+
+
+def _loyalty_card_with_email_and_phone(template_id: str, delivery_page_url: str) -> dict:
+    template = _template_skeleton(
+        template_id,
+        "PUNCH",
+        "Klippikort Kaffihússins Ögnar",
+        "Tíundi kaffibollinn er á okkur. Sýndu kortið á afgreiðsluborðinu.",
+        delivery_page_url,
+    )
+    template["stamps"] = 10
+    template["allowReward"] = True
+    template["inputFields"] = [
+        _input_field("Nafn / Name", "name", "TEXT", "ISSUER", mandatory=False),
+        _input_field("Farsími / Mobile", "phone", "PHONE_NUMBER", "ISSUER", mandatory=True, unique=True,
+                     description="Farsímanúmer korthafa"),
+        _input_field("Netfang / Email", "email", "EMAIL", "ISSUER", mandatory=False),
+    ]
+    template["locations"] = [
+        {"relevantText": "Kaffið bíður þín á Akureyri.", "point": {"latitude": 65.6835, "longitude": -18.0878}},
+    ]
+    return template
+
+
+def _pupil_card_with_two_emails(template_id: str, delivery_page_url: str) -> dict:
+    template = _template_skeleton(
+        template_id,
+        "ID",
+        "Nemendaskírteini Tónlistarskóla Ísafjarðar",
+        "Skírteinið gildir skólaárið; forráðamenn fá afrit af tilkynningum.",
+        delivery_page_url,
+    )
+    template["inputFields"] = [
+        _input_field("Nafn nemanda / Pupil's name", "name", "TEXT", "ISSUER", mandatory=True),
+        _input_field("Netfang nemanda / Pupil's email", "email", "EMAIL", "ISSUER", mandatory=True),
+        _input_field("Netfang forráðamanns / Guardian's email", "guardian_email", "EMAIL", "ISSUER",
+                     mandatory=False, description="Fær afrit af tilkynningum skólans"),
+    ]
+    return template
+
+
+_NAMES_BY_TYPE = {
+    "ID": ("Starfsmannaskírteini Þórsmerkur ehf.", "Aðgangskort að rannsóknastofu", "Nemendaskírteini á Hólum"),
+    "COUPON": ("Kaffihúsið Ögn – 20% afsláttur", "Tveir fyrir einn í sund", "Afsláttarmiði í Bókabúð Sóleyjar"),
+    "MEMBER": ("Félagskort Ferðafélagsins Ýmis", "Vildarkort Bakarísins á Hæðinni", "Aðildarkort Golfklúbbsins Þórs"),
+    "TICKET": ("Jólatónleikar Kórs Ísafjarðar", "Aðgöngumiði á Þjóðhátíð", "Leikhúsmiði – Fjalla-Eyvindur"),
+    "PUNCH": ("Sundkort – tíu ferðir", "Klippikort í jóga", "Þvottastöðin – tíundi þvotturinn frítt"),
+    "GIFT": ("Gjafabréf – Veitingahúsið Fjörður", "Gjafakort Blómabúðarinnar Sóleyjar", "Gjafabréf í heilsulind"),
+    "MULTI_TICKET": ("Strætókort – 20 ferðir", "Skíðapassi – fimm dagar í Hlíðarfjalli", "Ferjukort til Hríseyjar"),
+    "STORAGE": ("Geymsluhólf í Vesturbæjarlaug", "Farangursgeymsla á Egilsstöðum", "Reiðhjólageymsla Háskólans"),
+    "APPOINTMENT_PASS": ("Tími hjá tannlækni", "Bókun í klippingu hjá Hárstofunni Ýri", "Skoðun á bílaverkstæði"),
+}
+
+_DESCRIPTIONS = (
+    "Gildir í öllum útibúum á höfuðborgarsvæðinu.",
+    "Sýnið kortið við innganginn; starfsfólk skannar strikamerkið.",
+    "Þú færð tíunda bollann ókeypis.",
+    "Gjafabréfið gildir í eitt ár frá útgáfudegi.",
+    "Æfingar á þriðjudögum og fimmtudögum í íþróttahúsinu.",
+    "Sérkjör fyrir félagsmenn á meðan birgðir endast.",
+    "Nýtt kort er gefið út fyrir hvert ár.",
+)
+
+_LOCATIONS = (
+    ("Hallgrímskirkja", "Velkomin til Reykjavíkur!", 64.1417, -21.9266),
+    ("Akureyri, miðbær", "Þú ert nálægt okkur á Akureyri.", 65.6835, -18.0878),
+    ("Ísafjörður", "Mundu eftir kortinu á Ísafirði.", 66.0750, -23.1350),
+    ("Egilsstaðir", "Velkomin á Egilsstaði.", 65.2653, -14.3948),
+    ("Vestmannaeyjar", "Góða skemmtun í Eyjum!", 63.4427, -20.2734),
+    ("Selfoss", "Kíktu við á Selfossi.", 63.9331, -20.9971),
+    ("Húsavík", "Hvalaskoðun og kaffi á Húsavík.", 66.0449, -17.3389),
+    ("Höfn í Hornafirði", "Humarinn bíður þín á Höfn.", 64.2539, -15.2082),
+)
+
+# Per format, (identifier, label, description) choices.
+_FIELDS_BY_FORMAT = {
+    "TEXT": (("name", "Nafn / Name", "Fullt nafn korthafa"), ("company", "Fyrirtæki / Company", None),
+             ("car_plate", "Bílnúmer / Licence plate", "Skráningarnúmer bíls")),
+    "NUMBER": (("member_number", "Félagsnúmer / Member number", None), ("locker_number", "Skápur / Locker", None),
+               ("seat_count", "Fjöldi sæta / Seats", "Heil tala")),
+    "DATE": (("birth_date", "Fæðingardagur / Date of birth", None), ("valid_until", "Gildir til / Valid until", None),
+             ("appointment_date", "Dagsetning tíma / Appointment date", "Dagurinn sem tíminn er bókaður")),
+    "EMAIL": (("email", "Netfang / Email", "Netfang korthafa"), ("work_email", "Vinnunetfang / Work email", None)),
+    "URL": (("website", "Vefsíða / Website", None), ("profile_url", "Prófíll / Profile", "Slóð á prófíl")),
+    "KENNITALA": (("kennitala", "Kennitala / National ID", "Tíu tölustafir"),),
+    "PHONE_NUMBER": (("phone", "Símanúmer / Phone", None), ("mobile", "Farsími / Mobile", "Með landsnúmeri ef erlent")),
+}
+
+_EMAIL_DOMAINS = ("fyrirtaeki.is", "skoli.is", "sveitarfelag.is")
+
+
+def _generated_template(index: int, template_id: str, rng: random.Random, delivery_page_url: str) -> dict:
+    """Template number ``index`` (>= 1). The first two are the hand-made email+phone and two-email templates;
+    the rest cycle through types and formats by index, so any 25 templates cover them all, and switch the
+    special settings on by index too, so coverage does not depend on luck."""
+    if index == 1:
+        return _loyalty_card_with_email_and_phone(template_id, delivery_page_url)
+    if index == 2:
+        return _pupil_card_with_two_emails(template_id, delivery_page_url)
+
+    template_type = TEMPLATE_TYPES[(index - 3) % len(TEMPLATE_TYPES)]
+    name = None if index % 13 == 9 else rng.choice(_NAMES_BY_TYPE[template_type])
+    description = rng.choice(_DESCRIPTIONS) if index % 5 != 4 else None
+    template = _template_skeleton(template_id, template_type, name, description, delivery_page_url)
+
+    # Input fields: one of the cycling format (mandatory), then up to three more.
+    fields: list[dict] = []
+
+    def add_field(field_format: str, field_type: str, *, mandatory: bool) -> None:
+        taken = {field["identifier"] for field in fields}
+        for identifier, label, field_description in _FIELDS_BY_FORMAT[field_format]:
+            if identifier not in taken:
+                break
+        else:
+            identifier = f"{identifier}_{len(fields) + 1}"
+        unique = field_format in ("EMAIL", "KENNITALA", "PHONE_NUMBER") and rng.random() < 0.3
+        field = _input_field(label, identifier, field_format, field_type, mandatory=mandatory, unique=unique,
+                             description=field_description)
+        if field_description is None and rng.random() < 0.5:
+            del field["description"]  # optional: sometimes null, sometimes absent
+        fields.append(field)
+
+    add_field(FIELD_FORMATS[index % len(FIELD_FORMATS)], FIELD_TYPES[index % 2], mandatory=True)
+    for _ in range(rng.randint(0, 3)):
+        add_field(rng.choice(FIELD_FORMATS), rng.choice(FIELD_TYPES), mandatory=rng.random() < 0.5)
+
+    if index % 4 == 1:
+        template["useEmailDomainVerification"] = True
+        if not any(field["format"] == "EMAIL" for field in fields):
+            add_field("EMAIL", "MEMBER", mandatory=True)
+        domains = rng.sample(_EMAIL_DOMAINS, rng.randint(1, len(_EMAIL_DOMAINS)))
+        template["allowedEmailDomains"] = [{"sortOrder": order, "emailDomain": d} for order, d in enumerate(domains)]
+    if index % 5 == 2:
+        if not any(field["format"] == "KENNITALA" for field in fields):
+            add_field("KENNITALA", "MEMBER", mandatory=True)
+        template["kennitalaAgeVerification"] = rng.choice((13, 18, 20))
+    template["deliverByKennitala"] = any(field["format"] == "KENNITALA" for field in fields) and rng.random() < 0.7
+    template["inputFields"] = fields
+
+    if template_type in ("PUNCH", "MULTI_TICKET"):
+        template["stamps"] = rng.choice((5, 10, 12, 20))
+    if index % 7 == 5:
+        template["status"] = "VOIDED"
+    if index % 6 == 4:
+        template["disableIssue"] = True
+    if index % 8 == 6:
+        template["posDistributionOnly"] = True
+    if index % 5 == 3 or template_type == "GIFT":
+        template["passPrice"] = rng.choice((990, 1500, 2490, 4900, 10000))
+    if index % 3 == 0:
+        template["hasDynamicBarcode"] = True
+        template["dynamicBarcodeExpirationTimeSeconds"] = rng.choice((30, 60, 300))
+        template["dynamicBarcodeType"] = rng.choice(("BASIC", "INCLUDE_TEMPLATE_ID"))
+    if rng.random() < 0.5:
+        sent = datetime(2025, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=rng.randrange(365 * 24 * 3600))
+        template["whenLastUpdateSent"] = _utc_timestamp(sent)
+
+    for flag in ("isSharingProhibited", "isNFC", "singleDeviceOnly", "firstDeviceOnly", "oneDeviceAtATime",
+                 "oncePerDevice", "onePassOfTemplateTypePerDevice", "allowReward", "lockInputFields"):
+        template[flag] = rng.random() < 0.3
+    template["supportsGoogleWallet"] = rng.random() < 0.85
+
+    for place, relevant_text, latitude, longitude in rng.sample(_LOCATIONS, rng.randint(0, 2)):
+        location = {"relevantText": relevant_text, "point": {"latitude": latitude, "longitude": longitude}}
+        if rng.random() < 0.7:
+            location["name"] = place
+        template["locations"].append(location)
+
+    # The docs say optional keys "may be null or absent": every fourth template leaves its nulls out.
+    if index % 4 == 3:
+        for key in OPTIONAL_TEMPLATE_KEYS:
+            if template.get(key, "") is None:
+                del template[key]
+    return template
