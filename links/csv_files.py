@@ -1,0 +1,365 @@
+"""Reading campaign CSVs and writing result CSVs, one row at a time.
+
+Pure Python (no Django): the upload form, the Celery task and the
+``generate_links`` command all use it.  Memory stays constant whatever the
+file size: rows are read and written as a stream.
+
+Rules, so that results are predictable:
+
+* Encoding: a UTF-8 BOM means ``utf-8-sig``; otherwise text that decodes as
+  UTF-8 is UTF-8; anything else is read as Windows-1252 (what older Excel
+  versions save).  A row further down that is not valid in the chosen
+  encoding raises CsvFormatError naming that row, rather than silently
+  turning letters into replacement characters.
+* Delimiter: comma, semicolon or tab; detected or given.
+* The first record is the header.  Header cells are stripped; empty cells at
+  the end of the header are dropped (Excel writes them for formatted but
+  empty columns); any other empty or repeated (case-insensitively) name is
+  an error.
+* Row numbers count every record after the header, so row ``n`` is the
+  ``n``-th data record and the spreadsheet row ``n + 1``, even across quoted
+  newlines.  Records whose cells are all empty or whitespace are skipped
+  (their number is still used up) and do not count toward ``max_rows``.
+* Short rows are padded with ``''`` to the header's width.  Empty cells past
+  the header's width are dropped; a row that is still longer than the header
+  keeps its extra cells, and the caller reports it as a row error.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+__all__ = [
+    "CsvFormatError",
+    "CsvDialect",
+    "DELIMITERS",
+    "sniff",
+    "read_rows",
+    "check_size",
+    "safe_cell",
+    "ResultWriter",
+]
+
+DELIMITERS = (",", ";", "\t")
+_DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
+# Sniffer's regexes scale badly with size and a few dozen lines are enough.
+_SNIFF_SAMPLE_CHARS = 16 * 1024
+# Control characters that never occur in a text CSV (tab, CR, LF excluded).
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x80-\x9f]")
+_NOT_TEXT = "This file does not look like a CSV text file."
+# Bytes the codec could not decode come through as lone surrogates
+# (errors="surrogateescape"); valid text never contains them.
+_UNDECODABLE_RE = re.compile("[\udc80-\udcff]")
+
+
+class CsvFormatError(ValueError):
+    """A file-level problem; the message is a sentence a person understands
+    (shown on the upload form)."""
+
+
+@dataclass(frozen=True)
+class CsvDialect:
+    encoding: str  # "utf-8-sig" | "utf-8" | "cp1252"
+    delimiter: str  # "," ";" "\t"
+    has_bom: bool
+
+
+# --- sniffing ---------------------------------------------------------------
+
+
+def _decode_head(head: bytes) -> tuple[str, str, bool]:
+    """(encoding, decoded text, has_bom) for the first bytes of a file."""
+    if head.startswith(codecs.BOM_UTF8):
+        encoding, has_bom, body = "utf-8-sig", True, head[len(codecs.BOM_UTF8) :]
+    else:
+        encoding, has_bom, body = "utf-8", False, head
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise CsvFormatError(
+            "This file is saved as UTF-16 text; save it as “CSV UTF-8” and upload it again."
+        )
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\xd0\xcf\x11\xe0"):
+        # .xlsx is a ZIP archive, .xls an OLE2 compound file: the usual mistake.
+        raise CsvFormatError(
+            "This looks like an Excel workbook, not a CSV file; in Excel choose "
+            "Save As › “CSV UTF-8” and upload that file."
+        )
+    if b"\x00" in body:
+        raise CsvFormatError(_NOT_TEXT)
+    try:
+        # final=False: the head may end in the middle of a multi-byte
+        # character; the incomplete tail is held back instead of failing.
+        text = codecs.getincrementaldecoder("utf-8")().decode(body, final=False)
+    except UnicodeDecodeError:
+        # Bad bytes are escaped rather than refused here so that read_rows can
+        # name the row holding them: cp1252 leaves five byte values undefined,
+        # and a file with a UTF-8 BOM stays UTF-8 whatever follows.
+        if not has_bom:
+            encoding = "cp1252"
+        text = body.decode(encoding, errors="surrogateescape")
+    # Random binary data decodes as cp1252 happily; what gives it away is the
+    # share of control characters, which a real CSV does not contain.
+    if text and len(_CONTROL_RE.findall(text)) * 100 > len(text):
+        raise CsvFormatError(_NOT_TEXT)
+    return encoding, text, has_bom
+
+
+def _first_record_counts(text: str) -> dict[str, int]:
+    """How often each candidate delimiter occurs in the first record,
+    outside double quotes (a quoted header cell may hold a newline)."""
+    counts = dict.fromkeys(DELIMITERS, 0)
+    in_quotes = False
+    for char in text:
+        if char == '"':
+            in_quotes = not in_quotes  # "" inside quotes flips twice: no change
+        elif in_quotes:
+            continue
+        elif char in "\r\n":
+            break
+        elif char in counts:
+            counts[char] += 1
+    return counts
+
+
+def _detect_delimiter(text: str) -> str:
+    header_counts = _first_record_counts(text)
+    if not any(header_counts.values()):
+        # One column: the header says so, whatever commas the data holds.
+        return ","
+    sample = text[:_SNIFF_SAMPLE_CHARS]
+    last_newline = max(sample.rfind("\n"), sample.rfind("\r"))
+    if last_newline > 0:
+        sample = sample[:last_newline]  # drop a line cut off by the head size
+    try:
+        sniffed = csv.Sniffer().sniff(sample, delimiters="".join(DELIMITERS)).delimiter
+    except csv.Error:
+        sniffed = ""
+    # Sniffer weighs consistency across many lines, which beats counting; but
+    # a delimiter absent from the header cannot be the right one.
+    if sniffed in header_counts and header_counts[sniffed] > 0:
+        return sniffed
+    # Ties go to the order of DELIMITERS (max returns the first maximum).
+    return max(DELIMITERS, key=lambda candidate: header_counts[candidate])
+
+
+def sniff(head: bytes, *, delimiter: str | None = None) -> CsvDialect:
+    """Guess encoding and delimiter from the first bytes (~64 KiB) of a file.
+
+    ``delimiter`` overrides detection (the encoding is still detected).
+    An empty head gives UTF-8 and a comma; read_rows then reports the
+    empty file.
+    """
+    if delimiter is not None and delimiter not in DELIMITERS:
+        raise CsvFormatError("The delimiter must be a comma, a semicolon or a tab.")
+    encoding, text, has_bom = _decode_head(head)
+    if delimiter is None:
+        delimiter = _detect_delimiter(text)
+    return CsvDialect(encoding=encoding, delimiter=delimiter, has_bom=has_bom)
+
+
+# --- reading ----------------------------------------------------------------
+
+
+class _KeepOpenTextIOWrapper(io.TextIOWrapper):
+    """A TextIOWrapper that leaves the caller's binary file open.
+
+    A plain TextIOWrapper closes its buffer when it is garbage-collected,
+    which would close an upload the caller still wants to read or seek.
+    """
+
+    def close(self) -> None:
+        try:
+            self.detach()
+        except ValueError:  # already detached
+            pass
+
+
+def _where(row_number: int) -> str:
+    return "in the header row" if row_number == 0 else f"in row {row_number}"
+
+
+def _check_decoded(cells: list[str], dialect: CsvDialect, row_number: int) -> None:
+    if _UNDECODABLE_RE.search("".join(cells)):
+        name = "Windows-1252" if dialect.encoding == "cp1252" else "UTF-8"
+        raise CsvFormatError(
+            f"The file is not valid {name} text {_where(row_number)}; save it as "
+            "“CSV UTF-8” and upload it again."
+        )
+
+
+def _read_error(exc: csv.Error, row_number: int) -> CsvFormatError:
+    where = _where(row_number)
+    if "field larger than field limit" in str(exc):
+        return CsvFormatError(
+            f"A cell {where} is longer than {csv.field_size_limit():,} characters; "
+            "this is usually a quotation mark that is never closed."
+        )
+    return CsvFormatError(f"The file could not be read as CSV {where}.")
+
+
+def _check_header(cells: list[str]) -> list[str]:
+    header = [cell.strip() for cell in cells]
+    while header and not header[-1]:
+        header.pop()
+    if not header:
+        raise CsvFormatError(
+            "The first row must hold the column names, but it is empty."
+        )
+    seen: dict[str, str] = {}
+    for position, name in enumerate(header, start=1):
+        if not name:
+            raise CsvFormatError(
+                f"Column {position} has no name in the header row; every column needs a name."
+            )
+        folded = name.casefold()
+        if folded in seen:
+            raise CsvFormatError(
+                f"The column name “{name}” appears more than once in the header row; "
+                "column names must be different."
+            )
+        seen[folded] = name
+    return header
+
+
+def read_rows(
+    binary_file: IO[bytes], dialect: CsvDialect, *, max_rows: int | None = None
+) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    """Read the header now and return it with a lazy iterator of
+    ``(row_number, cells)``; see the module docstring for the rules.
+
+    The binary file is read from its current position and is not closed.
+    Header problems raise CsvFormatError here; problems further down
+    (too many rows, bytes not valid in the encoding, a cell over the csv
+    module's field size limit) raise it from the iterator.
+    """
+    # newline="": the csv module must see raw line endings to handle quoted
+    # newlines and CRLF itself.  surrogateescape instead of strict: the
+    # wrapper decodes 8 KiB ahead, so a strict error could not say which row
+    # holds the bad bytes; each row is checked for escaped bytes instead.
+    text = _KeepOpenTextIOWrapper(
+        binary_file, encoding=dialect.encoding, errors="surrogateescape", newline=""
+    )
+    reader = csv.reader(text, delimiter=dialect.delimiter)
+    try:
+        first = next(reader, None)
+    except csv.Error as exc:
+        raise _read_error(exc, 0) from exc
+    if first is None:
+        raise CsvFormatError("The file is empty.")
+    _check_decoded(first, dialect, 0)
+    header = _check_header(first)
+    return header, _iter_rows(reader, dialect, len(header), max_rows)
+
+
+def _iter_rows(
+    reader: Any, dialect: CsvDialect, width: int, max_rows: int | None
+) -> Iterator[tuple[int, list[str]]]:
+    # Runs once per row of files up to a million rows: one join serves both
+    # the blank-row test and the bad-bytes test, and ASCII rows (most of
+    # them) skip the regex.
+    row_number = 0
+    yielded = 0
+    limit = max_rows if max_rows is not None else -1
+    try:
+        for cells in reader:
+            row_number += 1
+            joined = "".join(cells)
+            if not joined.isascii() and _UNDECODABLE_RE.search(joined):
+                _check_decoded(cells, dialect, row_number)
+            if not joined or joined.isspace():
+                continue
+            yielded += 1
+            if yielded > limit >= 0:
+                raise CsvFormatError(
+                    f"The file has more than {limit:,} rows; split it into smaller files."
+                )
+            if len(cells) < width:
+                cells.extend([""] * (width - len(cells)))
+            elif len(cells) > width:
+                while len(cells) > width and not cells[-1].strip():
+                    cells.pop()
+            yield row_number, cells
+    except csv.Error as exc:
+        raise _read_error(exc, row_number + 1) from exc
+
+
+# --- limits -----------------------------------------------------------------
+
+
+def _unit(limit: int) -> tuple[int, str]:
+    if limit >= 1024 * 1024:
+        return 1024 * 1024, "MB"
+    if limit >= 1024:
+        return 1024, "KB"
+    return 1, "bytes"
+
+
+def check_size(size: int, *, max_bytes: int) -> None:
+    """Refuse an upload bigger than ``max_bytes`` (or empty) before reading it."""
+    if size <= 0:
+        raise CsvFormatError("The file is empty.")
+    if size <= max_bytes:
+        return
+    scale, unit = _unit(max_bytes)
+    # Size rounded up and limit rounded down to one decimal, so the message
+    # never reads "the file is 10 MB; the limit is 10 MB".
+    shown_size = math.ceil(size * 10 / scale) / 10
+    shown_limit = math.floor(max_bytes * 10 / scale) / 10
+    raise CsvFormatError(
+        f"The file is {_number(shown_size)} {unit}; the limit is {_number(shown_limit)} {unit}."
+    )
+
+
+def _number(value: float) -> str:
+    # "10.5", "10" (not "10.0"), never exponent notation.
+    return f"{value:,.1f}".removesuffix(".0")
+
+
+# --- writing ----------------------------------------------------------------
+
+_FORMULA_START = "=+-@\t\r"
+# Optional sign, digits, optionally one decimal point or comma with digits.
+_PLAIN_NUMBER_RE = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]+)?\Z")
+
+
+def safe_cell(value: str) -> str:
+    """Guard against CSV formula injection (OWASP): a value starting with
+    ``= + - @``, tab or CR gets a leading apostrophe so spreadsheets show it
+    as text.  Values that are entirely a plain number (``-12``, ``+3545551234``)
+    are left alone: E.164 phone numbers start with ``+`` and must stay usable,
+    and a lone number cannot run anything."""
+    if value and value[0] in _FORMULA_START and not _PLAIN_NUMBER_RE.match(value):
+        return "'" + value
+    return value
+
+
+class ResultWriter:
+    """Writes result rows to a text stream (opened with ``newline=""``) with
+    the input's delimiter; every cell, header included, passes safe_cell.
+
+    For Excel to show Icelandic letters, open the stream with encoding
+    ``utf-8-sig``.
+    """
+
+    def __init__(self, text_stream: IO[str], *, delimiter: str, header: list[str]) -> None:
+        if delimiter not in DELIMITERS:
+            raise ValueError(f"delimiter must be one of {DELIMITERS!r}")
+        # CRLF as RFC 4180 and Excel write it; quoting only where needed.
+        self._writer = csv.writer(text_stream, delimiter=delimiter, lineterminator="\r\n")
+        self._writer.writerow([safe_cell(cell) for cell in header])
+
+    def write_row(self, cells: list[str]) -> None:
+        # safe_cell inlined: this runs for every cell of every output row.
+        number = _PLAIN_NUMBER_RE.match
+        self._writer.writerow(
+            [
+                "'" + cell if cell and cell[0] in _FORMULA_START and not number(cell) else cell
+                for cell in cells
+            ]
+        )
