@@ -222,3 +222,30 @@ def test_an_abandoned_run_does_not_block_the_next_one_forever(sandbox, settings)
 def test_input_field_rows_follow_upstream_order(sandbox):
     sync.templates_sync_all()
     assert TemplateInputField.objects.filter(template_id=sandbox.template_ids()[0]).first().position == 0
+
+
+def test_the_postgresql_writer_stores_exactly_what_the_orm_writer_stores(sandbox):
+    """SQLite (make run) writes through the ORM, PostgreSQL through jsonb_to_recordset: same rows."""
+    from django.utils import timezone
+
+    now = timezone.now()
+    items = [sandbox.get_template(template_id) for template_id in sandbox.template_ids()]
+    templates = [sync._template_columns(item, digest=sync.content_hash(item), now=now) for item in items]
+    fields = [row for t in templates for row in sync._input_field_columns(t["id"], t["raw"])]
+
+    def snapshot():
+        return (
+            list(PassTemplate.objects.order_by("id").values()),
+            list(TemplateInputField.objects.order_by("template_id", "position").values(
+                "template_id", "position", "identifier", "label", "description", "is_mandatory", "is_unique",
+                "format", "type")),
+        )  # fmt: skip
+
+    sync._write_with_orm(templates, fields, replaced=[], now=now)
+    through_orm = snapshot()
+    PassTemplate.objects.all().delete()
+    sync._write_with_postgresql(templates, fields, replaced=[], now=now)
+    assert snapshot() == through_orm
+    sync._write_with_postgresql(templates, fields, replaced=[str(t["id"]) for t in templates], now=now)
+    assert snapshot() == through_orm
+    assert len(through_orm[0]) == 25 and len(through_orm[1]) > 25

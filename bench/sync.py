@@ -1,0 +1,129 @@
+"""Benchmark: a full template sync against a bare fetch of the same pages, in the same run.
+
+10,000 templates in the sandbox, page size 100, PostgreSQL. Prints the bare loop's time (requests +
+json, nothing else), the first full sync (10,000 inserts), an unchanged re-sync, their ratios to the
+bare loop (goal: full sync <= 1.25x), database statements per page, and rows written by the unchanged
+re-sync (goal: 0). Each timing is the median of --repeat runs.
+
+    .venv/bin/python bench/sync.py [--templates 10000] [--repeat 3]
+"""
+import argparse
+import base64
+import statistics
+import time
+from pathlib import Path
+
+from _db import setup_django
+
+
+def bare_fetch(url: str, key_id: str, key_token: str, page_size: int) -> int:
+    import requests
+
+    session = requests.Session()
+    session.headers["Authorization"] = "Bearer " + base64.b64encode(f"{key_id}:{key_token}".encode()).decode()
+    page, items = 0, 0
+    while True:
+        body = session.get(f"{url}/api/v1/pass-template", params={"page": page, "page_size": page_size}, timeout=30).json()
+        items += len(body["data"])
+        page += 1
+        if page >= body["totalPages"]:
+            return items
+
+
+class SandboxProcess:
+    """The upstream in a process of its own, as the real one is: its work must not share our GIL."""
+
+    def __init__(self, templates: int):
+        import socket
+        import subprocess
+        import sys
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        code = (
+            "from templates_sync.sandbox import SmartPagesSandbox; "
+            f"SmartPagesSandbox(templates={templates}, port={port}, key_id='bench', key_token='bench-secret').serve_forever()"
+        )
+        self.process = subprocess.Popen([sys.executable, "-c", code], cwd=str(Path(__file__).resolve().parent.parent))
+        self.url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("the sandbox did not start")
+
+
+def start_sandbox_process(templates: int) -> SandboxProcess:
+    return SandboxProcess(templates)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--templates", type=int, default=10_000)
+    parser.add_argument("--page-size", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    setup_django("smartpass_bench_sync")
+    from django.conf import settings
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from templates_sync import sync
+    from templates_sync.models import PassTemplate, SyncRun, TemplateInputField
+
+    sandbox = start_sandbox_process(args.templates)
+    settings.SMARTPAGES_API_URL, settings.SMARTPAGES_KEY_ID, settings.SMARTPAGES_KEY_TOKEN = sandbox.url, "bench", "bench-secret"
+    settings.SMARTPAGES_PAGE_SIZE = args.page_size
+    pages = -(-args.templates // args.page_size)
+
+    def timed(fn):
+        start = time.perf_counter()
+        result = fn()
+        return time.perf_counter() - start, result
+
+    def empty_mirror():
+        PassTemplate.objects.all().delete()
+        SyncRun.objects.all().delete()
+
+    bare_fetch(sandbox.url, "bench", "bench-secret", args.page_size)  # warm the sandbox and the OS
+    bare, full, resync = [], [], []
+    for _ in range(args.repeat):  # interleaved, so drift on the machine hits all three alike
+        bare.append(timed(lambda: bare_fetch(sandbox.url, "bench", "bench-secret", args.page_size))[0])
+        empty_mirror()
+        seconds, run = timed(sync.templates_sync_all)
+        assert run.status == "succeeded" and run.created == args.templates, (run.status, run.error)
+        full.append(seconds)
+        with connection.cursor() as cursor:  # as after a quiet quarter-hour: the writes have settled
+            cursor.execute("VACUUM ANALYZE templates_sync_passtemplate")
+        seconds, run = timed(sync.templates_sync_all)
+        assert run.unchanged == args.templates, run.unchanged
+        resync.append(seconds)
+
+    empty_mirror()
+    with CaptureQueriesContext(connection) as first_queries:
+        sync.templates_sync_all()
+    with CaptureQueriesContext(connection) as resync_queries:
+        sync.templates_sync_all()
+    mirror_tables = (PassTemplate._meta.db_table, TemplateInputField._meta.db_table)
+
+    def mirror_writes(queries):
+        return [q for q in queries if q["sql"].split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE")
+                and any(table in q["sql"] for table in mirror_tables)]  # fmt: skip
+
+    sandbox.process.terminate()
+    b, f, r = statistics.median(bare), statistics.median(full), statistics.median(resync)
+    print(f"templates {args.templates}, page size {args.page_size}, pages {pages}, median of {args.repeat} runs")
+    print(f"bare fetch (requests + json)      {b:7.3f} s")
+    print(f"full sync, empty mirror           {f:7.3f} s   ratio {f / b:5.2f}  (goal <= 1.25)")
+    print(f"unchanged re-sync                 {r:7.3f} s   ratio {r / b:5.2f}")
+    print(f"statements per page, full sync    {len(first_queries.captured_queries) / pages:7.2f}")
+    print(f"statements per page, re-sync      {len(resync_queries.captured_queries) / pages:7.2f}")
+    print(f"mirror rows written by re-sync    {len(mirror_writes(resync_queries.captured_queries)):7d}   (goal 0)")
+
+
+if __name__ == "__main__":
+    main()
