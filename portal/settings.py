@@ -197,6 +197,8 @@ if not SMARTPASS_LINK_KEYS and DEBUG:
     SMARTPASS_LINK_KEYS = "dev:" + base64.b64encode(_dev_key).decode()
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 PHONE_DEFAULT_REGION = env.str("PHONE_DEFAULT_REGION", default="IS")
+# Claim requests (GET and POST of /p/<token>) allowed per client address before a 429 page.
+CLAIM_RATE = env.str("CLAIM_RATE", default="60/m")
 
 # --- Logging ----------------------------------------------------------------------------------------------
 LOGGING = {

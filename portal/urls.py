@@ -18,6 +18,8 @@ urlpatterns = [
     path("members/", include("members.urls")),
     path("links/", include("links.urls")),
     path("admin/", admin.site.urls),
+    # The holder's side: SmartPass links (/p/<token>) and pass pages, public.
+    path("", include("links.public_urls")),
     # Holder pages switch language too, so the switch is public.
     path("i18n/setlang/", login_not_required(set_language), name="set_language"),
 ]
