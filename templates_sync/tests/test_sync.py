@@ -249,3 +249,17 @@ def test_the_postgresql_writer_stores_exactly_what_the_orm_writer_stores(sandbox
     sync._write_with_postgresql(templates, fields, replaced=[str(t["id"]) for t in templates], now=now)
     assert snapshot() == through_orm
     assert len(through_orm[0]) == 25 and len(through_orm[1]) > 25
+
+
+def test_the_sync_command_refreshes_one_template_and_rejects_a_non_uuid(sandbox, capsys):
+    import json
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    template_id = sandbox.template_ids()[0]
+    call_command("sync_templates", "--template", template_id, "--json")
+    assert json.loads(capsys.readouterr().out)["created"] == 1
+    assert PassTemplate.objects.filter(pk=template_id).exists()
+    with pytest.raises(CommandError, match="needs a template UUID"):
+        call_command("sync_templates", "--template", "not-a-uuid")

@@ -1,4 +1,5 @@
 import json
+import uuid
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -20,6 +21,10 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         template = options["template"]
         if template:
+            try:
+                template = str(uuid.UUID(template))
+            except ValueError:
+                raise CommandError(f"--template needs a template UUID, not {template!r}.") from None
             run = sync.template_refresh(template_id=template, trigger=SyncRun.Trigger.COMMAND)
         else:
             run = sync.templates_sync_all(trigger=SyncRun.Trigger.COMMAND)
