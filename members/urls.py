@@ -1,4 +1,17 @@
 from django.urls import path
 
+from . import views
+
 app_name = "members"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.member_list, name="member_list"),
+    path("export.csv", views.member_export, name="member_export"),
+    path("add/", views.member_add_choose, name="member_add_choose"),
+    path("add/<uuid:template_id>/", views.member_add, name="member_add"),
+    path("<int:member_id>/", views.member_detail, name="member_detail"),
+    path("<int:member_id>/void/", views.member_void, name="member_void"),
+    path("<int:member_id>/refresh/", views.member_refresh, name="member_refresh"),
+    path("autofill/<uuid:template_id>/", views.autofill_settings, name="autofill_settings"),
+    path("autofill/<uuid:template_id>/backfill/", views.autofill_backfill, name="autofill_backfill"),
+    path("backfills/<int:backfill_id>/status.json", views.backfill_status, name="backfill_status"),
+]

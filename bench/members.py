@@ -1,0 +1,202 @@
+"""Benchmark: the staff member list, exact searches and CSV export at 1,000,000 members on PostgreSQL.
+
+Seeds the members with COPY into a throw-away database (indexes built after the load, as a restore would),
+then times requests through the Django test client — server-side: URL routing, view, queries and template
+rendering, no network — and reports the median of --repeat requests, the queries per page, and the CSV
+export's rows per second and peak Python memory. Goal: list pages and exact searches under 50 ms, query
+count independent of page size, flat memory on export.
+
+    .venv/bin/python bench/members.py [--members 1000000] [--templates 20] [--repeat 15]
+"""
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+import tracemalloc
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from _db import ROOT, setup_django
+
+# This file is bench/members.py: with bench/ on sys.path, `import members` would find this script instead of
+# the members app. Drop bench/ (after importing _db) and work from the repository root, because Celery puts
+# the working directory on sys.path when the portal's app loads.
+_BENCH_DIR = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
+os.chdir(ROOT)
+
+DATABASE = "smartpass_bench_members"
+FIRST = ["Guðrún", "Jón", "Anna", "Sigurður", "Kristín", "Gunnar", "Sigríður", "Ólafur", "Helga", "Einar",
+         "Margrét", "Magnús", "Ingibjörg", "Stefán", "Sólveig", "Þórður", "Ásta", "Björn", "Katrín", "Ragnar",
+         "Laura", "Percy", "Elín", "Hörður", "Hildur", "Páll", "Þóra", "Árni", "Auður", "Kári"]  # fmt: skip
+MIDDLE = ["", "", "", "Ýr", "Rós", "Már", "Þór", "Sif", "Örn", "Björk", "Freyr", "Lind", "Dögg", "Geir", "Ósk"]
+LAST = ["Jónsdóttir", "Jónsson", "Sigurðardóttir", "Sigurðsson", "Guðmundsdóttir", "Guðmundsson", "Ólafsdóttir",
+        "Ólafsson", "Einarsdóttir", "Einarsson", "Magnúsdóttir", "Magnússon", "Stefánsdóttir", "Stefánsson",
+        "Pálsdóttir", "Pálsson", "Kristjánsdóttir", "Kristjánsson", "Björnsdóttir", "Björnsson", "Loopy",
+        "PassKit", "Árnadóttir", "Árnason", "Gunnarsdóttir", "Gunnarsson", "Hauksdóttir", "Hauksson"]  # fmt: skip
+
+
+def seed(members: int, templates: int) -> dict:
+    from django.db import connection
+
+    from templates_sync.models import PassTemplate, TemplateInputField
+
+    now = datetime.now(timezone.utc)
+    template_ids = []
+    for n in range(templates):
+        template = PassTemplate.objects.create(
+            id=uuid.uuid4(), type="MEMBER", name=f"Félagskort {n}", status="ACTIVE", raw={}, content_hash="x",
+            first_seen_at=now, changed_at=now)  # fmt: skip
+        for position, (identifier, fmt) in enumerate((("name", "TEXT"), ("email", "EMAIL"), ("phone", "PHONE_NUMBER"))):
+            TemplateInputField.objects.create(template=template, position=position, identifier=identifier,
+                                              label=identifier.title(), format=fmt, type="ISSUER",
+                                              is_mandatory=identifier != "phone")  # fmt: skip
+        template_ids.append(str(template.pk))
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'members_member' AND indexname "
+                       "NOT IN (SELECT conname FROM pg_constraint WHERE conrelid = 'members_member'::regclass)")  # fmt: skip
+        secondary = cursor.fetchall()
+        for name, _ in secondary:
+            cursor.execute(f'DROP INDEX "{name}"')
+
+    rng = random.Random(1)
+    start = now - timedelta(days=365)
+    step = timedelta(days=365) / members
+    columns = ("template_id", "pass_id", "external_id", "values", "display_name", "email", "phone", "source",
+               "source_batch_id", "source_row", "status", "failure_reason", "upstream_conflict", "upstream",
+               "issue_attempts", "last_error", "created_at", "updated_at")  # fmt: skip
+    sample = {}
+    began = time.perf_counter()
+    raw = connection.connection  # psycopg 3
+    with raw.cursor() as cursor:
+        with cursor.copy(f"COPY members_member ({', '.join(columns)}) FROM STDIN") as copy:
+            for n in range(members):
+                first, middle, last = rng.choice(FIRST), rng.choice(MIDDLE), rng.choice(LAST)
+                name = " ".join(part for part in (first, middle, last) if part)
+                email = f"{first.lower()}.{n}@example.is"
+                phone = f"+354{7700000 + n}" if n < 1_000_000 else ""  # valid Icelandic mobile numbers
+                status = "issued" if n % 50 else ("failed" if n % 100 == 0 else "pending")
+                pass_id = str(uuid.uuid4()) if status == "issued" else None
+                created = start + step * n
+                batch = n // 10_000 + 1 if n % 3 else None
+                copy.write_row((
+                    template_ids[n % templates], pass_id, email if n % 2 else None,
+                    json.dumps({"name": name, "email": email, "phone": phone}, ensure_ascii=False), name, email, phone,
+                    "link" if batch else "manual", batch, (n % 10_000) + 1 if batch else None, status, "", False,
+                    json.dumps({"id": pass_id}) if pass_id else "{}", 1, "", created, created,
+                ))  # fmt: skip
+                if n == members // 2 + 1:  # an issued member with every field
+                    sample = {"email": email, "phone": phone, "pass_id": pass_id, "name": name, "external_id": email}
+    raw.commit()
+    copied = time.perf_counter() - began
+    began = time.perf_counter()
+    with connection.cursor() as cursor:
+        for _, definition in secondary:
+            cursor.execute(definition)
+        cursor.execute("VACUUM ANALYZE members_member")
+    indexed = time.perf_counter() - began
+    sample["template"] = template_ids[0]
+    return {"sample": sample, "copy_seconds": copied, "index_seconds": indexed}
+
+
+def timed(client, url: str, params: dict, repeat: int) -> tuple[float, int, int]:
+    """(median ms, queries, rows shown) of GET url through the test client."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.get(url, params)  # warm caches (plans, templates)
+    times = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        response = client.get(url, params)
+        times.append((time.perf_counter() - began) * 1000)
+        assert response.status_code == 200, response.status_code
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url, params)
+    rows = len(response.context["page"].object_list) if response.context and "page" in response.context else 0
+    return statistics.median(times), len(queries.captured_queries), rows
+
+
+def export(client, params: dict, *, trace: bool) -> tuple[int, float, float]:
+    """(rows, seconds, peak MiB of Python allocations or 0)."""
+    from django.urls import reverse
+
+    if trace:
+        tracemalloc.start()
+    began = time.perf_counter()
+    response = client.get(reverse("members:member_export"), params)
+    lines = 0
+    for chunk in response.streaming_content:
+        lines += chunk.count(b"\n")
+    seconds = time.perf_counter() - began
+    peak = 0.0
+    if trace:
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    return lines - 1, seconds, peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=1_000_000)
+    parser.add_argument("--templates", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=15)
+    args = parser.parse_args()
+
+    setup_django(DATABASE)
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import setup_test_environment
+    from django.urls import reverse
+
+    setup_test_environment()  # so responses carry their template context (rows shown)
+    seeded = seed(args.members, args.templates)
+    print(f"seeded {args.members:,} members: COPY {seeded['copy_seconds']:.1f} s, "
+          f"indexes + analyze {seeded['index_seconds']:.1f} s")  # fmt: skip
+    sample = seeded["sample"]
+    user = get_user_model().objects.create_superuser("bench", password="bench-password-123")
+    client = Client()
+    client.force_login(user)
+    member_list = reverse("members:member_list")
+    cases = [
+        ("list, first page (50 rows)", {}),
+        ("list, first page, 200 rows", {"per_page": "200"}),
+        ("list, page 500", {"page": "500"}),
+        ("list, one template, page 1", {"template": sample["template"]}),
+        ("list, status=failed, page 1", {"status": "failed"}),
+        ("list, sorted by name, page 1", {"sort": "name"}),
+        ("search, exact email (typed in capitals)", {"q": " " + sample["email"].upper()}),
+        ("search, phone typed '00354 …'", {"q": "00354 " + sample["phone"][4:7] + " " + sample["phone"][7:]}),
+        ("search, Pass ID", {"q": sample["pass_id"]}),
+        ("search, External ID", {"q": sample["external_id"]}),
+        ("search, name substring (rare: full name)", {"q": sample["name"]}),
+        ("search, name substring (common: 'dóttir')", {"q": "dóttir"}),
+    ]
+    print(f"\n| request | median ms | queries | rows |\n| --- | ---: | ---: | ---: |")
+    for label, params in cases:
+        median, queries, rows = timed(client, member_list, params, args.repeat)
+        print(f"| {label} | {median:.1f} | {queries} | {rows} |")
+    for label, url in (("dashboard", reverse("dashboard")), ("template list (member counts)", reverse("template_list"))):
+        median, queries, _ = timed(client, url, {}, max(3, args.repeat // 3))
+        print(f"| {label} | {median:.1f} | {queries} | – |")
+
+    rows, seconds, _ = export(client, {}, trace=False)
+    print(f"\nexport, all members: {rows:,} rows in {seconds:.1f} s = {rows / seconds:,.0f} rows/s")
+    small_rows, _, small_peak = export(client, {"template": sample["template"], "status": "issued"}, trace=True)
+    rows, _, peak = export(client, {}, trace=True)
+    print(f"export peak Python memory (tracemalloc): {small_rows:,} rows {small_peak:.1f} MiB; {rows:,} rows {peak:.1f} MiB")
+
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN SELECT id FROM members_member WHERE UPPER(display_name::text) LIKE UPPER(%s) "
+                       "ORDER BY created_at DESC, id DESC LIMIT 51", [f"%{sample['name']}%"])  # fmt: skip
+        print("\nplan, rare name search:", " / ".join(row[0].strip() for row in cursor.fetchall()[:4]))
+
+
+if __name__ == "__main__":
+    main()

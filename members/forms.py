@@ -1,0 +1,68 @@
+"""Forms for the member pages. They collect input; the services validate it against the template."""
+from django import forms
+
+from templates_sync.models import PassTemplate
+
+from . import selectors
+from .models import AUTOFILL_FIELD_FORMATS, AutofillSource
+
+_WIDGETS = {
+    "EMAIL": forms.EmailInput,
+    "PHONE_NUMBER": lambda: forms.TextInput(attrs={"type": "tel"}),
+    "URL": lambda: forms.TextInput(attrs={"type": "url"}),
+    "DATE": lambda: forms.TextInput(attrs={"placeholder": "yyyy-mm-dd"}),
+    "NUMBER": lambda: forms.TextInput(attrs={"inputmode": "numeric"}),
+    "KENNITALA": lambda: forms.TextInput(attrs={"inputmode": "numeric", "placeholder": "010130-2989"}),
+}
+
+
+class MemberAddForm(forms.Form):
+    """One text input per template input field; formats are checked by members.validation in the service."""
+
+    def __init__(self, *args, template: PassTemplate, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.template = template
+        for spec in selectors.template_field_specs(template=template):
+            widget = _WIDGETS.get(spec.format.upper(), forms.TextInput)()
+            # A plain CharField: the shared validation gives the same messages as links and claims.
+            self.fields[f"field_{spec.identifier}"] = forms.CharField(
+                label=spec.name, required=spec.is_mandatory, widget=widget, max_length=1000,
+                help_text=spec.format.replace("_", " ").lower(),
+            )  # fmt: skip
+        setting = selectors.autofill_setting_for(template=template)
+        help_text = "Optional; unique within this template."
+        if setting.is_on:
+            help_text += f" Leave empty to use the {setting.get_source_display().lower()} (autofill is on)."
+        self.fields["external_id"] = forms.CharField(label="External ID", required=False, max_length=254,
+                                                     help_text=help_text)  # fmt: skip
+
+    def values(self) -> dict[str, str]:
+        return {name.removeprefix("field_"): value for name, value in self.cleaned_data.items()
+                if name.startswith("field_")}  # fmt: skip
+
+    def add_value_errors(self, errors: dict[str, str]) -> None:
+        for identifier, message in errors.items():
+            name = f"field_{identifier}"
+            self.add_error(name if name in self.fields else None, message)
+
+
+class AutofillSettingForm(forms.Form):
+    source = forms.ChoiceField(choices=AutofillSource.choices, widget=forms.RadioSelect, label="Auto fill External ID")
+    field_identifier = forms.ChoiceField(required=False, label="Input field it reads")
+    already_enrolled_message = forms.CharField(
+        required=False, label="Message for a holder who is already enrolled", max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Optional. Shown on the claim page when the holder already has a pass.",
+    )  # fmt: skip
+
+    def __init__(self, *args, template: PassTemplate, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.template = template
+        choices = [("", "(the only one of its kind)")]
+        self.unavailable: dict[str, str] = {}
+        for source, fmt in AUTOFILL_FIELD_FORMATS.items():
+            fields = selectors.autofill_candidate_fields(template=template, source=source)
+            choices += [(f.identifier, f"{f.label or f.identifier} ({f.identifier}, {fmt})") for f in fields]
+            if not fields:
+                self.unavailable[source] = f"This template has no {fmt} input field, so it cannot use this source."
+        self.fields["field_identifier"].choices = choices

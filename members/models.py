@@ -1,0 +1,226 @@
+"""The local mirror of members (passes issued through the portal) and the "Auto fill External ID" setting.
+
+SmartPages has no way to look a pass up by its externalIdentifier, so this mirror is the only place that
+can answer "does this holder already have a pass?". That is why `external_id` is unique per template in
+the database itself, not only in code: two concurrent claims cannot both insert the same External ID.
+"""
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from templates_sync.models import PassTemplate
+
+
+class Member(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ISSUED = "issued", "Issued"
+        FAILED = "failed", "Failed"
+        VOIDED = "voided", "Voided"
+
+    class Source(models.TextChoices):
+        LINK = "link", "SmartPass link"
+        MANUAL = "manual", "Added by staff"
+
+    template = models.ForeignKey(PassTemplate, on_delete=models.PROTECT, related_name="members")
+    pass_id = models.UUIDField("Pass ID", unique=True, null=True, blank=True)
+    # NULL (never '') when there is none: NULLs never collide in the unique constraint below.
+    external_id = models.CharField("External ID", max_length=254, null=True, blank=True)
+    values = models.JSONField(default=dict, blank=True, help_text="Holder field values by input-field identifier.")
+    # Normalised copies of what the values hold, for exact search without touching JSON.
+    display_name = models.CharField(max_length=500, blank=True)
+    email = models.CharField(max_length=254, blank=True)
+    phone = models.CharField(max_length=32, blank=True)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    # A plain integer, not a foreign key: links imports members, never the reverse.
+    source_batch_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    source_row = models.PositiveIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    failure_reason = models.TextField(blank=True)
+    # Set when SmartPages answered 409: it already holds a pass with this External ID on this template.
+    upstream_conflict = models.BooleanField(default=False)
+    upstream = models.JSONField(default=dict, blank=True, help_text="The last reply from SmartPages.")
+    issue_attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True, help_text="The last transient upstream error while pending.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")  # fmt: skip
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["template", "external_id"], name="member_external_id_unique_per_template"),
+        ]
+        indexes = [
+            # The list's default order, and the same order within one template (the per-template list).
+            models.Index(fields=["-created_at", "-id"], name="member_created_idx"),
+            models.Index(fields=["template", "-created_at", "-id"], name="member_template_created_idx"),
+            models.Index(fields=["status", "-created_at"], name="member_status_created_idx"),
+            # Exact searches across templates (the unique constraint's index starts with template).
+            models.Index(fields=["external_id"], name="member_external_id_idx"),
+            models.Index(fields=["email"], name="member_email_idx"),
+            models.Index(fields=["phone"], name="member_phone_idx"),
+            models.Index(fields=["display_name", "id"], name="member_name_idx"),
+            # The name substring search uses a pg_trgm GIN index created in migration 0002 (PostgreSQL only).
+        ]
+        permissions = [("manage_members", "Can add, void and refresh members")]
+
+    def __str__(self) -> str:
+        return self.display_name or self.email or self.phone or self.external_id or f"Member #{self.pk}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status != self.Status.PENDING
+
+    @property
+    def distribution_url(self) -> str:
+        """The wallet/distribution page SmartPages gave for this pass, if any."""
+        reply = self.upstream or {}
+        for key in ("distributionUrl", "distributionURL", "url", "passUrl", "walletUrl"):
+            value = reply.get(key)
+            if isinstance(value, str) and value.startswith(("https://", "http://")):
+                return value
+        return ""
+
+
+class MemberStatusChange(models.Model):
+    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="status_changes")
+    old = models.CharField(max_length=16, blank=True)
+    new = models.CharField(max_length=16)
+    reason = models.TextField(blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.old or '—'} → {self.new}"
+
+
+class AutofillSource(models.TextChoices):
+    OFF = "off", "Off"
+    EMAIL = "email", "Email address"
+    PHONE = "phone", "Phone number"
+
+
+# The input-field format each source reads.
+AUTOFILL_FIELD_FORMATS = {AutofillSource.EMAIL: "EMAIL", AutofillSource.PHONE: "PHONE_NUMBER"}
+
+
+class AutofillSetting(models.Model):
+    """The "Auto fill External ID" setting of one template. Owned by the portal: the sync never touches it."""
+
+    template = models.OneToOneField(PassTemplate, on_delete=models.PROTECT, related_name="autofill_setting")
+    source = models.CharField(max_length=8, choices=AutofillSource.choices, default=AutofillSource.OFF)
+    field_identifier = models.CharField(max_length=200, blank=True, help_text="The input field the value is read from.")
+    already_enrolled_message = models.TextField(blank=True, help_text="Shown to a holder who already has a pass.")
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")  # fmt: skip
+    updated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        permissions = [("change_autofill", "Can change the Auto fill External ID setting and backfill")]
+
+    def __str__(self) -> str:
+        return f"{self.template}: {self.get_source_display()}"
+
+    @property
+    def is_on(self) -> bool:
+        return self.source != AutofillSource.OFF
+
+
+class AutofillChange(models.Model):
+    """One change of a template's autofill setting: who, when, old → new."""
+
+    template = models.ForeignKey(PassTemplate, on_delete=models.PROTECT, related_name="autofill_changes")
+    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")  # fmt: skip
+    changed_via = models.CharField(max_length=16, default="page")  # page | command
+    changed_at = models.DateTimeField(auto_now_add=True)
+    old_source = models.CharField(max_length=8)
+    new_source = models.CharField(max_length=8)
+    old_field_identifier = models.CharField(max_length=200, blank=True)
+    new_field_identifier = models.CharField(max_length=200, blank=True)
+    old_message = models.TextField(blank=True)
+    new_message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.old_source} → {self.new_source}"
+
+    @property
+    def old_summary(self) -> str:
+        return _summary(self.old_source, self.old_field_identifier)
+
+    @property
+    def new_summary(self) -> str:
+        return _summary(self.new_source, self.new_field_identifier)
+
+    @property
+    def message_changed(self) -> bool:
+        return self.old_message != self.new_message
+
+
+def _summary(source: str, field_identifier: str) -> str:
+    label = AutofillSource(source).label if source in AutofillSource.values else source
+    return f"{label} ({field_identifier})" if source != AutofillSource.OFF and field_identifier else label
+
+
+class AutofillBackfill(models.Model):
+    """One backfill of External IDs for a template's existing members; the row holds progress and counts."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    template = models.ForeignKey(PassTemplate, on_delete=models.PROTECT, related_name="autofill_backfills")
+    source = models.CharField(max_length=8, choices=AutofillSource.choices)
+    field_identifier = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    filled = models.PositiveIntegerField(default=0)
+    conflicts = models.PositiveIntegerField(default=0)
+    invalid = models.PositiveIntegerField(default=0)
+    empty = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")  # fmt: skip
+    queued_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-queued_at", "-id"]
+        constraints = [
+            # One backfill at a time per template: two would race over the same members.
+            models.UniqueConstraint(fields=["template"], condition=Q(status__in=["queued", "running"]),
+                                    name="one_active_backfill_per_template"),
+        ]  # fmt: skip
+
+    def __str__(self) -> str:
+        return f"Backfill #{self.pk} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+    def as_json(self) -> dict:
+        return {
+            "id": self.pk,
+            "status": self.status,
+            "finished": self.is_finished,
+            "total": self.total,
+            "done": self.done,
+            "filled": self.filled,
+            "conflicts": self.conflicts,
+            "invalid": self.invalid,
+            "empty": self.empty,
+            "error": self.error,
+        }

@@ -1,0 +1,390 @@
+"""Reads of the member mirror and of the autofill setting, for pages, the claim flow and the CSV import."""
+from __future__ import annotations
+
+import re
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from templates_sync.models import PassTemplate, TemplateInputField
+
+from .identity import InvalidIdentity, external_id_for, normalise_email, normalise_phone
+from .models import (
+    AUTOFILL_FIELD_FORMATS,
+    AutofillBackfill,
+    AutofillChange,
+    AutofillSetting,
+    AutofillSource,
+    Member,
+    MemberStatusChange,
+)
+from .validation import FieldSpec, TemplateRules
+
+MEMBER_PAGE_SIZE = 50
+
+
+# --- template rules ------------------------------------------------------------------------------------------
+def template_field_specs(*, template: PassTemplate) -> list[FieldSpec]:
+    """The template's input fields as validation specs, in upstream order."""
+    fields = _input_fields(template)
+    return [
+        FieldSpec(identifier=f.identifier, label=f.label, format=f.format, is_mandatory=f.is_mandatory, type=f.type)
+        for f in fields
+    ]
+
+
+def template_rules(*, template: PassTemplate) -> TemplateRules:
+    domains = tuple(template.allowed_email_domains) if template.use_email_domain_verification else ()
+    return TemplateRules(allowed_email_domains=domains, kennitala_min_age=template.kennitala_age_verification or None)
+
+
+def _input_fields(template: PassTemplate) -> list[TemplateInputField]:
+    # Use a prefetch when the caller made one (the template pages do).
+    return list(template.input_fields.all())
+
+
+# --- autofill ------------------------------------------------------------------------------------------------
+def autofill_setting_for(*, template: PassTemplate) -> AutofillSetting:
+    """The template's setting; an unsaved default "off" when none was ever saved."""
+    setting = AutofillSetting.objects.filter(template=template).first()
+    return setting or AutofillSetting(template=template, source=AutofillSource.OFF)
+
+
+def autofill_candidate_fields(*, template: PassTemplate, source: str) -> list[TemplateInputField]:
+    """The input fields a source may read: EMAIL fields for email, PHONE_NUMBER fields for phone."""
+    wanted = AUTOFILL_FIELD_FORMATS.get(source)
+    if wanted is None:
+        return []
+    return [f for f in _input_fields(template) if f.format.upper() == wanted]
+
+
+def autofill_field_identifier(*, setting: AutofillSetting) -> str | None:
+    """The identifier the setting reads: the saved one, else the template's only field of that format."""
+    if not setting.is_on:
+        return None
+    candidates = [f.identifier for f in autofill_candidate_fields(template=setting.template, source=setting.source)]
+    if setting.field_identifier in candidates:
+        return setting.field_identifier
+    # The field was renamed or removed upstream since the setting was saved: fall back only when there is
+    # no doubt which field is meant.
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def external_id_for_values(*, template: PassTemplate, values: Mapping[str, str]) -> str | None:
+    """The External ID the template's autofill setting derives from a holder's values.
+
+    None when autofill is off or the value is empty; raises InvalidIdentity for a value that is not an
+    email address / phone number (issuing without an External ID would allow duplicates).
+    """
+    setting = autofill_setting_for(template=template)
+    identifier = autofill_field_identifier(setting=setting)
+    if identifier is None:
+        return None
+    return external_id_for(setting.source, values.get(identifier), region=settings.PHONE_DEFAULT_REGION)
+
+
+def external_ids_in_use(*, template: PassTemplate, external_ids: Iterable[str]) -> set[str]:
+    """Which of these External IDs already belong to a member of the template (queried in chunks)."""
+    wanted = [e for e in dict.fromkeys(external_ids) if e]
+    found: set[str] = set()
+    for start in range(0, len(wanted), 1000):
+        chunk = wanted[start : start + 1000]
+        found.update(
+            Member.objects.filter(template=template, external_id__in=chunk).values_list("external_id", flat=True)
+        )
+    return found
+
+
+def autofill_changes(*, template: PassTemplate) -> QuerySet[AutofillChange]:
+    return AutofillChange.objects.filter(template=template).select_related("changed_by")
+
+
+def autofill_backfill_latest(*, template: PassTemplate) -> AutofillBackfill | None:
+    return AutofillBackfill.objects.filter(template=template).first()
+
+
+@dataclass
+class AutofillConflict:
+    external_id: str
+    members: list[tuple[int, str]]  # (member id, display name) of members without an External ID
+    taken_by: int | None = None  # the member that already holds this External ID, if any
+
+
+@dataclass
+class AutofillPreview:
+    """What turning autofill on would do to a template's existing members."""
+
+    source: str
+    field_identifier: str | None
+    eligible: int = 0  # issued or pending members without an External ID
+    fill: dict[int, str] = field(default_factory=dict)  # member id → External ID it would get
+    conflicts: list[AutofillConflict] = field(default_factory=list)
+    invalid: list[tuple[int, str]] = field(default_factory=list)  # (member id, reason)
+    empty: int = 0
+    already_set: int = 0
+
+    @property
+    def would_fill(self) -> int:
+        return len(self.fill)
+
+    @property
+    def conflicting_members(self) -> int:
+        return sum(len(c.members) for c in self.conflicts)
+
+
+# Only members whose pass is live get an External ID: giving one to a failed or voided member would make a
+# later claim show that dead pass instead of issuing a new one.
+BACKFILL_STATUSES = (Member.Status.ISSUED, Member.Status.PENDING)
+
+
+def autofill_preview(*, template: PassTemplate, source: str | None = None, field_identifier: str | None = None) -> AutofillPreview:
+    """Which members a backfill would fill, and which would collide (never silently merged).
+
+    With no source given, previews the saved setting. Reads ids and values only, in chunks; the maps it
+    keeps grow with the members that need an External ID, which is what the page lists anyway.
+    """
+    setting = autofill_setting_for(template=template)
+    if source is not None:
+        setting = AutofillSetting(template=template, source=source, field_identifier=field_identifier or "")
+    identifier = autofill_field_identifier(setting=setting)
+    preview = AutofillPreview(source=setting.source, field_identifier=identifier)
+    if identifier is None:
+        return preview
+    members = Member.objects.filter(template=template)
+    taken = dict(
+        members.filter(external_id__isnull=False).values_list("external_id", "id").iterator(chunk_size=5000)
+    )
+    preview.already_set = len(taken)
+    candidates: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    rows = (
+        members.filter(external_id__isnull=True, status__in=BACKFILL_STATUSES)
+        .order_by("id")
+        .values_list("id", "display_name", "values")
+    )
+    region = settings.PHONE_DEFAULT_REGION
+    for member_id, name, values in rows.iterator(chunk_size=2000):
+        preview.eligible += 1
+        raw = (values or {}).get(identifier)
+        try:
+            external_id = external_id_for(setting.source, raw if raw is None else str(raw), region=region)
+        except InvalidIdentity as exc:
+            preview.invalid.append((member_id, str(exc)))
+            continue
+        if external_id is None:
+            preview.empty += 1
+            continue
+        candidates[external_id].append((member_id, name))
+    for external_id, group in candidates.items():
+        if len(group) == 1 and external_id not in taken:
+            preview.fill[group[0][0]] = external_id
+        else:
+            preview.conflicts.append(AutofillConflict(external_id, group, taken.get(external_id)))
+    preview.conflicts.sort(key=lambda c: c.external_id)
+    return preview
+
+
+# --- the member list ---------------------------------------------------------------------------------------
+SORTS = {
+    "-created": ("-created_at", "-id"),
+    "created": ("created_at", "id"),
+    "name": ("display_name", "id"),
+    "-name": ("-display_name", "-id"),
+    "email": ("email", "id"),
+    "-email": ("-email", "-id"),
+    "status": ("status", "-created_at", "-id"),
+}
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
+_PHONE_LIKE = re.compile(r"\+?[0-9 ()./\-\u00a0]{5,40}")
+
+
+@dataclass(frozen=True)
+class MemberFilters:
+    q: str = ""
+    template: str = ""
+    status: str = ""
+    source: str = ""
+    batch: str = ""
+    created_from: str = ""
+    created_to: str = ""
+    has_external_id: str = ""  # "yes" | "no" | ""
+    sort: str = "-created"
+
+    FIELDS = ("q", "template", "status", "source", "batch", "created_from", "created_to", "has_external_id", "sort")
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> MemberFilters:
+        return cls(**{name: str(query.get(name, "") or "").strip() for name in cls.FIELDS})
+
+    @property
+    def is_filtered(self) -> bool:
+        return any(getattr(self, name) for name in self.FIELDS if name != "sort")
+
+
+def member_search_condition(query: str) -> Q:
+    """One search box: exact Pass ID, External ID, email or phone (in any common spelling), or a name part."""
+    query = query.strip()
+    condition = Q(external_id=query)
+    if _UUID.fullmatch(query):
+        return condition | Q(pass_id=uuid.UUID(query))
+    if "@" in query:
+        try:
+            email = normalise_email(query)
+        except InvalidIdentity:
+            email = query.lower()
+        return condition | Q(email=email) | Q(external_id=email)
+    if _PHONE_LIKE.fullmatch(query) and sum(ch.isdigit() for ch in query) >= 5:
+        try:
+            phone = normalise_phone(query, region=settings.PHONE_DEFAULT_REGION)
+        except InvalidIdentity:
+            return condition
+        return condition | Q(phone=phone) | Q(external_id=phone)
+    return condition | Q(display_name__icontains=query)
+
+
+def member_list(*, filters: MemberFilters = MemberFilters()) -> QuerySet[Member]:
+    """The staff member list, filtered and sorted; paginate it with `member_page`."""
+    members = Member.objects.select_related("template")
+    if filters.q:
+        members = members.filter(member_search_condition(filters.q))
+    if filters.template:
+        try:
+            members = members.filter(template_id=uuid.UUID(filters.template))
+        except ValueError:
+            members = members.none()
+    if filters.status in Member.Status.values:
+        members = members.filter(status=filters.status)
+    if filters.source in Member.Source.values:
+        members = members.filter(source=filters.source)
+    if filters.batch:
+        members = members.filter(source_batch_id=int(filters.batch)) if filters.batch.isdigit() else members.none()
+    if start := _parse_date(filters.created_from):
+        members = members.filter(created_at__gte=_start_of_day(start))
+    if end := _parse_date(filters.created_to):
+        members = members.filter(created_at__lt=_start_of_day(end + timedelta(days=1)))
+    if filters.has_external_id == "yes":
+        members = members.filter(external_id__isnull=False)
+    elif filters.has_external_id == "no":
+        members = members.filter(external_id__isnull=True)
+    return members.order_by(*SORTS.get(filters.sort, SORTS["-created"]))
+
+
+def _parse_date(text: str) -> date | None:
+    try:
+        return date.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+def _start_of_day(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min))
+
+
+class MemberPage:
+    """One page of members without a COUNT(*): it reads one row more than it shows to know if there is a
+    next page. At a million rows the count, not the page, is what makes a list slow.
+
+    Quacks like a Django Page for "portal/_pagination.html" (num_pages is unknown, so it is not shown).
+    """
+
+    class _UnknownPaginator:
+        num_pages = None
+
+    paginator = _UnknownPaginator()
+
+    def __init__(self, members: QuerySet[Member], number: int, per_page: int = MEMBER_PAGE_SIZE):
+        self.number = number
+        self.per_page = per_page
+        offset = (number - 1) * per_page
+        rows = list(members[offset : offset + per_page + 1])
+        self.object_list = rows[:per_page]
+        self._has_next = len(rows) > per_page
+
+    def __iter__(self) -> Iterator[Member]:
+        return iter(self.object_list)
+
+    def __len__(self) -> int:
+        return len(self.object_list)
+
+    def has_next(self) -> bool:
+        return self._has_next
+
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    def has_other_pages(self) -> bool:
+        return self.has_next() or self.has_previous()
+
+    def next_page_number(self) -> int:
+        return self.number + 1
+
+    def previous_page_number(self) -> int:
+        return self.number - 1
+
+    def start_index(self) -> int:
+        return (self.number - 1) * self.per_page + 1 if self.object_list else 0
+
+    def end_index(self) -> int:
+        return (self.number - 1) * self.per_page + len(self.object_list)
+
+
+def member_page(*, members: QuerySet[Member], page: str | int | None, per_page: int = MEMBER_PAGE_SIZE) -> MemberPage:
+    try:
+        number = max(1, min(int(page or 1), 1_000_000))
+    except (TypeError, ValueError):
+        number = 1
+    return MemberPage(members, number, per_page)
+
+
+def member_detail(*, member_id: int) -> Member:
+    return Member.objects.select_related("template", "created_by").get(pk=member_id)
+
+
+def member_status_history(*, member: Member) -> QuerySet[MemberStatusChange]:
+    return member.status_changes.select_related("by")
+
+
+def member_values_by_label(*, member: Member) -> list[tuple[str, str, str]]:
+    """(label, identifier, value) for every template field, then any value the template no longer has."""
+    rows = []
+    values = dict(member.values or {})
+    for spec in template_field_specs(template=member.template):
+        rows.append((spec.name, spec.identifier, str(values.pop(spec.identifier, "") or "")))
+    rows.extend((identifier, identifier, str(value)) for identifier, value in values.items())
+    return rows
+
+
+# --- counts for the dashboard and template pages --------------------------------------------------------
+# Above this many rows the dashboard shows PostgreSQL's estimate: an exact COUNT(*) over millions of rows
+# on every dashboard load costs more than the precision is worth.
+EXACT_COUNT_LIMIT = 200_000
+
+
+def member_total() -> tuple[int, bool]:
+    """(number of members, whether the number is exact)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = 'members_member'::regclass")
+            row = cursor.fetchone()
+        if row and row[0] > EXACT_COUNT_LIMIT:
+            return int(row[0]), False
+    return Member.objects.count(), True
+
+
+def member_status_counts(*, template: PassTemplate | None = None) -> dict[str, int]:
+    """Members waiting and failed: small numbers, found through the status index."""
+    members = Member.objects.all() if template is None else Member.objects.filter(template=template)
+    return {
+        status: members.filter(status=status).count() for status in (Member.Status.PENDING, Member.Status.FAILED)
+    }
+
+
+def template_member_count(*, template: PassTemplate) -> int:
+    return Member.objects.filter(template=template).count()

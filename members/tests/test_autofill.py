@@ -1,0 +1,181 @@
+"""The "Auto fill External ID" setting: audit, derivation, conflict preview, backfill, command, permissions."""
+import json
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.urls import reverse
+
+from members import selectors, services
+from members.identity import InvalidIdentity
+from members.models import AutofillBackfill, AutofillChange, AutofillSetting, Member
+from templates_sync.sandbox import DEMO_TEMPLATE_ID
+
+from .factories import make_member, mirror_template
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def club(sandbox):
+    return mirror_template()
+
+
+def test_a_template_without_a_setting_reads_as_off_and_derives_nothing(club):
+    setting = selectors.autofill_setting_for(template=club)
+    assert setting.pk is None and setting.source == "off"
+    assert selectors.external_id_for_values(template=club, values={"email": "a@b.is"}) is None
+
+
+def test_a_change_is_audited_with_old_and_new(club, manager):
+    services.autofill_setting_change(template=club, source="email", user=manager)
+    services.autofill_setting_change(template=club, source="phone", already_enrolled_message="Þú átt kort.", user=manager)
+    services.autofill_setting_change(template=club, source="phone", already_enrolled_message="Þú átt kort.", user=manager)
+
+    changes = list(AutofillChange.objects.filter(template=club).order_by("id"))
+    assert [(c.old_source, c.new_source, c.new_field_identifier, c.changed_by) for c in changes] == [
+        ("off", "email", "email", manager), ("email", "phone", "phone", manager)]  # fmt: skip
+    assert changes[1].new_message == "Þú átt kort." and changes[1].old_message == ""
+    setting = AutofillSetting.objects.get(template=club)
+    assert (setting.source, setting.field_identifier, setting.updated_by) == ("phone", "phone", manager)
+
+
+def test_the_setting_derives_normalised_external_ids_and_refuses_invalid_values(club):
+    services.autofill_setting_change(template=club, source="phone")
+    assert selectors.external_id_for_values(template=club, values={"phone": "00354 555-1234"}) == "+3545551234"
+    assert selectors.external_id_for_values(template=club, values={"phone": "  "}) is None
+    with pytest.raises(InvalidIdentity):
+        selectors.external_id_for_values(template=club, values={"phone": "12"})
+
+
+def test_a_template_without_a_phone_field_cannot_choose_phone(sandbox):
+    pupils = mirror_template(sandbox.template_ids()[2])  # two EMAIL fields, no PHONE_NUMBER
+    with pytest.raises(services.AutofillSettingError, match="no PHONE_NUMBER input field"):
+        services.autofill_setting_change(template=pupils, source="phone")
+    with pytest.raises(services.AutofillSettingError, match="Choose which input field"):
+        services.autofill_setting_change(template=pupils, source="email")
+    setting = services.autofill_setting_change(template=pupils, source="email", field_identifier="guardian_email")
+    assert setting.field_identifier == "guardian_email"
+    assert not AutofillChange.objects.filter(template=pupils, new_source="phone").exists()
+
+
+@pytest.fixture
+def seeded(club):
+    """Eleven members without External ID and one with, with deliberate duplicates in different spellings."""
+    services.autofill_setting_change(template=club, source="email")
+    make_member(club, email="held@example.com", external_id="held@example.com")
+    fillable = [make_member(club, name=f"Unique {n}", email=f"unique{n}@example.com") for n in range(4)]
+    pair = [make_member(club, email="Twin@Example.com"), make_member(club, email=" twin@example.COM ")]
+    clash = make_member(club, email="HELD@example.com")  # what the member above already holds
+    invalid = make_member(club, email="not an email")
+    empty = make_member(club, email="")
+    # Members whose pass is dead are left alone: an External ID would make a later claim show a void pass.
+    make_member(club, email="failed@example.com", status=Member.Status.FAILED)
+    make_member(club, email="voided@example.com", status=Member.Status.VOIDED)
+    pending = make_member(club, email="pending@example.com", status=Member.Status.PENDING)
+    return {"fillable": fillable + [pending], "pair": pair, "clash": clash, "invalid": invalid, "empty": empty}
+
+
+def test_the_conflict_preview_counts_are_exact(club, seeded):
+    preview = selectors.autofill_preview(template=club)
+
+    assert preview.eligible == 10
+    assert preview.would_fill == 5
+    assert set(preview.fill) == {m.pk for m in seeded["fillable"]}
+    assert preview.conflicting_members == 3
+    assert [(c.external_id, sorted(m for m, _ in c.members)) for c in preview.conflicts] == [
+        ("held@example.com", [seeded["clash"].pk]),
+        ("twin@example.com", sorted(m.pk for m in seeded["pair"])),
+    ]
+    assert [m for m, _ in preview.invalid] == [seeded["invalid"].pk]
+    assert preview.empty == 1 and preview.already_set == 1
+
+
+def test_backfill_fills_the_rest_and_never_merges_conflicts(club, seeded, manager):
+    run = services.autofill_backfill_request(template=club, user=manager)
+
+    assert run.status == AutofillBackfill.Status.SUCCEEDED
+    assert (run.total, run.filled, run.conflicts, run.invalid, run.empty) == (10, 5, 3, 1, 1)
+    assert run.done == run.total
+    for member in seeded["fillable"]:
+        member.refresh_from_db()
+        assert member.external_id == member.email
+    for member in [*seeded["pair"], seeded["clash"], seeded["invalid"], seeded["empty"]]:
+        member.refresh_from_db()
+        assert member.external_id is None
+    assert Member.objects.filter(template=club, external_id="held@example.com").count() == 1
+    assert selectors.autofill_preview(template=club).would_fill == 0
+
+
+def test_backfill_counts_a_member_whose_id_was_taken_meanwhile_as_a_conflict(club, seeded, manager):
+    backfill = AutofillBackfill.objects.create(template=club, source="email", field_identifier="email")
+    preview = selectors.autofill_preview(template=club)
+    first_id, first_external_id = next(iter(preview.fill.items()))
+    # A claim takes that External ID between the preview and the write.
+    make_member(club, email=first_external_id, external_id=first_external_id)
+
+    run = services.autofill_backfill_run(backfill=backfill)
+
+    assert run.status == "succeeded"
+    assert Member.objects.get(pk=first_id).external_id is None
+    assert run.filled == 4 and run.conflicts == 4  # the three known, plus this one
+
+
+def test_backfill_needs_autofill_on(club, manager):
+    with pytest.raises(services.AutofillSettingError, match="Turn autofill on"):
+        services.autofill_backfill_request(template=club, user=manager)
+
+
+def test_a_viewer_sees_the_setting_but_cannot_change_it(club, viewer, client):
+    client.force_login(viewer)
+    url = reverse("members:autofill_settings", args=[club.pk])
+
+    page = client.get(url)
+    assert page.status_code == 200
+    assert b"changing it needs the manager role" in page.content and b'id="autofill-form"' not in page.content
+
+    assert client.post(url, {"source": "email"}).status_code == 403
+    assert client.post(reverse("members:autofill_backfill", args=[club.pk])).status_code == 403
+    assert not AutofillSetting.objects.filter(template=club).exists()
+
+
+def test_a_manager_changes_the_setting_on_the_page_and_sees_the_audit_line(club, manager, client):
+    client.force_login(manager)
+    url = reverse("members:autofill_settings", args=[club.pk])
+    make_member(club, email="a@example.com")
+
+    preview = client.get(url, {"source": "email", "field_identifier": "", "preview": "1"})
+    assert b"Preview of the proposed setting" in preview.content
+    assert not AutofillSetting.objects.filter(template=club).exists()  # previewing saves nothing
+
+    response = client.post(url, {"source": "email", "field_identifier": "", "already_enrolled_message": ""}, follow=True)
+    text = response.content.decode()
+    assert "Autofill setting saved." in text
+    assert "<td>maria</td><td>Off</td><td>Email address (email)</td>" in text
+    assert 'data-count="fill">1<' in text and 'id="backfill-button"' in text
+
+    done = client.post(reverse("members:autofill_backfill", args=[club.pk]), follow=True)
+    assert "1 External IDs filled in" in done.content.decode()
+    assert Member.objects.get(template=club).external_id == "a@example.com"
+
+
+def test_the_page_refuses_a_source_the_template_cannot_use(sandbox, manager, client):
+    pupils = mirror_template(sandbox.template_ids()[2])
+    client.force_login(manager)
+    page = client.post(reverse("members:autofill_settings", args=[pupils.pk]), {"source": "phone"})
+    assert "no PHONE_NUMBER input field" in page.content.decode()
+    assert "This template has no PHONE_NUMBER input field, so it cannot use this source." in page.content.decode()
+
+
+def test_the_command_shows_and_sets_the_setting(club, capsys):
+    call_command("external_id_autofill", "--template", DEMO_TEMPLATE_ID, "--json")
+    assert json.loads(capsys.readouterr().out)["source"] == "off"
+
+    call_command("external_id_autofill", "--template", DEMO_TEMPLATE_ID, "--source", "email", "--json")
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["source"] == "email" and shown["field_identifier"] == "email" and shown["changed"] is True
+    change = AutofillChange.objects.get(template=club)
+    assert (change.old_source, change.new_source, change.changed_via) == ("off", "email", "command")
+
+    with pytest.raises(CommandError, match="no such|No template"):
+        call_command("external_id_autofill", "--template", "00000000-0000-0000-0000-000000000000")

@@ -1,0 +1,180 @@
+"""member_issue, member_void and member_refresh against the sandbox over real HTTP."""
+import threading
+import uuid
+
+import pytest
+from django.db import connection
+
+from members import services
+from members.models import Member
+from templates_sync.client import client_from_settings
+from templates_sync.sandbox import DEMO_TEMPLATE_ID, Faults
+
+from .factories import mirror_template
+
+LAURA = {"name": "Laura Loopy", "email": "Laura.Loopy@Example.COM ", "phone": "555 1234"}
+
+
+@pytest.fixture
+def club(db, sandbox):
+    return mirror_template()
+
+
+def issue(template, values=LAURA, external_id=None, **kwargs):
+    return services.member_issue(template=template, values=values, external_id=external_id, source="link", **kwargs)
+
+
+def test_issuing_creates_the_pass_upstream_and_mirrors_it(club, sandbox):
+    member = issue(club, external_id="laura.loopy@example.com", source_batch_id=7, source_row=3)
+
+    member.refresh_from_db()
+    upstream = sandbox.passes(DEMO_TEMPLATE_ID)
+    assert len(upstream) == 1
+    assert member.status == Member.Status.ISSUED and str(member.pass_id) == upstream[0]["id"]
+    assert upstream[0]["externalIdentifier"] == "laura.loopy@example.com"
+    # Values are stored and sent normalised, and copied for search.
+    assert {f["identifier"]: f["value"] for f in upstream[0]["inputFields"]} == {
+        "name": "Laura Loopy", "email": "laura.loopy@example.com", "phone": "+3545551234"}  # fmt: skip
+    assert (member.display_name, member.email, member.phone) == ("Laura Loopy", "laura.loopy@example.com", "+3545551234")
+    assert (member.source_batch_id, member.source_row) == (7, 3)
+    assert member.upstream["id"] == upstream[0]["id"]
+    assert [(c.old, c.new) for c in member.status_changes.all()] == [("", "pending"), ("pending", "issued")]
+
+
+def test_a_second_issue_with_the_same_external_id_returns_the_first_member_without_calling_upstream(club, sandbox):
+    first = issue(club, external_id="laura.loopy@example.com")
+    posts = sandbox.request_count("POST")
+
+    second = issue(club, values={**LAURA, "name": "Someone Else"}, external_id="laura.loopy@example.com")
+
+    assert second.pk == first.pk and second.pass_id == first.pass_id
+    assert second.already_enrolled is True and first.already_enrolled is False
+    assert sandbox.request_count("POST") == posts
+    assert Member.objects.count() == 1
+
+
+def test_without_an_external_id_every_issue_makes_a_new_member(club, sandbox):
+    first, second = issue(club), issue(club)
+    assert first.pk != second.pk and first.pass_id != second.pass_id
+    assert len(sandbox.passes(DEMO_TEMPLATE_ID)) == 2
+
+
+def test_invalid_values_are_refused_with_reasons_and_nothing_is_made(club, sandbox):
+    with pytest.raises(services.InvalidMemberValues) as refused:
+        issue(club, values={"name": "", "email": "not-an-email"})
+    assert set(refused.value.errors) == {"name", "email"}
+    assert "Nafn / Name is required." in refused.value.errors["name"]
+    assert Member.objects.count() == 0 and sandbox.request_count("POST") == 0
+
+
+def test_a_template_that_cannot_issue_is_refused_with_its_reason(club, sandbox):
+    club.disable_issue = True
+    with pytest.raises(services.IssueRefused, match="disabled"):
+        issue(club)
+    assert Member.objects.count() == 0
+
+
+def test_an_external_id_taken_upstream_marks_the_member_failed_with_a_visible_conflict(club, sandbox):
+    with client_from_settings() as client:
+        client.create_pass({"passTemplateId": DEMO_TEMPLATE_ID, "inputFields": [{"identifier": "name", "value": "X"},
+                            {"identifier": "email", "value": "x@example.com"}], "externalIdentifier": "taken"})  # fmt: skip
+
+    member = issue(club, external_id="taken")
+
+    member.refresh_from_db()
+    assert member.status == Member.Status.FAILED and member.upstream_conflict
+    assert "“taken”" in member.failure_reason and member.pass_id is None
+
+
+def test_an_upstream_refusal_marks_the_member_failed_with_the_reason(club, sandbox):
+    sandbox.update_template(DEMO_TEMPLATE_ID, disableIssue=True)  # the mirror has not seen this yet
+    member = issue(club)
+    member.refresh_from_db()
+    assert member.status == Member.Status.FAILED and not member.upstream_conflict
+    assert "disabled" in member.failure_reason
+    assert member.status_changes.last().new == "failed"
+
+
+def test_upstream_down_leaves_the_member_pending_and_a_retry_issues_it(club, sandbox):
+    sandbox.faults = Faults(error_rate=1.0, scope="passes")
+    member = issue(club, external_id="laura.loopy@example.com")
+    member.refresh_from_db()
+    assert member.status == Member.Status.PENDING and member.pass_id is None
+    assert member.issue_attempts == 1 and "503" in member.last_error
+
+    sandbox.faults = Faults()
+    services.member_issue_retry(member=member)
+    member.refresh_from_db()
+    assert member.status == Member.Status.ISSUED and member.issue_attempts == 2 and member.last_error == ""
+    assert [p["id"] for p in sandbox.passes(DEMO_TEMPLATE_ID)] == [str(member.pass_id)]
+
+
+def test_a_retry_after_a_lost_reply_adopts_the_pass_its_first_attempt_made(club, sandbox):
+    member = issue(club, external_id="laura.loopy@example.com")
+    # As if the first POST arrived but its reply never came back: the member is still pending locally.
+    pass_id = member.pass_id
+    Member.objects.filter(pk=member.pk).update(status="pending", pass_id=None)
+    member.refresh_from_db()
+
+    services.member_issue_retry(member=member)
+
+    member.refresh_from_db()
+    assert member.status == Member.Status.ISSUED and member.pass_id == pass_id
+    assert len(sandbox.passes(DEMO_TEMPLATE_ID)) == 1
+
+
+def test_voiding_voids_the_pass_upstream_and_records_who(club, sandbox, manager):
+    member = issue(club)
+    services.member_void(member=member, user=manager)
+    member.refresh_from_db()
+    assert member.status == Member.Status.VOIDED
+    assert sandbox.passes(DEMO_TEMPLATE_ID)[0]["isVoided"] is True
+    change = member.status_changes.last()
+    assert (change.old, change.new, change.by) == ("issued", "voided", manager)
+    with pytest.raises(services.MemberError, match="Only an issued pass"):
+        services.member_void(member=member, user=manager)
+
+
+def test_refresh_reads_a_pass_voided_on_smartpages(club, sandbox):
+    member = issue(club)
+    with client_from_settings() as client:
+        client.update_pass(str(member.pass_id), {"isVoided": True})
+    services.member_refresh(member=member)
+    member.refresh_from_db()
+    assert member.status == Member.Status.VOIDED and member.upstream["status"] == "VOIDED"
+
+
+def test_refresh_of_an_unknown_pass_says_so_without_raw_error_text(club, sandbox):
+    member = issue(club)
+    Member.objects.filter(pk=member.pk).update(pass_id=uuid.uuid4())
+    member.refresh_from_db()
+    with pytest.raises(services.MemberError) as refused:
+        services.member_refresh(member=member)
+    assert "404" not in str(refused.value) and "may have been deleted" in str(refused.value)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_issues_with_one_external_id_make_one_member_and_one_pass(sandbox):
+    club = mirror_template()
+    barrier = threading.Barrier(8)
+    results, errors = [], []
+
+    def claim():
+        try:
+            barrier.wait()
+            results.append(issue(club, external_id="laura.loopy@example.com"))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert Member.objects.count() == 1 and len({m.pk for m in results}) == 1
+    assert sum(not m.already_enrolled for m in results) == 1
+    assert sandbox.request_count("POST", "/api/v1/pass") == 1

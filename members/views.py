@@ -1,0 +1,210 @@
+"""Staff pages for members and the autofill setting. Logic lives in services and selectors."""
+import uuid
+
+from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, JsonResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from templates_sync.models import PassTemplate
+
+from . import selectors, services
+from .csv_export import member_csv_lines
+from .forms import AutofillSettingForm, MemberAddForm
+from .identity import InvalidIdentity
+from .models import AutofillBackfill, AutofillSource, Member
+
+
+
+PAGE_SIZES = ("25", "50", "100", "200")
+
+
+@require_GET
+def member_list(request):
+    filters = selectors.MemberFilters.from_query(request.GET)
+    per_page = int(request.GET["per_page"]) if request.GET.get("per_page") in PAGE_SIZES else selectors.MEMBER_PAGE_SIZE
+    page = selectors.member_page(members=selectors.member_list(filters=filters), page=request.GET.get("page"),
+                                 per_page=per_page)  # fmt: skip
+    context = {
+        "page": page,
+        "filters": filters,
+        "templates": PassTemplate.objects.order_by("name").only("id", "name"),
+        "statuses": Member.Status.choices,
+        "sources": Member.Source.choices,
+        "sorts": [("-created", "Newest first"), ("created", "Oldest first"), ("name", "Name A–Z"),
+                  ("-name", "Name Z–A"), ("email", "Email"), ("status", "Status")],  # fmt: skip
+        "filtered_template": _filtered_template(filters),
+        "member_url_prefix": reverse("members:member_list"),
+        "template_url_prefix": reverse("template_list"),
+    }
+    return render(request, "members/member_list.html", context)
+
+
+def _filtered_template(filters) -> PassTemplate | None:
+    try:
+        return PassTemplate.objects.filter(pk=uuid.UUID(filters.template)).first()
+    except ValueError:  # none chosen, or a malformed id in the query string
+        return None
+
+
+@require_GET
+def member_export(request):
+    filters = selectors.MemberFilters.from_query(request.GET)
+    lines = member_csv_lines(selectors.member_list(filters=filters))
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
+    stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
+    response["Content-Disposition"] = f'attachment; filename="members-{stamp}.csv"'
+    return response
+
+
+@require_GET
+def member_detail(request, member_id):
+    try:
+        member = selectors.member_detail(member_id=member_id)
+    except Member.DoesNotExist:
+        raise Http404("No such member.") from None
+    context = {
+        "member": member,
+        "field_values": selectors.member_values_by_label(member=member),
+        "history": selectors.member_status_history(member=member),
+        "autofill": selectors.autofill_setting_for(template=member.template),
+    }
+    return render(request, "members/member_detail.html", context)
+
+
+@require_POST
+@permission_required("members.manage_members", raise_exception=True)
+def member_void(request, member_id):
+    member = get_object_or_404(Member.objects.select_related("template"), pk=member_id)
+    try:
+        services.member_void(member=member, user=request.user)
+    except services.MemberError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "The pass is voided.")
+    return redirect("members:member_detail", member.pk)
+
+
+@require_POST
+@permission_required("members.manage_members", raise_exception=True)
+def member_refresh(request, member_id):
+    member = get_object_or_404(Member.objects.select_related("template"), pk=member_id)
+    try:
+        services.member_refresh(member=member)
+    except services.MemberError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Refreshed from SmartPages.")
+    return redirect("members:member_detail", member.pk)
+
+
+@require_GET
+@permission_required("members.manage_members", raise_exception=True)
+def member_add_choose(request):
+    template_id = request.GET.get("template", "")
+    if template_id:
+        return redirect("members:member_add", template_id)
+    templates = PassTemplate.objects.filter(removed_at__isnull=True).order_by("name")
+    return render(request, "members/member_add_choose.html", {"templates": templates})
+
+
+@require_http_methods(["GET", "POST"])
+@permission_required("members.manage_members", raise_exception=True)
+def member_add(request, template_id):
+    template = get_object_or_404(PassTemplate.objects.prefetch_related("input_fields"), pk=template_id)
+    form = MemberAddForm(request.POST or None, template=template)
+    if request.method == "POST" and form.is_valid() and not template.issue_refusal_reason:
+        try:
+            member = services.member_add(template=template, values=form.values(),
+                                         external_id=form.cleaned_data["external_id"], user=request.user)  # fmt: skip
+        except services.InvalidMemberValues as exc:
+            form.add_value_errors(exc.errors)
+        except (InvalidIdentity, services.MemberError) as exc:
+            form.add_error(None, str(exc))
+        else:
+            _report_issue(request, member)
+            return redirect("members:member_detail", member.pk)
+    return render(request, "members/member_add.html", {"template": template, "form": form})
+
+
+def _report_issue(request, member: Member) -> None:
+    if member.already_enrolled:
+        messages.warning(request, f"A member with External ID “{member.external_id}” already exists on this "
+                                  "template; no new pass was made. This is that member.")  # fmt: skip
+    elif member.status == Member.Status.ISSUED:
+        messages.success(request, "Member added and pass issued.")
+    elif member.status == Member.Status.PENDING:
+        messages.info(request, "Member added; SmartPages could not be reached, so the pass is still pending.")
+    else:
+        messages.error(request, "Member added, but SmartPages refused the pass; the reason is shown below.")
+
+
+@require_http_methods(["GET", "POST"])
+def autofill_settings(request, template_id):
+    template = get_object_or_404(PassTemplate.objects.prefetch_related("input_fields"), pk=template_id)
+    setting = selectors.autofill_setting_for(template=template)
+    can_change = request.user.has_perm("members.change_autofill")
+    if request.method == "POST":
+        if not can_change:
+            raise PermissionDenied
+        form = AutofillSettingForm(request.POST, template=template)
+        if form.is_valid():
+            try:
+                services.autofill_setting_change(template=template, user=request.user, **form.cleaned_data)
+            except services.AutofillSettingError as exc:
+                form.add_error(None, str(exc))
+            else:
+                messages.success(request, "Autofill setting saved.")
+                return redirect("members:autofill_settings", template.pk)
+        preview = None
+    else:
+        initial = {"source": setting.source, "field_identifier": setting.field_identifier,
+                   "already_enrolled_message": setting.already_enrolled_message}  # fmt: skip
+        # "Preview" submits the form by GET: show what the proposed setting would do, without saving it.
+        proposed = request.GET.get("source")
+        form = AutofillSettingForm(request.GET if proposed else None, initial=initial, template=template)
+        if proposed in AutofillSource.values:
+            preview = selectors.autofill_preview(template=template, source=proposed,
+                                                 field_identifier=request.GET.get("field_identifier", ""))  # fmt: skip
+        else:
+            preview = selectors.autofill_preview(template=template)
+    context = {
+        "template": template,
+        "setting": setting,
+        "form": form,
+        "can_change": can_change,
+        "preview": preview,
+        "previewing_proposal": request.method == "GET" and bool(request.GET.get("source")),
+        "conflicts_shown": (preview.conflicts[:100] if preview else []),
+        "invalid_shown": (preview.invalid[:20] if preview else []),
+        "changes": selectors.autofill_changes(template=template)[:50],
+        "backfill": selectors.autofill_backfill_latest(template=template),
+    }
+    return render(request, "members/autofill_settings.html", context)
+
+
+@require_POST
+@permission_required("members.change_autofill", raise_exception=True)
+def autofill_backfill(request, template_id):
+    template = get_object_or_404(PassTemplate.objects.prefetch_related("input_fields"), pk=template_id)
+    try:
+        run = services.autofill_backfill_request(template=template, user=request.user)
+    except services.AutofillSettingError as exc:
+        messages.error(request, str(exc))
+    else:
+        if run.is_finished:
+            messages.success(request, f"Backfill done: {run.filled} External IDs filled in, {run.conflicts} "
+                                      f"members left alone because of conflicts.")  # fmt: skip
+        else:
+            messages.info(request, "Backfill started; its progress shows below.")
+    return redirect(reverse("members:autofill_settings", args=[template.pk]))
+
+
+@require_GET
+def backfill_status(request, backfill_id):
+    backfill = get_object_or_404(AutofillBackfill, pk=backfill_id)
+    return JsonResponse(backfill.as_json())
