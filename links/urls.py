@@ -1,4 +1,15 @@
 from django.urls import path
 
+from . import views
+
 app_name = "links"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.batch_list, name="batch_list"),
+    path("template/<uuid:template_id>/", views.template_batches, name="template_batches"),
+    path("template/<uuid:template_id>/upload/", views.upload, name="upload"),
+    path("<int:batch_id>/", views.batch_detail, name="batch_detail"),
+    path("<int:batch_id>/confirm/", views.batch_confirm, name="batch_confirm"),
+    path("<int:batch_id>/rerun/", views.batch_rerun, name="batch_rerun"),
+    path("<int:batch_id>/status.json", views.batch_status, name="batch_status"),
+    path("<int:batch_id>/download/<str:kind>/", views.batch_download, name="batch_download"),
+]

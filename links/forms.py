@@ -1,0 +1,50 @@
+from django import forms
+from django.template.defaultfilters import filesizeformat
+
+from . import selectors
+from .models import LinkBatch
+
+DELIMITER_CHOICES = [("", "Detect automatically"), (",", "Comma ( , )"), (";", "Semicolon ( ; )"), ("\t", "Tab")]
+
+
+class UploadForm(forms.Form):
+    file = forms.FileField(
+        label="CSV file",
+        widget=forms.ClearableFileInput(attrs={"accept": ".csv,.txt,text/csv"}),
+        error_messages={"required": "Choose a CSV file to upload.", "empty": "The file is empty."},
+    )
+    delimiter = forms.ChoiceField(label="Delimiter", choices=DELIMITER_CHOICES, required=False)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["file"].help_text = (
+            f"UTF-8 (with or without BOM) or Windows-1252, a header row, one row per pass holder. "
+            f"At most {filesizeformat(selectors.max_upload_bytes())} and {selectors.max_rows():,} rows."
+        )
+
+
+class MappingForm(forms.Form):
+    """One choice per column of the upload: which input field (or the External ID) it fills, if any."""
+
+    def __init__(self, *args, batch: LinkBatch, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batch = batch
+        choices = [("", "— not in the links —")] + selectors.mapping_targets(template=batch.template)
+        for index, column in enumerate(batch.header):
+            self.fields[f"col_{index}"] = forms.ChoiceField(
+                label=column, choices=choices, required=False, initial=batch.mapping.get(column, "")
+            )
+
+    def columns(self):
+        """(column name, bound field) pairs for the template's table."""
+        return [(column, self[f"col_{index}"]) for index, column in enumerate(self.batch.header)]
+
+    def clean(self):
+        cleaned = super().clean()
+        mapping = {column: cleaned.get(f"col_{index}") or "" for index, column in enumerate(self.batch.header)}
+        mapping = {column: target for column, target in mapping.items() if target}
+        problems = selectors.link_mapping_problems(template=self.batch.template, header=self.batch.header, mapping=mapping)
+        if problems:
+            raise forms.ValidationError(problems)
+        cleaned["mapping"] = mapping
+        return cleaned

@@ -1,0 +1,97 @@
+import json
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.core.management.base import BaseCommand, CommandError
+
+from links import selectors, services
+from links.models import EXTERNAL_ID_TARGET, LinkBatch
+from templates_sync.models import PassTemplate
+
+
+class Command(BaseCommand):
+    help = (
+        "Make one SmartPass link per row of a campaign CSV, exactly as the upload page does (the batch shows "
+        "in the upload history), and write the result CSV: every input row with smartpass_link and error."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--template", required=True, metavar="UUID", help="the pass template the links issue")
+        parser.add_argument("input", metavar="IN.csv")
+        parser.add_argument("output", metavar="OUT.csv")
+        parser.add_argument(
+            "--map", action="append", default=[], metavar="COL=IDENT",
+            help=f"put column COL into input field IDENT ({EXTERNAL_ID_TARGET} or members.member.externalId for the External ID, empty to "
+            "leave the column out); columns not named keep their automatic match",
+        )  # fmt: skip
+        parser.add_argument("--delimiter", choices=[",", ";", "tab"], help="override the detected delimiter")
+        parser.add_argument("--json", action="store_true", help='print {"rows", "links", "errors", ...} as JSON')
+
+    def handle(self, *args, **options):
+        template = self._template(options["template"])
+        source = Path(options["input"])
+        if not source.is_file():
+            raise CommandError(f"{source} is not a file.")
+        delimiter = "\t" if options["delimiter"] == "tab" else options["delimiter"]
+        try:
+            with source.open("rb") as binary:
+                batch = services.link_batch_create(
+                    template=template, uploaded_by=None, file=File(binary, name=source.name), delimiter=delimiter,
+                    via=LinkBatch.Via.COMMAND,
+                )  # fmt: skip
+            mapping = dict(batch.mapping)
+            mapping.update(self._overrides(options["map"], batch.header))
+            batch = services.link_batch_confirm(batch=batch, mapping=mapping, enqueue=False)
+        except services.LinkUploadError as exc:
+            raise CommandError(str(exc)) from None
+
+        show_bar = sys.stderr.isatty() and not options["json"]
+        batch = services.link_batch_process(batch_id=batch.pk, on_progress=self._bar if show_bar else None)
+        if show_bar:
+            sys.stderr.write("\n")
+        if batch.status != LinkBatch.Status.SUCCEEDED:
+            raise CommandError(batch.error or "Making the links failed.")
+        with default_storage.open(batch.output_file.name, "rb") as result, open(options["output"], "wb") as out:
+            shutil.copyfileobj(result, out, 1024 * 1024)
+
+        outcome = {"rows": batch.rows, "links": batch.links, "errors": batch.errors, "warnings": batch.warnings,
+                   "duplicates": batch.duplicates, "existing_members": batch.existing_members, "batch": batch.pk}  # fmt: skip
+        if options["json"]:
+            self.stdout.write(json.dumps(outcome))
+        else:
+            self.stdout.write(
+                f"{batch.rows} rows: {batch.links} links, {batch.errors} errors, {batch.duplicates} duplicates, "
+                f"{batch.existing_members} already members. Written to {options['output']} (batch #{batch.pk})."
+            )
+
+    def _template(self, value: str) -> PassTemplate:
+        try:
+            return PassTemplate.objects.get(pk=uuid.UUID(value))
+        except (ValueError, PassTemplate.DoesNotExist):
+            raise CommandError(f"No pass template {value!r} in the mirror; run `manage.py sync_templates` first.") from None
+
+    def _overrides(self, pairs: list[str], header: list[str]) -> dict[str, str]:
+        overrides = {}
+        for pair in pairs:
+            column, equals, target = pair.partition("=")
+            if not equals:
+                raise CommandError(f"--map {pair!r}: write it as COL=IDENT.")
+            column = column.strip()
+            match = next((name for name in header if name.casefold() == column.casefold()), None)
+            if match is None:
+                raise CommandError(f"--map {pair!r}: the file has no column {column!r} (it has {', '.join(header)}).")
+            target = target.strip()
+            # PassKit's name for the External ID column works too (no input field is called that).
+            overrides[match] = EXTERNAL_ID_TARGET if target == "members.member.externalId" else target
+        return overrides
+
+    def _bar(self, done: int, total: int) -> None:
+        width = 40
+        filled = width * done // total if total else width
+        percent = 100 * done // total if total else 100
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {percent:3d}%  {done:,}/{total:,} rows")
+        sys.stderr.flush()

@@ -1,0 +1,132 @@
+"""Campaign CSV uploads: one LinkBatch per uploaded file, turned into one SmartPass link per row.
+
+The batch row is the whole state of the work (status, progress, counts, timings), so the pages and the
+command never need a Celery result backend, and a redelivered task can tell what is left to do.
+"""
+import posixpath
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from templates_sync.models import PassTemplate
+
+# The mapping target that puts a column into the link as its explicit External ID, not as a field value.
+# Input-field identifiers come from SmartPages and never start with "@".
+EXTERNAL_ID_TARGET = "@external_id"
+
+
+def _input_path(batch: "LinkBatch", filename: str) -> str:
+    # One directory per upload, named at random: the output and error files go beside the input, and no
+    # name a person chose ever becomes part of a path.
+    return f"links/{timezone.now():%Y/%m}/{uuid.uuid4().hex}/input.csv"
+
+
+class LinkBatch(models.Model):
+    class Status(models.TextChoices):
+        UPLOADED = "uploaded", "Uploaded"  # waiting for the column mapping to be confirmed
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    class Via(models.TextChoices):
+        PAGE = "page", "Upload page"
+        COMMAND = "command", "Command"
+
+    template = models.ForeignKey(PassTemplate, on_delete=models.PROTECT, related_name="link_batches")
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")  # fmt: skip
+    created_via = models.CharField(max_length=16, choices=Via.choices, default=Via.PAGE)
+    original_name = models.CharField("file name", max_length=255)
+    input_file = models.FileField(upload_to=_input_path, max_length=300)
+    output_file = models.FileField(max_length=300, blank=True)
+    errors_file = models.FileField(max_length=300, blank=True)
+    size_bytes = models.BigIntegerField(default=0)
+    # How the input is read: detected at upload (the delimiter may be chosen by the uploader).
+    encoding = models.CharField(max_length=16)
+    delimiter = models.CharField(max_length=1)
+    header = models.JSONField(default=list, help_text="The column names of the input, in order.")
+    # Column name → input-field identifier or EXTERNAL_ID_TARGET; a column not named here is left out of links.
+    mapping = models.JSONField(default=dict, blank=True)
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.UPLOADED)
+    # Incremented by every run; a run only writes while it is still the latest, so a redelivered task and
+    # the run it replaces never both finish the same batch.
+    attempt = models.PositiveIntegerField(default=0)
+    rows_total = models.PositiveIntegerField(default=0)
+    rows_done = models.PositiveIntegerField(default=0)
+    rows = models.PositiveIntegerField(default=0)
+    links = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    warnings = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(default=0, help_text="Rows repeating an earlier row of the file.")
+    existing_members = models.PositiveIntegerField(default=0, help_text="Rows whose External ID already has a member.")
+    error = models.TextField(blank=True, help_text="Why the whole batch failed (a sentence for staff).")
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "link batch"
+        verbose_name_plural = "link batches"
+        indexes = [models.Index(fields=["template", "-created_at"], name="linkbatch_template_created_idx")]
+        permissions = [("upload_links", "Can upload campaign CSVs and generate SmartPass links")]
+
+    def __str__(self) -> str:
+        return f"{self.original_name} (#{self.pk})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+    @property
+    def is_processing(self) -> bool:
+        return self.status in (self.Status.QUEUED, self.Status.RUNNING)
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+    @property
+    def duration_seconds(self) -> float | None:
+        duration = self.duration
+        return duration.total_seconds() if duration is not None else None
+
+    @property
+    def percent(self) -> int:
+        if self.status == self.Status.SUCCEEDED:
+            return 100
+        return int(self.rows_done * 100 / self.rows_total) if self.rows_total else 0
+
+    @property
+    def delimiter_name(self) -> str:
+        return {",": "comma", ";": "semicolon", "\t": "tab"}.get(self.delimiter, repr(self.delimiter))
+
+    def sibling_path(self, name: str) -> str:
+        """A path beside the stored input file (the output and error files live there)."""
+        return posixpath.join(posixpath.dirname(self.input_file.name), name)
+
+    def as_json(self) -> dict:
+        """What the status endpoint returns and portal.js reads (status, finished, total, done)."""
+        return {
+            "id": self.pk,
+            "status": self.status,
+            "finished": self.is_finished,
+            "total": self.rows_total,
+            "done": self.rows_done,
+            "percent": self.percent,
+            "rows": self.rows,
+            "links": self.links,
+            "errors": self.errors,
+            "warnings": self.warnings,
+            "duplicates": self.duplicates,
+            "existing_members": self.existing_members,
+            "error": self.error,
+        }

@@ -1,0 +1,478 @@
+"""Writes for campaign CSV uploads: accept a file, confirm its mapping, turn every row into a link.
+
+The upload page, the Celery task and `manage.py generate_links` all go through these functions, so a file
+gives the same output whichever way it came in.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import IO
+
+from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import connection, transaction
+from django.utils import timezone
+
+from members.identity import InvalidIdentity, display_value, external_id_for, normalise_email, normalise_phone
+from members.selectors import (
+    autofill_field_identifier,
+    autofill_setting_for,
+    external_ids_in_use,
+    template_field_specs,
+    template_rules,
+)
+from members.validation import validate_values
+from templates_sync.models import PassTemplate
+
+from . import selectors
+from .csv_files import CsvDialect, CsvFormatError, ResultWriter, check_size, read_rows, sniff
+from .keyring import link_keys
+from .models import EXTERNAL_ID_TARGET, LinkBatch
+from .tokens import LinkPayload, TokenTooLong, encode
+
+logger = logging.getLogger(__name__)
+
+SNIFF_BYTES = 64 * 1024
+LINK_COLUMN = "smartpass_link"
+ERROR_COLUMN = "error"
+# The longest External ID a member can hold (Member.external_id).
+MAX_EXTERNAL_ID_LENGTH = 254
+# Rows handled between two looks at the database (duplicates, existing members) and two progress writes
+# at most: big enough that the queries cost little per row, small enough that memory stays flat.
+MAX_CHUNK_ROWS = 2000
+
+
+class LinkUploadError(ValueError):
+    """An upload or mapping that cannot be used; the message is a sentence for the person who sent it."""
+
+
+class _Superseded(Exception):
+    """A newer run of the same batch has started (a redelivered task): this run stops without writing."""
+
+
+# --- upload ----------------------------------------------------------------------------------------------------
+def link_batch_create(
+    *,
+    template: PassTemplate,
+    uploaded_by,
+    file: File,
+    delimiter: str | None = None,
+    original_name: str | None = None,
+    via: str = LinkBatch.Via.PAGE,
+) -> LinkBatch:
+    """Check an uploaded CSV from end to end and store it as a batch waiting for its column mapping.
+
+    The whole file is read once here, so every file-level problem (size, encoding, delimiter, row limit,
+    a quotation mark never closed) is reported on the upload form instead of failing later in a worker.
+    """
+    reason = template.issue_refusal_reason
+    if reason:
+        raise LinkUploadError(reason)
+    name = os.path.basename(original_name or getattr(file, "name", "") or "upload.csv")[:255] or "upload.csv"
+    binary = getattr(file, "file", file)  # the underlying binary stream: TextIOWrapper needs a real one
+    try:
+        check_size(file.size, max_bytes=selectors.max_upload_bytes())
+        binary.seek(0)
+        dialect = sniff(binary.read(SNIFF_BYTES), delimiter=delimiter or None)
+        binary.seek(0)
+        header, rows = read_rows(binary, dialect, max_rows=selectors.max_rows())
+        row_count = sum(1 for _ in rows)
+    except CsvFormatError as exc:
+        raise LinkUploadError(str(exc)) from None
+    if row_count == 0:
+        raise LinkUploadError("The file has column names but no rows; add one row per pass holder.")
+    binary.seek(0)
+    batch = LinkBatch(
+        template=template,
+        uploaded_by=uploaded_by,
+        created_via=via,
+        original_name=name,
+        size_bytes=file.size,
+        encoding=dialect.encoding,
+        delimiter=dialect.delimiter,
+        header=header,
+        mapping=selectors.link_columns_auto_match(template=template, header=header),
+        rows_total=row_count,
+    )
+    batch.input_file.save("input.csv", File(binary), save=False)
+    batch.save()
+    return batch
+
+
+def link_batch_confirm(*, batch: LinkBatch, mapping: Mapping[str, str], enqueue: bool = True) -> LinkBatch:
+    """Save the confirmed column mapping and queue the batch (the task goes out after the commit)."""
+    if batch.status != LinkBatch.Status.UPLOADED:
+        raise LinkUploadError("These links are already being made.")
+    reason = batch.template.issue_refusal_reason
+    if reason:
+        raise LinkUploadError(reason)
+    mapping = {column: target for column, target in mapping.items() if target}
+    problems = selectors.link_mapping_problems(template=batch.template, header=batch.header, mapping=mapping)
+    if problems:
+        raise LinkUploadError(" ".join(problems))
+    with transaction.atomic():
+        updated = LinkBatch.objects.filter(pk=batch.pk, status=LinkBatch.Status.UPLOADED).update(
+            mapping=mapping, status=LinkBatch.Status.QUEUED, queued_at=timezone.now()
+        )
+        if not updated:
+            raise LinkUploadError("These links are already being made.")
+        if enqueue:
+            _enqueue(batch.pk)
+    batch.refresh_from_db()
+    return batch
+
+
+def link_batch_rerun(*, batch: LinkBatch) -> LinkBatch:
+    """Queue a failed batch again, or one whose worker died (still "running" long after any time limit)."""
+    if not link_batch_can_rerun(batch=batch):
+        raise LinkUploadError("Only a failed batch can be run again.")
+    with transaction.atomic():
+        LinkBatch.objects.filter(pk=batch.pk).update(status=LinkBatch.Status.QUEUED, queued_at=timezone.now(), error="")
+        _enqueue(batch.pk)
+    batch.refresh_from_db()
+    return batch
+
+
+def link_batch_can_rerun(*, batch: LinkBatch) -> bool:
+    if batch.status == LinkBatch.Status.FAILED:
+        return True
+    if batch.status in (LinkBatch.Status.RUNNING, LinkBatch.Status.QUEUED):
+        since = batch.started_at or batch.queued_at or batch.created_at
+        limit = timedelta(seconds=getattr(settings, "CELERY_TASK_TIME_LIMIT", 1900) + 60)
+        return since is not None and timezone.now() - since > limit
+    return False
+
+
+def _enqueue(batch_id: int) -> None:
+    from .tasks import process_link_batch  # the task module imports this one
+
+    process_link_batch.delay_on_commit(batch_id)
+
+
+# --- processing ------------------------------------------------------------------------------------------------
+@dataclass
+class _Counts:
+    rows_done: int = 0
+    rows: int = 0
+    links: int = 0
+    errors: int = 0
+    warnings: int = 0
+    duplicates: int = 0
+    existing_members: int = 0
+
+    def as_fields(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Row:
+    number: int
+    cells: list[str]
+    error: str = ""
+    notes: list[str] = field(default_factory=list)
+    fields: dict[str, str] | None = None
+    explicit_external_id: str | None = None
+    external_id: str | None = None  # explicit or derived by autofill: what makes two rows the same holder
+    digest: str = ""
+
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def link_batch_process(*, batch_id: int, on_progress: ProgressCallback | None = None) -> LinkBatch:
+    """Make the links of a queued batch: read the input row by row, write the output and error files.
+
+    Safe to run again (a redelivered task, a re-run after a crash): every run starts from the first row
+    and replaces both files only once it has written them completely. A finished batch is left alone.
+    """
+    batch = LinkBatch.objects.select_related("template").get(pk=batch_id)
+    if batch.status in (LinkBatch.Status.UPLOADED, LinkBatch.Status.SUCCEEDED):
+        return batch
+    attempt = batch.attempt + 1
+    started = LinkBatch.objects.filter(pk=batch.pk, attempt=batch.attempt).update(
+        attempt=attempt, status=LinkBatch.Status.RUNNING, started_at=timezone.now(), finished_at=None, error="",
+        **_Counts().as_fields(),
+    )  # fmt: skip
+    if not started:
+        return LinkBatch.objects.get(pk=batch.pk)  # another run took it over in between
+    batch.attempt = attempt
+    try:
+        _generate(batch=batch, on_progress=on_progress)
+    except _Superseded:
+        logger.info("Link batch %s: a newer run took over; attempt %s stops.", batch.pk, attempt)
+    except CsvFormatError as exc:
+        _fail(batch=batch, message=str(exc))
+    except Exception as exc:
+        reference = uuid.uuid4().hex[:8]
+        logger.exception("Link batch %s failed (reference %s)", batch.pk, reference)
+        if exc.__class__.__name__ == "SoftTimeLimitExceeded":
+            message = f"Making the links took too long and was stopped (reference {reference}). Run it again."
+        else:
+            message = f"Something went wrong while making the links (reference {reference}). Run it again or contact support."
+        _fail(batch=batch, message=message)
+    return LinkBatch.objects.select_related("template").get(pk=batch.pk)
+
+
+def _fail(*, batch: LinkBatch, message: str) -> None:
+    LinkBatch.objects.filter(pk=batch.pk, attempt=batch.attempt).update(
+        status=LinkBatch.Status.FAILED, error=message, finished_at=timezone.now()
+    )
+
+
+class _RowRules:
+    """Everything about the template that every row needs, read once per batch rather than once per row."""
+
+    def __init__(self, batch: LinkBatch) -> None:
+        template = batch.template
+        self.template = template
+        self.template_id = uuid.UUID(str(template.pk))
+        self.batch_id = batch.pk
+        self.specs = template_field_specs(template=template)
+        self.rules = template_rules(template=template)
+        self.region = settings.PHONE_DEFAULT_REGION
+        self.today = date.today()
+        # What members.selectors.external_id_for_values does for one holder, resolved once here: it would
+        # cost two queries per row.
+        setting = autofill_setting_for(template=template)
+        self.autofill_source = setting.source
+        self.autofill_field = autofill_field_identifier(setting=setting)
+        header = batch.header
+        self.width = len(header)
+        self.field_columns: list[tuple[int, str]] = []
+        self.external_id_column: int | None = None
+        for index, column in enumerate(header):
+            target = batch.mapping.get(column)
+            if target == EXTERNAL_ID_TARGET:
+                self.external_id_column = index
+            elif target:
+                self.field_columns.append((index, target))
+        self.keys = link_keys()
+        self.base_url = settings.PUBLIC_BASE_URL.rstrip("/") + "/p/"
+
+    def check(self, number: int, cells: list[str]) -> _Row:
+        row = _Row(number=number, cells=cells)
+        if len(cells) > self.width:
+            row.cells = cells[: self.width]
+            row.error = (
+                f"This row has {len(cells)} values but the header names {self.width} columns; "
+                "check it for a stray delimiter or a missing quotation mark."
+            )
+            return row
+        values = {identifier: cells[index] for index, identifier in self.field_columns}
+        clean, errors, warnings = validate_values(
+            self.specs, values, rules=self.rules, region=self.region, today=self.today, require_types={"ISSUER"}
+        )
+        problems = list(errors.values())
+        explicit = None
+        if self.external_id_column is not None:
+            try:
+                explicit = self._explicit_external_id(cells[self.external_id_column])
+            except InvalidIdentity as exc:
+                problems.append(f"External ID: {exc}")
+        if problems:
+            row.error = " ".join(problems)
+            return row
+        row.notes.extend(f"Warning: {warning}" for warning in warnings.values())
+        row.fields = {identifier: clean[identifier] for _, identifier in self.field_columns if clean.get(identifier)}
+        row.explicit_external_id = explicit
+        external_id = explicit
+        if external_id is None and self.autofill_field is not None:
+            try:
+                external_id = external_id_for(self.autofill_source, clean.get(self.autofill_field), region=self.region)
+            except InvalidIdentity as exc:  # already validated as a field; kept for a field of another format
+                row.error = f"External ID: {exc}"
+                return row
+        row.external_id = external_id
+        # Two rows are the same holder when they share an External ID; without one, when every value matches.
+        key = "x\x00" + external_id if external_id else "v\x00" + "\x00".join(f"{k}\x00{v}" for k, v in sorted(row.fields.items()))
+        row.digest = hashlib.blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
+        return row
+
+    def _explicit_external_id(self, raw: str) -> str | None:
+        text = raw.strip()
+        if not text:
+            return None
+        # Normalised like autofill would, so a column of addresses and autofill by email agree.
+        if self.autofill_source == "email":
+            return normalise_email(text)
+        if self.autofill_source == "phone":
+            return normalise_phone(text, region=self.region)
+        if len(text) > MAX_EXTERNAL_ID_LENGTH:
+            raise InvalidIdentity(f"{display_value(text)} is longer than {MAX_EXTERNAL_ID_LENGTH} characters.")
+        return text
+
+    def link(self, row: _Row) -> str:
+        payload = LinkPayload(
+            template_id=self.template_id,
+            fields=row.fields or {},
+            external_id=row.explicit_external_id,
+            batch_id=self.batch_id,
+            row=row.number,
+        )
+        return self.base_url + encode(payload, self.keys)
+
+
+class _SeenRows:
+    """Which rows came before, kept in a temporary table of the database connection.
+
+    A Python set of a million keys would grow the worker by ~100 MB; the table keeps memory flat, and one
+    query per chunk costs little next to validating the chunk.
+    """
+
+    TABLE = "links_seen_rows"
+
+    def __enter__(self) -> _SeenRows:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TABLE IF EXISTS {self.TABLE}")
+            cursor.execute(f"CREATE TEMPORARY TABLE {self.TABLE} (digest VARCHAR(32) PRIMARY KEY, first_row INTEGER NOT NULL)")
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(f"DROP TABLE IF EXISTS {self.TABLE}")
+        except Exception:  # the connection may be what failed; the table goes with it
+            logger.debug("Could not drop %s", self.TABLE, exc_info=True)
+
+    def first_rows(self, rows: list[_Row]) -> dict[str, int]:
+        """digest → the earliest row with it, for rows of this chunk that repeat an earlier one; records the rest."""
+        chunk_first: dict[str, int] = {}
+        for row in rows:
+            chunk_first.setdefault(row.digest, row.number)
+        earlier: dict[str, int] = {}
+        digests = list(chunk_first)
+        if digests:
+            with connection.cursor() as cursor:
+                if connection.vendor == "postgresql":
+                    # Two array parameters instead of thousands of placeholders: psycopg spends more time
+                    # splitting a query with 4,000 "%s" than PostgreSQL spends running it.
+                    cursor.execute(f"SELECT digest, first_row FROM {self.TABLE} WHERE digest = ANY(%s)", [digests])
+                    earlier = dict(cursor.fetchall())
+                    new = [(digest, number) for digest, number in chunk_first.items() if digest not in earlier]
+                    cursor.execute(
+                        f"INSERT INTO {self.TABLE} (digest, first_row) SELECT * FROM unnest(%s::varchar[], %s::int[])",
+                        [[digest for digest, _ in new], [number for _, number in new]],
+                    )
+                else:
+                    marks = ",".join(["%s"] * len(digests))
+                    cursor.execute(f"SELECT digest, first_row FROM {self.TABLE} WHERE digest IN ({marks})", digests)
+                    earlier = dict(cursor.fetchall())
+                    new = [(digest, number) for digest, number in chunk_first.items() if digest not in earlier]
+                    if new:
+                        marks = ",".join(["(%s,%s)"] * len(new))
+                        cursor.execute(f"INSERT INTO {self.TABLE} (digest, first_row) VALUES {marks}",
+                                       [value for pair in new for value in pair])  # fmt: skip
+        return {**chunk_first, **earlier}
+
+
+def _generate(*, batch: LinkBatch, on_progress: ProgressCallback | None) -> None:
+    rules = _RowRules(batch)
+    dialect = CsvDialect(encoding=batch.encoding, delimiter=batch.delimiter, has_bom=batch.encoding == "utf-8-sig")
+    total = batch.rows_total
+    chunk_rows = max(50, min(MAX_CHUNK_ROWS, total // 100 or 1))
+    progress_step = max(1, total // 100)  # about every 1% of the rows
+    counts = _Counts()
+    next_progress = progress_step
+    output = _temporary_csv()
+    errors_output = _temporary_csv()
+    try:
+        with default_storage.open(batch.input_file.name, "rb") as binary, _SeenRows() as seen:
+            header, records = read_rows(binary, dialect, max_rows=selectors.max_rows())
+            out_header = header + [LINK_COLUMN, ERROR_COLUMN]
+            writer = ResultWriter(output, delimiter=dialect.delimiter, header=out_header)
+            error_writer = ResultWriter(errors_output, delimiter=dialect.delimiter, header=out_header)
+            chunk: list[_Row] = []
+            for number, cells in records:
+                chunk.append(rules.check(number, cells))
+                if len(chunk) >= chunk_rows:
+                    _write_chunk(chunk, rules=rules, seen=seen, writer=writer, error_writer=error_writer, counts=counts)
+                    chunk = []
+                    if counts.rows_done >= next_progress:
+                        _save_progress(batch, counts)
+                        next_progress = counts.rows_done + progress_step
+                    if on_progress:
+                        on_progress(counts.rows_done, total)
+            if chunk:
+                _write_chunk(chunk, rules=rules, seen=seen, writer=writer, error_writer=error_writer, counts=counts)
+        if on_progress:
+            on_progress(counts.rows_done, total)
+        _save_progress(batch, counts)  # also the last look: was this run superseded while writing?
+        output.close()
+        errors_output.close()
+        output_name = _store(output.name, batch.sibling_path("output.csv"))
+        errors_name = _store(errors_output.name, batch.sibling_path("errors.csv"))
+        finished = LinkBatch.objects.filter(pk=batch.pk, attempt=batch.attempt).update(
+            status=LinkBatch.Status.SUCCEEDED, output_file=output_name, errors_file=errors_name,
+            finished_at=timezone.now(), rows_total=counts.rows_done, **counts.as_fields(),
+        )  # fmt: skip
+        if not finished:
+            raise _Superseded()
+    finally:
+        for temporary in (output, errors_output):
+            temporary.close()
+            try:
+                os.unlink(temporary.name)
+            except FileNotFoundError:
+                pass
+
+
+def _write_chunk(chunk: list[_Row], *, rules: _RowRules, seen: _SeenRows, writer: ResultWriter,
+                 error_writer: ResultWriter, counts: _Counts) -> None:  # fmt: skip
+    good = [row for row in chunk if not row.error]
+    first_rows = seen.first_rows(good)
+    in_use = external_ids_in_use(template=rules.template, external_ids=[r.external_id for r in good if r.external_id])
+    for row in chunk:
+        link = ""
+        if not row.error:
+            try:
+                link = rules.link(row)
+            except TokenTooLong as exc:
+                row.error = str(exc)
+        if not row.error:
+            first = first_rows[row.digest]
+            if first != row.number:
+                counts.duplicates += 1
+                what = "External ID" if row.external_id else "values"
+                row.notes.append(f"Warning: the same {what} as row {first}.")
+            if row.external_id in in_use:
+                counts.existing_members += 1
+                row.notes.append("Warning: a member with this External ID already exists; the link shows that pass.")
+        counts.rows_done += 1
+        counts.rows += 1
+        if row.error:
+            counts.errors += 1
+            cells = row.cells + ["", row.error]
+            writer.write_row(cells)
+            error_writer.write_row(cells)
+        else:
+            counts.links += 1
+            if row.notes:
+                counts.warnings += 1
+            writer.write_row(row.cells + [link, " ".join(row.notes)])
+
+
+def _save_progress(batch: LinkBatch, counts: _Counts) -> None:
+    if not LinkBatch.objects.filter(pk=batch.pk, attempt=batch.attempt).update(**counts.as_fields()):
+        raise _Superseded()
+
+
+def _temporary_csv() -> IO[str]:
+    # UTF-8 with a BOM whatever the input was: Excel then shows Icelandic letters, and every other reader
+    # skips the BOM. newline="": the csv writer writes its own CRLF.
+    return tempfile.NamedTemporaryFile("w", encoding="utf-8-sig", newline="", suffix=".csv", delete=False)
+
+
+def _store(local_path: str, name: str) -> str:
+    """Put a finished local file into storage under `name`, replacing what an earlier run left there."""
+    if default_storage.exists(name):
+        default_storage.delete(name)
+    with open(local_path, "rb") as source:
+        return default_storage.save(name, File(source))

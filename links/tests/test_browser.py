@@ -1,0 +1,89 @@
+"""What a manager does in Chromium: upload a campaign CSV, confirm the columns, watch the batch finish, and
+download a result with one working link per good row and a reason on each bad one."""
+from __future__ import annotations
+
+import csv
+import re
+
+import pytest
+from django.core.files.storage import default_storage
+from playwright.sync_api import expect
+
+from conftest import login
+from links.keyring import link_keys
+from links.models import LinkBatch
+from links.tokens import decode
+from templates_sync import sync
+from templates_sync.sandbox import DEMO_TEMPLATE_ID
+
+pytestmark = [pytest.mark.browser, pytest.mark.worker]
+
+ROWS = 1500
+
+
+def _campaign(path):
+    expected = {}
+    with path.open("w", encoding="utf-8-sig", newline="") as out:
+        writer = csv.writer(out, delimiter=";")  # Icelandic Excel writes semicolons
+        writer.writerow(["Nafn", "Netfang", "Símanúmer", "Hópur"])
+        for number in range(1, ROWS + 1):
+            if number % 100 == 0:
+                writer.writerow([f"Félagi {number}", "ekki netfang", "", "B"])
+                expected[number] = None
+            else:
+                writer.writerow([f"Félagi {number}", f"Felagi{number}@Example.is", f"+354 {8200000 + number}", "A"])
+                expected[number] = {"name": f"Félagi {number}", "email": f"felagi{number}@example.is",
+                                    "phone": f"+354{8200000 + number}"}  # fmt: skip
+    return expected
+
+
+def test_a_manager_uploads_a_csv_and_downloads_one_link_per_good_row(
+    page, live_server, celery_worker_process, live_sandbox, manager, tmp_path
+):
+    sync.templates_sync_all()
+    expected = _campaign(tmp_path / "vorherferð.csv")
+    login(page, live_server, "maria")
+    page.goto(f"{live_server.url}/templates/{DEMO_TEMPLATE_ID}/")
+    page.get_by_role("link", name="Generate links").click()
+
+    page.set_input_files("input[type=file]", str(tmp_path / "vorherferð.csv"))
+    page.get_by_role("button", name="Upload and preview").click()
+    expect(page.locator("h1")).to_have_text("vorherferð.csv")
+    expect(page.get_by_text(f"{ROWS:,} rows read (semicolon-separated, utf-8-sig)")).to_be_visible()
+    expect(page.locator("table.preview tbody tr")).to_have_count(10)
+    # The columns were matched by label; the group column stays out of the links.
+    expect(page.get_by_label("Nafn")).to_have_value("name")
+    expect(page.get_by_label("Netfang")).to_have_value("email")
+    expect(page.get_by_label("Símanúmer")).to_have_value("phone")
+    expect(page.get_by_label("Hópur")).to_have_value("")
+
+    page.get_by_role("button", name="Generate links").click()
+    expect(page.locator("[data-run-status] progress")).to_be_attached()
+    # portal.js follows the batch and reloads the page when the worker is done.
+    expect(page.get_by_role("link", name="Download links")).to_be_visible(timeout=60_000)
+    expect(page.locator("[data-run-status] .badge")).to_have_text("succeeded")
+    expect(page.locator("dd.count-links")).to_have_text(f"{ROWS - ROWS // 100:,}")
+    expect(page.locator("dd.count-errors")).to_contain_text(f"{ROWS // 100}")
+
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Download links").click()
+    download = download_info.value
+    assert download.suggested_filename == "vorherferð-links.csv"
+    with open(download.path(), encoding="utf-8-sig", newline="") as result:
+        rows = list(csv.reader(result, delimiter=";"))
+    batch = LinkBatch.objects.get()
+    try:
+        assert rows[0] == ["Nafn", "Netfang", "Símanúmer", "Hópur", "smartpass_link", "error"]
+        assert len(rows) == ROWS + 1
+        for number, row in enumerate(rows[1:], start=1):
+            link, error = row[4], row[5]
+            if expected[number] is None:
+                assert link == "" and re.fullmatch(r"Netfang / Email: “ekki netfang” is not a valid email address\..*", error)
+                continue
+            assert error == ""
+            payload = decode(link.removeprefix(f"{live_server.url}/p/").rsplit("/", 1)[-1], link_keys())
+            assert (str(payload.template_id), payload.row, payload.fields) == (DEMO_TEMPLATE_ID, number, expected[number])
+    finally:
+        for field in (batch.input_file, batch.output_file, batch.errors_file):
+            if field.name and default_storage.exists(field.name):
+                default_storage.delete(field.name)
