@@ -22,11 +22,11 @@ PREVIEW_ROWS = 10
 
 # --- limits ----------------------------------------------------------------------------------------------------
 def max_upload_bytes() -> int:
-    return int(getattr(settings, "LINKS_MAX_UPLOAD_BYTES", 50 * 1024 * 1024))
+    return settings.LINKS_MAX_UPLOAD_BYTES
 
 
 def max_rows() -> int:
-    return int(getattr(settings, "LINKS_MAX_ROWS", 1_000_000))
+    return settings.LINKS_MAX_ROWS
 
 
 # --- history ---------------------------------------------------------------------------------------------------

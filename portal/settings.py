@@ -68,6 +68,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "django.template.context_processors.i18n",
+                "portal.context_processors.nav_section",
             ],
         },
     },
@@ -197,6 +198,9 @@ if not SMARTPASS_LINK_KEYS and DEBUG:
     SMARTPASS_LINK_KEYS = "dev:" + base64.b64encode(_dev_key).decode()
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 PHONE_DEFAULT_REGION = env.str("PHONE_DEFAULT_REGION", default="IS")
+# Campaign CSV uploads: a million rows of name, email and phone is about 70 MB.
+LINKS_MAX_UPLOAD_BYTES = env.int("LINKS_MAX_UPLOAD_BYTES", default=100 * 1024 * 1024)
+LINKS_MAX_ROWS = env.int("LINKS_MAX_ROWS", default=1_000_000)
 # Claim requests (GET and POST of /p/<token>) allowed per client address before a 429 page.
 CLAIM_RATE = env.str("CLAIM_RATE", default="60/m")
 

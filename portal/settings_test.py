@@ -3,6 +3,7 @@
 The database and broker still come from DATABASE_URL and CELERY_BROKER_URL (PostgreSQL and Redis in CI).
 """
 import os
+import tempfile
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-" + "x" * 40)
 os.environ.setdefault("SMARTPASS_LINK_KEYS", "test:" + "A" * 43 + "=")
@@ -10,6 +11,8 @@ os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 os.environ.setdefault("SESSION_COOKIE_SECURE", "false")
 os.environ.setdefault("CSRF_COOKIE_SECURE", "false")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
+# Uploaded and generated files go to a scratch folder; worker processes inherit it through the environment.
+os.environ.setdefault("MEDIA_ROOT", tempfile.mkdtemp(prefix="smartpass-test-media-"))
 
 from .settings import *  # noqa: E402,F403
 
