@@ -11,10 +11,11 @@ all call this, and it is tested without settings or a database.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 import phonenumbers
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 __all__ = [
     "AUTOFILL_SOURCES",
@@ -34,6 +35,28 @@ _MAX_EMAIL_LENGTH = 254
 _MAX_PHONE_LENGTH = 250
 # How much of a bad value to repeat back in a message.
 _DISPLAY_LENGTH = 60
+
+
+# Plain ASCII addresses (dot-atom local part, letter-digit-hyphen labels, an alphabetic TLD) are what a
+# campaign file holds almost every time. email_validator accepts each of them unchanged, but costs about
+# 25 µs a call, most of a CSV row's work; this pattern answers in about one. Anything else — quoted local
+# parts, Unicode, punycode labels, special-use TLDs — still goes through email_validator.
+_PLAIN_EMAIL = re.compile(
+    r"(?P<local>[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
+    r"@(?P<domain>(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+(?P<tld>[a-z]{2,63}))"
+)
+_SPECIAL_USE_TLDS = frozenset(SPECIAL_USE_DOMAIN_NAMES)
+
+
+def _is_plain_email(candidate: str) -> bool:
+    match = _PLAIN_EMAIL.fullmatch(candidate)
+    return bool(
+        match
+        and len(match["local"]) <= 64
+        and len(match["domain"]) <= 253
+        and match["tld"] not in _SPECIAL_USE_TLDS
+        and "xn--" not in match["domain"]
+    )
 
 
 class InvalidIdentity(ValueError):
@@ -70,8 +93,10 @@ def normalise_email(value: str) -> str:
     """
     if not isinstance(value, str):
         raise InvalidIdentity(f"{display_value(value)} is not a valid email address.")
-    shown = display_value(value.strip())
     candidate = value.strip().lower()
+    if _is_plain_email(candidate):
+        return candidate
+    shown = display_value(value.strip())
     if not candidate:
         raise InvalidIdentity("The email address is empty.")
     if len(candidate) > _MAX_EMAIL_LENGTH:
