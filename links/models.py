@@ -63,6 +63,9 @@ class LinkBatch(models.Model):
     warnings = models.PositiveIntegerField(default=0)
     duplicates = models.PositiveIntegerField(default=0, help_text="Rows repeating an earlier row of the file.")
     existing_members = models.PositiveIntegerField(default=0, help_text="Rows whose External ID already has a member.")
+    # Claims of this batch's links that found the holder's existing member instead of issuing a second pass
+    # (External ID already enrolled, or one claim form posted twice). Members created are counted from Member.
+    duplicate_claims = models.PositiveIntegerField(default=0, help_text="Claims that showed an existing pass.")
     error = models.TextField(blank=True, help_text="Why the whole batch failed (a sentence for staff).")
 
     created_at = models.DateTimeField(auto_now_add=True)

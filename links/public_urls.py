@@ -1,4 +1,10 @@
-"""Public URLs of the holder's side (claim a SmartPass link, see the pass). Filled by the claim flow."""
-from django.urls import path  # noqa: F401
+"""Public URLs of the holder's side: the claim page of a SmartPass link and the pass page. No login."""
+from django.urls import path
 
-urlpatterns: list = []
+from . import public_views
+
+app_name = "holder"
+urlpatterns = [
+    path("p/<str:token>", public_views.claim, name="claim"),
+    path("pass/<str:key>", public_views.pass_page, name="pass"),
+]

@@ -35,6 +35,10 @@ class Member(models.Model):
     # A plain integer, not a foreign key: links imports members, never the reverse.
     source_batch_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     source_row = models.PositiveIntegerField(null=True, blank=True)
+    # The one-time value of the public claim form that made this member: the same form posted twice
+    # (double tap, back button) finds this member instead of issuing a second pass. Unique, so two
+    # simultaneous posts of one form cannot both insert.
+    claim_nonce = models.CharField(max_length=64, unique=True, null=True, blank=True, editable=False)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     failure_reason = models.TextField(blank=True)
     # Set when SmartPages answered 409: it already holds a pass with this External ID on this template.

@@ -54,7 +54,12 @@ def _input_fields(template: PassTemplate) -> list[TemplateInputField]:
 def autofill_setting_for(*, template: PassTemplate) -> AutofillSetting:
     """The template's setting; an unsaved default "off" when none was ever saved."""
     setting = AutofillSetting.objects.filter(template=template).first()
-    return setting or AutofillSetting(template=template, source=AutofillSource.OFF)
+    if setting is None:
+        return AutofillSetting(template=template, source=AutofillSource.OFF)
+    # Hand back the caller's template instance, with whatever it prefetched (its input fields): reading
+    # `setting.template` would otherwise query the template and its fields again on every claim.
+    setting.template = template
+    return setting
 
 
 def autofill_candidate_fields(*, template: PassTemplate, source: str) -> list[TemplateInputField]:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from templates_sync.client import (
@@ -68,15 +70,17 @@ def member_issue(
     source_batch_id: int | None = None,
     source_row: int | None = None,
     user=None,
+    claim_nonce: str | None = None,
     client: SmartPagesClient | None = None,
 ) -> Member:
     """Create a member and its pass upstream; the one way a member comes to be.
 
     Returns the member. When a member of this template already has `external_id`, that member is returned
     as it is, with no upstream call, and its attribute `already_enrolled` is True (False on a new member):
-    callers show the existing pass. The new member ends ISSUED, FAILED (with `failure_reason`; a 409 from
-    SmartPages also sets `upstream_conflict`) or, when SmartPages could not be reached, PENDING for
-    `member_issue_retry`.
+    callers show the existing pass. The same holds for `claim_nonce` (the claim form's one-time value): a
+    form posted twice gets the member its first post made. The new member ends ISSUED, FAILED (with
+    `failure_reason`; a 409 from SmartPages also sets `upstream_conflict`) or, when SmartPages could not be
+    reached, PENDING with a retry task scheduled (after commit) that tries again with backoff.
 
     Raises IssueRefused for a template that cannot issue, InvalidMemberValues for values that fail the
     template's input-field rules. Must not be called inside a transaction (it calls SmartPages).
@@ -100,6 +104,7 @@ def member_issue(
         source=source,
         source_batch_id=source_batch_id,
         source_row=source_row,
+        claim_nonce=claim_nonce or None,
         created_by=user if getattr(user, "is_authenticated", False) else None,
         status=Member.Status.PENDING,
         **_search_copies(template=template, values=clean),
@@ -111,12 +116,19 @@ def member_issue(
                                               reason="Created.", by=member.created_by)  # fmt: skip
     except IntegrityError:
         existing = Member.objects.filter(template=template, external_id=external_id).first() if external_id else None
+        if existing is None and claim_nonce:
+            existing = Member.objects.filter(template=template, claim_nonce=claim_nonce).first()
         if existing is None:
             raise
         existing.already_enrolled = True
         return existing
     member.already_enrolled = False
-    return _member_send(member=member, client=client)
+    member = _member_send(member=member, client=client)
+    if member.status == Member.Status.PENDING:
+        from .tasks import member_issue_retry_later  # the tasks module imports this one
+
+        member_issue_retry_later(member_id=member.pk, attempts_so_far=member.issue_attempts)
+    return member
 
 
 def member_add(*, template: PassTemplate, values: Mapping[str, str], external_id: str | None, user,
@@ -130,21 +142,67 @@ def member_add(*, template: PassTemplate, values: Mapping[str, str], external_id
                         user=user, client=client)  # fmt: skip
 
 
+# A pending member is tried this many times in all (the first attempt included), then marked failed with
+# the reason, so every claim ends issued or failed. With `issue_retry_delay` that spans about half an hour.
+ISSUE_MAX_ATTEMPTS = 12
+
+
+def issue_retry_delay(attempt: int) -> int:
+    """Seconds to wait after attempt number `attempt` (1-based) before the next: 2, 4, 8 … capped at 10 min."""
+    return min(2 ** max(attempt, 1), 600)
+
+
 def member_issue_retry(*, member: Member, client: SmartPagesClient | None = None) -> Member:
-    """Try again to create the pass of a PENDING member that SmartPages could not take earlier."""
+    """Try again to create the pass of a PENDING member that SmartPages could not take earlier.
+
+    The attempt is claimed first by bumping `issue_attempts` from the value this caller read: of two retries
+    that read the same state (a redelivered task and its original), only one POSTs, so a member without an
+    External ID (which SmartPages cannot deduplicate) does not get two passes.
+    """
     if member.status != Member.Status.PENDING or member.pass_id is not None:
         return member
-    return _member_send(member=member, client=client)
+    claimed = Member.objects.filter(
+        pk=member.pk, status=Member.Status.PENDING, pass_id__isnull=True, issue_attempts=member.issue_attempts
+    ).update(issue_attempts=F("issue_attempts") + 1, updated_at=timezone.now())
+    if not claimed:
+        member.refresh_from_db()
+        return member
+    member.issue_attempts += 1
+    return _member_send(member=member, client=client, attempt_counted=True)
 
 
-def _member_send(*, member: Member, client: SmartPagesClient | None) -> Member:
+# Longer than the longest backoff (issue_retry_delay caps at 10 min): a pending member untouched for this long
+# has no retry waiting for it any more.
+STALE_PENDING_AFTER = timedelta(minutes=15)
+
+
+def member_issue_retry_stale(*, limit: int = 500, client: SmartPagesClient | None = None) -> int:
+    """Try again every pending member whose retry chain was lost; schedule a new chain for those still pending.
+    Returns how many members were tried."""
+    from .tasks import member_issue_retry_later  # the tasks module imports this one
+
+    cutoff = timezone.now() - STALE_PENDING_AFTER
+    stale = list(Member.objects.filter(status=Member.Status.PENDING, pass_id__isnull=True, updated_at__lt=cutoff)
+                 .select_related("template").order_by("updated_at")[:limit])  # fmt: skip
+    if not stale:
+        return 0
+    with _client(client) as smartpages:
+        for member in stale:
+            member = member_issue_retry(member=member, client=smartpages)
+            if member.status == Member.Status.PENDING:
+                member_issue_retry_later(member_id=member.pk, attempts_so_far=member.issue_attempts)
+    return len(stale)
+
+
+def _member_send(*, member: Member, client: SmartPagesClient | None, attempt_counted: bool = False) -> Member:
     body = {
         "passTemplateId": str(member.template_id),
         "inputFields": [{"identifier": key, "value": value} for key, value in member.values.items()],
     }
     if member.external_id is not None:
         body["externalIdentifier"] = member.external_id
-    member.issue_attempts += 1
+    if not attempt_counted:
+        member.issue_attempts += 1
     try:
         with _client(client) as smartpages:
             try:
@@ -155,6 +213,10 @@ def _member_send(*, member: Member, client: SmartPagesClient | None) -> Member:
                     raise
                 reply = adopted
     except TransientError as exc:
+        if member.issue_attempts >= ISSUE_MAX_ATTEMPTS:
+            reason = (f"SmartPages could not be reached in {member.issue_attempts} attempts; the pass was not "
+                      f"created. Last error: {exc}")  # fmt: skip
+            return _member_fail(member=member, reason=reason, error=exc)
         logger.warning("Pass for member %s not created yet: %s", member.pk, exc)
         member.last_error = str(exc)
         member.save(update_fields=["issue_attempts", "last_error", "updated_at"])
@@ -435,7 +497,9 @@ __all__ = [
     "autofill_setting_change",
     "member_add",
     "member_issue",
+    "issue_retry_delay",
     "member_issue_retry",
+    "member_issue_retry_stale",
     "member_refresh",
     "member_void",
 ]

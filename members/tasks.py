@@ -1,8 +1,12 @@
 """Celery entry points for members: thin, they take ids and call a service."""
+import logging
+
 from celery import shared_task
 
 from . import services
 from .models import AutofillBackfill, Member
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="members.autofill_backfill")
@@ -15,7 +19,36 @@ def autofill_backfill(backfill_id: int) -> str:
 
 @shared_task(name="members.member_issue_retry")
 def member_issue_retry(member_id: int) -> str:
+    """Try a pending member's pass again; while SmartPages stays unreachable, come back later with backoff.
+
+    Each run schedules the next only after its own attempt, so one member has one chain of retries; the
+    service gives up (member failed, with the reason) after ISSUE_MAX_ATTEMPTS.
+    """
     member = Member.objects.select_related("template").filter(pk=member_id).first()
     if member is None:
         return "missing"
-    return services.member_issue_retry(member=member).status
+    member = services.member_issue_retry(member=member)
+    if member.status == Member.Status.PENDING:
+        member_issue_retry.apply_async((member_id,), countdown=services.issue_retry_delay(member.issue_attempts))
+    return member.status
+
+
+def member_issue_retry_later(*, member_id: int, attempts_so_far: int) -> None:
+    """Schedule the first retry of a member left pending, once the transaction that wrote it commits."""
+    from django.db import transaction
+
+    def enqueue() -> None:
+        try:
+            member_issue_retry.apply_async((member_id,), countdown=services.issue_retry_delay(attempts_so_far))
+        except Exception:  # noqa: BLE001 - the holder's request must not fail because the broker is away
+            # The member stays pending; `retry_stale_pending` picks it up once the broker is back.
+            logger.exception("Could not schedule the retry of pending member %s", member_id)
+
+    transaction.on_commit(enqueue)
+
+
+@shared_task(name="members.retry_stale_pending")
+def retry_stale_pending() -> int:
+    """Periodic safety net: pending members whose retry chain was lost (a broker restart, an enqueue that
+    failed) are tried again. Returns how many were tried."""
+    return services.member_issue_retry_stale()

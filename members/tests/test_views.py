@@ -117,7 +117,8 @@ def test_detail_shows_values_by_label_and_the_status_history(client, viewer, clu
     client.force_login(viewer)
     text = client.get(reverse("members:member_detail", args=[member.pk])).content.decode()
     assert "Nafn / Name</dt><dd>Laura Loopy" in text and "Netfang / Email</dt><dd>laura@example.com" in text
-    assert str(member.pass_id) in text and "batch #4, row 9" in text
+    # The source batch and row, linked to the batch page.
+    assert str(member.pass_id) in text and f'batch <a href="{reverse("links:batch_detail", args=[4])}">#4</a>, row 9' in text
     assert "Pass created on SmartPages." in text
     assert "member_void" not in text and "/void/" not in text  # viewers see no manager buttons
 

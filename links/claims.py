@@ -1,0 +1,314 @@
+"""The holder's side of a SmartPass link: what a claim page shows (selectors) and what a claim does (services).
+
+A link is self-contained (see tokens.py), so nothing here needs the LinkBatch row: a claim works after its
+batch is gone. The database decides every race: Member's unique constraints on (template, external_id)
+and on claim_nonce mean two simultaneous claims can never both create a member, and the upstream
+`POST /api/v1/pass` happens only for the one that did (members.services.member_issue).
+
+GET never writes (mail scanners and link previews open links); only `claim_submit` does.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.core import signing
+from django.db import transaction
+from django.db.models import F
+
+from members import selectors as member_selectors
+from members.identity import InvalidIdentity
+from members.models import Member
+from members.services import InvalidMemberValues, IssueRefused, member_issue
+from members.validation import FieldSpec, TemplateRules, validate_values
+from templates_sync.client import SmartPagesClient
+from templates_sync.models import PassTemplate
+
+from . import tokens
+from .keyring import link_keys
+from .models import LinkBatch
+
+logger = logging.getLogger(__name__)
+
+# Formats whose values are masked on the claim page: a forwarded link or a look over the shoulder should
+# not give away a holder's address, number or kennitala. Names stay readable: they are how a holder
+# recognises that the link is theirs.
+_MASKED_FORMATS = {"EMAIL", "PHONE_NUMBER", "KENNITALA"}
+_NONCE_RE = re.compile(r"[A-Za-z0-9_-]{16,64}\Z")
+_PASS_PAGE_SALT = "links.pass-page"
+
+
+class ClaimUnavailable(Exception):
+    """The link is authentic but its template cannot issue now (removed, voided, issuing disabled …).
+    The message is for logs; the holder sees a friendly "no longer available" page."""
+
+
+# --- tokens -----------------------------------------------------------------------------------------------------
+def claim_payload_from_token(*, token: str) -> tokens.LinkPayload | None:
+    """The link's payload, or None for any token that does not decode (tampered, truncated, foreign key,
+    expired, garbage). Callers answer every None the same way, so a page never hints which check failed."""
+    try:
+        return tokens.decode(token, link_keys())
+    except tokens.InvalidToken as exc:
+        # The reason is a fixed phrase from tokens.decode; the token itself is never logged.
+        logger.info("SmartPass link refused: %s", exc)
+        return None
+
+
+# --- what the claim page shows -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PrefilledValue:
+    label: str
+    shown: str  # masked for email, phone and kennitala
+
+
+@dataclass
+class ClaimContext:
+    payload: tokens.LinkPayload
+    template: PassTemplate
+    specs: list[FieldSpec]
+    rules: TemplateRules
+    prefilled: list[PrefilledValue]
+    # Mandatory MEMBER fields the link has no value for: the holder types them in.
+    asked: list[FieldSpec]
+    # The template's "already enrolled" message ('' when staff set none).
+    already_enrolled_message: str = ""
+
+
+def claim_context_for(*, payload: tokens.LinkPayload) -> ClaimContext:
+    """Everything the claim page needs. Raises ClaimUnavailable when the template cannot issue passes."""
+    template = (
+        PassTemplate.objects.prefetch_related("input_fields").filter(pk=payload.template_id).first()
+    )
+    if template is None:
+        # Authentic link, unknown template: it was never mirrored (or the mirror was reset). Nothing to issue.
+        raise ClaimUnavailable(f"template {payload.template_id} is not in the mirror")
+    refusal = template.issue_refusal_reason
+    if refusal:
+        raise ClaimUnavailable(refusal)
+    specs = member_selectors.template_field_specs(template=template)
+    prefilled, asked = [], []
+    for spec in specs:
+        value = (payload.fields.get(spec.identifier) or "").strip()
+        if value:
+            prefilled.append(PrefilledValue(label=spec.name, shown=masked_value(spec.format, value)))
+        elif spec.is_mandatory and spec.type.upper() == "MEMBER":
+            asked.append(spec)
+    return ClaimContext(
+        payload=payload,
+        template=template,
+        specs=specs,
+        rules=member_selectors.template_rules(template=template),
+        prefilled=prefilled,
+        asked=asked,
+        already_enrolled_message=already_enrolled_message_for(template=template),
+    )
+
+
+def already_enrolled_message_for(*, template: PassTemplate) -> str:
+    """The message staff set for holders who already have a pass ('' when none: the page words its own)."""
+    return member_selectors.autofill_setting_for(template=template).already_enrolled_message
+
+
+def masked_value(field_format: str, value: str) -> str:
+    """`laura.loopy@example.com` → `l•••••••••y@example.com`; `+3546151234` → `+••••••••34`."""
+    if field_format.upper() not in _MASKED_FORMATS:
+        return value
+    if field_format.upper() == "EMAIL" and "@" in value:
+        local, _, domain = value.rpartition("@")
+        hidden = local[0] + "•" * max(len(local) - 2, 1) + local[-1] if len(local) > 2 else local[:1] + "•"
+        return f"{hidden}@{domain}"
+    # Phone numbers and kennitölur: every digit but the last two.
+    digits_seen, total_digits, shown = 0, sum(ch.isdigit() for ch in value), []
+    for ch in value:
+        if ch.isdigit():
+            digits_seen += 1
+            shown.append(ch if digits_seen > total_digits - 2 else "•")
+        else:
+            shown.append(ch)
+    return "".join(shown)
+
+
+def claim_existing_member(*, context: ClaimContext) -> Member | None:
+    """The member a claim of this link would show, when the link itself already decides the External ID
+    (explicit, or autofill from a value in the link). Read-only: the GET page words its button with it."""
+    try:
+        external_id = _external_id_for(context=context, values=context.payload.fields)
+    except InvalidIdentity:
+        return None
+    if external_id is None:
+        return None
+    return Member.objects.filter(template=context.template, external_id=external_id).first()
+
+
+def new_claim_nonce() -> str:
+    """A one-time value for one rendering of the claim form: the same form posted twice issues once."""
+    return secrets.token_urlsafe(18)
+
+
+def is_claim_nonce(value: str | None) -> bool:
+    return bool(value) and bool(_NONCE_RE.match(value))
+
+
+# --- the claim ----------------------------------------------------------------------------------------------------
+@dataclass
+class ClaimOutcome:
+    """What became of a claim. Exactly one of: `member` (show its pass page), `errors` (show the form
+    again), `link_problem` (the link's own values are unusable: the issuer must fix them), `unavailable`."""
+
+    member: Member | None = None
+    # True when the claim found a member instead of making one (External ID known, or the same form twice).
+    existing: bool = False
+    # True when it was found by its External ID: the holder was enrolled before (not a double tap of one form).
+    already_enrolled: bool = False
+    errors: dict[str, str] = field(default_factory=dict)  # asked-field identifier → holder-facing sentence
+    link_problem: bool = False
+    unavailable: bool = False
+
+
+def claim_submit(
+    *,
+    context: ClaimContext,
+    answers: Mapping[str, str],
+    nonce: str,
+    client: SmartPagesClient | None = None,
+) -> ClaimOutcome:
+    """Claim a link: find the holder's member or issue a new pass.
+
+    `answers` are the holder's values for `context.asked` (already checked by the form); the link's own
+    values always win for every other field, so a holder cannot change what the issuer put in the link.
+    External ID: the link's explicit one, else the template's autofill value, else none. `nonce` is the
+    one-time value of the form that was posted: a second post of the same form finds the first's member.
+
+    Must not be called inside a transaction (it calls SmartPages).
+    """
+    asked = {spec.identifier for spec in context.asked}
+    values = dict(context.payload.fields)
+    values.update({key: value for key, value in answers.items() if key in asked})
+
+    # Validate here, before any lookup, so a value that cannot issue is reported on the right side: the
+    # holder's answers as form errors, the link's values as a link problem.
+    _clean, errors, _warnings = validate_values(
+        context.specs, values, rules=context.rules, region=settings.PHONE_DEFAULT_REGION
+    )
+    if errors:
+        holder_errors = {key: message for key, message in errors.items() if key in asked}
+        if holder_errors and len(holder_errors) == len(errors):
+            return ClaimOutcome(errors=holder_errors)
+        logger.warning("SmartPass link for template %s has unusable values: %s", context.template.pk,
+                       "; ".join(message for key, message in errors.items() if key not in asked))  # fmt: skip
+        return ClaimOutcome(link_problem=True)
+    try:
+        external_id = _external_id_for(context=context, values=values)
+    except InvalidIdentity as exc:
+        logger.warning("SmartPass link for template %s: the autofill value is unusable: %s", context.template.pk, exc)
+        return ClaimOutcome(link_problem=True)
+
+    existing = _member_for_claim(template=context.template, external_id=external_id, nonce=nonce)
+    if existing is not None:
+        return _found(existing, nonce=nonce, batch_id=context.payload.batch_id)
+    try:
+        member = member_issue(
+            template=context.template,
+            values=values,
+            external_id=external_id,
+            source=Member.Source.LINK,
+            source_batch_id=context.payload.batch_id,
+            source_row=context.payload.row,
+            claim_nonce=nonce,
+            client=client,
+        )
+    except IssueRefused as exc:
+        logger.info("Claim on template %s refused: %s", context.template.pk, exc)
+        return ClaimOutcome(unavailable=True)
+    except InvalidMemberValues as exc:  # validated above; only a template changed mid-claim gets here
+        logger.warning("Claim on template %s: values refused: %s", context.template.pk, exc)
+        return ClaimOutcome(link_problem=True)
+    if getattr(member, "already_enrolled", False):
+        # Lost a race to a simultaneous claim (same External ID or the same form): show the winner's member.
+        return _found(member, nonce=nonce, batch_id=context.payload.batch_id)
+    # A pending member already has its retry scheduled by member_issue.
+    if member.status == Member.Status.FAILED and not member.upstream_conflict:
+        # SmartPages refused: most often the template changed there since the last sync (voided, issuing
+        # disabled, a field added). Refresh it so the next holder gets the "no longer available" page
+        # instead of another refusal.
+        _schedule_template_refresh(template_id=str(context.template.pk))
+    return ClaimOutcome(member=member)
+
+
+def _external_id_for(*, context: ClaimContext, values: Mapping[str, str]) -> str | None:
+    explicit = (context.payload.external_id or "").strip()
+    if explicit:
+        return explicit
+    return member_selectors.external_id_for_values(template=context.template, values=values)
+
+
+def _member_for_claim(*, template: PassTemplate, external_id: str | None, nonce: str) -> Member | None:
+    """The member this claim should show instead of issuing: the one an earlier post of this same form made
+    (its result is shown again, whatever it was), else the one holding the External ID."""
+    found = Member.objects.filter(claim_nonce=nonce, template=template).first()
+    if found is None and external_id is not None:
+        found = Member.objects.filter(template=template, external_id=external_id).first()
+    return found
+
+
+def _found(member: Member, *, nonce: str, batch_id: int | None) -> ClaimOutcome:
+    _count_duplicate(batch_id=batch_id)
+    return ClaimOutcome(member=member, existing=True, already_enrolled=member.claim_nonce != nonce)
+
+
+def _schedule_template_refresh(*, template_id: str) -> None:
+    from templates_sync.tasks import refresh_template
+
+    def enqueue() -> None:
+        try:
+            refresh_template.delay(template_id)
+        except Exception:  # noqa: BLE001 - a nicety; the holder's answer must not depend on the broker
+            logger.exception("Could not schedule a refresh of template %s", template_id)
+
+    transaction.on_commit(enqueue)
+
+
+def _count_duplicate(*, batch_id: int | None) -> None:
+    """Count a claim that showed an existing pass on its batch row, for the staff batch page. A link outlives
+    its batch: no row, nothing to count. One UPDATE with F(): concurrent claims never lose a count."""
+    if batch_id is not None:
+        LinkBatch.objects.filter(pk=batch_id).update(duplicate_claims=F("duplicate_claims") + 1)
+
+
+# --- counts for staff --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BatchClaimCounts:
+    members_created: int  # members whose claim came through one of the batch's links
+    duplicates_prevented: int  # claims that found the holder's member (External ID, or the same form twice)
+
+    @property
+    def claims(self) -> int:
+        """Claims that ended with a pass page: each either made a member or found one."""
+        return self.members_created + self.duplicates_prevented
+
+
+def link_batch_claim_counts(*, batch: LinkBatch) -> BatchClaimCounts:
+    """What holders did with a batch's links (the staff batch page)."""
+    created = Member.objects.filter(source_batch_id=batch.pk, source=Member.Source.LINK).count()
+    return BatchClaimCounts(members_created=created, duplicates_prevented=batch.duplicate_claims)
+
+
+# --- the pass page ----------------------------------------------------------------------------------------------
+def pass_page_key(*, member: Member) -> str:
+    """The unguessable part of a member's pass page URL: its id signed with the SECRET_KEY. The same member
+    always gets the same URL, so a holder's bookmark keeps working; nobody can walk the ids."""
+    return signing.Signer(salt=_PASS_PAGE_SALT).sign(str(member.pk))
+
+
+def pass_page_member(*, key: str) -> Member | None:
+    """The member behind a pass page key; None for anything not signed by us (no lookup is made then)."""
+    try:
+        member_id = int(signing.Signer(salt=_PASS_PAGE_SALT).unsign(key))
+    except (signing.BadSignature, ValueError):
+        return None
+    return Member.objects.select_related("template").filter(pk=member_id).first()

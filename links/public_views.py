@@ -1,0 +1,120 @@
+"""Public pages of the holder's side: the claim page of a SmartPass link and the pass page. No login.
+
+Every failure of a token gets the same 404 page, byte for byte, so a probe learns nothing about which
+check failed. The logic lives in links.claims; these views only choose a page.
+"""
+from __future__ import annotations
+
+import segno
+from django.conf import settings
+from django.contrib.auth.decorators import login_not_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.cache import patch_cache_control
+from django.utils.safestring import mark_safe
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_http_methods
+from django_ratelimit.core import is_ratelimited
+
+from members.models import Member
+
+from . import claims
+from .public_forms import ClaimForm
+
+# Seconds between reloads of a pass page whose pass is still being prepared.
+PENDING_REFRESH_SECONDS = 3
+
+
+@login_not_required
+@require_http_methods(["GET", "HEAD", "POST"])  # link previews send HEAD
+def claim(request: HttpRequest, token: str) -> HttpResponse:
+    if is_ratelimited(request, group="claim", key="ip", rate=settings.CLAIM_RATE, increment=True):
+        response = render(request, "links/public/rate_limited.html", status=429)
+        response["Retry-After"] = "60"
+        return response
+    payload = claims.claim_payload_from_token(token=token)
+    if payload is None:
+        return link_not_found(request)
+    try:
+        context = claims.claim_context_for(payload=payload)
+    except claims.ClaimUnavailable:
+        return _unavailable(request, template=None)
+    if request.method == "POST":
+        form = ClaimForm(request.POST, asked=context.asked, rules=context.rules)
+        if form.is_valid():
+            answer = _claim_answer(request, context=context, form=form)
+            if answer is not None:
+                return answer
+    else:
+        form = ClaimForm(asked=context.asked, rules=context.rules)
+    # A re-shown form keeps the nonce it was posted with: fixing a typo and posting again is the same claim.
+    posted_nonce = request.POST.get("nonce")
+    response = render(request, "links/public/claim.html", {
+        "context": context,
+        "template": context.template,
+        "form": form,
+        "nonce": posted_nonce if claims.is_claim_nonce(posted_nonce) else claims.new_claim_nonce(),
+        "existing_member": claims.claim_existing_member(context=context),
+    })  # fmt: skip
+    # Private: the page holds the holder's values and a one-time nonce. Not no-store: going back to the
+    # form and pressing the button again must post the same nonce (and so issue once).
+    patch_cache_control(response, private=True)
+    return response
+
+
+def _claim_answer(request: HttpRequest, *, context: claims.ClaimContext, form: ClaimForm) -> HttpResponse | None:
+    """Make the claim; the page to answer with, or None to show the form again (with the claim's errors)."""
+    outcome = claims.claim_submit(context=context, answers=form.answers(), nonce=form.cleaned_data["nonce"])
+    if outcome.member is not None:
+        if outcome.already_enrolled and context.already_enrolled_message:
+            return _already_enrolled(request, template=context.template, message=context.already_enrolled_message)
+        return redirect("holder:pass", key=claims.pass_page_key(member=outcome.member))
+    if outcome.unavailable:
+        return _unavailable(request, template=context.template)
+    if outcome.link_problem:
+        return render(request, "links/public/link_problem.html", {"template": context.template}, status=400)
+    form.add_claim_errors(outcome.errors)
+    return None
+
+
+@login_not_required
+@require_http_methods(["GET", "HEAD"])
+def pass_page(request: HttpRequest, key: str) -> HttpResponse:
+    member = claims.pass_page_member(key=key)
+    if member is None:
+        return link_not_found(request)
+    context = {"member": member, "template": member.template, "refresh_seconds": None}
+    if member.status == Member.Status.ISSUED and member.pass_id:
+        context["qr_svg"] = _qr_svg(str(member.pass_id))
+    elif member.status == Member.Status.PENDING:
+        context["refresh_seconds"] = PENDING_REFRESH_SECONDS
+    elif member.upstream_conflict:
+        # SmartPages already held a pass with this External ID, made outside the portal.
+        return _already_enrolled(request, template=member.template,
+                                 message=claims.already_enrolled_message_for(template=member.template))  # fmt: skip
+    response = render(request, "links/public/pass.html", context)
+    if context["refresh_seconds"]:
+        # The header as well as the <meta>: the meta tag sits in <body> in this layout.
+        response["Refresh"] = str(PENDING_REFRESH_SECONDS)
+    patch_cache_control(response, private=True, no_cache=True)
+    return response
+
+
+def link_not_found(request: HttpRequest) -> HttpResponse:
+    """The one answer to any link that is not ours. Nothing from the request is echoed into it."""
+    return render(request, "links/public/not_found.html", status=404)
+
+
+def _unavailable(request: HttpRequest, *, template) -> HttpResponse:
+    return render(request, "links/public/unavailable.html", {"template": template}, status=410)
+
+
+def _already_enrolled(request: HttpRequest, *, template, message: str) -> HttpResponse:
+    return render(request, "links/public/already_enrolled.html", {"template": template, "custom_message": message})
+
+
+def _qr_svg(pass_id: str) -> str:
+    # segno writes the SVG from the Pass ID alone (a UUID we stored), so marking it safe cannot inject markup.
+    qr = segno.make(pass_id, error="m")
+    return mark_safe(qr.svg_inline(scale=6, border=2, omitsize=True, svgclass="qr-code",
+                                   title=_("QR code of your pass")))  # fmt: skip

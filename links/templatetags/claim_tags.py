@@ -1,0 +1,11 @@
+"""`{% batch_claim_counts batch %}`: what holders did with a batch's links, for the staff batch page."""
+from django import template
+
+from links import claims
+
+register = template.Library()
+
+
+@register.inclusion_tag("links/_claim_counts.html")
+def batch_claim_counts(batch) -> dict:
+    return {"batch": batch, "counts": claims.link_batch_claim_counts(batch=batch)}

@@ -1,0 +1,104 @@
+"""The seed scenario (seeds/000) end to end in Chromium: links made from a CSV for Percy PassKit and Laura
+Loopy; with autofill off every click makes a new pass, with autofill on (email) every click shows the first."""
+import csv
+import io
+import re
+
+import pytest
+from django.core.files.base import ContentFile
+
+from conftest import login
+from links import services as link_services
+from links.models import LinkBatch
+from members.models import Member
+from templates_sync import sync
+from templates_sync.models import PassTemplate
+from templates_sync.sandbox import DEMO_TEMPLATE_ID
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+SEED_CSV = (
+    "person.displayName,person.emailAddress,person.mobileNumber\r\n"
+    "Percy PassKit,percy@passkit.com,+44 7911 123456\r\n"
+    "Laura Loopy, Laura.Loopy@Example.COM ,555 1234\r\n"
+)
+
+
+def make_seed_links(template: PassTemplate, user) -> tuple[LinkBatch, dict[str, str]]:
+    """Upload the seed's CSV through the links service (as the upload page does) and read the links back."""
+    batch = link_services.link_batch_create(template=template, uploaded_by=user,
+                                            file=ContentFile(SEED_CSV.encode(), name="seed.csv"))  # fmt: skip
+    link_services.link_batch_confirm(batch=batch, mapping=batch.mapping, enqueue=False)
+    batch = link_services.link_batch_process(batch_id=batch.pk)
+    assert batch.status == LinkBatch.Status.SUCCEEDED and batch.links == 2, batch.error
+    with batch.output_file.open("rb") as output:
+        rows = list(csv.DictReader(io.StringIO(output.read().decode("utf-8-sig"))))
+    return batch, {row["person.displayName"]: row["smartpass_link"] for row in rows}
+
+
+def claim_in_browser(page, link: str) -> str:
+    """Follow the link, press the one button, and read the Pass ID printed beneath the QR code."""
+    page.goto(link)
+    page.click("button[type=submit].primary")
+    page.wait_for_selector("figure.qr svg")
+    return page.locator("#pass-id").inner_text()
+
+
+def test_the_seed_scenario_one_pass_per_click_without_autofill_and_the_same_pass_with_it(
+    page, live_server, live_sandbox, manager, settings
+):
+    settings.CLAIM_RATE = "100000/m"
+    settings.PUBLIC_BASE_URL = live_server.url
+    assert sync.templates_sync_all().status == "succeeded"
+    club = PassTemplate.objects.get(pk=DEMO_TEMPLATE_ID)
+    batch, links = make_seed_links(club, manager)
+    assert links["Percy PassKit"].startswith(f"{live_server.url}/p/")
+
+    # Autofill off: Percy's link twice gives two passes with two Pass IDs.
+    first = claim_in_browser(page, links["Percy PassKit"])
+    assert "Percy PassKit" in page.locator("h1.holder-name").inner_text()
+    second = claim_in_browser(page, links["Percy PassKit"])
+    assert first != second
+
+    # The member list shows two members for Percy, neither with an External ID.
+    login(page, live_server, "maria")
+    page.goto(f"{live_server.url}/members/?q=percy@passkit.com")
+    rows = page.locator("#member-table tbody tr")
+    assert rows.count() == 2
+    assert set(rows.evaluate_all("rows => rows.map(r => r.dataset.passId)")) == {first, second}
+    rows.first.locator("a").first.click()
+    assert page.locator("#external-id").count() == 0 and "none" in page.locator("dl.facts").first.inner_text()
+    assert "batch" in page.locator("dl.facts").first.inner_text()
+
+    # A manager turns autofill on, with the email address as the unique ID.
+    page.goto(f"{live_server.url}/members/autofill/{DEMO_TEMPLATE_ID}/")
+    page.check("input[name=source][value=email]")
+    page.click("text=Save setting")
+    page.wait_for_selector("text=Autofill setting saved.")
+
+    # Laura's link twice: the same Pass ID both times.
+    laura_first = claim_in_browser(page, links["Laura Loopy"])
+    laura_second = claim_in_browser(page, links["Laura Loopy"])
+    assert laura_first == laura_second
+    laura = Member.objects.get(display_name="Laura Loopy")
+    assert str(laura.pass_id) == laura_first and laura.external_id == "laura.loopy@example.com"
+
+    # Staff see one member for Laura, with her normalised email as External ID.
+    page.goto(f"{live_server.url}/members/?q=Laura")
+    assert page.locator("#member-table tbody tr").count() == 1
+    page.locator("#member-table tbody tr a").first.click()
+    assert page.locator("#external-id").inner_text() == "laura.loopy@example.com"
+    assert page.locator("#pass-id").inner_text() == laura_first
+    assert Member.objects.count() == 3 and len(live_sandbox.passes(DEMO_TEMPLATE_ID)) >= 3
+
+    # The batch page counts what holders did: 4 claims, 3 members created, 1 duplicate prevented (Laura's).
+    page.goto(f"{live_server.url}/links/{batch.pk}/")
+    assert page.locator("#claims-count").inner_text() == "4"
+    assert page.locator("#claim-members-created").inner_text() == "3"
+    assert page.locator("#claim-duplicates-prevented").inner_text() == "1"
+
+    # The holder switches the claim page to Icelandic.
+    page.goto(links["Laura Loopy"])
+    page.click("button[name=language][value=is]")
+    page.wait_for_selector("text=Sýna kortið mitt")
+    assert re.search(r"L•+y@example\.com", page.locator("dl.prefilled").inner_text(), re.IGNORECASE)

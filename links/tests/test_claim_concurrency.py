@@ -1,0 +1,162 @@
+"""Claims under pressure, on PostgreSQL against the sandbox over HTTP: simultaneous claims of one link, and
+a thousand claims while SmartPages fails a fifth of the time."""
+import re
+import threading
+import uuid
+
+import pytest
+import requests
+from django.db import connection
+
+from links import claims, tokens
+from links.keyring import link_keys
+from members import services as member_services
+from members.models import Member
+from templates_sync.sandbox import DEMO_TEMPLATE_ID, Faults
+
+from .claim_factories import CSRF_RE, LAURA, link_path, mirror, nonce_of
+
+THREADS = 50
+
+
+@pytest.fixture(autouse=True)
+def generous_claim_rate(settings):
+    settings.CLAIM_RATE = "100000/m"
+
+
+def payload_of(path: str) -> tokens.LinkPayload:
+    return tokens.decode(path.removeprefix("/p/"), link_keys())
+
+
+def run_at_a_barrier(count: int, work) -> tuple[list, list]:
+    """Run `work()` in `count` threads released together; returns (results, errors)."""
+    barrier = threading.Barrier(count)
+    results, errors, lock = [], [], threading.Lock()
+
+    def run():
+        try:
+            result = work(barrier)
+            with lock:
+                results.append(result)
+        except Exception as exc:  # noqa: BLE001 - collected and asserted on below
+            with lock:
+                errors.append(exc)
+        finally:
+            connection.close()  # each thread has its own database connection
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results, errors
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fifty_simultaneous_claims_of_one_autofill_link_make_one_member_and_one_upstream_pass(sandbox):
+    club = mirror()
+    member_services.autofill_setting_change(template=club, source="email")
+    payload = payload_of(link_path(fields=LAURA, batch_id=9, row=2))
+
+    def claim(barrier):
+        context = claims.claim_context_for(payload=payload)
+        nonce = claims.new_claim_nonce()  # fifty different people's forms, one email address
+        barrier.wait(timeout=30)
+        return claims.claim_submit(context=context, answers={}, nonce=nonce)
+
+    outcomes, errors = run_at_a_barrier(THREADS, claim)
+
+    assert errors == [] and len(outcomes) == THREADS
+    member = Member.objects.get()
+    assert member.status == Member.Status.ISSUED and member.external_id == "laura.loopy@example.com"
+    assert sandbox.request_count("POST", "/api/v1/pass") == 1 and len(sandbox.passes()) == 1
+    assert {outcome.member.pk for outcome in outcomes} == {member.pk}
+    assert sum(not outcome.existing for outcome in outcomes) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_simultaneous_claims_over_http_of_one_autofill_link_make_one_member(live_server, sandbox):
+    club = mirror()
+    member_services.autofill_setting_change(template=club, source="email")
+    url = live_server.url + link_path(fields=LAURA)
+
+    def claim(barrier):
+        with requests.Session() as browser:
+            form = browser.get(url, timeout=30)
+            assert form.status_code == 200
+            data = {"nonce": nonce_of(form.text), "csrfmiddlewaretoken": CSRF_RE.search(form.text).group(1)}
+            barrier.wait(timeout=30)
+            answer = browser.post(url, data=data, allow_redirects=False, timeout=60)
+            return answer.status_code, answer.headers.get("Location")
+
+    answers, errors = run_at_a_barrier(20, claim)
+
+    assert errors == []
+    member = Member.objects.get()
+    assert set(answers) == {(302, f"/pass/{claims.pass_page_key(member=member)}")}
+    assert sandbox.request_count("POST", "/api/v1/pass") == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_form_posted_by_many_taps_at_once_issues_once(sandbox):
+    mirror()
+    payload = payload_of(link_path(fields={"name": "Percy PassKit", "email": "percy@passkit.com"}))
+    nonce = claims.new_claim_nonce()  # one rendering of the form, no External ID
+
+    def tap(barrier):
+        context = claims.claim_context_for(payload=payload)
+        barrier.wait(timeout=30)
+        return claims.claim_submit(context=context, answers={}, nonce=nonce)
+
+    outcomes, errors = run_at_a_barrier(10, tap)
+
+    assert errors == [] and {outcome.member.pk for outcome in outcomes} == {Member.objects.get().pk}
+    assert sandbox.request_count("POST", "/api/v1/pass") == 1
+
+
+def test_a_thousand_claims_with_a_fifth_of_upstream_calls_failing_all_end_issued_or_failed_with_a_reason(db, sandbox):
+    club = mirror()
+    member_services.autofill_setting_change(template=club, source="email")
+    anonymous_id = sandbox.add_template(sandbox.get_template(DEMO_TEMPLATE_ID) | {"id": str(uuid.uuid4()),
+                                                                                  "name": "Gestakort"})["id"]  # fmt: skip
+    mirror(anonymous_id)  # autofill off: every claim is a new member
+    sandbox.faults = Faults(error_rate=0.2, scope="passes", seed=5)
+
+    people = [{"name": f"Félagi {n}", "email": f"Felagi.{n}@Example.is"} for n in range(700)]
+    links = [link_path(fields=person, batch_id=1, row=n + 1) for n, person in enumerate(people)]
+    claimed = []  # (kind, member id)
+    for n in range(1000):
+        if n % 5 == 4:  # every fifth claim is a guest on the template without an External ID
+            path, kind = link_path(anonymous_id, {"name": f"Gestur {n}", "email": f"gestur{n}@example.is"}), "guest"
+        elif n >= 800:  # the last claims are second clicks of earlier links
+            path, kind = links[(n * 7) % 640], "again"
+        else:
+            path, kind = links[len([c for c in claimed if c[0] == "first"])], "first"
+        context = claims.claim_context_for(payload=payload_of(path))
+        outcome = claims.claim_submit(context=context, answers={}, nonce=claims.new_claim_nonce())
+        assert outcome.member is not None, (n, outcome)
+        claimed.append((kind, outcome.member.pk))
+
+    pending_after_claims = Member.objects.filter(status=Member.Status.PENDING).count()
+    assert pending_after_claims > 100  # the faults really hit
+    for _round in range(member_services.ISSUE_MAX_ATTEMPTS):
+        pending = list(Member.objects.filter(status=Member.Status.PENDING).select_related("template"))
+        if not pending:
+            break
+        for member in pending:
+            member_services.member_issue_retry(member=member)
+
+    members = Member.objects.all()
+    firsts, guests = {pk for kind, pk in claimed if kind == "first"}, {pk for kind, pk in claimed if kind == "guest"}
+    assert len(firsts) == 640 and len(guests) == 200 and {pk for kind, pk in claimed if kind == "again"} <= firsts
+    assert members.count() == 840  # nothing lost, nothing doubled
+    assert not members.filter(status=Member.Status.PENDING).exists()
+    assert not members.filter(status=Member.Status.FAILED, failure_reason="").exists()
+    assert set(members.values_list("status", flat=True)) <= {Member.Status.ISSUED, Member.Status.FAILED}
+    issued = members.filter(status=Member.Status.ISSUED)
+    upstream = sandbox.passes()
+    assert len(upstream) == issued.count()
+    assert {p["id"] for p in upstream} == {str(pass_id) for pass_id in issued.values_list("pass_id", flat=True)}
+    external_ids = [p["externalIdentifier"] for p in upstream if p["externalIdentifier"]]
+    assert len(external_ids) == len(set(external_ids)) == 640
+    assert re.fullmatch(r"felagi\.\d+@example\.is", external_ids[0])

@@ -1,0 +1,413 @@
+"""The holder's pages over the sandbox (real HTTP): the claim page, the claim, the pass page, errors, i18n."""
+import base64
+import re
+import uuid
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from links import claims, tokens
+from links.models import LinkBatch
+from links.keyring import link_keys
+from members import services as member_services
+from members.models import Member
+from templates_sync import sync
+from templates_sync.client import client_from_settings
+from templates_sync.sandbox import DEMO_TEMPLATE_ID, Faults
+
+from .claim_factories import LAURA, PERCY, add_member_field_template, link_path, mirror, nonce_of, open_and_claim
+
+POST_PASS = ("POST", "/api/v1/pass")
+
+
+@pytest.fixture(autouse=True)
+def generous_claim_rate(settings):
+    # The rate-limit counters live in the shared cache: without this, the suite's own claims would hit them.
+    settings.CLAIM_RATE = "100000/m"
+
+
+@pytest.fixture
+def club(db, sandbox):
+    return mirror()
+
+
+def upstream_posts(sandbox) -> int:
+    return sandbox.request_count(*POST_PASS)
+
+
+def pass_id_on(html: str) -> str:
+    match = re.search(r'id="pass-id">([0-9a-f-]{36})<', html)
+    assert match, "no Pass ID on the page"
+    return match.group(1)
+
+
+# --- links that are not ours -------------------------------------------------------------------------------
+def test_every_broken_token_gets_the_identical_404_page_and_nothing_is_made(client, club, sandbox):
+    good = link_path(fields=PERCY).removeprefix("/p/")
+    raw = bytearray(base64.urlsafe_b64decode(good + "=" * (-len(good) % 4)))
+
+    def flipped(position: int) -> str:
+        changed = bytearray(raw)
+        changed[position] ^= 0x01
+        return base64.urlsafe_b64encode(bytes(changed)).decode().rstrip("=")
+
+    foreign_keys = tokens.parse_link_keys(tokens.generate_key_entry("other"))
+    same_id_other_key = tokens.parse_link_keys(f"{link_keys().current_key_id}:" + base64.b64encode(b"k" * 32).decode())
+    expired = tokens.encode(tokens.LinkPayload(template_id=uuid.UUID(DEMO_TEMPLATE_ID), fields=PERCY,
+                                               expires_at=datetime(2020, 1, 1, tzinfo=dt_timezone.utc)),
+                            link_keys())  # fmt: skip
+    broken = {
+        "bit flip in the version": flipped(0),
+        "bit flip in the key id": flipped(3),
+        "bit flip in the nonce": flipped(len(raw) - 30),
+        "bit flip in the ciphertext": flipped(len(raw) - 20),
+        "bit flip in the tag": flipped(len(raw) - 1),
+        "truncated by one": good[:-1],
+        "truncated by half": good[: len(good) // 2],
+        "a key we do not have": link_path(fields=PERCY, keys=foreign_keys).removeprefix("/p/"),
+        "our key id, another key": link_path(fields=PERCY, keys=same_id_other_key).removeprefix("/p/"),
+        "expired": expired,
+        "garbage": "hello-world",
+        "not base64": "%21%21%21%24",
+        "padding": good + "==",
+        "very long": "A" * 5000,
+    }
+    responses = {name: client.get("/p/" + token) for name, token in broken.items()}
+
+    assert {name: r.status_code for name, r in responses.items()} == {name: 404 for name in broken}
+    bodies = {r.content for r in responses.values()}
+    assert len(bodies) == 1, "every failure must render the same body"
+    body = bodies.pop().decode()
+    assert "Link not found" in body and "Percy" not in body and good[:20] not in body
+    # A POST to a broken link is refused the same way.
+    assert client.post("/p/" + broken["garbage"], {"nonce": "x" * 24}).content == responses["garbage"].content
+    assert Member.objects.count() == 0 and upstream_posts(sandbox) == 0
+
+
+def test_a_tampered_pass_page_address_gets_the_same_404_page(client, club, sandbox):
+    response = open_and_claim(client, link_path(fields=PERCY))
+    pass_url = response["Location"]
+    member_id = Member.objects.get().pk
+    not_found = client.get("/p/garbage").content
+
+    for url in (pass_url[:-1] + ("A" if pass_url[-1] != "A" else "B"), f"/pass/{member_id}",
+                f"/pass/{member_id + 1}:{pass_url.rsplit(':', 1)[1]}"):  # fmt: skip
+        answer = client.get(url)
+        assert (answer.status_code, answer.content) == (404, not_found), url
+
+
+# --- the claim page -----------------------------------------------------------------------------------------
+def test_opening_a_link_shows_the_template_and_masked_values_and_creates_nothing(client, club, sandbox):
+    path = link_path(fields=LAURA)
+
+    for _ in range(3):  # a mail scanner, a link preview, the holder
+        response = client.get(path)
+        assert response.status_code == 200
+
+    body = response.content.decode()
+    assert "Klúbbkort Sundfélagsins" in body and "ókeypis aðgang" in body  # name and description
+    assert "Laura Loopy" in body  # names are shown in full, so the holder knows the link is theirs
+    assert "L•••••••••y@Example.COM" in body
+    assert "Laura.Loopy@Example.COM" not in body and "5551234" not in body and "555 1234" not in body
+    assert "••• ••34" in body
+    assert 'type="submit"' in body and body.count("<form") == 2  # the claim button and the language switch
+    assert Member.objects.count() == 0 and upstream_posts(sandbox) == 0
+
+
+def test_masking_keeps_only_the_start_and_end_of_an_email_and_the_last_digits_of_a_number():
+    assert claims.masked_value("EMAIL", "laura.loopy@example.com") == "l•••••••••y@example.com"
+    assert claims.masked_value("EMAIL", "jo@x.is") == "j•@x.is"
+    assert claims.masked_value("PHONE_NUMBER", "+3546151234") == "+••••••••34"
+    assert claims.masked_value("KENNITALA", "010130-2989") == "••••••-••89"
+    assert claims.masked_value("TEXT", "Laura Loopy") == "Laura Loopy"
+
+
+@pytest.mark.parametrize("change", ["voided", "issuing disabled", "removed upstream", "sold"])
+def test_a_template_that_can_no_longer_issue_gets_the_friendly_410_page(client, club, sandbox, change):
+    path = link_path(fields=PERCY)
+    nonce = nonce_of(client.get(path).content.decode())
+    if change == "voided":
+        sandbox.update_template(DEMO_TEMPLATE_ID, status="VOIDED")
+    elif change == "issuing disabled":
+        sandbox.update_template(DEMO_TEMPLATE_ID, disableIssue=True)
+    elif change == "sold":
+        sandbox.update_template(DEMO_TEMPLATE_ID, passPrice=1990)
+    else:
+        sandbox.remove_template(DEMO_TEMPLATE_ID)
+    assert sync.templates_sync_all().status == "succeeded"
+
+    for response in (client.get(path), client.post(path, {"nonce": nonce})):
+        assert response.status_code == 410
+        assert "This pass is no longer available" in response.content.decode()
+    assert Member.objects.count() == 0 and upstream_posts(sandbox) == 0
+
+
+def test_mandatory_member_fields_the_link_lacks_are_asked_for_and_validated(client, db, sandbox):
+    template_id = add_member_field_template(sandbox)
+    mirror(template_id)
+    path = link_path(template_id, {"name": "Gunnar Nemandi"})
+
+    page = client.get(path).content.decode()
+    assert "Kennitala" in page and "Skólanetfang / School email" in page and 'type="email"' in page
+    nonce = nonce_of(page)
+
+    empty = client.post(path, {"nonce": nonce})
+    assert empty.status_code == 200 and empty.content.decode().count("Please fill in this field.") == 2
+
+    wrong = client.post(path, {"nonce": nonce, "field_0": "010115-2990", "field_1": "gunnar@gmail.com"}).content.decode()
+    assert "You must be at least 18 years old to get this pass." in wrong
+    assert "Use an email address at skoli.is." in wrong
+    assert 'value="gunnar@gmail.com"' in wrong  # what was typed stays in the form
+    malformed = client.post(path, {"nonce": nonce, "field_0": "12345", "field_1": "not an address"}).content.decode()
+    assert "Enter a valid kennitala" in malformed and "Enter a valid email address" in malformed
+    assert Member.objects.count() == 0 and upstream_posts(sandbox) == 0
+
+    done = client.post(path, {"nonce": nonce, "field_0": "010130-2989", "field_1": " Gunnar@Skoli.IS "})
+    assert done.status_code == 302 and done["Location"].startswith("/pass/")
+    member = Member.objects.get()
+    assert member.values == {"name": "Gunnar Nemandi", "kennitala": "0101302989", "schoolEmail": "gunnar@skoli.is"}
+    assert member.status == Member.Status.ISSUED and member.external_id is None
+
+
+def test_a_holder_cannot_override_the_values_the_issuer_put_in_the_link(client, club, sandbox):
+    path = link_path(fields=PERCY)
+    nonce = nonce_of(client.get(path).content.decode())
+    client.post(path, {"nonce": nonce, "name": "Mallory", "email": "mallory@evil.example", "field_0": "x"})
+    assert Member.objects.get().values["name"] == "Percy PassKit"
+    assert sandbox.passes(DEMO_TEMPLATE_ID)[0]["inputFields"][0] == {"identifier": "name", "value": "Percy PassKit"}
+
+
+def test_a_link_whose_own_values_are_invalid_says_so_without_issuing(client, club, sandbox):
+    path = link_path(fields={"name": "Percy PassKit", "email": "not-an-email"})
+    response = client.post(path, {"nonce": nonce_of(client.get(path).content.decode())})
+    assert response.status_code == 400 and "This link cannot be used" in response.content.decode()
+    assert Member.objects.count() == 0 and upstream_posts(sandbox) == 0
+
+
+# --- the claim ---------------------------------------------------------------------------------------------------
+def test_claiming_issues_the_pass_and_shows_it_with_a_qr_code_and_the_wallet_link(client, club, sandbox):
+    response = open_and_claim(client, link_path(fields=PERCY, batch_id=41, row=7))
+
+    assert response.status_code == 302
+    member = Member.objects.get()
+    assert (member.status, member.source, member.source_batch_id, member.source_row) == ("issued", "link", 41, 7)
+    assert member.external_id is None
+    page = client.get(response["Location"])
+    body = page.content.decode()
+    assert page.status_code == 200 and "Refresh" not in page
+    assert "Klúbbkort Sundfélagsins" in body and "Percy PassKit" in body
+    assert '<svg' in body and 'class="qr-code"' in body
+    assert pass_id_on(body) == str(member.pass_id) == sandbox.passes()[0]["id"]
+    assert f'href="{sandbox.url}/distribution/pass/{member.pass_id}"' in body
+
+
+def test_the_same_form_posted_twice_issues_once_but_a_new_visit_makes_a_new_member(client, club, sandbox):
+    path = link_path(fields=PERCY)
+    nonce = nonce_of(client.get(path).content.decode())
+
+    first = client.post(path, {"nonce": nonce})
+    second = client.post(path, {"nonce": nonce})  # double tap, or back and press again
+
+    assert first["Location"] == second["Location"]
+    assert Member.objects.count() == 1 and upstream_posts(sandbox) == 1
+
+    third = open_and_claim(client, path)  # without an External ID, every visit is a new claim (the seed)
+    assert third["Location"] != first["Location"]
+    assert Member.objects.count() == 2 and upstream_posts(sandbox) == 2
+    assert len({m.pass_id for m in Member.objects.all()}) == 2
+
+
+def test_a_post_without_the_forms_nonce_issues_nothing(client, club, sandbox):
+    path = link_path(fields=PERCY)
+    for nonce in ("", "short", "<script>" * 4):
+        response = client.post(path, {"nonce": nonce})
+        body = response.content.decode()
+        assert response.status_code == 200 and "This form has expired" in body and "<script><script>" not in body
+    assert Member.objects.count() == 0 and upstream_posts(sandbox) == 0
+
+
+def test_csrf_protection_stays_on_for_the_claim(club, sandbox):
+    client = Client(enforce_csrf_checks=True)
+    path = link_path(fields=PERCY)
+    page = client.get(path).content.decode()
+    assert client.post(path, {"nonce": nonce_of(page)}).status_code == 403
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    assert client.post(path, {"nonce": nonce_of(page), "csrfmiddlewaretoken": token}).status_code == 302
+    assert Member.objects.count() == 1
+
+
+def test_with_autofill_on_every_claim_of_a_link_shows_the_same_pass(client, club, sandbox):
+    member_services.autofill_setting_change(template=club, source="email")
+    path = link_path(fields=LAURA)
+
+    first = open_and_claim(client, path)
+    page = client.get(path).content.decode()
+    assert "Show my pass" in page  # the page already knows, without creating anything
+    second = open_and_claim(client, path)
+
+    assert first["Location"] == second["Location"]
+    member = Member.objects.get()
+    assert member.external_id == "laura.loopy@example.com" and upstream_posts(sandbox) == 1
+    assert sandbox.passes()[0]["externalIdentifier"] == "laura.loopy@example.com"
+    assert pass_id_on(client.get(second["Location"]).content.decode()) == str(member.pass_id)
+
+
+def test_an_explicit_external_id_wins_and_staff_can_set_an_already_enrolled_message(client, club, sandbox):
+    member_services.autofill_setting_change(template=club, source="email",
+                                            already_enrolled_message="Þú ert nú þegar skráð/ur.\nSjáumst í lauginni!")  # fmt: skip
+    path = link_path(fields=LAURA, external_id="SUND-0042")
+
+    first = open_and_claim(client, path)
+    assert first.status_code == 302
+    second = open_and_claim(client, path)
+
+    body = second.content.decode()
+    assert second.status_code == 200 and "Þú ert nú þegar skráð/ur." in body and "Sjáumst í lauginni!" in body
+    assert Member.objects.get().external_id == "SUND-0042" and upstream_posts(sandbox) == 1
+
+
+def test_a_double_tap_shows_the_first_posts_pass_even_when_an_already_enrolled_message_is_set(client, club, sandbox):
+    member_services.autofill_setting_change(template=club, source="email", already_enrolled_message="Velkomin aftur!")
+    path = link_path(fields=LAURA)
+    nonce = nonce_of(client.get(path).content.decode())
+
+    first, second = client.post(path, {"nonce": nonce}), client.post(path, {"nonce": nonce})
+
+    assert first.status_code == second.status_code == 302 and first["Location"] == second["Location"]
+    assert "Velkomin aftur!" in open_and_claim(client, path).content.decode()  # a later visit is "enrolled"
+
+
+def test_a_voided_pass_page_says_the_pass_was_cancelled_without_a_qr_code(client, club, sandbox, manager):
+    response = open_and_claim(client, link_path(fields=PERCY))
+    member_services.member_void(member=Member.objects.get(), user=manager)
+
+    body = client.get(response["Location"]).content.decode()
+    assert "This pass has been cancelled by the issuer." in body and "<svg" not in body
+
+
+def test_the_batch_page_counts_claims_members_created_and_duplicates_prevented(client, club, sandbox, viewer):
+    member_services.autofill_setting_change(template=club, source="email")
+    batch = LinkBatch.objects.create(template=club, original_name="herferd.csv", encoding="utf-8", delimiter=",",
+                                     status=LinkBatch.Status.SUCCEEDED, rows_total=2, rows=2, links=2)  # fmt: skip
+    laura, percy = link_path(fields=LAURA, batch_id=batch.pk, row=1), link_path(fields=PERCY, batch_id=batch.pk, row=2)
+    for path in (laura, laura, laura, percy):
+        open_and_claim(client, path)
+    nonce = nonce_of(client.get(percy).content.decode())
+    client.post(percy, {"nonce": nonce})
+    client.post(percy, {"nonce": nonce})  # a double tap: prevented too
+
+    staff = Client()
+    staff.force_login(viewer)
+    page = staff.get(reverse("links:batch_detail", args=[batch.pk])).content.decode()
+    counts = dict(re.findall(r'id="(claims-count|claim-members-created|claim-duplicates-prevented)">(\d+)<', page))
+    assert counts == {"claims-count": "6", "claim-members-created": "2", "claim-duplicates-prevented": "4"}
+    assert Member.objects.filter(source_batch_id=batch.pk).count() == 2
+
+
+def test_an_upstream_refusal_fails_the_member_with_a_reason_staff_can_read(client, club, sandbox, viewer):
+    sandbox.update_template(DEMO_TEMPLATE_ID, disableIssue=True)  # upstream changed; the mirror does not know yet
+
+    response = open_and_claim(client, link_path(fields=PERCY))
+
+    member = Member.objects.get()
+    assert member.status == Member.Status.FAILED and "disabled" in member.failure_reason
+    holder_page = client.get(response["Location"]).content.decode()
+    assert "We could not create your pass." in holder_page and "disabled" not in holder_page
+    staff = Client()
+    staff.force_login(viewer)
+    assert member.failure_reason in staff.get(reverse("members:member_detail", args=[member.pk])).content.decode()
+
+
+def test_an_external_id_taken_upstream_tells_the_holder_they_are_enrolled_and_flags_the_member(client, club, sandbox):
+    member_services.autofill_setting_change(template=club, source="email")
+    with client_from_settings() as smartpages:  # a pass made outside the portal
+        smartpages.create_pass({"passTemplateId": DEMO_TEMPLATE_ID, "externalIdentifier": "laura.loopy@example.com",
+                                "inputFields": [{"identifier": "name", "value": "Laura"},
+                                                {"identifier": "email", "value": "laura.loopy@example.com"}]})  # fmt: skip
+
+    response = open_and_claim(client, link_path(fields=LAURA))
+
+    member = Member.objects.get()
+    assert member.status == Member.Status.FAILED and member.upstream_conflict
+    page = client.get(response["Location"])
+    assert page.status_code == 200 and "You already have this pass" in page.content.decode()
+
+
+def test_upstream_down_leaves_the_member_pending_and_the_page_refreshes_until_the_pass_is_ready(client, club, sandbox):
+    sandbox.faults = Faults(error_rate=1.0, scope="passes")
+
+    response = open_and_claim(client, link_path(fields=PERCY))
+
+    member = Member.objects.get()
+    assert member.status == Member.Status.PENDING and member.last_error
+    waiting = client.get(response["Location"])
+    body = waiting.content.decode()
+    assert "Your pass is being prepared." in body and '<meta http-equiv="refresh" content="3">' in body
+    assert waiting["Refresh"] == "3" and "503" not in body
+
+    sandbox.faults = Faults()
+    member_services.member_issue_retry(member=member)
+
+    ready = client.get(response["Location"])
+    assert "Refresh" not in ready and pass_id_on(ready.content.decode()) == str(Member.objects.get().pass_id)
+
+
+def test_a_member_still_unreachable_after_every_attempt_ends_failed_with_the_reason(club, sandbox):
+    sandbox.faults = Faults(error_rate=1.0, scope="passes")
+    member = member_services.member_issue(template=club, values=PERCY, external_id=None, source="link")
+    while member.status == Member.Status.PENDING:
+        member = member_services.member_issue_retry(member=member)
+        assert member.issue_attempts <= member_services.ISSUE_MAX_ATTEMPTS
+    assert member.status == Member.Status.FAILED and "could not be reached" in member.failure_reason
+
+
+def test_a_pending_member_whose_retry_was_lost_is_tried_again_by_the_sweep(club, sandbox):
+    sandbox.faults = Faults(error_rate=1.0, scope="passes")
+    waiting = member_services.member_issue(template=club, values=PERCY, external_id=None, source="link")
+    fresh = member_services.member_issue(template=club, values=LAURA, external_id=None, source="link")
+    sandbox.faults = Faults()
+    Member.objects.filter(pk=waiting.pk).update(updated_at=timezone.now() - timedelta(minutes=20))
+
+    assert member_services.member_issue_retry_stale() == 1
+
+    assert Member.objects.get(pk=waiting.pk).status == Member.Status.ISSUED
+    assert Member.objects.get(pk=fresh.pk).status == Member.Status.PENDING  # its own retry is still due
+
+
+# --- languages and limits -------------------------------------------------------------------------------------
+def test_the_holder_pages_speak_icelandic_when_the_browser_asks_for_it(client, club, sandbox):
+    path = link_path(fields=PERCY)
+    page = client.get(path, HTTP_ACCEPT_LANGUAGE="is,en;q=0.5").content.decode()
+    assert 'lang="is"' in page and "Sækja kortið mitt" in page and "Þínar upplýsingar" in page
+    assert client.get("/p/nope", HTTP_ACCEPT_LANGUAGE="is").content.decode().count("Hlekkur fannst ekki") >= 1
+
+    english = client.get(path, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "Get my pass" in english and "Sækja kortið mitt" not in english
+
+
+def test_the_language_can_be_switched_on_the_claim_page(client, club, sandbox):
+    path = link_path(fields=PERCY)
+    assert "Get my pass" in client.get(path, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+
+    switched = client.post(reverse("set_language"), {"language": "is", "next": path}, HTTP_ACCEPT_LANGUAGE="en")
+
+    assert switched.status_code == 302 and switched["Location"] == path
+    assert "Sækja kortið mitt" in client.get(path, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+
+
+def test_too_many_claims_from_one_address_get_the_429_page(settings, club, sandbox):
+    settings.CLAIM_RATE = "5/m"
+    client = Client(REMOTE_ADDR=f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}")
+    path = link_path(fields=PERCY)
+
+    codes = [client.get(path).status_code for _ in range(7)]
+
+    assert codes == [200] * 5 + [429] * 2
+    limited = client.post(path, {"nonce": "x" * 24})
+    assert limited.status_code == 429 and "Too many attempts" in limited.content.decode()
+    assert Client(REMOTE_ADDR="10.255.255.254").get(path).status_code == 200  # another address is not affected
+    assert Member.objects.count() == 0
