@@ -9,8 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from templates_sync.sandbox import Faults, SmartPagesSandbox
+
+# Property tests judge correctness, not speed: a loaded CI machine must not fail them on a deadline.
+hypothesis_settings.register_profile("portal", deadline=None)
+hypothesis_settings.load_profile("portal")
 
 ROOT = Path(__file__).resolve().parent
 ARTIFACTS = ROOT / "test-artifacts"

@@ -76,6 +76,9 @@ TEMPLATES = [
 
 # --- Database ---------------------------------------------------------------------------------------------
 DATABASES = {"default": env.db_url("DATABASE_URL", default="sqlite:///db.sqlite3")}
+# Reuse connections across requests (a claim is a handful of queries; connecting costs as much again).
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # The embedded mode runs web, worker and beat against one SQLite file: wait for its lock, don't fail.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
@@ -188,6 +191,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(TEMPLATE_SYNC_INTERVAL),
         "kwargs": {"trigger": "beat"},
     },
+    # A safety net for claims whose retry task was lost (e.g. the broker was down when it was enqueued).
+    "retry-stale-pending-members": {"task": "members.retry_stale_pending", "schedule": 300.0},
 }
 
 # --- SmartPass links --------------------------------------------------------------------------------------

@@ -20,3 +20,14 @@ def test_the_navigation_marks_the_section_of_the_page(client, viewer):
     assert '<a href="/templates/" aria-current="page">Templates</a>' in body
     for label, url in (("Members", reverse("members:member_list")), ("Links", reverse("links:batch_list"))):
         assert f'<a href="{url}" >{label}</a>' in body
+
+
+def test_a_refused_csrf_token_gets_a_page_a_holder_understands_in_icelandic_too():
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    response = strict.post(reverse("login"), {"username": "x", "password": "y"}, HTTP_ACCEPT_LANGUAGE="is")
+    assert response.status_code == 403
+    assert "Vinsamlegast reyndu aftur" in response.content.decode()
+    english = strict.post(reverse("login"), {"username": "x", "password": "y"}, HTTP_ACCEPT_LANGUAGE="en")
+    assert "Go back, reload the page and send it again." in english.content.decode()
