@@ -94,7 +94,7 @@ def pass_page(request: HttpRequest, key: str) -> HttpResponse:
                                  message=claims.already_enrolled_message_for(template=member.template))  # fmt: skip
     response = render(request, "links/public/pass.html", context)
     if context["refresh_seconds"]:
-        # The header as well as the <meta>: the meta tag sits in <body> in this layout.
+        # The header as well as the <meta>, for clients that honour only one of them.
         response["Refresh"] = str(PENDING_REFRESH_SECONDS)
     patch_cache_control(response, private=True, no_cache=True)
     return response
