@@ -75,10 +75,6 @@ def child(template_id: str, source: str, media: str) -> None:
     import django
 
     django.setup()
-    from django.conf import settings
-
-    # A million rows of this shape are ~67 MB, above the default 50 MB upload limit.
-    settings.LINKS_MAX_UPLOAD_BYTES = 1024 * 1024 * 1024
     from django.core.files import File
     from django.core.files.storage import default_storage
 
