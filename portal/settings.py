@@ -6,6 +6,7 @@ SPEC.md. Defaults are safe for production; conveniences exist only when DEBUG is
 import base64
 import hashlib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -87,7 +88,16 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Cache (login throttling, claim rate limits) ----------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CELERY_BROKER_URL}}
+    # The cache gets a database of its own on the broker's server (the next one), so clearing the cache
+    # can never empty the task queue; CACHE_REDIS_URL overrides.
+    _broker = urlsplit(CELERY_BROKER_URL)
+    _cache_db = (int(_broker.path.strip("/") or 0) + 1) % 16
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": env.str("CACHE_REDIS_URL", default=_broker._replace(path=f"/{_cache_db}").geturl()),
+        }
+    }
 else:
     # No Redis in the embedded mode: a file cache is shared by every process on the machine.
     CACHES = {
@@ -97,6 +107,9 @@ else:
         }
     }
 RATELIMIT_USE_CACHE = "default"
+# Behind a proxy, the header it sets to the client's address (e.g. X-Real-IP); see portal/client_ip.py.
+CLIENT_IP_HEADER = env.str("CLIENT_IP_HEADER", default="")
+RATELIMIT_IP_META_KEY = "portal.client_ip.client_ip"
 
 # --- Auth -------------------------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

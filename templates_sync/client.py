@@ -7,7 +7,9 @@ permanent (`PermanentError`) and are never retried. Credentials are sent, never 
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,6 +191,16 @@ def _permanent_error(method: str, path: str, response: requests.Response) -> Per
     return PermanentError(
         f"SmartPages refused {method} {path} ({status}){': ' + detail if detail else ''}.", status=status, body=body
     )
+
+
+@contextlib.contextmanager
+def smartpages_client(given: SmartPagesClient | None = None) -> Iterator[SmartPagesClient]:
+    """The caller's client as it is, or one made from settings and closed afterwards."""
+    if given is not None:
+        yield given
+        return
+    with client_from_settings() as made:
+        yield made
 
 
 def client_from_settings() -> SmartPagesClient:

@@ -24,7 +24,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from .client import NotFound, SmartPagesClient, SmartPagesError, TemplatePage, client_from_settings
+from .client import NotFound, SmartPagesClient, SmartPagesError, TemplatePage, smartpages_client
 from .models import PassTemplate, SyncRun, TemplateInputField
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,9 @@ _UPDATE_FIELDS = [
     "has_dynamic_barcode", "supports_google_wallet", "delivery_page_url", "when_last_update_sent", "raw",
     "content_hash", "changed_at", "removed_at",
 ]  # fmt: skip
+
+
+_FIELD_UPDATE_COLUMNS = ["position", "label", "description", "is_mandatory", "is_unique", "format", "type"]
 
 
 class InvalidTemplate(ValueError):
@@ -86,9 +89,12 @@ def _template_columns(item: dict, *, digest: str, now: datetime) -> dict:
 
 
 def _input_field_columns(template_id: uuid.UUID, item: dict) -> list[dict]:
-    rows = []
+    rows, identifiers = [], set()
     for position, field in enumerate(item.get("inputFields") or []):
+        if isinstance(field, dict) and field.get("identifier") in identifiers:
+            continue  # identifiers are unique per template; a repeat is kept in `raw` only
         try:
+            identifiers.add(field["identifier"])
             rows.append({
                 "template_id": template_id,
                 "position": position,
@@ -115,7 +121,14 @@ def _write_with_orm(templates: list[dict], fields: list[dict], *, replaced: list
     )
     if replaced:
         TemplateInputField.objects.filter(template_id__in=replaced).delete()
-    TemplateInputField.objects.bulk_create([TemplateInputField(**row) for row in fields])
+    # An upsert, not a plain insert: a single-template refresh may have written a "new" template's fields
+    # while this run was reading its page.
+    TemplateInputField.objects.bulk_create(
+        [TemplateInputField(**row) for row in fields],
+        update_conflicts=True,
+        unique_fields=["template", "identifier"],
+        update_fields=_FIELD_UPDATE_COLUMNS,
+    )
 
 
 def _write_with_postgresql(templates: list[dict], fields: list[dict], *, replaced: list[str], now: datetime) -> None:
@@ -161,9 +174,10 @@ def _postgresql_statements() -> tuple[str, str]:
     )
     template_sql = insert(PassTemplate, template_columns, extra="first_seen_at",
                           conflict=f"ON CONFLICT (id) DO UPDATE SET {updates}")  # fmt: skip
-    field_columns = ["template_id", "position", "identifier", "label", "description", "is_mandatory", "is_unique",
-                     "format", "type"]  # fmt: skip
-    return template_sql, insert(TemplateInputField, field_columns)
+    field_updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in _FIELD_UPDATE_COLUMNS)
+    field_sql = insert(TemplateInputField, ["template_id", "identifier", *_FIELD_UPDATE_COLUMNS],
+                       conflict=f"ON CONFLICT (template_id, identifier) DO UPDATE SET {field_updates}")  # fmt: skip
+    return template_sql, field_sql
 
 
 def _mirror_state(ids: list[str] | None = None) -> dict[str, tuple[str, bool]]:
@@ -294,44 +308,51 @@ def templates_sync_all(
     if not _claim_lock(run):
         logger.info("template sync %s skipped: another run holds the lock", run.pk)
         return run
+    return _run_to_outcome(run, lambda smartpages: _sync_every_page(run, client=smartpages), client=client)
+
+
+def _sync_every_page(run: SyncRun, *, client: SmartPagesClient) -> None:
     seen: set[str] = set()
     clean, first_total, progress_saved = True, None, time.monotonic()
+    with PagePrefetcher(client, page_size=settings.SMARTPAGES_PAGE_SIZE) as pages:
+        known = _mirror_state()
+        for page in pages:
+            if first_total is None:
+                first_total = page.total_items
+            elif page.total_items != first_total:
+                clean = False
+            fresh = [item for item in page.data if str(item.get("id")) not in seen]
+            seen.update(str(item.get("id")) for item in page.data)
+            created, updated, unchanged = _store(fresh, known=known, now=timezone.now())
+            run.created += created
+            run.updated += updated
+            run.unchanged += unchanged
+            run.pages += 1
+            run.total_pages, run.total_items = page.total_pages, page.total_items
+            if time.monotonic() - progress_saved >= PROGRESS_EVERY_SECONDS:  # for the progress bar
+                run.save(update_fields=_PROGRESS_FIELDS)
+                progress_saved = time.monotonic()
+    if clean and len(seen) == first_total:
+        _mark_removed(run, client=client, known=known, seen=seen)
+    else:
+        run.warning = (
+            f"Upstream changed during the run ({len(seen)} templates read, {first_total} announced): "
+            "no template was marked removed; the next run will settle it."
+        )
+
+
+def _run_to_outcome(run: SyncRun, work, *, client: SmartPagesClient | None) -> SyncRun:
+    """Do `work(client)` for a running SyncRun and record how it ended; only known errors are shown."""
     try:
-        client = client or client_from_settings()
-        with PagePrefetcher(client, page_size=settings.SMARTPAGES_PAGE_SIZE) as pages:
-            known = _mirror_state()
-            for page in pages:
-                if first_total is None:
-                    first_total = page.total_items
-                elif page.total_items != first_total:
-                    clean = False
-                fresh = [item for item in page.data if str(item.get("id")) not in seen]
-                seen.update(str(item.get("id")) for item in page.data)
-                created, updated, unchanged = _store(fresh, known=known, now=timezone.now())
-                run.created += created
-                run.updated += updated
-                run.unchanged += unchanged
-                run.pages += 1
-                run.total_pages, run.total_items = page.total_pages, page.total_items
-                if time.monotonic() - progress_saved >= PROGRESS_EVERY_SECONDS:  # for the progress bar
-                    run.save(update_fields=_PROGRESS_FIELDS)
-                    progress_saved = time.monotonic()
-        if clean and len(seen) == first_total:
-            _mark_removed(run, client=client, known=known, seen=seen)
-        else:
-            run.warning = (
-                f"Upstream changed during the run ({len(seen)} templates read, {first_total} announced): "
-                "no template was marked removed; the next run will settle it."
-            )
+        with smartpages_client(client) as smartpages:
+            work(smartpages)
         run.status = SyncRun.Status.SUCCEEDED
     except (SmartPagesError, InvalidTemplate) as exc:
-        run.status = SyncRun.Status.FAILED
-        run.error = str(exc)
-        logger.warning("template sync %s failed: %s", run.pk, exc)
+        run.status, run.error = SyncRun.Status.FAILED, str(exc)
+        logger.warning("template sync run %s failed: %s", run.pk, exc)
     except Exception:
-        run.status = SyncRun.Status.FAILED
-        run.error = "Unexpected error; see the worker log."
-        logger.exception("template sync %s failed unexpectedly", run.pk)
+        run.status, run.error = SyncRun.Status.FAILED, "Unexpected error; see the worker log."
+        logger.exception("template sync run %s failed unexpectedly", run.pk)
     finally:
         run.finished_at = timezone.now()
         run.save()
@@ -364,29 +385,20 @@ def template_refresh(*, template_id: str, triggered_by=None, trigger: str = Sync
                                 template_id=template_id)  # fmt: skip
     run.status, run.started_at = SyncRun.Status.RUNNING, timezone.now()
     run.save(update_fields=["status", "started_at"])
+    return _run_to_outcome(run, lambda smartpages: _refresh_one(run, str(template_id), client=smartpages),
+                           client=client)  # fmt: skip
+
+
+def _refresh_one(run: SyncRun, template_id: str, *, client: SmartPagesClient) -> None:
+    run.pages = 1
     try:
-        client = client or client_from_settings()
-        try:
-            item = client.get_template(str(template_id))
-        except NotFound:
-            run.removed = PassTemplate.objects.filter(pk=template_id, removed_at__isnull=True).update(
-                removed_at=timezone.now()
-            )
-            run.warning = "SmartPages no longer has this template."
-        else:
-            if str(item.get("id")) != str(template_id):
-                raise InvalidTemplate("SmartPages answered with a different template than the one asked for.")
-            known = _mirror_state([str(template_id)])
-            run.created, run.updated, run.unchanged = _store([item], known=known, now=timezone.now())
-        run.pages = 1
-        run.status = SyncRun.Status.SUCCEEDED
-    except (SmartPagesError, InvalidTemplate) as exc:
-        run.status, run.error = SyncRun.Status.FAILED, str(exc)
-        logger.warning("template refresh %s failed: %s", template_id, exc)
-    except Exception:
-        run.status, run.error = SyncRun.Status.FAILED, "Unexpected error; see the worker log."
-        logger.exception("template refresh %s failed unexpectedly", template_id)
-    finally:
-        run.finished_at = timezone.now()
-        run.save()
-    return run
+        item = client.get_template(template_id)
+    except NotFound:
+        run.removed = PassTemplate.objects.filter(pk=template_id, removed_at__isnull=True).update(
+            removed_at=timezone.now()
+        )
+        run.warning = "SmartPages no longer has this template."
+        return
+    if str(item.get("id")) != template_id:
+        raise InvalidTemplate("SmartPages answered with a different template than the one asked for.")
+    run.created, run.updated, run.unchanged = _store([item], known=_mirror_state([template_id]), now=timezone.now())

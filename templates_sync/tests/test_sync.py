@@ -263,3 +263,34 @@ def test_the_sync_command_refreshes_one_template_and_rejects_a_non_uuid(sandbox,
     assert PassTemplate.objects.filter(pk=template_id).exists()
     with pytest.raises(CommandError, match="needs a template UUID"):
         call_command("sync_templates", "--template", "not-a-uuid")
+
+
+def test_a_full_sync_and_a_refresh_writing_the_same_new_template_do_not_collide(sandbox):
+    """A refresh can store a template a running full sync still takes for new (it read the mirror first)."""
+    from django.utils import timezone
+
+    template_id = sandbox.template_ids()[0]
+    known_before = sync._mirror_state()  # the full run's view: the template is not there yet
+    sync.template_refresh(template_id=template_id)  # meanwhile, a refresh stores it with its fields
+
+    created, updated, unchanged = sync._store([sandbox.get_template(template_id)], known=known_before,
+                                              now=timezone.now())  # fmt: skip
+
+    assert (created, updated, unchanged) == (1, 0, 0)
+    upstream_fields = [f["identifier"] for f in sandbox.get_template(template_id)["inputFields"]]
+    assert list(TemplateInputField.objects.filter(template_id=template_id).values_list("identifier", flat=True)) == (
+        upstream_fields
+    )
+
+
+def test_a_repeated_input_field_identifier_is_kept_in_raw_but_mirrored_once(sandbox):
+    template_id = sandbox.template_ids()[0]
+    fields = sandbox.get_template(template_id)["inputFields"]
+    sandbox.update_template(template_id, inputFields=[*fields, dict(fields[0], label="Again")])
+
+    run = sync.templates_sync_all()
+
+    assert run.status == "succeeded"
+    template = PassTemplate.objects.get(pk=template_id)
+    assert len(template.raw["inputFields"]) == len(fields) + 1
+    assert template.input_fields.count() == len(fields)
