@@ -23,7 +23,7 @@ from django.db.models import F
 from members import selectors as member_selectors
 from members.identity import InvalidIdentity
 from members.models import Member
-from members.services import InvalidMemberValues, IssueRefused, member_issue
+from members.services import InvalidMemberValues, IssueRefused, member_issue, member_reissue_failed
 from members.validation import FieldSpec, TemplateRules, validate_values
 from templates_sync.client import SmartPagesClient
 from templates_sync.models import PassTemplate
@@ -137,7 +137,7 @@ def claim_existing_member(*, context: ClaimContext) -> Member | None:
     """The member a claim of this link would show, when the link itself already decides the External ID
     (explicit, or autofill from a value in the link). Read-only: the GET page words its button with it."""
     try:
-        external_id = _external_id_for(context=context, values=context.payload.fields)
+        external_id = _link_external_id(context=context)
     except InvalidIdentity:
         return None
     if external_id is None:
@@ -158,7 +158,8 @@ def is_claim_nonce(value: str | None) -> bool:
 @dataclass
 class ClaimOutcome:
     """What became of a claim. Exactly one of: `member` (show its pass page), `errors` (show the form
-    again), `link_problem` (the link's own values are unusable: the issuer must fix them), `unavailable`."""
+    again), `link_problem` (the link's own values are unusable: the issuer must fix them), `unavailable`,
+    `enrolled_pass_hidden` (the "already enrolled" page, without a pass)."""
 
     member: Member | None = None
     # True when the claim found a member instead of making one (External ID known, or the same form twice).
@@ -168,6 +169,10 @@ class ClaimOutcome:
     errors: dict[str, str] = field(default_factory=dict)  # asked-field identifier → holder-facing sentence
     link_problem: bool = False
     unavailable: bool = False
+    # The External ID came from what the holder typed, not from the link, and a member already has it: the
+    # holder is told they are enrolled but sees no pass. Anyone can type someone's address into the form, so
+    # a typed value must never open that person's pass. `member` stays None: no page can show it by mistake.
+    enrolled_pass_hidden: bool = False
 
 
 def claim_submit(
@@ -181,7 +186,9 @@ def claim_submit(
 
     `answers` are the holder's values for `context.asked` (already checked by the form); the link's own
     values always win for every other field, so a holder cannot change what the issuer put in the link.
-    External ID: the link's explicit one, else the template's autofill value, else none. `nonce` is the
+    External ID: the link's explicit one, else the template's autofill value, else none. A member found by
+    it is shown only when the link decided it; found by a value the holder typed, the outcome is
+    `enrolled_pass_hidden`. A found member that SmartPages refused earlier is issued again. `nonce` is the
     one-time value of the form that was posted: a second post of the same form finds the first's member.
 
     Must not be called inside a transaction (it calls SmartPages).
@@ -203,14 +210,25 @@ def claim_submit(
                        "; ".join(message for key, message in errors.items() if key not in asked))  # fmt: skip
         return ClaimOutcome(link_problem=True)
     try:
-        external_id = _external_id_for(context=context, values=values)
+        link_external_id = _link_external_id(context=context)
+        external_id = link_external_id
+        if external_id is None and asked:
+            # The autofill field may be one the holder was asked for.
+            external_id = member_selectors.external_id_for_values(template=context.template, values=values)
     except InvalidIdentity as exc:
         logger.warning("SmartPass link for template %s: the autofill value is unusable: %s", context.template.pk, exc)
         return ClaimOutcome(link_problem=True)
+    # Only an External ID the link itself carries (or derives from its own values) proves which holder this
+    # is: the issuer put it there. One the holder typed proves nothing.
+    typed = external_id is not None and link_external_id is None
 
     existing = _member_for_claim(template=context.template, external_id=external_id, nonce=nonce)
     if existing is not None:
-        return _found(existing, nonce=nonce, batch_id=context.payload.batch_id)
+        # A member refused upstream is issued again when its holder comes back (the cause may be fixed by now);
+        # a conflict, pending or issued member is shown as it is.
+        existing = member_reissue_failed(member=existing, client=client)
+        _schedule_refresh_if_refused(member=existing)
+        return _found(existing, nonce=nonce, batch_id=context.payload.batch_id, typed=typed)
     try:
         member = member_issue(
             template=context.template,
@@ -230,35 +248,59 @@ def claim_submit(
         return ClaimOutcome(link_problem=True)
     if getattr(member, "already_enrolled", False):
         # Lost a race to a simultaneous claim (same External ID or the same form): show the winner's member.
-        return _found(member, nonce=nonce, batch_id=context.payload.batch_id)
+        return _found(member, nonce=nonce, batch_id=context.payload.batch_id, typed=typed)
     # A pending member already has its retry scheduled by member_issue.
-    if member.status == Member.Status.FAILED and not member.upstream_conflict:
-        # SmartPages refused: most often the template changed there since the last sync (voided, issuing
-        # disabled, a field added). Refresh it so the next holder gets the "no longer available" page
-        # instead of another refusal.
-        _schedule_template_refresh(template_id=str(context.template.pk))
+    _schedule_refresh_if_refused(member=member)
     return ClaimOutcome(member=member)
 
 
-def _external_id_for(*, context: ClaimContext, values: Mapping[str, str]) -> str | None:
-    explicit = (context.payload.external_id or "").strip()
-    if explicit:
+def _link_external_id(*, context: ClaimContext) -> str | None:
+    """The External ID the link itself decides: its explicit one, else autofill from the link's own values."""
+    explicit = _explicit_external_id(context=context)
+    if explicit is not None:
         return explicit
-    return member_selectors.external_id_for_values(template=context.template, values=values)
+    return member_selectors.external_id_for_values(template=context.template, values=context.payload.fields)
+
+
+def _explicit_external_id(*, context: ClaimContext) -> str | None:
+    """The link's explicit External ID, normalised as staff's "Add member" and the CSV column store one, so
+    all three name one holder alike (the CSV already normalised it: doing it again changes nothing)."""
+    raw = context.payload.external_id or ""
+    try:
+        return member_selectors.explicit_external_id(template=context.template, raw=raw)
+    except InvalidIdentity:
+        # The link was made while autofill read another format (or none): the CSV checked its External ID
+        # against the setting of that day. The issuer's ID still names the holder, as it did then.
+        text = raw.strip()
+        if len(text) > member_selectors.EXTERNAL_ID_MAX_LENGTH:
+            raise
+        return text
 
 
 def _member_for_claim(*, template: PassTemplate, external_id: str | None, nonce: str) -> Member | None:
     """The member this claim should show instead of issuing: the one an earlier post of this same form made
-    (its result is shown again, whatever it was), else the one holding the External ID."""
+    (its result is shown again; a refusal is tried again), else the one holding the External ID."""
     found = Member.objects.filter(claim_nonce=nonce, template=template).first()
     if found is None and external_id is not None:
         found = Member.objects.filter(template=template, external_id=external_id).first()
     return found
 
 
-def _found(member: Member, *, nonce: str, batch_id: int | None) -> ClaimOutcome:
+def _found(member: Member, *, nonce: str, batch_id: int | None, typed: bool) -> ClaimOutcome:
     _count_duplicate(batch_id=batch_id)
-    return ClaimOutcome(member=member, existing=True, already_enrolled=member.claim_nonce != nonce)
+    found_by_external_id = member.claim_nonce != nonce
+    if typed and found_by_external_id:
+        # Not this form's own member (a double tap would carry its nonce): someone else's pass.
+        return ClaimOutcome(existing=True, already_enrolled=True, enrolled_pass_hidden=True)
+    return ClaimOutcome(member=member, existing=True, already_enrolled=found_by_external_id)
+
+
+def _schedule_refresh_if_refused(*, member: Member) -> None:
+    if member.status == Member.Status.FAILED and not member.upstream_conflict:
+        # SmartPages refused: most often the template changed there since the last sync (voided, issuing
+        # disabled, a field added). Refresh it so the next holder gets the "no longer available" page
+        # instead of another refusal.
+        _schedule_template_refresh(template_id=str(member.template_id))
 
 
 def _schedule_template_refresh(*, template_id: str) -> None:

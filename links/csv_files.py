@@ -18,8 +18,13 @@ Rules, so that results are predictable:
   an error.
 * Row numbers count every record after the header, so row ``n`` is the
   ``n``-th data record and the spreadsheet row ``n + 1``, even across quoted
-  newlines.  Records whose cells are all empty or whitespace are skipped
-  (their number is still used up) and do not count toward ``max_rows``.
+  newlines.
+* Blank lines (a line with no cells at all, such as the newline at the end
+  of a file) are not rows: they are skipped, their number is still used up,
+  and they do not count toward ``max_rows``.  Any other record is a row and
+  is yielded, even when every cell is empty or whitespace (``,,`` or
+  `` , ``): a result file must give back every row a spreadsheet shows, so
+  the caller echoes it with an error rather than dropping it.
 * Short rows are padded with ``''`` to the header's width.  Empty cells past
   the header's width are dropped; a row that is still longer than the header
   keeps its extra cells, and the caller reports it as a row error.
@@ -35,6 +40,9 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
+
+# The formula guard is shared with the member export; members.csv_cells is pure Python too.
+from members.csv_cells import safe_cell, safe_cells
 
 __all__ = [
     "CsvFormatError",
@@ -260,8 +268,7 @@ def read_rows(
 def _iter_rows(
     reader: Any, dialect: CsvDialect, width: int, max_rows: int | None
 ) -> Iterator[tuple[int, list[str]]]:
-    # Runs once per row of files up to a million rows: one join serves both
-    # the blank-row test and the bad-bytes test, and ASCII rows (most of
+    # Runs once per row of files up to a million rows: ASCII rows (most of
     # them) skip the regex.
     row_number = 0
     yielded = 0
@@ -269,11 +276,11 @@ def _iter_rows(
     try:
         for cells in reader:
             row_number += 1
+            if not cells:
+                continue  # a blank line, not a row (see the module docstring)
             joined = "".join(cells)
             if not joined.isascii() and _UNDECODABLE_RE.search(joined):
                 _check_decoded(cells, dialect, row_number)
-            if not joined or joined.isspace():
-                continue
             yielded += 1
             if yielded > limit >= 0:
                 raise CsvFormatError(
@@ -323,21 +330,6 @@ def _number(value: float) -> str:
 
 # --- writing ----------------------------------------------------------------
 
-_FORMULA_START = "=+-@\t\r"
-# Optional sign, digits, optionally one decimal point or comma with digits.
-_PLAIN_NUMBER_RE = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]+)?\Z")
-
-
-def safe_cell(value: str) -> str:
-    """Guard against CSV formula injection (OWASP): a value starting with
-    ``= + - @``, tab or CR gets a leading apostrophe so spreadsheets show it
-    as text.  Values that are entirely a plain number (``-12``, ``+3545551234``)
-    are left alone: E.164 phone numbers start with ``+`` and must stay usable,
-    and a lone number cannot run anything."""
-    if value and value[0] in _FORMULA_START and not _PLAIN_NUMBER_RE.match(value):
-        return "'" + value
-    return value
-
 
 class ResultWriter:
     """Writes result rows to a text stream (opened with ``newline=""``) with
@@ -352,14 +344,7 @@ class ResultWriter:
             raise ValueError(f"delimiter must be one of {DELIMITERS!r}")
         # CRLF as RFC 4180 and Excel write it; quoting only where needed.
         self._writer = csv.writer(text_stream, delimiter=delimiter, lineterminator="\r\n")
-        self._writer.writerow([safe_cell(cell) for cell in header])
+        self._writer.writerow(safe_cells(header))
 
     def write_row(self, cells: list[str]) -> None:
-        # safe_cell inlined: this runs for every cell of every output row.
-        number = _PLAIN_NUMBER_RE.match
-        self._writer.writerow(
-            [
-                "'" + cell if cell and cell[0] in _FORMULA_START and not number(cell) else cell
-                for cell in cells
-            ]
-        )
+        self._writer.writerow(safe_cells(cells))

@@ -65,6 +65,9 @@ def claim(request: HttpRequest, token: str) -> HttpResponse:
 def _claim_answer(request: HttpRequest, *, context: claims.ClaimContext, form: ClaimForm) -> HttpResponse | None:
     """Make the claim; the page to answer with, or None to show the form again (with the claim's errors)."""
     outcome = claims.claim_submit(context=context, answers=form.answers(), nonce=form.cleaned_data["nonce"])
+    if outcome.enrolled_pass_hidden:
+        # The holder typed an External ID someone already has: no redirect, so no pass page to follow.
+        return _already_enrolled(request, template=context.template, message=context.already_enrolled_message)
     if outcome.member is not None:
         if outcome.already_enrolled and context.already_enrolled_message:
             return _already_enrolled(request, template=context.template, message=context.already_enrolled_message)

@@ -84,10 +84,15 @@ def link_batch_create(
         dialect = sniff(binary.read(SNIFF_BYTES), delimiter=delimiter or None)
         binary.seek(0)
         header, rows = read_rows(binary, dialect, max_rows=selectors.max_rows())
-        row_count = sum(1 for _ in rows)
+        row_count = filled_count = 0
+        for _, cells in rows:
+            row_count += 1
+            filled_count += not _is_empty(cells)
     except CsvFormatError as exc:
         raise LinkUploadError(str(exc)) from None
-    if row_count == 0:
+    # Empty rows come back in the result with an error; a file of nothing else is refused here instead of
+    # giving a result file that holds errors only.
+    if filled_count == 0:
         raise LinkUploadError("The file has column names but no rows; add one row per pass holder.")
     binary.seek(0)
     batch = LinkBatch(
@@ -260,11 +265,19 @@ class _RowRules:
     def check(self, number: int, cells: list[str]) -> _Row:
         row = _Row(number=number, cells=cells)
         if len(cells) > self.width:
+            # smartpass_link and error sit right after the header's columns, so the extra values cannot get
+            # columns of their own: they go into the error, whole, so that nothing the file held is lost.
+            extra = cells[self.width :]
             row.cells = cells[: self.width]
+            many = f"{len(extra)} more cells" if len(extra) > 1 else "1 more cell"
+            quoted = ", ".join(f"“{value}”" for value in extra)
             row.error = (
-                f"This row has {len(cells)} values but the header names {self.width} columns; "
-                "check it for a stray delimiter or a missing quotation mark."
+                f"This row has {many} than the header: {quoted}. "
+                "Check it for a stray delimiter or a missing quotation mark."
             )
+            return row
+        if _is_empty(cells):
+            row.error = "This row is empty."
             return row
         values = {identifier: cells[index] for index, identifier in self.field_columns}
         clean, errors, warnings = validate_values(
@@ -318,6 +331,10 @@ class _RowRules:
             row=row.number,
         )
         return self.base_url + encode(payload, self.keys)
+
+
+def _is_empty(cells: list[str]) -> bool:
+    return not "".join(cells).strip()
 
 
 class _SeenRows:

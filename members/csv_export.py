@@ -7,21 +7,19 @@ from collections.abc import Iterator
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from .csv_cells import safe_cells
 from .models import Member
 
 HEADER = ["Name", "Email", "Phone", "External ID", "Pass ID", "Template", "Template ID", "Status", "Source",
           "Source batch", "Source row", "Created", "Failure reason"]  # fmt: skip
 _COLUMNS = ("display_name", "email", "phone", "external_id", "pass_id", "template__name", "template_id", "status",
             "source", "source_batch_id", "source_row", "created_at", "failure_reason")  # fmt: skip
-# Spreadsheets run a cell that starts with one of these as a formula (CSV injection).
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def safe_cell(value: object) -> str:
+def _text(value: object) -> str:
     if value is None:
         return ""
-    text = value.isoformat() if hasattr(value, "isoformat") else str(value)
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
 class _Line:
@@ -42,7 +40,8 @@ def member_csv_lines(members: QuerySet[Member], *, chunk_size: int = 2000) -> It
     for row in rows:
         row = list(row)
         row[created_index] = timezone.localtime(row[created_index], tz).strftime("%Y-%m-%d %H:%M:%S")
-        batch.append(writer.writerow([safe_cell(value) for value in row]))
+        # The same formula guard as the link results: E.164 phones (+354…) stay numbers, formulas become text.
+        batch.append(writer.writerow(safe_cells([_text(value) for value in row])))
         # A few hundred lines per chunk: one per row would cost a write call each.
         if len(batch) >= 500:
             yield "".join(batch)

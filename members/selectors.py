@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from templates_sync.models import PassTemplate, TemplateInputField
 
-from .identity import InvalidIdentity, external_id_for, normalise_email, normalise_phone
+from .identity import InvalidIdentity, display_value, external_id_for, normalise_email, normalise_phone
 from .models import (
     AUTOFILL_FIELD_FORMATS,
     AutofillBackfill,
@@ -93,6 +93,32 @@ def external_id_for_values(*, template: PassTemplate, values: Mapping[str, str])
     if identifier is None:
         return None
     return external_id_for(setting.source, values.get(identifier), region=settings.PHONE_DEFAULT_REGION)
+
+
+# The longest External ID a member can hold: longer would not fit the column (and no address or number is).
+EXTERNAL_ID_MAX_LENGTH = Member._meta.get_field("external_id").max_length
+
+
+def explicit_external_id(*, template: PassTemplate, raw: str, setting: AutofillSetting | None = None) -> str | None:
+    """An External ID a person typed or a file gave (staff's "Add member", a CSV column, a link), as stored.
+
+    With autofill by email or phone it is normalised the same way autofill derives one, so "Laura@X.com"
+    typed by staff and "laura@x.com" read by autofill name one holder; otherwise it is only trimmed. None
+    for an empty value. Raises InvalidIdentity for a value that is not an email address / phone number when
+    autofill reads one, and for one too long to store. A caller doing this for many values (a CSV) passes
+    the template's `setting`, read once, to save a query per value.
+    """
+    text = (raw or "").strip()
+    if not text:
+        return None
+    source = (setting or autofill_setting_for(template=template)).source
+    if source == AutofillSource.EMAIL:
+        return normalise_email(text)
+    if source == AutofillSource.PHONE:
+        return normalise_phone(text, region=settings.PHONE_DEFAULT_REGION)
+    if len(text) > EXTERNAL_ID_MAX_LENGTH:
+        raise InvalidIdentity(f"{display_value(text)} is longer than {EXTERNAL_ID_MAX_LENGTH} characters.")
+    return text
 
 
 def external_ids_in_use(*, template: PassTemplate, external_ids: Iterable[str]) -> set[str]:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from templates_sync.client import (
@@ -135,9 +136,13 @@ def member_add(*, template: PassTemplate, values: Mapping[str, str], external_id
                client: SmartPagesClient | None = None) -> Member:  # fmt: skip
     """Staff's "Add member": an explicit External ID, else the template's autofill value, else none.
 
-    Raises InvalidIdentity when autofill is on and the value it reads is not valid.
+    The explicit one is normalised like the CSV column and autofill (selectors.explicit_external_id), so a
+    holder added by hand and the same holder's link find one member. Raises InvalidIdentity when autofill
+    is on and the typed External ID or the value autofill reads is not valid.
     """
-    external_id = (external_id or "").strip() or selectors.external_id_for_values(template=template, values=values)
+    external_id = selectors.explicit_external_id(template=template, raw=external_id or "")
+    if external_id is None:
+        external_id = selectors.external_id_for_values(template=template, values=values)
     return member_issue(template=template, values=values, external_id=external_id, source=Member.Source.MANUAL,
                         user=user, client=client)  # fmt: skip
 
@@ -152,23 +157,85 @@ def issue_retry_delay(attempt: int) -> int:
     return min(2 ** max(attempt, 1), 600)
 
 
-def member_issue_retry(*, member: Member, client: SmartPagesClient | None = None) -> Member:
+@dataclass(frozen=True)
+class IssueRetry:
+    """What one call of `member_issue_retry` did."""
+
+    member: Member
+    # True only for the caller that claimed and made this attempt. A caller that lost the claim (another
+    # retry of the same member got there first) or found nothing to try made no attempt.
+    attempted: bool
+
+    @property
+    def retry_later(self) -> bool:
+        """Whether this caller should schedule the next attempt. Only the one that made this attempt does, so
+        a redelivered task or the stale sweep racing a live chain never starts a second chain (two chains
+        would spend ISSUE_MAX_ATTEMPTS in half the time and fail a member that could still be issued)."""
+        return self.attempted and self.member.status == Member.Status.PENDING
+
+
+def member_issue_retry(*, member: Member, client: SmartPagesClient | None = None,
+                       expected_attempts: int | None = None) -> IssueRetry:  # fmt: skip
     """Try again to create the pass of a PENDING member that SmartPages could not take earlier.
 
     The attempt is claimed first by bumping `issue_attempts` from the value this caller read: of two retries
     that read the same state (a redelivered task and its original), only one POSTs, so a member without an
-    External ID (which SmartPages cannot deduplicate) does not get two passes.
+    External ID (which SmartPages cannot deduplicate) does not get two passes. The result says whether this
+    caller made the attempt; only then may it schedule the next one (`IssueRetry.retry_later`).
+
+    `expected_attempts` (a retry task passes the count its scheduler left) makes the claim stricter: a task
+    that arrives after its chain already moved on finds another count and makes no attempt.
     """
     if member.status != Member.Status.PENDING or member.pass_id is not None:
-        return member
+        return IssueRetry(member=member, attempted=False)
+    expected = member.issue_attempts if expected_attempts is None else expected_attempts
     claimed = Member.objects.filter(
-        pk=member.pk, status=Member.Status.PENDING, pass_id__isnull=True, issue_attempts=member.issue_attempts
+        pk=member.pk, status=Member.Status.PENDING, pass_id__isnull=True, issue_attempts=expected
     ).update(issue_attempts=F("issue_attempts") + 1, updated_at=timezone.now())
     if not claimed:
         member.refresh_from_db()
+        return IssueRetry(member=member, attempted=False)
+    member.issue_attempts = expected + 1
+    return IssueRetry(member=_member_send(member=member, client=client, attempt_counted=True), attempted=True)
+
+
+def member_reissue_failed(*, member: Member, client: SmartPagesClient | None = None) -> Member:
+    """Issue again a member that SmartPages refused, when its holder claims again.
+
+    A failed member keeps its External ID, so without this every later claim of an autofill link would find
+    it and show "We could not create your pass" for good, even after the cause upstream is fixed. The move
+    back to PENDING is a compare-and-set on status=failed: of simultaneous claims only one wins and POSTs;
+    the others get the member as the winner left it. From there it is the retry path (`member_issue_retry`),
+    with a retry chain when SmartPages cannot be reached. A 409 conflict is not retried: that pass was made
+    outside the portal and another POST would only be refused again.
+
+    Must not be called inside a transaction (it calls SmartPages).
+    """
+    if member.status != Member.Status.FAILED or member.upstream_conflict or member.pass_id is not None:
         return member
-    member.issue_attempts += 1
-    return _member_send(member=member, client=client, attempt_counted=True)
+    with transaction.atomic():
+        won = Member.objects.filter(
+            pk=member.pk, status=Member.Status.FAILED, upstream_conflict=False, pass_id__isnull=True
+        ).update(
+            status=Member.Status.PENDING,
+            failure_reason="",
+            # One, not zero: the new attempts get a full budget, and `_adopt_after_lost_reply` still knows an
+            # earlier POST was made (a 409 on the next one may be that POST's pass, which is this member's).
+            issue_attempts=1,
+            updated_at=timezone.now(),
+        )
+        if won:
+            MemberStatusChange.objects.create(member=member, old=Member.Status.FAILED, new=Member.Status.PENDING,
+                                              reason="Claimed again by the holder; issuing again.")  # fmt: skip
+    member.refresh_from_db()
+    if not won:
+        return member
+    retry = member_issue_retry(member=member, client=client)
+    if retry.retry_later:
+        from .tasks import member_issue_retry_later  # the tasks module imports this one
+
+        member_issue_retry_later(member_id=member.pk, attempts_so_far=retry.member.issue_attempts)
+    return retry.member
 
 
 # Longer than the longest backoff (issue_retry_delay caps at 10 min): a pending member untouched for this long
@@ -188,9 +255,9 @@ def member_issue_retry_stale(*, limit: int = 500, client: SmartPagesClient | Non
         return 0
     with _client(client) as smartpages:
         for member in stale:
-            member = member_issue_retry(member=member, client=smartpages)
-            if member.status == Member.Status.PENDING:
-                member_issue_retry_later(member_id=member.pk, attempts_so_far=member.issue_attempts)
+            retry = member_issue_retry(member=member, client=smartpages)
+            if retry.retry_later:
+                member_issue_retry_later(member_id=member.pk, attempts_so_far=retry.member.issue_attempts)
     return len(stale)
 
 
@@ -405,13 +472,51 @@ def autofill_setting_change(*, template: PassTemplate, source: str, field_identi
 # Up to this many members a backfill runs in the request; above, a Celery task does it with a progress bar.
 BACKFILL_INLINE_LIMIT = 2000
 BACKFILL_CHUNK = 500
+# A queued backfill not started for this long lost its task (a broker restart, an enqueue that failed).
+BACKFILL_ABANDONED_AFTER = timedelta(minutes=30)
+_BACKFILL_ACTIVE = (AutofillBackfill.Status.QUEUED, AutofillBackfill.Status.RUNNING)
+
+
+def backfill_abandoned_after() -> timedelta:
+    """How long since it was queued (or started) a backfill that has not finished is taken as dead.
+
+    A running backfill cannot outlive Celery's hard time limit (the worker kills the task, and the row is
+    left RUNNING), so past that limit there is no more progress to wait for. Never less than
+    BACKFILL_ABANDONED_AFTER, so a queued one gets time to reach a busy worker."""
+    hard_limit = timedelta(seconds=(getattr(settings, "CELERY_TASK_TIME_LIMIT", None) or 0) + 60)
+    return max(BACKFILL_ABANDONED_AFTER, hard_limit)
+
+
+def autofill_backfill_abandon_stale(*, template: PassTemplate) -> int:
+    """Mark the template's queued/running backfills that can no longer finish as FAILED; returns how many.
+
+    Without this a backfill whose task was lost would hold `one_active_backfill_per_template` for good and
+    refuse every new one. A task that does start later finds its row finished and does nothing
+    (`autofill_backfill_run` only starts a QUEUED or RUNNING row)."""
+    now = timezone.now()
+    cutoff = now - backfill_abandoned_after()
+    minutes = int(backfill_abandoned_after().total_seconds() // 60)
+    return AutofillBackfill.objects.filter(template=template, status__in=_BACKFILL_ACTIVE).filter(
+        Q(started_at__lt=cutoff) | Q(started_at__isnull=True, queued_at__lt=cutoff)
+    ).update(
+        status=AutofillBackfill.Status.FAILED,
+        finished_at=now,
+        error=f"Abandoned: no progress for over {minutes} minutes (its task was lost or stopped). "
+        "Members it did not reach still have no External ID; start the backfill again.",
+    )
 
 
 def autofill_backfill_request(*, template: PassTemplate, user) -> AutofillBackfill:
-    """Start a backfill of the saved setting: inline for a small template, else enqueued after commit."""
+    """Start a backfill of the saved setting: inline for a small template, else enqueued after commit.
+
+    A backfill left queued or running past `backfill_abandoned_after()` is marked failed first, so a lost
+    task cannot block the template's backfills for good. Raises AutofillSettingError when another backfill
+    is really under way, or when the task could not be enqueued (the row is then marked failed).
+    """
     setting = selectors.autofill_setting_for(template=template)
     if not setting.is_on:
         raise AutofillSettingError("Turn autofill on before filling in External IDs.")
+    autofill_backfill_abandon_stale(template=template)
     try:
         with transaction.atomic():
             run = AutofillBackfill.objects.create(template=template, source=setting.source,
@@ -425,7 +530,20 @@ def autofill_backfill_request(*, template: PassTemplate, user) -> AutofillBackfi
         return autofill_backfill_run(backfill=run)
     from .tasks import autofill_backfill  # the tasks module imports this one
 
-    autofill_backfill.delay_on_commit(run.pk)
+    def enqueue() -> None:
+        try:
+            autofill_backfill.delay(run.pk)
+        except Exception:  # noqa: BLE001 - the broker is away; the row must not stay "queued" for nothing
+            logger.exception("Could not enqueue backfill %s", run.pk)
+            AutofillBackfill.objects.filter(pk=run.pk, status=AutofillBackfill.Status.QUEUED).update(
+                status=AutofillBackfill.Status.FAILED, finished_at=timezone.now(),
+                error="The backfill could not be started: the task queue is unavailable. Try again in a minute.",
+            )  # fmt: skip
+
+    transaction.on_commit(enqueue)
+    run.refresh_from_db()
+    if run.status == AutofillBackfill.Status.FAILED:  # outside a transaction on_commit ran at once
+        raise AutofillSettingError(run.error)
     return run
 
 
@@ -435,10 +553,16 @@ def autofill_backfill_run(*, backfill: AutofillBackfill) -> AutofillBackfill:
     Writes in short transactions of BACKFILL_CHUNK members. The unique constraint stays the judge: a claim
     that took an External ID after the preview makes that one member a conflict, not the whole chunk.
     """
-    if backfill.is_finished:
+    # Start only a row that is still active, in one UPDATE: a task that reaches a row already marked
+    # abandoned (and maybe replaced by a newer backfill) must not revive it next to the new one.
+    started_at = timezone.now()
+    started = AutofillBackfill.objects.filter(pk=backfill.pk, status__in=_BACKFILL_ACTIVE).update(
+        status=AutofillBackfill.Status.RUNNING, started_at=started_at
+    )
+    if not started:
+        backfill.refresh_from_db()
         return backfill
-    backfill.status, backfill.started_at = AutofillBackfill.Status.RUNNING, timezone.now()
-    backfill.save(update_fields=["status", "started_at"])
+    backfill.status, backfill.started_at = AutofillBackfill.Status.RUNNING, started_at
     try:
         preview = selectors.autofill_preview(template=backfill.template, source=backfill.source,
                                              field_identifier=backfill.field_identifier)  # fmt: skip
@@ -462,7 +586,11 @@ def autofill_backfill_run(*, backfill: AutofillBackfill) -> AutofillBackfill:
     else:
         backfill.status = AutofillBackfill.Status.SUCCEEDED
     backfill.finished_at = timezone.now()
-    backfill.save(update_fields=["status", "error", "finished_at"])
+    # Only over RUNNING: a run that outlived `backfill_abandoned_after()` keeps the FAILED it was given.
+    AutofillBackfill.objects.filter(pk=backfill.pk, status=AutofillBackfill.Status.RUNNING).update(
+        status=backfill.status, error=backfill.error, finished_at=backfill.finished_at
+    )
+    backfill.refresh_from_db()
     return backfill
 
 
@@ -492,13 +620,16 @@ __all__ = [
     "InvalidMemberValues",
     "IssueRefused",
     "MemberError",
+    "autofill_backfill_abandon_stale",
     "autofill_backfill_request",
     "autofill_backfill_run",
     "autofill_setting_change",
     "member_add",
     "member_issue",
     "issue_retry_delay",
+    "IssueRetry",
     "member_issue_retry",
+    "member_reissue_failed",
     "member_issue_retry_stale",
     "member_refresh",
     "member_void",

@@ -18,19 +18,24 @@ def autofill_backfill(backfill_id: int) -> str:
 
 
 @shared_task(name="members.member_issue_retry")
-def member_issue_retry(member_id: int) -> str:
+def member_issue_retry(member_id: int, attempts_so_far: int | None = None) -> str:
     """Try a pending member's pass again; while SmartPages stays unreachable, come back later with backoff.
 
-    Each run schedules the next only after its own attempt, so one member has one chain of retries; the
-    service gives up (member failed, with the reason) after ISSUE_MAX_ATTEMPTS.
+    Only a run that made the attempt schedules the next one. A run that lost the attempt to another (a
+    redelivered copy of this task, or the stale sweep) leaves the scheduling to that one, so one member
+    keeps one chain of retries; the service gives up (member failed, with the reason) after
+    ISSUE_MAX_ATTEMPTS. `attempts_so_far` is the count the scheduling run left: a copy that arrives after
+    the chain moved on finds a different count and does nothing. (None: a task queued before it was
+    passed; the attempt compare-and-set alone then decides.)
     """
     member = Member.objects.select_related("template").filter(pk=member_id).first()
     if member is None:
         return "missing"
-    member = services.member_issue_retry(member=member)
-    if member.status == Member.Status.PENDING:
-        member_issue_retry.apply_async((member_id,), countdown=services.issue_retry_delay(member.issue_attempts))
-    return member.status
+    retry = services.member_issue_retry(member=member, expected_attempts=attempts_so_far)
+    if retry.retry_later:
+        attempts = retry.member.issue_attempts
+        member_issue_retry.apply_async((member_id, attempts), countdown=services.issue_retry_delay(attempts))
+    return retry.member.status
 
 
 def member_issue_retry_later(*, member_id: int, attempts_so_far: int) -> None:
@@ -39,7 +44,8 @@ def member_issue_retry_later(*, member_id: int, attempts_so_far: int) -> None:
 
     def enqueue() -> None:
         try:
-            member_issue_retry.apply_async((member_id,), countdown=services.issue_retry_delay(attempts_so_far))
+            member_issue_retry.apply_async((member_id, attempts_so_far),
+                                           countdown=services.issue_retry_delay(attempts_so_far))  # fmt: skip
         except Exception:  # noqa: BLE001 - the holder's request must not fail because the broker is away
             # The member stays pending; `retry_stale_pending` picks it up once the broker is back.
             logger.exception("Could not schedule the retry of pending member %s", member_id)

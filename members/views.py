@@ -18,12 +18,14 @@ from .forms import AutofillSettingForm, MemberAddForm
 from .identity import InvalidIdentity
 from .models import AutofillBackfill, AutofillSource, Member
 
-
-
+# Reading needs a role too, not just a login: these pages hold every member's personal data.
+VIEW_MEMBERS = "members.view_member"
+VIEW_AUTOFILL = "members.view_autofillsetting"
 PAGE_SIZES = ("25", "50", "100", "200")
 
 
 @require_GET
+@permission_required(VIEW_MEMBERS, raise_exception=True)
 def member_list(request):
     filters = selectors.MemberFilters.from_query(request.GET)
     per_page = int(request.GET["per_page"]) if request.GET.get("per_page") in PAGE_SIZES else selectors.MEMBER_PAGE_SIZE
@@ -52,6 +54,7 @@ def _filtered_template(filters) -> PassTemplate | None:
 
 
 @require_GET
+@permission_required(VIEW_MEMBERS, raise_exception=True)
 def member_export(request):
     filters = selectors.MemberFilters.from_query(request.GET)
     lines = member_csv_lines(selectors.member_list(filters=filters))
@@ -62,6 +65,7 @@ def member_export(request):
 
 
 @require_GET
+@permission_required(VIEW_MEMBERS, raise_exception=True)
 def member_detail(request, member_id):
     try:
         member = selectors.member_detail(member_id=member_id)
@@ -144,6 +148,7 @@ def _report_issue(request, member: Member) -> None:
 
 
 @require_http_methods(["GET", "POST"])
+@permission_required(VIEW_AUTOFILL, raise_exception=True)
 def autofill_settings(request, template_id):
     template = get_object_or_404(PassTemplate.objects.prefetch_related("input_fields"), pk=template_id)
     setting = selectors.autofill_setting_for(template=template)
@@ -159,7 +164,9 @@ def autofill_settings(request, template_id):
                 form.add_error(None, str(exc))
             else:
                 messages.success(request, "Autofill setting saved.")
-                return redirect("members:autofill_settings", template.pk)
+                url = reverse("members:autofill_settings", args=[template.pk])
+                # Whoever turns autofill on wants to know what it means for the members already there.
+                return redirect(f"{url}?preview=1" if form.cleaned_data["source"] != AutofillSource.OFF else url)
         preview = None
     else:
         initial = {"source": setting.source, "field_identifier": setting.field_identifier,
@@ -167,11 +174,7 @@ def autofill_settings(request, template_id):
         # "Preview" submits the form by GET: show what the proposed setting would do, without saving it.
         proposed = request.GET.get("source")
         form = AutofillSettingForm(request.GET if proposed else None, initial=initial, template=template)
-        if proposed in AutofillSource.values:
-            preview = selectors.autofill_preview(template=template, source=proposed,
-                                                 field_identifier=request.GET.get("field_identifier", ""))  # fmt: skip
-        else:
-            preview = selectors.autofill_preview(template=template)
+        preview = _autofill_preview(request, template, proposed)
     context = {
         "template": template,
         "setting": setting,
@@ -185,6 +188,19 @@ def autofill_settings(request, template_id):
         "backfill": selectors.autofill_backfill_latest(template=template),
     }
     return render(request, "members/autofill_settings.html", context)
+
+
+def _autofill_preview(request, template: PassTemplate, proposed: str | None) -> selectors.AutofillPreview | None:
+    """The conflict preview, only when asked for (?preview=1): it reads the External ID and values of every
+    member of the template, too much to do on every visit of the page."""
+    if request.GET.get("preview") != "1":
+        return None
+    if not proposed:
+        return selectors.autofill_preview(template=template)  # the saved setting ("Check existing members")
+    if proposed not in AutofillSource.values:
+        return None  # the bound form shows the error
+    return selectors.autofill_preview(template=template, source=proposed,
+                                      field_identifier=request.GET.get("field_identifier", ""))  # fmt: skip
 
 
 @require_POST
@@ -205,6 +221,7 @@ def autofill_backfill(request, template_id):
 
 
 @require_GET
+@permission_required("members.view_autofillbackfill", raise_exception=True)
 def backfill_status(request, backfill_id):
     backfill = get_object_or_404(AutofillBackfill, pk=backfill_id)
     return JsonResponse(backfill.as_json())

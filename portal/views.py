@@ -1,4 +1,5 @@
 """Pages that combine the apps: the dashboard and the template pages (which show members and links too)."""
+from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
@@ -8,13 +9,18 @@ from templates_sync.models import PassTemplate, SyncRun
 
 from . import selectors
 
+# A login alone is not a role: a new account sees nothing until a manager puts it in a group.
+VIEW_TEMPLATES = "templates_sync.view_passtemplate"
+
 
 @require_GET
+@permission_required(VIEW_TEMPLATES, raise_exception=True)
 def dashboard(request):
     return render(request, "portal/dashboard.html", selectors.dashboard_summary())
 
 
 @require_GET
+@permission_required(VIEW_TEMPLATES, raise_exception=True)
 def template_list(request):
     filters = {key: request.GET.get(key, "") for key in ("search", "type", "status", "removed")}
     templates = selectors.templates_with_counts(template_selectors.template_list(**filters))
@@ -31,6 +37,7 @@ def template_list(request):
 
 
 @require_GET
+@permission_required(VIEW_TEMPLATES, raise_exception=True)
 def template_detail(request, template_id):
     template = get_object_or_404(PassTemplate.objects.prefetch_related("input_fields"), pk=template_id)
     context = {"template": template, "followed_run": _followed_run(request)}

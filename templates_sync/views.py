@@ -11,6 +11,8 @@ from django.views.decorators.http import require_GET, require_POST
 from . import selectors, services
 from .models import PassTemplate, SyncRun
 
+VIEW_RUNS = "templates_sync.view_syncrun"
+
 
 @require_POST
 @permission_required("templates_sync.run_sync", raise_exception=True)
@@ -31,6 +33,7 @@ def refresh(request, template_id):
 
 
 @require_GET
+@permission_required(VIEW_RUNS, raise_exception=True)
 def run_list(request):
     page = Paginator(selectors.sync_run_history(), 50).get_page(request.GET.get("page"))
     interval_minutes = max(1, settings.TEMPLATE_SYNC_INTERVAL // 60)
@@ -38,6 +41,7 @@ def run_list(request):
 
 
 @require_GET
+@permission_required(VIEW_RUNS, raise_exception=True)
 def run_status(request, run_id):
     run = get_object_or_404(SyncRun, pk=run_id)
     return JsonResponse(run.as_json())

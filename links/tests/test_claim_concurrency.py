@@ -14,7 +14,7 @@ from members import services as member_services
 from members.models import Member
 from templates_sync.sandbox import DEMO_TEMPLATE_ID, Faults
 
-from .claim_factories import CSRF_RE, LAURA, link_path, mirror, nonce_of
+from .claim_factories import CSRF_RE, LAURA, add_member_field_template, link_path, mirror, nonce_of
 
 THREADS = 50
 
@@ -112,6 +112,29 @@ def test_one_form_posted_by_many_taps_at_once_issues_once(sandbox):
 
     assert errors == [] and {outcome.member.pk for outcome in outcomes} == {Member.objects.get().pk}
     assert sandbox.request_count("POST", "/api/v1/pass") == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_simultaneous_claims_typing_one_email_make_one_member_and_show_its_pass_to_nobody_else(sandbox):
+    school = mirror(add_member_field_template(sandbox))
+    member_services.autofill_setting_change(template=school, source="email")
+    payload = payload_of(link_path(school.pk, {"name": "Gunnar Nemandi"}))
+    answers = {"kennitala": "0101302989", "schoolEmail": "gunnar@skoli.is"}
+
+    def claim(barrier):
+        context = claims.claim_context_for(payload=payload)
+        nonce = claims.new_claim_nonce()  # twenty people's forms, one typed address
+        barrier.wait(timeout=30)
+        return claims.claim_submit(context=context, answers=answers, nonce=nonce)
+
+    outcomes, errors = run_at_a_barrier(20, claim)
+
+    assert errors == [] and len(outcomes) == 20
+    member = Member.objects.get()
+    assert member.external_id == "gunnar@skoli.is" and sandbox.request_count("POST", "/api/v1/pass") == 1
+    shown = [outcome for outcome in outcomes if outcome.member is not None]
+    assert [outcome.member.pk for outcome in shown] == [member.pk] and not shown[0].existing
+    assert all(outcome.enrolled_pass_hidden for outcome in outcomes if outcome.member is None)
 
 
 def test_a_thousand_claims_with_a_fifth_of_upstream_calls_failing_all_end_issued_or_failed_with_a_reason(db, sandbox):

@@ -360,7 +360,7 @@ def test_a_member_still_unreachable_after_every_attempt_ends_failed_with_the_rea
     sandbox.faults = Faults(error_rate=1.0, scope="passes")
     member = member_services.member_issue(template=club, values=PERCY, external_id=None, source="link")
     while member.status == Member.Status.PENDING:
-        member = member_services.member_issue_retry(member=member)
+        member = member_services.member_issue_retry(member=member).member
         assert member.issue_attempts <= member_services.ISSUE_MAX_ATTEMPTS
     assert member.status == Member.Status.FAILED and "could not be reached" in member.failure_reason
 
@@ -411,3 +411,116 @@ def test_too_many_claims_from_one_address_get_the_429_page(settings, club, sandb
     assert limited.status_code == 429 and "Too many attempts" in limited.content.decode()
     assert Client(REMOTE_ADDR="10.255.255.254").get(path).status_code == 200  # another address is not affected
     assert Member.objects.count() == 0
+
+
+# --- who may see an existing pass ----------------------------------------------------------------------------
+@pytest.fixture
+def school(db, sandbox):
+    """Autofill by the school email, a MEMBER field the issuer's links leave for the holder to type."""
+    template = mirror(add_member_field_template(sandbox))
+    member_services.autofill_setting_change(template=template, source="email")
+    return template
+
+
+def typed_claim(client, template, *, name: str, email: str, external_id: str | None = None):
+    """Open a link that carries only a name (and maybe an External ID) and type a kennitala and an email."""
+    path = link_path(template.pk, {"name": name}, external_id=external_id)
+    return open_and_claim(client, path, {"field_0": "010130-2989", "field_1": email})
+
+
+def test_typing_someone_elses_email_says_already_enrolled_but_never_shows_their_pass(school, sandbox):
+    victim, attacker = Client(), Client()
+    enrolled = typed_claim(victim, school, name="Gunnar Nemandi", email="gunnar@skoli.is")
+    assert enrolled.status_code == 302 and enrolled["Location"].startswith("/pass/")
+    member = Member.objects.get()
+    assert member.external_id == "gunnar@skoli.is" and member.status == Member.Status.ISSUED
+
+    answer = typed_claim(attacker, school, name="Mallory", email=" Gunnar@Skoli.IS ")
+
+    body = answer.content.decode()
+    assert answer.status_code == 200 and not answer.has_header("Location")
+    assert "You already have this pass" in body and "A pass has already been issued to you." in body
+    assert str(member.pass_id) not in body and "/pass/" not in body and "qr-code" not in body
+    assert Member.objects.count() == 1 and upstream_posts(sandbox) == 1
+    # The staff message, when set, is what the page says; still no pass.
+    member_services.autofill_setting_change(template=school, source="email",
+                                            already_enrolled_message="Talaðu við skrifstofuna.")  # fmt: skip
+    again = typed_claim(attacker, school, name="Mallory", email="gunnar@skoli.is").content.decode()
+    assert "Talaðu við skrifstofuna." in again and str(member.pass_id) not in again and "/pass/" not in again
+    assert Member.objects.count() == 1 and upstream_posts(sandbox) == 1
+
+
+def test_the_holders_own_double_tap_still_shows_the_pass_their_typed_email_made(school, sandbox):
+    path = link_path(school.pk, {"name": "Gunnar Nemandi"})
+    form = {"nonce": nonce_of(Client().get(path).content.decode()), "field_0": "010130-2989",
+            "field_1": "gunnar@skoli.is"}  # fmt: skip
+    client = Client()
+
+    first, second = client.post(path, form), client.post(path, form)
+
+    assert first.status_code == second.status_code == 302 and first["Location"] == second["Location"]
+    assert Member.objects.count() == 1 and upstream_posts(sandbox) == 1
+
+
+def test_an_external_id_the_link_itself_carries_shows_the_existing_pass(school, sandbox):
+    typed_claim(Client(), school, name="Gunnar Nemandi", email="gunnar@skoli.is")
+    member = Member.objects.get()
+    # The issuer's link decides the External ID: by its explicit one, or by autofill from its own values.
+    explicit = typed_claim(Client(), school, name="Gunnar", email="other@skoli.is", external_id="gunnar@skoli.is")
+    carried = link_path(school.pk, {"name": "Gunnar", "schoolEmail": "Gunnar@skoli.is"})
+    from_link_values = open_and_claim(Client(), carried, {"field_0": "010130-2989"})
+
+    for response in (explicit, from_link_values):
+        assert response.status_code == 302 and response["Location"] == f"/pass/{claims.pass_page_key(member=member)}"
+    assert Member.objects.count() == 1 and upstream_posts(sandbox) == 1
+
+
+def test_a_holder_refused_once_gets_the_same_member_issued_when_they_claim_again(client, club, sandbox):
+    member_services.autofill_setting_change(template=club, source="email")
+    path = link_path(fields=LAURA)
+    sandbox.update_template(DEMO_TEMPLATE_ID, disableIssue=True)  # upstream refuses; the mirror does not know
+
+    first = open_and_claim(client, path)
+    assert "We could not create your pass." in client.get(first["Location"]).content.decode()
+    assert Member.objects.get().status == Member.Status.FAILED
+
+    sandbox.update_template(DEMO_TEMPLATE_ID, disableIssue=False)  # fixed upstream
+    second = open_and_claim(client, path)
+
+    assert second.status_code == 302 and second["Location"] == first["Location"]
+    member = Member.objects.get()
+    assert member.status == Member.Status.ISSUED and member.external_id == "laura.loopy@example.com"
+    assert [(c.old, c.new) for c in member.status_changes.all()] == [
+        ("", "pending"), ("pending", "failed"), ("failed", "pending"), ("pending", "issued")]  # fmt: skip
+    assert pass_id_on(client.get(second["Location"]).content.decode()) == str(member.pass_id)
+    assert [p["id"] for p in sandbox.passes()] == [str(member.pass_id)] and upstream_posts(sandbox) == 2
+
+
+def test_a_member_whose_external_id_smartpages_already_had_is_not_issued_again(client, club, sandbox):
+    member_services.autofill_setting_change(template=club, source="email")
+    with client_from_settings() as smartpages:  # a pass made outside the portal
+        smartpages.create_pass({"passTemplateId": DEMO_TEMPLATE_ID, "externalIdentifier": "laura.loopy@example.com",
+                                "inputFields": [{"identifier": "name", "value": "Laura"},
+                                                {"identifier": "email", "value": "laura.loopy@example.com"}]})  # fmt: skip
+    open_and_claim(client, link_path(fields=LAURA))
+    posts = upstream_posts(sandbox)
+
+    open_and_claim(client, link_path(fields=LAURA))
+
+    member = Member.objects.get()
+    assert member.status == Member.Status.FAILED and member.upstream_conflict and upstream_posts(sandbox) == posts
+
+
+def test_staff_adding_a_capitalised_email_as_external_id_and_the_holders_link_find_one_member(client, club, sandbox,
+                                                                                             manager):  # fmt: skip
+    member_services.autofill_setting_change(template=club, source="email")
+    added = member_services.member_add(template=club, values={"name": "Laura", "email": "laura@x.com"},
+                                       external_id=" Laura@X.com ", user=manager)  # fmt: skip
+    assert added.external_id == "laura@x.com" and added.status == Member.Status.ISSUED
+
+    by_explicit_id = open_and_claim(client, link_path(fields=PERCY, external_id="laura@x.com"))
+    by_autofill = open_and_claim(client, link_path(fields={"name": "Laura", "email": "LAURA@x.com"}))
+
+    for response in (by_explicit_id, by_autofill):
+        assert response["Location"] == f"/pass/{claims.pass_page_key(member=added)}"
+    assert Member.objects.count() == 1 and upstream_posts(sandbox) == 1

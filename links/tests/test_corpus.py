@@ -93,8 +93,8 @@ CASES = [
     Case("16_header_and_blank_lines.csv", form_error="The file has column names but no rows; add one row per pass holder."),
     Case("17_ragged_rows.csv", rows=4, links=2, errors={
         2: REQUIRED_EMAIL,
-        4: "This row has 5 values but the header names 3 columns; check it for a stray delimiter or a missing "
-           "quotation mark.",
+        4: "This row has 2 more cells than the header: “extra”, “values”. Check it for a stray delimiter or a "
+           "missing quotation mark.",
     }, values={3: {"name": "Guðrún", "email": "gudrun@example.is"}}),  # fmt: skip
     Case("18_binary_junk.csv", form_error="This file does not look like a CSV text file."),
     Case("19_excel_workbook.csv", form_error="This looks like an Excel workbook, not a CSV file; in Excel choose "
@@ -254,5 +254,46 @@ def test_every_input_column_comes_back_in_its_place(name, sandbox, settings, tmp
     _, output = _read_output(batch, batch.output_file.name)
     width = len(batch.header)
     expected = [[safe_cell(cell) for cell in (row + [""] * width)[:width]]
-                for row in _input_rows(DATA / name) if "".join(row).strip()]
+                for row in _input_rows(DATA / name) if row]  # only blank lines (no cells) are not rows
     assert [row[:width] for row in output] == expected
+
+
+def test_empty_rows_and_extra_cells_come_back_with_an_error_and_no_value_is_lost(sandbox, settings, tmp_path):
+    settings.MEDIA_ROOT = str(tmp_path)
+    path = tmp_path / "gaps.csv"
+    path.write_bytes(
+        "name,email,phone\r\n"
+        "Anna,anna@example.is,\r\n"
+        ",,\r\n"  # an empty row: the spreadsheet shows it, so the result has it too
+        "\r\n"  # a blank line: no cells, not a row
+        "Björn,bjorn@example.is,6123456,=1+1,\"two\nlines\"\r\n"
+        "  ,  \r\n"
+        "Gunna,gunna@example.is,\r\n"
+        "\r\n".encode()
+    )  # fmt: skip
+
+    batch = make_links(demo_template(), path)
+
+    assert (batch.rows, batch.rows_total, batch.links, batch.errors) == (5, 5, 2, 3)
+    _, output = _read_output(batch, batch.output_file.name)
+    assert all(len(row) == 5 for row in output)  # smartpass_link and error stay in their columns
+    assert [row[:3] + [row[4]] for row in output[1:]] == [
+        ["Anna", "anna@example.is", "", ""],
+        ["", "", "", "This row is empty."],
+        ["Björn", "bjorn@example.is", "6123456", "This row has 2 more cells than the header: “=1+1”, “two\nlines”. "
+                                                 "Check it for a stray delimiter or a missing quotation mark."],
+        ["  ", "  ", "", "This row is empty."],
+        ["Gunna", "gunna@example.is", "", ""],
+    ]  # fmt: skip
+    assert [bool(row[3]) for row in output[1:]] == [True, False, False, False, True]
+    _, error_rows = _read_output(batch, batch.errors_file.name)
+    assert [row[-1] for row in error_rows[1:]] == [output[2][4], output[3][4], output[4][4]]
+
+
+def test_a_file_whose_rows_are_all_empty_is_refused_at_upload(sandbox, settings, tmp_path):
+    settings.MEDIA_ROOT = str(tmp_path)
+    path = tmp_path / "nothing.csv"
+    path.write_bytes(b"name,email\r\n,\r\n \r\n\r\n")
+    with pytest.raises(services.LinkUploadError, match="^The file has column names but no rows"):
+        make_links(demo_template(), path)
+    assert not LinkBatch.objects.exists()

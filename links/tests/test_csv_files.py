@@ -9,6 +9,8 @@ import csv
 import gc
 import io
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -218,10 +220,30 @@ def test_ragged_rows_are_padded_or_keep_their_extra_cells(tmp_path: Path) -> Non
     ]
 
 
-def test_blank_rows_are_skipped_but_keep_their_row_number(tmp_path: Path) -> None:
-    path = make(tmp_path, b"a,b\r\n1,2\r\n\r\n,\r\n , \r\n3,4\r\n\r\n")
+def test_blank_lines_are_skipped_but_keep_their_row_number(tmp_path: Path) -> None:
+    path = make(tmp_path, b"a,b\r\n1,2\r\n\r\n\n3,4\r\n\r\n")
     _, _, rows = load(path)
-    assert rows == [(1, ["1", "2"]), (5, ["3", "4"])]
+    assert rows == [(1, ["1", "2"]), (4, ["3", "4"])]
+
+
+def test_records_with_only_empty_cells_are_rows_so_the_caller_can_echo_them(tmp_path: Path) -> None:
+    path = make(tmp_path, b"a,b\r\n1,2\r\n,\r\n\r\n , \r\n \r\n,,,\r\n3,4\r\n")
+    _, _, rows = load(path)
+    assert rows == [
+        (1, ["1", "2"]),
+        (2, ["", ""]),
+        (4, [" ", " "]),  # row 3 was a blank line
+        (5, [" ", ""]),  # one cell, padded
+        (6, ["", ""]),  # empty cells past the header carry nothing
+        (7, ["3", "4"]),
+    ]
+
+
+def test_empty_records_count_toward_the_row_limit_but_blank_lines_do_not(tmp_path: Path) -> None:
+    path = make(tmp_path, b"a\r\n1\r\n\r\n\"\"\r\n2\r\n")
+    assert [number for number, _ in load(path, max_rows=3)[2]] == [1, 3, 4]
+    with pytest.raises(CsvFormatError, match="^The file has more than 2 rows"):
+        load(path, max_rows=2)
 
 
 def test_more_rows_than_allowed_is_a_file_error_while_iterating(tmp_path: Path) -> None:
@@ -298,6 +320,16 @@ def test_safe_cell_defuses_formulas_but_leaves_plain_numbers_alone(
     value: str, expected: str
 ) -> None:
     assert safe_cell(value) == expected
+
+
+def test_the_formula_guard_is_the_member_exports_and_reading_csv_needs_no_django() -> None:
+    from members import csv_cells
+
+    assert safe_cell is csv_cells.safe_cell  # one rule for every CSV the portal writes
+    script = "import sys, links.csv_files; print(sorted(m for m in sys.modules if m.startswith('django')))"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert result.stdout.strip() == "[]"
 
 
 # --- writing ------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """The "Auto fill External ID" setting: audit, derivation, conflict preview, backfill, command, permissions."""
 import json
+from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.urls import reverse
+from django.utils import timezone
 
 from members import selectors, services
 from members.identity import InvalidIdentity
@@ -179,3 +181,107 @@ def test_the_command_shows_and_sets_the_setting(club, capsys):
 
     with pytest.raises(CommandError, match="no such|No template"):
         call_command("external_id_autofill", "--template", "00000000-0000-0000-0000-000000000000")
+
+
+# --- a backfill that can no longer finish --------------------------------------------------------------------
+def backfill_left(template, status: str, *, age: timedelta) -> AutofillBackfill:
+    """A backfill row as a lost task leaves it: queued (never started) or running (worker killed)."""
+    run = AutofillBackfill.objects.create(template=template, source="email", field_identifier="email", status=status)
+    since = timezone.now() - age
+    AutofillBackfill.objects.filter(pk=run.pk).update(
+        queued_at=since, started_at=since if status == AutofillBackfill.Status.RUNNING else None
+    )
+    return run
+
+
+@pytest.mark.parametrize("status", [AutofillBackfill.Status.QUEUED, AutofillBackfill.Status.RUNNING])
+def test_a_backfill_stuck_past_the_bound_is_marked_failed_and_a_new_one_runs(club, seeded, manager, status):
+    stuck = backfill_left(club, status, age=services.backfill_abandoned_after() + timedelta(minutes=1))
+
+    run = services.autofill_backfill_request(template=club, user=manager)
+
+    assert run.pk != stuck.pk and run.status == AutofillBackfill.Status.SUCCEEDED and run.filled == 5
+    stuck.refresh_from_db()
+    assert stuck.status == AutofillBackfill.Status.FAILED and stuck.finished_at is not None
+    assert stuck.error.startswith("Abandoned: no progress for over")
+    # Its task turning up late does nothing: the row stays failed, next to the finished new one.
+    assert services.autofill_backfill_run(backfill=stuck).status == AutofillBackfill.Status.FAILED
+    assert AutofillBackfill.objects.get(pk=stuck.pk).done == 0
+
+
+@pytest.mark.parametrize("status", [AutofillBackfill.Status.QUEUED, AutofillBackfill.Status.RUNNING])
+def test_a_backfill_still_within_the_bound_blocks_a_second_one(club, seeded, manager, status):
+    active = backfill_left(club, status, age=timedelta(minutes=5))
+
+    with pytest.raises(services.AutofillSettingError, match="already running"):
+        services.autofill_backfill_request(template=club, user=manager)
+
+    assert AutofillBackfill.objects.get(pk=active.pk).status == status
+    assert AutofillBackfill.objects.count() == 1
+
+
+def test_the_bound_outlasts_the_workers_hard_time_limit(settings):
+    settings.CELERY_TASK_TIME_LIMIT = 3 * 3600
+    assert services.backfill_abandoned_after() > timedelta(hours=3)
+    settings.CELERY_TASK_TIME_LIMIT = 60
+    assert services.backfill_abandoned_after() == services.BACKFILL_ABANDONED_AFTER == timedelta(minutes=30)
+
+
+@pytest.mark.django_db(transaction=True)  # the enqueue runs on commit, which needs real commits
+def test_a_backfill_that_cannot_be_enqueued_is_marked_failed_and_does_not_block_the_next(sandbox, manager,
+                                                                                         monkeypatch):  # fmt: skip
+    from kombu.exceptions import OperationalError
+
+    from members import tasks
+
+    club = mirror_template()
+    services.autofill_setting_change(template=club, source="email")
+    make_member(club, email="a@example.com")
+    monkeypatch.setattr(services, "BACKFILL_INLINE_LIMIT", 0)
+
+    def broker_away(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to redis:6379. Connection refused.")
+
+    monkeypatch.setattr(tasks.autofill_backfill, "delay", broker_away)
+    with pytest.raises(services.AutofillSettingError, match="task queue is unavailable"):
+        services.autofill_backfill_request(template=club, user=manager)
+
+    failed = AutofillBackfill.objects.get()
+    assert failed.status == AutofillBackfill.Status.FAILED and "Try again in a minute" in failed.error
+    enqueued = []
+    monkeypatch.setattr(tasks.autofill_backfill, "delay", lambda backfill_id: enqueued.append(backfill_id))
+    second = services.autofill_backfill_request(template=club, user=manager)
+    assert second.status == AutofillBackfill.Status.QUEUED and enqueued == [second.pk]
+
+
+# --- an External ID typed by staff ---------------------------------------------------------------------------
+def test_an_explicit_external_id_is_normalised_like_autofill_would(club):
+    assert selectors.explicit_external_id(template=club, raw="  Laura@X.com ") == "Laura@X.com"  # autofill off
+    assert selectors.explicit_external_id(template=club, raw="   ") is None
+    with pytest.raises(InvalidIdentity, match="longer than 254"):
+        selectors.explicit_external_id(template=club, raw="x" * 255)
+
+    services.autofill_setting_change(template=club, source="email")
+    assert selectors.explicit_external_id(template=club, raw="  Laura@X.com ") == "laura@x.com"
+    assert selectors.explicit_external_id(template=club, raw="") is None
+    with pytest.raises(InvalidIdentity):
+        selectors.explicit_external_id(template=club, raw="SUND-0042")
+
+    services.autofill_setting_change(template=club, source="phone")
+    assert selectors.explicit_external_id(template=club, raw="00354 555-1234") == "+3545551234"
+    with pytest.raises(InvalidIdentity):
+        selectors.explicit_external_id(template=club, raw="12")
+
+
+def test_staff_add_stores_the_normalised_external_id_and_finds_the_same_holder_again(club, sandbox, manager):
+    services.autofill_setting_change(template=club, source="email")
+    values = {"name": "Laura Loopy", "email": "laura@x.com"}
+
+    first = services.member_add(template=club, values=values, external_id="Laura@X.com", user=manager)
+    second = services.member_add(template=club, values=values, external_id="LAURA@x.COM ", user=manager)
+
+    assert first.external_id == "laura@x.com" and second.pk == first.pk and second.already_enrolled
+    assert sandbox.passes(DEMO_TEMPLATE_ID)[0]["externalIdentifier"] == "laura@x.com"
+    with pytest.raises(InvalidIdentity):
+        services.member_add(template=club, values=values, external_id="not an email", user=manager)
+    assert Member.objects.count() == 1

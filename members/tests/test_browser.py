@@ -1,8 +1,10 @@
 """A manager in Chromium: search members, open one, change autofill, export what the list shows."""
 import csv
 import io
+import re
 
 import pytest
+from playwright.sync_api import expect
 
 from conftest import login
 from members.models import Member
@@ -23,11 +25,13 @@ def test_a_manager_searches_opens_a_member_changes_autofill_and_exports_the_list
     page.click("nav >> text=Members")
     page.fill("input[name=q]", "  Laura.Loopy@EXAMPLE.com ")
     page.click("form.filters button[type=submit]")
+    expect(page).to_have_url(re.compile(r"q=\+*Laura"))  # the filtered page has loaded, not the old one
+    expect(page.locator("#member-table tbody tr")).to_have_count(1)
     assert page.locator("#member-table tbody tr").all_inner_texts()[0].startswith("Laura Loopy")
-    assert page.locator("#member-table tbody tr").count() == 1
     page.fill("input[name=q]", "00354 555 12 34")
     page.click("form.filters button[type=submit]")
-    assert page.locator("#member-table tbody tr").count() == 1
+    expect(page).to_have_url(re.compile(r"q=00354"))
+    expect(page.locator("#member-table tbody tr")).to_have_count(1)
 
     # Open the detail page.
     page.click("#member-table >> text=Laura Loopy")
@@ -48,6 +52,8 @@ def test_a_manager_searches_opens_a_member_changes_autofill_and_exports_the_list
     page.click("text=Members of this template")
     page.select_option("select[name=status]", "issued")
     page.click("form.filters button[type=submit]")
+    expect(page).to_have_url(re.compile(r"status=issued"))
+    expect(page.locator("#member-table tbody tr")).to_have_count(2)
     shown = page.locator("#member-table tbody tr").evaluate_all("rows => rows.map(r => r.dataset.passId)")
     assert len(shown) == 2
     with page.expect_download() as download_info:

@@ -178,3 +178,89 @@ def test_concurrent_issues_with_one_external_id_make_one_member_and_one_pass(san
     assert Member.objects.count() == 1 and len({m.pk for m in results}) == 1
     assert sum(not m.already_enrolled for m in results) == 1
     assert sandbox.request_count("POST", "/api/v1/pass") == 1
+
+
+def race(count: int, work) -> list:
+    """Run `work()` in `count` threads released together at a barrier; returns their results."""
+    barrier = threading.Barrier(count)
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(work(barrier))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_retries_racing_for_one_attempt_post_once_and_only_the_winner_reschedules(sandbox):
+    club = mirror_template()
+    sandbox.faults = Faults(error_rate=1.0, scope="passes")  # still down: the member stays pending
+    member = issue(club)
+    assert (member.status, member.issue_attempts) == (Member.Status.PENDING, 1)
+    posts = sandbox.request_count("POST", "/api/v1/pass")
+
+    def retry(barrier):
+        copy = Member.objects.select_related("template").get(pk=member.pk)  # a task and its redelivered twin
+        barrier.wait()
+        return services.member_issue_retry(member=copy)
+
+    results = race(2, retry)
+
+    assert sorted(r.attempted for r in results) == [False, True]
+    assert sorted(r.retry_later for r in results) == [False, True]
+    assert sandbox.request_count("POST", "/api/v1/pass") == posts + 1
+    assert Member.objects.get(pk=member.pk).issue_attempts == 2
+
+
+def test_a_retry_task_that_arrives_after_its_chain_moved_on_neither_posts_nor_reschedules(club, sandbox, monkeypatch):
+    from members import tasks
+
+    scheduled = []
+    monkeypatch.setattr(tasks.member_issue_retry, "apply_async",
+                        lambda args, countdown: scheduled.append((args, countdown)))  # fmt: skip
+    sandbox.faults = Faults(error_rate=1.0, scope="passes")
+    member = issue(club)  # attempt 1; its retry task carries attempts_so_far=1
+
+    assert tasks.member_issue_retry.run(member.pk, 1) == Member.Status.PENDING
+    assert scheduled == [((member.pk, 2), services.issue_retry_delay(2))]
+    posts = sandbox.request_count("POST", "/api/v1/pass")
+
+    # A redelivered copy of the first task, after the chain made attempt 2.
+    assert tasks.member_issue_retry.run(member.pk, 1) == Member.Status.PENDING
+    assert len(scheduled) == 1 and sandbox.request_count("POST", "/api/v1/pass") == posts
+    assert Member.objects.get(pk=member.pk).issue_attempts == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_member_claimed_again_by_many_at_once_is_issued_once(sandbox):
+    club = mirror_template()
+    sandbox.update_template(DEMO_TEMPLATE_ID, disableIssue=True)
+    member = issue(club, external_id="laura.loopy@example.com")
+    assert member.status == Member.Status.FAILED
+    sandbox.update_template(DEMO_TEMPLATE_ID, disableIssue=False)
+    posts = sandbox.request_count("POST", "/api/v1/pass")
+
+    def claim_again(barrier):
+        copy = Member.objects.select_related("template").get(pk=member.pk)
+        barrier.wait()
+        return services.member_reissue_failed(member=copy)
+
+    race(6, claim_again)
+
+    member.refresh_from_db()
+    assert member.status == Member.Status.ISSUED and member.failure_reason == ""
+    assert sandbox.request_count("POST", "/api/v1/pass") == posts + 1
+    assert [p["id"] for p in sandbox.passes(DEMO_TEMPLATE_ID)] == [str(member.pass_id)]
+    assert [(c.old, c.new) for c in member.status_changes.all()] == [
+        ("", "pending"), ("pending", "failed"), ("failed", "pending"), ("pending", "issued")]  # fmt: skip

@@ -111,6 +111,22 @@ def test_export_streams_the_filtered_list_as_formula_safe_utf8_with_bom(client, 
     assert [row[0] for row in csv.reader(io.StringIO(only_failed.decode("utf-8-sig")))][1:] == ["Jón Þórsson"]
 
 
+def test_export_keeps_e164_phones_as_numbers_and_defuses_formulas(client, viewer, club):
+    make_member(club, name="=1+1", email="formula@example.com", phone="+3545551234")
+    make_member(club, name="-12", email="minus@example.com", phone="+3546612345")
+    client.force_login(viewer)
+
+    body = b"".join(client.get(reverse("members:member_export"), {"sort": "name"}).streaming_content)
+
+    rows = list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
+    # The same rule as the link results: a lone number (a phone in E.164) is data, anything else starting
+    # with = + - @ is shown as text.
+    assert [row[:3] for row in rows[1:]] == [
+        ["-12", "minus@example.com", "+3546612345"],
+        ["'=1+1", "formula@example.com", "+3545551234"],
+    ]
+
+
 def test_detail_shows_values_by_label_and_the_status_history(client, viewer, club, manager):
     member = services.member_issue(template=club, values={"name": "Laura Loopy", "email": "laura@example.com"},
                                    external_id="laura@example.com", source="link", source_batch_id=4, source_row=9)  # fmt: skip

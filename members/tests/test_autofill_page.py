@@ -1,0 +1,102 @@
+"""The autofill settings page runs the conflict preview (every member of the template) only when asked."""
+import pytest
+from django.urls import reverse
+
+from members import selectors, services
+from members.models import AutofillSetting
+
+from .factories import make_member, mirror_template
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def club(sandbox):
+    return mirror_template()
+
+
+@pytest.fixture
+def previews(monkeypatch):
+    """Records each conflict preview the page asks for, and still runs the real one."""
+    calls = []
+    real = selectors.autofill_preview
+
+    def recording(**kwargs):
+        calls.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(selectors, "autofill_preview", recording)
+    return calls
+
+
+@pytest.fixture
+def autofill_on(club):
+    services.autofill_setting_change(template=club, source="email")
+    make_member(club, name="Laura", email="laura@example.com")
+    make_member(club, name="Twin A", email="twin@example.com")
+    make_member(club, name="Twin B", email="Twin@Example.com")
+    return club
+
+
+def test_a_plain_visit_shows_the_setting_and_the_audit_without_reading_every_member(client, manager, autofill_on,
+                                                                                    previews):  # fmt: skip
+    client.force_login(manager)
+    page = client.get(reverse("members:autofill_settings", args=[autofill_on.pk]))
+
+    assert page.status_code == 200 and previews == []
+    text = page.content.decode()
+    assert '<strong id="autofill-source">Email address</strong>' in text
+    assert "<td>Off</td><td>Email address (email)</td>" in text  # the audit line
+    assert 'id="autofill-form"' in text
+    assert 'id="autofill-preview"' not in text and 'id="backfill-button"' not in text
+    assert f'href="{reverse("members:autofill_settings", args=[autofill_on.pk])}?preview=1' in text
+
+
+def test_check_existing_members_previews_the_saved_setting_and_offers_the_backfill(client, manager, autofill_on,
+                                                                                   previews):  # fmt: skip
+    client.force_login(manager)
+    page = client.get(reverse("members:autofill_settings", args=[autofill_on.pk]), {"preview": "1"})
+
+    assert previews == [{"template": autofill_on}]
+    text = page.content.decode()
+    assert "<h2>Existing members</h2>" in text
+    assert 'data-count="eligible">3<' in text and 'data-count="fill">1<' in text
+    assert 'data-count="conflicts">2<' in text
+    assert 'id="backfill-button"' in text and 'id="check-members"' not in text
+
+
+def test_the_preview_button_previews_the_proposed_setting_without_saving_it(client, manager, club, previews):
+    make_member(club, name="Laura", email="laura@example.com", phone="+3545551234")
+    client.force_login(manager)
+    url = reverse("members:autofill_settings", args=[club.pk])
+
+    proposal = client.get(url, {"source": "phone", "field_identifier": "", "preview": "1"})
+
+    assert previews == [{"template": club, "source": "phone", "field_identifier": ""}]
+    text = proposal.content.decode()
+    assert "Preview of the proposed setting" in text and 'data-count="fill">1<' in text
+    assert 'id="backfill-button"' not in text  # a backfill follows a saved setting, never a proposal
+    assert not AutofillSetting.objects.filter(template=club).exists()
+
+    client.get(url, {"source": "phone"})  # the form filled in, but no Preview pressed
+    client.get(url, {"source": "nonsense", "preview": "1"})  # refused by the form, nothing to preview
+    assert len(previews) == 1
+
+
+def test_saving_a_setting_that_is_on_shows_what_it_means_for_existing_members(client, manager, club, previews):
+    make_member(club, name="Laura", email="laura@example.com")
+    client.force_login(manager)
+    url = reverse("members:autofill_settings", args=[club.pk])
+
+    saved = client.post(url, {"source": "email", "field_identifier": "", "already_enrolled_message": ""})
+    assert saved["Location"] == f"{url}?preview=1"
+    turned_off = client.post(url, {"source": "off", "field_identifier": "", "already_enrolled_message": ""})
+    assert turned_off["Location"] == url
+    assert previews == []  # saving itself previews nothing; the page it leads to does, once
+
+
+def test_a_viewer_sees_the_page_without_a_preview(client, viewer, autofill_on, previews):
+    client.force_login(viewer)
+    page = client.get(reverse("members:autofill_settings", args=[autofill_on.pk]))
+    assert page.status_code == 200 and previews == []
+    assert b"changing it needs the manager role" in page.content and b'id="autofill-preview"' not in page.content
