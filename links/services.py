@@ -21,10 +21,11 @@ from django.core.files.storage import default_storage
 from django.db import connection, transaction
 from django.utils import timezone
 
-from members.identity import InvalidIdentity, display_value, external_id_for, normalise_email, normalise_phone
+from members.identity import InvalidIdentity, external_id_for
 from members.selectors import (
     autofill_field_identifier,
     autofill_setting_for,
+    explicit_external_id,
     external_ids_in_use,
     template_field_specs,
     template_rules,
@@ -43,8 +44,6 @@ logger = logging.getLogger(__name__)
 SNIFF_BYTES = 64 * 1024
 LINK_COLUMN = "smartpass_link"
 ERROR_COLUMN = "error"
-# The longest External ID a member can hold (Member.external_id).
-MAX_EXTERNAL_ID_LENGTH = 254
 # Rows handled between two looks at the database (duplicates, existing members) and two progress writes
 # at most: big enough that the queries cost little per row, small enough that memory stays flat.
 MAX_CHUNK_ROWS = 2000
@@ -246,9 +245,9 @@ class _RowRules:
         self.today = date.today()
         # What members.selectors.external_id_for_values does for one holder, resolved once here: it would
         # cost two queries per row.
-        setting = autofill_setting_for(template=template)
-        self.autofill_source = setting.source
-        self.autofill_field = autofill_field_identifier(setting=setting)
+        self.autofill_setting = autofill_setting_for(template=template)
+        self.autofill_source = self.autofill_setting.source
+        self.autofill_field = autofill_field_identifier(setting=self.autofill_setting)
         header = batch.header
         self.width = len(header)
         self.field_columns: list[tuple[int, str]] = []
@@ -287,7 +286,8 @@ class _RowRules:
         explicit = None
         if self.external_id_column is not None:
             try:
-                explicit = self._explicit_external_id(cells[self.external_id_column])
+                explicit = explicit_external_id(template=self.template, raw=cells[self.external_id_column],
+                                                setting=self.autofill_setting)  # fmt: skip
             except InvalidIdentity as exc:
                 problems.append(f"External ID: {exc}")
         if problems:
@@ -308,19 +308,6 @@ class _RowRules:
         key = "x\x00" + external_id if external_id else "v\x00" + "\x00".join(f"{k}\x00{v}" for k, v in sorted(row.fields.items()))
         row.digest = hashlib.blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
         return row
-
-    def _explicit_external_id(self, raw: str) -> str | None:
-        text = raw.strip()
-        if not text:
-            return None
-        # Normalised like autofill would, so a column of addresses and autofill by email agree.
-        if self.autofill_source == "email":
-            return normalise_email(text)
-        if self.autofill_source == "phone":
-            return normalise_phone(text, region=self.region)
-        if len(text) > MAX_EXTERNAL_ID_LENGTH:
-            raise InvalidIdentity(f"{display_value(text)} is longer than {MAX_EXTERNAL_ID_LENGTH} characters.")
-        return text
 
     def link(self, row: _Row) -> str:
         payload = LinkPayload(

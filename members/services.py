@@ -24,7 +24,7 @@ from templates_sync.client import (
     SmartPagesClient,
     SmartPagesError,
     TransientError,
-    client_from_settings,
+    smartpages_client,
 )
 from templates_sync.models import PassTemplate
 
@@ -253,7 +253,7 @@ def member_issue_retry_stale(*, limit: int = 500, client: SmartPagesClient | Non
                  .select_related("template").order_by("updated_at")[:limit])  # fmt: skip
     if not stale:
         return 0
-    with _client(client) as smartpages:
+    with smartpages_client(client) as smartpages:
         for member in stale:
             retry = member_issue_retry(member=member, client=smartpages)
             if retry.retry_later:
@@ -271,7 +271,7 @@ def _member_send(*, member: Member, client: SmartPagesClient | None, attempt_cou
     if not attempt_counted:
         member.issue_attempts += 1
     try:
-        with _client(client) as smartpages:
+        with smartpages_client(client) as smartpages:
             try:
                 reply = smartpages.create_pass(body)
             except Conflict as exc:
@@ -354,31 +354,13 @@ def _search_copies(*, template: PassTemplate, values: Mapping[str, str]) -> dict
     return copies
 
 
-class _client:
-    """Use the caller's client, or make one from settings and close it afterwards."""
-
-    def __init__(self, given: SmartPagesClient | None):
-        self.given = given
-        self.made: SmartPagesClient | None = None
-
-    def __enter__(self) -> SmartPagesClient:
-        if self.given is not None:
-            return self.given
-        self.made = client_from_settings()
-        return self.made
-
-    def __exit__(self, *exc) -> None:
-        if self.made is not None:
-            self.made.close()
-
-
 # --- voiding and refreshing ---------------------------------------------------------------------------------
 def member_void(*, member: Member, user, client: SmartPagesClient | None = None) -> Member:
     """Void the member's pass upstream (PUT isVoided) and mark the member VOIDED."""
     if member.status != Member.Status.ISSUED or member.pass_id is None:
         raise MemberError("Only an issued pass can be voided.")
     try:
-        with _client(client) as smartpages:
+        with smartpages_client(client) as smartpages:
             reply = smartpages.update_pass(str(member.pass_id), {"isVoided": True})
     except TransientError as exc:
         logger.warning("Voiding member %s: %s", member.pk, exc)
@@ -395,7 +377,7 @@ def member_refresh(*, member: Member, client: SmartPagesClient | None = None) ->
     if member.pass_id is None:
         raise MemberError("This member has no pass on SmartPages yet.")
     try:
-        with _client(client) as smartpages:
+        with smartpages_client(client) as smartpages:
             reply = smartpages.get_pass(str(member.pass_id))
     except TransientError as exc:
         logger.warning("Refreshing member %s: %s", member.pk, exc)
