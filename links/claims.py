@@ -26,7 +26,8 @@ from members.models import Member
 from members.services import InvalidMemberValues, IssueRefused, member_issue, member_reissue_failed
 from members.validation import FieldSpec, TemplateRules, validate_values
 from templates_sync.client import SmartPagesClient
-from templates_sync.models import PassTemplate
+from templates_sync.models import PassTemplate, SyncRun
+from templates_sync.tasks import refresh_template
 
 from . import tokens
 from .keyring import link_keys
@@ -304,11 +305,9 @@ def _schedule_refresh_if_refused(*, member: Member) -> None:
 
 
 def _schedule_template_refresh(*, template_id: str) -> None:
-    from templates_sync.tasks import refresh_template
-
     def enqueue() -> None:
         try:
-            refresh_template.delay(template_id)
+            refresh_template.delay(template_id, trigger=SyncRun.Trigger.CLAIM)
         except Exception:  # noqa: BLE001 - a nicety; the holder's answer must not depend on the broker
             logger.exception("Could not schedule a refresh of template %s", template_id)
 

@@ -167,6 +167,7 @@ class SyncRun(models.Model):
         BEAT = "beat", "Schedule"
         MANUAL = "manual", "Sync now"
         COMMAND = "command", "Command"
+        CLAIM = "claim", "Claim refused upstream"
 
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.FULL)
     template_id = models.UUIDField(null=True, blank=True)

@@ -294,3 +294,12 @@ def test_a_repeated_input_field_identifier_is_kept_in_raw_but_mirrored_once(sand
     template = PassTemplate.objects.get(pk=template_id)
     assert len(template.raw["inputFields"]) == len(fields) + 1
     assert template.input_fields.count() == len(fields)
+
+
+def test_a_refresh_asked_for_by_a_refused_claim_is_recorded_as_such(sandbox):
+    from templates_sync.tasks import refresh_template
+
+    template_id = sandbox.template_ids()[0]
+    assert refresh_template(template_id, trigger=SyncRun.Trigger.CLAIM) == "succeeded"
+    run = SyncRun.objects.get()
+    assert (run.kind, run.trigger, run.get_trigger_display()) == ("single", "claim", "Claim refused upstream")
