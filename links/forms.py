@@ -1,4 +1,5 @@
 from django import forms
+from django.conf import settings
 from django.template.defaultfilters import filesizeformat
 
 from . import selectors
@@ -19,7 +20,7 @@ class UploadForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["file"].help_text = (
             f"UTF-8 (with or without BOM) or Windows-1252, a header row, one row per pass holder. "
-            f"At most {filesizeformat(selectors.max_upload_bytes())} and {selectors.max_rows():,} rows."
+            f"At most {filesizeformat(settings.LINKS_MAX_UPLOAD_BYTES)} and {settings.LINKS_MAX_ROWS:,} rows."
         )
 
 

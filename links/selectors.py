@@ -5,7 +5,6 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db.models import QuerySet, Sum
 
@@ -18,15 +17,6 @@ from .models import EXTERNAL_ID_TARGET, LinkBatch
 
 EXTERNAL_ID_LABEL = "External ID"
 PREVIEW_ROWS = 10
-
-
-# --- limits ----------------------------------------------------------------------------------------------------
-def max_upload_bytes() -> int:
-    return settings.LINKS_MAX_UPLOAD_BYTES
-
-
-def max_rows() -> int:
-    return settings.LINKS_MAX_ROWS
 
 
 # --- history ---------------------------------------------------------------------------------------------------

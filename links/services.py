@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import IO
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
@@ -78,11 +79,11 @@ def link_batch_create(
     name = os.path.basename(original_name or getattr(file, "name", "") or "upload.csv")[:255] or "upload.csv"
     binary = getattr(file, "file", file)  # the underlying binary stream: TextIOWrapper needs a real one
     try:
-        check_size(file.size, max_bytes=selectors.max_upload_bytes())
+        check_size(file.size, max_bytes=settings.LINKS_MAX_UPLOAD_BYTES)
         binary.seek(0)
         dialect = sniff(binary.read(SNIFF_BYTES), delimiter=delimiter or None)
         binary.seek(0)
-        header, rows = read_rows(binary, dialect, max_rows=selectors.max_rows())
+        header, rows = read_rows(binary, dialect, max_rows=settings.LINKS_MAX_ROWS)
         row_count = filled_count = 0
         for _, cells in rows:
             row_count += 1
@@ -214,14 +215,15 @@ def link_batch_process(*, batch_id: int, on_progress: ProgressCallback | None = 
         logger.info("Link batch %s: a newer run took over; attempt %s stops.", batch.pk, attempt)
     except CsvFormatError as exc:
         _fail(batch=batch, message=str(exc))
-    except Exception as exc:
+    except SoftTimeLimitExceeded:
+        reference = uuid.uuid4().hex[:8]
+        logger.exception("Link batch %s stopped by the time limit (reference %s)", batch.pk, reference)
+        _fail(batch=batch, message=f"Making the links took too long and was stopped (reference {reference}). Run it again.")
+    except Exception:
         reference = uuid.uuid4().hex[:8]
         logger.exception("Link batch %s failed (reference %s)", batch.pk, reference)
-        if exc.__class__.__name__ == "SoftTimeLimitExceeded":
-            message = f"Making the links took too long and was stopped (reference {reference}). Run it again."
-        else:
-            message = f"Something went wrong while making the links (reference {reference}). Run it again or contact support."
-        _fail(batch=batch, message=message)
+        _fail(batch=batch, message=f"Something went wrong while making the links (reference {reference}). "
+                                   "Run it again or contact support.")  # fmt: skip
     return LinkBatch.objects.select_related("template").get(pk=batch.pk)
 
 
@@ -389,7 +391,7 @@ def _generate(*, batch: LinkBatch, on_progress: ProgressCallback | None) -> None
     errors_output = _temporary_csv()
     try:
         with default_storage.open(batch.input_file.name, "rb") as binary, _SeenRows() as seen:
-            header, records = read_rows(binary, dialect, max_rows=selectors.max_rows())
+            header, records = read_rows(binary, dialect, max_rows=settings.LINKS_MAX_ROWS)
             out_header = header + [LINK_COLUMN, ERROR_COLUMN]
             writer = ResultWriter(output, delimiter=dialect.delimiter, header=out_header)
             error_writer = ResultWriter(errors_output, delimiter=dialect.delimiter, header=out_header)

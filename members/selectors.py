@@ -112,10 +112,8 @@ def explicit_external_id(*, template: PassTemplate, raw: str, setting: AutofillS
     if not text:
         return None
     source = (setting or autofill_setting_for(template=template)).source
-    if source == AutofillSource.EMAIL:
-        return normalise_email(text)
-    if source == AutofillSource.PHONE:
-        return normalise_phone(text, region=settings.PHONE_DEFAULT_REGION)
+    if source in (AutofillSource.EMAIL, AutofillSource.PHONE):
+        return external_id_for(source, text, region=settings.PHONE_DEFAULT_REGION)
     if len(text) > EXTERNAL_ID_MAX_LENGTH:
         raise InvalidIdentity(f"{display_value(text)} is longer than {EXTERNAL_ID_MAX_LENGTH} characters.")
     return text

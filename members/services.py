@@ -106,7 +106,7 @@ def member_issue(
         source_batch_id=source_batch_id,
         source_row=source_row,
         claim_nonce=claim_nonce or None,
-        created_by=user if getattr(user, "is_authenticated", False) else None,
+        created_by=_acting_user(user),
         status=Member.Status.PENDING,
         **_search_copies(template=template, values=clean),
     )
@@ -126,9 +126,7 @@ def member_issue(
     member.already_enrolled = False
     member = _member_send(member=member, client=client)
     if member.status == Member.Status.PENDING:
-        from .tasks import member_issue_retry_later  # the tasks module imports this one
-
-        member_issue_retry_later(member_id=member.pk, attempts_so_far=member.issue_attempts)
+        _retry_later(member=member)
     return member
 
 
@@ -232,9 +230,7 @@ def member_reissue_failed(*, member: Member, client: SmartPagesClient | None = N
         return member
     retry = member_issue_retry(member=member, client=client)
     if retry.retry_later:
-        from .tasks import member_issue_retry_later  # the tasks module imports this one
-
-        member_issue_retry_later(member_id=member.pk, attempts_so_far=retry.member.issue_attempts)
+        _retry_later(member=retry.member)
     return retry.member
 
 
@@ -246,8 +242,6 @@ STALE_PENDING_AFTER = timedelta(minutes=15)
 def member_issue_retry_stale(*, limit: int = 500, client: SmartPagesClient | None = None) -> int:
     """Try again every pending member whose retry chain was lost; schedule a new chain for those still pending.
     Returns how many members were tried."""
-    from .tasks import member_issue_retry_later  # the tasks module imports this one
-
     cutoff = timezone.now() - STALE_PENDING_AFTER
     stale = list(Member.objects.filter(status=Member.Status.PENDING, pass_id__isnull=True, updated_at__lt=cutoff)
                  .select_related("template").order_by("updated_at")[:limit])  # fmt: skip
@@ -257,8 +251,20 @@ def member_issue_retry_stale(*, limit: int = 500, client: SmartPagesClient | Non
         for member in stale:
             retry = member_issue_retry(member=member, client=smartpages)
             if retry.retry_later:
-                member_issue_retry_later(member_id=member.pk, attempts_so_far=retry.member.issue_attempts)
+                _retry_later(member=retry.member)
     return len(stale)
+
+
+def _retry_later(*, member: Member) -> None:
+    """Schedule the next attempt of a member left pending (after commit, with backoff)."""
+    from .tasks import member_issue_retry_later  # the tasks module imports this one
+
+    member_issue_retry_later(member_id=member.pk, attempts_so_far=member.issue_attempts)
+
+
+def _acting_user(user):
+    """The person behind an action for audit columns; None for the anonymous holder, a task or a command."""
+    return user if getattr(user, "is_authenticated", False) else None
 
 
 def _member_send(*, member: Member, client: SmartPagesClient | None, attempt_counted: bool = False) -> Member:
@@ -402,7 +408,7 @@ def _member_record_upstream(*, member: Member, reply: dict, status: str, reason:
         member.save(update_fields=["upstream", "status", "updated_at"])
         if old != status:
             MemberStatusChange.objects.create(member=member, old=old, new=status, reason=reason,
-                                              by=user if getattr(user, "is_authenticated", False) else None)  # fmt: skip
+                                              by=_acting_user(user))  # fmt: skip
     return member
 
 
@@ -440,7 +446,7 @@ def autofill_setting_change(*, template: PassTemplate, source: str, field_identi
         if old == (source, field_identifier, message):
             return setting
         setting.source, setting.field_identifier, setting.already_enrolled_message = source, field_identifier, message
-        setting.updated_by = user if getattr(user, "is_authenticated", False) else None
+        setting.updated_by = _acting_user(user)
         setting.updated_at = timezone.now()
         setting.save()
         AutofillChange.objects.create(
@@ -475,9 +481,9 @@ def autofill_backfill_abandon_stale(*, template: PassTemplate) -> int:
     Without this a backfill whose task was lost would hold `one_active_backfill_per_template` for good and
     refuse every new one. A task that does start later finds its row finished and does nothing
     (`autofill_backfill_run` only starts a QUEUED or RUNNING row)."""
-    now = timezone.now()
-    cutoff = now - backfill_abandoned_after()
-    minutes = int(backfill_abandoned_after().total_seconds() // 60)
+    now, abandoned_after = timezone.now(), backfill_abandoned_after()
+    cutoff = now - abandoned_after
+    minutes = int(abandoned_after.total_seconds() // 60)
     return AutofillBackfill.objects.filter(template=template, status__in=_BACKFILL_ACTIVE).filter(
         Q(started_at__lt=cutoff) | Q(started_at__isnull=True, queued_at__lt=cutoff)
     ).update(
@@ -503,7 +509,7 @@ def autofill_backfill_request(*, template: PassTemplate, user) -> AutofillBackfi
         with transaction.atomic():
             run = AutofillBackfill.objects.create(template=template, source=setting.source,
                                                   field_identifier=setting.field_identifier,
-                                                  requested_by=user if getattr(user, "is_authenticated", False) else None)  # fmt: skip
+                                                  requested_by=_acting_user(user))  # fmt: skip
     except IntegrityError:
         raise AutofillSettingError("A backfill of this template is already running.") from None
     eligible = Member.objects.filter(template=template, external_id__isnull=True,
