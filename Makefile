@@ -19,7 +19,7 @@ run: install
 	bash scripts/run-dev.sh
 
 test: install
-	bash scripts/ensure-chromium.sh
+	case "$(PYTEST_ARGS)" in *"not browser"*|*"not slow"*) ;; *) bash scripts/ensure-chromium.sh ;; esac
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)} \
 		$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -50,6 +51,49 @@ def live_sandbox(session_sandbox, settings):
     settings.SMARTPAGES_KEY_ID = SANDBOX_KEY_ID
     settings.SMARTPAGES_KEY_TOKEN = SANDBOX_KEY_TOKEN
     return session_sandbox
+
+
+def pytest_collection_modifyitems(items):
+    # Browser and worker tests start processes: they are slow by nature, so `-m "not slow"` leaves them out.
+    for item in items:
+        if item.get_closest_marker("browser") or item.get_closest_marker("worker"):
+            item.add_marker(pytest.mark.slow)
+
+
+# --- races -----------------------------------------------------------------------------------------------
+def _run_at_a_barrier(count: int, work) -> tuple[list, list]:
+    """Run `work(barrier)` in `count` threads that meet at one barrier; returns (results, errors).
+
+    Each thread closes its own database connection at the end, so a transactional test can drop its tables.
+    """
+    from django.db import connection
+
+    barrier = threading.Barrier(count)
+    results, errors, lock = [], [], threading.Lock()
+
+    def run():
+        try:
+            result = work(barrier)
+            with lock:
+                results.append(result)
+        except Exception as exc:  # noqa: BLE001 - collected for the test to assert on
+            with lock:
+                errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results, errors
+
+
+@pytest.fixture
+def run_at_a_barrier():
+    """`run_at_a_barrier(count, work)`: threads released together, for races on PostgreSQL."""
+    return _run_at_a_barrier
 
 
 # --- people -----------------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ import multiprocessing
 import os
 import re
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -175,13 +174,13 @@ def main() -> None:
                        "SMARTPAGES_KEY_TOKEN": KEY_TOKEN, "CLAIM_RATE": "1000000/m"})  # fmt: skip
     os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/5")
     setup_django(DATABASE)
-    from members import services as member_services
+    from members.services import autofill
     from members.models import Member
     from templates_sync import sync
     from templates_sync.models import PassTemplate
 
     assert sync.templates_sync_all().status == "succeeded"
-    member_services.autofill_setting_change(template=PassTemplate.objects.get(pk=sandbox.autofill_template_id),
+    autofill.autofill_setting_change(template=PassTemplate.objects.get(pk=sandbox.autofill_template_id),
                                             source="email")  # fmt: skip
     (ROOT / "var").mkdir(exist_ok=True)
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="portal.settings_test", PYTHONUNBUFFERED="1")

@@ -178,7 +178,7 @@ def main() -> None:
         ("search, name substring (rare: full name)", {"q": sample["name"]}),
         ("search, name substring (common: 'dóttir')", {"q": "dóttir"}),
     ]
-    print(f"\n| request | median ms | queries | rows |\n| --- | ---: | ---: | ---: |")
+    print("\n| request | median ms | queries | rows |\n| --- | ---: | ---: | ---: |")
     for label, params in cases:
         median, queries, rows = timed(client, member_list, params, args.repeat)
         print(f"| {label} | {median:.1f} | {queries} | {rows} |")

@@ -3,7 +3,7 @@
 A link is self-contained (see tokens.py), so nothing here needs the LinkBatch row: a claim works after its
 batch is gone. The database decides every race: Member's unique constraints on (template, external_id)
 and on claim_nonce mean two simultaneous claims can never both create a member, and the upstream
-`POST /api/v1/pass` happens only for the one that did (members.services.member_issue).
+`POST /api/v1/pass` happens only for the one that did (members.services.issuing.member_issue).
 
 GET never writes (mail scanners and link previews open links); only `claim_submit` does.
 """
@@ -14,20 +14,21 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from django.conf import settings
 from django.core import signing
-from django.db import transaction
 from django.db.models import F
 
 from members import selectors as member_selectors
 from members.identity import InvalidIdentity
 from members.models import Member
-from members.services import InvalidMemberValues, IssueRefused, member_issue, member_reissue_failed
+from members.services import InvalidMemberValues, IssueRefused
+from members.services.issuing import IssueKind, member_issue, member_reissue_failed
 from members.validation import FieldSpec, TemplateRules, validate_values
 from templates_sync.client import SmartPagesClient
 from templates_sync.models import PassTemplate, SyncRun
-from templates_sync.tasks import refresh_template
+from templates_sync.enqueue import enqueue_after_commit
 
 from . import tokens
 from .keyring import link_keys
@@ -156,24 +157,31 @@ def is_claim_nonce(value: str | None) -> bool:
 
 
 # --- the claim ----------------------------------------------------------------------------------------------------
-@dataclass
-class ClaimOutcome:
-    """What became of a claim. Exactly one of: `member` (show its pass page), `errors` (show the form
-    again), `link_problem` (the link's own values are unusable: the issuer must fix them), `unavailable`,
-    `enrolled_pass_hidden` (the "already enrolled" page, without a pass)."""
-
-    member: Member | None = None
-    # True when the claim found a member instead of making one (External ID known, or the same form twice).
-    existing: bool = False
-    # True when it was found by its External ID: the holder was enrolled before (not a double tap of one form).
-    already_enrolled: bool = False
-    errors: dict[str, str] = field(default_factory=dict)  # asked-field identifier → holder-facing sentence
-    link_problem: bool = False
-    unavailable: bool = False
+class ClaimKind(StrEnum):
+    ISSUED = "issued"  # a new member (issued, pending or refused): show its pass page
+    SAME_FORM = "same_form"  # this very form was posted before: show what that post made
+    ALREADY_ENROLLED = "already_enrolled"  # the link's External ID already had a member: show that pass
     # The External ID came from what the holder typed, not from the link, and a member already has it: the
-    # holder is told they are enrolled but sees no pass. Anyone can type someone's address into the form, so
-    # a typed value must never open that person's pass. `member` stays None: no page can show it by mistake.
-    enrolled_pass_hidden: bool = False
+    # holder is told they are enrolled but sees no pass. Anyone can type someone's address into the form, so a
+    # typed value must never open that person's pass; `member` stays None, so no page can show it by mistake.
+    ENROLLED_PASS_HIDDEN = "enrolled_pass_hidden"
+    FORM_ERRORS = "form_errors"  # the holder's answers need correcting: show the form again
+    LINK_PROBLEM = "link_problem"  # the link's own values are unusable: the issuer must fix them
+    UNAVAILABLE = "unavailable"  # the template cannot issue any more
+
+
+# The kinds that end on a pass page.
+SHOWS_PASS = frozenset({ClaimKind.ISSUED, ClaimKind.SAME_FORM, ClaimKind.ALREADY_ENROLLED})
+
+
+@dataclass(frozen=True)
+class ClaimOutcome:
+    """What became of a claim: its `kind`, the member whose pass to show (for the SHOWS_PASS kinds) and, for
+    FORM_ERRORS, the asked-field identifier → holder-facing sentence."""
+
+    kind: ClaimKind
+    member: Member | None = None
+    errors: dict[str, str] = field(default_factory=dict)
 
 
 def claim_submit(
@@ -189,7 +197,7 @@ def claim_submit(
     values always win for every other field, so a holder cannot change what the issuer put in the link.
     External ID: the link's explicit one, else the template's autofill value, else none. A member found by
     it is shown only when the link decided it; found by a value the holder typed, the outcome is
-    `enrolled_pass_hidden`. A found member that SmartPages refused earlier is issued again. `nonce` is the
+    ENROLLED_PASS_HIDDEN. A found member that SmartPages refused earlier is issued again. `nonce` is the
     one-time value of the form that was posted: a second post of the same form finds the first's member.
 
     Must not be called inside a transaction (it calls SmartPages).
@@ -206,10 +214,10 @@ def claim_submit(
     if errors:
         holder_errors = {key: message for key, message in errors.items() if key in asked}
         if holder_errors and len(holder_errors) == len(errors):
-            return ClaimOutcome(errors=holder_errors)
+            return ClaimOutcome(kind=ClaimKind.FORM_ERRORS, errors=holder_errors)
         logger.warning("SmartPass link for template %s has unusable values: %s", context.template.pk,
                        "; ".join(message for key, message in errors.items() if key not in asked))  # fmt: skip
-        return ClaimOutcome(link_problem=True)
+        return ClaimOutcome(kind=ClaimKind.LINK_PROBLEM)
     try:
         link_external_id = _link_external_id(context=context)
         external_id = link_external_id
@@ -218,7 +226,7 @@ def claim_submit(
             external_id = member_selectors.external_id_for_values(template=context.template, values=values)
     except InvalidIdentity as exc:
         logger.warning("SmartPass link for template %s: the autofill value is unusable: %s", context.template.pk, exc)
-        return ClaimOutcome(link_problem=True)
+        return ClaimOutcome(kind=ClaimKind.LINK_PROBLEM)
     # Only an External ID the link itself carries (or derives from its own values) proves which holder this
     # is: the issuer put it there. One the holder typed proves nothing.
     typed = external_id is not None and link_external_id is None
@@ -231,7 +239,7 @@ def claim_submit(
         _schedule_refresh_if_refused(member=existing)
         return _found(existing, nonce=nonce, batch_id=context.payload.batch_id, typed=typed)
     try:
-        member = member_issue(
+        issued = member_issue(
             template=context.template,
             values=values,
             external_id=external_id,
@@ -243,16 +251,16 @@ def claim_submit(
         )
     except IssueRefused as exc:
         logger.info("Claim on template %s refused: %s", context.template.pk, exc)
-        return ClaimOutcome(unavailable=True)
+        return ClaimOutcome(kind=ClaimKind.UNAVAILABLE)
     except InvalidMemberValues as exc:  # validated above; only a template changed mid-claim gets here
         logger.warning("Claim on template %s: values refused: %s", context.template.pk, exc)
-        return ClaimOutcome(link_problem=True)
-    if getattr(member, "already_enrolled", False):
+        return ClaimOutcome(kind=ClaimKind.LINK_PROBLEM)
+    if issued.kind == IssueKind.ALREADY_ENROLLED:
         # Lost a race to a simultaneous claim (same External ID or the same form): show the winner's member.
-        return _found(member, nonce=nonce, batch_id=context.payload.batch_id, typed=typed)
+        return _found(issued.member, nonce=nonce, batch_id=context.payload.batch_id, typed=typed)
     # A pending member already has its retry scheduled by member_issue.
-    _schedule_refresh_if_refused(member=member)
-    return ClaimOutcome(member=member)
+    _schedule_refresh_if_refused(member=issued.member)
+    return ClaimOutcome(kind=ClaimKind.ISSUED, member=issued.member)
 
 
 def _link_external_id(*, context: ClaimContext) -> str | None:
@@ -290,10 +298,12 @@ def _member_for_claim(*, template: PassTemplate, external_id: str | None, nonce:
 def _found(member: Member, *, nonce: str, batch_id: int | None, typed: bool) -> ClaimOutcome:
     _count_duplicate(batch_id=batch_id)
     found_by_external_id = member.claim_nonce != nonce
-    if typed and found_by_external_id:
+    if not found_by_external_id:
+        return ClaimOutcome(kind=ClaimKind.SAME_FORM, member=member)
+    if typed:
         # Not this form's own member (a double tap would carry its nonce): someone else's pass.
-        return ClaimOutcome(existing=True, already_enrolled=True, enrolled_pass_hidden=True)
-    return ClaimOutcome(member=member, existing=True, already_enrolled=found_by_external_id)
+        return ClaimOutcome(kind=ClaimKind.ENROLLED_PASS_HIDDEN)
+    return ClaimOutcome(kind=ClaimKind.ALREADY_ENROLLED, member=member)
 
 
 def _schedule_refresh_if_refused(*, member: Member) -> None:
@@ -305,13 +315,7 @@ def _schedule_refresh_if_refused(*, member: Member) -> None:
 
 
 def _schedule_template_refresh(*, template_id: str) -> None:
-    def enqueue() -> None:
-        try:
-            refresh_template.delay(template_id, trigger=SyncRun.Trigger.CLAIM)
-        except Exception:  # noqa: BLE001 - a nicety; the holder's answer must not depend on the broker
-            logger.exception("Could not schedule a refresh of template %s", template_id)
-
-    transaction.on_commit(enqueue)
+    enqueue_after_commit("templates_sync.refresh_template", template_id, trigger=SyncRun.Trigger.CLAIM)
 
 
 def _count_duplicate(*, batch_id: int | None) -> None:

@@ -56,7 +56,6 @@ __all__ = [
 ]
 
 DELIMITERS = (",", ";", "\t")
-_DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
 # Sniffer's regexes scale badly with size and a few dozen lines are enough.
 _SNIFF_SAMPLE_CHARS = 16 * 1024
 # Control characters that never occur in a text CSV (tab, CR, LF excluded).

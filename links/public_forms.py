@@ -11,19 +11,10 @@ from django.conf import settings
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from members.validation import MAX_LENGTH, FieldSpec, TemplateRules, validate_field
+from members.forms import field_widget
+from members.validation import MAX_LENGTH, FieldSpec, TemplateRules, or_list, validate_field
 
 from .claims import is_claim_nonce
-
-_WIDGETS = {
-    "EMAIL": lambda: forms.EmailInput(attrs={"autocomplete": "email"}),
-    "PHONE_NUMBER": lambda: forms.TextInput(attrs={"type": "tel", "autocomplete": "tel"}),
-    "DATE": lambda: forms.DateInput(attrs={"type": "date"}),
-    "NUMBER": lambda: forms.TextInput(attrs={"inputmode": "numeric"}),
-    "KENNITALA": lambda: forms.TextInput(attrs={"inputmode": "numeric", "placeholder": "010130-2989"}),
-    "URL": lambda: forms.URLInput(attrs={"placeholder": "https://"}),
-}
-
 
 class ClaimForm(forms.Form):
     nonce = forms.CharField(widget=forms.HiddenInput, required=False)
@@ -37,7 +28,7 @@ class ClaimForm(forms.Form):
         for position, spec in enumerate(asked):
             name = f"field_{position}"
             self.specs[name] = spec
-            widget = _WIDGETS.get(spec.format.upper(), forms.TextInput)()
+            widget = field_widget(spec.format)
             self.fields[name] = forms.CharField(label=spec.name, required=False, max_length=MAX_LENGTH + 1,
                                                 widget=widget)  # fmt: skip
             self.fields[name].widget.attrs.setdefault("required", "required")
@@ -87,7 +78,7 @@ def holder_message(*, spec: FieldSpec, raw: str, rules: TemplateRules) -> str:
     if field_format == "EMAIL":
         domains = [d.strip().lstrip("@").lower() for d in rules.allowed_email_domains if d.strip()]
         if domains and not validate_field(spec, text, region=region).error:
-            return _("Use an email address at %(domains)s.") % {"domains": _or_list(domains)}
+            return _("Use an email address at %(domains)s.") % {"domains": or_list(domains, _("or"))}
         return _("Enter a valid email address, e.g. name@example.com.")
     if field_format == "KENNITALA":
         if rules.kennitala_min_age and not validate_field(spec, text, region=region).error:
@@ -108,8 +99,4 @@ _FORMAT_MESSAGES = {
 }
 
 
-def _or_list(items: list[str]) -> str:
-    if len(items) == 1:
-        return items[0]
-    or_word = _("or")
-    return f"{', '.join(items[:-1])} {or_word} {items[-1]}"
+

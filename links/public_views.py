@@ -65,16 +65,17 @@ def claim(request: HttpRequest, token: str) -> HttpResponse:
 def _claim_answer(request: HttpRequest, *, context: claims.ClaimContext, form: ClaimForm) -> HttpResponse | None:
     """Make the claim; the page to answer with, or None to show the form again (with the claim's errors)."""
     outcome = claims.claim_submit(context=context, answers=form.answers(), nonce=form.cleaned_data["nonce"])
-    if outcome.enrolled_pass_hidden:
+    kind = outcome.kind
+    if kind == claims.ClaimKind.ENROLLED_PASS_HIDDEN:
         # The holder typed an External ID someone already has: no redirect, so no pass page to follow.
         return _already_enrolled(request, template=context.template, message=context.already_enrolled_message)
-    if outcome.member is not None:
-        if outcome.already_enrolled and context.already_enrolled_message:
+    if kind in claims.SHOWS_PASS:
+        if kind == claims.ClaimKind.ALREADY_ENROLLED and context.already_enrolled_message:
             return _already_enrolled(request, template=context.template, message=context.already_enrolled_message)
         return redirect("holder:pass", key=claims.pass_page_key(member=outcome.member))
-    if outcome.unavailable:
+    if kind == claims.ClaimKind.UNAVAILABLE:
         return _unavailable(request, template=context.template)
-    if outcome.link_problem:
+    if kind == claims.ClaimKind.LINK_PROBLEM:
         return render(request, "links/public/link_problem.html", {"template": context.template}, status=400)
     form.add_claim_errors(outcome.errors)
     return None

@@ -39,7 +39,7 @@ def _fold(text: str) -> str:
     return re.sub(r"[\s_\-]+", "", text).casefold()
 
 
-# PassKit's CSV headers (seed 000) and common spellings, by the format of the field they fill.
+# PassKit's SmartPass CSV headers and common spellings, by the format of the field they fill.
 _EMAIL_ALIASES = ("person.emailAddress", "emailAddress", "email", "e-mail", "netfang")
 _PHONE_ALIASES = ("person.mobileNumber", "mobileNumber", "mobile", "phone", "phoneNumber", "sími", "símanúmer")
 _NAME_ALIASES = ("person.displayName", "displayName", "name", "fullName", "nafn")

@@ -32,6 +32,7 @@ from members.selectors import (
     template_rules,
 )
 from members.validation import validate_values
+from templates_sync.enqueue import enqueue_after_commit
 from templates_sync.models import PassTemplate
 
 from . import selectors
@@ -157,9 +158,7 @@ def link_batch_can_rerun(*, batch: LinkBatch) -> bool:
 
 
 def _enqueue(batch_id: int) -> None:
-    from .tasks import process_link_batch  # the task module imports this one
-
-    process_link_batch.delay_on_commit(batch_id)
+    enqueue_after_commit("links.process_link_batch", batch_id)
 
 
 # --- processing ------------------------------------------------------------------------------------------------

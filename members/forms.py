@@ -6,14 +6,19 @@ from templates_sync.models import PassTemplate
 from . import selectors
 from .models import AUTOFILL_FIELD_FORMATS, AutofillSource
 
+# An input per input-field format, for the staff "Add member" form and the holder's claim form alike.
 _WIDGETS = {
-    "EMAIL": forms.EmailInput,
-    "PHONE_NUMBER": lambda: forms.TextInput(attrs={"type": "tel"}),
-    "URL": lambda: forms.TextInput(attrs={"type": "url"}),
-    "DATE": lambda: forms.TextInput(attrs={"placeholder": "yyyy-mm-dd"}),
+    "EMAIL": lambda: forms.EmailInput(attrs={"autocomplete": "email"}),
+    "PHONE_NUMBER": lambda: forms.TextInput(attrs={"type": "tel", "autocomplete": "tel"}),
+    "DATE": lambda: forms.DateInput(attrs={"type": "date"}),
     "NUMBER": lambda: forms.TextInput(attrs={"inputmode": "numeric"}),
     "KENNITALA": lambda: forms.TextInput(attrs={"inputmode": "numeric", "placeholder": "010130-2989"}),
+    "URL": lambda: forms.URLInput(attrs={"placeholder": "https://"}),
 }
+
+
+def field_widget(field_format: str) -> forms.Widget:
+    return _WIDGETS.get(field_format.upper(), forms.TextInput)()
 
 
 class MemberAddForm(forms.Form):
@@ -23,7 +28,7 @@ class MemberAddForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.template = template
         for spec in selectors.template_field_specs(template=template):
-            widget = _WIDGETS.get(spec.format.upper(), forms.TextInput)()
+            widget = field_widget(spec.format)
             # A plain CharField: the shared validation gives the same messages as links and claims.
             self.fields[f"field_{spec.identifier}"] = forms.CharField(
                 label=spec.name, required=spec.is_mandatory, widget=widget, max_length=1000,

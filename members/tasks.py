@@ -3,7 +3,7 @@ import logging
 
 from celery import shared_task
 
-from . import services
+from .services import autofill, issuing
 from .models import AutofillBackfill, Member
 
 logger = logging.getLogger(__name__)
@@ -14,7 +14,7 @@ def autofill_backfill(backfill_id: int) -> str:
     backfill = AutofillBackfill.objects.select_related("template").filter(pk=backfill_id).first()
     if backfill is None:
         return "missing"
-    return services.autofill_backfill_run(backfill=backfill).status
+    return autofill.autofill_backfill_run(backfill=backfill).status
 
 
 @shared_task(name="members.member_issue_retry")
@@ -31,30 +31,14 @@ def member_issue_retry(member_id: int, attempts_so_far: int | None = None) -> st
     member = Member.objects.select_related("template").filter(pk=member_id).first()
     if member is None:
         return "missing"
-    retry = services.member_issue_retry(member=member, expected_attempts=attempts_so_far)
+    retry = issuing.member_issue_retry(member=member, expected_attempts=attempts_so_far)
     if retry.retry_later:
-        attempts = retry.member.issue_attempts
-        member_issue_retry.apply_async((member_id, attempts), countdown=services.issue_retry_delay(attempts))
+        issuing.member_retry_later(member=retry.member)
     return retry.member.status
-
-
-def member_issue_retry_later(*, member_id: int, attempts_so_far: int) -> None:
-    """Schedule the first retry of a member left pending, once the transaction that wrote it commits."""
-    from django.db import transaction
-
-    def enqueue() -> None:
-        try:
-            member_issue_retry.apply_async((member_id, attempts_so_far),
-                                           countdown=services.issue_retry_delay(attempts_so_far))  # fmt: skip
-        except Exception:  # noqa: BLE001 - the holder's request must not fail because the broker is away
-            # The member stays pending; `retry_stale_pending` picks it up once the broker is back.
-            logger.exception("Could not schedule the retry of pending member %s", member_id)
-
-    transaction.on_commit(enqueue)
 
 
 @shared_task(name="members.retry_stale_pending")
 def retry_stale_pending() -> int:
     """Periodic safety net: pending members whose retry chain was lost (a broker restart, an enqueue that
     failed) are tried again. Returns how many were tried."""
-    return services.member_issue_retry_stale()
+    return issuing.member_issue_retry_stale()

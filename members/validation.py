@@ -222,15 +222,16 @@ def _check_email(spec: FieldSpec, text: str, rules: TemplateRules, region: str, 
         domain = value.rsplit("@", 1)[1]
         if domain not in allowed:
             raise _FieldError(
-                f"{display_value(value)} is not allowed. Use an address at {_or_list(allowed)}."
+                f"{display_value(value)} is not allowed. Use an address at {or_list(allowed)}."
             )
     return FieldResult(value=value)
 
 
-def _or_list(items: list[str]) -> str:
+def or_list(items: list[str], or_word: str = "or") -> str:
+    """"a, b or c"; holder pages pass their translated "or"."""
     if len(items) == 1:
         return items[0]
-    return ", ".join(items[:-1]) + " or " + items[-1]
+    return f"{', '.join(items[:-1])} {or_word} {items[-1]}"
 
 
 # Characters never valid unescaped in a URL; a browser would mangle them.

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from templates_sync.models import PassTemplate
 
 from . import selectors, services
+from .services import autofill, issuing, passes
 from .csv_export import member_csv_lines
 from .forms import AutofillSettingForm, MemberAddForm
 from .identity import InvalidIdentity
@@ -85,7 +86,7 @@ def member_detail(request, member_id):
 def member_void(request, member_id):
     member = get_object_or_404(Member.objects.select_related("template"), pk=member_id)
     try:
-        services.member_void(member=member, user=request.user)
+        passes.member_void(member=member, user=request.user)
     except services.MemberError as exc:
         messages.error(request, str(exc))
     else:
@@ -98,7 +99,7 @@ def member_void(request, member_id):
 def member_refresh(request, member_id):
     member = get_object_or_404(Member.objects.select_related("template"), pk=member_id)
     try:
-        services.member_refresh(member=member)
+        passes.member_refresh(member=member)
     except services.MemberError as exc:
         messages.error(request, str(exc))
     else:
@@ -123,20 +124,21 @@ def member_add(request, template_id):
     form = MemberAddForm(request.POST or None, template=template)
     if request.method == "POST" and form.is_valid() and not template.issue_refusal_reason:
         try:
-            member = services.member_add(template=template, values=form.values(),
+            issued = issuing.member_add(template=template, values=form.values(),
                                          external_id=form.cleaned_data["external_id"], user=request.user)  # fmt: skip
         except services.InvalidMemberValues as exc:
             form.add_value_errors(exc.errors)
         except (InvalidIdentity, services.MemberError) as exc:
             form.add_error(None, str(exc))
         else:
-            _report_issue(request, member)
-            return redirect("members:member_detail", member.pk)
+            _report_issue(request, issued)
+            return redirect("members:member_detail", issued.member.pk)
     return render(request, "members/member_add.html", {"template": template, "form": form})
 
 
-def _report_issue(request, member: Member) -> None:
-    if member.already_enrolled:
+def _report_issue(request, issued: issuing.IssueResult) -> None:
+    member = issued.member
+    if issued.kind == issuing.IssueKind.ALREADY_ENROLLED:
         messages.warning(request, f"A member with External ID “{member.external_id}” already exists on this "
                                   "template; no new pass was made. This is that member.")  # fmt: skip
     elif member.status == Member.Status.ISSUED:
@@ -159,7 +161,7 @@ def autofill_settings(request, template_id):
         form = AutofillSettingForm(request.POST, template=template)
         if form.is_valid():
             try:
-                services.autofill_setting_change(template=template, user=request.user, **form.cleaned_data)
+                autofill.autofill_setting_change(template=template, user=request.user, **form.cleaned_data)
             except services.AutofillSettingError as exc:
                 form.add_error(None, str(exc))
             else:
@@ -208,7 +210,7 @@ def _autofill_preview(request, template: PassTemplate, proposed: str | None) -> 
 def autofill_backfill(request, template_id):
     template = get_object_or_404(PassTemplate.objects.prefetch_related("input_fields"), pk=template_id)
     try:
-        run = services.autofill_backfill_request(template=template, user=request.user)
+        run = autofill.autofill_backfill_request(template=template, user=request.user)
     except services.AutofillSettingError as exc:
         messages.error(request, str(exc))
     else:

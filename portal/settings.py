@@ -1,7 +1,7 @@
 """SmartPass Portal settings.
 
-Every value comes from the environment (optionally a `.env` file beside manage.py); the names are fixed by
-SPEC.md. Defaults are safe for production; conveniences exist only when DEBUG is on.
+Every value comes from the environment (optionally a `.env` file beside manage.py); the names are listed in
+the README's Configuration table. Defaults are safe for production; conveniences exist only when DEBUG is on.
 """
 import base64
 import hashlib
@@ -171,11 +171,9 @@ if not CELERY_BROKER_URL:
         "processed_folder": str(_queue_dir / "processed"),
         "store_processed": False,
     }
-    CELERY_EMBEDDED = True
 else:
     # Above the longest task's time limit, so a slow task is not delivered twice.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
-    CELERY_EMBEDDED = False
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

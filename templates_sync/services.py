@@ -1,12 +1,13 @@
 """Requests for sync work from people: record a queued run, hand it to a worker after commit."""
+
+from .enqueue import enqueue_after_commit
 from .models import PassTemplate, SyncRun
 from .sync import sync_run_queue
-from .tasks import refresh_template, sync_all_templates
 
 
 def sync_request_full(*, user) -> SyncRun:
     run = sync_run_queue(trigger=SyncRun.Trigger.MANUAL, triggered_by=user)
-    sync_all_templates.delay_on_commit(run_id=run.pk, trigger=SyncRun.Trigger.MANUAL, user_id=user.pk)
+    enqueue_after_commit("templates_sync.sync_all_templates", run_id=run.pk, trigger=SyncRun.Trigger.MANUAL, user_id=user.pk)
     return run
 
 
@@ -14,5 +15,5 @@ def sync_request_refresh(*, template: PassTemplate, user) -> SyncRun:
     run = sync_run_queue(
         trigger=SyncRun.Trigger.MANUAL, triggered_by=user, kind=SyncRun.Kind.SINGLE, template_id=template.pk
     )
-    refresh_template.delay_on_commit(str(template.pk), run_id=run.pk, user_id=user.pk)
+    enqueue_after_commit("templates_sync.refresh_template", str(template.pk), run_id=run.pk, user_id=user.pk)
     return run

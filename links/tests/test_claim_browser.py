@@ -1,4 +1,4 @@
-"""The seed scenario (seeds/000) end to end in Chromium: links made from a CSV for Percy PassKit and Laura
+"""PassKit's SmartPass walk-through end to end in Chromium: links made from a CSV for Percy PassKit and Laura
 Loopy; with autofill off every click makes a new pass, with autofill on (email) every click shows the first."""
 import csv
 import io

@@ -1,16 +1,14 @@
 """Claims under pressure, on PostgreSQL against the sandbox over HTTP: simultaneous claims of one link, and
 a thousand claims while SmartPages fails a fifth of the time."""
 import re
-import threading
 import uuid
 
 import pytest
 import requests
-from django.db import connection
 
 from links import claims, tokens
 from links.keyring import link_keys
-from members import services as member_services
+from members.services import autofill, issuing
 from members.models import Member
 from templates_sync.sandbox import DEMO_TEMPLATE_ID, Faults
 
@@ -28,34 +26,10 @@ def payload_of(path: str) -> tokens.LinkPayload:
     return tokens.decode(path.removeprefix("/p/"), link_keys())
 
 
-def run_at_a_barrier(count: int, work) -> tuple[list, list]:
-    """Run `work()` in `count` threads released together; returns (results, errors)."""
-    barrier = threading.Barrier(count)
-    results, errors, lock = [], [], threading.Lock()
-
-    def run():
-        try:
-            result = work(barrier)
-            with lock:
-                results.append(result)
-        except Exception as exc:  # noqa: BLE001 - collected and asserted on below
-            with lock:
-                errors.append(exc)
-        finally:
-            connection.close()  # each thread has its own database connection
-
-    threads = [threading.Thread(target=run) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results, errors
-
-
 @pytest.mark.django_db(transaction=True)
-def test_fifty_simultaneous_claims_of_one_autofill_link_make_one_member_and_one_upstream_pass(sandbox):
+def test_fifty_simultaneous_claims_of_one_autofill_link_make_one_member_and_one_upstream_pass(sandbox, run_at_a_barrier):
     club = mirror()
-    member_services.autofill_setting_change(template=club, source="email")
+    autofill.autofill_setting_change(template=club, source="email")
     payload = payload_of(link_path(fields=LAURA, batch_id=9, row=2))
 
     def claim(barrier):
@@ -71,13 +45,13 @@ def test_fifty_simultaneous_claims_of_one_autofill_link_make_one_member_and_one_
     assert member.status == Member.Status.ISSUED and member.external_id == "laura.loopy@example.com"
     assert sandbox.request_count("POST", "/api/v1/pass") == 1 and len(sandbox.passes()) == 1
     assert {outcome.member.pk for outcome in outcomes} == {member.pk}
-    assert sum(not outcome.existing for outcome in outcomes) == 1
+    assert sum(outcome.kind == claims.ClaimKind.ISSUED for outcome in outcomes) == 1
 
 
 @pytest.mark.django_db(transaction=True)
-def test_simultaneous_claims_over_http_of_one_autofill_link_make_one_member(live_server, sandbox):
+def test_simultaneous_claims_over_http_of_one_autofill_link_make_one_member(live_server, sandbox, run_at_a_barrier):
     club = mirror()
-    member_services.autofill_setting_change(template=club, source="email")
+    autofill.autofill_setting_change(template=club, source="email")
     url = live_server.url + link_path(fields=LAURA)
 
     def claim(barrier):
@@ -98,7 +72,7 @@ def test_simultaneous_claims_over_http_of_one_autofill_link_make_one_member(live
 
 
 @pytest.mark.django_db(transaction=True)
-def test_one_form_posted_by_many_taps_at_once_issues_once(sandbox):
+def test_one_form_posted_by_many_taps_at_once_issues_once(sandbox, run_at_a_barrier):
     mirror()
     payload = payload_of(link_path(fields={"name": "Percy PassKit", "email": "percy@passkit.com"}))
     nonce = claims.new_claim_nonce()  # one rendering of the form, no External ID
@@ -115,9 +89,9 @@ def test_one_form_posted_by_many_taps_at_once_issues_once(sandbox):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_simultaneous_claims_typing_one_email_make_one_member_and_show_its_pass_to_nobody_else(sandbox):
+def test_simultaneous_claims_typing_one_email_make_one_member_and_show_its_pass_to_nobody_else(sandbox, run_at_a_barrier):
     school = mirror(add_member_field_template(sandbox))
-    member_services.autofill_setting_change(template=school, source="email")
+    autofill.autofill_setting_change(template=school, source="email")
     payload = payload_of(link_path(school.pk, {"name": "Gunnar Nemandi"}))
     answers = {"kennitala": "0101302989", "schoolEmail": "gunnar@skoli.is"}
 
@@ -133,13 +107,13 @@ def test_simultaneous_claims_typing_one_email_make_one_member_and_show_its_pass_
     member = Member.objects.get()
     assert member.external_id == "gunnar@skoli.is" and sandbox.request_count("POST", "/api/v1/pass") == 1
     shown = [outcome for outcome in outcomes if outcome.member is not None]
-    assert [outcome.member.pk for outcome in shown] == [member.pk] and not shown[0].existing
-    assert all(outcome.enrolled_pass_hidden for outcome in outcomes if outcome.member is None)
+    assert [outcome.member.pk for outcome in shown] == [member.pk] and shown[0].kind == claims.ClaimKind.ISSUED
+    assert all(outcome.kind == claims.ClaimKind.ENROLLED_PASS_HIDDEN for outcome in outcomes if outcome.member is None)
 
 
 def test_a_thousand_claims_with_a_fifth_of_upstream_calls_failing_all_end_issued_or_failed_with_a_reason(db, sandbox):
     club = mirror()
-    member_services.autofill_setting_change(template=club, source="email")
+    autofill.autofill_setting_change(template=club, source="email")
     anonymous_id = sandbox.add_template(sandbox.get_template(DEMO_TEMPLATE_ID) | {"id": str(uuid.uuid4()),
                                                                                   "name": "Gestakort"})["id"]  # fmt: skip
     mirror(anonymous_id)  # autofill off: every claim is a new member
@@ -162,12 +136,12 @@ def test_a_thousand_claims_with_a_fifth_of_upstream_calls_failing_all_end_issued
 
     pending_after_claims = Member.objects.filter(status=Member.Status.PENDING).count()
     assert pending_after_claims > 100  # the faults really hit
-    for _round in range(member_services.ISSUE_MAX_ATTEMPTS):
+    for _round in range(issuing.ISSUE_MAX_ATTEMPTS):
         pending = list(Member.objects.filter(status=Member.Status.PENDING).select_related("template"))
         if not pending:
             break
         for member in pending:
-            member_services.member_issue_retry(member=member)
+            issuing.member_issue_retry(member=member)
 
     members = Member.objects.all()
     firsts, guests = {pk for kind, pk in claimed if kind == "first"}, {pk for kind, pk in claimed if kind == "guest"}

@@ -13,7 +13,7 @@ from django.utils import timezone
 from links import claims, tokens
 from links.models import LinkBatch
 from links.keyring import link_keys
-from members import services as member_services
+from members.services import autofill, issuing, passes
 from members.models import Member
 from templates_sync import sync
 from templates_sync.client import client_from_settings
@@ -241,7 +241,7 @@ def test_csrf_protection_stays_on_for_the_claim(club, sandbox):
 
 
 def test_with_autofill_on_every_claim_of_a_link_shows_the_same_pass(client, club, sandbox):
-    member_services.autofill_setting_change(template=club, source="email")
+    autofill.autofill_setting_change(template=club, source="email")
     path = link_path(fields=LAURA)
 
     first = open_and_claim(client, path)
@@ -257,7 +257,7 @@ def test_with_autofill_on_every_claim_of_a_link_shows_the_same_pass(client, club
 
 
 def test_an_explicit_external_id_wins_and_staff_can_set_an_already_enrolled_message(client, club, sandbox):
-    member_services.autofill_setting_change(template=club, source="email",
+    autofill.autofill_setting_change(template=club, source="email",
                                             already_enrolled_message="Þú ert nú þegar skráð/ur.\nSjáumst í lauginni!")  # fmt: skip
     path = link_path(fields=LAURA, external_id="SUND-0042")
 
@@ -271,7 +271,7 @@ def test_an_explicit_external_id_wins_and_staff_can_set_an_already_enrolled_mess
 
 
 def test_a_double_tap_shows_the_first_posts_pass_even_when_an_already_enrolled_message_is_set(client, club, sandbox):
-    member_services.autofill_setting_change(template=club, source="email", already_enrolled_message="Velkomin aftur!")
+    autofill.autofill_setting_change(template=club, source="email", already_enrolled_message="Velkomin aftur!")
     path = link_path(fields=LAURA)
     nonce = nonce_of(client.get(path).content.decode())
 
@@ -283,14 +283,14 @@ def test_a_double_tap_shows_the_first_posts_pass_even_when_an_already_enrolled_m
 
 def test_a_voided_pass_page_says_the_pass_was_cancelled_without_a_qr_code(client, club, sandbox, manager):
     response = open_and_claim(client, link_path(fields=PERCY))
-    member_services.member_void(member=Member.objects.get(), user=manager)
+    passes.member_void(member=Member.objects.get(), user=manager)
 
     body = client.get(response["Location"]).content.decode()
     assert "This pass has been cancelled by the issuer." in body and "<svg" not in body
 
 
 def test_the_batch_page_counts_claims_members_created_and_duplicates_prevented(client, club, sandbox, viewer):
-    member_services.autofill_setting_change(template=club, source="email")
+    autofill.autofill_setting_change(template=club, source="email")
     batch = LinkBatch.objects.create(template=club, original_name="herferd.csv", encoding="utf-8", delimiter=",",
                                      status=LinkBatch.Status.SUCCEEDED, rows_total=2, rows=2, links=2)  # fmt: skip
     laura, percy = link_path(fields=LAURA, batch_id=batch.pk, row=1), link_path(fields=PERCY, batch_id=batch.pk, row=2)
@@ -323,7 +323,7 @@ def test_an_upstream_refusal_fails_the_member_with_a_reason_staff_can_read(clien
 
 
 def test_an_external_id_taken_upstream_tells_the_holder_they_are_enrolled_and_flags_the_member(client, club, sandbox):
-    member_services.autofill_setting_change(template=club, source="email")
+    autofill.autofill_setting_change(template=club, source="email")
     with client_from_settings() as smartpages:  # a pass made outside the portal
         smartpages.create_pass({"passTemplateId": DEMO_TEMPLATE_ID, "externalIdentifier": "laura.loopy@example.com",
                                 "inputFields": [{"identifier": "name", "value": "Laura"},
@@ -350,7 +350,7 @@ def test_upstream_down_leaves_the_member_pending_and_the_page_refreshes_until_th
     assert waiting["Refresh"] == "3" and "503" not in body
 
     sandbox.faults = Faults()
-    member_services.member_issue_retry(member=member)
+    issuing.member_issue_retry(member=member)
 
     ready = client.get(response["Location"])
     assert "Refresh" not in ready and pass_id_on(ready.content.decode()) == str(Member.objects.get().pass_id)
@@ -358,21 +358,21 @@ def test_upstream_down_leaves_the_member_pending_and_the_page_refreshes_until_th
 
 def test_a_member_still_unreachable_after_every_attempt_ends_failed_with_the_reason(club, sandbox):
     sandbox.faults = Faults(error_rate=1.0, scope="passes")
-    member = member_services.member_issue(template=club, values=PERCY, external_id=None, source="link")
+    member = issuing.member_issue(template=club, values=PERCY, external_id=None, source="link").member
     while member.status == Member.Status.PENDING:
-        member = member_services.member_issue_retry(member=member).member
-        assert member.issue_attempts <= member_services.ISSUE_MAX_ATTEMPTS
+        member = issuing.member_issue_retry(member=member).member
+        assert member.issue_attempts <= issuing.ISSUE_MAX_ATTEMPTS
     assert member.status == Member.Status.FAILED and "could not be reached" in member.failure_reason
 
 
 def test_a_pending_member_whose_retry_was_lost_is_tried_again_by_the_sweep(club, sandbox):
     sandbox.faults = Faults(error_rate=1.0, scope="passes")
-    waiting = member_services.member_issue(template=club, values=PERCY, external_id=None, source="link")
-    fresh = member_services.member_issue(template=club, values=LAURA, external_id=None, source="link")
+    waiting = issuing.member_issue(template=club, values=PERCY, external_id=None, source="link").member
+    fresh = issuing.member_issue(template=club, values=LAURA, external_id=None, source="link").member
     sandbox.faults = Faults()
     Member.objects.filter(pk=waiting.pk).update(updated_at=timezone.now() - timedelta(minutes=20))
 
-    assert member_services.member_issue_retry_stale() == 1
+    assert issuing.member_issue_retry_stale() == 1
 
     assert Member.objects.get(pk=waiting.pk).status == Member.Status.ISSUED
     assert Member.objects.get(pk=fresh.pk).status == Member.Status.PENDING  # its own retry is still due
@@ -418,7 +418,7 @@ def test_too_many_claims_from_one_address_get_the_429_page(settings, club, sandb
 def school(db, sandbox):
     """Autofill by the school email, a MEMBER field the issuer's links leave for the holder to type."""
     template = mirror(add_member_field_template(sandbox))
-    member_services.autofill_setting_change(template=template, source="email")
+    autofill.autofill_setting_change(template=template, source="email")
     return template
 
 
@@ -443,7 +443,7 @@ def test_typing_someone_elses_email_says_already_enrolled_but_never_shows_their_
     assert str(member.pass_id) not in body and "/pass/" not in body and "qr-code" not in body
     assert Member.objects.count() == 1 and upstream_posts(sandbox) == 1
     # The staff message, when set, is what the page says; still no pass.
-    member_services.autofill_setting_change(template=school, source="email",
+    autofill.autofill_setting_change(template=school, source="email",
                                             already_enrolled_message="Talaðu við skrifstofuna.")  # fmt: skip
     again = typed_claim(attacker, school, name="Mallory", email="gunnar@skoli.is").content.decode()
     assert "Talaðu við skrifstofuna." in again and str(member.pass_id) not in again and "/pass/" not in again
@@ -476,7 +476,7 @@ def test_an_external_id_the_link_itself_carries_shows_the_existing_pass(school, 
 
 
 def test_a_holder_refused_once_gets_the_same_member_issued_when_they_claim_again(client, club, sandbox):
-    member_services.autofill_setting_change(template=club, source="email")
+    autofill.autofill_setting_change(template=club, source="email")
     path = link_path(fields=LAURA)
     sandbox.update_template(DEMO_TEMPLATE_ID, disableIssue=True)  # upstream refuses; the mirror does not know
 
@@ -497,7 +497,7 @@ def test_a_holder_refused_once_gets_the_same_member_issued_when_they_claim_again
 
 
 def test_a_member_whose_external_id_smartpages_already_had_is_not_issued_again(client, club, sandbox):
-    member_services.autofill_setting_change(template=club, source="email")
+    autofill.autofill_setting_change(template=club, source="email")
     with client_from_settings() as smartpages:  # a pass made outside the portal
         smartpages.create_pass({"passTemplateId": DEMO_TEMPLATE_ID, "externalIdentifier": "laura.loopy@example.com",
                                 "inputFields": [{"identifier": "name", "value": "Laura"},
@@ -513,9 +513,9 @@ def test_a_member_whose_external_id_smartpages_already_had_is_not_issued_again(c
 
 def test_staff_adding_a_capitalised_email_as_external_id_and_the_holders_link_find_one_member(client, club, sandbox,
                                                                                              manager):  # fmt: skip
-    member_services.autofill_setting_change(template=club, source="email")
-    added = member_services.member_add(template=club, values={"name": "Laura", "email": "laura@x.com"},
-                                       external_id=" Laura@X.com ", user=manager)  # fmt: skip
+    autofill.autofill_setting_change(template=club, source="email")
+    added = issuing.member_add(template=club, values={"name": "Laura", "email": "laura@x.com"},
+                                       external_id=" Laura@X.com ", user=manager).member  # fmt: skip
     assert added.external_id == "laura@x.com" and added.status == Member.Status.ISSUED
 
     by_explicit_id = open_and_claim(client, link_path(fields=PERCY, external_id="laura@x.com"))

@@ -2,7 +2,8 @@
 import pytest
 from django.urls import reverse
 
-from members import selectors, services
+from members import selectors
+from members.services import autofill
 from members.models import AutofillSetting
 
 from .factories import make_member, mirror_template
@@ -31,7 +32,7 @@ def previews(monkeypatch):
 
 @pytest.fixture
 def autofill_on(club):
-    services.autofill_setting_change(template=club, source="email")
+    autofill.autofill_setting_change(template=club, source="email")
     make_member(club, name="Laura", email="laura@example.com")
     make_member(club, name="Twin A", email="twin@example.com")
     make_member(club, name="Twin B", email="Twin@Example.com")

@@ -1,11 +1,10 @@
 """member_issue, member_void and member_refresh against the sandbox over real HTTP."""
-import threading
 import uuid
 
 import pytest
-from django.db import connection
 
 from members import services
+from members.services import issuing, passes
 from members.models import Member
 from templates_sync.client import client_from_settings
 from templates_sync.sandbox import DEMO_TEMPLATE_ID, Faults
@@ -20,8 +19,12 @@ def club(db, sandbox):
     return mirror_template()
 
 
+def issue_result(template, values=LAURA, external_id=None, **kwargs):
+    return issuing.member_issue(template=template, values=values, external_id=external_id, source="link", **kwargs)
+
+
 def issue(template, values=LAURA, external_id=None, **kwargs):
-    return services.member_issue(template=template, values=values, external_id=external_id, source="link", **kwargs)
+    return issue_result(template, values, external_id, **kwargs).member
 
 
 def test_issuing_creates_the_pass_upstream_and_mirrors_it(club, sandbox):
@@ -42,13 +45,13 @@ def test_issuing_creates_the_pass_upstream_and_mirrors_it(club, sandbox):
 
 
 def test_a_second_issue_with_the_same_external_id_returns_the_first_member_without_calling_upstream(club, sandbox):
-    first = issue(club, external_id="laura.loopy@example.com")
+    first = issue_result(club, external_id="laura.loopy@example.com")
     posts = sandbox.request_count("POST")
 
-    second = issue(club, values={**LAURA, "name": "Someone Else"}, external_id="laura.loopy@example.com")
+    second = issue_result(club, values={**LAURA, "name": "Someone Else"}, external_id="laura.loopy@example.com")
 
-    assert second.pk == first.pk and second.pass_id == first.pass_id
-    assert second.already_enrolled is True and first.already_enrolled is False
+    assert second.member.pk == first.member.pk and second.member.pass_id == first.member.pass_id
+    assert second.kind == issuing.IssueKind.ALREADY_ENROLLED and first.kind == issuing.IssueKind.CREATED
     assert sandbox.request_count("POST") == posts
     assert Member.objects.count() == 1
 
@@ -103,7 +106,7 @@ def test_upstream_down_leaves_the_member_pending_and_a_retry_issues_it(club, san
     assert member.issue_attempts == 1 and "503" in member.last_error
 
     sandbox.faults = Faults()
-    services.member_issue_retry(member=member)
+    issuing.member_issue_retry(member=member)
     member.refresh_from_db()
     assert member.status == Member.Status.ISSUED and member.issue_attempts == 2 and member.last_error == ""
     assert [p["id"] for p in sandbox.passes(DEMO_TEMPLATE_ID)] == [str(member.pass_id)]
@@ -116,7 +119,7 @@ def test_a_retry_after_a_lost_reply_adopts_the_pass_its_first_attempt_made(club,
     Member.objects.filter(pk=member.pk).update(status="pending", pass_id=None)
     member.refresh_from_db()
 
-    services.member_issue_retry(member=member)
+    issuing.member_issue_retry(member=member)
 
     member.refresh_from_db()
     assert member.status == Member.Status.ISSUED and member.pass_id == pass_id
@@ -125,21 +128,21 @@ def test_a_retry_after_a_lost_reply_adopts_the_pass_its_first_attempt_made(club,
 
 def test_voiding_voids_the_pass_upstream_and_records_who(club, sandbox, manager):
     member = issue(club)
-    services.member_void(member=member, user=manager)
+    passes.member_void(member=member, user=manager)
     member.refresh_from_db()
     assert member.status == Member.Status.VOIDED
     assert sandbox.passes(DEMO_TEMPLATE_ID)[0]["isVoided"] is True
     change = member.status_changes.last()
     assert (change.old, change.new, change.by) == ("issued", "voided", manager)
     with pytest.raises(services.MemberError, match="Only an issued pass"):
-        services.member_void(member=member, user=manager)
+        passes.member_void(member=member, user=manager)
 
 
 def test_refresh_reads_a_pass_voided_on_smartpages(club, sandbox):
     member = issue(club)
     with client_from_settings() as client:
         client.update_pass(str(member.pass_id), {"isVoided": True})
-    services.member_refresh(member=member)
+    passes.member_refresh(member=member)
     member.refresh_from_db()
     assert member.status == Member.Status.VOIDED and member.upstream["status"] == "VOIDED"
 
@@ -149,61 +152,27 @@ def test_refresh_of_an_unknown_pass_says_so_without_raw_error_text(club, sandbox
     Member.objects.filter(pk=member.pk).update(pass_id=uuid.uuid4())
     member.refresh_from_db()
     with pytest.raises(services.MemberError) as refused:
-        services.member_refresh(member=member)
+        passes.member_refresh(member=member)
     assert "404" not in str(refused.value) and "may have been deleted" in str(refused.value)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_issues_with_one_external_id_make_one_member_and_one_pass(sandbox):
+def test_concurrent_issues_with_one_external_id_make_one_member_and_one_pass(sandbox, run_at_a_barrier):
     club = mirror_template()
-    barrier = threading.Barrier(8)
-    results, errors = [], []
+    def claim(barrier):
+        barrier.wait()
+        return issue_result(club, external_id="laura.loopy@example.com")
 
-    def claim():
-        try:
-            barrier.wait()
-            results.append(issue(club, external_id="laura.loopy@example.com"))
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=claim) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results, errors = run_at_a_barrier(8, claim)
 
     assert errors == []
-    assert Member.objects.count() == 1 and len({m.pk for m in results}) == 1
-    assert sum(not m.already_enrolled for m in results) == 1
+    assert Member.objects.count() == 1 and len({r.member.pk for r in results}) == 1
+    assert sum(r.kind == issuing.IssueKind.CREATED for r in results) == 1
     assert sandbox.request_count("POST", "/api/v1/pass") == 1
 
 
-def race(count: int, work) -> list:
-    """Run `work()` in `count` threads released together at a barrier; returns their results."""
-    barrier = threading.Barrier(count)
-    results, errors = [], []
-
-    def run():
-        try:
-            results.append(work(barrier))
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert errors == []
-    return results
-
-
 @pytest.mark.django_db(transaction=True)
-def test_two_retries_racing_for_one_attempt_post_once_and_only_the_winner_reschedules(sandbox):
+def test_two_retries_racing_for_one_attempt_post_once_and_only_the_winner_reschedules(sandbox, run_at_a_barrier):
     club = mirror_template()
     sandbox.faults = Faults(error_rate=1.0, scope="passes")  # still down: the member stays pending
     member = issue(club)
@@ -213,9 +182,10 @@ def test_two_retries_racing_for_one_attempt_post_once_and_only_the_winner_resche
     def retry(barrier):
         copy = Member.objects.select_related("template").get(pk=member.pk)  # a task and its redelivered twin
         barrier.wait()
-        return services.member_issue_retry(member=copy)
+        return issuing.member_issue_retry(member=copy)
 
-    results = race(2, retry)
+    results, errors = run_at_a_barrier(2, retry)
+    assert errors == []
 
     assert sorted(r.attempted for r in results) == [False, True]
     assert sorted(r.retry_later for r in results) == [False, True]
@@ -226,24 +196,25 @@ def test_two_retries_racing_for_one_attempt_post_once_and_only_the_winner_resche
 def test_a_retry_task_that_arrives_after_its_chain_moved_on_neither_posts_nor_reschedules(club, sandbox, monkeypatch):
     from members import tasks
 
-    scheduled = []
-    monkeypatch.setattr(tasks.member_issue_retry, "apply_async",
-                        lambda args, countdown: scheduled.append((args, countdown)))  # fmt: skip
+    scheduled = []  # what the retry task hands to the broker: (arguments, countdown)
+    monkeypatch.setattr(issuing, "enqueue_after_commit",
+                        lambda name, *args, countdown=None: scheduled.append((args, countdown)))  # fmt: skip
     sandbox.faults = Faults(error_rate=1.0, scope="passes")
     member = issue(club)  # attempt 1; its retry task carries attempts_so_far=1
 
     assert tasks.member_issue_retry.run(member.pk, 1) == Member.Status.PENDING
-    assert scheduled == [((member.pk, 2), services.issue_retry_delay(2))]
+    # The claim's own attempt scheduled attempt 2; the task's attempt 2 scheduled attempt 3.
+    assert scheduled == [((member.pk, 1), issuing.issue_retry_delay(1)), ((member.pk, 2), issuing.issue_retry_delay(2))]
     posts = sandbox.request_count("POST", "/api/v1/pass")
 
     # A redelivered copy of the first task, after the chain made attempt 2.
     assert tasks.member_issue_retry.run(member.pk, 1) == Member.Status.PENDING
-    assert len(scheduled) == 1 and sandbox.request_count("POST", "/api/v1/pass") == posts
+    assert len(scheduled) == 2 and sandbox.request_count("POST", "/api/v1/pass") == posts
     assert Member.objects.get(pk=member.pk).issue_attempts == 2
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_refused_member_claimed_again_by_many_at_once_is_issued_once(sandbox):
+def test_a_refused_member_claimed_again_by_many_at_once_is_issued_once(sandbox, run_at_a_barrier):
     club = mirror_template()
     sandbox.update_template(DEMO_TEMPLATE_ID, disableIssue=True)
     member = issue(club, external_id="laura.loopy@example.com")
@@ -254,9 +225,10 @@ def test_a_refused_member_claimed_again_by_many_at_once_is_issued_once(sandbox):
     def claim_again(barrier):
         copy = Member.objects.select_related("template").get(pk=member.pk)
         barrier.wait()
-        return services.member_reissue_failed(member=copy)
+        return issuing.member_reissue_failed(member=copy)
 
-    race(6, claim_again)
+    _results, errors = run_at_a_barrier(6, claim_again)
+    assert errors == []
 
     member.refresh_from_db()
     assert member.status == Member.Status.ISSUED and member.failure_reason == ""

@@ -3,7 +3,7 @@ import pytest
 from django.urls import reverse
 
 from conftest import wait_for
-from members import services
+from members.services import autofill
 from members.models import AutofillBackfill, Member
 
 from .factories import make_member, mirror_template
@@ -12,9 +12,9 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 
 def test_a_large_backfill_runs_in_the_worker(celery_worker_process, live_sandbox, manager, client, monkeypatch):
-    monkeypatch.setattr(services, "BACKFILL_INLINE_LIMIT", 5)
+    monkeypatch.setattr(autofill, "BACKFILL_INLINE_LIMIT", 5)
     club = mirror_template()
-    services.autofill_setting_change(template=club, source="email")
+    autofill.autofill_setting_change(template=club, source="email")
     for n in range(30):
         make_member(club, email=f"holder{n}@example.com")
     make_member(club, email="holder0@example.com")  # a duplicate: both stay without External ID

@@ -1,5 +1,4 @@
 """Login on every staff page, roles, login throttling, health endpoint, production settings."""
-import json
 import os
 import subprocess
 import sys

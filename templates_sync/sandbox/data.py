@@ -50,7 +50,7 @@ def _input_field(label, identifier, field_format, field_type, *, mandatory, uniq
 
 
 def _template_skeleton(template_id: str, template_type: str, name, description, delivery_page_url: str) -> dict:
-    """Every documented key, in the order of the seed's example, with the plainest values."""
+    """Every documented key, in the order of the API documentation's example, with the plainest values."""
     return {
         "id": template_id,
         "type": template_type,

@@ -1,7 +1,7 @@
 """A local stand-in for the SmartPages REST API ("the sandbox").
 
 The portal, its tests, the demo and the benchmarks talk to this real HTTP server on 127.0.0.1 instead of
-https://smartpages-api.smartsolutions.is. It serves the documented template endpoints (seed 004) and the
+https://smartpages-api.smartsolutions.is. It serves the documented template endpoints and the
 pass endpoints (reference page "Passes") with the same auth and paging rules, plausible Icelandic data
 covering every template type and input-field format, and faults that can be switched on at run time.
 

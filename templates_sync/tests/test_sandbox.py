@@ -8,17 +8,12 @@ import uuid
 import pytest
 import requests
 
-from templates_sync.sandbox import (
-    DEMO_TEMPLATE_ID,
-    FIELD_FORMATS,
-    TEMPLATE_TYPES,
-    Faults,
-    SmartPagesSandbox,
-)
+from templates_sync.sandbox import DEMO_TEMPLATE_ID, Faults, SmartPagesSandbox
+from templates_sync.sandbox.data import FIELD_FORMATS, TEMPLATE_TYPES
 
 TIMEOUT = 10
 
-# The template object as documented by seed 004: key -> accepted JSON types. Optional keys may be null or absent.
+# The template object as the SmartPages API documents it: key -> accepted JSON types. Optional keys may be null or absent.
 REQUIRED_TEMPLATE_KEYS = {
     "id": str,
     "type": str,

@@ -8,7 +8,7 @@ from django.core.files import File
 from django.core.files.storage import default_storage
 from django.core.management.base import BaseCommand, CommandError
 
-from links import selectors, services
+from links import services
 from links.models import EXTERNAL_ID_TARGET, LinkBatch
 from templates_sync.models import PassTemplate
 

@@ -4,6 +4,7 @@ import uuid
 from django.core.management.base import BaseCommand, CommandError
 
 from members import selectors, services
+from members.services import autofill
 from members.models import AutofillSource
 from templates_sync.models import PassTemplate
 
@@ -34,7 +35,7 @@ class Command(BaseCommand):
             before = setting.pk, setting.source, setting.field_identifier, setting.already_enrolled_message
             message = setting.already_enrolled_message if options["message"] is None else options["message"]
             try:
-                setting = services.autofill_setting_change(template=template, source=options["source"],
+                setting = autofill.autofill_setting_change(template=template, source=options["source"],
                                                            field_identifier=options["field"],
                                                            already_enrolled_message=message, via="command")  # fmt: skip
             except services.AutofillSettingError as exc:

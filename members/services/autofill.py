@@ -1,0 +1,204 @@
+"""The "Auto fill External ID" setting of a template: changes with their audit, and the backfill of
+External IDs for members made before it was on."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from templates_sync.enqueue import enqueue_after_commit
+from templates_sync.models import PassTemplate
+
+from .. import selectors
+from ..models import (
+    AutofillBackfill,
+    AutofillChange,
+    AutofillSetting,
+    AutofillSource,
+    Member,
+)
+from . import AutofillSettingError, acting_user
+
+logger = logging.getLogger(__name__)
+
+
+# --- autofill setting ---------------------------------------------------------------------------------------
+def autofill_setting_change(*, template: PassTemplate, source: str, field_identifier: str = "",
+                            already_enrolled_message: str = "", user=None, via: str = "page") -> AutofillSetting:  # fmt: skip
+    """Change a template's autofill setting, writing an audit row when anything changed.
+
+    The field must be one of the template's EMAIL (or PHONE_NUMBER) input fields; with exactly one such field
+    it is chosen for the caller. External IDs of existing members are not touched: see `autofill_backfill_*`.
+    """
+    if source not in AutofillSource.values:
+        raise AutofillSettingError(f"Unknown autofill source “{source}”.")
+    field_identifier = (field_identifier or "").strip()
+    if source == AutofillSource.OFF:
+        field_identifier = ""
+    else:
+        candidates = [f.identifier for f in selectors.autofill_candidate_fields(template=template, source=source)]
+        label = AutofillSource(source).label.lower()
+        if not candidates:
+            fmt = "EMAIL" if source == AutofillSource.EMAIL else "PHONE_NUMBER"
+            raise AutofillSettingError(f"This template has no {fmt} input field, so the {label} cannot be the source.")
+        if not field_identifier and len(candidates) == 1:
+            field_identifier = candidates[0]
+        if field_identifier not in candidates:
+            raise AutofillSettingError(
+                f"Choose which input field holds the {label}: {', '.join(candidates)}."
+                if not field_identifier
+                else f"“{field_identifier}” is not a {label} field of this template."
+            )
+    message = (already_enrolled_message or "").strip()
+    with transaction.atomic():
+        setting, _ = AutofillSetting.objects.select_for_update().get_or_create(template=template)
+        old = (setting.source, setting.field_identifier, setting.already_enrolled_message)
+        if old == (source, field_identifier, message):
+            return setting
+        setting.source, setting.field_identifier, setting.already_enrolled_message = source, field_identifier, message
+        setting.updated_by = acting_user(user)
+        setting.updated_at = timezone.now()
+        setting.save()
+        AutofillChange.objects.create(
+            template=template, changed_by=setting.updated_by, changed_via=via,
+            old_source=old[0], old_field_identifier=old[1], old_message=old[2],
+            new_source=source, new_field_identifier=field_identifier, new_message=message,
+        )  # fmt: skip
+    return setting
+
+
+# Up to this many members a backfill runs in the request; above, a Celery task does it with a progress bar.
+BACKFILL_INLINE_LIMIT = 2000
+BACKFILL_CHUNK = 500
+# A queued backfill not started for this long lost its task (a broker restart, an enqueue that failed).
+BACKFILL_ABANDONED_AFTER = timedelta(minutes=30)
+_BACKFILL_ACTIVE = (AutofillBackfill.Status.QUEUED, AutofillBackfill.Status.RUNNING)
+
+
+def backfill_abandoned_after() -> timedelta:
+    """How long since it was queued (or started) a backfill that has not finished is taken as dead.
+
+    A running backfill cannot outlive Celery's hard time limit (the worker kills the task, and the row is
+    left RUNNING), so past that limit there is no more progress to wait for. Never less than
+    BACKFILL_ABANDONED_AFTER, so a queued one gets time to reach a busy worker."""
+    hard_limit = timedelta(seconds=(getattr(settings, "CELERY_TASK_TIME_LIMIT", None) or 0) + 60)
+    return max(BACKFILL_ABANDONED_AFTER, hard_limit)
+
+
+def autofill_backfill_abandon_stale(*, template: PassTemplate) -> int:
+    """Mark the template's queued/running backfills that can no longer finish as FAILED; returns how many.
+
+    Without this a backfill whose task was lost would hold `one_active_backfill_per_template` for good and
+    refuse every new one. A task that does start later finds its row finished and does nothing
+    (`autofill_backfill_run` only starts a QUEUED or RUNNING row)."""
+    now, abandoned_after = timezone.now(), backfill_abandoned_after()
+    cutoff = now - abandoned_after
+    minutes = int(abandoned_after.total_seconds() // 60)
+    return AutofillBackfill.objects.filter(template=template, status__in=_BACKFILL_ACTIVE).filter(
+        Q(started_at__lt=cutoff) | Q(started_at__isnull=True, queued_at__lt=cutoff)
+    ).update(
+        status=AutofillBackfill.Status.FAILED,
+        finished_at=now,
+        error=f"Abandoned: no progress for over {minutes} minutes (its task was lost or stopped). "
+        "Members it did not reach still have no External ID; start the backfill again.",
+    )
+
+
+def autofill_backfill_request(*, template: PassTemplate, user) -> AutofillBackfill:
+    """Start a backfill of the saved setting: inline for a small template, else enqueued after commit.
+
+    A backfill left queued or running past `backfill_abandoned_after()` is marked failed first, so a lost
+    task cannot block the template's backfills for good. Raises AutofillSettingError when another backfill
+    is really under way. A backfill whose task could not be sent stays queued until it is sent again.
+    """
+    setting = selectors.autofill_setting_for(template=template)
+    if not setting.is_on:
+        raise AutofillSettingError("Turn autofill on before filling in External IDs.")
+    autofill_backfill_abandon_stale(template=template)
+    try:
+        with transaction.atomic():
+            run = AutofillBackfill.objects.create(template=template, source=setting.source,
+                                                  field_identifier=setting.field_identifier,
+                                                  requested_by=acting_user(user))  # fmt: skip
+    except IntegrityError:
+        raise AutofillSettingError("A backfill of this template is already running.") from None
+    eligible = Member.objects.filter(template=template, external_id__isnull=True,
+                                     status__in=selectors.BACKFILL_STATUSES).count()  # fmt: skip
+    if eligible <= BACKFILL_INLINE_LIMIT:
+        return autofill_backfill_run(backfill=run)
+    enqueue_after_commit("members.autofill_backfill", run.pk)
+    return run
+
+
+def autofill_backfill_run(*, backfill: AutofillBackfill) -> AutofillBackfill:
+    """Give External IDs to the members the preview says can have one; conflicts stay untouched.
+
+    Writes in short transactions of BACKFILL_CHUNK members. The unique constraint stays the judge: a claim
+    that took an External ID after the preview makes that one member a conflict, not the whole chunk.
+    """
+    # Start only a row that is still active, in one UPDATE: a task that reaches a row already marked
+    # abandoned (and maybe replaced by a newer backfill) must not revive it next to the new one.
+    started_at = timezone.now()
+    started = AutofillBackfill.objects.filter(pk=backfill.pk, status__in=_BACKFILL_ACTIVE).update(
+        status=AutofillBackfill.Status.RUNNING, started_at=started_at
+    )
+    if not started:
+        backfill.refresh_from_db()
+        return backfill
+    backfill.status, backfill.started_at = AutofillBackfill.Status.RUNNING, started_at
+    try:
+        preview = selectors.autofill_preview(template=backfill.template, source=backfill.source,
+                                             field_identifier=backfill.field_identifier)  # fmt: skip
+        backfill.total = preview.eligible
+        backfill.conflicts = preview.conflicting_members
+        backfill.invalid = len(preview.invalid)
+        backfill.empty = preview.empty
+        backfill.done = backfill.conflicts + backfill.invalid + backfill.empty
+        backfill.save(update_fields=["total", "conflicts", "invalid", "empty", "done"])
+        items = list(preview.fill.items())
+        for start in range(0, len(items), BACKFILL_CHUNK):
+            chunk = items[start : start + BACKFILL_CHUNK]
+            filled = _backfill_chunk(template=backfill.template, chunk=chunk)
+            backfill.filled += filled
+            backfill.conflicts += len(chunk) - filled
+            backfill.done += len(chunk)
+            backfill.save(update_fields=["filled", "conflicts", "done"])
+    except Exception:
+        logger.exception("Backfill %s failed", backfill.pk)
+        backfill.status, backfill.error = AutofillBackfill.Status.FAILED, "The backfill stopped on an unexpected error."
+    else:
+        backfill.status = AutofillBackfill.Status.SUCCEEDED
+    backfill.finished_at = timezone.now()
+    # Only over RUNNING: a run that outlived `backfill_abandoned_after()` keeps the FAILED it was given.
+    AutofillBackfill.objects.filter(pk=backfill.pk, status=AutofillBackfill.Status.RUNNING).update(
+        status=backfill.status, error=backfill.error, finished_at=backfill.finished_at
+    )
+    backfill.refresh_from_db()
+    return backfill
+
+
+def _backfill_chunk(*, template: PassTemplate, chunk: list[tuple[int, str]]) -> int:
+    """Set External IDs for a chunk; returns how many were set. `external_id IS NULL` in the update keeps a
+    member that got one meanwhile (External IDs never change)."""
+    members = Member.objects.filter(template=template, external_id__isnull=True)
+    try:
+        with transaction.atomic():
+            return sum(members.filter(pk=pk).update(external_id=external_id, updated_at=timezone.now())
+                       for pk, external_id in chunk)  # fmt: skip
+    except IntegrityError:
+        pass
+    filled = 0
+    for pk, external_id in chunk:
+        try:
+            with transaction.atomic():
+                filled += members.filter(pk=pk).update(external_id=external_id, updated_at=timezone.now())
+        except IntegrityError:
+            continue
+    return filled
+
+
