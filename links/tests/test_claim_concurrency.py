@@ -111,6 +111,7 @@ def test_simultaneous_claims_typing_one_email_make_one_member_and_show_its_pass_
     assert all(outcome.kind == claims.ClaimKind.ENROLLED_PASS_HIDDEN for outcome in outcomes if outcome.member is None)
 
 
+@pytest.mark.slow
 def test_a_thousand_claims_with_a_fifth_of_upstream_calls_failing_all_end_issued_or_failed_with_a_reason(db, sandbox):
     club = mirror()
     autofill.autofill_setting_change(template=club, source="email")

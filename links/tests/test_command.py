@@ -98,6 +98,7 @@ def _manage(*args: str, **env: str) -> subprocess.CompletedProcess:
                           text=True, timeout=60)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_the_portal_does_not_start_without_link_keys_outside_debug():
     result = _manage("check")
     assert result.returncode != 0

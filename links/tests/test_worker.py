@@ -91,6 +91,7 @@ def _process_env(media_root: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_file_is_finished_by_the_next_run_with_a_complete_file(sandbox, manager, settings, tmp_path):
     settings.MEDIA_ROOT = str(tmp_path / "media")
     template = demo_template()
