@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/smartpass
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run test install bench
+.PHONY: run test lint install bench
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,10 @@ test: install
 	case "$(PYTEST_ARGS)" in *"not browser"*|*"not slow"*) ;; *) bash scripts/ensure-chromium.sh ;; esac
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)} \
 		$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: install
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) bench/sync.py
