@@ -1,9 +1,11 @@
 # Two commands: `make run` (the portal, embedded default) and `make test` (the whole suite).
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# Tests run on PostgreSQL with a Redis broker, as in CI; override either on the command line.
+# Tests run on PostgreSQL with a Redis broker, as in CI; override either on the command line. The worker
+# tests purge their broker, so the suite keeps to Redis databases of its own (14, and 15 for the cache),
+# never the 0 a local stack uses.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/smartpass
-TEST_BROKER_URL ?= redis://127.0.0.1:6379/0
+TEST_BROKER_URL ?= redis://127.0.0.1:6379/14
 
 .PHONY: run test lint install bench
 
