@@ -15,6 +15,12 @@ class UploadForm(forms.Form):
         error_messages={"required": "Choose a CSV file to upload.", "empty": "The file is empty."},
     )
     delimiter = forms.ChoiceField(label="Delimiter", choices=DELIMITER_CHOICES, required=False)
+    single_use = forms.BooleanField(
+        label="One pass per row",
+        required=False,
+        help_text="The first claim of a row's link issues its pass; every later claim of that link shows the same "
+        "pass. For campaigns without an email or phone to recognise the holder by.",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

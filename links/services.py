@@ -68,8 +68,11 @@ def link_batch_create(
     delimiter: str | None = None,
     original_name: str | None = None,
     via: str = LinkBatch.Via.PAGE,
+    single_use: bool = False,
 ) -> LinkBatch:
     """Check an uploaded CSV from end to end and store it as a batch waiting for its column mapping.
+
+    `single_use`: one pass per row (the first claim of a row's link issues, every later one shows that pass).
 
     The whole file is read once here, so every file-level problem (size, encoding, delimiter, row limit,
     a quotation mark never closed) is reported on the upload form instead of failing later in a worker.
@@ -107,6 +110,7 @@ def link_batch_create(
         header=header,
         mapping=selectors.link_columns_auto_match(template=template, header=header),
         rows_total=row_count,
+        single_use=single_use,
     )
     batch.input_file.save("input.csv", File(binary), save=False)
     batch.save()
@@ -240,6 +244,7 @@ class _RowRules:
         self.template = template
         self.template_id = uuid.UUID(str(template.pk))
         self.batch_id = batch.pk
+        self.single_use = batch.single_use
         self.specs = template_field_specs(template=template)
         self.rules = template_rules(template=template)
         self.region = settings.PHONE_DEFAULT_REGION
@@ -317,6 +322,7 @@ class _RowRules:
             external_id=row.explicit_external_id,
             batch_id=self.batch_id,
             row=row.number,
+            single_use=self.single_use,
         )
         return self.base_url + encode(payload, self.keys)
 

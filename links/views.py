@@ -45,7 +45,7 @@ def upload(request, template_id):
         try:
             batch = services.link_batch_create(
                 template=template, uploaded_by=request.user, file=form.cleaned_data["file"],
-                delimiter=form.cleaned_data["delimiter"] or None,
+                delimiter=form.cleaned_data["delimiter"] or None, single_use=form.cleaned_data["single_use"],
             )  # fmt: skip
         except services.LinkUploadError as exc:
             form.add_error("file", str(exc))

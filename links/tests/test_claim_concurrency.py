@@ -7,6 +7,7 @@ import pytest
 import requests
 
 from links import claims, tokens
+from links.models import LinkClaim
 from links.keyring import link_keys
 from members.services import autofill, issuing
 from members.models import Member
@@ -46,6 +47,30 @@ def test_fifty_simultaneous_claims_of_one_autofill_link_make_one_member_and_one_
     assert sandbox.request_count("POST", "/api/v1/pass") == 1 and len(sandbox.passes()) == 1
     assert {outcome.member.pk for outcome in outcomes} == {member.pk}
     assert sum(outcome.kind == claims.ClaimKind.ISSUED for outcome in outcomes) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_simultaneous_claims_of_one_single_use_row_make_one_member_and_one_upstream_pass(sandbox, run_at_a_barrier):
+    mirror()  # autofill off and no External ID: only the row's key can tell the claims are one holder's
+    payload = payload_of(link_path(fields={"name": "Jón Jónsson", "email": "jon@example.is"}, batch_id=41, row=7, single_use=True))
+
+    def claim(barrier):
+        context = claims.claim_context_for(payload=payload)
+        nonce = claims.new_claim_nonce()  # each claim from its own form
+        barrier.wait(timeout=30)
+        return claims.claim_submit(context=context, answers={}, nonce=nonce)
+
+    outcomes, errors = run_at_a_barrier(THREADS, claim)
+
+    assert errors == [] and len(outcomes) == THREADS
+    member = Member.objects.get()
+    assert member.status == Member.Status.ISSUED and member.external_id is None
+    assert (member.source_batch_id, member.source_row, member.claim_nonce) == (41, 7, "row:41:7")
+    assert sandbox.request_count("POST", "/api/v1/pass") == 1 and len(sandbox.passes()) == 1
+    assert {outcome.member.pk for outcome in outcomes} == {member.pk}
+    kinds = sorted(outcome.kind for outcome in outcomes)
+    assert kinds == sorted([claims.ClaimKind.ISSUED] + [claims.ClaimKind.ALREADY_ENROLLED] * (THREADS - 1))
+    assert LinkClaim.objects.filter(batch_id=41, row=7).count() == THREADS
 
 
 @pytest.mark.django_db(transaction=True)

@@ -290,6 +290,27 @@ def test_a_double_tap_shows_the_first_posts_pass_even_when_an_already_enrolled_m
     assert "Velkomin aftur!" in client.get(later["Location"]).content.decode()
 
 
+def test_a_single_use_link_issues_once_and_every_later_claim_of_its_row_shows_that_pass(client, club, sandbox):
+    autofill.autofill_setting_change(template=club, source="off", already_enrolled_message="Þú átt kortið nú þegar.")
+    single, ordinary = (link_path(fields=PERCY, batch_id=5, row=2, single_use=use) for use in (True, False))
+
+    first = open_and_claim(client, single)
+    assert "Show my pass" in client.get(single).content.decode()  # the claim page knows the row is claimed
+    second = open_and_claim(Client(), single)  # another browser: the link alone decides
+
+    assert second["Location"] == first["Location"] + "?enrolled=1"
+    member = Member.objects.get()
+    again = client.get(second["Location"]).content.decode()
+    assert pass_id_on(again) == str(member.pass_id) and "Þú átt kortið nú þegar." in again
+    assert member.external_id is None and upstream_posts(sandbox) == 1
+    # The row's key is not a nonce a form may post: nobody reaches a row's pass by typing its key.
+    posted = client.post(ordinary, {"nonce": "row:5:2"})
+    assert posted.status_code != 302 and Member.objects.count() == 1
+    # Default off (the seed's Percy): the same values without the flag make a new pass per claim.
+    open_and_claim(client, ordinary), open_and_claim(client, ordinary)
+    assert Member.objects.count() == 3 and upstream_posts(sandbox) == 3
+
+
 def test_a_voided_pass_page_says_the_pass_was_cancelled_without_a_qr_code(client, club, sandbox, manager):
     response = open_and_claim(client, link_path(fields=PERCY))
     passes.member_void(member=Member.objects.get(), user=manager)
