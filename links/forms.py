@@ -26,7 +26,8 @@ class UploadForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["file"].help_text = (
             f"UTF-8 (with or without BOM) or Windows-1252, a header row, one row per pass holder. "
-            f"At most {filesizeformat(settings.LINKS_MAX_UPLOAD_BYTES)} and {settings.LINKS_MAX_ROWS:,} rows."
+            f"At most {filesizeformat(settings.LINKS_MAX_UPLOAD_BYTES)}, {settings.LINKS_MAX_ROWS:,} rows and "
+            f"{settings.LINKS_MAX_COLUMNS:,} columns."
         )
 
 

@@ -103,7 +103,7 @@ def test_a_file_over_the_byte_limit_is_refused_before_it_is_read(client, manager
     client.force_login(manager)
     response = _upload(client, demo, (DATA / "21_over_byte_limit.csv").read_bytes())
     assert "The file is 2.2 KB; the limit is 1 KB." in response.text
-    assert "At most 1.0\xa0KB and 1,000,000 rows." in response.text
+    assert "At most 1.0\xa0KB, 1,000,000 rows and 200 columns." in response.text
 
 
 def test_the_delimiter_can_be_chosen(client, manager, demo):
