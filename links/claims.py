@@ -280,8 +280,7 @@ def claim_submit(
         return ClaimOutcome(kind=ClaimKind.LINK_PROBLEM)
     if issued.kind == IssueKind.ALREADY_ENROLLED:
         # Lost a race to a simultaneous claim (same External ID, row or form): show the winner's member.
-        return _found(issued.member, context=context, claim_key=claim_key, single_use=row_key is not None,
-                      typed=typed)  # fmt: skip
+        return _found(issued.member, context=context, claim_key=claim_key, single_use=row_key is not None, typed=typed)
     # A pending member already has its retry scheduled by member_issue.
     _schedule_refresh_if_refused(member=issued.member)
     _record_claim(context=context, outcome=LinkClaim.Outcome.NEW)

@@ -4,6 +4,7 @@ Staff download it from the upload and template pages to see what a file should l
 it makes three links without an error or a warning (a test holds it to that). The people are invented; their
 kennitölur pass the check digit, their phone numbers are in assigned Icelandic mobile ranges.
 """
+
 from __future__ import annotations
 
 import csv
@@ -30,12 +31,39 @@ class _Person:
 
 
 _PEOPLE = (
-    _Person("Guðrún", "Jónsdóttir", "gudrun.jonsdottir", "+354 661 2345", "120385-2089", "1985-03-12",
-            "Laugavegur 12", "101", "Reykjavík"),  # fmt: skip
-    _Person("Sigurður", "Einarsson", "sigurdur.einarsson", "+354 771 2345", "240791-2189", "1991-07-24",
-            "Hafnarstræti 3", "600", "Akureyri"),  # fmt: skip
-    _Person("Þórdís", "Ólafsdóttir", "thordis.olafsdottir", "+354 822 1234", "050688-2089", "1988-06-05",
-            "Aðalstræti 7", "400", "Ísafjörður"),  # fmt: skip
+    _Person(
+        "Guðrún",
+        "Jónsdóttir",
+        "gudrun.jonsdottir",
+        "+354 661 2345",
+        "120385-2089",
+        "1985-03-12",
+        "Laugavegur 12",
+        "101",
+        "Reykjavík",
+    ),
+    _Person(
+        "Sigurður",
+        "Einarsson",
+        "sigurdur.einarsson",
+        "+354 771 2345",
+        "240791-2189",
+        "1991-07-24",
+        "Hafnarstræti 3",
+        "600",
+        "Akureyri",
+    ),
+    _Person(
+        "Þórdís",
+        "Ólafsdóttir",
+        "thordis.olafsdottir",
+        "+354 822 1234",
+        "050688-2089",
+        "1988-06-05",
+        "Aðalstræti 7",
+        "400",
+        "Ísafjörður",
+    ),
 )
 DEFAULT_EMAIL_DOMAIN = "example.is"
 

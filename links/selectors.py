@@ -61,7 +61,8 @@ def link_claims_per_day(*, days: int = CHART_DAYS, batch_id: int | None = None) 
     claims = LinkClaim.objects.filter(at__gte=timezone.make_aware(datetime.combine(first_day, time.min)))
     if batch_id is not None:
         claims = claims.filter(batch_id=batch_id)
-    counts = dict(claims.order_by().annotate(day=TruncDate("at")).values("day").annotate(n=Count("*")).values_list("day", "n"))
+    by_day = claims.order_by().annotate(day=TruncDate("at")).values("day").annotate(n=Count("*"))
+    counts = dict(by_day.values_list("day", "n"))
     return [(day, counts.get(day, 0)) for day in (first_day + timedelta(days=i) for i in range(days))]
 
 

@@ -184,11 +184,12 @@ def link_batch_remap(*, batch: LinkBatch, mapping: Mapping[str, str], user) -> L
         raise LinkUploadError("Only a batch that has finished (or failed) can get new columns.")
     mapping = _usable_mapping(batch=batch, mapping=mapping)
     with transaction.atomic():
-        updated = LinkBatch.objects.filter(pk=batch.pk, status__in=[LinkBatch.Status.SUCCEEDED, LinkBatch.Status.FAILED])
-        if not updated.update(mapping=mapping, status=LinkBatch.Status.QUEUED, queued_at=timezone.now(), error=""):
+        done = (LinkBatch.Status.SUCCEEDED, LinkBatch.Status.FAILED)
+        finished = LinkBatch.objects.filter(pk=batch.pk, status__in=done)
+        if not finished.update(mapping=mapping, status=LinkBatch.Status.QUEUED, queued_at=timezone.now(), error=""):
             raise LinkUploadError("These links are already being made again.")
-        _record_event(batch=batch, action=LinkBatchEvent.Action.REMAPPED, user=user,
-                      detail={"old_mapping": batch.mapping, "new_mapping": mapping})  # fmt: skip
+        detail = {"old_mapping": batch.mapping, "new_mapping": mapping}
+        _record_event(batch=batch, action=LinkBatchEvent.Action.REMAPPED, user=user, detail=detail)
         _enqueue(batch.pk)
     batch.refresh_from_db()
     return batch
@@ -237,9 +238,15 @@ def link_batch_download_record(*, batch: LinkBatch, kind: str, user) -> LinkBatc
 
 def _record_event(*, batch: LinkBatch, action: str, user, file: str = "", detail: dict | None = None) -> LinkBatchEvent:
     return LinkBatchEvent.objects.create(
-        batch_id=batch.pk, batch_name=batch.original_name, template_id=batch.template_id, action=action, file=file,
-        detail=detail or {}, by=user, by_name=user.get_username() if user is not None else "",
-    )  # fmt: skip
+        batch_id=batch.pk,
+        batch_name=batch.original_name,
+        template_id=batch.template_id,
+        action=action,
+        file=file,
+        detail=detail or {},
+        by=user,
+        by_name=user.get_username() if user is not None else "",
+    )
 
 
 # --- processing ------------------------------------------------------------------------------------------------

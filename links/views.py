@@ -3,21 +3,21 @@ import os
 
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
+from django.core.exceptions import PermissionDenied
 from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
-from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
-from django.utils.text import slugify
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from templates_sync.models import PassTemplate
 
 from . import claims, selectors, services
-from .samples import link_sample_csv
 from .forms import MappingForm, UploadForm
 from .models import LinkBatch
+from .samples import link_sample_csv
 
 VIEW = "links.view_linkbatch"
 UPLOAD = "links.upload_links"

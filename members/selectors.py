@@ -247,8 +247,18 @@ class MemberFilters:
     older_than: str = ""  # minutes: members created longer ago than this (the dashboard's "stuck" flags)
     sort: str = "-created"
 
-    FIELDS = ("q", "template", "status", "source", "batch", "created_from", "created_to", "has_external_id",
-              "older_than", "sort")  # fmt: skip
+    FIELDS = (
+        "q",
+        "template",
+        "status",
+        "source",
+        "batch",
+        "created_from",
+        "created_to",
+        "has_external_id",
+        "older_than",
+        "sort",
+    )
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> MemberFilters:

@@ -52,7 +52,8 @@ def test_fifty_simultaneous_claims_of_one_autofill_link_make_one_member_and_one_
 @pytest.mark.django_db(transaction=True)
 def test_simultaneous_claims_of_one_single_use_row_make_one_member_and_one_upstream_pass(sandbox, run_at_a_barrier):
     mirror()  # autofill off and no External ID: only the row's key can tell the claims are one holder's
-    payload = payload_of(link_path(fields={"name": "Jón Jónsson", "email": "jon@example.is"}, batch_id=41, row=7, single_use=True))
+    jon = {"name": "Jón Jónsson", "email": "jon@example.is"}
+    payload = payload_of(link_path(fields=jon, batch_id=41, row=7, single_use=True))
 
     def claim(barrier):
         context = claims.claim_context_for(payload=payload)

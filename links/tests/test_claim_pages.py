@@ -501,7 +501,8 @@ def test_an_external_id_the_link_itself_carries_shows_the_existing_pass(school, 
     from_link_values = open_and_claim(Client(), carried, {"field_0": "010130-2989"})
 
     for response in (explicit, from_link_values):
-        assert response.status_code == 302 and response["Location"] == f"/pass/{claims.pass_page_key(member=member)}?enrolled=1"
+        pass_page = f"/pass/{claims.pass_page_key(member=member)}?enrolled=1"
+        assert response.status_code == 302 and response["Location"] == pass_page
     assert Member.objects.count() == 1 and upstream_posts(sandbox) == 1
 
 

@@ -4,6 +4,7 @@ No chart library and no script: the portal serves no third-party JavaScript, and
 rectangles. The SVG has no viewBox: bars are placed in percentages of its width, so they stretch to any
 screen while the text keeps its size. Screen readers get the same numbers as a table in a <details>.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -60,14 +61,28 @@ def bar_chart_for(
     bars = []
     for index, (point, value) in enumerate(points):
         height = (_PLOT_BOTTOM - _PLOT_TOP) * value / peak if peak else 0
-        bars.append(Bar(
-            label=_label(point), value=value, x=round(index * slot + slot * 0.15, 3), width=round(slot * 0.7, 3),
-            y=round(_PLOT_BOTTOM - height, 3), height=round(height, 3), label_x=round(index * slot + slot / 2, 3),
-            # The last point always gets its label (today, on a chart of days), then every `every`-th before it.
-            show_label=(count - 1 - index) % every == 0,
-        ))  # fmt: skip
-    return BarChart(chart_id=chart_id, title=title, unit=unit, label_name=label_name, bars=bars, peak=peak,
-                    total=sum(value for _, value in points))  # fmt: skip
+        bars.append(
+            Bar(
+                label=_label(point),
+                value=value,
+                x=round(index * slot + slot * 0.15, 3),
+                width=round(slot * 0.7, 3),
+                y=round(_PLOT_BOTTOM - height, 3),
+                height=round(height, 3),
+                label_x=round(index * slot + slot / 2, 3),
+                # The last point always gets its label (today, on a chart of days), then every `every`-th before it.
+                show_label=(count - 1 - index) % every == 0,
+            )
+        )
+    return BarChart(
+        chart_id=chart_id,
+        title=title,
+        unit=unit,
+        label_name=label_name,
+        bars=bars,
+        peak=peak,
+        total=sum(value for _, value in points),
+    )
 
 
 @register.inclusion_tag("portal/_bar_chart.html")

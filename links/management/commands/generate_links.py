@@ -30,9 +30,10 @@ class Command(BaseCommand):
         )  # fmt: skip
         parser.add_argument("--delimiter", choices=[",", ";", "tab"], help="override the detected delimiter")
         parser.add_argument(
-            "--single-use", action="store_true",
+            "--single-use",
+            action="store_true",
             help="one pass per row: the first claim of a row's link issues, every later claim shows that pass",
-        )  # fmt: skip
+        )
         parser.add_argument("--json", action="store_true", help='print {"rows", "links", "errors", ...} as JSON')
 
     def handle(self, *args, **options):
