@@ -178,7 +178,7 @@ def is_claim_nonce(value: str | None) -> bool:
 class ClaimKind(StrEnum):
     ISSUED = "issued"  # a new member (issued, pending or refused): show its pass page
     SAME_FORM = "same_form"  # this very form was posted before: show what that post made
-    ALREADY_ENROLLED = "already_enrolled"  # the link's External ID already had a member: show that pass
+    ALREADY_ENROLLED = "already_enrolled"  # the link's External ID (or single-use row) had a member: show that pass
     # The External ID came from what the holder typed, not from the link, and a member already has it: the
     # holder is told they are enrolled but sees no pass. Anyone can type someone's address into the form, so a
     # typed value must never open that person's pass; `member` stays None, so no page can show it by mistake.

@@ -25,20 +25,9 @@ from members.models import Member
 from members.tests.factories import make_member
 
 from .claim_factories import nonce_of
-from .factories import DATA, demo_template, every_format_template, make_links
+from .factories import DATA, every_format_template, make_links
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def media(settings, tmp_path):
-    settings.MEDIA_ROOT = str(tmp_path)
-    return tmp_path
-
-
-@pytest.fixture
-def demo(sandbox, media):
-    return demo_template()
 
 
 def _rows(data: bytes) -> list[dict[str, str]]:

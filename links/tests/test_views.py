@@ -15,22 +15,11 @@ from links.models import LinkBatch
 from links.tokens import decode
 from templates_sync.models import PassTemplate
 
-from .factories import DATA, demo_template, make_links
+from .factories import DATA, make_links
 
 pytestmark = pytest.mark.django_db
 
 CAMPAIGN = "Nafn,Netfang,Sími,Hópur\nAnna Jónsdóttir,anna@example.is,6123456,A\nBjörn,ekki-netfang,,B\n".encode()
-
-
-@pytest.fixture
-def media(settings, tmp_path):
-    settings.MEDIA_ROOT = str(tmp_path)
-    return tmp_path
-
-
-@pytest.fixture
-def demo(sandbox, media):
-    return demo_template()
 
 
 def _upload(client, template, data: bytes = CAMPAIGN, name: str = "vor.csv", delimiter: str = ""):

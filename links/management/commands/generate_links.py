@@ -16,7 +16,8 @@ from templates_sync.models import PassTemplate
 class Command(BaseCommand):
     help = (
         "Make one SmartPass link per row of a campaign CSV, exactly as the upload page does (the batch shows "
-        "in the upload history), and write the result CSV: every input row with smartpass_link and error."
+        "in the upload history), and write the result CSV: every input row with smartpass_link and error. A file "
+        "with more columns than LINKS_MAX_COLUMNS (or rows than LINKS_MAX_ROWS) is refused."
     )
 
     def add_arguments(self, parser):
