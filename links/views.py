@@ -138,7 +138,7 @@ def batch_delete(request, batch_id):
             error = str(exc)
         else:
             messages.success(request, f"The upload “{batch.original_name}” and its files are deleted.")
-            return redirect("links:template_batches", batch.template_id)
+            return redirect("links:batch_list")
     context = {"batch": batch, "error": error, "claims": claims.link_batch_claim_counts(batch=batch)}
     return render(request, "links/batch_delete.html", context, status=400 if error else 200)
 
