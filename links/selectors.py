@@ -41,10 +41,9 @@ def link_batch_events(*, batch_id: int) -> QuerySet[LinkBatchEvent]:
     return LinkBatchEvent.objects.filter(batch_id=batch_id).select_related("by")
 
 
-def link_batch_deletions(*, template: PassTemplate | None = None) -> QuerySet[LinkBatchEvent]:
+def link_batch_deletions() -> QuerySet[LinkBatchEvent]:
     """The record of every deleted upload, newest first."""
-    deletions = LinkBatchEvent.objects.filter(action=LinkBatchEvent.Action.DELETED).select_related("template")
-    return deletions if template is None else deletions.filter(template=template)
+    return LinkBatchEvent.objects.filter(action=LinkBatchEvent.Action.DELETED).select_related("template")
 
 
 # --- claims over time ------------------------------------------------------------------------------------------

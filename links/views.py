@@ -23,7 +23,9 @@ VIEW = "links.view_linkbatch"
 UPLOAD = "links.upload_links"
 DOWNLOAD_LINKS = "links.download_links"
 HISTORY_PAGE_SIZE = 50
+# The newest records shown on the uploads page (deletions) and on a batch page (downloads and changes).
 DELETIONS_SHOWN = 20
+EVENTS_SHOWN = 50
 
 
 @require_GET
@@ -101,7 +103,7 @@ def _detail(request, batch: LinkBatch, form: MappingForm | None, status: int = 2
         "can_rerun": services.link_batch_can_rerun(batch=batch),
         "remap": remap,
         "mapping_action": reverse("links:batch_remap" if remap else "links:batch_confirm", args=[batch.pk]),
-        "events": selectors.link_batch_events(batch_id=batch.pk),
+        "events": selectors.link_batch_events(batch_id=batch.pk)[:EVENTS_SHOWN],
     }
     return render(request, "links/batch_detail.html", context, status=status)
 
