@@ -32,7 +32,7 @@ from templates_sync.enqueue import enqueue_after_commit
 
 from . import tokens
 from .keyring import link_keys
-from .models import LinkBatch
+from .models import LinkBatch, LinkClaim
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +138,11 @@ def masked_value(field_format: str, value: str) -> str:
 def claim_existing_member(*, context: ClaimContext) -> Member | None:
     """The member a claim of this link would show, when the link itself already decides the External ID
     (explicit, or autofill from a value in the link). Read-only: the GET page words its button with it."""
+    row_key = single_use_claim_key(payload=context.payload)
+    if row_key is not None:
+        found = Member.objects.filter(template=context.template, claim_nonce=row_key).first()
+        if found is not None:
+            return found
     try:
         external_id = _link_external_id(context=context)
     except InvalidIdentity:
@@ -145,6 +150,19 @@ def claim_existing_member(*, context: ClaimContext) -> Member | None:
     if external_id is None:
         return None
     return Member.objects.filter(template=context.template, external_id=external_id).first()
+
+
+def single_use_claim_key(*, payload: tokens.LinkPayload) -> str | None:
+    """The claim key of a single-use link's row (None for other links), stored as the member's claim_nonce.
+
+    Member.claim_nonce is unique in the database, so of simultaneous first claims of one row exactly one
+    inserts its member (the others find it), as with a form posted twice. The ':' keeps it apart from the
+    nonces a form may post (is_claim_nonce refuses it), so no holder can post their way to a row's pass.
+    Batch ids are never reused, so batch and row name one row for good, even after the batch is deleted.
+    """
+    if not payload.single_use or payload.batch_id is None or payload.row is None:
+        return None
+    return f"row:{payload.batch_id}:{payload.row}"
 
 
 def new_claim_nonce() -> str:
@@ -160,7 +178,7 @@ def is_claim_nonce(value: str | None) -> bool:
 class ClaimKind(StrEnum):
     ISSUED = "issued"  # a new member (issued, pending or refused): show its pass page
     SAME_FORM = "same_form"  # this very form was posted before: show what that post made
-    ALREADY_ENROLLED = "already_enrolled"  # the link's External ID already had a member: show that pass
+    ALREADY_ENROLLED = "already_enrolled"  # the link's External ID (or single-use row) had a member: show that pass
     # The External ID came from what the holder typed, not from the link, and a member already has it: the
     # holder is told they are enrolled but sees no pass. Anyone can type someone's address into the form, so a
     # typed value must never open that person's pass; `member` stays None, so no page can show it by mistake.
@@ -200,8 +218,13 @@ def claim_submit(
     ENROLLED_PASS_HIDDEN. A found member that SmartPages refused earlier is issued again. `nonce` is the
     one-time value of the form that was posted: a second post of the same form finds the first's member.
 
+    A single-use link (one pass per row) claims under its row's key instead of the form's nonce: the first
+    claim of the row issues, every later one is ALREADY_ENROLLED with that member.
+
     Must not be called inside a transaction (it calls SmartPages).
     """
+    row_key = single_use_claim_key(payload=context.payload)
+    claim_key = row_key or nonce
     asked = {spec.identifier for spec in context.asked}
     values = dict(context.payload.fields)
     values.update({key: value for key, value in answers.items() if key in asked})
@@ -231,13 +254,13 @@ def claim_submit(
     # is: the issuer put it there. One the holder typed proves nothing.
     typed = external_id is not None and link_external_id is None
 
-    existing = _member_for_claim(template=context.template, external_id=external_id, nonce=nonce)
+    existing = _member_for_claim(template=context.template, external_id=external_id, nonce=claim_key)
     if existing is not None:
         # A member refused upstream is issued again when its holder comes back (the cause may be fixed by now);
         # a conflict, pending or issued member is shown as it is.
         existing = member_reissue_failed(member=existing, client=client)
         _schedule_refresh_if_refused(member=existing)
-        return _found(existing, nonce=nonce, batch_id=context.payload.batch_id, typed=typed)
+        return _found(existing, context=context, claim_key=claim_key, single_use=row_key is not None, typed=typed)
     try:
         issued = member_issue(
             template=context.template,
@@ -246,7 +269,7 @@ def claim_submit(
             source=Member.Source.LINK,
             source_batch_id=context.payload.batch_id,
             source_row=context.payload.row,
-            claim_nonce=nonce,
+            claim_nonce=claim_key,
             client=client,
         )
     except IssueRefused as exc:
@@ -256,10 +279,11 @@ def claim_submit(
         logger.warning("Claim on template %s: values refused: %s", context.template.pk, exc)
         return ClaimOutcome(kind=ClaimKind.LINK_PROBLEM)
     if issued.kind == IssueKind.ALREADY_ENROLLED:
-        # Lost a race to a simultaneous claim (same External ID or the same form): show the winner's member.
-        return _found(issued.member, nonce=nonce, batch_id=context.payload.batch_id, typed=typed)
+        # Lost a race to a simultaneous claim (same External ID, row or form): show the winner's member.
+        return _found(issued.member, context=context, claim_key=claim_key, single_use=row_key is not None, typed=typed)
     # A pending member already has its retry scheduled by member_issue.
     _schedule_refresh_if_refused(member=issued.member)
+    _record_claim(context=context, outcome=LinkClaim.Outcome.NEW)
     return ClaimOutcome(kind=ClaimKind.ISSUED, member=issued.member)
 
 
@@ -295,11 +319,12 @@ def _member_for_claim(*, template: PassTemplate, external_id: str | None, nonce:
     return found
 
 
-def _found(member: Member, *, nonce: str, batch_id: int | None, typed: bool) -> ClaimOutcome:
-    _count_duplicate(batch_id=batch_id)
-    found_by_external_id = member.claim_nonce != nonce
+def _found(member: Member, *, context: ClaimContext, claim_key: str, single_use: bool, typed: bool) -> ClaimOutcome:
+    _record_claim(context=context, outcome=LinkClaim.Outcome.EXISTING)
+    found_by_external_id = member.claim_nonce != claim_key
     if not found_by_external_id:
-        return ClaimOutcome(kind=ClaimKind.SAME_FORM, member=member)
+        # The same form again, or a single-use row claimed again (its key came from the link, not the holder).
+        return ClaimOutcome(kind=ClaimKind.ALREADY_ENROLLED if single_use else ClaimKind.SAME_FORM, member=member)
     if typed:
         # Not this form's own member (a double tap would carry its nonce): someone else's pass.
         return ClaimOutcome(kind=ClaimKind.ENROLLED_PASS_HIDDEN)
@@ -318,11 +343,14 @@ def _schedule_template_refresh(*, template_id: str) -> None:
     enqueue_after_commit("templates_sync.refresh_template", template_id, trigger=SyncRun.Trigger.CLAIM)
 
 
-def _count_duplicate(*, batch_id: int | None) -> None:
-    """Count a claim that showed an existing pass on its batch row, for the staff batch page. A link outlives
-    its batch: no row, nothing to count. One UPDATE with F(): concurrent claims never lose a count."""
-    if batch_id is not None:
-        LinkBatch.objects.filter(pk=batch_id).update(duplicate_claims=F("duplicate_claims") + 1)
+def _record_claim(*, context: ClaimContext, outcome: str) -> None:
+    """Record a claim for the charts, and count one that showed an existing pass on its batch row (the staff
+    batch page). A link outlives its batch: no row, nothing to count. One UPDATE with F(): concurrent claims
+    never lose a count."""
+    payload = context.payload
+    LinkClaim.objects.create(template=context.template, batch_id=payload.batch_id, row=payload.row, outcome=outcome)
+    if outcome == LinkClaim.Outcome.EXISTING and payload.batch_id is not None:
+        LinkBatch.objects.filter(pk=payload.batch_id).update(duplicate_claims=F("duplicate_claims") + 1)
 
 
 # --- counts for staff --------------------------------------------------------------------------------------------

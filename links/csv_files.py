@@ -210,13 +210,19 @@ def _read_error(exc: csv.Error, row_number: int) -> CsvFormatError:
     return CsvFormatError(f"The file could not be read as CSV {where}.")
 
 
-def _check_header(cells: list[str]) -> list[str]:
+def _check_header(cells: list[str], max_columns: int | None) -> list[str]:
     header = [cell.strip() for cell in cells]
     while header and not header[-1]:
         header.pop()
     if not header:
         raise CsvFormatError(
             "The first row must hold the column names, but it is empty."
+        )
+    if max_columns is not None and len(header) > max_columns:
+        # Every column becomes a choice on the mapping page: thousands of them make a page nobody can use.
+        raise CsvFormatError(
+            f"The file has {len(header):,} columns; at most {max_columns:,} can be read. "
+            "Remove the columns the links do not need and upload it again."
         )
     seen: dict[str, str] = {}
     for position, name in enumerate(header, start=1):
@@ -235,7 +241,11 @@ def _check_header(cells: list[str]) -> list[str]:
 
 
 def read_rows(
-    binary_file: IO[bytes], dialect: CsvDialect, *, max_rows: int | None = None
+    binary_file: IO[bytes],
+    dialect: CsvDialect,
+    *,
+    max_rows: int | None = None,
+    max_columns: int | None = None,
 ) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
     """Read the header now and return it with a lazy iterator of
     ``(row_number, cells)``; see the module docstring for the rules.
@@ -260,7 +270,7 @@ def read_rows(
     if first is None:
         raise CsvFormatError("The file is empty.")
     _check_decoded(first, dialect, 0)
-    header = _check_header(first)
+    header = _check_header(first, max_columns)
     return header, _iter_rows(reader, dialect, len(header), max_rows)
 
 

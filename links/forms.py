@@ -15,12 +15,19 @@ class UploadForm(forms.Form):
         error_messages={"required": "Choose a CSV file to upload.", "empty": "The file is empty."},
     )
     delimiter = forms.ChoiceField(label="Delimiter", choices=DELIMITER_CHOICES, required=False)
+    single_use = forms.BooleanField(
+        label="One pass per row",
+        required=False,
+        help_text="The first claim of a row's link issues its pass; every later claim of that link shows the same "
+        "pass. For campaigns without an email or phone to recognise the holder by.",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["file"].help_text = (
             f"UTF-8 (with or without BOM) or Windows-1252, a header row, one row per pass holder. "
-            f"At most {filesizeformat(settings.LINKS_MAX_UPLOAD_BYTES)} and {settings.LINKS_MAX_ROWS:,} rows."
+            f"At most {filesizeformat(settings.LINKS_MAX_UPLOAD_BYTES)}, {settings.LINKS_MAX_ROWS:,} rows and "
+            f"{settings.LINKS_MAX_COLUMNS:,} columns."
         )
 
 

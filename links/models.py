@@ -66,6 +66,9 @@ class LinkBatch(models.Model):
     # Claims of this batch's links that found the holder's existing member instead of issuing a second pass
     # (External ID already enrolled, or one claim form posted twice). Members created are counted from Member.
     duplicate_claims = models.PositiveIntegerField(default=0, help_text="Claims that showed an existing pass.")
+    # "One pass per row": the first claim of a row issues, every later claim of that row shows that pass. The
+    # links carry the flag themselves (tokens.LinkPayload.single_use), so this column only records the choice.
+    single_use = models.BooleanField("one pass per row", default=False)
     error = models.TextField(blank=True, help_text="Why the whole batch failed (a sentence for staff).")
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -78,7 +81,11 @@ class LinkBatch(models.Model):
         verbose_name = "link batch"
         verbose_name_plural = "link batches"
         indexes = [models.Index(fields=["template", "-created_at"], name="linkbatch_template_created_idx")]
-        permissions = [("upload_links", "Can upload campaign CSVs and generate SmartPass links")]
+        permissions = [
+            ("upload_links", "Can upload campaign CSVs and generate SmartPass links"),
+            # A links file is a list of bearer secrets: whoever holds a link can claim its pass.
+            ("download_links", "Can download the generated SmartPass links"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.original_name} (#{self.pk})"
@@ -133,3 +140,66 @@ class LinkBatch(models.Model):
             "existing_members": self.existing_members,
             "error": self.error,
         }
+
+
+class LinkBatchEvent(models.Model):
+    """What staff did with an upload: each download of one of its files, a change of its columns, its deletion.
+
+    The batch is named by its id and file name, not by a foreign key, so the record outlives the batch: who
+    deleted which upload, and who downloaded its links before that, stays answerable.
+    """
+
+    class Action(models.TextChoices):
+        DOWNLOADED = "downloaded", "Downloaded"
+        REMAPPED = "remapped", "Changed the columns and ran again"
+        DELETED = "deleted", "Deleted the upload and its files"
+
+    batch_id = models.BigIntegerField()
+    batch_name = models.CharField(max_length=255)
+    template = models.ForeignKey(PassTemplate, on_delete=models.PROTECT, related_name="+")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    file = models.CharField(max_length=16, blank=True, help_text="For a download: output, errors or input.")
+    detail = models.JSONField(default=dict, blank=True, help_text="What the batch was, for a deletion or a change.")
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The user name at the time, so the record still names the person after their account is gone.
+    by_name = models.CharField(max_length=150, blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [
+            models.Index(fields=["batch_id", "-at"], name="linkbatchevent_batch_idx"),
+            models.Index(fields=["action", "-at"], name="linkbatchevent_action_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.by_name or 'command'} {self.action} {self.batch_name} (#{self.batch_id})"
+
+
+class LinkClaim(models.Model):
+    """One claim of a SmartPass link: the press of its button that made a member or found one.
+
+    Only what the charts need (when, which batch, new or found); the member itself is in members. No foreign
+    key to the batch: a link outlives its batch, and so does the record of its claims.
+    """
+
+    class Outcome(models.TextChoices):
+        NEW = "new", "Made a member"
+        EXISTING = "existing", "Found the holder's member"
+
+    template = models.ForeignKey(PassTemplate, on_delete=models.PROTECT, related_name="+")
+    batch_id = models.BigIntegerField(null=True, blank=True)
+    row = models.PositiveIntegerField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [
+            # Claims per day: a range on `at` grouped by day (the dashboard), within one batch (the batch page).
+            models.Index(fields=["at"], name="linkclaim_at_idx"),
+            models.Index(fields=["batch_id", "at"], name="linkclaim_batch_at_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.outcome} claim at {self.at:%Y-%m-%d %H:%M}"

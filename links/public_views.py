@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.cache import patch_cache_control
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
@@ -23,6 +24,8 @@ from .public_forms import ClaimForm
 
 # Seconds between reloads of a pass page whose pass is still being prepared.
 PENDING_REFRESH_SECONDS = 3
+# Query flag on a pass page reached by claiming a link whose holder already had this pass.
+ALREADY_ENROLLED_FLAG = "enrolled"
 
 
 @login_not_required
@@ -70,9 +73,12 @@ def _claim_answer(request: HttpRequest, *, context: claims.ClaimContext, form: C
         # The holder typed an External ID someone already has: no redirect, so no pass page to follow.
         return _already_enrolled(request, template=context.template, message=context.already_enrolled_message)
     if kind in claims.SHOWS_PASS:
-        if kind == claims.ClaimKind.ALREADY_ENROLLED and context.already_enrolled_message:
-            return _already_enrolled(request, template=context.template, message=context.already_enrolled_message)
-        return redirect("holder:pass", key=claims.pass_page_key(member=outcome.member))
+        url = reverse("holder:pass", kwargs={"key": claims.pass_page_key(member=outcome.member)})
+        if kind == claims.ClaimKind.ALREADY_ENROLLED:
+            # The flag only switches on the template's own "already enrolled" note on a page the key already
+            # opens: nothing from the claim travels in the URL.
+            url += f"?{ALREADY_ENROLLED_FLAG}=1"
+        return redirect(url)
     if kind == claims.ClaimKind.UNAVAILABLE:
         return _unavailable(request, template=context.template)
     if kind == claims.ClaimKind.LINK_PROBLEM:
@@ -88,6 +94,9 @@ def pass_page(request: HttpRequest, key: str) -> HttpResponse:
     if member is None:
         return link_not_found(request)
     context = {"member": member, "template": member.template, "refresh_seconds": None}
+    if request.GET.get(ALREADY_ENROLLED_FLAG) == "1":
+        context["already_enrolled"] = True
+        context["custom_message"] = claims.already_enrolled_message_for(template=member.template)
     if member.status == Member.Status.ISSUED and member.pass_id:
         context["qr_svg"] = _qr_svg(str(member.pass_id))
     elif member.status == Member.Status.PENDING:

@@ -38,7 +38,7 @@ from templates_sync.models import PassTemplate
 from . import selectors
 from .csv_files import CsvDialect, CsvFormatError, ResultWriter, check_size, read_rows, sniff
 from .keyring import link_keys
-from .models import EXTERNAL_ID_TARGET, LinkBatch
+from .models import EXTERNAL_ID_TARGET, LinkBatch, LinkBatchEvent
 from .tokens import LinkPayload, TokenTooLong, encode
 
 logger = logging.getLogger(__name__)
@@ -68,11 +68,14 @@ def link_batch_create(
     delimiter: str | None = None,
     original_name: str | None = None,
     via: str = LinkBatch.Via.PAGE,
+    single_use: bool = False,
 ) -> LinkBatch:
     """Check an uploaded CSV from end to end and store it as a batch waiting for its column mapping.
 
-    The whole file is read once here, so every file-level problem (size, encoding, delimiter, row limit,
-    a quotation mark never closed) is reported on the upload form instead of failing later in a worker.
+    `single_use`: one pass per row (the first claim of a row's link issues, every later one shows that pass).
+
+    The whole file is read once here, so every file-level problem (size, encoding, delimiter, row and column
+    limits, a quotation mark never closed) is reported on the upload form instead of failing later in a worker.
     """
     reason = template.issue_refusal_reason
     if reason:
@@ -84,7 +87,9 @@ def link_batch_create(
         binary.seek(0)
         dialect = sniff(binary.read(SNIFF_BYTES), delimiter=delimiter or None)
         binary.seek(0)
-        header, rows = read_rows(binary, dialect, max_rows=settings.LINKS_MAX_ROWS)
+        header, rows = read_rows(
+            binary, dialect, max_rows=settings.LINKS_MAX_ROWS, max_columns=settings.LINKS_MAX_COLUMNS
+        )
         row_count = filled_count = 0
         for _, cells in rows:
             row_count += 1
@@ -107,6 +112,7 @@ def link_batch_create(
         header=header,
         mapping=selectors.link_columns_auto_match(template=template, header=header),
         rows_total=row_count,
+        single_use=single_use,
     )
     batch.input_file.save("input.csv", File(binary), save=False)
     batch.save()
@@ -117,13 +123,7 @@ def link_batch_confirm(*, batch: LinkBatch, mapping: Mapping[str, str], enqueue:
     """Save the confirmed column mapping and queue the batch (the task goes out after the commit)."""
     if batch.status != LinkBatch.Status.UPLOADED:
         raise LinkUploadError("These links are already being made.")
-    reason = batch.template.issue_refusal_reason
-    if reason:
-        raise LinkUploadError(reason)
-    mapping = {column: target for column, target in mapping.items() if target}
-    problems = selectors.link_mapping_problems(template=batch.template, header=batch.header, mapping=mapping)
-    if problems:
-        raise LinkUploadError(" ".join(problems))
+    mapping = _usable_mapping(batch=batch, mapping=mapping)
     with transaction.atomic():
         updated = LinkBatch.objects.filter(pk=batch.pk, status=LinkBatch.Status.UPLOADED).update(
             mapping=mapping, status=LinkBatch.Status.QUEUED, queued_at=timezone.now()
@@ -134,6 +134,18 @@ def link_batch_confirm(*, batch: LinkBatch, mapping: Mapping[str, str], enqueue:
             _enqueue(batch.pk)
     batch.refresh_from_db()
     return batch
+
+
+def _usable_mapping(*, batch: LinkBatch, mapping: Mapping[str, str]) -> dict[str, str]:
+    """The mapping without its empty choices; LinkUploadError when the template or the mapping cannot be used."""
+    reason = batch.template.issue_refusal_reason
+    if reason:
+        raise LinkUploadError(reason)
+    mapping = {column: target for column, target in mapping.items() if target}
+    problems = selectors.link_mapping_problems(template=batch.template, header=batch.header, mapping=mapping)
+    if problems:
+        raise LinkUploadError(" ".join(problems))
+    return mapping
 
 
 def link_batch_rerun(*, batch: LinkBatch) -> LinkBatch:
@@ -159,6 +171,82 @@ def link_batch_can_rerun(*, batch: LinkBatch) -> bool:
 
 def _enqueue(batch_id: int) -> None:
     enqueue_after_commit("links.process_link_batch", batch_id)
+
+
+# --- managing uploads -------------------------------------------------------------------------------------------
+def link_batch_remap(*, batch: LinkBatch, mapping: Mapping[str, str], user) -> LinkBatch:
+    """Change the columns of a finished (or failed) batch and make its links again.
+
+    The new run replaces the output and error files once it has written them. Links already sent out keep
+    working (they carry their values), and a single-use row keeps its pass: its key is the batch and row.
+    """
+    if not batch.is_finished:
+        raise LinkUploadError("Only a batch that has finished (or failed) can get new columns.")
+    mapping = _usable_mapping(batch=batch, mapping=mapping)
+    with transaction.atomic():
+        done = (LinkBatch.Status.SUCCEEDED, LinkBatch.Status.FAILED)
+        finished = LinkBatch.objects.filter(pk=batch.pk, status__in=done)
+        if not finished.update(mapping=mapping, status=LinkBatch.Status.QUEUED, queued_at=timezone.now(), error=""):
+            raise LinkUploadError("These links are already being made again.")
+        detail = {"old_mapping": batch.mapping, "new_mapping": mapping}
+        _record_event(batch=batch, action=LinkBatchEvent.Action.REMAPPED, user=user, detail=detail)
+        _enqueue(batch.pk)
+    batch.refresh_from_db()
+    return batch
+
+
+def link_batch_delete(*, batch: LinkBatch, user) -> LinkBatchEvent:
+    """Delete an upload and its files (input, links, errors), leaving an audit record that outlives it.
+
+    Links already sent out keep working: they carry everything a claim needs. The files go only once the
+    deletion is committed, so a rolled-back deletion loses nothing. A batch being processed is refused; one
+    whose worker died (still "running" long after any time limit) may go.
+    """
+    if batch.is_processing and not link_batch_can_rerun(batch=batch):
+        raise LinkUploadError("These links are still being made; wait until the batch has finished.")
+    files = [name for name in (batch.input_file.name, batch.output_file.name, batch.errors_file.name) if name]
+    detail = {
+        "status": batch.status,
+        "rows": batch.rows_total,
+        "links": batch.links,
+        "errors": batch.errors,
+        "single_use": batch.single_use,
+        "uploaded_at": batch.created_at.isoformat(),
+        "uploaded_by": batch.uploaded_by.get_username() if batch.uploaded_by else batch.created_via,
+    }
+    with transaction.atomic():
+        if not LinkBatch.objects.filter(pk=batch.pk).delete()[0]:
+            raise LinkUploadError("This upload was deleted already.")
+        event = _record_event(batch=batch, action=LinkBatchEvent.Action.DELETED, user=user, detail=detail)
+        transaction.on_commit(lambda: _delete_files(files))
+    return event
+
+
+def _delete_files(names: list[str]) -> None:
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except OSError:
+            # The record says the upload is gone; a file left behind is for an operator to sweep, not an error.
+            logger.warning("Could not delete the link batch file %s", name, exc_info=True)
+
+
+def link_batch_download_record(*, batch: LinkBatch, kind: str, user) -> LinkBatchEvent:
+    """Record that `user` downloaded one of the batch's files (`kind`: output, errors or input)."""
+    return _record_event(batch=batch, action=LinkBatchEvent.Action.DOWNLOADED, user=user, file=kind)
+
+
+def _record_event(*, batch: LinkBatch, action: str, user, file: str = "", detail: dict | None = None) -> LinkBatchEvent:
+    return LinkBatchEvent.objects.create(
+        batch_id=batch.pk,
+        batch_name=batch.original_name,
+        template_id=batch.template_id,
+        action=action,
+        file=file,
+        detail=detail or {},
+        by=user,
+        by_name=user.get_username() if user is not None else "",
+    )
 
 
 # --- processing ------------------------------------------------------------------------------------------------
@@ -240,6 +328,7 @@ class _RowRules:
         self.template = template
         self.template_id = uuid.UUID(str(template.pk))
         self.batch_id = batch.pk
+        self.single_use = batch.single_use
         self.specs = template_field_specs(template=template)
         self.rules = template_rules(template=template)
         self.region = settings.PHONE_DEFAULT_REGION
@@ -317,6 +406,7 @@ class _RowRules:
             external_id=row.explicit_external_id,
             batch_id=self.batch_id,
             row=row.number,
+            single_use=self.single_use,
         )
         return self.base_url + encode(payload, self.keys)
 

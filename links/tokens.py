@@ -16,6 +16,9 @@ Plaintext::
 
     flags (1 byte) | template UUID (16 bytes) | body (raw deflate when flagged)
 
+The single-use flag has no body: it says "one pass per row" (the first claim of
+batch/row issues, every later one shows that pass), so it needs batch and row.
+
 The body holds, in this order and only when the matching flag is set:
 batch id (varint), row (varint), expiry (varint Unix seconds), External ID
 (string); then field pairs (key, value) until the end.  A string is a varint
@@ -79,7 +82,8 @@ _F_EXTERNAL_ID = 0x02
 _F_BATCH = 0x04
 _F_ROW = 0x08
 _F_EXPIRES = 0x10
-_F_KNOWN = _F_DEFLATE | _F_EXTERNAL_ID | _F_BATCH | _F_ROW | _F_EXPIRES
+_F_SINGLE_USE = 0x20
+_F_KNOWN = _F_DEFLATE | _F_EXTERNAL_ID | _F_BATCH | _F_ROW | _F_EXPIRES | _F_SINGLE_USE
 
 _UINT_MAX = 2**63 - 1
 
@@ -264,6 +268,8 @@ class LinkPayload:
     row: int | None = None  # 1-based data row number in the uploaded file
     # Aware; stored with one-second precision (floored), decoded as UTC.
     expires_at: datetime | None = None
+    # One pass per (batch, row): set only together with batch_id and row.
+    single_use: bool = False
 
 
 # --- encoding ---------------------------------------------------------------
@@ -328,6 +334,10 @@ def encode(payload: LinkPayload, keys: LinkKeys) -> str:
             body.append(row)
         else:
             _put_uint(body, _check_uint("row", row))
+    if payload.single_use:
+        if batch_id is None or row is None:
+            raise ValueError("a single-use link needs batch_id and row")
+        flags |= _F_SINGLE_USE
     if payload.expires_at is not None:
         expires_at = payload.expires_at
         if not isinstance(expires_at, datetime) or expires_at.utcoffset() is None:
@@ -445,6 +455,8 @@ def _parse_plaintext(plaintext: bytes) -> LinkPayload:
     flags = plaintext[0]
     if flags & ~_F_KNOWN:
         raise InvalidToken("payload: unknown flags")
+    if flags & _F_SINGLE_USE and not (flags & _F_BATCH and flags & _F_ROW):
+        raise InvalidToken("payload: single use without batch and row")
     template_id = uuid.UUID(bytes=plaintext[1:17])
     body = plaintext[17:]
     if flags & _F_DEFLATE:
@@ -480,6 +492,7 @@ def _parse_plaintext(plaintext: bytes) -> LinkPayload:
         batch_id=batch_id,
         row=row,
         expires_at=expires_at,
+        single_use=bool(flags & _F_SINGLE_USE),
     )
 
 

@@ -7,9 +7,12 @@ urlpatterns = [
     path("", views.batch_list, name="batch_list"),
     path("template/<uuid:template_id>/", views.template_batches, name="template_batches"),
     path("template/<uuid:template_id>/upload/", views.upload, name="upload"),
+    path("template/<uuid:template_id>/sample.csv", views.template_sample, name="template_sample"),
     path("<int:batch_id>/", views.batch_detail, name="batch_detail"),
     path("<int:batch_id>/confirm/", views.batch_confirm, name="batch_confirm"),
     path("<int:batch_id>/rerun/", views.batch_rerun, name="batch_rerun"),
+    path("<int:batch_id>/columns/", views.batch_remap, name="batch_remap"),
+    path("<int:batch_id>/delete/", views.batch_delete, name="batch_delete"),
     path("<int:batch_id>/status.json", views.batch_status, name="batch_status"),
     path("<int:batch_id>/download/<str:kind>/", views.batch_download, name="batch_download"),
 ]

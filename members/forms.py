@@ -57,7 +57,7 @@ class AutofillSettingForm(forms.Form):
     already_enrolled_message = forms.CharField(
         required=False, label="Message for a holder who is already enrolled", max_length=1000,
         widget=forms.Textarea(attrs={"rows": 2}),
-        help_text="Optional. Shown on the claim page when the holder already has a pass.",
+        help_text="Optional. Shown above the pass when a holder who already has it claims it again.",
     )  # fmt: skip
 
     def __init__(self, *args, template: PassTemplate, **kwargs):

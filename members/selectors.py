@@ -244,9 +244,21 @@ class MemberFilters:
     created_from: str = ""
     created_to: str = ""
     has_external_id: str = ""  # "yes" | "no" | ""
+    older_than: str = ""  # minutes: members created longer ago than this (the dashboard's "stuck" flags)
     sort: str = "-created"
 
-    FIELDS = ("q", "template", "status", "source", "batch", "created_from", "created_to", "has_external_id", "sort")
+    FIELDS = (
+        "q",
+        "template",
+        "status",
+        "source",
+        "batch",
+        "created_from",
+        "created_to",
+        "has_external_id",
+        "older_than",
+        "sort",
+    )
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> MemberFilters:
@@ -298,6 +310,8 @@ def member_list(*, filters: MemberFilters = MemberFilters()) -> QuerySet[Member]
         members = members.filter(created_at__gte=_start_of_day(start))
     if end := _parse_date(filters.created_to):
         members = members.filter(created_at__lt=_start_of_day(end + timedelta(days=1)))
+    if filters.older_than.isdigit():
+        members = members.filter(created_at__lt=timezone.now() - timedelta(minutes=int(filters.older_than)))
     if filters.has_external_id == "yes":
         members = members.filter(external_id__isnull=False)
     elif filters.has_external_id == "no":

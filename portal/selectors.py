@@ -1,7 +1,11 @@
 """Reads that span the apps, for the dashboard and template pages."""
+from datetime import timedelta
+
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
+from links.selectors import link_claims_per_day
 from members.models import Member
 from templates_sync import selectors as template_selectors
 from templates_sync.models import PassTemplate
@@ -21,10 +25,32 @@ def templates_with_counts(templates: QuerySet[PassTemplate]) -> QuerySet[PassTem
     )
 
 
+# Members still pending (or failed) this long after their claim need a person to look at them.
+STUCK_AFTER = timedelta(hours=1)
+
+
 def dashboard_summary() -> dict:
     return {
         "template_count": PassTemplate.objects.filter(removed_at__isnull=True).count(),
         "removed_template_count": PassTemplate.objects.filter(removed_at__isnull=False).count(),
         "last_sync": template_selectors.last_full_sync(),
         "last_successful_sync": template_selectors.last_successful_full_sync(),
+        "claims_per_day": link_claims_per_day(),
+        "members_by_status": members_by_status(),
+        "stuck_members": stuck_members(),
+        "stuck_minutes": int(STUCK_AFTER.total_seconds() // 60),
     }
+
+
+def members_by_status() -> list[tuple[str, int]]:
+    """(status label, members) for every status, in the model's order; one GROUP BY on the status index."""
+    counts = dict(Member.objects.order_by().values_list("status").annotate(n=Count("*")))
+    return [(label, counts.get(value, 0)) for value, label in Member.Status.choices]
+
+
+def stuck_members() -> dict[str, int]:
+    """Pending and failed members created over STUCK_AFTER ago, by status (through the status index)."""
+    cutoff = timezone.now() - STUCK_AFTER
+    stuck = Member.objects.filter(status__in=[Member.Status.PENDING, Member.Status.FAILED], created_at__lt=cutoff)
+    counts = dict(stuck.order_by().values_list("status").annotate(n=Count("*")))
+    return {status: counts.get(status, 0) for status in (Member.Status.PENDING, Member.Status.FAILED)}

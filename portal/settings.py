@@ -217,6 +217,8 @@ PHONE_DEFAULT_REGION = env.str("PHONE_DEFAULT_REGION", default="IS")
 # Campaign CSV uploads: a million rows of name, email and phone is about 70 MB.
 LINKS_MAX_UPLOAD_BYTES = env.int("LINKS_MAX_UPLOAD_BYTES", default=100 * 1024 * 1024)
 LINKS_MAX_ROWS = env.int("LINKS_MAX_ROWS", default=1_000_000)
+# Columns of a campaign CSV: each one is a row of the mapping page.
+LINKS_MAX_COLUMNS = env.int("LINKS_MAX_COLUMNS", default=200)
 # Claim requests (GET and POST of /p/<token>) allowed per client address before a 429 page.
 CLAIM_RATE = env.str("CLAIM_RATE", default="60/m")
 

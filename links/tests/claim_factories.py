@@ -48,10 +48,24 @@ def add_member_field_template(sandbox, **overrides) -> str:
     return sandbox.add_template(template)["id"]
 
 
-def link_path(template_id: str = DEMO_TEMPLATE_ID, fields: dict | None = None, *, external_id: str | None = None,
-              batch_id: int | None = None, row: int | None = None, keys=None) -> str:  # fmt: skip
-    payload = tokens.LinkPayload(template_id=uuid.UUID(str(template_id)), fields=dict(fields or {}),
-                                 external_id=external_id, batch_id=batch_id, row=row)  # fmt: skip
+def link_path(
+    template_id: str = DEMO_TEMPLATE_ID,
+    fields: dict | None = None,
+    *,
+    external_id: str | None = None,
+    batch_id: int | None = None,
+    row: int | None = None,
+    single_use: bool = False,
+    keys=None,
+) -> str:
+    payload = tokens.LinkPayload(
+        template_id=uuid.UUID(str(template_id)),
+        fields=dict(fields or {}),
+        external_id=external_id,
+        batch_id=batch_id,
+        row=row,
+        single_use=single_use,
+    )
     return "/p/" + tokens.encode(payload, keys or link_keys())
 
 

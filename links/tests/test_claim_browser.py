@@ -22,6 +22,7 @@ SEED_CSV = (
     "Percy PassKit,percy@passkit.com,+44 7911 123456\r\n"
     "Laura Loopy, Laura.Loopy@Example.COM ,555 1234\r\n"
 )
+STAFF_MESSAGE = "Velkomin aftur, þú átt þegar kortið!"
 
 
 def make_seed_links(template: PassTemplate, user) -> tuple[LinkBatch, dict[str, str]]:
@@ -70,16 +71,22 @@ def test_the_seed_scenario_one_pass_per_click_without_autofill_and_the_same_pass
     assert page.locator("#external-id").count() == 0 and "none" in page.locator("dl.facts").first.inner_text()
     assert "batch" in page.locator("dl.facts").first.inner_text()
 
-    # A manager turns autofill on, with the email address as the unique ID.
+    # A manager turns autofill on, with the email address as the unique ID, and words the "already enrolled" note.
     page.goto(f"{live_server.url}/members/autofill/{DEMO_TEMPLATE_ID}/")
     page.check("input[name=source][value=email]")
+    page.fill("textarea[name=already_enrolled_message]", STAFF_MESSAGE)
     page.click("text=Save setting")
     page.wait_for_selector("text=Autofill setting saved.")
 
-    # Laura's link twice: the same Pass ID both times.
+    # Laura's link twice: the same Pass ID and QR code both times; the second time with the staff's message.
     laura_first = claim_in_browser(page, links["Laura Loopy"])
+    assert page.locator("#already-enrolled").count() == 0
+    first_qr = page.locator("figure.qr svg").inner_html()
     laura_second = claim_in_browser(page, links["Laura Loopy"])
     assert laura_first == laura_second
+    assert page.locator("figure.qr svg").inner_html() == first_qr
+    assert STAFF_MESSAGE in page.locator("#already-enrolled .custom-message").inner_text()
+    assert "Laura Loopy" in page.locator("h1.holder-name").inner_text()
     laura = Member.objects.get(display_name="Laura Loopy")
     assert str(laura.pass_id) == laura_first and laura.external_id == "laura.loopy@example.com"
 

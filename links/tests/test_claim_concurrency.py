@@ -7,6 +7,7 @@ import pytest
 import requests
 
 from links import claims, tokens
+from links.models import LinkClaim
 from links.keyring import link_keys
 from members.services import autofill, issuing
 from members.models import Member
@@ -49,6 +50,31 @@ def test_fifty_simultaneous_claims_of_one_autofill_link_make_one_member_and_one_
 
 
 @pytest.mark.django_db(transaction=True)
+def test_simultaneous_claims_of_one_single_use_row_make_one_member_and_one_upstream_pass(sandbox, run_at_a_barrier):
+    mirror()  # autofill off and no External ID: only the row's key can tell the claims are one holder's
+    jon = {"name": "Jón Jónsson", "email": "jon@example.is"}
+    payload = payload_of(link_path(fields=jon, batch_id=41, row=7, single_use=True))
+
+    def claim(barrier):
+        context = claims.claim_context_for(payload=payload)
+        nonce = claims.new_claim_nonce()  # each claim from its own form
+        barrier.wait(timeout=30)
+        return claims.claim_submit(context=context, answers={}, nonce=nonce)
+
+    outcomes, errors = run_at_a_barrier(THREADS, claim)
+
+    assert errors == [] and len(outcomes) == THREADS
+    member = Member.objects.get()
+    assert member.status == Member.Status.ISSUED and member.external_id is None
+    assert (member.source_batch_id, member.source_row, member.claim_nonce) == (41, 7, "row:41:7")
+    assert sandbox.request_count("POST", "/api/v1/pass") == 1 and len(sandbox.passes()) == 1
+    assert {outcome.member.pk for outcome in outcomes} == {member.pk}
+    kinds = sorted(outcome.kind for outcome in outcomes)
+    assert kinds == sorted([claims.ClaimKind.ISSUED] + [claims.ClaimKind.ALREADY_ENROLLED] * (THREADS - 1))
+    assert LinkClaim.objects.filter(batch_id=41, row=7).count() == THREADS
+
+
+@pytest.mark.django_db(transaction=True)
 def test_simultaneous_claims_over_http_of_one_autofill_link_make_one_member(live_server, sandbox, run_at_a_barrier):
     club = mirror()
     autofill.autofill_setting_change(template=club, source="email")
@@ -67,7 +93,9 @@ def test_simultaneous_claims_over_http_of_one_autofill_link_make_one_member(live
 
     assert errors == []
     member = Member.objects.get()
-    assert set(answers) == {(302, f"/pass/{claims.pass_page_key(member=member)}")}
+    # One claim made the member; the others found it and show the same pass page, flagged "already enrolled".
+    pass_page = f"/pass/{claims.pass_page_key(member=member)}"
+    assert sorted(answers) == [(302, pass_page)] + [(302, pass_page + "?enrolled=1")] * 19
     assert sandbox.request_count("POST", "/api/v1/pass") == 1
 
 

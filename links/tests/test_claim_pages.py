@@ -249,11 +249,14 @@ def test_with_autofill_on_every_claim_of_a_link_shows_the_same_pass(client, club
     assert "Show my pass" in page  # the page already knows, without creating anything
     second = open_and_claim(client, path)
 
-    assert first["Location"] == second["Location"]
+    # The same pass page, flagged as a second visit (its note is the only difference).
+    assert second["Location"] == first["Location"] + "?enrolled=1"
     member = Member.objects.get()
     assert member.external_id == "laura.loopy@example.com" and upstream_posts(sandbox) == 1
     assert sandbox.passes()[0]["externalIdentifier"] == "laura.loopy@example.com"
-    assert pass_id_on(client.get(second["Location"]).content.decode()) == str(member.pass_id)
+    again = client.get(second["Location"]).content.decode()
+    assert pass_id_on(again) == str(member.pass_id) and "You already have this pass" in again
+    assert "You already have this pass" not in client.get(first["Location"]).content.decode()
 
 
 def test_an_explicit_external_id_wins_and_staff_can_set_an_already_enrolled_message(client, club, sandbox):
@@ -265,9 +268,13 @@ def test_an_explicit_external_id_wins_and_staff_can_set_an_already_enrolled_mess
     assert first.status_code == 302
     second = open_and_claim(client, path)
 
-    body = second.content.decode()
-    assert second.status_code == 200 and "Þú ert nú þegar skráð/ur." in body and "Sjáumst í lauginni!" in body
-    assert Member.objects.get().external_id == "SUND-0042" and upstream_posts(sandbox) == 1
+    # The seed's promise with a staff message: the original pass (same Pass ID, QR code) with the message on it.
+    assert second.status_code == 302 and second["Location"] == first["Location"] + "?enrolled=1"
+    body = client.get(second["Location"]).content.decode()
+    member = Member.objects.get()
+    assert "Þú ert nú þegar skráð/ur." in body and "Sjáumst í lauginni!" in body
+    assert pass_id_on(body) == str(member.pass_id) and "qr-code" in body
+    assert member.external_id == "SUND-0042" and upstream_posts(sandbox) == 1
 
 
 def test_a_double_tap_shows_the_first_posts_pass_even_when_an_already_enrolled_message_is_set(client, club, sandbox):
@@ -278,7 +285,30 @@ def test_a_double_tap_shows_the_first_posts_pass_even_when_an_already_enrolled_m
     first, second = client.post(path, {"nonce": nonce}), client.post(path, {"nonce": nonce})
 
     assert first.status_code == second.status_code == 302 and first["Location"] == second["Location"]
-    assert "Velkomin aftur!" in open_and_claim(client, path).content.decode()  # a later visit is "enrolled"
+    later = open_and_claim(client, path)  # a later visit is "enrolled"
+    assert later["Location"] == first["Location"] + "?enrolled=1"
+    assert "Velkomin aftur!" in client.get(later["Location"]).content.decode()
+
+
+def test_a_single_use_link_issues_once_and_every_later_claim_of_its_row_shows_that_pass(client, club, sandbox):
+    autofill.autofill_setting_change(template=club, source="off", already_enrolled_message="Þú átt kortið nú þegar.")
+    single, ordinary = (link_path(fields=PERCY, batch_id=5, row=2, single_use=use) for use in (True, False))
+
+    first = open_and_claim(client, single)
+    assert "Show my pass" in client.get(single).content.decode()  # the claim page knows the row is claimed
+    second = open_and_claim(Client(), single)  # another browser: the link alone decides
+
+    assert second["Location"] == first["Location"] + "?enrolled=1"
+    member = Member.objects.get()
+    again = client.get(second["Location"]).content.decode()
+    assert pass_id_on(again) == str(member.pass_id) and "Þú átt kortið nú þegar." in again
+    assert member.external_id is None and upstream_posts(sandbox) == 1
+    # The row's key is not a nonce a form may post: nobody reaches a row's pass by typing its key.
+    posted = client.post(ordinary, {"nonce": "row:5:2"})
+    assert posted.status_code != 302 and Member.objects.count() == 1
+    # Default off (the seed's Percy): the same values without the flag make a new pass per claim.
+    open_and_claim(client, ordinary), open_and_claim(client, ordinary)
+    assert Member.objects.count() == 3 and upstream_posts(sandbox) == 3
 
 
 def test_a_voided_pass_page_says_the_pass_was_cancelled_without_a_qr_code(client, club, sandbox, manager):
@@ -471,7 +501,8 @@ def test_an_external_id_the_link_itself_carries_shows_the_existing_pass(school, 
     from_link_values = open_and_claim(Client(), carried, {"field_0": "010130-2989"})
 
     for response in (explicit, from_link_values):
-        assert response.status_code == 302 and response["Location"] == f"/pass/{claims.pass_page_key(member=member)}"
+        pass_page = f"/pass/{claims.pass_page_key(member=member)}?enrolled=1"
+        assert response.status_code == 302 and response["Location"] == pass_page
     assert Member.objects.count() == 1 and upstream_posts(sandbox) == 1
 
 
@@ -487,7 +518,7 @@ def test_a_holder_refused_once_gets_the_same_member_issued_when_they_claim_again
     sandbox.update_template(DEMO_TEMPLATE_ID, disableIssue=False)  # fixed upstream
     second = open_and_claim(client, path)
 
-    assert second.status_code == 302 and second["Location"] == first["Location"]
+    assert second.status_code == 302 and second["Location"] == first["Location"] + "?enrolled=1"
     member = Member.objects.get()
     assert member.status == Member.Status.ISSUED and member.external_id == "laura.loopy@example.com"
     assert [(c.old, c.new) for c in member.status_changes.all()] == [
@@ -522,5 +553,5 @@ def test_staff_adding_a_capitalised_email_as_external_id_and_the_holders_link_fi
     by_autofill = open_and_claim(client, link_path(fields={"name": "Laura", "email": "LAURA@x.com"}))
 
     for response in (by_explicit_id, by_autofill):
-        assert response["Location"] == f"/pass/{claims.pass_page_key(member=added)}"
+        assert response["Location"] == f"/pass/{claims.pass_page_key(member=added)}?enrolled=1"
     assert Member.objects.count() == 1 and upstream_posts(sandbox) == 1

@@ -46,6 +46,25 @@ def test_generate_links_writes_the_same_output_as_the_page_and_prints_json(demo,
 
 
 @pytest.mark.django_db
+def test_single_use_puts_the_flag_into_every_link_and_on_the_batch(demo, tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text("name,email\nAnna Jónsdóttir,anna@example.is\nBjarni Þórsson,bj@example.is\n", encoding="utf-8")
+    plain, single = tmp_path / "plain.csv", tmp_path / "single.csv"
+    call_command("generate_links", "--template", str(demo.pk), str(source), str(plain), stdout=StringIO())
+    call_command(
+        "generate_links", "--template", str(demo.pk), str(source), str(single), "--single-use", stdout=StringIO()
+    )
+
+    def payloads(path):
+        rows = list(csv.DictReader(path.open(encoding="utf-8-sig")))
+        return [decode(row["smartpass_link"].rsplit("/", 1)[1], link_keys()) for row in rows]
+
+    assert [p.single_use for p in payloads(plain)] == [False, False]
+    batch = LinkBatch.objects.get(single_use=True)
+    assert [(p.single_use, p.batch_id, p.row) for p in payloads(single)] == [(True, batch.pk, 1), (True, batch.pk, 2)]
+
+
+@pytest.mark.django_db
 def test_map_overrides_the_automatic_match(demo, tmp_path):
     source = tmp_path / "in.csv"
     source.write_text("Fullt nafn,netfang,kort\nAnna,anna@example.is,K-1\n", encoding="utf-8")

@@ -91,6 +91,7 @@ optional_uint = st.none() | st.integers(min_value=0, max_value=2**63 - 1)
     batch_id=optional_uint,
     row=optional_uint,
     expires_at=st.none() | expiries,
+    single_use=st.booleans(),
 )
 def test_a_token_decodes_to_exactly_the_payload_it_was_made_from(
     template_id: uuid.UUID,
@@ -99,8 +100,10 @@ def test_a_token_decodes_to_exactly_the_payload_it_was_made_from(
     batch_id: int | None,
     row: int | None,
     expires_at: datetime | None,
+    single_use: bool,
 ) -> None:
-    payload = LinkPayload(template_id, fields, external_id, batch_id, row, expires_at)
+    single_use = single_use and batch_id is not None and row is not None  # the flag needs both
+    payload = LinkPayload(template_id, fields, external_id, batch_id, row, expires_at, single_use)
     try:
         token = encode(payload, KEYS)
     except TokenTooLong:
@@ -265,6 +268,7 @@ def _sealed(plaintext: bytes, key_id: bytes = b"k1", key: bytes = KEY_A) -> str:
         b"\x04" + TEMPLATE.bytes + b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",  # huge number
         b"\x10" + TEMPLATE.bytes + b"\xff\xff\xff\xff\xff\xff\xff\x7f",  # expiry past year 9999
         b"\x01" + TEMPLATE.bytes + b"not deflate data",
+        b"\x24" + TEMPLATE.bytes + b"\x07",  # single use with a batch but no row
     ],
 )
 def test_an_authentic_token_whose_payload_does_not_parse_is_rejected(plaintext: bytes) -> None:
@@ -415,3 +419,11 @@ def test_equal_key_sets_compare_equal_and_hash_alike() -> None:
     assert LinkKeys((("k1", KEY_A),)) == KEYS
     assert hash(LinkKeys((("k1", KEY_A),))) == hash(KEYS)
     assert LinkKeys((("k1", KEY_B),)) != KEYS
+
+
+def test_the_single_use_flag_round_trips_and_needs_a_batch_and_a_row() -> None:
+    payload = typical_payload(batch_id=7, row=3, single_use=True)
+    assert decode(encode(payload, KEYS), KEYS, now=EPOCH).single_use is True
+    assert decode(encode(typical_payload(batch_id=7, row=3), KEYS), KEYS, now=EPOCH).single_use is False
+    with pytest.raises(ValueError, match="batch_id and row"):
+        encode(typical_payload(batch_id=None, row=3, single_use=True), KEYS)

@@ -15,22 +15,11 @@ from links.models import LinkBatch
 from links.tokens import decode
 from templates_sync.models import PassTemplate
 
-from .factories import DATA, demo_template, make_links
+from .factories import DATA, make_links
 
 pytestmark = pytest.mark.django_db
 
 CAMPAIGN = "Nafn,Netfang,Sími,Hópur\nAnna Jónsdóttir,anna@example.is,6123456,A\nBjörn,ekki-netfang,,B\n".encode()
-
-
-@pytest.fixture
-def media(settings, tmp_path):
-    settings.MEDIA_ROOT = str(tmp_path)
-    return tmp_path
-
-
-@pytest.fixture
-def demo(sandbox, media):
-    return demo_template()
 
 
 def _upload(client, template, data: bytes = CAMPAIGN, name: str = "vor.csv", delimiter: str = ""):
@@ -103,7 +92,7 @@ def test_a_file_over_the_byte_limit_is_refused_before_it_is_read(client, manager
     client.force_login(manager)
     response = _upload(client, demo, (DATA / "21_over_byte_limit.csv").read_bytes())
     assert "The file is 2.2 KB; the limit is 1 KB." in response.text
-    assert "At most 1.0\xa0KB and 1,000,000 rows." in response.text
+    assert "At most 1.0\xa0KB, 1,000,000 rows and 200 columns." in response.text
 
 
 def test_the_delimiter_can_be_chosen(client, manager, demo):

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db
 # Pages anyone may open (the holder's side, signing in and out) and the admin, which has its own checks.
 PUBLIC_URL_NAMES = {"login", "logout", "healthz", "set_language", "claim", "pass"}
 # Pages a GET of which already needs the manager role: a viewer is refused them.
-MANAGER_ONLY_PAGES = {"member_add_choose", "member_add", "upload"}
+MANAGER_ONLY_PAGES = {"member_add_choose", "member_add", "upload", "batch_remap", "batch_delete"}
 SAMPLES = {"int": "1", "uuid": str(uuid.uuid4()), "str": "x", "slug": "x", "path": "x"}
 
 
@@ -106,7 +106,9 @@ def test_a_viewer_opens_every_read_page(client, viewer, sandbox, settings, tmp_p
         "template_batches": (reverse("links:template_batches", args=[template.pk]), batch.original_name),
         "batch_detail": (reverse("links:batch_detail", args=[batch.pk]), batch.original_name),
         "batch_status": (reverse("links:batch_status", args=[batch.pk]), '"status": "succeeded"'),
-        "batch_download": (reverse("links:batch_download", args=[batch.pk, "output"]), "smartpass_link"),
+        # The errors file (its header names the link column); the links file itself is a manager's.
+        "batch_download": (reverse("links:batch_download", args=[batch.pk, "errors"]), "smartpass_link"),
+        "template_sample": (reverse("links:template_sample", args=[template.pk]), "Guðrún Jónsdóttir"),
     }
     client.force_login(viewer)
 

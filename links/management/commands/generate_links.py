@@ -16,7 +16,8 @@ from templates_sync.models import PassTemplate
 class Command(BaseCommand):
     help = (
         "Make one SmartPass link per row of a campaign CSV, exactly as the upload page does (the batch shows "
-        "in the upload history), and write the result CSV: every input row with smartpass_link and error."
+        "in the upload history), and write the result CSV: every input row with smartpass_link and error. A file "
+        "with more columns than LINKS_MAX_COLUMNS (or rows than LINKS_MAX_ROWS) is refused."
     )
 
     def add_arguments(self, parser):
@@ -29,6 +30,11 @@ class Command(BaseCommand):
             "leave the column out); columns not named keep their automatic match",
         )  # fmt: skip
         parser.add_argument("--delimiter", choices=[",", ";", "tab"], help="override the detected delimiter")
+        parser.add_argument(
+            "--single-use",
+            action="store_true",
+            help="one pass per row: the first claim of a row's link issues, every later claim shows that pass",
+        )
         parser.add_argument("--json", action="store_true", help='print {"rows", "links", "errors", ...} as JSON')
 
     def handle(self, *args, **options):
@@ -41,7 +47,7 @@ class Command(BaseCommand):
             with source.open("rb") as binary:
                 batch = services.link_batch_create(
                     template=template, uploaded_by=None, file=File(binary, name=source.name), delimiter=delimiter,
-                    via=LinkBatch.Via.COMMAND,
+                    via=LinkBatch.Via.COMMAND, single_use=options["single_use"],
                 )  # fmt: skip
             mapping = dict(batch.mapping)
             mapping.update(self._overrides(options["map"], batch.header))
