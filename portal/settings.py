@@ -198,6 +198,9 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / "var" / "celerybeat-schedule")
+# Write the schedule file after every send, not every few minutes (the send keys of portal/beat.py still
+# cover a beat killed between a send and that write, or started with a fresh file).
+CELERY_BEAT_SYNC_EVERY = 1
 
 # --- SmartPages upstream ----------------------------------------------------------------------------------
 SMARTPAGES_API_URL = env.str("SMARTPAGES_API_URL", default="https://smartpages-api.smartsolutions.is").rstrip("/")
@@ -214,15 +217,24 @@ SMARTPAGES_REQUEST_TIMEOUT = (
 TEMPLATE_SYNC_INTERVAL = env.int("TEMPLATE_SYNC_INTERVAL", default=900)
 # A full sync still marked running after this long is taken as abandoned (its worker died).
 TEMPLATE_SYNC_LOCK_SECONDS = env.int("TEMPLATE_SYNC_LOCK_SECONDS", default=1800)
+# Seconds between the beat sweeps that re-send recorded work whose task never ran, and how long work may wait
+# (queued, or a pending member past its next attempt) before a sweep sends it again.
+SWEEP_INTERVAL = env.int("SWEEP_INTERVAL", default=60)
+SWEEP_OVERDUE_AFTER = env.int("SWEEP_OVERDUE_AFTER", default=60)
 CELERY_BEAT_SCHEDULE = {
     "sync-all-templates": {
         "task": "templates_sync.sync_all_templates",
         "schedule": float(TEMPLATE_SYNC_INTERVAL),
         "kwargs": {"trigger": "beat"},
     },
-    # A safety net for claims whose retry task was lost (e.g. the broker was down when it was enqueued).
-    "retry-stale-pending-members": {"task": "members.retry_stale_pending", "schedule": 300.0},
+    # Work is recorded in a row before its task is sent; these re-send what is still waiting SWEEP_OVERDUE_AFTER
+    # seconds later (the broker was down, or the message was lost with its worker).
+    "retry-stale-pending-members": {"task": "members.retry_stale_pending", "schedule": float(SWEEP_INTERVAL)},
+    "resend-queued-sync-runs": {"task": "templates_sync.resend_queued_runs", "schedule": float(SWEEP_INTERVAL)},
+    "resend-queued-backfills": {"task": "members.resend_queued_backfills", "schedule": float(SWEEP_INTERVAL)},
 }
+# A restarted beat never sends an entry twice within its interval (portal/beat.py).
+CELERY_BEAT_SCHEDULER = "portal.beat.OnceScheduler"
 
 # --- SmartPass links --------------------------------------------------------------------------------------
 SMARTPASS_LINK_KEYS = env.str("SMARTPASS_LINK_KEYS", default="")

@@ -234,15 +234,11 @@ def member_reissue_failed(*, member: Member, client: SmartPagesClient | None = N
 # How long one attempt may take before its member counts as due again (its process died mid-attempt): above
 # the worker's slowest single attempt (connect retries and the read timeout of SMARTPAGES_TIMEOUT).
 ATTEMPT_BUDGET = timedelta(minutes=2)
-# A pending member this far past its `next_attempt_at` lost its retry task; the sweep (every minute) takes it.
-OVERDUE_AFTER = timedelta(minutes=1)
-
-
 def member_issue_retry_stale(*, limit: int = 500, client: SmartPagesClient | None = None) -> int:
-    """Try again every pending member whose retry is overdue by OVERDUE_AFTER (its task could not be sent, or
-    was lost with its worker, or the process making the attempt died); schedule a new chain for those still
-    pending. Returns how many members were tried."""
-    cutoff = timezone.now() - OVERDUE_AFTER
+    """Try again every pending member past its `next_attempt_at` by SWEEP_OVERDUE_AFTER seconds (its retry
+    task could not be sent, or was lost with its worker, or the process making the attempt died); schedule a
+    new chain for those still pending. Returns how many members were tried."""
+    cutoff = timezone.now() - timedelta(seconds=settings.SWEEP_OVERDUE_AFTER)
     stale = list(Member.objects.filter(status=Member.Status.PENDING, pass_id__isnull=True, next_attempt_at__lt=cutoff)
                  .select_related("template").order_by("next_attempt_at")[:limit])  # fmt: skip
     if not stale:
