@@ -225,10 +225,14 @@ class OwnRedis:
         log = open(ARTIFACTS / f"{self.name}-redis.log", "a")
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        wait_for(lambda: _pings(redis.Redis.from_url(self.url(), socket_timeout=0.5)), timeout=15,
-                 message="the test's own redis-server")  # fmt: skip
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(
+            lambda: _pings(redis.Redis.from_url(self.url(), socket_timeout=0.5)),
+            timeout=15,
+            message="the test's own redis-server",
+        )
         return self
 
     def stop(self) -> None:
@@ -264,10 +268,21 @@ def start_gunicorn(extra_env: dict[str, str], *, log_name: str, workers: int = 2
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / f"{log_name}.log", "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "portal.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(workers)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "portal.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:

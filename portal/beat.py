@@ -26,8 +26,9 @@ SEND_KEY_SHARE = 0.9
 class OnceScheduler(PersistentScheduler):
     def apply_entry(self, entry: ScheduleEntry, producer=None) -> None:
         if not first_send_in_interval(entry):
-            logger.info("Beat: %s was already sent within its interval (by an earlier beat); not sent again",
-                        entry.name)  # fmt: skip
+            logger.info(
+                "Beat: %s was already sent within its interval (by an earlier beat); not sent again", entry.name
+            )
             return
         super().apply_entry(entry, producer=producer)
 
@@ -38,7 +39,9 @@ def first_send_in_interval(entry: ScheduleEntry) -> bool:
     if not seconds:  # not an interval schedule (crontab): nothing to guard
         return True
     try:
-        return bool(cache.add(f"beat:sent:{entry.name}", timezone.now().isoformat(), max(1, int(seconds * SEND_KEY_SHARE))))
+        return bool(
+            cache.add(f"beat:sent:{entry.name}", timezone.now().isoformat(), max(1, int(seconds * SEND_KEY_SHARE)))
+        )
     except Exception:  # noqa: BLE001 - any cache error: send rather than miss the entry
         logger.warning("Beat: the send key of %s could not be taken; sending anyway", entry.name, exc_info=True)
         return True

@@ -48,7 +48,7 @@ def _cache_ok() -> bool:
         try:
             cache.set("healthz", "ok", 10)
             ok = cache.get("healthz") == "ok"
-        except Exception:
+        except Exception:  # noqa: BLE001 - any cache error means the cache is not usable
             ok = False
     if not ok:
         logger.warning("health check: cache unreachable")

@@ -45,8 +45,10 @@ class FallbackRedisCache(RedisCache):
                 with self._state_lock:
                     was_up, self._down_until = self._down_until == 0.0, time.monotonic() + self.RETRY_AFTER
                 if was_up:
-                    logger.warning("Cache: Redis unreachable (%s); rate limits count in this process's memory "
-                                   "until it is back", type(exc).__name__)  # fmt: skip
+                    logger.warning(
+                        "Cache: Redis unreachable (%s); rate limits count in this process's memory until it is back",
+                        type(exc).__name__,
+                    )
             else:
                 if self._down_until:
                     with self._state_lock:

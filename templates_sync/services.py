@@ -30,7 +30,9 @@ def sync_runs_resend_queued(*, limit: int = 100) -> int:
     first send failed (logged by enqueue_after_commit) or its message was lost. A run starts only from QUEUED,
     so a late original and its re-send never run it twice. Returns how many were sent."""
     cutoff = timezone.now() - timedelta(seconds=settings.SWEEP_OVERDUE_AFTER)
-    runs = list(SyncRun.objects.filter(status=SyncRun.Status.QUEUED, queued_at__lt=cutoff).order_by("queued_at")[:limit])
+    runs = list(
+        SyncRun.objects.filter(status=SyncRun.Status.QUEUED, queued_at__lt=cutoff).order_by("queued_at")[:limit]
+    )
     for run in runs:
         _send(run)
     return len(runs)
@@ -38,8 +40,14 @@ def sync_runs_resend_queued(*, limit: int = 100) -> int:
 
 def _send(run: SyncRun) -> None:
     if run.kind == SyncRun.Kind.SINGLE:
-        enqueue_after_commit("templates_sync.refresh_template", str(run.template_id), run_id=run.pk,
-                             user_id=run.triggered_by_id, trigger=run.trigger)  # fmt: skip
+        enqueue_after_commit(
+            "templates_sync.refresh_template",
+            str(run.template_id),
+            run_id=run.pk,
+            user_id=run.triggered_by_id,
+            trigger=run.trigger,
+        )
     else:
-        enqueue_after_commit("templates_sync.sync_all_templates", run_id=run.pk, trigger=run.trigger,
-                             user_id=run.triggered_by_id)  # fmt: skip
+        enqueue_after_commit(
+            "templates_sync.sync_all_templates", run_id=run.pk, trigger=run.trigger, user_id=run.triggered_by_id
+        )

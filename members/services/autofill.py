@@ -141,8 +141,11 @@ def autofill_backfills_resend_queued(*, limit: int = 100) -> int:
     (its first send failed or was lost). `autofill_backfill_run` starts only a queued row, so the late
     original and the re-send never both run it. Returns how many were sent."""
     cutoff = timezone.now() - timedelta(seconds=settings.SWEEP_OVERDUE_AFTER)
-    queued = list(AutofillBackfill.objects.filter(status=AutofillBackfill.Status.QUEUED, queued_at__lt=cutoff)
-                  .order_by("queued_at").values_list("pk", flat=True)[:limit])  # fmt: skip
+    queued = list(
+        AutofillBackfill.objects.filter(status=AutofillBackfill.Status.QUEUED, queued_at__lt=cutoff)
+        .order_by("queued_at")
+        .values_list("pk", flat=True)[:limit]
+    )
     for backfill_id in queued:
         enqueue_after_commit(BACKFILL_TASK, backfill_id)
     return len(queued)
@@ -161,7 +164,8 @@ def autofill_backfill_run(*, backfill: AutofillBackfill) -> AutofillBackfill:
     started_at = timezone.now()
     dead_before = started_at - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
     started = AutofillBackfill.objects.filter(
-        Q(status=AutofillBackfill.Status.QUEUED) | Q(status=AutofillBackfill.Status.RUNNING, started_at__lt=dead_before),
+        Q(status=AutofillBackfill.Status.QUEUED)
+        | Q(status=AutofillBackfill.Status.RUNNING, started_at__lt=dead_before),
         pk=backfill.pk,
     ).update(status=AutofillBackfill.Status.RUNNING, started_at=started_at)
     if not started:
@@ -217,5 +221,3 @@ def _backfill_chunk(*, template: PassTemplate, chunk: list[tuple[int, str]]) -> 
         except IntegrityError:
             continue
     return filled
-
-

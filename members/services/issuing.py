@@ -14,7 +14,6 @@ from typing import TypeVar
 
 from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from templates_sync.client import (
@@ -234,13 +233,18 @@ def member_reissue_failed(*, member: Member, client: SmartPagesClient | None = N
 # How long one attempt may take before its member counts as due again (its process died mid-attempt): above
 # the worker's slowest single attempt (connect retries and the read timeout of SMARTPAGES_TIMEOUT).
 ATTEMPT_BUDGET = timedelta(minutes=2)
+
+
 def member_issue_retry_stale(*, limit: int = 500, client: SmartPagesClient | None = None) -> int:
     """Try again every pending member past its `next_attempt_at` by SWEEP_OVERDUE_AFTER seconds (its retry
     task could not be sent, or was lost with its worker, or the process making the attempt died); schedule a
     new chain for those still pending. Returns how many members were tried."""
     cutoff = timezone.now() - timedelta(seconds=settings.SWEEP_OVERDUE_AFTER)
-    stale = list(Member.objects.filter(status=Member.Status.PENDING, pass_id__isnull=True, next_attempt_at__lt=cutoff)
-                 .select_related("template").order_by("next_attempt_at")[:limit])  # fmt: skip
+    stale = list(
+        Member.objects.filter(status=Member.Status.PENDING, pass_id__isnull=True, next_attempt_at__lt=cutoff)
+        .select_related("template")
+        .order_by("next_attempt_at")[:limit]
+    )
     if not stale:
         return 0
     with smartpages_client(client) as smartpages:
@@ -255,7 +259,9 @@ def member_retry_later(*, member: Member) -> None:
     """Send the next attempt of a member left pending (its `next_attempt_at` is already recorded), after
     commit, with backoff. When the broker is away the member simply stays pending and falls overdue:
     `member_issue_retry_stale` takes it a minute later."""
-    enqueue_after_commit(RETRY_TASK, member.pk, member.issue_attempts, countdown=issue_retry_delay(member.issue_attempts))
+    enqueue_after_commit(
+        RETRY_TASK, member.pk, member.issue_attempts, countdown=issue_retry_delay(member.issue_attempts)
+    )
 
 
 def member_link_pass(*, member: Member, pass_id: str, user, client: SmartPagesClient | None = None) -> Member:
@@ -285,20 +291,31 @@ def member_link_pass(*, member: Member, pass_id: str, user, client: SmartPagesCl
     if found.get("passTemplateId") != str(member.template_id):
         raise MemberError("That pass belongs to another template; nothing changed.")
     if found.get("externalIdentifier") != member.external_id:
-        raise MemberError(f"That pass has External ID “{found.get('externalIdentifier') or 'none'}”, not this "
-                          f"member's “{member.external_id or 'none'}”; nothing changed.")  # fmt: skip
+        raise MemberError(
+            f"That pass has External ID “{found.get('externalIdentifier') or 'none'}”, not this "
+            f"member's “{member.external_id or 'none'}”; nothing changed."
+        )
     with transaction.atomic():
         try:
             linked = Member.objects.filter(pk=member.pk, status=Member.Status.FAILED, pass_id__isnull=True).update(
-                status=Member.Status.ISSUED, pass_id=wanted, upstream=found, upstream_conflict=False,
-                pass_link_needed=False, failure_reason="", updated_at=timezone.now(),
-            )  # fmt: skip
+                status=Member.Status.ISSUED,
+                pass_id=wanted,
+                upstream=found,
+                upstream_conflict=False,
+                pass_link_needed=False,
+                failure_reason="",
+                updated_at=timezone.now(),
+            )
         except IntegrityError:
             raise MemberError("That pass was just linked to another member; nothing changed.") from None
         if linked:
-            MemberStatusChange.objects.create(member=member, old=Member.Status.FAILED, new=Member.Status.ISSUED,
-                                              reason=f"Linked by staff to pass {wanted} on SmartPages.",
-                                              by=acting_user(user))  # fmt: skip
+            MemberStatusChange.objects.create(
+                member=member,
+                old=Member.Status.FAILED,
+                new=Member.Status.ISSUED,
+                reason=f"Linked by staff to pass {wanted} on SmartPages.",
+                by=acting_user(user),
+            )
     member.refresh_from_db()
     if not linked:
         raise MemberError("This member changed meanwhile; nothing was linked. Reload the page.")
@@ -326,8 +343,9 @@ def _write_outcome(write: Callable[[], T], *, member: Member) -> T:
             if attempt == OUTCOME_WRITE_TRIES or connection.in_atomic_block:
                 logger.error("Outcome of member %s (pass %s) could not be written", member.pk, member.pass_id)
                 raise
-            logger.warning("Writing member %s failed on a broken database connection; reconnecting", member.pk,
-                           exc_info=True)  # fmt: skip
+            logger.warning(
+                "Writing member %s failed on a broken database connection; reconnecting", member.pk, exc_info=True
+            )
             connection.close()  # a broken connection stays broken; the next query opens a new one
             time.sleep(0.1 * 2**attempt)
     raise AssertionError("unreachable")
@@ -360,8 +378,10 @@ def _member_send(*, member: Member, client: SmartPagesClient | None) -> Member:
         logger.warning("Pass for member %s not created yet: %s", member.pk, exc)
         member.last_error, member.send_started_at = str(exc), None
         member.next_attempt_at = timezone.now() + timedelta(seconds=issue_retry_delay(member.issue_attempts))
-        _write_outcome(lambda: member.save(update_fields=["last_error", "send_started_at", "next_attempt_at",
-                                                          "updated_at"]), member=member)  # fmt: skip
+        _write_outcome(
+            lambda: member.save(update_fields=["last_error", "send_started_at", "next_attempt_at", "updated_at"]),
+            member=member,
+        )
         return member
     except Conflict as exc:
         member.upstream_conflict = True
@@ -389,16 +409,28 @@ def _member_send(*, member: Member, client: SmartPagesClient | None) -> Member:
         pass_id = uuid.UUID(str(reply.get("id")))
     except (AttributeError, ValueError):
         member.upstream = reply if isinstance(reply, dict) else {}
-        return _member_fail(member=member, reason="SmartPages created the pass but its reply had no Pass ID.", error=None)
+        return _member_fail(
+            member=member, reason="SmartPages created the pass but its reply had no Pass ID.", error=None
+        )
     member.pass_id, member.upstream, member.last_error = pass_id, reply, ""
     member.status, member.send_started_at, member.next_attempt_at = Member.Status.ISSUED, None, None
 
     def write() -> None:
         with transaction.atomic():
-            member.save(update_fields=["pass_id", "upstream", "status", "last_error", "send_started_at",
-                                       "next_attempt_at", "updated_at"])  # fmt: skip
-            MemberStatusChange.objects.create(member=member, old=Member.Status.PENDING, new=Member.Status.ISSUED,
-                                              reason="Pass created on SmartPages.")  # fmt: skip
+            member.save(
+                update_fields=[
+                    "pass_id",
+                    "upstream",
+                    "status",
+                    "last_error",
+                    "send_started_at",
+                    "next_attempt_at",
+                    "updated_at",
+                ]
+            )
+            MemberStatusChange.objects.create(
+                member=member, old=Member.Status.PENDING, new=Member.Status.ISSUED, reason="Pass created on SmartPages."
+            )
 
     _write_outcome(write, member=member)
     return member
@@ -428,8 +460,18 @@ def _member_fail(*, member: Member, reason: str, error: Exception | None) -> Mem
 
     def write() -> None:
         with transaction.atomic():
-            member.save(update_fields=["status", "failure_reason", "upstream", "upstream_conflict", "pass_link_needed",
-                                       "send_started_at", "next_attempt_at", "updated_at"])  # fmt: skip
+            member.save(
+                update_fields=[
+                    "status",
+                    "failure_reason",
+                    "upstream",
+                    "upstream_conflict",
+                    "pass_link_needed",
+                    "send_started_at",
+                    "next_attempt_at",
+                    "updated_at",
+                ]
+            )
             MemberStatusChange.objects.create(member=member, old=old, new=Member.Status.FAILED, reason=reason)
 
     _write_outcome(write, member=member)
@@ -451,5 +493,3 @@ def _search_copies(*, template: PassTemplate, values: Mapping[str, str]) -> dict
         if key and value and not copies[key]:
             copies[key] = value[: Member._meta.get_field(key).max_length]
     return copies
-
-

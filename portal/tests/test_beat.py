@@ -30,15 +30,30 @@ INTERVAL = 15
 
 def _start_beat(own_redis, schedule: Path, log: Path, scheduler: str) -> subprocess.Popen:
     env = dict(os.environ)
-    env.update({
-        "DJANGO_SETTINGS_MODULE": "portal.settings_test",
-        "CELERY_BROKER_URL": own_redis.url(0),
-        "CACHE_REDIS_URL": own_redis.url(1),
-        "TEMPLATE_SYNC_INTERVAL": str(INTERVAL),
-        "PYTHONUNBUFFERED": "1",
-    })  # fmt: skip
-    command = [sys.executable, "-m", "celery", "-A", "portal", "beat", "--loglevel=INFO", "--schedule", str(schedule),
-               "--scheduler", scheduler, "--max-interval", "1"]  # fmt: skip
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "portal.settings_test",
+            "CELERY_BROKER_URL": own_redis.url(0),
+            "CACHE_REDIS_URL": own_redis.url(1),
+            "TEMPLATE_SYNC_INTERVAL": str(INTERVAL),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "portal",
+        "beat",
+        "--loglevel=INFO",
+        "--schedule",
+        str(schedule),
+        "--scheduler",
+        scheduler,
+        "--max-interval",
+        "1",
+    ]
     process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
     wait_for(lambda: "beat: Starting..." in log.read_text(), timeout=60, message="beat to start")
     return process
@@ -50,11 +65,13 @@ def _sync_messages(broker: redis.Redis) -> int:
 
 
 @pytest.mark.parametrize(
-    ("scheduler", "sends"), [("portal.beat:OnceScheduler", 1), ("celery.beat:PersistentScheduler", 2)],
+    ("scheduler", "sends"),
+    [("portal.beat:OnceScheduler", 1), ("celery.beat:PersistentScheduler", 2)],
     ids=["once-scheduler", "stock-scheduler-for-comparison"],
-)  # fmt: skip
-def test_a_beat_killed_right_after_a_send_and_restarted_does_not_send_the_sync_again(own_redis, tmp_path, scheduler,
-                                                                                     sends):  # fmt: skip
+)
+def test_a_beat_killed_right_after_a_send_and_restarted_does_not_send_the_sync_again(
+    own_redis, tmp_path, scheduler, sends
+):
     ARTIFACTS.mkdir(exist_ok=True)
     schedule, saved = tmp_path / "beat" / "schedule", tmp_path / "saved"
     schedule.parent.mkdir()
@@ -64,8 +81,12 @@ def test_a_beat_killed_right_after_a_send_and_restarted_does_not_send_the_sync_a
     beat = _start_beat(own_redis, schedule, logs[0], scheduler)
     time.sleep(1)  # beat writes its file once it has set the schedule up
     shutil.copytree(schedule.parent, saved)
-    wait_for(lambda: _sync_messages(broker) == 1, timeout=INTERVAL + 30, interval=0.02,
-             message="beat's first send of the sync")  # fmt: skip
+    wait_for(
+        lambda: _sync_messages(broker) == 1,
+        timeout=INTERVAL + 30,
+        interval=0.02,
+        message="beat's first send of the sync",
+    )
     beat.send_signal(signal.SIGKILL)
     beat.wait(timeout=10)
 

@@ -54,8 +54,14 @@ def _claim(url: str, path: str) -> list[int]:
 def _staff_post(session: requests.Session, url: str, page_path: str, post_path: str, data: dict, **kwargs):
     page = session.get(url + page_path, timeout=30)
     token = CSRF_RE.search(page.text).group(1)
-    return session.post(url + post_path, data={"csrfmiddlewaretoken": token, **data}, allow_redirects=False,
-                        headers={"Referer": url + page_path}, timeout=30, **kwargs)  # fmt: skip
+    return session.post(
+        url + post_path,
+        data={"csrfmiddlewaretoken": token, **data},
+        allow_redirects=False,
+        headers={"Referer": url + page_path},
+        timeout=30,
+        **kwargs,
+    )
 
 
 @pytest.mark.worker
@@ -74,8 +80,9 @@ def test_a_redis_outage_refuses_no_claim_or_staff_action_and_the_sweepers_send_w
         outage_started = time.monotonic()
         health = requests.get(url + "/healthz", timeout=10)
         assert (health.status_code, health.json()) == (
-            200, {"status": "degraded", "database": "ok", "broker": "unreachable", "cache": "unreachable"}
-        )  # fmt: skip
+            200,
+            {"status": "degraded", "database": "ok", "broker": "unreachable", "cache": "unreachable"},
+        )
 
         statuses, slowest, row = [], 0.0, 0
         # OUTAGE_SECONDS=60 keeps claiming for a minute (the issue's measure); by default the 100 claims.
@@ -91,23 +98,37 @@ def test_a_redis_outage_refuses_no_claim_or_staff_action_and_the_sweepers_send_w
         sandbox.faults = Faults()
 
         staff = requests.Session()
-        login = _staff_post(staff, url, "/login/", "/login/", {"username": "maria", "password": "correct horse battery"})
+        login = _staff_post(
+            staff, url, "/login/", "/login/", {"username": "maria", "password": "correct horse battery"}
+        )
         assert (login.status_code, login.headers["Location"]) == (302, "/")
         sync_now = _staff_post(staff, url, "/sync/", "/sync/now/", {})
         assert sync_now.status_code == 302 and "?run=" in sync_now.headers["Location"]
-        upload = _staff_post(staff, url, f"/links/template/{template.pk}/upload/",
-                             f"/links/template/{template.pk}/upload/", {"delimiter": ""},
-                             files={"file": ("vor.csv", CAMPAIGN, "text/csv")})  # fmt: skip
+        upload = _staff_post(
+            staff,
+            url,
+            f"/links/template/{template.pk}/upload/",
+            f"/links/template/{template.pk}/upload/",
+            {"delimiter": ""},
+            files={"file": ("vor.csv", CAMPAIGN, "text/csv")},
+        )
         assert upload.status_code == 302, upload.status_code
         batch = LinkBatch.objects.get()
-        confirm = _staff_post(staff, url, f"/links/{batch.pk}/", f"/links/{batch.pk}/confirm/",
-                              {"col_0": "name", "col_1": "email", "col_2": "phone", "col_3": ""})  # fmt: skip
+        confirm = _staff_post(
+            staff,
+            url,
+            f"/links/{batch.pk}/",
+            f"/links/{batch.pk}/confirm/",
+            {"col_0": "name", "col_1": "email", "col_2": "phone", "col_3": ""},
+        )
         assert confirm.status_code == 302
         outage_seconds = time.monotonic() - outage_started
 
         refused = [status for status in statuses if status not in (200, 302)]
-        print(f"\nRedis down {outage_seconds:.1f} s: {row + 1} claims, {len(statuses)} requests, "
-              f"{len(refused)} refused; slowest claim {slowest:.2f} s")  # fmt: skip
+        print(
+            f"\nRedis down {outage_seconds:.1f} s: {row + 1} claims, {len(statuses)} requests, "
+            f"{len(refused)} refused; slowest claim {slowest:.2f} s"
+        )
         assert refused == []
         assert Member.objects.filter(status=Member.Status.ISSUED).count() == row
         late = Member.objects.get(status=Member.Status.PENDING)
@@ -116,17 +137,31 @@ def test_a_redis_outage_refuses_no_claim_or_staff_action_and_the_sweepers_send_w
         assert LinkBatch.objects.get().status == LinkBatch.Status.QUEUED
 
         own_redis.start()
-        assert wait_for(lambda: requests.get(url + "/healthz", timeout=10).json()["status"] == "ok", timeout=30,
-                        message="/healthz to see Redis back")  # fmt: skip
+        assert wait_for(
+            lambda: requests.get(url + "/healthz", timeout=10).json()["status"] == "ok",
+            timeout=30,
+            message="/healthz to see Redis back",
+        )
         # A real worker with beat, the sweeps every 2 s, work counted as waiting after 3 s.
-        worker = start_celery({**_portal_env(own_redis, sandbox), "SWEEP_INTERVAL": "2", "SWEEP_OVERDUE_AFTER": "3"},
-                              beat=True, log_name="outage-worker")  # fmt: skip
+        worker = start_celery(
+            {**_portal_env(own_redis, sandbox), "SWEEP_INTERVAL": "2", "SWEEP_OVERDUE_AFTER": "3"},
+            beat=True,
+            log_name="outage-worker",
+        )
         swept_from = time.monotonic()
-        wait_for(lambda: SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.SUCCEEDED).exists(), timeout=60,
-                 message="the sweeper to send the queued sync run")  # fmt: skip
-        issued = wait_for(lambda: Member.objects.filter(pk=late.pk, status=Member.Status.ISSUED).first(), timeout=60,
-                          message="the sweeper to retry the member whose retry could not be sent")  # fmt: skip
-        print(f"queued sync run and pending member swept {time.monotonic() - swept_from:.1f} s after the worker started")
+        wait_for(
+            lambda: SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.SUCCEEDED).exists(),
+            timeout=60,
+            message="the sweeper to send the queued sync run",
+        )
+        issued = wait_for(
+            lambda: Member.objects.filter(pk=late.pk, status=Member.Status.ISSUED).first(),
+            timeout=60,
+            message="the sweeper to retry the member whose retry could not be sent",
+        )
+        print(
+            f"queued sync run and pending member swept {time.monotonic() - swept_from:.1f} s after the worker started"
+        )
         late_passes = [p for p in sandbox.passes() if p["inputFields"][0]["value"] == "Late Holder"]
         assert [p["id"] for p in late_passes] == [str(issued.pass_id)]
         assert SyncRun.objects.filter(kind=SyncRun.Kind.FULL, trigger=SyncRun.Trigger.MANUAL).count() == 1
@@ -145,8 +180,13 @@ def test_the_cache_counts_in_memory_while_redis_is_away_so_limits_still_hold(own
 
     from portal.resilient_cache import FallbackRedisCache
 
-    settings.CACHES = {"default": {"BACKEND": "portal.resilient_cache.FallbackRedisCache", "LOCATION": own_redis.url(1),
-                                   "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}}}  # fmt: skip
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "portal.resilient_cache.FallbackRedisCache",
+            "LOCATION": own_redis.url(1),
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    }
     settings.CLAIM_RATE = "3/m"
     cache = caches["default"]
     assert isinstance(cache, FallbackRedisCache) and cache.reachable()
