@@ -6,6 +6,10 @@ memory instead: the limits still hold per process (a little looser across proces
 because the cache is down. After a failure Redis is left alone for `RETRY_AFTER` seconds, so an outage costs
 one short timeout per process every few seconds, not one per request. `reachable()` asks Redis itself (for
 /healthz), never the fallback.
+
+django-redis's DJANGO_REDIS_IGNORE_EXCEPTIONS was the library alternative: it would swap Django's own Redis
+backend for another just to answer None on errors, and with django-ratelimit's RATELIMIT_FAIL_OPEN that
+means no limit at all during an outage, where this keeps counting.
 """
 
 from __future__ import annotations
@@ -19,6 +23,16 @@ from django.core.cache.backends.redis import RedisCache
 from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
+
+
+def _with_fallback(name: str):
+    """A cache method that asks Redis, or this process's memory while Redis is away."""
+
+    def method(self, *args, **kwargs):
+        return self._call(name, *args, **kwargs)
+
+    method.__name__ = name
+    return method
 
 
 class FallbackRedisCache(RedisCache):
@@ -57,35 +71,14 @@ class FallbackRedisCache(RedisCache):
                 return result
         return getattr(self._local, name)(*args, **kwargs)
 
-    def add(self, *args, **kwargs):
-        return self._call("add", *args, **kwargs)
-
-    def get(self, *args, **kwargs):
-        return self._call("get", *args, **kwargs)
-
-    def set(self, *args, **kwargs):
-        return self._call("set", *args, **kwargs)
-
-    def touch(self, *args, **kwargs):
-        return self._call("touch", *args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        return self._call("delete", *args, **kwargs)
-
-    def get_many(self, *args, **kwargs):
-        return self._call("get_many", *args, **kwargs)
-
-    def has_key(self, *args, **kwargs):
-        return self._call("has_key", *args, **kwargs)
-
-    def incr(self, *args, **kwargs):
-        return self._call("incr", *args, **kwargs)
-
-    def set_many(self, *args, **kwargs):
-        return self._call("set_many", *args, **kwargs)
-
-    def delete_many(self, *args, **kwargs):
-        return self._call("delete_many", *args, **kwargs)
-
-    def clear(self):
-        return self._call("clear")
+    add = _with_fallback("add")
+    get = _with_fallback("get")
+    set = _with_fallback("set")
+    touch = _with_fallback("touch")
+    delete = _with_fallback("delete")
+    get_many = _with_fallback("get_many")
+    has_key = _with_fallback("has_key")
+    incr = _with_fallback("incr")
+    set_many = _with_fallback("set_many")
+    delete_many = _with_fallback("delete_many")
+    clear = _with_fallback("clear")

@@ -83,15 +83,7 @@ def request_retry() -> Retry:
     """Retries for a call made while a person waits (a holder's claim, staff adding a member): one quick
     second try, and no waiting out a Retry-After, so the call stays inside SMARTPAGES_REQUEST_TIMEOUT's
     budget; what still fails is left to the retry task."""
-    return Retry(
-        total=1,
-        backoff_factor=0.2,
-        backoff_max=1,
-        status_forcelist=TRANSIENT_STATUSES,
-        allowed_methods=frozenset({"GET", "PUT"}),
-        respect_retry_after_header=False,
-        raise_on_status=False,
-    )
+    return default_retry().new(total=1, connect=1, read=1, status=1, backoff_max=1, respect_retry_after_header=False)
 
 
 class SmartPagesClient:
