@@ -16,13 +16,13 @@ from django.db import connection
 from django.urls import reverse
 from playwright.sync_api import expect
 
-from conftest import login, wait_for
+from conftest import SANDBOX_KEY_ID, SANDBOX_KEY_TOKEN, login, start_gunicorn, wait_for
 from links.claims import pass_page_key
 from members.models import Member
 from members.services import MemberError, issuing
 from templates_sync.sandbox import DEMO_TEMPLATE_ID, Faults
 
-from .claim_factories import link_path, mirror, open_and_claim
+from .claim_factories import claim_over_http, link_path, mirror, open_and_claim
 
 HOLDERS = 40
 
@@ -83,27 +83,44 @@ def test_a_connection_killed_right_after_the_upstream_post_loses_no_pass_and_mak
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_smartpages_slower_than_the_claim_budget_leaves_the_holder_pending_and_the_retry_adopts_the_one_pass(
-    celery_worker_process, live_sandbox, client, settings
+    celery_worker_process, live_sandbox
 ):
-    """The claim gives up after its 1 s read budget (the test's setting; 10 s in production) while SmartPages
-    takes 2 s and does create the pass. The worker's retry (its own 30 s budget) gets a 409 naming that pass,
-    reads it and takes it: one pass per holder."""
+    """Through gunicorn, as production serves claims: the claim gives up after its 1 s read budget (the test's
+    setting; 10 s in production) while SmartPages takes 2 s and does create the pass, so no holder meets a
+    gunicorn timeout (3 s here, above the budget as gunicorn.conf.py keeps it). The worker's retry (its own 30 s
+    budget) gets a 409 naming that pass, reads it and takes it: one pass per holder."""
     mirror()
-    settings.SMARTPAGES_REQUEST_TIMEOUT = (1.0, 1.0)
-    live_sandbox.faults = Faults(slow_seconds=2.0, scope="passes")
-    before = len(live_sandbox.passes())
-    holders = [_holder(row) | {"name": f"Slow Holder {row}"} for row in range(4)]
-    for row, values in enumerate(holders):
-        response = open_and_claim(client, link_path(fields=values, external_id=f"slow-{row}"))
-        assert response.status_code == 302
-        assert "Your pass is being prepared." in client.get(response["Location"]).content.decode()
-    assert Member.objects.filter(status=Member.Status.PENDING).count() == len(holders)
-
-    wait_for(
-        lambda: Member.objects.filter(status=Member.Status.ISSUED).count() == len(holders),
-        timeout=90,
-        message="the retry task to issue every slow claim",
+    web, url = start_gunicorn(
+        {
+            "SMARTPAGES_API_URL": live_sandbox.url,
+            "SMARTPAGES_KEY_ID": SANDBOX_KEY_ID,
+            "SMARTPAGES_KEY_TOKEN": SANDBOX_KEY_TOKEN,
+            "SMARTPAGES_REQUEST_CONNECT_TIMEOUT": "1",
+            "SMARTPAGES_REQUEST_READ_TIMEOUT": "1",
+            "GUNICORN_TIMEOUT": "3",
+            "CLAIM_RATE": "100000/m",
+        },
+        log_name="slow-upstream-gunicorn",
     )
+    try:
+        live_sandbox.faults = Faults(slow_seconds=2.0, scope="passes")
+        before = len(live_sandbox.passes())
+        holders = [_holder(row) | {"name": f"Slow Holder {row}"} for row in range(4)]
+        statuses = [
+            claim_over_http(url, link_path(fields=values, external_id=f"slow-{row}"))
+            for row, values in enumerate(holders)
+        ]
+        assert statuses == [[200, 302, 200]] * len(holders)
+        assert Member.objects.filter(status=Member.Status.PENDING).count() == len(holders)
+
+        wait_for(
+            lambda: Member.objects.filter(status=Member.Status.ISSUED).count() == len(holders),
+            timeout=90,
+            message="the retry task to issue every slow claim",
+        )
+    finally:
+        web.terminate()
+        web.wait(timeout=30)
     created = live_sandbox.passes()[before:]
     assert Counter(p["inputFields"][0]["value"] for p in created) == {values["name"]: 1 for values in holders}
     assert {str(m.pass_id) for m in Member.objects.all()} == {p["id"] for p in created}

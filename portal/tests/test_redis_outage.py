@@ -16,7 +16,7 @@ import requests
 
 from conftest import SANDBOX_KEY_ID, SANDBOX_KEY_TOKEN, start_celery, start_gunicorn, stop_celery, wait_for
 from links.models import LinkBatch
-from links.tests.claim_factories import CSRF_RE, link_path, mirror, nonce_of
+from links.tests.claim_factories import CSRF_RE, claim_over_http, link_path, mirror
 from members.models import Member
 from templates_sync.models import SyncRun
 from templates_sync.sandbox import Faults
@@ -37,18 +37,6 @@ def _portal_env(redis, sandbox) -> dict[str, str]:
         # The outage is the subject, not the per-address limit: every request here comes from 127.0.0.1.
         "CLAIM_RATE": "100000/m",
     }
-
-
-def _claim(url: str, path: str) -> list[int]:
-    """A holder: open the link, press the button, look at the pass page. Returns the status codes."""
-    session = requests.Session()
-    page = session.get(url + path, timeout=30)
-    if page.status_code != 200:
-        return [page.status_code]
-    form = {"nonce": nonce_of(page.text), "csrfmiddlewaretoken": CSRF_RE.search(page.text).group(1)}
-    posted = session.post(url + path, data=form, allow_redirects=False, timeout=30, headers={"Referer": url + path})
-    shown = session.get(url + posted.headers["Location"], timeout=30) if posted.status_code == 302 else posted
-    return [page.status_code, posted.status_code, shown.status_code]
 
 
 def _staff_post(session: requests.Session, url: str, page_path: str, post_path: str, data: dict, **kwargs):
@@ -89,12 +77,12 @@ def test_a_redis_outage_refuses_no_claim_or_staff_action_and_the_sweepers_send_w
         while row < CLAIMS or time.monotonic() - outage_started < float(os.environ.get("OUTAGE_SECONDS", 0)):
             row, started = row + 1, time.monotonic()
             fields = {"name": f"Holder {row}", "email": f"holder{row}@example.is"}
-            statuses += _claim(url, link_path(fields=fields, external_id=f"outage-{row}"))
+            statuses += claim_over_http(url, link_path(fields=fields, external_id=f"outage-{row}"))
             slowest = max(slowest, time.monotonic() - started)
 
         # A claim SmartPages cannot take now: its retry task cannot be sent either (the broker is down).
         sandbox.faults = Faults(error_rate=1.0, scope="passes")
-        statuses += _claim(url, link_path(fields={"name": "Late Holder", "email": "late@example.is"}))
+        statuses += claim_over_http(url, link_path(fields={"name": "Late Holder", "email": "late@example.is"}))
         sandbox.faults = Faults()
 
         staff = requests.Session()
