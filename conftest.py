@@ -197,6 +197,106 @@ def wait_for(condition, *, timeout: float = 30.0, interval: float = 0.2, message
     pytest.fail(f"Timed out after {timeout} s waiting for {message}")
 
 
+# --- processes a fault test stops and starts -----------------------------------------------------------------
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class OwnRedis:
+    """A `redis-server` of the test's own on a free port (never the machine's), which the test may stop and
+    start again: no persistence, so a restart comes back empty, like a Redis that lost its memory."""
+
+    def __init__(self, name: str):
+        self.port = free_port()
+        self.name = name
+        self.process: subprocess.Popen | None = None
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> OwnRedis:
+        import redis
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        log = open(ARTIFACTS / f"{self.name}-redis.log", "a")
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(
+            lambda: _pings(redis.Redis.from_url(self.url(), socket_timeout=0.5)),
+            timeout=15,
+            message="the test's own redis-server",
+        )
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+def _pings(client) -> bool:
+    import redis
+
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture
+def own_redis(request):
+    server = OwnRedis(request.node.name[:40]).start()
+    yield server
+    server.stop()
+
+
+def start_gunicorn(extra_env: dict[str, str], *, log_name: str, workers: int = 2) -> tuple[subprocess.Popen, str]:
+    """gunicorn serving the portal on the test database (as production runs it, with gunicorn.conf.py), on a
+    free port; returns the process and its base URL once /healthz answers."""
+    import requests
+
+    env = _worker_env(extra_env)
+    port = free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = open(ARTIFACTS / f"{log_name}.log", "w")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "portal.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"gunicorn exited early; see {log.name}")
+        try:
+            return requests.get(url + "/healthz", timeout=5).status_code in (200, 503)
+        except requests.RequestException:
+            return False
+
+    wait_for(answers, timeout=60, message="gunicorn to answer /healthz")
+    return process, url
+
+
 # --- the browser --------------------------------------------------------------------------------------------
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip

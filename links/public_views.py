@@ -101,8 +101,9 @@ def pass_page(request: HttpRequest, key: str) -> HttpResponse:
         context["qr_svg"] = _qr_svg(str(member.pass_id))
     elif member.status == Member.Status.PENDING:
         context["refresh_seconds"] = PENDING_REFRESH_SECONDS
-    elif member.upstream_conflict:
-        # SmartPages already held a pass with this External ID, made outside the portal.
+    elif member.upstream_conflict and not member.pass_link_needed:
+        # SmartPages already held a pass with this External ID, made outside the portal. (With
+        # `pass_link_needed` that pass is most likely the holder's own: the page says it is nearly ready.)
         return _already_enrolled(request, template=member.template,
                                  message=claims.already_enrolled_message_for(template=member.template))  # fmt: skip
     response = render(request, "links/public/pass.html", context)

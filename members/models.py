@@ -44,7 +44,20 @@ class Member(models.Model):
     # Set when SmartPages answered 409: it already holds a pass with this External ID on this template.
     upstream_conflict = models.BooleanField(default=False)
     upstream = models.JSONField(default=dict, blank=True, help_text="The last reply from SmartPages.")
+    # Set with its Pass ID still unknown: SmartPages answered 409 for this member's own External ID after an
+    # earlier attempt of ours that may have gone out (its reply lost), and the 409 did not name the pass. The
+    # pass upstream is most likely this member's; a manager links it by its Pass ID (member detail page).
+    pass_link_needed = models.BooleanField(default=False)
+    # Attempts that may have reached SmartPages: counted (and saved) before each POST, so a crash after the
+    # POST still leaves a member that says an attempt may have gone out.
     issue_attempts = models.PositiveSmallIntegerField(default=0)
+    # When the current attempt's POST began; cleared when its outcome is written. Set on a pending member
+    # long after that, it means the process making the attempt died.
+    send_started_at = models.DateTimeField(null=True, blank=True)
+    # When this pending member is due for its next attempt: the retry's countdown, or the end of the
+    # current attempt's time budget. A pending member overdue by a minute lost its retry (the broker was
+    # away, the process died) and the sweep tries it (members.retry_stale_pending). Null once finished.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, help_text="The last transient upstream error while pending.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")  # fmt: skip
@@ -61,6 +74,8 @@ class Member(models.Model):
             models.Index(fields=["-created_at", "-id"], name="member_created_idx"),
             models.Index(fields=["template", "-created_at", "-id"], name="member_template_created_idx"),
             models.Index(fields=["status", "-created_at"], name="member_status_created_idx"),
+            # The sweep of pending members whose retry is overdue.
+            models.Index(fields=["next_attempt_at"], condition=Q(status="pending"), name="member_pending_due_idx"),
             # Exact searches across templates (the unique constraint's index starts with template).
             models.Index(fields=["external_id"], name="member_external_id_idx"),
             models.Index(fields=["email"], name="member_email_idx"),

@@ -17,6 +17,12 @@ def autofill_backfill(backfill_id: int) -> str:
     return autofill.autofill_backfill_run(backfill=backfill).status
 
 
+@shared_task(name="members.resend_queued_backfills")
+def resend_queued_backfills() -> int:
+    """Beat, every SWEEP_INTERVAL: backfills left queued because their task could not be sent are sent again."""
+    return autofill.autofill_backfills_resend_queued()
+
+
 @shared_task(name="members.member_issue_retry")
 def member_issue_retry(member_id: int, attempts_so_far: int | None = None) -> str:
     """Try a pending member's pass again; while SmartPages stays unreachable, come back later with backoff.
@@ -39,6 +45,6 @@ def member_issue_retry(member_id: int, attempts_so_far: int | None = None) -> st
 
 @shared_task(name="members.retry_stale_pending")
 def retry_stale_pending() -> int:
-    """Periodic safety net: pending members whose retry chain was lost (a broker restart, an enqueue that
-    failed) are tried again. Returns how many were tried."""
+    """Beat, every SWEEP_INTERVAL: pending members overdue for their next attempt (a retry that could not be
+    sent, a worker or web process that died mid-attempt) are tried again. Returns how many were tried."""
     return issuing.member_issue_retry_stale()

@@ -11,6 +11,7 @@ urlpatterns = [
     path("<int:member_id>/", views.member_detail, name="member_detail"),
     path("<int:member_id>/void/", views.member_void, name="member_void"),
     path("<int:member_id>/refresh/", views.member_refresh, name="member_refresh"),
+    path("<int:member_id>/link-pass/", views.member_link_pass, name="member_link_pass"),
     path("autofill/<uuid:template_id>/", views.autofill_settings, name="autofill_settings"),
     path("autofill/<uuid:template_id>/backfill/", views.autofill_backfill, name="autofill_backfill"),
     path("backfills/<int:backfill_id>/status.json", views.backfill_status, name="backfill_status"),

@@ -96,6 +96,19 @@ def member_void(request, member_id):
 
 @require_POST
 @permission_required("members.manage_members", raise_exception=True)
+def member_link_pass(request, member_id):
+    member = get_object_or_404(Member.objects.select_related("template"), pk=member_id)
+    try:
+        issuing.member_link_pass(member=member, pass_id=request.POST.get("pass_id", ""), user=request.user)
+    except services.MemberError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Linked to the pass on SmartPages.")
+    return redirect("members:member_detail", member.pk)
+
+
+@require_POST
+@permission_required("members.manage_members", raise_exception=True)
 def member_refresh(request, member_id):
     member = get_object_or_404(Member.objects.select_related("template"), pk=member_id)
     try:

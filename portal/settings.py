@@ -94,8 +94,11 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     _cache_db = (int(_broker.path.strip("/") or 0) + 1) % 16
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Falls back to per-process memory while Redis is away, so an outage refuses no claim or login.
+            "BACKEND": "portal.resilient_cache.FallbackRedisCache",
             "LOCATION": env.str("CACHE_REDIS_URL", default=_broker._replace(path=f"/{_cache_db}").geturl()),
+            # A down or hung Redis must cost a request half a second at most, not the client's default wait.
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
         }
     }
 else:
@@ -171,9 +174,6 @@ if not CELERY_BROKER_URL:
         "processed_folder": str(_queue_dir / "processed"),
         "store_processed": False,
     }
-else:
-    # Above the longest task's time limit, so a slow task is not delivered twice.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -184,8 +184,23 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = 1800
 CELERY_TASK_TIME_LIMIT = 1900
+if not CELERY_BROKER_URL.startswith("filesystem"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Redis hands an unacknowledged (acks_late) task to another worker only after this. Two minutes above
+        # the hard time limit, so a task still running is never delivered twice; a worker that died is covered
+        # sooner by the sweepers and heartbeats, which re-send the recorded work.
+        "visibility_timeout": CELERY_TASK_TIME_LIMIT + 120,
+        "socket_connect_timeout": 2,
+    }
+# A request that records work and sends its task must not hang on a down broker: two quick tries, then the
+# row waits for its sweeper (templates_sync.enqueue logs the failure).
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / "var" / "celerybeat-schedule")
+# Write the schedule file after every send, not every few minutes (the send keys of portal/beat.py still
+# cover a beat killed between a send and that write, or started with a fresh file).
+CELERY_BEAT_SYNC_EVERY = 1
 
 # --- SmartPages upstream ----------------------------------------------------------------------------------
 SMARTPAGES_API_URL = env.str("SMARTPAGES_API_URL", default="https://smartpages-api.smartsolutions.is").rstrip("/")
@@ -193,18 +208,33 @@ SMARTPAGES_KEY_ID = env.str("SMARTPAGES_KEY_ID", default="")
 SMARTPAGES_KEY_TOKEN = env.str("SMARTPAGES_KEY_TOKEN", default="")
 SMARTPAGES_PAGE_SIZE = env.int("SMARTPAGES_PAGE_SIZE", default=100)
 SMARTPAGES_TIMEOUT = (env.float("SMARTPAGES_CONNECT_TIMEOUT", default=5.0), env.float("SMARTPAGES_READ_TIMEOUT", default=30.0))
+# Calls made while a holder or staff member waits (claims, "Add member"): shorter, so a slow SmartPages leaves
+# the member pending for the retry task instead of outlasting gunicorn's timeout (gunicorn.conf.py).
+SMARTPAGES_REQUEST_TIMEOUT = (
+    env.float("SMARTPAGES_REQUEST_CONNECT_TIMEOUT", default=3.0),
+    env.float("SMARTPAGES_REQUEST_READ_TIMEOUT", default=10.0),
+)
 TEMPLATE_SYNC_INTERVAL = env.int("TEMPLATE_SYNC_INTERVAL", default=900)
 # A full sync still marked running after this long is taken as abandoned (its worker died).
 TEMPLATE_SYNC_LOCK_SECONDS = env.int("TEMPLATE_SYNC_LOCK_SECONDS", default=1800)
+# Seconds between the beat sweeps that re-send recorded work whose task never ran, and how long work may wait
+# (queued, or a pending member past its next attempt) before a sweep sends it again.
+SWEEP_INTERVAL = env.int("SWEEP_INTERVAL", default=60)
+SWEEP_OVERDUE_AFTER = env.int("SWEEP_OVERDUE_AFTER", default=60)
 CELERY_BEAT_SCHEDULE = {
     "sync-all-templates": {
         "task": "templates_sync.sync_all_templates",
         "schedule": float(TEMPLATE_SYNC_INTERVAL),
         "kwargs": {"trigger": "beat"},
     },
-    # A safety net for claims whose retry task was lost (e.g. the broker was down when it was enqueued).
-    "retry-stale-pending-members": {"task": "members.retry_stale_pending", "schedule": 300.0},
+    # Work is recorded in a row before its task is sent; these re-send what is still waiting SWEEP_OVERDUE_AFTER
+    # seconds later (the broker was down, or the message was lost with its worker).
+    "retry-stale-pending-members": {"task": "members.retry_stale_pending", "schedule": float(SWEEP_INTERVAL)},
+    "resend-queued-sync-runs": {"task": "templates_sync.resend_queued_runs", "schedule": float(SWEEP_INTERVAL)},
+    "resend-queued-backfills": {"task": "members.resend_queued_backfills", "schedule": float(SWEEP_INTERVAL)},
 }
+# A restarted beat never sends an entry twice within its interval (portal/beat.py).
+CELERY_BEAT_SCHEDULER = "portal.beat.OnceScheduler"
 
 # --- SmartPass links --------------------------------------------------------------------------------------
 SMARTPASS_LINK_KEYS = env.str("SMARTPASS_LINK_KEYS", default="")

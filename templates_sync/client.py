@@ -79,6 +79,13 @@ def default_retry() -> Retry:
     )
 
 
+def request_retry() -> Retry:
+    """Retries for a call made while a person waits (a holder's claim, staff adding a member): one quick
+    second try, and no waiting out a Retry-After, so the call stays inside SMARTPAGES_REQUEST_TIMEOUT's
+    budget; what still fails is left to the retry task."""
+    return default_retry().new(total=1, connect=1, read=1, status=1, backoff_max=1, respect_retry_after_header=False)
+
+
 class SmartPagesClient:
     def __init__(
         self,
@@ -194,21 +201,23 @@ def _permanent_error(method: str, path: str, response: requests.Response) -> Per
 
 
 @contextlib.contextmanager
-def smartpages_client(given: SmartPagesClient | None = None) -> Iterator[SmartPagesClient]:
-    """The caller's client as it is, or one made from settings and closed afterwards."""
+def smartpages_client(given: SmartPagesClient | None = None, *, in_request: bool = False) -> Iterator[SmartPagesClient]:
+    """The caller's client as it is, or one made from settings and closed afterwards (with the shorter
+    timeouts and retries of a web request when `in_request`)."""
     if given is not None:
         yield given
         return
-    with client_from_settings() as made:
+    with client_from_settings(in_request=in_request) as made:
         yield made
 
 
-def client_from_settings() -> SmartPagesClient:
+def client_from_settings(*, in_request: bool = False) -> SmartPagesClient:
     if not settings.SMARTPAGES_KEY_ID or not settings.SMARTPAGES_KEY_TOKEN:
         raise PermanentError("SmartPages credentials are not set: set SMARTPAGES_KEY_ID and SMARTPAGES_KEY_TOKEN.")
     return SmartPagesClient(
         base_url=settings.SMARTPAGES_API_URL,
         key_id=settings.SMARTPAGES_KEY_ID,
         key_token=settings.SMARTPAGES_KEY_TOKEN,
-        timeout=settings.SMARTPAGES_TIMEOUT,
+        timeout=settings.SMARTPAGES_REQUEST_TIMEOUT if in_request else settings.SMARTPAGES_TIMEOUT,
+        retry=request_retry() if in_request else None,
     )

@@ -1,4 +1,10 @@
-"""Requests for sync work from people: record a queued run, hand it to a worker after commit."""
+"""Requests for sync work from people: record a queued run, hand it to a worker after commit; and the sweep that
+sends again the runs whose task never came (the broker was away when they were asked for)."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
 
 from .enqueue import enqueue_after_commit
 from .models import PassTemplate, SyncRun
@@ -7,7 +13,7 @@ from .sync import sync_run_queue
 
 def sync_request_full(*, user) -> SyncRun:
     run = sync_run_queue(trigger=SyncRun.Trigger.MANUAL, triggered_by=user)
-    enqueue_after_commit("templates_sync.sync_all_templates", run_id=run.pk, trigger=SyncRun.Trigger.MANUAL, user_id=user.pk)
+    _send(run)
     return run
 
 
@@ -15,5 +21,33 @@ def sync_request_refresh(*, template: PassTemplate, user) -> SyncRun:
     run = sync_run_queue(
         trigger=SyncRun.Trigger.MANUAL, triggered_by=user, kind=SyncRun.Kind.SINGLE, template_id=template.pk
     )
-    enqueue_after_commit("templates_sync.refresh_template", str(template.pk), run_id=run.pk, user_id=user.pk)
+    _send(run)
     return run
+
+
+def sync_runs_resend_queued(*, limit: int = 100) -> int:
+    """Send again the task of every run still queued SWEEP_OVERDUE_AFTER seconds after it was asked for: its
+    first send failed (logged by enqueue_after_commit) or its message was lost. A run starts only from QUEUED,
+    so a late original and its re-send never run it twice. Returns how many were sent."""
+    cutoff = timezone.now() - timedelta(seconds=settings.SWEEP_OVERDUE_AFTER)
+    runs = list(
+        SyncRun.objects.filter(status=SyncRun.Status.QUEUED, queued_at__lt=cutoff).order_by("queued_at")[:limit]
+    )
+    for run in runs:
+        _send(run)
+    return len(runs)
+
+
+def _send(run: SyncRun) -> None:
+    if run.kind == SyncRun.Kind.SINGLE:
+        enqueue_after_commit(
+            "templates_sync.refresh_template",
+            str(run.template_id),
+            run_id=run.pk,
+            user_id=run.triggered_by_id,
+            trigger=run.trigger,
+        )
+    else:
+        enqueue_after_commit(
+            "templates_sync.sync_all_templates", run_id=run.pk, trigger=run.trigger, user_id=run.triggered_by_id
+        )

@@ -227,7 +227,9 @@ def sync_run_queue(*, trigger: str, triggered_by=None, kind: str = SyncRun.Kind.
 
 
 def _claim_lock(run: SyncRun) -> bool:
-    """Move `run` to RUNNING; False when another full run holds the lock (run is then SKIPPED)."""
+    """Move `run` from QUEUED to RUNNING; False when another full run holds the lock (run is then SKIPPED) or
+    when `run` is no longer queued (a second delivery of its task, e.g. re-sent by the sweeper, found it
+    started or finished: `run` is then reloaded as it is)."""
     stale_before = timezone.now() - timedelta(seconds=settings.TEMPLATE_SYNC_LOCK_SECONDS)
     SyncRun.objects.filter(kind=SyncRun.Kind.FULL, status=SyncRun.Status.RUNNING, started_at__lt=stale_before).update(
         status=SyncRun.Status.FAILED,
@@ -237,12 +239,18 @@ def _claim_lock(run: SyncRun) -> bool:
     run.started_at = timezone.now()
     try:
         with transaction.atomic():
-            SyncRun.objects.filter(pk=run.pk).update(status=SyncRun.Status.RUNNING, started_at=run.started_at)
+            claimed = SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.QUEUED).update(
+                status=SyncRun.Status.RUNNING, started_at=run.started_at
+            )
     except IntegrityError:
+        logger.info("template sync %s skipped: another run holds the lock", run.pk)
         run.status = SyncRun.Status.SKIPPED
         run.warning = "Skipped: another full sync was already running."
         run.finished_at = timezone.now()
         run.save(update_fields=["status", "warning", "started_at", "finished_at"])
+        return False
+    if not claimed:
+        run.refresh_from_db()
         return False
     run.status = SyncRun.Status.RUNNING
     return True
@@ -306,7 +314,6 @@ def templates_sync_all(
     """Run a full sync (or record it as skipped when one is running). Returns the finished SyncRun."""
     run = run or sync_run_queue(trigger=trigger, triggered_by=triggered_by)
     if not _claim_lock(run):
-        logger.info("template sync %s skipped: another run holds the lock", run.pk)
         return run
     return _run_to_outcome(run, lambda smartpages: _sync_every_page(run, client=smartpages), client=client)
 
@@ -383,8 +390,14 @@ def template_refresh(*, template_id: str, triggered_by=None, trigger: str = Sync
     """Refresh one template from GET /api/v1/pass-template/{id}; a 404 marks it removed."""
     run = run or sync_run_queue(trigger=trigger, triggered_by=triggered_by, kind=SyncRun.Kind.SINGLE,
                                 template_id=template_id)  # fmt: skip
-    run.status, run.started_at = SyncRun.Status.RUNNING, timezone.now()
-    run.save(update_fields=["status", "started_at"])
+    run.started_at = timezone.now()
+    # Only a queued run starts: a second delivery of its task (re-sent by the sweeper) finds it started.
+    if not SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.QUEUED).update(
+        status=SyncRun.Status.RUNNING, started_at=run.started_at
+    ):
+        run.refresh_from_db()
+        return run
+    run.status = SyncRun.Status.RUNNING
     return _run_to_outcome(run, lambda smartpages: _refresh_one(run, str(template_id), client=smartpages),
                            client=client)  # fmt: skip
 

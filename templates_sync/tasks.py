@@ -2,7 +2,7 @@
 from celery import shared_task
 from django.contrib.auth import get_user_model
 
-from . import sync
+from . import services, sync
 from .models import SyncRun
 
 
@@ -21,3 +21,9 @@ def refresh_template(
     run = SyncRun.objects.filter(pk=run_id).first() if run_id else None
     user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
     return sync.template_refresh(template_id=template_id, run=run, triggered_by=user, trigger=trigger).status
+
+
+@shared_task(name="templates_sync.resend_queued_runs")
+def resend_queued_runs() -> int:
+    """Beat, every SWEEP_INTERVAL: runs left queued because their task could not be sent are sent again."""
+    return services.sync_runs_resend_queued()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import uuid
 
+import requests
+
 from links import tokens
 from links.keyring import link_keys
 from templates_sync import sync
@@ -73,6 +75,19 @@ def nonce_of(html: str) -> str:
     match = NONCE_RE.search(html)
     assert match, "the claim page has no nonce"
     return match.group(1)
+
+
+def claim_over_http(url: str, path: str) -> list[int]:
+    """A holder's browser against a served portal (gunicorn): open the link, press the button, look at the page
+    it leads to. Returns the status codes."""
+    session = requests.Session()
+    page = session.get(url + path, timeout=30)
+    if page.status_code != 200:
+        return [page.status_code]
+    form = {"nonce": nonce_of(page.text), "csrfmiddlewaretoken": CSRF_RE.search(page.text).group(1)}
+    posted = session.post(url + path, data=form, allow_redirects=False, timeout=30, headers={"Referer": url + path})
+    shown = session.get(url + posted.headers["Location"], timeout=30) if posted.status_code == 302 else posted
+    return [page.status_code, posted.status_code, shown.status_code]
 
 
 def open_and_claim(client, path: str, answers: dict | None = None):

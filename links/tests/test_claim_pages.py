@@ -400,7 +400,9 @@ def test_a_pending_member_whose_retry_was_lost_is_tried_again_by_the_sweep(club,
     waiting = issuing.member_issue(template=club, values=PERCY, external_id=None, source="link").member
     fresh = issuing.member_issue(template=club, values=LAURA, external_id=None, source="link").member
     sandbox.faults = Faults()
-    Member.objects.filter(pk=waiting.pk).update(updated_at=timezone.now() - timedelta(minutes=20))
+    # Its retry was due 2 s after the claim; a minute and a bit later nothing has tried it: the task was lost.
+    assert waiting.next_attempt_at is not None and waiting.next_attempt_at <= timezone.now() + timedelta(seconds=2)
+    Member.objects.filter(pk=waiting.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=61))
 
     assert issuing.member_issue_retry_stale() == 1
 

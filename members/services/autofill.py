@@ -75,6 +75,7 @@ def autofill_setting_change(*, template: PassTemplate, source: str, field_identi
 # Up to this many members a backfill runs in the request; above, a Celery task does it with a progress bar.
 BACKFILL_INLINE_LIMIT = 2000
 BACKFILL_CHUNK = 500
+BACKFILL_TASK = "members.autofill_backfill"
 # A queued backfill not started for this long lost its task (a broker restart, an enqueue that failed).
 BACKFILL_ABANDONED_AFTER = timedelta(minutes=30)
 _BACKFILL_ACTIVE = (AutofillBackfill.Status.QUEUED, AutofillBackfill.Status.RUNNING)
@@ -131,8 +132,23 @@ def autofill_backfill_request(*, template: PassTemplate, user) -> AutofillBackfi
                                      status__in=selectors.BACKFILL_STATUSES).count()  # fmt: skip
     if eligible <= BACKFILL_INLINE_LIMIT:
         return autofill_backfill_run(backfill=run)
-    enqueue_after_commit("members.autofill_backfill", run.pk)
+    enqueue_after_commit(BACKFILL_TASK, run.pk)
     return run
+
+
+def autofill_backfills_resend_queued(*, limit: int = 100) -> int:
+    """Send again the task of every backfill still queued SWEEP_OVERDUE_AFTER seconds after it was asked for
+    (its first send failed or was lost). `autofill_backfill_run` starts only a queued row, so the late
+    original and the re-send never both run it. Returns how many were sent."""
+    cutoff = timezone.now() - timedelta(seconds=settings.SWEEP_OVERDUE_AFTER)
+    queued = list(
+        AutofillBackfill.objects.filter(status=AutofillBackfill.Status.QUEUED, queued_at__lt=cutoff)
+        .order_by("queued_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    for backfill_id in queued:
+        enqueue_after_commit(BACKFILL_TASK, backfill_id)
+    return len(queued)
 
 
 def autofill_backfill_run(*, backfill: AutofillBackfill) -> AutofillBackfill:
@@ -141,12 +157,17 @@ def autofill_backfill_run(*, backfill: AutofillBackfill) -> AutofillBackfill:
     Writes in short transactions of BACKFILL_CHUNK members. The unique constraint stays the judge: a claim
     that took an External ID after the preview makes that one member a conflict, not the whole chunk.
     """
-    # Start only a row that is still active, in one UPDATE: a task that reaches a row already marked
-    # abandoned (and maybe replaced by a newer backfill) must not revive it next to the new one.
+    # Start only a queued row, in one UPDATE: a task that reaches a row already marked abandoned (and maybe
+    # replaced by a newer backfill) must not revive it next to the new one, and a second delivery (the sweep's
+    # re-send) must not run it twice. A row running for longer than the hard time limit has no live task left
+    # (the time limit killed it, or its worker died): a redelivered task takes it over.
     started_at = timezone.now()
-    started = AutofillBackfill.objects.filter(pk=backfill.pk, status__in=_BACKFILL_ACTIVE).update(
-        status=AutofillBackfill.Status.RUNNING, started_at=started_at
-    )
+    dead_before = started_at - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+    started = AutofillBackfill.objects.filter(
+        Q(status=AutofillBackfill.Status.QUEUED)
+        | Q(status=AutofillBackfill.Status.RUNNING, started_at__lt=dead_before),
+        pk=backfill.pk,
+    ).update(status=AutofillBackfill.Status.RUNNING, started_at=started_at)
     if not started:
         backfill.refresh_from_db()
         return backfill
@@ -200,5 +221,3 @@ def _backfill_chunk(*, template: PassTemplate, chunk: list[tuple[int, str]]) -> 
         except IntegrityError:
             continue
     return filled
-
-

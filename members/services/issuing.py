@@ -4,19 +4,21 @@ take yet."""
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from datetime import timedelta
+from enum import StrEnum
+from typing import TypeVar
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from templates_sync.client import (
     Conflict,
+    NotFound,
     PermanentError,
     SmartPagesClient,
     SmartPagesError,
@@ -32,9 +34,10 @@ from ..models import (
     MemberStatusChange,
 )
 from ..validation import validate_values
-from . import InvalidMemberValues, IssueRefused, acting_user
+from . import InvalidMemberValues, IssueRefused, MemberError, acting_user
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class IssueKind(StrEnum):
@@ -96,6 +99,8 @@ def member_issue(
         claim_nonce=claim_nonce or None,
         created_by=acting_user(user),
         status=Member.Status.PENDING,
+        # The first attempt is recorded with the row itself, before the POST below can reach SmartPages.
+        **_attempt_started(attempts=1),
         **_search_copies(template=template, values=clean),
     )
     try:
@@ -110,7 +115,8 @@ def member_issue(
         if existing is None:
             raise
         return IssueResult(member=existing, kind=IssueKind.ALREADY_ENROLLED)
-    member = _member_send(member=member, client=client)
+    with smartpages_client(client, in_request=True) as smartpages:
+        member = _member_send(member=member, client=smartpages)
     if member.status == Member.Status.PENDING:
         member_retry_later(member=member)
     return IssueResult(member=member, kind=IssueKind.CREATED)
@@ -174,14 +180,16 @@ def member_issue_retry(*, member: Member, client: SmartPagesClient | None = None
     if member.status != Member.Status.PENDING or member.pass_id is not None:
         return IssueRetry(member=member, attempted=False)
     expected = member.issue_attempts if expected_attempts is None else expected_attempts
+    attempt = _attempt_started(attempts=expected + 1)
     claimed = Member.objects.filter(
         pk=member.pk, status=Member.Status.PENDING, pass_id__isnull=True, issue_attempts=expected
-    ).update(issue_attempts=F("issue_attempts") + 1, updated_at=timezone.now())
+    ).update(**attempt, updated_at=timezone.now())
     if not claimed:
         member.refresh_from_db()
         return IssueRetry(member=member, attempted=False)
-    member.issue_attempts = expected + 1
-    return IssueRetry(member=_member_send(member=member, client=client, attempt_counted=True), attempted=True)
+    for name, value in attempt.items():
+        setattr(member, name, value)
+    return IssueRetry(member=_member_send(member=member, client=client), attempted=True)
 
 
 def member_reissue_failed(*, member: Member, client: SmartPagesClient | None = None) -> Member:
@@ -215,23 +223,28 @@ def member_reissue_failed(*, member: Member, client: SmartPagesClient | None = N
     member.refresh_from_db()
     if not won:
         return member
-    retry = member_issue_retry(member=member, client=client)
+    with smartpages_client(client, in_request=True) as smartpages:
+        retry = member_issue_retry(member=member, client=smartpages)
     if retry.retry_later:
         member_retry_later(member=retry.member)
     return retry.member
 
 
-# Longer than the longest backoff (issue_retry_delay caps at 10 min): a pending member untouched for this long
-# has no retry waiting for it any more.
-STALE_PENDING_AFTER = timedelta(minutes=15)
+# How long one attempt may take before its member counts as due again (its process died mid-attempt): above
+# the worker's slowest single attempt (connect retries and the read timeout of SMARTPAGES_TIMEOUT).
+ATTEMPT_BUDGET = timedelta(minutes=2)
 
 
 def member_issue_retry_stale(*, limit: int = 500, client: SmartPagesClient | None = None) -> int:
-    """Try again every pending member whose retry chain was lost; schedule a new chain for those still pending.
-    Returns how many members were tried."""
-    cutoff = timezone.now() - STALE_PENDING_AFTER
-    stale = list(Member.objects.filter(status=Member.Status.PENDING, pass_id__isnull=True, updated_at__lt=cutoff)
-                 .select_related("template").order_by("updated_at")[:limit])  # fmt: skip
+    """Try again every pending member past its `next_attempt_at` by SWEEP_OVERDUE_AFTER seconds (its retry
+    task could not be sent, or was lost with its worker, or the process making the attempt died); schedule a
+    new chain for those still pending. Returns how many members were tried."""
+    cutoff = timezone.now() - timedelta(seconds=settings.SWEEP_OVERDUE_AFTER)
+    stale = list(
+        Member.objects.filter(status=Member.Status.PENDING, pass_id__isnull=True, next_attempt_at__lt=cutoff)
+        .select_related("template")
+        .order_by("next_attempt_at")[:limit]
+    )
     if not stale:
         return 0
     with smartpages_client(client) as smartpages:
@@ -243,20 +256,111 @@ def member_issue_retry_stale(*, limit: int = 500, client: SmartPagesClient | Non
 
 
 def member_retry_later(*, member: Member) -> None:
-    """Schedule the next attempt of a member left pending, after commit, with backoff. When the broker is
-    away the member simply stays pending: `member_issue_retry_stale` finds it."""
-    enqueue_after_commit(RETRY_TASK, member.pk, member.issue_attempts, countdown=issue_retry_delay(member.issue_attempts))
+    """Send the next attempt of a member left pending (its `next_attempt_at` is already recorded), after
+    commit, with backoff. When the broker is away the member simply stays pending and falls overdue:
+    `member_issue_retry_stale` takes it a minute later."""
+    enqueue_after_commit(
+        RETRY_TASK, member.pk, member.issue_attempts, countdown=issue_retry_delay(member.issue_attempts)
+    )
 
 
-def _member_send(*, member: Member, client: SmartPagesClient | None, attempt_counted: bool = False) -> Member:
+def member_link_pass(*, member: Member, pass_id: str, user, client: SmartPagesClient | None = None) -> Member:
+    """Link a member SmartPages refused with a 409 to the pass it already holds there, by its Pass ID.
+
+    For a member whose own earlier attempt most likely made that pass (`pass_link_needed`), or one whose pass
+    was made outside the portal. The pass is read first (`GET /api/v1/pass/{id}`) and must be on the member's
+    template with the member's External ID, so a typo cannot give a holder someone else's pass. Raises
+    MemberError with a sentence for the page.
+    """
+    if member.status != Member.Status.FAILED or not member.upstream_conflict or member.pass_id is not None:
+        raise MemberError("Only a member refused for an External ID conflict can be linked to a pass.")
+    try:
+        wanted = uuid.UUID(pass_id.strip())
+    except ValueError:
+        raise MemberError("That is not a Pass ID: paste the pass's ID from SmartPages (a UUID).") from None
+    holder = Member.objects.filter(pass_id=wanted).first()
+    if holder is not None:
+        raise MemberError(f"That pass already belongs to member #{holder.pk}.")
+    try:
+        with smartpages_client(client, in_request=True) as smartpages:
+            found = smartpages.get_pass(str(wanted))
+    except NotFound:
+        raise MemberError("SmartPages has no pass with that Pass ID.") from None
+    except SmartPagesError as exc:
+        raise MemberError(f"The pass could not be read from SmartPages; nothing changed. {exc}") from exc
+    if found.get("passTemplateId") != str(member.template_id):
+        raise MemberError("That pass belongs to another template; nothing changed.")
+    if found.get("externalIdentifier") != member.external_id:
+        raise MemberError(
+            f"That pass has External ID “{found.get('externalIdentifier') or 'none'}”, not this "
+            f"member's “{member.external_id or 'none'}”; nothing changed."
+        )
+    with transaction.atomic():
+        try:
+            linked = Member.objects.filter(pk=member.pk, status=Member.Status.FAILED, pass_id__isnull=True).update(
+                status=Member.Status.ISSUED,
+                pass_id=wanted,
+                upstream=found,
+                upstream_conflict=False,
+                pass_link_needed=False,
+                failure_reason="",
+                updated_at=timezone.now(),
+            )
+        except IntegrityError:
+            raise MemberError("That pass was just linked to another member; nothing changed.") from None
+        if linked:
+            MemberStatusChange.objects.create(
+                member=member,
+                old=Member.Status.FAILED,
+                new=Member.Status.ISSUED,
+                reason=f"Linked by staff to pass {wanted} on SmartPages.",
+                by=acting_user(user),
+            )
+    member.refresh_from_db()
+    if not linked:
+        raise MemberError("This member changed meanwhile; nothing was linked. Reload the page.")
+    return member
+
+
+def _attempt_started(*, attempts: int) -> dict:
+    """The columns that record an attempt before it is sent: its number, when it began, and when the member
+    is due again should this attempt never record an outcome."""
+    now = timezone.now()
+    return {"issue_attempts": attempts, "send_started_at": now, "next_attempt_at": now + ATTEMPT_BUDGET}
+
+
+# A write after a successful POST is tried this many times, each on a fresh database connection: the pass
+# exists upstream now, and losing its Pass ID would leave the holder without it (or with a second pass later).
+OUTCOME_WRITE_TRIES = 4
+
+
+def _write_outcome(write: Callable[[], T], *, member: Member) -> T:
+    """Run `write()`, again on a fresh connection when the database connection broke under it."""
+    for attempt in range(1, OUTCOME_WRITE_TRIES + 1):
+        try:
+            return write()
+        except (OperationalError, InterfaceError):
+            if attempt == OUTCOME_WRITE_TRIES or connection.in_atomic_block:
+                logger.error("Outcome of member %s (pass %s) could not be written", member.pk, member.pass_id)
+                raise
+            logger.warning(
+                "Writing member %s failed on a broken database connection; reconnecting", member.pk, exc_info=True
+            )
+            connection.close()  # a broken connection stays broken; the next query opens a new one
+            time.sleep(0.1 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _member_send(*, member: Member, client: SmartPagesClient | None) -> Member:
+    """POST the member's pass and record the outcome. The attempt is already recorded (`_attempt_started`
+    saved with the row or the retry's claim), so a crash anywhere below leaves a member that says an attempt
+    may have gone out and falls due for the sweep."""
     body = {
         "passTemplateId": str(member.template_id),
         "inputFields": [{"identifier": key, "value": value} for key, value in member.values.items()],
     }
     if member.external_id is not None:
         body["externalIdentifier"] = member.external_id
-    if not attempt_counted:
-        member.issue_attempts += 1
     try:
         with smartpages_client(client) as smartpages:
             try:
@@ -272,16 +376,31 @@ def _member_send(*, member: Member, client: SmartPagesClient | None, attempt_cou
                       f"created. Last error: {exc}")  # fmt: skip
             return _member_fail(member=member, reason=reason, error=exc)
         logger.warning("Pass for member %s not created yet: %s", member.pk, exc)
-        member.last_error = str(exc)
-        member.save(update_fields=["issue_attempts", "last_error", "updated_at"])
+        member.last_error, member.send_started_at = str(exc), None
+        member.next_attempt_at = timezone.now() + timedelta(seconds=issue_retry_delay(member.issue_attempts))
+        _write_outcome(
+            lambda: member.save(update_fields=["last_error", "send_started_at", "next_attempt_at", "updated_at"]),
+            member=member,
+        )
         return member
     except Conflict as exc:
         member.upstream_conflict = True
         member.upstream = {"error": exc.body} if exc.body is not None else {}
-        reason = (
-            f"SmartPages already has a pass with External ID “{member.external_id}” on this template "
-            "(made outside the portal, or by an earlier attempt). It was not linked to this member."
-        )
+        # An earlier attempt of ours may have made this pass (only its reply was lost), and the 409 did not
+        # name it: most likely the holder's own pass, so a manager links it rather than the holder being told
+        # someone else has it.
+        member.pass_link_needed = member.issue_attempts > 1
+        if member.pass_link_needed:
+            reason = (
+                f"SmartPages already has a pass with External ID “{member.external_id}” on this template, most "
+                "likely made by an earlier attempt of the portal whose reply was lost; SmartPages did not say "
+                "which pass it is. Find it on SmartPages and link it here by its Pass ID."
+            )
+        else:
+            reason = (
+                f"SmartPages already has a pass with External ID “{member.external_id}” on this template, made "
+                "outside the portal. It was not linked to this member; link it here by its Pass ID if it is theirs."
+            )
         return _member_fail(member=member, reason=reason, error=exc)
     except PermanentError as exc:
         member.upstream = {"error": exc.body} if exc.body is not None else {}
@@ -290,24 +409,43 @@ def _member_send(*, member: Member, client: SmartPagesClient | None, attempt_cou
         pass_id = uuid.UUID(str(reply.get("id")))
     except (AttributeError, ValueError):
         member.upstream = reply if isinstance(reply, dict) else {}
-        return _member_fail(member=member, reason="SmartPages created the pass but its reply had no Pass ID.", error=None)
+        return _member_fail(
+            member=member, reason="SmartPages created the pass but its reply had no Pass ID.", error=None
+        )
     member.pass_id, member.upstream, member.last_error = pass_id, reply, ""
-    with transaction.atomic():
-        member.status = Member.Status.ISSUED
-        member.save(update_fields=["pass_id", "upstream", "status", "issue_attempts", "last_error", "updated_at"])
-        MemberStatusChange.objects.create(member=member, old=Member.Status.PENDING, new=Member.Status.ISSUED,
-                                          reason="Pass created on SmartPages.")  # fmt: skip
+    member.status, member.send_started_at, member.next_attempt_at = Member.Status.ISSUED, None, None
+
+    def write() -> None:
+        with transaction.atomic():
+            member.save(
+                update_fields=[
+                    "pass_id",
+                    "upstream",
+                    "status",
+                    "last_error",
+                    "send_started_at",
+                    "next_attempt_at",
+                    "updated_at",
+                ]
+            )
+            MemberStatusChange.objects.create(
+                member=member, old=Member.Status.PENDING, new=Member.Status.ISSUED, reason="Pass created on SmartPages."
+            )
+
+    _write_outcome(write, member=member)
     return member
 
 
 def _adopt_after_lost_reply(*, member: Member, smartpages: SmartPagesClient, error: Conflict) -> dict | None:
     """On a retry, a 409 may mean our own earlier POST arrived and only its reply was lost. When SmartPages
-    names the pass and it carries this member's External ID, that pass is this member's: adopt it."""
+    names the pass and it carries this member's External ID, that pass is this member's: adopt it. (The API
+    reference leaves the 409 body undocumented; the sandbox names the pass as `passId`.) A read that fails
+    transiently raises, so the member stays pending and the next attempt asks again."""
     if member.issue_attempts <= 1 or not isinstance(error.body, dict) or not error.body.get("passId"):
         return None
     try:
         found = smartpages.get_pass(str(error.body["passId"]))
-    except SmartPagesError:
+    except PermanentError:
         return None
     if found.get("externalIdentifier") == member.external_id and found.get("passTemplateId") == str(member.template_id):
         return found
@@ -316,11 +454,27 @@ def _adopt_after_lost_reply(*, member: Member, smartpages: SmartPagesClient, err
 
 def _member_fail(*, member: Member, reason: str, error: Exception | None) -> Member:
     logger.warning("Pass for member %s refused by SmartPages: %s", member.pk, error or reason)
-    with transaction.atomic():
-        old, member.status, member.failure_reason = member.status, Member.Status.FAILED, reason
-        member.save(update_fields=["status", "failure_reason", "upstream", "upstream_conflict", "issue_attempts",
-                                   "updated_at"])  # fmt: skip
-        MemberStatusChange.objects.create(member=member, old=old, new=Member.Status.FAILED, reason=reason)
+    old = member.status
+    member.status, member.failure_reason = Member.Status.FAILED, reason
+    member.send_started_at = member.next_attempt_at = None
+
+    def write() -> None:
+        with transaction.atomic():
+            member.save(
+                update_fields=[
+                    "status",
+                    "failure_reason",
+                    "upstream",
+                    "upstream_conflict",
+                    "pass_link_needed",
+                    "send_started_at",
+                    "next_attempt_at",
+                    "updated_at",
+                ]
+            )
+            MemberStatusChange.objects.create(member=member, old=old, new=Member.Status.FAILED, reason=reason)
+
+    _write_outcome(write, member=member)
     return member
 
 
@@ -339,5 +493,3 @@ def _search_copies(*, template: PassTemplate, values: Mapping[str, str]) -> dict
         if key and value and not copies[key]:
             copies[key] = value[: Member._meta.get_field(key).max_length]
     return copies
-
-

@@ -250,6 +250,30 @@ def test_a_backfill_whose_task_cannot_be_sent_stays_queued_and_the_request_does_
     assert "Could not send task members.autofill_backfill" in caplog.text
 
 
+def test_a_backfill_left_queued_is_sent_again_by_the_sweep_and_runs_once(club, seeded, settings,
+                                                                         django_capture_on_commit_callbacks):
+    left = backfill_left(club, AutofillBackfill.Status.QUEUED, age=timedelta(seconds=settings.SWEEP_OVERDUE_AFTER + 1))
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert autofill.autofill_backfills_resend_queued() == 1
+    assert len(callbacks) == 1
+
+    done = autofill.autofill_backfill_run(backfill=left)  # what the re-sent task does
+    assert (done.status, done.filled) == (AutofillBackfill.Status.SUCCEEDED, 5)
+    # The original task arriving late finds the row finished and runs nothing again.
+    late = autofill.autofill_backfill_run(backfill=AutofillBackfill.objects.get(pk=left.pk))
+    assert (late.status, late.filled, late.done) == (done.status, 5, done.done)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert autofill.autofill_backfills_resend_queued() == 0
+
+
+def test_a_backfill_queued_moments_ago_is_left_to_its_own_task(club, seeded, django_capture_on_commit_callbacks):
+    backfill_left(club, AutofillBackfill.Status.QUEUED, age=timedelta(seconds=5))
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert autofill.autofill_backfills_resend_queued() == 0
+    assert callbacks == []
+
+
 # --- an External ID typed by staff ---------------------------------------------------------------------------
 def test_an_explicit_external_id_is_normalised_like_autofill_would(club):
     assert selectors.explicit_external_id(template=club, raw="  Laura@X.com ") == "Laura@X.com"  # autofill off

@@ -111,10 +111,10 @@ def test_a_correct_login_reaches_the_dashboard(client, manager):
     assert "Dashboard" in response.content.decode()
 
 
-def test_health_reports_database_and_broker_without_secrets(client, settings):
+def test_health_reports_database_broker_and_cache_without_secrets(client, settings):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok", "cache": "ok"}
     assert settings.SECRET_KEY not in response.content.decode()
 
 

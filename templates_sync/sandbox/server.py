@@ -59,6 +59,9 @@ class Faults:
     slow_seconds: float = 0.0  # sleep before every API response (within scope)
     mutate_after_page: int | None = None  # after serving this list page once, the list changes under the client
     scope: str = "all"  # "all" | "templates" | "passes": which endpoints the faults hit
+    # A 409 for a used externalIdentifier leaves out the existing pass's id (the API reference does not
+    # document the error body, so the real service may not name it).
+    conflict_without_pass_id: bool = False
     seed: int = 0  # faults drawn from random.Random(seed) so runs are repeatable
 
     def __post_init__(self) -> None:
@@ -119,6 +122,9 @@ class SmartPagesSandbox:
         self._stopped = False
 
         self.faults = faults or Faults()
+        # Called with each pass just created, before its reply is sent (a test's hook: e.g. kill the portal's
+        # database connection right after a POST that succeeded upstream).
+        self.after_pass_created = None
         for _ in range(templates):
             self._append_generated_template()
 
@@ -376,10 +382,10 @@ class SmartPagesSandbox:
             if external_id is not None:
                 existing_pass_id = self._pass_id_by_external_id.get((template_id, external_id))
                 if existing_pass_id is not None:
-                    return 409, {
-                        "error": "externalIdentifier already in use for this pass template",
-                        "passId": existing_pass_id,
-                    }
+                    conflict = {"error": "externalIdentifier already in use for this pass template"}
+                    if not self._faults.conflict_without_pass_id:
+                        conflict["passId"] = existing_pass_id
+                    return 409, conflict
             pass_id = str(uuid.uuid4())
             new_pass = {
                 "id": pass_id,
@@ -398,6 +404,13 @@ class SmartPagesSandbox:
             if external_id is not None:
                 self._pass_id_by_external_id[(template_id, external_id)] = pass_id
             return 201, json.loads(json.dumps(new_pass))
+
+    def _create_pass_and_notify(self, body: object) -> tuple[int, dict]:
+        status, reply = self._create_pass(body)
+        hook = self.after_pass_created
+        if status == 201 and hook is not None:
+            hook(reply)
+        return status, reply
 
     def _get_pass(self, pass_id: str) -> tuple[int, dict]:
         with self._lock:
@@ -562,7 +575,7 @@ class _SandboxRequestHandler(BaseHTTPRequestHandler):
                 self._send_template(path.removeprefix(TEMPLATES_PATH + "/"))
         elif path == PASSES_PATH:
             if self._allow("POST"):
-                self._send_pass_write(sandbox._create_pass, body_bytes)
+                self._send_pass_write(sandbox._create_pass_and_notify, body_bytes)
         elif path.startswith(PASSES_PATH + "/"):
             pass_id = path.removeprefix(PASSES_PATH + "/")
             if self._allow("GET", "PUT"):
