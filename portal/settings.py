@@ -5,6 +5,8 @@ SPEC.md. Defaults are safe for production; conveniences exist only when DEBUG is
 """
 import base64
 import hashlib
+import re
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,12 +19,9 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 # --- Core -------------------------------------------------------------------------------------------------
 DEBUG = env.bool("DEBUG", default=False)
-if DEBUG:
-    SECRET_KEY = env.str("SECRET_KEY", default="django-insecure-dev-only-key-do-not-use-in-production")
-else:
-    SECRET_KEY = env.str("SECRET_KEY", default="")
-    if len(SECRET_KEY) < 50:
-        raise ImproperlyConfigured("SECRET_KEY must be set to a random string of 50 or more characters.")
+# Without DEBUG a missing or short key is refused by a system check (portal/checks.py) when a server, worker
+# or `manage.py check` starts, not here: commands such as `generate_link_key` must run before it is set.
+SECRET_KEY = env.str("SECRET_KEY", default="django-insecure-dev-only-key-do-not-use-in-production" if DEBUG else "")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -35,6 +34,8 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "axes",
+    "csp",
     "portal",
     "templates_sync",
     "members",
@@ -53,6 +54,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "portal.middleware.StaffPagesNotStoredMiddleware",
+    # Last, as django-axes asks: it turns a login refused for too many failures into the 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -121,12 +126,35 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
-# Failed logins allowed per client address and per user name before the login form answers 429.
+# Login throttling by django-axes, on the cache: it counts failed authentications (the portal's login and the
+# admin's alike) per client address and, separately, per normalised user name; LOGIN_RATE "10/5m" means the
+# 10th failure within 5 minutes of the previous one locks that address or name out for 5 minutes (429).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 LOGIN_RATE = env.str("LOGIN_RATE", default="10/5m")
+_login_rate = re.fullmatch(r"(\d+)/(\d*)([smh])", LOGIN_RATE)
+if not _login_rate:
+    raise ImproperlyConfigured(f"LOGIN_RATE must look like 10/5m (failures per seconds, minutes or hours), not {LOGIN_RATE!r}.")
+AXES_FAILURE_LIMIT = int(_login_rate[1])
+_login_period_unit = {"s": "seconds", "m": "minutes", "h": "hours"}[_login_rate[3]]
+AXES_COOLOFF_TIME = timedelta(**{_login_period_unit: int(_login_rate[2] or 1)})
+# On Redis: an attack's failures cost no database row each. The embedded mode's file cache cannot count
+# atomically, so there axes keeps its counts in the database.
+_redis_cache = CACHES["default"]["BACKEND"].endswith("RedisCache")
+AXES_HANDLER = "axes.handlers.%s" % ("cache.AxesCacheHandler" if _redis_cache else "database.AxesDatabaseHandler")
+AXES_ENABLE_ADMIN = not _redis_cache  # its admin pages list the database handler's records
+AXES_VERBOSE = False  # no banner in every process's log; failures and lock-outs are still logged
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_USERNAME_CALLABLE = "portal.login_throttle.throttled_username"
+AXES_CLIENT_IP_CALLABLE = "portal.client_ip.client_ip"
+AXES_LOCKOUT_CALLABLE = "portal.login_throttle.locked_out_response"
 
 # --- Security (production values by default; `check --deploy` passes) -----------------------------------
+# Trusted because web is reachable only through the TLS proxy, which sets the header (docker-compose.yml keeps
+# web off every published port and on a network shared with the proxy alone).
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+# The container healthcheck asks over plain HTTP from inside the container; a redirect would read as unhealthy.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SESSION_COOKIE_HTTPONLY = True
@@ -136,6 +164,21 @@ SECURE_HSTS_PRELOAD = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Scripts, styles and images from our own origin only (the QR code is inline SVG markup, not an image URL);
+# no inline script or style attribute anywhere, so an injected one would not run.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 # --- I18n (holder pages in English and Icelandic) -------------------------------------------------------
 LANGUAGE_CODE = "en"
@@ -158,6 +201,23 @@ STORAGES = {
         else "whitenoise.storage.CompressedManifestStaticFilesStorage"
     },
 }
+# Web and workers on different hosts share no disk: uploads and generated CSVs then live in an S3-compatible
+# bucket (private; every download still goes through the permission-checked view, which streams it).
+MEDIA_S3_BUCKET = env.str("MEDIA_S3_BUCKET", default="")
+if MEDIA_S3_BUCKET:
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": MEDIA_S3_BUCKET,
+            "endpoint_url": env.str("MEDIA_S3_ENDPOINT_URL", default="") or None,
+            "region_name": env.str("MEDIA_S3_REGION", default="") or None,
+            "access_key": env.str("MEDIA_S3_ACCESS_KEY_ID", default="") or None,
+            "secret_key": env.str("MEDIA_S3_SECRET_ACCESS_KEY", default="") or None,
+            "default_acl": "private",
+            # Like the local disk: a second file under a taken name gets a new name, never overwrites.
+            "file_overwrite": False,
+        },
+    }
 
 # --- Celery -----------------------------------------------------------------------------------------------
 if not CELERY_BROKER_URL:
@@ -188,6 +248,7 @@ CELERY_TASK_SOFT_TIME_LIMIT = 1800
 CELERY_TASK_TIME_LIMIT = 1900
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / "var" / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULER = "portal.celery.ScheduleFolderCreatingScheduler"
 
 # --- SmartPages upstream ----------------------------------------------------------------------------------
 SMARTPAGES_API_URL = env.str("SMARTPAGES_API_URL", default="https://smartpages-api.smartsolutions.is").rstrip("/")
@@ -223,11 +284,17 @@ LINKS_MAX_ROWS = env.int("LINKS_MAX_ROWS", default=1_000_000)
 CLAIM_RATE = env.str("CLAIM_RATE", default="60/m")
 
 # --- Logging ----------------------------------------------------------------------------------------------
+# One format and one level (LOG_LEVEL) for web and Celery alike (portal/celery.py hands Celery this config).
+# Claim tokens and pass-page keys are bearer secrets: the filter cuts them to a prefix in every record,
+# whichever logger wrote it (Django logs the path of every 404: "Not Found: /p/<token>").
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"secret_paths": {"()": "portal.log_redaction.SecretPathFilter"}},
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["secret_paths"]},
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"urllib3": {"level": "WARNING"}},
+    "loggers": {"urllib3": {"level": "WARNING"}, "botocore": {"level": "WARNING"}},
 }
