@@ -2,9 +2,13 @@
 process on the configured broker (Redis in CI), and Chromium through Playwright."""
 from __future__ import annotations
 
+import functools
 import os
+import secrets
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -121,12 +125,16 @@ def start_celery(extra_env: dict[str, str], *, beat: bool = False, log_name: str
     pytest.fail(f"The Celery worker did not become ready in 60 s; see {log.name}")
 
 
-def stop_celery(process: subprocess.Popen) -> None:
+def stop_process(process: subprocess.Popen) -> None:
     process.terminate()
     try:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
+        process.wait()
+
+
+stop_celery = stop_process
 
 
 @pytest.fixture(scope="session")
@@ -140,6 +148,69 @@ def celery_worker_process(django_db_setup, django_db_blocker, session_sandbox):
     })  # fmt: skip
     yield process
     stop_celery(process)
+
+
+# --- production-shaped processes (gunicorn, worker and beat with DEBUG off) -----------------------------------
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def production_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a production process on the test database and Redis: portal.settings, DEBUG off,
+    fresh secrets, and nothing inherited from the test settings (which relax HTTPS and cookies)."""
+    env = {key: value for key, value in _worker_env({}).items() if key in PRODUCTION_ENV_KEPT}
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "SMARTPASS_LINK_KEYS": os.environ["SMARTPASS_LINK_KEYS"],  # the test process's, so tokens open both ways
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "MEDIA_ROOT": tempfile.mkdtemp(prefix="smartpass-prod-media-"),
+        "STATIC_ROOT": _collected_static(),
+        "PYTHONUNBUFFERED": "1",
+    })  # fmt: skip
+    env.update(extra or {})
+    return env
+
+
+@functools.cache
+def _collected_static() -> str:
+    """Production serves the hashed names collectstatic writes (as the image build does), once a session."""
+    root = tempfile.mkdtemp(prefix="smartpass-prod-static-")
+    subprocess.run([sys.executable, "manage.py", "collectstatic", "--no-input", "-v", "0"], cwd=ROOT,
+                   env={"PATH": os.environ["PATH"], "STATIC_ROOT": root}, check=True, capture_output=True)  # fmt: skip
+    return root
+
+
+PRODUCTION_ENV_KEPT = {"PATH", "HOME", "LANG", "DATABASE_URL", "CELERY_BROKER_URL", "CACHE_REDIS_URL"}
+
+
+def start_gunicorn(env: dict[str, str], *, command: list[str] | None = None, cwd: Path = ROOT,
+                   log_name: str = "gunicorn") -> tuple[subprocess.Popen, str, Path]:  # fmt: skip
+    """gunicorn with the production config (deploy/gunicorn.conf.py, as docker-compose.yml runs it) on a free
+    port of 127.0.0.1; returns (process, base URL, log file) once it answers."""
+    port = free_port()
+    command = command or ["gunicorn", "-c", "deploy/gunicorn.conf.py"]
+    command = [sys.executable, "-m", *command, "--bind", f"127.0.0.1:{port}", "--workers", "1"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    log_path = ARTIFACTS / f"{log_name}.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, env={**env, "PORT": str(port)}, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"gunicorn exited early:\n{log_path.read_text()}")
+        if "Booting worker" in log_path.read_text():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return process, f"http://127.0.0.1:{port}", log_path
+            except OSError:
+                pass
+        time.sleep(0.2)
+    process.kill()
+    pytest.fail(f"gunicorn did not answer in 60 s; see {log_path}")
 
 
 def wait_for(condition, *, timeout: float = 30.0, interval: float = 0.2, message: str = "condition"):

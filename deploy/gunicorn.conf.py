@@ -11,6 +11,8 @@ from portal.log_redaction import redact_secret_paths
 wsgi_app = "portal.wsgi:application"
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "3"))
+# Nobody runs gunicornc in the container, and its default socket path needs a home directory the user lacks.
+control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
 # The proxy's X-Real-IP first: behind it, the peer address (%(h)s) is always the proxy's.
