@@ -2,6 +2,7 @@
 process on the configured broker (Redis in CI), and Chromium through Playwright."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import secrets
@@ -10,8 +11,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
+import boto3
 import pytest
 from hypothesis import settings as hypothesis_settings
 
@@ -211,6 +214,55 @@ def start_gunicorn(env: dict[str, str], *, command: list[str] | None = None, cwd
         time.sleep(0.2)
     process.kill()
     pytest.fail(f"gunicorn did not answer in 60 s; see {log_path}")
+
+
+# --- S3-compatible media ----------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's standalone S3-compatible server, over real HTTP on a free port of 127.0.0.1, for the session."""
+    port = free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with open(ARTIFACTS / "moto.log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                   stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"moto's server did not start; see {ARTIFACTS / 'moto.log'}")
+            time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}"
+    stop_process(process)
+
+
+@pytest.fixture
+def media_bucket(s3_server):
+    """A fresh private bucket on the S3 server, with the MEDIA_S3_* environment that points at it."""
+    env = {
+        "MEDIA_S3_BUCKET": f"media-{uuid.uuid4().hex[:12]}",
+        "MEDIA_S3_ENDPOINT_URL": s3_server,
+        "MEDIA_S3_REGION": "us-east-1",
+        "MEDIA_S3_ACCESS_KEY_ID": "portal-test",
+        "MEDIA_S3_SECRET_ACCESS_KEY": "portal-test-secret",
+    }
+    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="portal-test",
+                      aws_secret_access_key="portal-test-secret")  # fmt: skip
+    s3.create_bucket(Bucket=env["MEDIA_S3_BUCKET"])
+    return MediaBucket(env=env, client=s3)
+
+
+@dataclasses.dataclass
+class MediaBucket:
+    env: dict[str, str]
+    client: object
+
+    def keys(self) -> list[str]:
+        listing = self.client.list_objects_v2(Bucket=self.env["MEDIA_S3_BUCKET"])
+        return [item["Key"] for item in listing.get("Contents", [])]
 
 
 def wait_for(condition, *, timeout: float = 30.0, interval: float = 0.2, message: str = "condition"):
