@@ -128,7 +128,8 @@ LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
 # Login throttling by django-axes, on the cache: it counts failed authentications (the portal's login and the
 # admin's alike) per client address and, separately, per normalised user name; LOGIN_RATE "10/5m" means the
-# 10th failure within 5 minutes of the previous one locks that address or name out for 5 minutes (429).
+# 10th failure within 5 minutes of the previous one locks that address or name out (429) until 5 minutes
+# pass without another try.
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 LOGIN_RATE = env.str("LOGIN_RATE", default="10/5m")
 _login_rate = re.fullmatch(r"(\d+)/(\d*)([smh])", LOGIN_RATE)

@@ -16,7 +16,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         if not settings.DEBUG:
-            raise CommandError("demo_users only runs with DEBUG on; create real staff with createsuperuser or the admin.")
+            raise CommandError("demo_users only runs with DEBUG on; create real staff with `manage.py create_staff`.")
         sync_role_permissions()
         User = get_user_model()
         for username, role in (("demo", MANAGER), ("viewer", VIEWER)):
