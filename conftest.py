@@ -164,16 +164,18 @@ def production_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a production process on the test database and Redis: portal.settings, DEBUG off,
     fresh secrets, and nothing inherited from the test settings (which relax HTTPS and cookies)."""
     env = {key: value for key, value in _worker_env({}).items() if key in PRODUCTION_ENV_KEPT}
-    env.update({
-        "DJANGO_SETTINGS_MODULE": "portal.settings",
-        "DEBUG": "false",
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "SMARTPASS_LINK_KEYS": os.environ["SMARTPASS_LINK_KEYS"],  # the test process's, so tokens open both ways
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "MEDIA_ROOT": tempfile.mkdtemp(prefix="smartpass-prod-media-"),
-        "STATIC_ROOT": _collected_static(),
-        "PYTHONUNBUFFERED": "1",
-    })  # fmt: skip
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "portal.settings",
+            "DEBUG": "false",
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "SMARTPASS_LINK_KEYS": os.environ["SMARTPASS_LINK_KEYS"],  # the test process's, so tokens open both ways
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "MEDIA_ROOT": tempfile.mkdtemp(prefix="smartpass-prod-media-"),
+            "STATIC_ROOT": _collected_static(),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(extra or {})
     return env
 
@@ -182,16 +184,22 @@ def production_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 def _collected_static() -> str:
     """Production serves the hashed names collectstatic writes (as the image build does), once a session."""
     root = tempfile.mkdtemp(prefix="smartpass-prod-static-")
-    subprocess.run([sys.executable, "manage.py", "collectstatic", "--no-input", "-v", "0"], cwd=ROOT,
-                   env={"PATH": os.environ["PATH"], "STATIC_ROOT": root}, check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--no-input", "-v", "0"],
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], "STATIC_ROOT": root},
+        check=True,
+        capture_output=True,
+    )
     return root
 
 
 PRODUCTION_ENV_KEPT = {"PATH", "HOME", "LANG", "DATABASE_URL", "CELERY_BROKER_URL", "CACHE_REDIS_URL"}
 
 
-def start_gunicorn(env: dict[str, str], *, command: list[str] | None = None, cwd: Path = ROOT,
-                   log_name: str = "gunicorn") -> tuple[subprocess.Popen, str, Path]:  # fmt: skip
+def start_gunicorn(
+    env: dict[str, str], *, command: list[str] | None = None, cwd: Path = ROOT, log_name: str = "gunicorn"
+) -> tuple[subprocess.Popen, str, Path]:
     """gunicorn with the production config (deploy/gunicorn.conf.py, as docker-compose.yml runs it) on a free
     port of 127.0.0.1; returns (process, base URL, log file) once it answers."""
     port = free_port()
@@ -200,7 +208,9 @@ def start_gunicorn(env: dict[str, str], *, command: list[str] | None = None, cwd
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / f"{log_name}.log"
     with open(log_path, "w") as log:
-        process = subprocess.Popen(command, env={**env, "PORT": str(port)}, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, env={**env, "PORT": str(port)}, cwd=cwd, stdout=log, stderr=subprocess.STDOUT
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -223,8 +233,11 @@ def s3_server():
     port = free_port()
     ARTIFACTS.mkdir(exist_ok=True)
     with open(ARTIFACTS / "moto.log", "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                   stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -249,8 +262,13 @@ def media_bucket(s3_server):
         "MEDIA_S3_ACCESS_KEY_ID": "portal-test",
         "MEDIA_S3_SECRET_ACCESS_KEY": "portal-test-secret",
     }
-    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="portal-test",
-                      aws_secret_access_key="portal-test-secret")  # fmt: skip
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        region_name="us-east-1",
+        aws_access_key_id="portal-test",
+        aws_secret_access_key="portal-test-secret",
+    )
     s3.create_bucket(Bucket=env["MEDIA_S3_BUCKET"])
     return MediaBucket(env=env, client=s3)
 
@@ -260,7 +278,7 @@ class MediaBucket:
     env: dict[str, str]
     client: object
 
-    def keys(self) -> list[str]:
+    def object_keys(self) -> list[str]:
         listing = self.client.list_objects_v2(Bucket=self.env["MEDIA_S3_BUCKET"])
         return [item["Key"] for item in listing.get("Contents", [])]
 

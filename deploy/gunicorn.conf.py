@@ -2,6 +2,7 @@
 
 PORT (default 8000) and WEB_CONCURRENCY (worker processes, default 3) come from the environment.
 """
+
 import os
 
 from gunicorn.glogging import Logger

@@ -4,6 +4,7 @@ Plain HTTP to this container's gunicorn (PORT, default 8000), so it must send a 
 accepts (the first entry) — Django answers 400 to any other — and /healthz is exempt from the HTTPS
 redirect (SECURE_REDIRECT_EXEMPT). Healthy means 200 with {"status": "ok"}; standard library only.
 """
+
 import json
 import os
 import sys

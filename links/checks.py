@@ -1,5 +1,6 @@
 """SMARTPASS_LINK_KEYS as a system check: a portal that cannot make or open links is misconfigured, and says
 so when it starts (portal/checks.py runs the checks for gunicorn and Celery), not at the first upload."""
+
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 

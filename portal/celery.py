@@ -3,6 +3,7 @@
 Logging follows Django's: Celery keeps its hands off the root logger and applies settings.LOGGING instead,
 so worker and beat write the same format as web, at LOG_LEVEL (the `--loglevel` option has no effect).
 """
+
 import logging.config
 import os
 from pathlib import Path

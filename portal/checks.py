@@ -4,6 +4,7 @@
 and portal/celery.py call `refuse_to_start_misconfigured()`. Commands that must work before the secrets
 exist (`generate_link_key`, and `collectstatic` at image build) run none of these checks.
 """
+
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured

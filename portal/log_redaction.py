@@ -4,12 +4,13 @@ A SmartPass link (/p/<token>) and a pass page (/pass/<key>) are bearer secrets: 
 can claim or see the pass. Logs keep a short prefix, enough to match a holder's report to a log line.
 Used by Django's logging (settings.LOGGING) and gunicorn's access log (deploy/gunicorn.conf.py).
 """
+
 import logging
 import re
 
 KEPT_CHARACTERS = 6
 # The secret runs to the next character that cannot be part of it (/, ?, #, space, quote).
-_SECRET_PATH = re.compile(r"(/(?:p|pass)/)([^/?#\s\"']{%d})[^/?#\s\"']+" % KEPT_CHARACTERS)
+_SECRET_PATH = re.compile(rf"(/(?:p|pass)/)([^/?#\s\"']{{{KEPT_CHARACTERS}}})[^/?#\s\"']+")
 
 
 def redact_secret_paths(text: str) -> str:

@@ -3,6 +3,7 @@
 Axes sits in the authentication layer, so the portal's login and the admin's are counted alike, and only
 failed attempts count: staff who log in correctly ten times are never locked out.
 """
+
 import unicodedata
 
 from django.contrib.auth.forms import AuthenticationForm

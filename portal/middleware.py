@@ -5,6 +5,7 @@ computer's cache or back button must not keep them after the staff member logs o
 user gets is private and no-store unless its view chose its own caching (the public claim page does: it
 must be re-posted from the back button with the same nonce).
 """
+
 from django.utils.cache import patch_cache_control
 
 

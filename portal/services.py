@@ -1,4 +1,5 @@
 """Writes of the portal itself: staff accounts in a role."""
+
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model, password_validation
@@ -17,7 +18,9 @@ class StaffAccountSaved:
 
 
 @transaction.atomic
-def staff_account_save(*, username: str, role: str, email: str | None = None, password: str | None = None) -> StaffAccountSaved:
+def staff_account_save(
+    *, username: str, role: str, email: str | None = None, password: str | None = None
+) -> StaffAccountSaved:
     """Make or update a staff account in exactly one role (viewer or manager), never a superuser.
 
     A new account needs a password; an existing one keeps its own when `password` is None. The password must

@@ -134,7 +134,9 @@ AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contri
 LOGIN_RATE = env.str("LOGIN_RATE", default="10/5m")
 _login_rate = re.fullmatch(r"(\d+)/(\d*)([smh])", LOGIN_RATE)
 if not _login_rate:
-    raise ImproperlyConfigured(f"LOGIN_RATE must look like 10/5m (failures per seconds, minutes or hours), not {LOGIN_RATE!r}.")
+    raise ImproperlyConfigured(
+        f"LOGIN_RATE must look like 10/5m (failures per seconds, minutes or hours), not {LOGIN_RATE!r}."
+    )
 AXES_FAILURE_LIMIT = int(_login_rate[1])
 _login_period_unit = {"s": "seconds", "m": "minutes", "h": "hours"}[_login_rate[3]]
 AXES_COOLOFF_TIME = timedelta(**{_login_period_unit: int(_login_rate[2] or 1)})

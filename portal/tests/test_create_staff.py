@@ -1,4 +1,5 @@
 """`manage.py create_staff`: staff accounts in a role, passwords from a terminal or standard input."""
+
 import io
 import os
 import pty
@@ -48,7 +49,12 @@ def test_an_existing_account_changes_role_and_keeps_its_password_when_none_is_gi
 
 @pytest.mark.parametrize(
     "password,reason",
-    [("short1", "too short"), ("password123", "too common"), ("83749261058", "entirely numeric"), ("", "needs a password")],
+    [
+        ("short1", "too short"),
+        ("password123", "too common"),
+        ("83749261058", "entirely numeric"),
+        ("", "needs a password"),
+    ],
 )
 def test_a_weak_or_missing_password_is_refused_and_nothing_is_saved(password, reason):
     with pytest.raises(CommandError, match=reason):

@@ -1,5 +1,6 @@
 """Headers on every page: a Content-Security-Policy that allows no inline script or style, and staff pages
 (members, exports, downloads) that no browser or proxy stores."""
+
 import re
 
 import pytest
@@ -14,7 +15,7 @@ from members.models import Member
 from members.tests.factories import make_member, mirror_template
 
 pytestmark = pytest.mark.django_db
-INLINE = re.compile(r"""<script(?![^>]*\bsrc=)[^>]*>|<style\b|\sstyle\s*=|\son[a-z]+\s*=|javascript:""", re.I)
+INLINE = re.compile(r"""<script(?![^>]*\bsrc=)[^>]*>|<style\b|\sstyle\s*=|\son[a-z]+\s*=|javascript:""", re.IGNORECASE)
 
 
 def _csp(response) -> dict[str, str]:
@@ -48,8 +49,12 @@ def test_member_pages_exports_and_link_downloads_are_not_stored(client, manager,
     template = mirror_template()
     member = make_member(template, email="anna@example.is")
     client.force_login(manager)
-    for url in (reverse("members:member_list"), reverse("members:member_detail", args=[member.pk]),
-                reverse("members:member_export"), reverse("dashboard")):  # fmt: skip
+    for url in (
+        reverse("members:member_list"),
+        reverse("members:member_detail", args=[member.pk]),
+        reverse("members:member_export"),
+        reverse("dashboard"),
+    ):
         response = client.get(url)
         assert response.status_code == 200, url
         assert {"no-store", "private"} <= set(re.split(r",\s*", response["Cache-Control"])), url
@@ -74,7 +79,10 @@ def test_pages_work_in_chromium_under_the_policy(page, live_server, manager, san
     template = mirror_template()
     member = make_member(template, upstream={"id": "upstream reply", "status": "ISSUED"})
     violations = []
-    page.on("console", lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None)
+    page.on(
+        "console",
+        lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None,
+    )
     login(page, live_server, "maria")
     page.goto(f"{live_server.url}{reverse('members:member_detail', args=[member.pk])}")
     questions = []

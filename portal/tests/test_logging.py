@@ -1,5 +1,6 @@
 """Logs as production writes them: claim tokens and pass-page keys cut to a prefix in gunicorn's access log
 and Django's request log, and Celery writing Django's format at LOG_LEVEL."""
+
 import re
 import secrets
 import urllib.request

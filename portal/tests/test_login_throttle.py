@@ -1,5 +1,6 @@
 """Login throttling (django-axes): failures only, per client address and per normalised user name, on the
 portal's login and the admin's alike."""
+
 import pytest
 from django.core.cache import cache
 from django.urls import reverse

@@ -7,6 +7,7 @@ different MEDIA_ROOTs, so only the bucket connects them. Beat fills the template
 `create_staff` logs in, uploads a CSV in the page, confirms the mapping and downloads the links the worker
 made; a holder opens one, claims, and sees the pass page with its Pass ID.
 """
+
 import csv
 import datetime
 import ipaddress
@@ -21,8 +22,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from playwright.sync_api import expect
 
-from conftest import ARTIFACTS, ROOT, SANDBOX_KEY_ID, SANDBOX_KEY_TOKEN, production_env, start_celery, start_gunicorn
-from conftest import stop_process
+from conftest import (
+    ARTIFACTS,
+    ROOT,
+    SANDBOX_KEY_ID,
+    SANDBOX_KEY_TOKEN,
+    production_env,
+    start_celery,
+    start_gunicorn,
+    stop_process,
+)
 from members.models import Member
 from templates_sync.sandbox import DEMO_TEMPLATE_ID, SmartPagesSandbox
 
@@ -36,39 +45,74 @@ def _self_signed_certificate(folder: Path) -> tuple[str, str]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.UTC)
     certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
         .sign(key, hashes.SHA256())
-    )  # fmt: skip
+    )
     (folder / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                       serialization.NoEncryption()))  # fmt: skip
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return str(folder / "cert.pem"), str(folder / "key.pem")
 
 
 def test_beat_fills_the_mirror_a_manager_makes_links_and_a_holder_claims_one(browser, media_bucket, tmp_path):
     upstream = SmartPagesSandbox(templates=25, key_id=SANDBOX_KEY_ID, key_token=SANDBOX_KEY_TOKEN).start()
-    shared = {**media_bucket.env, "SMARTPAGES_API_URL": upstream.url, "SMARTPAGES_KEY_ID": SANDBOX_KEY_ID,
-              "SMARTPAGES_KEY_TOKEN": SANDBOX_KEY_TOKEN, "TEMPLATE_SYNC_INTERVAL": "3"}  # fmt: skip
+    shared = {
+        **media_bucket.env,
+        "SMARTPAGES_API_URL": upstream.url,
+        "SMARTPAGES_KEY_ID": SANDBOX_KEY_ID,
+        "SMARTPAGES_KEY_TOKEN": SANDBOX_KEY_TOKEN,
+        "TEMPLATE_SYNC_INTERVAL": "3",
+    }
     certfile, keyfile = _self_signed_certificate(tmp_path)
     web_env = production_env(shared)
     processes = []
     try:
-        web, url, _ = start_gunicorn(web_env, log_name="topology-web", command=[
-            "gunicorn", "-c", "deploy/gunicorn.conf.py", "--certfile", certfile, "--keyfile", keyfile])  # fmt: skip
+        web, url, _ = start_gunicorn(
+            web_env,
+            log_name="topology-web",
+            command=["gunicorn", "-c", "deploy/gunicorn.conf.py", "--certfile", certfile, "--keyfile", keyfile],
+        )
         processes.append(web)
         url = url.replace("http://", "https://")
         # The worker and beat: production settings, their own MEDIA_ROOT (production_env makes a new one).
         # Beat and the operator's create_staff start while the worker boots (start_celery waits for it).
         backend_env = production_env({**shared, "PUBLIC_BASE_URL": url, "SECRET_KEY": web_env["SECRET_KEY"]})
         with open(ARTIFACTS / "topology-beat.log", "w") as beat_log:
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "portal", "beat", "--schedule", str(tmp_path / "beat" / "schedule")],
-                cwd=ROOT, env=backend_env, stdout=beat_log, stderr=subprocess.STDOUT))  # fmt: skip
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "portal",
+                        "beat",
+                        "--schedule",
+                        str(tmp_path / "beat" / "schedule"),
+                    ],
+                    cwd=ROOT,
+                    env=backend_env,
+                    stdout=beat_log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         create_staff = subprocess.Popen(
             [sys.executable, "manage.py", "create_staff", "maria", "--role", "manager", "--password-stdin"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=web_env)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+            env=web_env,
+        )
         create_staff.stdin.write(PASSWORD + "\n")
         create_staff.stdin.close()
         processes.append(start_celery(backend_env, log_name="topology-worker"))
@@ -78,7 +122,10 @@ def test_beat_fills_the_mirror_a_manager_makes_links_and_a_holder_claims_one(bro
         context.set_default_timeout(20_000)
         violations = []
         page = context.new_page()
-        page.on("console", lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None)
+        page.on(
+            "console",
+            lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None,
+        )
         _manager_makes_links(page, url, tmp_path)
         with page.expect_download() as download_info:
             page.get_by_role("link", name="Download links").click()
@@ -89,7 +136,10 @@ def test_beat_fills_the_mirror_a_manager_makes_links_and_a_holder_claims_one(bro
 
         holder = browser.new_context(ignore_https_errors=True, viewport={"width": 390, "height": 844})
         phone = holder.new_page()
-        phone.on("console", lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None)
+        phone.on(
+            "console",
+            lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None,
+        )
         phone.goto(rows[6]["smartpass_link"])
         expect(phone.locator("dl.prefilled")).to_contain_text("Félagi 7")
         phone.click("button[type=submit].primary")
@@ -100,7 +150,7 @@ def test_beat_fills_the_mirror_a_manager_makes_links_and_a_holder_claims_one(bro
         assert (str(member.pass_id), member.display_name, member.status) == (pass_id, "Félagi 7", "issued")
         assert violations == []
         # Everything the batch wrote is in the bucket; web's own MEDIA_ROOT stayed empty.
-        assert sum(key.startswith("links/") for key in media_bucket.keys()) >= 2
+        assert sum(key.startswith("links/") for key in media_bucket.object_keys()) >= 2
         assert not any(path.is_file() for path in Path(web_env["MEDIA_ROOT"]).rglob("*"))
         context.close()
         holder.close()
@@ -126,8 +176,10 @@ def _manager_makes_links(page, url: str, tmp_path: Path) -> None:
     page.locator(f"a[href='/templates/{DEMO_TEMPLATE_ID}/']").first.click()
     page.get_by_role("link", name="Generate links").click()
     campaign = tmp_path / "haustherferð.csv"
-    campaign.write_text("name,email,phone\n" + "".join(
-        f"Félagi {n},felagi{n}@example.is,+354 82{n:05d}\n" for n in range(1, 21)), encoding="utf-8")  # fmt: skip
+    campaign.write_text(
+        "name,email,phone\n" + "".join(f"Félagi {n},felagi{n}@example.is,+354 82{n:05d}\n" for n in range(1, 21)),
+        encoding="utf-8",
+    )
     page.set_input_files("input[type=file]", str(campaign))
     page.get_by_role("button", name="Upload and preview").click()
     expect(page.locator("h1")).to_have_text("haustherferð.csv")
