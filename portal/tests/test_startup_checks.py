@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, production_env
+from conftest import ROOT, production_env, stop_process, wait_for
 from links.tokens import parse_link_keys
 
 pytestmark = pytest.mark.django_db
@@ -36,3 +36,20 @@ def test_celery_refuses_to_start_without_link_keys(program):
     celery = _run([sys.executable, "-m", "celery", "-A", "portal", program], env)
     assert celery.returncode == 1
     assert "Refusing to start: ?: (links.E001) SMARTPASS_LINK_KEYS is empty" in celery.stderr
+
+
+def test_beat_makes_the_folder_of_its_schedule_file(tmp_path):
+    # A fresh checkout or a new container has no var/: beat used to crash on opening its schedule there.
+    schedule = tmp_path / "var" / "celerybeat-schedule"
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "portal", "beat", "--schedule", str(schedule)],
+        cwd=ROOT,
+        env=production_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(lambda: list(schedule.parent.glob("celerybeat-schedule*")), timeout=60, message="the schedule file")
+        assert beat.poll() is None  # still running
+    finally:
+        stop_process(beat)
