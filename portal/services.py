@@ -25,7 +25,7 @@ def staff_account_save(
 
     A new account needs a password; an existing one keeps its own when `password` is None. The password must
     pass AUTH_PASSWORD_VALIDATORS (django.core.exceptions.ValidationError otherwise, nothing saved).
-    Managers may also open the Django admin (is_staff), as the demo logins do.
+    The account is (re)activated, and managers may also open the Django admin (is_staff).
     """
     if role not in ROLES:
         raise ValueError(f"The role must be one of: {', '.join(ROLES)}.")
