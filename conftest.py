@@ -3,7 +3,9 @@ process on the configured broker (Redis in CI), and Chromium through Playwright.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
+import ipaddress
 import os
 import secrets
 import socket
@@ -16,6 +18,10 @@ from pathlib import Path
 
 import boto3
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from hypothesis import settings as hypothesis_settings
 
 from templates_sync.sandbox import Faults, SmartPagesSandbox
@@ -224,6 +230,41 @@ def start_gunicorn(
         time.sleep(0.2)
     process.kill()
     pytest.fail(f"gunicorn did not answer in 60 s; see {log_path}")
+
+
+def isolated_broker_env() -> dict[str, str]:
+    """Broker and cache for processes that must not share their queue with the session's worker (which has
+    another MEDIA_ROOT and no bucket, and would take their tasks): the test's own cache database serves as
+    both, so no database outside the test's allotment is touched."""
+    from django.conf import settings
+
+    location = settings.CACHES["default"]["LOCATION"]
+    return {"CELERY_BROKER_URL": location, "CACHE_REDIS_URL": location}
+
+
+def tls_certificate(folder: Path) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (certfile, keyfile), so gunicorn serves real HTTPS, as the TLS
+    proxy does in production: secure cookies and the HTTPS redirect then work as they do there."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)  # its own trust anchor
+        .sign(key, hashes.SHA256())
+    )
+    (folder / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(folder / "cert.pem"), str(folder / "key.pem")
 
 
 # --- S3-compatible media ----------------------------------------------------------------------------------

@@ -9,17 +9,11 @@ made; a holder opens one, claims, and sees the pass page with its Pass ID.
 """
 
 import csv
-import datetime
-import ipaddress
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from playwright.sync_api import expect
 
 from conftest import (
@@ -27,10 +21,12 @@ from conftest import (
     ROOT,
     SANDBOX_KEY_ID,
     SANDBOX_KEY_TOKEN,
+    isolated_broker_env,
     production_env,
     start_celery,
     start_gunicorn,
     stop_process,
+    tls_certificate,
 )
 from members.models import Member
 from templates_sync.sandbox import DEMO_TEMPLATE_ID, SmartPagesSandbox
@@ -39,39 +35,17 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.worker, pytest.
 PASSWORD = "basalt columns at dawn"
 
 
-def _self_signed_certificate(folder: Path) -> tuple[str, str]:
-    """A certificate for 127.0.0.1, so gunicorn serves real HTTPS as the TLS proxy would."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    (folder / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (folder / "key.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return str(folder / "cert.pem"), str(folder / "key.pem")
-
-
 def test_beat_fills_the_mirror_a_manager_makes_links_and_a_holder_claims_one(browser, media_bucket, tmp_path):
     upstream = SmartPagesSandbox(templates=25, key_id=SANDBOX_KEY_ID, key_token=SANDBOX_KEY_TOKEN).start()
     shared = {
         **media_bucket.env,
+        **isolated_broker_env(),
         "SMARTPAGES_API_URL": upstream.url,
         "SMARTPAGES_KEY_ID": SANDBOX_KEY_ID,
         "SMARTPAGES_KEY_TOKEN": SANDBOX_KEY_TOKEN,
         "TEMPLATE_SYNC_INTERVAL": "3",
     }
-    certfile, keyfile = _self_signed_certificate(tmp_path)
+    certfile, keyfile = tls_certificate(tmp_path)
     web_env = production_env(shared)
     processes = []
     try:
