@@ -143,7 +143,7 @@ AXES_COOLOFF_TIME = timedelta(**{_login_period_unit: int(_login_rate[2] or 1)})
 # On Redis: an attack's failures cost no database row each. The embedded mode's file cache cannot count
 # atomically, so there axes keeps its counts in the database.
 _redis_cache = CACHES["default"]["BACKEND"].endswith("RedisCache")
-AXES_HANDLER = "axes.handlers.%s" % ("cache.AxesCacheHandler" if _redis_cache else "database.AxesDatabaseHandler")
+AXES_HANDLER = "axes.handlers." + ("cache.AxesCacheHandler" if _redis_cache else "database.AxesDatabaseHandler")
 AXES_ENABLE_ADMIN = not _redis_cache  # its admin pages list the database handler's records
 AXES_VERBOSE = False  # no banner in every process's log; failures and lock-outs are still logged
 AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]

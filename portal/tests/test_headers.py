@@ -8,7 +8,7 @@ from django.template.loaders.app_directories import get_app_template_dirs
 from django.urls import reverse
 from playwright.sync_api import expect
 
-from conftest import ROOT, login
+from conftest import ARTIFACTS, ROOT, login
 from links.keyring import link_keys
 from links.tokens import LinkPayload, encode
 from members.models import Member
@@ -94,10 +94,16 @@ def test_pages_work_in_chromium_under_the_policy(page, live_server, manager, san
     assert member.status == Member.Status.ISSUED  # dismissed: nothing voided
     # The former inline styles now come from the stylesheet.
     expect(page.locator("pre.upstream-reply")).to_have_css("white-space", "pre-wrap")
+    _screenshots(page, "member-detail")
     page.goto(f"{live_server.url}{reverse('members:autofill_settings', args=[template.pk])}")
     expect(page.locator("fieldset.choices")).to_have_css("border-top-width", "0px")
     expect(page.locator("fieldset.choices label").first).to_have_css("font-weight", "400")
+    _screenshots(page, "autofill")
+    assert violations == []
+
+
+def _screenshots(page, name: str) -> None:
     for width in (1280, 390):
         page.set_viewport_size({"width": width, "height": 900})
-        page.screenshot(path=f"/work/shots/prod/autofill-{width}.png", full_page=True)
-    assert violations == []
+        page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
