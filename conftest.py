@@ -2,14 +2,27 @@
 process on the configured broker (Redis in CI), and Chromium through Playwright."""
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import functools
+import ipaddress
 import os
+import secrets
+import socket
 import subprocess
 import sys
 import threading
+import tempfile
 import time
+import uuid
 from pathlib import Path
 
+import boto3
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from hypothesis import settings as hypothesis_settings
 
 from templates_sync.sandbox import Faults, SmartPagesSandbox
@@ -124,7 +137,8 @@ def viewer(make_user):
 
 
 # --- a real Celery worker -----------------------------------------------------------------------------------
-def _worker_env(extra: dict[str, str]) -> dict[str, str]:
+def suite_env(extra: dict[str, str]) -> dict[str, str]:
+    """The environment of a process (worker, gunicorn) on the suite's settings and its test database."""
     from django.db import connection
 
     db = connection.settings_dict
@@ -144,7 +158,7 @@ def start_celery(extra_env: dict[str, str], *, beat: bool = False, log_name: str
 
     if not settings.CELERY_BROKER_URL.startswith("redis"):
         pytest.fail("Worker tests need a Redis broker: set CELERY_BROKER_URL (make test does).")
-    env = _worker_env(extra_env)
+    env = suite_env(extra_env)
     subprocess.run([sys.executable, "-m", "celery", "-A", "portal", "purge", "-f"], env=env, cwd=ROOT,
                    check=True, capture_output=True)  # fmt: skip
     ARTIFACTS.mkdir(exist_ok=True)
@@ -165,12 +179,15 @@ def start_celery(extra_env: dict[str, str], *, beat: bool = False, log_name: str
     pytest.fail(f"The Celery worker did not become ready in 60 s; see {log.name}")
 
 
-def stop_celery(process: subprocess.Popen) -> None:
+def stop_process(process: subprocess.Popen) -> None:
     process.terminate()
     try:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
+        process.wait()
+
+
 
 
 @pytest.fixture(scope="session")
@@ -183,7 +200,178 @@ def celery_worker_process(django_db_setup, django_db_blocker, session_sandbox):
         "SMARTPAGES_KEY_TOKEN": SANDBOX_KEY_TOKEN,
     })  # fmt: skip
     yield process
-    stop_celery(process)
+    stop_process(process)
+
+
+# --- production-shaped processes (gunicorn, worker and beat with DEBUG off) -----------------------------------
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def production_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a production process on the test database and Redis: portal.settings, DEBUG off,
+    fresh secrets, and nothing inherited from the test settings (which relax HTTPS and cookies)."""
+    env = {key: value for key, value in suite_env({}).items() if key in PRODUCTION_ENV_KEPT}
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "portal.settings",
+            "DEBUG": "false",
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "SMARTPASS_LINK_KEYS": os.environ["SMARTPASS_LINK_KEYS"],  # the test process's, so tokens open both ways
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "MEDIA_ROOT": tempfile.mkdtemp(prefix="smartpass-prod-media-"),
+            "STATIC_ROOT": _collected_static(),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+@functools.cache
+def _collected_static() -> str:
+    """Production serves the hashed names collectstatic writes (as the image build does), once a session."""
+    root = tempfile.mkdtemp(prefix="smartpass-prod-static-")
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--no-input", "-v", "0"],
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], "STATIC_ROOT": root},
+        check=True,
+        capture_output=True,
+    )
+    return root
+
+
+PRODUCTION_ENV_KEPT = {"PATH", "HOME", "LANG", "DATABASE_URL", "CELERY_BROKER_URL", "CACHE_REDIS_URL"}
+
+
+def start_gunicorn(
+    env: dict[str, str],
+    *,
+    command: list[str] | None = None,
+    cwd: Path = ROOT,
+    log_name: str = "gunicorn",
+    workers: int = 1,
+) -> tuple[subprocess.Popen, str, Path]:
+    """gunicorn with the production config (deploy/gunicorn.conf.py, as docker-compose.yml runs it) on a free
+    port of 127.0.0.1; returns (process, base URL, log file) once it answers. `env` is the whole environment:
+    `production_env()` for production settings, `suite_env()` for the suite's own settings."""
+    port = free_port()
+    command = command or ["gunicorn", "-c", "deploy/gunicorn.conf.py"]
+    command = [sys.executable, "-m", *command, "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
+    ARTIFACTS.mkdir(exist_ok=True)
+    log_path = ARTIFACTS / f"{log_name}.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command, env={**env, "PORT": str(port)}, cwd=cwd, stdout=log, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"gunicorn exited early:\n{log_path.read_text()}")
+        if "Booting worker" in log_path.read_text():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return process, f"http://127.0.0.1:{port}", log_path
+            except OSError:
+                pass
+        time.sleep(0.2)
+    process.kill()
+    pytest.fail(f"gunicorn did not answer in 60 s; see {log_path}")
+
+
+def isolated_broker_env() -> dict[str, str]:
+    """Broker and cache for processes that must not share their queue with the session's worker (which has
+    another MEDIA_ROOT and no bucket, and would take their tasks): the test's own cache database serves as
+    both, so no database outside the test's allotment is touched."""
+    from django.conf import settings
+
+    location = settings.CACHES["default"]["LOCATION"]
+    return {"CELERY_BROKER_URL": location, "CACHE_REDIS_URL": location}
+
+
+def tls_certificate(folder: Path) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (certfile, keyfile), so gunicorn serves real HTTPS, as the TLS
+    proxy does in production: secure cookies and the HTTPS redirect then work as they do there."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)  # its own trust anchor
+        .sign(key, hashes.SHA256())
+    )
+    (folder / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(folder / "cert.pem"), str(folder / "key.pem")
+
+
+# --- S3-compatible media ----------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's standalone S3-compatible server, over real HTTP on a free port of 127.0.0.1, for the session."""
+    port = free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with open(ARTIFACTS / "moto.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"moto's server did not start; see {ARTIFACTS / 'moto.log'}")
+            time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}"
+    stop_process(process)
+
+
+@pytest.fixture
+def media_bucket(s3_server):
+    """A fresh private bucket on the S3 server, with the MEDIA_S3_* environment that points at it."""
+    env = {
+        "MEDIA_S3_BUCKET": f"media-{uuid.uuid4().hex[:12]}",
+        "MEDIA_S3_ENDPOINT_URL": s3_server,
+        "MEDIA_S3_REGION": "us-east-1",
+        "MEDIA_S3_ACCESS_KEY_ID": "portal-test",
+        "MEDIA_S3_SECRET_ACCESS_KEY": "portal-test-secret",
+    }
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        region_name="us-east-1",
+        aws_access_key_id="portal-test",
+        aws_secret_access_key="portal-test-secret",
+    )
+    s3.create_bucket(Bucket=env["MEDIA_S3_BUCKET"])
+    return MediaBucket(env=env, client=s3)
+
+
+@dataclasses.dataclass
+class MediaBucket:
+    env: dict[str, str]
+    client: object
+
+    def object_keys(self) -> list[str]:
+        listing = self.client.list_objects_v2(Bucket=self.env["MEDIA_S3_BUCKET"])
+        return [item["Key"] for item in listing.get("Contents", [])]
 
 
 def wait_for(condition, *, timeout: float = 30.0, interval: float = 0.2, message: str = "condition"):
@@ -198,14 +386,6 @@ def wait_for(condition, *, timeout: float = 30.0, interval: float = 0.2, message
 
 
 # --- processes a fault test stops and starts -----------------------------------------------------------------
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class OwnRedis:
     """A `redis-server` of the test's own on a free port (never the machine's), which the test may stop and
     start again: no persistence, so a restart comes back empty, like a Redis that lost its memory."""
@@ -256,45 +436,6 @@ def own_redis(request):
     server = OwnRedis(request.node.name[:40]).start()
     yield server
     server.stop()
-
-
-def start_gunicorn(extra_env: dict[str, str], *, log_name: str, workers: int = 2) -> tuple[subprocess.Popen, str]:
-    """gunicorn serving the portal on the test database (as production runs it, with gunicorn.conf.py), on a
-    free port; returns the process and its base URL once /healthz answers."""
-    import requests
-
-    env = _worker_env(extra_env)
-    port = free_port()
-    ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / f"{log_name}.log", "w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "portal.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        if process.poll() is not None:
-            pytest.fail(f"gunicorn exited early; see {log.name}")
-        try:
-            return requests.get(url + "/healthz", timeout=5).status_code in (200, 503)
-        except requests.RequestException:
-            return False
-
-    wait_for(answers, timeout=60, message="gunicorn to answer /healthz")
-    return process, url
 
 
 # --- the browser --------------------------------------------------------------------------------------------

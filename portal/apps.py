@@ -7,6 +7,7 @@ class PortalConfig(AppConfig):
     verbose_name = "SmartPass Portal"
 
     def ready(self) -> None:
+        from . import checks  # noqa: F401  registers the start-up checks
         from .roles import sync_role_permissions
 
         # Permissions appear as apps gain models; keep the two roles' grants current after every migrate.

@@ -12,6 +12,7 @@ duplicate costs a little work, a missed sweep or sync costs more.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from celery.beat import PersistentScheduler, ScheduleEntry
 from django.core.cache import cache
@@ -24,6 +25,12 @@ SEND_KEY_SHARE = 0.9
 
 
 class OnceScheduler(PersistentScheduler):
+    def setup_schedule(self) -> None:
+        # The schedule file (var/celerybeat-schedule, or --schedule) lives in a folder a fresh checkout or a new
+        # container does not have yet; the stock scheduler crashes on it.
+        Path(self.schedule_filename).parent.mkdir(parents=True, exist_ok=True)
+        super().setup_schedule()
+
     def apply_entry(self, entry: ScheduleEntry, producer=None) -> None:
         if not first_send_in_interval(entry):
             logger.info(

@@ -5,6 +5,8 @@ the README's Configuration table. Defaults are safe for production; conveniences
 """
 import base64
 import hashlib
+import re
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,12 +19,9 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 # --- Core -------------------------------------------------------------------------------------------------
 DEBUG = env.bool("DEBUG", default=False)
-if DEBUG:
-    SECRET_KEY = env.str("SECRET_KEY", default="django-insecure-dev-only-key-do-not-use-in-production")
-else:
-    SECRET_KEY = env.str("SECRET_KEY", default="")
-    if len(SECRET_KEY) < 50:
-        raise ImproperlyConfigured("SECRET_KEY must be set to a random string of 50 or more characters.")
+# Without DEBUG a missing or short key is refused by a system check (portal/checks.py) when a server, worker
+# or `manage.py check` starts, not here: commands such as `generate_link_key` must run before it is set.
+SECRET_KEY = env.str("SECRET_KEY", default="django-insecure-dev-only-key-do-not-use-in-production" if DEBUG else "")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -35,6 +34,8 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "axes",
+    "csp",
     "portal",
     "templates_sync",
     "members",
@@ -53,6 +54,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "portal.middleware.StaffPagesNotStoredMiddleware",
+    # Last, as django-axes asks: it turns a login refused for too many failures into the 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -124,12 +129,38 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
-# Failed logins allowed per client address and per user name before the login form answers 429.
+# Login throttling by django-axes, on the cache: it counts failed authentications (the portal's login and the
+# admin's alike) per client address and, separately, per normalised user name; LOGIN_RATE "10/5m" means the
+# 10th failure within 5 minutes of the previous one locks that address or name out (429) until 5 minutes
+# pass without another try.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 LOGIN_RATE = env.str("LOGIN_RATE", default="10/5m")
+_login_rate = re.fullmatch(r"(\d+)/(\d*)([smh])", LOGIN_RATE)
+if not _login_rate:
+    raise ImproperlyConfigured(
+        f"LOGIN_RATE must look like 10/5m (failures per seconds, minutes or hours), not {LOGIN_RATE!r}."
+    )
+AXES_FAILURE_LIMIT = int(_login_rate[1])
+_login_period_unit = {"s": "seconds", "m": "minutes", "h": "hours"}[_login_rate[3]]
+AXES_COOLOFF_TIME = timedelta(**{_login_period_unit: int(_login_rate[2] or 1)})
+# On Redis: an attack's failures cost no database row each. The embedded mode's file cache cannot count
+# atomically, so there axes keeps its counts in the database.
+_redis_cache = CACHES["default"]["BACKEND"].endswith("RedisCache")
+AXES_HANDLER = "axes.handlers." + ("cache.AxesCacheHandler" if _redis_cache else "database.AxesDatabaseHandler")
+AXES_ENABLE_ADMIN = not _redis_cache  # its admin pages list the database handler's records
+AXES_VERBOSE = False  # no banner in every process's log; failures and lock-outs are still logged
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_USERNAME_CALLABLE = "portal.login_throttle.throttled_username"
+AXES_CLIENT_IP_CALLABLE = "portal.client_ip.client_ip"
+AXES_LOCKOUT_CALLABLE = "portal.login_throttle.locked_out_response"
 
 # --- Security (production values by default; `check --deploy` passes) -----------------------------------
+# Trusted because web is reachable only through the TLS proxy, which sets the header (docker-compose.yml keeps
+# web off every published port and on a network shared with the proxy alone).
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+# The container healthcheck asks over plain HTTP from inside the container; a redirect would read as unhealthy.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SESSION_COOKIE_HTTPONLY = True
@@ -139,6 +170,21 @@ SECURE_HSTS_PRELOAD = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Scripts, styles and images from our own origin only (the QR code is inline SVG markup, not an image URL);
+# no inline script or style attribute anywhere, so an injected one would not run.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 # --- I18n (holder pages in English and Icelandic) -------------------------------------------------------
 LANGUAGE_CODE = "en"
@@ -161,6 +207,23 @@ STORAGES = {
         else "whitenoise.storage.CompressedManifestStaticFilesStorage"
     },
 }
+# Web and workers on different hosts share no disk: uploads and generated CSVs then live in an S3-compatible
+# bucket (private; every download still goes through the permission-checked view, which streams it).
+MEDIA_S3_BUCKET = env.str("MEDIA_S3_BUCKET", default="")
+if MEDIA_S3_BUCKET:
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": MEDIA_S3_BUCKET,
+            "endpoint_url": env.str("MEDIA_S3_ENDPOINT_URL", default="") or None,
+            "region_name": env.str("MEDIA_S3_REGION", default="") or None,
+            "access_key": env.str("MEDIA_S3_ACCESS_KEY_ID", default="") or None,
+            "secret_key": env.str("MEDIA_S3_SECRET_ACCESS_KEY", default="") or None,
+            "default_acl": "private",
+            # Like the local disk: a second file under a taken name gets a new name, never overwrites.
+            "file_overwrite": False,
+        },
+    }
 
 # --- Celery -----------------------------------------------------------------------------------------------
 if not CELERY_BROKER_URL:
@@ -209,7 +272,7 @@ SMARTPAGES_KEY_TOKEN = env.str("SMARTPAGES_KEY_TOKEN", default="")
 SMARTPAGES_PAGE_SIZE = env.int("SMARTPAGES_PAGE_SIZE", default=100)
 SMARTPAGES_TIMEOUT = (env.float("SMARTPAGES_CONNECT_TIMEOUT", default=5.0), env.float("SMARTPAGES_READ_TIMEOUT", default=30.0))
 # Calls made while a holder or staff member waits (claims, "Add member"): shorter, so a slow SmartPages leaves
-# the member pending for the retry task instead of outlasting gunicorn's timeout (gunicorn.conf.py).
+# the member pending for the retry task instead of outlasting gunicorn's timeout (deploy/gunicorn.conf.py).
 SMARTPAGES_REQUEST_TIMEOUT = (
     env.float("SMARTPAGES_REQUEST_CONNECT_TIMEOUT", default=3.0),
     env.float("SMARTPAGES_REQUEST_READ_TIMEOUT", default=10.0),
@@ -253,11 +316,17 @@ LINKS_MAX_COLUMNS = env.int("LINKS_MAX_COLUMNS", default=200)
 CLAIM_RATE = env.str("CLAIM_RATE", default="60/m")
 
 # --- Logging ----------------------------------------------------------------------------------------------
+# One format and one level (LOG_LEVEL) for web and Celery alike (portal/celery.py hands Celery this config).
+# Claim tokens and pass-page keys are bearer secrets: the filter cuts them to a prefix in every record,
+# whichever logger wrote it (Django logs the path of every 404: "Not Found: /p/<token>").
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"secret_paths": {"()": "portal.log_redaction.SecretPathFilter"}},
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["secret_paths"]},
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"urllib3": {"level": "WARNING"}},
+    "loggers": {"urllib3": {"level": "WARNING"}, "botocore": {"level": "WARNING"}},
 }

@@ -4,12 +4,12 @@ from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 from django.views.i18n import set_language
 
-from . import auth_views as portal_auth_views
 from . import health, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
-    path("login/", portal_auth_views.ThrottledLoginView.as_view(), name="login"),
+    # Throttled by django-axes (settings.py), like the admin's login.
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", health.healthz, name="healthz"),
     path("templates/", views.template_list, name="template_list"),

@@ -16,7 +16,7 @@ from django.db import connection
 from django.urls import reverse
 from playwright.sync_api import expect
 
-from conftest import SANDBOX_KEY_ID, SANDBOX_KEY_TOKEN, login, start_gunicorn, wait_for
+from conftest import SANDBOX_KEY_ID, SANDBOX_KEY_TOKEN, login, start_gunicorn, suite_env, wait_for
 from links.claims import pass_page_key
 from members.models import Member
 from members.services import MemberError, issuing
@@ -87,11 +87,11 @@ def test_smartpages_slower_than_the_claim_budget_leaves_the_holder_pending_and_t
 ):
     """Through gunicorn, as production serves claims: the claim gives up after its 1 s read budget (the test's
     setting; 10 s in production) while SmartPages takes 2 s and does create the pass, so no holder meets a
-    gunicorn timeout (3 s here, above the budget as gunicorn.conf.py keeps it). The worker's retry (its own 30 s
+    gunicorn timeout (3 s here, above the budget as deploy/gunicorn.conf.py keeps it). The worker's retry (its own 30 s
     budget) gets a 409 naming that pass, reads it and takes it: one pass per holder."""
     mirror()
-    web, url = start_gunicorn(
-        {
+    web, url, _log = start_gunicorn(
+        suite_env({
             "SMARTPAGES_API_URL": live_sandbox.url,
             "SMARTPAGES_KEY_ID": SANDBOX_KEY_ID,
             "SMARTPAGES_KEY_TOKEN": SANDBOX_KEY_TOKEN,
@@ -99,8 +99,9 @@ def test_smartpages_slower_than_the_claim_budget_leaves_the_holder_pending_and_t
             "SMARTPAGES_REQUEST_READ_TIMEOUT": "1",
             "GUNICORN_TIMEOUT": "3",
             "CLAIM_RATE": "100000/m",
-        },
+        }),
         log_name="slow-upstream-gunicorn",
+        workers=2,
     )
     try:
         live_sandbox.faults = Faults(slow_seconds=2.0, scope="passes")

@@ -14,7 +14,7 @@ import uuid
 import pytest
 import requests
 
-from conftest import SANDBOX_KEY_ID, SANDBOX_KEY_TOKEN, start_celery, start_gunicorn, stop_celery, wait_for
+from conftest import SANDBOX_KEY_ID, SANDBOX_KEY_TOKEN, start_celery, start_gunicorn, stop_process, suite_env, wait_for
 from links.models import LinkBatch
 from links.tests.claim_factories import CSRF_RE, claim_over_http, link_path, mirror
 from members.models import Member
@@ -59,7 +59,7 @@ def test_a_redis_outage_refuses_no_claim_or_staff_action_and_the_sweepers_send_w
 ):
     template = mirror()
     make_user("maria", "manager")
-    web, url = start_gunicorn(_portal_env(own_redis, sandbox), log_name="outage-gunicorn")
+    web, url, _log = start_gunicorn(suite_env(_portal_env(own_redis, sandbox)), log_name="outage-gunicorn", workers=2)
     worker = None
     try:
         assert requests.get(url + "/healthz", timeout=10).json()["status"] == "ok"
@@ -156,7 +156,7 @@ def test_a_redis_outage_refuses_no_claim_or_staff_action_and_the_sweepers_send_w
         assert SyncRun.objects.filter(kind=SyncRun.Kind.FULL, trigger=SyncRun.Trigger.MANUAL).count() == 1
     finally:
         if worker is not None:
-            stop_celery(worker)
+            stop_process(worker)
         web.terminate()
         web.wait(timeout=30)
 

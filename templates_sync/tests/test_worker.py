@@ -1,7 +1,7 @@
 """Real Celery worker processes on the Redis broker, against the sandbox and the test database."""
 import pytest
 
-from conftest import SANDBOX_KEY_ID, SANDBOX_KEY_TOKEN, start_celery, stop_celery, wait_for
+from conftest import SANDBOX_KEY_ID, SANDBOX_KEY_TOKEN, start_celery, stop_process, wait_for
 from templates_sync.models import PassTemplate, SyncRun
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -25,7 +25,7 @@ def test_celery_beat_triggers_the_full_sync_and_a_worker_runs_it(live_sandbox):
             message="a beat-triggered sync to succeed",
         )
     finally:
-        stop_celery(process)
+        stop_process(process)
     assert run.created + run.updated + run.unchanged == len(live_sandbox.template_ids())
     assert PassTemplate.objects.filter(removed_at__isnull=True).count() == len(live_sandbox.template_ids())
 

@@ -1,11 +1,10 @@
 import secrets
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 
-from portal.roles import MANAGER, VIEWER, sync_role_permissions
+from portal.roles import MANAGER, VIEWER
+from portal.services import staff_account_save
 
 
 class Command(BaseCommand):
@@ -16,14 +15,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         if not settings.DEBUG:
-            raise CommandError("demo_users only runs with DEBUG on; create real staff with createsuperuser or the admin.")
-        sync_role_permissions()
-        User = get_user_model()
+            raise CommandError("demo_users only runs with DEBUG on; create real staff with `manage.py create_staff`.")
         for username, role in (("demo", MANAGER), ("viewer", VIEWER)):
             password = secrets.token_urlsafe(9)
-            user, _ = User.objects.get_or_create(username=username)
-            user.set_password(password)
-            user.is_staff = role == MANAGER  # the manager may open the Django admin too
-            user.save()
-            user.groups.set([Group.objects.get(name=role)])
+            staff_account_save(username=username, role=role, password=password)
             self.stdout.write(f"  {role:8} login: {username} / {password}")

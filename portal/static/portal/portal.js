@@ -40,4 +40,9 @@
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll('[data-run-status][data-finished="false"]').forEach(follow);
   });
+  // A form with data-confirm asks first (the Content-Security-Policy forbids inline onsubmit handlers).
+  document.addEventListener("submit", function (event) {
+    var question = event.target.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) { event.preventDefault(); }
+  });
 })();

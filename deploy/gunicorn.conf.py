@@ -1,0 +1,37 @@
+"""gunicorn settings for the web process (Dockerfile and docker-compose.yml run `gunicorn -c` with this file).
+
+PORT (default 8000) and WEB_CONCURRENCY (worker processes, default 3) come from the environment.
+"""
+
+import os
+
+from gunicorn.glogging import Logger
+
+from portal.log_redaction import redact_secret_paths
+
+wsgi_app = "portal.wsgi:application"
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "3"))
+# Nobody runs gunicornc in the container, and its default socket path needs a home directory the user lacks.
+control_socket_disable = True
+# Above the longest request's own budget, or gunicorn kills a worker mid-claim: a claim calls SmartPages with
+# SMARTPAGES_REQUEST_TIMEOUT (connect 3 s, read 10 s, one quick second try: at most about 16 s for the POST, and
+# as much again when it reads an existing pass after a 409), then hands what is unfinished to the retry task.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
+graceful_timeout = 30
+accesslog = "-"
+errorlog = "-"
+# The proxy's X-Real-IP first: behind it, the peer address (%(h)s) is always the proxy's.
+access_log_format = '%({x-real-ip}i)s %(h)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms'
+
+
+class SecretRedactingLogger(Logger):
+    """The access log with claim tokens and pass-page keys cut to a prefix in every field: the request line,
+    the path and the Referer (a claim page's own requests name it as their referrer)."""
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        return {key: redact_secret_paths(value) if isinstance(value, str) else value for key, value in atoms.items()}
+
+
+logger_class = SecretRedactingLogger

@@ -1,0 +1,31 @@
+"""Claim tokens and pass-page keys never reach a log in full.
+
+A SmartPass link (/p/<token>) and a pass page (/pass/<key>) are bearer secrets: whoever reads the full URL
+can claim or see the pass. Logs keep a short prefix, enough to match a holder's report to a log line.
+Used by Django's logging (settings.LOGGING) and gunicorn's access log (deploy/gunicorn.conf.py).
+"""
+
+import logging
+import re
+
+KEPT_CHARACTERS = 6
+# The secret runs to the next character that cannot be part of it (/, ?, #, space, quote).
+_SECRET_PATH = re.compile(rf"(/(?:p|pass)/)([^/?#\s\"']{{{KEPT_CHARACTERS}}})[^/?#\s\"']+")
+
+
+def redact_secret_paths(text: str) -> str:
+    return _SECRET_PATH.sub(r"\1\2...", text)
+
+
+class SecretPathFilter(logging.Filter):
+    """Rewrites each record's message (arguments merged in) with secrets cut short. Never drops a record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: leave it to the handler, which reports it without crashing
+            return True
+        redacted = redact_secret_paths(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
