@@ -1,0 +1,138 @@
+"""One row of a campaign CSV: check its values against the template, and make its link.
+
+Pure per-row logic, apart from the batch orchestration in links.services (reading, chunks, duplicates,
+files, progress): RowRules reads what every row needs from the template once, then `check` and `link`
+run once per row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from datetime import date
+
+from django.conf import settings
+
+from members.identity import InvalidIdentity, external_id_for
+from members.selectors import (
+    autofill_field_identifier,
+    autofill_setting_for,
+    explicit_external_id,
+    template_field_specs,
+    template_rules,
+)
+from members.validation import validate_values
+
+from .keyring import link_keys
+from .models import EXTERNAL_ID_TARGET, LinkBatch
+from .tokens import LinkPayload, encode
+
+
+@dataclass
+class Row:
+    number: int
+    cells: list[str]
+    error: str = ""
+    notes: list[str] = field(default_factory=list)
+    fields: dict[str, str] | None = None
+    explicit_external_id: str | None = None
+    external_id: str | None = None  # explicit or derived by autofill: what makes two rows the same holder
+    digest: str = ""
+
+
+class RowRules:
+    """Everything about the template that every row needs, read once per batch rather than once per row."""
+
+    def __init__(self, batch: LinkBatch) -> None:
+        template = batch.template
+        self.template = template
+        self.template_id = uuid.UUID(str(template.pk))
+        self.batch_id = batch.pk
+        self.specs = template_field_specs(template=template)
+        self.rules = template_rules(template=template)
+        self.region = settings.PHONE_DEFAULT_REGION
+        self.today = date.today()
+        # What members.selectors.external_id_for_values does for one holder, resolved once here: it would
+        # cost two queries per row.
+        self.autofill_setting = autofill_setting_for(template=template)
+        self.autofill_source = self.autofill_setting.source
+        self.autofill_field = autofill_field_identifier(setting=self.autofill_setting)
+        header = batch.header
+        self.width = len(header)
+        self.field_columns: list[tuple[int, str]] = []
+        self.external_id_column: int | None = None
+        for index, column in enumerate(header):
+            target = batch.mapping.get(column)
+            if target == EXTERNAL_ID_TARGET:
+                self.external_id_column = index
+            elif target:
+                self.field_columns.append((index, target))
+        self.keys = link_keys()
+        self.base_url = settings.PUBLIC_BASE_URL.rstrip("/") + "/p/"
+
+    def check(self, number: int, cells: list[str]) -> Row:
+        row = Row(number=number, cells=cells)
+        if len(cells) > self.width:
+            # smartpass_link and error sit right after the header's columns, so the extra values cannot get
+            # columns of their own: they go into the error, whole, so that nothing the file held is lost.
+            extra = cells[self.width :]
+            row.cells = cells[: self.width]
+            many = f"{len(extra)} more cells" if len(extra) > 1 else "1 more cell"
+            quoted = ", ".join(f"“{value}”" for value in extra)
+            row.error = (
+                f"This row has {many} than the header: {quoted}. "
+                "Check it for a stray delimiter or a missing quotation mark."
+            )
+            return row
+        if is_empty(cells):
+            row.error = "This row is empty."
+            return row
+        values = {identifier: cells[index] for index, identifier in self.field_columns}
+        clean, errors, warnings = validate_values(
+            self.specs, values, rules=self.rules, region=self.region, today=self.today, require_types={"ISSUER"}
+        )
+        problems = list(errors.values())
+        explicit = None
+        if self.external_id_column is not None:
+            try:
+                explicit = explicit_external_id(template=self.template, raw=cells[self.external_id_column],
+                                                setting=self.autofill_setting)  # fmt: skip
+            except InvalidIdentity as exc:
+                problems.append(f"External ID: {exc}")
+        if problems:
+            row.error = " ".join(problems)
+            return row
+        row.notes.extend(f"Warning: {warning}" for warning in warnings.values())
+        row.fields = {identifier: clean[identifier] for _, identifier in self.field_columns if clean.get(identifier)}
+        row.explicit_external_id = explicit
+        external_id = explicit
+        if external_id is None and self.autofill_field is not None:
+            try:
+                external_id = external_id_for(self.autofill_source, clean.get(self.autofill_field), region=self.region)
+            except InvalidIdentity as exc:  # already validated as a field; kept for a field of another format
+                row.error = f"External ID: {exc}"
+                return row
+        row.external_id = external_id
+        # Two rows are the same holder when they share an External ID; without one, when every value matches.
+        key = (
+            "x\x00" + external_id
+            if external_id
+            else "v\x00" + "\x00".join(f"{k}\x00{v}" for k, v in sorted(row.fields.items()))
+        )
+        row.digest = hashlib.blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
+        return row
+
+    def link(self, row: Row) -> str:
+        payload = LinkPayload(
+            template_id=self.template_id,
+            fields=row.fields or {},
+            external_id=row.explicit_external_id,
+            batch_id=self.batch_id,
+            row=row.number,
+        )
+        return self.base_url + encode(payload, self.keys)
+
+
+def is_empty(cells: list[str]) -> bool:
+    return not "".join(cells).strip()
