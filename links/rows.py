@@ -22,7 +22,7 @@ from members.selectors import (
     template_field_specs,
     template_rules,
 )
-from members.validation import validate_values
+from members.validation import ValuesValidator
 
 from .keyring import link_keys
 from .models import EXTERNAL_ID_TARGET, LinkBatch
@@ -49,15 +49,27 @@ class RowRules:
         self.template = template
         self.template_id = uuid.UUID(str(template.pk))
         self.batch_id = batch.pk
-        self.specs = template_field_specs(template=template)
-        self.rules = template_rules(template=template)
+        specs = template_field_specs(template=template)
+        rules = template_rules(template=template)
+        self.validator = ValuesValidator(
+            specs, rules=rules, region=settings.PHONE_DEFAULT_REGION, today=date.today(), require_types={"ISSUER"}
+        )
         self.region = settings.PHONE_DEFAULT_REGION
-        self.today = date.today()
         # What members.selectors.external_id_for_values does for one holder, resolved once here: it would
         # cost two queries per row.
         self.autofill_setting = autofill_setting_for(template=template)
         self.autofill_source = self.autofill_setting.source
         self.autofill_field = autofill_field_identifier(setting=self.autofill_setting)
+        # Fields whose bad value costs the row only that value (the link leaves it out, with a warning):
+        # optional ones, unless the upload is strict. Never the field autofill reads (a row without its
+        # External ID could enrol the same holder twice), nor one under a template rule (allowed email
+        # domains, minimum age): leaving out the value would give a link to a row the rule refuses.
+        forgivable = (
+            spec.identifier
+            for spec in specs
+            if not spec.is_mandatory and not rules.applies_to(spec) and spec.identifier != self.autofill_field
+        )
+        self.forgiven = frozenset() if batch.strict else frozenset(forgivable)
         header = batch.header
         self.width = len(header)
         self.field_columns: list[tuple[int, str]] = []
@@ -88,23 +100,27 @@ class RowRules:
         if is_empty(cells):
             row.error = "This row is empty."
             return row
-        values = {identifier: cells[index] for index, identifier in self.field_columns}
-        clean, errors, warnings = validate_values(
-            self.specs, values, rules=self.rules, region=self.region, today=self.today, require_types={"ISSUER"}
+        clean, errors, warnings = self.validator.validate(
+            {identifier: cells[index] for index, identifier in self.field_columns}
         )
-        problems = list(errors.values())
         explicit = None
         if self.external_id_column is not None:
             try:
-                explicit = explicit_external_id(template=self.template, raw=cells[self.external_id_column],
-                                                setting=self.autofill_setting)  # fmt: skip
+                explicit = explicit_external_id(
+                    template=self.template, raw=cells[self.external_id_column], setting=self.autofill_setting
+                )
             except InvalidIdentity as exc:
-                problems.append(f"External ID: {exc}")
-        if problems:
-            row.error = " ".join(problems)
-            return row
-        row.notes.extend(f"Warning: {warning}" for warning in warnings.values())
-        row.fields = {identifier: clean[identifier] for _, identifier in self.field_columns if clean.get(identifier)}
+                errors[EXTERNAL_ID_TARGET] = f"External ID: {exc}"
+        if errors:
+            if not errors.keys() <= self.forgiven:
+                row.error = " ".join(errors.values())  # every problem of the row, forgivable ones too
+                return row
+            row.notes.extend(f"Warning: {error} The link was made without it." for error in errors.values())
+        if warnings:
+            row.notes.extend(f"Warning: {warning}" for warning in warnings.values())
+        row.fields = fields = {
+            identifier: clean[identifier] for _, identifier in self.field_columns if clean.get(identifier)
+        }
         row.explicit_external_id = explicit
         external_id = explicit
         if external_id is None and self.autofill_field is not None:
@@ -115,11 +131,10 @@ class RowRules:
                 return row
         row.external_id = external_id
         # Two rows are the same holder when they share an External ID; without one, when every value matches.
-        key = (
-            "x\x00" + external_id
-            if external_id
-            else "v\x00" + "\x00".join(f"{k}\x00{v}" for k, v in sorted(row.fields.items()))
-        )
+        if external_id:
+            key = "x\x00" + external_id
+        else:
+            key = "v\x00" + "\x00".join(f"{k}\x00{v}" for k, v in sorted(fields.items()))
         row.digest = hashlib.blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
         return row
 

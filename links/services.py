@@ -102,8 +102,13 @@ def link_batch_create(
     return batch
 
 
-def link_batch_confirm(*, batch: LinkBatch, mapping: Mapping[str, str], enqueue: bool = True) -> LinkBatch:
-    """Save the confirmed column mapping and queue the batch (the task goes out after the commit)."""
+def link_batch_confirm(
+    *, batch: LinkBatch, mapping: Mapping[str, str], strict: bool = False, enqueue: bool = True
+) -> LinkBatch:
+    """Save the confirmed column mapping and queue the batch (the task goes out after the commit).
+
+    `strict`: a row with an invalid optional value gets no link (by default its link leaves the value out).
+    """
     if batch.status != LinkBatch.Status.UPLOADED:
         raise LinkUploadError("These links are already being made.")
     reason = batch.template.issue_refusal_reason
@@ -115,7 +120,7 @@ def link_batch_confirm(*, batch: LinkBatch, mapping: Mapping[str, str], enqueue:
         raise LinkUploadError(" ".join(problems))
     with transaction.atomic():
         updated = LinkBatch.objects.filter(pk=batch.pk, status=LinkBatch.Status.UPLOADED).update(
-            mapping=mapping, status=LinkBatch.Status.QUEUED, queued_at=timezone.now()
+            mapping=mapping, strict=strict, status=LinkBatch.Status.QUEUED, queued_at=timezone.now()
         )
         if not updated:
             raise LinkUploadError("These links are already being made.")

@@ -11,9 +11,10 @@ FieldSpec/TemplateRules and show the returned sentences as they are.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from stdnum.is_ import kennitala as stdnum_kennitala
@@ -26,6 +27,7 @@ __all__ = [
     "FieldResult",
     "FieldSpec",
     "TemplateRules",
+    "ValuesValidator",
     "validate_field",
     "validate_values",
 ]
@@ -62,9 +64,17 @@ class TemplateRules:
     # None (or 0) means no age check.
     kennitala_min_age: int | None = None
 
+    def applies_to(self, spec: FieldSpec) -> bool:
+        """Whether a rule of the template, beyond the field's format, decides which values the field takes."""
+        kind = spec.format.upper()
+        return bool(
+            (kind == "EMAIL" and self.allowed_email_domains) or (kind == "KENNITALA" and self.kennitala_min_age)
+        )
 
-@dataclass(frozen=True)
-class FieldResult:
+
+class FieldResult(NamedTuple):
+    # A named tuple rather than a dataclass: one is made per value of every CSV row, and a tuple costs a
+    # third of a frozen dataclass to build.
     # The normalised value to store/send ('' when empty). On error it is the
     # trimmed input, so a form can show back what was typed.
     value: str
@@ -89,27 +99,8 @@ def validate_field(
     where someone else fills it in later (an issuer's CSV may leave MEMBER
     fields to the holder's claim form).
     """
-    # Values from a token or JSON body may be numbers; compare them as text.
-    text = "" if raw is None else (raw if isinstance(raw, str) else str(raw))
-    text = text.strip()
-    if not text:
-        if spec.is_mandatory and check_mandatory:
-            return FieldResult(value="", error=f"{spec.name} is required.")
-        return FieldResult(value="")
-    if len(text) > MAX_LENGTH:
-        return FieldResult(
-            value=text, error=f"{spec.name}: the value is too long (at most {MAX_LENGTH} characters)."
-        )
-
-    validator = _VALIDATORS.get(spec.format.upper())
-    if validator is None:
-        # An unknown format from upstream should not block issuing: treat it as
-        # text (upstream remains the final judge).
-        validator = _check_text
-    try:
-        return validator(spec, text, rules, region, today or date.today())
-    except _FieldError as exc:
-        return FieldResult(value=text, error=f"{spec.name}: {exc.message}")
+    required = spec.is_mandatory and check_mandatory
+    return _validate(spec, _format_check(spec), required, raw, rules, region, today or date.today())
 
 
 def validate_values(
@@ -128,29 +119,79 @@ def validate_values(
     A mandatory field is required only when its type is in ``require_types``
     (None = all types). Values for identifiers that are not fields are ignored.
     """
-    today = today or date.today()
-    clean: dict[str, str] = {}
-    errors: dict[str, str] = {}
-    warnings: dict[str, str] = {}
-    for spec in specs:
-        if spec.identifier in clean or spec.identifier in errors:
-            continue  # a duplicated field definition: the first one wins
-        required = require_types is None or spec.type in require_types
-        result = validate_field(
-            spec,
-            values.get(spec.identifier),
-            rules=rules,
-            region=region,
-            today=today,
-            check_mandatory=required,
-        )
-        if result.error:
-            errors[spec.identifier] = result.error
-        else:
-            clean[spec.identifier] = result.value
-        if result.warning:
-            warnings[spec.identifier] = result.warning
-    return clean, errors, warnings
+    validator = ValuesValidator(specs, rules=rules, region=region, today=today, require_types=require_types)
+    return validator.validate(values)
+
+
+class ValuesValidator:
+    """validate_values for many sets of values against the same fields (the rows of a CSV): which check each
+    field gets and whether it is required are worked out once, not once per row."""
+
+    def __init__(
+        self,
+        specs: Iterable[FieldSpec],
+        *,
+        rules: TemplateRules = TemplateRules(),
+        region: str = "IS",
+        today: date | None = None,
+        require_types: set[str] | None = None,
+    ) -> None:
+        self.rules = rules
+        self.region = region
+        self.today = today or date.today()
+        self.fields: list[tuple[FieldSpec, _Check, bool]] = []
+        seen: set[str] = set()
+        for spec in specs:
+            if spec.identifier in seen:
+                continue  # a duplicated field definition: the first one wins
+            seen.add(spec.identifier)
+            required = spec.is_mandatory and (require_types is None or spec.type in require_types)
+            self.fields.append((spec, _format_check(spec), required))
+
+    def validate(self, values: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+        """(clean values, errors, warnings) as validate_values returns them."""
+        clean: dict[str, str] = {}
+        errors: dict[str, str] = {}
+        warnings: dict[str, str] = {}
+        rules, region, today = self.rules, self.region, self.today
+        for spec, check, required in self.fields:
+            value, error, warning = _validate(spec, check, required, values.get(spec.identifier), rules, region, today)
+            if error:
+                errors[spec.identifier] = error
+            else:
+                clean[spec.identifier] = value
+            if warning:
+                warnings[spec.identifier] = warning
+        return clean, errors, warnings
+
+
+def _format_check(spec: FieldSpec) -> _Check:
+    # An unknown format from upstream should not block issuing: treat it as
+    # text (upstream remains the final judge).
+    return _VALIDATORS.get(spec.format.upper(), _check_text)
+
+
+def _validate(
+    spec: FieldSpec, check: _Check, required: bool, raw: object, rules: TemplateRules, region: str, today: date
+) -> FieldResult:
+    # Values from a token or JSON body may be numbers; compare them as text.
+    text = (raw if isinstance(raw, str) else "" if raw is None else str(raw)).strip()
+    if not text:
+        if required:
+            return FieldResult(value="", error=f"{spec.name} is required.")
+        return _EMPTY
+    if len(text) > MAX_LENGTH:
+        return FieldResult(value=text, error=f"{spec.name}: the value is too long (at most {MAX_LENGTH} characters).")
+    try:
+        return check(spec, text, rules, region, today)
+    except _FieldError as exc:
+        return FieldResult(value=text, error=f"{spec.name}: {exc.message}")
+
+
+_EMPTY = FieldResult(value="")
+
+
+_Check = Callable[[FieldSpec, str, TemplateRules, str, date], FieldResult]
 
 
 class _FieldError(Exception):
@@ -215,7 +256,7 @@ def _check_email(spec: FieldSpec, text: str, rules: TemplateRules, region: str, 
     except InvalidIdentity as exc:
         raise _FieldError(str(exc)) from None
     allowed = [domain.strip().lstrip("@").lower() for domain in rules.allowed_email_domains]
-    allowed = [domain for domain in allowed if domain]
+    allowed = [domain for domain in allowed if domain] if allowed else allowed
     if allowed:
         # Exact domain match: a template limited to school.is should not admit
         # mail.school.is.evil.com, and subdomains are listed when meant.
@@ -310,7 +351,7 @@ def _check_phone(spec: FieldSpec, text: str, rules: TemplateRules, region: str, 
         raise _FieldError(str(exc)) from None
 
 
-_VALIDATORS = {
+_VALIDATORS: dict[str, _Check] = {
     "TEXT": _check_text,
     "NUMBER": _check_number,
     "DATE": _check_date,
