@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from itertools import chain
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -26,10 +27,10 @@ from members.validation import ValuesValidator
 
 from .keyring import link_keys
 from .models import EXTERNAL_ID_TARGET, LinkBatch
-from .tokens import LinkPayload, encode
+from .tokens import LinkEncoder
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
     number: int
     cells: list[str]
@@ -47,8 +48,6 @@ class RowRules:
     def __init__(self, batch: LinkBatch) -> None:
         template = batch.template
         self.template = template
-        self.template_id = uuid.UUID(str(template.pk))
-        self.batch_id = batch.pk
         specs = template_field_specs(template=template)
         rules = template_rules(template=template)
         self.validator = ValuesValidator(
@@ -80,7 +79,7 @@ class RowRules:
                 self.external_id_column = index
             elif target:
                 self.field_columns.append((index, target))
-        self.keys = link_keys()
+        self.encoder = LinkEncoder(link_keys(), template_id=uuid.UUID(str(template.pk)), batch_id=batch.pk)
         self.base_url = settings.PUBLIC_BASE_URL.rstrip("/") + "/p/"
 
     def check(self, number: int, cells: list[str]) -> Row:
@@ -134,19 +133,13 @@ class RowRules:
         if external_id:
             key = "x\x00" + external_id
         else:
-            key = "v\x00" + "\x00".join(f"{k}\x00{v}" for k, v in sorted(fields.items()))
+            key = "v\x00" + "\x00".join(chain.from_iterable(sorted(fields.items())))
         row.digest = hashlib.blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
         return row
 
     def link(self, row: Row) -> str:
-        payload = LinkPayload(
-            template_id=self.template_id,
-            fields=row.fields or {},
-            external_id=row.explicit_external_id,
-            batch_id=self.batch_id,
-            row=row.number,
-        )
-        return self.base_url + encode(payload, self.keys)
+        token = self.encoder.encode(row.fields or {}, row=row.number, external_id=row.explicit_external_id)
+        return self.base_url + token
 
 
 def is_empty(cells: list[str]) -> bool:

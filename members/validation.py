@@ -255,16 +255,13 @@ def _check_email(spec: FieldSpec, text: str, rules: TemplateRules, region: str, 
         value = normalise_email(text)
     except InvalidIdentity as exc:
         raise _FieldError(str(exc)) from None
-    allowed = [domain.strip().lstrip("@").lower() for domain in rules.allowed_email_domains]
-    allowed = [domain for domain in allowed if domain] if allowed else allowed
-    if allowed:
+    if rules.allowed_email_domains:
+        allowed = [domain.strip().lstrip("@").lower() for domain in rules.allowed_email_domains]
+        allowed = [domain for domain in allowed if domain]
         # Exact domain match: a template limited to school.is should not admit
         # mail.school.is.evil.com, and subdomains are listed when meant.
-        domain = value.rsplit("@", 1)[1]
-        if domain not in allowed:
-            raise _FieldError(
-                f"{display_value(value)} is not allowed. Use an address at {_or_list(allowed)}."
-            )
+        if allowed and value.rsplit("@", 1)[1] not in allowed:
+            raise _FieldError(f"{display_value(value)} is not allowed. Use an address at {_or_list(allowed)}.")
     return FieldResult(value=value)
 
 
