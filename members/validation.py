@@ -214,7 +214,6 @@ _GROUPED = re.compile(r"[+-]?[0-9]{1,3}([.,][0-9]{3})+")
 
 
 def _check_number(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> FieldResult:
-    shown = display_value(text)
     if _INTEGER.fullmatch(text):
         sign = "-" if text.startswith("-") else ""
         digits = text.lstrip("+-").lstrip("0") or "0"
@@ -223,12 +222,14 @@ def _check_number(spec: FieldSpec, text: str, rules: TemplateRules, region: str,
     # Say why: "1.000" is a thousand in Icelandic and one in English, so
     # guessing would silently store the wrong number.
     if _GROUPED.fullmatch(text):
-        raise _FieldError(f"{shown} is not a whole number. Write it without thousands separators, e.g. 1000.")
+        raise _FieldError(
+            f"{display_value(text)} is not a whole number. Write it without thousands separators, e.g. 1000."
+        )
     if re.fullmatch(r"[+-]?[0-9]*[.,][0-9]+", text):
-        raise _FieldError(f"{shown} is not a whole number. Decimals are not allowed.")
+        raise _FieldError(f"{display_value(text)} is not a whole number. Decimals are not allowed.")
     if re.fullmatch(r"[+-]?[0-9][0-9 \u00a0]*", text):
-        raise _FieldError(f"{shown} is not a whole number. Remove the spaces.")
-    raise _FieldError(f"{shown} is not a whole number.")
+        raise _FieldError(f"{display_value(text)} is not a whole number. Remove the spaces.")
+    raise _FieldError(f"{display_value(text)} is not a whole number.")
 
 
 _ISO_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
@@ -236,17 +237,16 @@ _ICELANDIC_DATE = re.compile(r"([0-9]{1,2})\.([0-9]{1,2})\.([0-9]{4})")
 
 
 def _check_date(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> FieldResult:
-    shown = display_value(text)
     if match := _ISO_DATE.fullmatch(text):
         year, month, day = (int(part) for part in match.groups())
     elif match := _ICELANDIC_DATE.fullmatch(text):
         day, month, year = (int(part) for part in match.groups())
     else:
-        raise _FieldError(f"{shown} is not a date. Use yyyy-mm-dd or dd.mm.yyyy.")
+        raise _FieldError(f"{display_value(text)} is not a date. Use yyyy-mm-dd or dd.mm.yyyy.")
     try:
         value = date(year, month, day)
     except ValueError:
-        raise _FieldError(f"{shown} is not a real date.") from None
+        raise _FieldError(f"{display_value(text)} is not a real date.") from None
     return FieldResult(value=value.isoformat())
 
 
@@ -276,19 +276,20 @@ _URL_FORBIDDEN = re.compile(r"[\s<>\"{}|\\^`\x00-\x1f\x7f]")
 
 
 def _check_url(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> FieldResult:
-    shown = display_value(text)
     if _URL_FORBIDDEN.search(text):
-        raise _FieldError(f"{shown} is not a valid web address. It contains spaces or characters a URL cannot have.")
+        raise _FieldError(
+            f"{display_value(text)} is not a valid web address. It contains spaces or characters a URL cannot have."
+        )
     try:
         parts = urlsplit(text)
         hostname = parts.hostname
         _ = parts.port  # raises ValueError for a port that is not a number 0-65535
     except ValueError:
-        raise _FieldError(f"{shown} is not a valid web address.") from None
+        raise _FieldError(f"{display_value(text)} is not a valid web address.") from None
     if parts.scheme.lower() not in ("http", "https"):
-        raise _FieldError(f"{shown} is not a valid web address. It must start with http:// or https://.")
+        raise _FieldError(f"{display_value(text)} is not a valid web address. It must start with http:// or https://.")
     if not hostname:
-        raise _FieldError(f"{shown} is not a valid web address. It has no host name.")
+        raise _FieldError(f"{display_value(text)} is not a valid web address. It has no host name.")
     # Kept as typed: paths and queries are case-sensitive, and rebuilding the
     # URL from its parts could change what the issuer meant.
     return FieldResult(value=text)
@@ -299,16 +300,15 @@ _KENNITALA_CENTURY = {"8": 1800, "9": 1900, "0": 2000}
 
 
 def _check_kennitala(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> FieldResult:
-    shown = display_value(text)
     # People write 010130-2989 or 010130 2989; store the ten digits.
     number = text.replace("-", "", 1) if text.count("-") == 1 else text
     number = number.replace(" ", "", 1) if number.count(" ") == 1 else number
     if not re.fullmatch(r"[0-9]{10}", number):
-        raise _FieldError(f"{shown} is not a kennitala. A kennitala has 10 digits, e.g. 010130-2989.")
+        raise _FieldError(f"{display_value(text)} is not a kennitala. A kennitala has 10 digits, e.g. 010130-2989.")
     day, month, year = int(number[0:2]), int(number[2:4]), int(number[4:6])
     century = _KENNITALA_CENTURY.get(number[9])
     if century is None:
-        raise _FieldError(f"{shown} is not a kennitala. Its last digit must be 8, 9 or 0.")
+        raise _FieldError(f"{display_value(text)} is not a kennitala. Its last digit must be 8, 9 or 0.")
     # Companies and other organisations add 40 to the day.
     is_company = day > 40
     if is_company:
@@ -316,14 +316,16 @@ def _check_kennitala(spec: FieldSpec, text: str, rules: TemplateRules, region: s
     try:
         born = date(century + year, month, day)
     except ValueError:
-        raise _FieldError(f"{shown} is not a kennitala. Its first six digits are not a real date.") from None
+        raise _FieldError(
+            f"{display_value(text)} is not a kennitala. Its first six digits are not a real date."
+        ) from None
     if born > today:
-        raise _FieldError(f"{shown} is not a kennitala. Its date is in the future.")
+        raise _FieldError(f"{display_value(text)} is not a kennitala. Its date is in the future.")
 
     min_age = rules.kennitala_min_age
     if min_age:
         if is_company:
-            raise _FieldError(f"{shown} must be a person's kennitala, not a company's.")
+            raise _FieldError(f"{display_value(text)} must be a person's kennitala, not a company's.")
         # Birthday not yet reached this year → one year younger. A 29 February
         # birthday is reached on 1 March in other years.
         age = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
@@ -335,7 +337,7 @@ def _check_kennitala(spec: FieldSpec, text: str, rules: TemplateRules, region: s
     # check digit, so a mismatch is a doubt to show, not a reason to refuse.
     if stdnum_kennitala.checksum(number) != 0:
         warning = (
-            f"{spec.name}: the check digit of {shown} does not match. "
+            f"{spec.name}: the check digit of {display_value(text)} does not match. "
             "Please double-check the number (some kennitölur issued since February 2026 fail this check)."
         )
     return FieldResult(value=number, warning=warning)
