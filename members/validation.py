@@ -14,7 +14,6 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from stdnum.is_ import kennitala as stdnum_kennitala
@@ -72,9 +71,8 @@ class TemplateRules:
         )
 
 
-class FieldResult(NamedTuple):
-    # A named tuple rather than a dataclass: one is made per value of every CSV row, and a tuple costs a
-    # third of a frozen dataclass to build.
+@dataclass(frozen=True)
+class FieldResult:
     # The normalised value to store/send ('' when empty). On error it is the
     # trimmed input, so a form can show back what was typed.
     value: str
@@ -100,7 +98,7 @@ def validate_field(
     fields to the holder's claim form).
     """
     required = spec.is_mandatory and check_mandatory
-    return _validate(spec, _format_check(spec), required, raw, rules, region, today or date.today())
+    return FieldResult(*_validate(spec, _format_check(spec), required, raw, rules, region, today or date.today()))
 
 
 def validate_values(
@@ -173,25 +171,24 @@ def _format_check(spec: FieldSpec) -> _Check:
 
 def _validate(
     spec: FieldSpec, check: _Check, required: bool, raw: object, rules: TemplateRules, region: str, today: date
-) -> FieldResult:
+) -> tuple[str, str, str]:
+    """(value, error, warning) as FieldResult holds them; a plain tuple because it is made for every value of
+    every CSV row."""
     # Values from a token or JSON body may be numbers; compare them as text.
     text = (raw if isinstance(raw, str) else "" if raw is None else str(raw)).strip()
     if not text:
-        if required:
-            return FieldResult(value="", error=f"{spec.name} is required.")
-        return _EMPTY
+        return ("", f"{spec.name} is required.", "") if required else ("", "", "")
     if len(text) > MAX_LENGTH:
-        return FieldResult(value=text, error=f"{spec.name}: the value is too long (at most {MAX_LENGTH} characters).")
+        return text, f"{spec.name}: the value is too long (at most {MAX_LENGTH} characters).", ""
     try:
-        return check(spec, text, rules, region, today)
+        value, warning = check(spec, text, rules, region, today)
     except _FieldError as exc:
-        return FieldResult(value=text, error=f"{spec.name}: {exc.message}")
+        return text, f"{spec.name}: {exc.message}", ""
+    return value, "", warning
 
 
-_EMPTY = FieldResult(value="")
-
-
-_Check = Callable[[FieldSpec, str, TemplateRules, str, date], FieldResult]
+# A format check: (the normalised value, a warning or ""), or _FieldError.
+_Check = Callable[[FieldSpec, str, TemplateRules, str, date], tuple[str, str]]
 
 
 class _FieldError(Exception):
@@ -202,23 +199,23 @@ class _FieldError(Exception):
         self.message = message
 
 
-def _check_text(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> FieldResult:
+def _check_text(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> tuple[str, str]:
     # PostgreSQL text cannot hold NUL, and no person means to type one.
     if "\x00" in text:
         raise _FieldError("the value contains a NUL character.")
-    return FieldResult(value=text)
+    return text, ""
 
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _GROUPED = re.compile(r"[+-]?[0-9]{1,3}([.,][0-9]{3})+")
 
 
-def _check_number(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> FieldResult:
+def _check_number(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> tuple[str, str]:
     if _INTEGER.fullmatch(text):
         sign = "-" if text.startswith("-") else ""
         digits = text.lstrip("+-").lstrip("0") or "0"
         # String work instead of int(): no "-0", and no int-size limit to hit.
-        return FieldResult(value=("" if digits == "0" else sign) + digits)
+        return ("" if digits == "0" else sign) + digits, ""
     # Say why: "1.000" is a thousand in Icelandic and one in English, so
     # guessing would silently store the wrong number.
     if _GROUPED.fullmatch(text):
@@ -236,7 +233,7 @@ _ISO_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 _ICELANDIC_DATE = re.compile(r"([0-9]{1,2})\.([0-9]{1,2})\.([0-9]{4})")
 
 
-def _check_date(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> FieldResult:
+def _check_date(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> tuple[str, str]:
     if match := _ISO_DATE.fullmatch(text):
         year, month, day = (int(part) for part in match.groups())
     elif match := _ICELANDIC_DATE.fullmatch(text):
@@ -247,10 +244,10 @@ def _check_date(spec: FieldSpec, text: str, rules: TemplateRules, region: str, t
         value = date(year, month, day)
     except ValueError:
         raise _FieldError(f"{display_value(text)} is not a real date.") from None
-    return FieldResult(value=value.isoformat())
+    return value.isoformat(), ""
 
 
-def _check_email(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> FieldResult:
+def _check_email(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> tuple[str, str]:
     try:
         value = normalise_email(text)
     except InvalidIdentity as exc:
@@ -262,7 +259,7 @@ def _check_email(spec: FieldSpec, text: str, rules: TemplateRules, region: str, 
         # mail.school.is.evil.com, and subdomains are listed when meant.
         if allowed and value.rsplit("@", 1)[1] not in allowed:
             raise _FieldError(f"{display_value(value)} is not allowed. Use an address at {_or_list(allowed)}.")
-    return FieldResult(value=value)
+    return value, ""
 
 
 def _or_list(items: list[str]) -> str:
@@ -275,7 +272,7 @@ def _or_list(items: list[str]) -> str:
 _URL_FORBIDDEN = re.compile(r"[\s<>\"{}|\\^`\x00-\x1f\x7f]")
 
 
-def _check_url(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> FieldResult:
+def _check_url(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> tuple[str, str]:
     if _URL_FORBIDDEN.search(text):
         raise _FieldError(
             f"{display_value(text)} is not a valid web address. It contains spaces or characters a URL cannot have."
@@ -292,14 +289,14 @@ def _check_url(spec: FieldSpec, text: str, rules: TemplateRules, region: str, to
         raise _FieldError(f"{display_value(text)} is not a valid web address. It has no host name.")
     # Kept as typed: paths and queries are case-sensitive, and rebuilding the
     # URL from its parts could change what the issuer meant.
-    return FieldResult(value=text)
+    return text, ""
 
 
 # The century digit (last) maps to the first two digits of the year.
 _KENNITALA_CENTURY = {"8": 1800, "9": 1900, "0": 2000}
 
 
-def _check_kennitala(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> FieldResult:
+def _check_kennitala(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> tuple[str, str]:
     # People write 010130-2989 or 010130 2989; store the ten digits.
     number = text.replace("-", "", 1) if text.count("-") == 1 else text
     number = number.replace(" ", "", 1) if number.count(" ") == 1 else number
@@ -340,12 +337,12 @@ def _check_kennitala(spec: FieldSpec, text: str, rules: TemplateRules, region: s
             f"{spec.name}: the check digit of {display_value(text)} does not match. "
             "Please double-check the number (some kennitölur issued since February 2026 fail this check)."
         )
-    return FieldResult(value=number, warning=warning)
+    return number, warning
 
 
-def _check_phone(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> FieldResult:
+def _check_phone(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> tuple[str, str]:
     try:
-        return FieldResult(value=normalise_phone(text, region=region))
+        return normalise_phone(text, region=region), ""
     except InvalidIdentity as exc:
         raise _FieldError(str(exc)) from None
 
