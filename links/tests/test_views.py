@@ -102,6 +102,7 @@ def test_the_strict_choice_on_the_mapping_page_is_saved_with_the_batch(
 
     batch = services.link_batch_process(batch_id=batch.pk)  # what the worker does
     assert (batch.links, batch.errors) == (0, 1)
+    assert "refuse the row (strict)" in client.get(reverse("links:batch_detail", args=[batch.pk])).text
 
 
 @pytest.mark.parametrize("data, message", [
