@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from itertools import chain
 from dataclasses import dataclass, field
 from datetime import date
+from itertools import chain
 
 from django.conf import settings
 
