@@ -26,6 +26,7 @@ __all__ = [
     "external_id_for",
     "normalise_email",
     "normalise_phone",
+    "or_list",
 ]
 
 AUTOFILL_SOURCES: tuple[str, ...] = ("off", "email", "phone")
@@ -197,7 +198,7 @@ def _phone_parse_message(original: str, exc: phonenumbers.NumberParseException) 
 # campaign file is written the plain way: digits in groups, the region's own number or "+"/"00" with its
 # country code. For those, validity is a few regular expressions taken from phonenumbers' own metadata for
 # the region (so it stays true when phonenumbers updates); anything else — other countries, other
-# punctuation, numbers that do not match — goes the careful way. property-tested against phonenumbers in
+# punctuation, numbers that do not match — goes the careful way. Property-tested against phonenumbers in
 # members/tests/test_identity_phone_fast_path.py.
 _PLAIN_PHONE = re.compile(r"\+?[0-9]+(?:[ -][0-9]+)*")
 # The kinds of number phonenumbers' is_valid_number accepts (PhoneNumberType other than UNKNOWN).
@@ -320,8 +321,10 @@ def _phone_invalid_message(original: str, number: phonenumbers.PhoneNumber, regi
     if reason == phonenumbers.ValidationResult.IS_POSSIBLE:
         # The right length, in a range no operator has been given: a typo far more often than a foreign number.
         return f"{shown} is not a valid phone number. It is not an assigned {kind}."
-    lengths = _or_words([str(length) for length in _national_lengths(number.country_code)])
-    message = f"{shown} is not a valid phone number. {kind}s have {lengths} digits."
+    lengths = [str(length) for length in _national_lengths(number.country_code)]
+    if not lengths:  # a country code phonenumbers knows but has no lengths for: nothing more to say
+        return f"{shown} is not a valid phone number."
+    message = f"{shown} is not a valid phone number. {kind}s have {or_list(lengths)} digits."
     written_without_code = number.country_code_source == phonenumbers.CountryCodeSource.FROM_DEFAULT_COUNTRY
     if home and written_without_code and reason in _FOREIGN_LENGTHS:
         message += " Write a number from abroad with its country code, starting with + or 00."
@@ -335,7 +338,8 @@ def _national_lengths(country_code: int) -> tuple[int, ...]:
     return tuple(metadata.general_desc.possible_length) if metadata else ()
 
 
-def _or_words(items: list[str]) -> str:
+def or_list(items: list[str]) -> str:
+    """“a”, “a or b”, “a, b or c”: alternatives in a sentence."""
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
 
 

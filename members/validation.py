@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from stdnum.is_ import kennitala as stdnum_kennitala
 
-from members.identity import InvalidIdentity, display_value, normalise_email, normalise_phone
+from members.identity import InvalidIdentity, display_value, normalise_email, normalise_phone, or_list
 
 __all__ = [
     "FORMATS",
@@ -258,14 +258,8 @@ def _check_email(spec: FieldSpec, text: str, rules: TemplateRules, region: str, 
         # Exact domain match: a template limited to school.is should not admit
         # mail.school.is.evil.com, and subdomains are listed when meant.
         if allowed and value.rsplit("@", 1)[1] not in allowed:
-            raise _FieldError(f"{display_value(value)} is not allowed. Use an address at {_or_list(allowed)}.")
+            raise _FieldError(f"{display_value(value)} is not allowed. Use an address at {or_list(allowed)}.")
     return value, ""
-
-
-def _or_list(items: list[str]) -> str:
-    if len(items) == 1:
-        return items[0]
-    return ", ".join(items[:-1]) + " or " + items[-1]
 
 
 # Characters never valid unescaped in a URL; a browser would mangle them.
