@@ -30,6 +30,9 @@ from templates_sync.sandbox import Faults, SmartPagesSandbox
 # Property tests judge correctness, not speed: a loaded CI machine must not fail them on a deadline.
 hypothesis_settings.register_profile("portal", deadline=None)
 hypothesis_settings.load_profile("portal")
+# `pytest --hypothesis-profile thorough …`: thousands of examples where a test asks for more than the default
+# (members/tests/test_identity_phone_fast_path.py), for a one-off run rather than every CI run.
+hypothesis_settings.register_profile("thorough", hypothesis_settings.get_profile("portal"), max_examples=5000)
 
 ROOT = Path(__file__).resolve().parent
 ARTIFACTS = ROOT / "test-artifacts"

@@ -351,8 +351,12 @@ class ResultWriter:
     def __init__(self, text_stream: IO[str], *, delimiter: str, header: list[str]) -> None:
         if delimiter not in DELIMITERS:
             raise ValueError(f"delimiter must be one of {DELIMITERS!r}")
+        # A NamedTemporaryFile (what the batch writes to) passes every call through a Python-level proxy,
+        # which at one write per row costs more than the formula guard: write to the file it wraps.
+        inner = getattr(text_stream, "file", None)
+        stream = inner if isinstance(inner, io.TextIOBase) else text_stream
         # CRLF as RFC 4180 and Excel write it; quoting only where needed.
-        self._writer = csv.writer(text_stream, delimiter=delimiter, lineterminator="\r\n")
+        self._writer = csv.writer(stream, delimiter=delimiter, lineterminator="\r\n")
         self._writer.writerow(safe_cells(header))
 
     def write_row(self, cells: list[str]) -> None:

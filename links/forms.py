@@ -42,6 +42,13 @@ class MappingForm(forms.Form):
             self.fields[f"col_{index}"] = forms.ChoiceField(
                 label=column, choices=choices, required=False, initial=batch.mapping.get(column, "")
             )
+        self.fields["strict"] = forms.BooleanField(
+            label="Strict: no link for a row with an invalid optional value",
+            help_text="Without it, such a row gets its link without that value, and a warning naming the field "
+            "and the value. Mandatory values are always checked strictly.",
+            required=False,
+            initial=batch.strict,
+        )
 
     def columns(self):
         """(column name, bound field) pairs for the template's table."""

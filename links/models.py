@@ -50,6 +50,11 @@ class LinkBatch(models.Model):
     header = models.JSONField(default=list, help_text="The column names of the input, in order.")
     # Column name → input-field identifier or EXTERNAL_ID_TARGET; a column not named here is left out of links.
     mapping = models.JSONField(default=dict, blank=True)
+    # Off (the default): a bad value in an optional field costs the row only that value (its link leaves the
+    # value out, with a warning). On: such a row gets no link, as a row with a bad mandatory value.
+    strict = models.BooleanField(
+        default=False, help_text="Refuse rows with an invalid optional value instead of leaving the value out."
+    )
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.UPLOADED)
     # Incremented by every run; a run only writes while it is still the latest, so a redelivered task and

@@ -12,7 +12,8 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from members.forms import field_widget
-from members.validation import MAX_LENGTH, FieldSpec, TemplateRules, or_list, validate_field
+from members.identity import or_list
+from members.validation import MAX_LENGTH, FieldSpec, TemplateRules, validate_field
 
 from .claims import is_claim_nonce
 

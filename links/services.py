@@ -5,14 +5,13 @@ gives the same output whichever way it came in.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import date, timedelta
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import IO
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -22,24 +21,15 @@ from django.core.files.storage import default_storage
 from django.db import connection, transaction
 from django.utils import timezone
 
-from members.identity import InvalidIdentity, external_id_for
-from members.selectors import (
-    autofill_field_identifier,
-    autofill_setting_for,
-    explicit_external_id,
-    external_ids_in_use,
-    template_field_specs,
-    template_rules,
-)
-from members.validation import validate_values
+from members.selectors import external_ids_in_use
 from templates_sync.enqueue import enqueue_after_commit
 from templates_sync.models import PassTemplate
 
 from . import selectors
 from .csv_files import CsvDialect, CsvFormatError, ResultWriter, check_size, read_rows, sniff
-from .keyring import link_keys
-from .models import EXTERNAL_ID_TARGET, LinkBatch, LinkBatchEvent
-from .tokens import LinkPayload, TokenTooLong, encode
+from .models import LinkBatch, LinkBatchEvent
+from .rows import Row, RowRules, is_empty
+from .tokens import TokenTooLong
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +83,7 @@ def link_batch_create(
         row_count = filled_count = 0
         for _, cells in rows:
             row_count += 1
-            filled_count += not _is_empty(cells)
+            filled_count += not is_empty(cells)
     except CsvFormatError as exc:
         raise LinkUploadError(str(exc)) from None
     # Empty rows come back in the result with an error; a file of nothing else is refused here instead of
@@ -119,14 +109,19 @@ def link_batch_create(
     return batch
 
 
-def link_batch_confirm(*, batch: LinkBatch, mapping: Mapping[str, str], enqueue: bool = True) -> LinkBatch:
-    """Save the confirmed column mapping and queue the batch (the task goes out after the commit)."""
+def link_batch_confirm(
+    *, batch: LinkBatch, mapping: Mapping[str, str], strict: bool = False, enqueue: bool = True
+) -> LinkBatch:
+    """Save the confirmed column mapping and queue the batch (the task goes out after the commit).
+
+    `strict`: a row with an invalid optional value gets no link (by default its link leaves the value out).
+    """
     if batch.status != LinkBatch.Status.UPLOADED:
         raise LinkUploadError("These links are already being made.")
     mapping = _usable_mapping(batch=batch, mapping=mapping)
     with transaction.atomic():
         updated = LinkBatch.objects.filter(pk=batch.pk, status=LinkBatch.Status.UPLOADED).update(
-            mapping=mapping, status=LinkBatch.Status.QUEUED, queued_at=timezone.now()
+            mapping=mapping, strict=strict, status=LinkBatch.Status.QUEUED, queued_at=timezone.now()
         )
         if not updated:
             raise LinkUploadError("These links are already being made.")
@@ -174,7 +169,7 @@ def _enqueue(batch_id: int) -> None:
 
 
 # --- managing uploads -------------------------------------------------------------------------------------------
-def link_batch_remap(*, batch: LinkBatch, mapping: Mapping[str, str], user) -> LinkBatch:
+def link_batch_remap(*, batch: LinkBatch, mapping: Mapping[str, str], strict: bool, user) -> LinkBatch:
     """Change the columns of a finished (or failed) batch and make its links again.
 
     The new run replaces the output and error files once it has written them. Links already sent out keep
@@ -186,9 +181,12 @@ def link_batch_remap(*, batch: LinkBatch, mapping: Mapping[str, str], user) -> L
     with transaction.atomic():
         done = (LinkBatch.Status.SUCCEEDED, LinkBatch.Status.FAILED)
         finished = LinkBatch.objects.filter(pk=batch.pk, status__in=done)
-        if not finished.update(mapping=mapping, status=LinkBatch.Status.QUEUED, queued_at=timezone.now(), error=""):
+        requeued = finished.update(
+            mapping=mapping, strict=strict, status=LinkBatch.Status.QUEUED, queued_at=timezone.now(), error=""
+        )
+        if not requeued:
             raise LinkUploadError("These links are already being made again.")
-        detail = {"old_mapping": batch.mapping, "new_mapping": mapping}
+        detail = {"old_mapping": batch.mapping, "new_mapping": mapping, "old_strict": batch.strict, "new_strict": strict}
         _record_event(batch=batch, action=LinkBatchEvent.Action.REMAPPED, user=user, detail=detail)
         _enqueue(batch.pk)
     batch.refresh_from_db()
@@ -264,18 +262,6 @@ class _Counts:
         return dict(self.__dict__)
 
 
-@dataclass
-class _Row:
-    number: int
-    cells: list[str]
-    error: str = ""
-    notes: list[str] = field(default_factory=list)
-    fields: dict[str, str] | None = None
-    explicit_external_id: str | None = None
-    external_id: str | None = None  # explicit or derived by autofill: what makes two rows the same holder
-    digest: str = ""
-
-
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -320,101 +306,6 @@ def _fail(*, batch: LinkBatch, message: str) -> None:
     )
 
 
-class _RowRules:
-    """Everything about the template that every row needs, read once per batch rather than once per row."""
-
-    def __init__(self, batch: LinkBatch) -> None:
-        template = batch.template
-        self.template = template
-        self.template_id = uuid.UUID(str(template.pk))
-        self.batch_id = batch.pk
-        self.single_use = batch.single_use
-        self.specs = template_field_specs(template=template)
-        self.rules = template_rules(template=template)
-        self.region = settings.PHONE_DEFAULT_REGION
-        self.today = date.today()
-        # What members.selectors.external_id_for_values does for one holder, resolved once here: it would
-        # cost two queries per row.
-        self.autofill_setting = autofill_setting_for(template=template)
-        self.autofill_source = self.autofill_setting.source
-        self.autofill_field = autofill_field_identifier(setting=self.autofill_setting)
-        header = batch.header
-        self.width = len(header)
-        self.field_columns: list[tuple[int, str]] = []
-        self.external_id_column: int | None = None
-        for index, column in enumerate(header):
-            target = batch.mapping.get(column)
-            if target == EXTERNAL_ID_TARGET:
-                self.external_id_column = index
-            elif target:
-                self.field_columns.append((index, target))
-        self.keys = link_keys()
-        self.base_url = settings.PUBLIC_BASE_URL.rstrip("/") + "/p/"
-
-    def check(self, number: int, cells: list[str]) -> _Row:
-        row = _Row(number=number, cells=cells)
-        if len(cells) > self.width:
-            # smartpass_link and error sit right after the header's columns, so the extra values cannot get
-            # columns of their own: they go into the error, whole, so that nothing the file held is lost.
-            extra = cells[self.width :]
-            row.cells = cells[: self.width]
-            many = f"{len(extra)} more cells" if len(extra) > 1 else "1 more cell"
-            quoted = ", ".join(f"“{value}”" for value in extra)
-            row.error = (
-                f"This row has {many} than the header: {quoted}. "
-                "Check it for a stray delimiter or a missing quotation mark."
-            )
-            return row
-        if _is_empty(cells):
-            row.error = "This row is empty."
-            return row
-        values = {identifier: cells[index] for index, identifier in self.field_columns}
-        clean, errors, warnings = validate_values(
-            self.specs, values, rules=self.rules, region=self.region, today=self.today, require_types={"ISSUER"}
-        )
-        problems = list(errors.values())
-        explicit = None
-        if self.external_id_column is not None:
-            try:
-                explicit = explicit_external_id(template=self.template, raw=cells[self.external_id_column],
-                                                setting=self.autofill_setting)  # fmt: skip
-            except InvalidIdentity as exc:
-                problems.append(f"External ID: {exc}")
-        if problems:
-            row.error = " ".join(problems)
-            return row
-        row.notes.extend(f"Warning: {warning}" for warning in warnings.values())
-        row.fields = {identifier: clean[identifier] for _, identifier in self.field_columns if clean.get(identifier)}
-        row.explicit_external_id = explicit
-        external_id = explicit
-        if external_id is None and self.autofill_field is not None:
-            try:
-                external_id = external_id_for(self.autofill_source, clean.get(self.autofill_field), region=self.region)
-            except InvalidIdentity as exc:  # already validated as a field; kept for a field of another format
-                row.error = f"External ID: {exc}"
-                return row
-        row.external_id = external_id
-        # Two rows are the same holder when they share an External ID; without one, when every value matches.
-        key = "x\x00" + external_id if external_id else "v\x00" + "\x00".join(f"{k}\x00{v}" for k, v in sorted(row.fields.items()))
-        row.digest = hashlib.blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
-        return row
-
-    def link(self, row: _Row) -> str:
-        payload = LinkPayload(
-            template_id=self.template_id,
-            fields=row.fields or {},
-            external_id=row.explicit_external_id,
-            batch_id=self.batch_id,
-            row=row.number,
-            single_use=self.single_use,
-        )
-        return self.base_url + encode(payload, self.keys)
-
-
-def _is_empty(cells: list[str]) -> bool:
-    return not "".join(cells).strip()
-
-
 class _SeenRows:
     """Which rows came before, kept in a temporary table of the database connection.
 
@@ -437,7 +328,7 @@ class _SeenRows:
         except Exception:  # the connection may be what failed; the table goes with it
             logger.debug("Could not drop %s", self.TABLE, exc_info=True)
 
-    def first_rows(self, rows: list[_Row]) -> dict[str, int]:
+    def first_rows(self, rows: list[Row]) -> dict[str, int]:
         """digest → the earliest row with it, for rows of this chunk that repeat an earlier one; records the rest."""
         chunk_first: dict[str, int] = {}
         for row in rows:
@@ -469,7 +360,7 @@ class _SeenRows:
 
 
 def _generate(*, batch: LinkBatch, on_progress: ProgressCallback | None) -> None:
-    rules = _RowRules(batch)
+    rules = RowRules(batch)
     dialect = CsvDialect(encoding=batch.encoding, delimiter=batch.delimiter, has_bom=batch.encoding == "utf-8-sig")
     total = batch.rows_total
     chunk_rows = max(50, min(MAX_CHUNK_ROWS, total // 100 or 1))
@@ -484,7 +375,7 @@ def _generate(*, batch: LinkBatch, on_progress: ProgressCallback | None) -> None
             out_header = header + [LINK_COLUMN, ERROR_COLUMN]
             writer = ResultWriter(output, delimiter=dialect.delimiter, header=out_header)
             error_writer = ResultWriter(errors_output, delimiter=dialect.delimiter, header=out_header)
-            chunk: list[_Row] = []
+            chunk: list[Row] = []
             for number, cells in records:
                 chunk.append(rules.check(number, cells))
                 if len(chunk) >= chunk_rows:
@@ -519,7 +410,7 @@ def _generate(*, batch: LinkBatch, on_progress: ProgressCallback | None) -> None
                 pass
 
 
-def _write_chunk(chunk: list[_Row], *, rules: _RowRules, seen: _SeenRows, writer: ResultWriter,
+def _write_chunk(chunk: list[Row], *, rules: RowRules, seen: _SeenRows, writer: ResultWriter,
                  error_writer: ResultWriter, counts: _Counts) -> None:  # fmt: skip
     good = [row for row in chunk if not row.error]
     first_rows = seen.first_rows(good)

@@ -49,6 +49,7 @@ __all__ = [
     "TokenExpired",
     "TokenTooLong",
     "KeySetError",
+    "LinkEncoder",
     "LinkKeys",
     "LinkPayload",
     "parse_link_keys",
@@ -319,75 +320,111 @@ def encode(payload: LinkPayload, keys: LinkKeys) -> str:
     Raises TypeError/ValueError for a malformed payload (a programming
     error) and TokenTooLong when the values cannot fit in a usable link.
     """
-    if not isinstance(payload.template_id, uuid.UUID):
-        raise TypeError("template_id must be a uuid.UUID")
-    flags = 0
-    body = bytearray()
-    batch_id = payload.batch_id
-    if batch_id is not None:
-        flags |= _F_BATCH
-        _put_uint(body, _check_uint("batch_id", batch_id))
-    row = payload.row
-    if row is not None:
-        flags |= _F_ROW
-        if type(row) is int and 0 <= row < 0x80:  # fast path: small row numbers
-            body.append(row)
-        else:
-            _put_uint(body, _check_uint("row", row))
-    if payload.single_use:
-        if batch_id is None or row is None:
+    encoder = LinkEncoder(
+        keys, template_id=payload.template_id, batch_id=payload.batch_id, expires_at=payload.expires_at,
+        single_use=payload.single_use,
+    )
+    return encoder.encode(payload.fields, row=payload.row, external_id=payload.external_id)
+
+
+class LinkEncoder:
+    """encode() for many links that share a template, a batch and an expiry (the rows of a batch): what they
+    share is checked and packed once, and no LinkPayload is built per link."""
+
+    __slots__ = ("_keys", "_template", "_flags", "_batch", "_expires", "_single_use")
+
+    def __init__(
+        self,
+        keys: LinkKeys,
+        *,
+        template_id: uuid.UUID,
+        batch_id: int | None = None,
+        expires_at: datetime | None = None,
+        single_use: bool = False,
+    ) -> None:
+        if not isinstance(template_id, uuid.UUID):
+            raise TypeError("template_id must be a uuid.UUID")
+        if single_use and batch_id is None:
             raise ValueError("a single-use link needs batch_id and row")
-        flags |= _F_SINGLE_USE
-    if payload.expires_at is not None:
-        expires_at = payload.expires_at
-        if not isinstance(expires_at, datetime) or expires_at.utcoffset() is None:
-            raise ValueError("expires_at must be an aware datetime")
-        flags |= _F_EXPIRES
-        # int() truncates toward zero, which is a floor for post-1970 values.
-        _put_uint(body, _check_uint("expires_at", int(expires_at.timestamp())))
-    if payload.external_id is not None:
-        if not isinstance(payload.external_id, str):
-            raise TypeError("external_id must be a str")
-        flags |= _F_EXTERNAL_ID
-        _put_str(body, payload.external_id)
-    # The loop below runs once per field per link (millions of times), so it
-    # inlines the one-byte varint case instead of calling _put_uint/_put_str.
-    known = _KNOWN_KEY_HEADER
-    for key, value in payload.fields.items():
-        if type(key) is not str or type(value) is not str:
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise TypeError("fields must map str to str")
-        header = known.get(key)
-        if header is not None:
-            body += header
-        else:
-            key_bytes = key.encode("utf-8")
-            _put_uint(body, len(key_bytes) << 1)
-            body += key_bytes
-        value_bytes = value.encode("utf-8")
-        if len(value_bytes) < 0x80:
-            body.append(len(value_bytes))
-        else:
-            _put_uint(body, len(value_bytes))
-        body += value_bytes
+        self._keys = keys
+        self._single_use = single_use
+        self._template = template_id.bytes
+        flags = 0
+        batch = bytearray()
+        if batch_id is not None:
+            flags |= _F_BATCH
+            _put_uint(batch, _check_uint("batch_id", batch_id))
+        expires = bytearray()
+        if expires_at is not None:
+            if not isinstance(expires_at, datetime) or expires_at.utcoffset() is None:
+                raise ValueError("expires_at must be an aware datetime")
+            flags |= _F_EXPIRES
+            # int() truncates toward zero, which is a floor for post-1970 values.
+            _put_uint(expires, _check_uint("expires_at", int(expires_at.timestamp())))
+        if single_use:
+            flags |= _F_SINGLE_USE
+        self._flags = flags
+        self._batch = bytes(batch)
+        self._expires = bytes(expires)
 
-    if len(body) > MAX_BODY_BYTES:
-        raise TokenTooLong("The values in this row are too long to fit in a link.")
-    packed: bytes | bytearray = body
-    if len(body) >= COMPRESS_MIN_BYTES:
-        deflated = _deflate(bytes(body))
-        if len(deflated) < len(body):
-            packed = deflated
-            flags |= _F_DEFLATE
+    def encode(self, fields: dict[str, str], *, row: int | None = None, external_id: str | None = None) -> str:
+        """The token for one link: ``fields`` by identifier, its row and explicit External ID, if any."""
+        flags = self._flags
+        # The body's order is fixed by the format: batch, row, expiry, External ID, fields.
+        body = bytearray(self._batch)
+        if row is None and self._single_use:
+            raise ValueError("a single-use link needs batch_id and row")
+        if row is not None:
+            flags |= _F_ROW
+            if type(row) is int and 0 <= row < 0x80:  # fast path: small row numbers
+                body.append(row)
+            else:
+                _put_uint(body, _check_uint("row", row))
+        body += self._expires
+        if external_id is not None:
+            if not isinstance(external_id, str):
+                raise TypeError("external_id must be a str")
+            flags |= _F_EXTERNAL_ID
+            _put_str(body, external_id)
+        # The loop below runs once per field per link (millions of times), so it
+        # inlines the one-byte varint case instead of calling _put_uint/_put_str.
+        known = _KNOWN_KEY_HEADER
+        for key, value in fields.items():
+            if type(key) is not str or type(value) is not str:
+                if not isinstance(key, str) or not isinstance(value, str):
+                    raise TypeError("fields must map str to str")
+            header = known.get(key)
+            if header is not None:
+                body += header
+            else:
+                key_bytes = key.encode("utf-8")
+                _put_uint(body, len(key_bytes) << 1)
+                body += key_bytes
+            value_bytes = value.encode("utf-8")
+            if len(value_bytes) < 0x80:
+                body.append(len(value_bytes))
+            else:
+                _put_uint(body, len(value_bytes))
+            body += value_bytes
 
-    plaintext = bytes((flags,)) + payload.template_id.bytes + packed
-    nonce = os.urandom(NONCE_BYTES)
-    header = keys._header
-    raw = header + nonce + keys._encryptor.encrypt(nonce, plaintext, header)
-    token = _b64url(raw)
-    if len(token) > MAX_TOKEN_LENGTH:
-        raise TokenTooLong("The values in this row are too long to fit in a link.")
-    return token
+        if len(body) > MAX_BODY_BYTES:
+            raise TokenTooLong("The values in this row are too long to fit in a link.")
+        packed: bytes | bytearray = body
+        if len(body) >= COMPRESS_MIN_BYTES:
+            deflated = _deflate(bytes(body))
+            if len(deflated) < len(body):
+                packed = deflated
+                flags |= _F_DEFLATE
+
+        plaintext = bytes((flags,)) + self._template + packed
+        nonce = os.urandom(NONCE_BYTES)
+        keys = self._keys
+        header = keys._header
+        raw = header + nonce + keys._encryptor.encrypt(nonce, plaintext, header)
+        token = _b64url(raw)
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise TokenTooLong("The values in this row are too long to fit in a link.")
+        return token
 
 
 # --- decoding ---------------------------------------------------------------

@@ -77,7 +77,9 @@ def batch_confirm(request, batch_id):
     form = MappingForm(request.POST, batch=batch)
     if batch.status == LinkBatch.Status.UPLOADED and form.is_valid():
         try:
-            services.link_batch_confirm(batch=batch, mapping=form.cleaned_data["mapping"])
+            services.link_batch_confirm(
+                batch=batch, mapping=form.cleaned_data["mapping"], strict=form.cleaned_data["strict"]
+            )
         except services.LinkUploadError as exc:
             form.add_error(None, str(exc))
         else:
@@ -118,7 +120,9 @@ def batch_remap(request, batch_id):
     form = MappingForm(request.POST or None, batch=batch)
     if request.method == "POST" and form.is_valid():
         try:
-            services.link_batch_remap(batch=batch, mapping=form.cleaned_data["mapping"], user=request.user)
+            services.link_batch_remap(
+                batch=batch, mapping=form.cleaned_data["mapping"], strict=form.cleaned_data["strict"], user=request.user
+            )
         except services.LinkUploadError as exc:
             form.add_error(None, str(exc))
         else:

@@ -11,14 +11,14 @@ FieldSpec/TemplateRules and show the returned sentences as they are.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from urllib.parse import urlsplit
 
 from stdnum.is_ import kennitala as stdnum_kennitala
 
-from members.identity import InvalidIdentity, display_value, normalise_email, normalise_phone
+from members.identity import InvalidIdentity, display_value, normalise_email, normalise_phone, or_list
 
 __all__ = [
     "FORMATS",
@@ -26,6 +26,7 @@ __all__ = [
     "FieldResult",
     "FieldSpec",
     "TemplateRules",
+    "ValuesValidator",
     "validate_field",
     "validate_values",
 ]
@@ -62,6 +63,13 @@ class TemplateRules:
     # None (or 0) means no age check.
     kennitala_min_age: int | None = None
 
+    def applies_to(self, spec: FieldSpec) -> bool:
+        """Whether a rule of the template, beyond the field's format, decides which values the field takes."""
+        kind = spec.format.upper()
+        return bool(
+            (kind == "EMAIL" and self.allowed_email_domains) or (kind == "KENNITALA" and self.kennitala_min_age)
+        )
+
 
 @dataclass(frozen=True)
 class FieldResult:
@@ -89,27 +97,8 @@ def validate_field(
     where someone else fills it in later (an issuer's CSV may leave MEMBER
     fields to the holder's claim form).
     """
-    # Values from a token or JSON body may be numbers; compare them as text.
-    text = "" if raw is None else (raw if isinstance(raw, str) else str(raw))
-    text = text.strip()
-    if not text:
-        if spec.is_mandatory and check_mandatory:
-            return FieldResult(value="", error=f"{spec.name} is required.")
-        return FieldResult(value="")
-    if len(text) > MAX_LENGTH:
-        return FieldResult(
-            value=text, error=f"{spec.name}: the value is too long (at most {MAX_LENGTH} characters)."
-        )
-
-    validator = _VALIDATORS.get(spec.format.upper())
-    if validator is None:
-        # An unknown format from upstream should not block issuing: treat it as
-        # text (upstream remains the final judge).
-        validator = _check_text
-    try:
-        return validator(spec, text, rules, region, today or date.today())
-    except _FieldError as exc:
-        return FieldResult(value=text, error=f"{spec.name}: {exc.message}")
+    required = spec.is_mandatory and check_mandatory
+    return FieldResult(*_validate(spec, _format_check(spec), required, raw, rules, region, today or date.today()))
 
 
 def validate_values(
@@ -128,29 +117,78 @@ def validate_values(
     A mandatory field is required only when its type is in ``require_types``
     (None = all types). Values for identifiers that are not fields are ignored.
     """
-    today = today or date.today()
-    clean: dict[str, str] = {}
-    errors: dict[str, str] = {}
-    warnings: dict[str, str] = {}
-    for spec in specs:
-        if spec.identifier in clean or spec.identifier in errors:
-            continue  # a duplicated field definition: the first one wins
-        required = require_types is None or spec.type in require_types
-        result = validate_field(
-            spec,
-            values.get(spec.identifier),
-            rules=rules,
-            region=region,
-            today=today,
-            check_mandatory=required,
-        )
-        if result.error:
-            errors[spec.identifier] = result.error
-        else:
-            clean[spec.identifier] = result.value
-        if result.warning:
-            warnings[spec.identifier] = result.warning
-    return clean, errors, warnings
+    validator = ValuesValidator(specs, rules=rules, region=region, today=today, require_types=require_types)
+    return validator.validate(values)
+
+
+class ValuesValidator:
+    """validate_values for many sets of values against the same fields (the rows of a CSV): which check each
+    field gets and whether it is required are worked out once, not once per row."""
+
+    def __init__(
+        self,
+        specs: Iterable[FieldSpec],
+        *,
+        rules: TemplateRules = TemplateRules(),
+        region: str = "IS",
+        today: date | None = None,
+        require_types: set[str] | None = None,
+    ) -> None:
+        self.rules = rules
+        self.region = region
+        self.today = today or date.today()
+        self.fields: list[tuple[FieldSpec, _Check, bool]] = []
+        seen: set[str] = set()
+        for spec in specs:
+            if spec.identifier in seen:
+                continue  # a duplicated field definition: the first one wins
+            seen.add(spec.identifier)
+            required = spec.is_mandatory and (require_types is None or spec.type in require_types)
+            self.fields.append((spec, _format_check(spec), required))
+
+    def validate(self, values: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+        """(clean values, errors, warnings) as validate_values returns them."""
+        clean: dict[str, str] = {}
+        errors: dict[str, str] = {}
+        warnings: dict[str, str] = {}
+        rules, region, today = self.rules, self.region, self.today
+        for spec, check, required in self.fields:
+            value, error, warning = _validate(spec, check, required, values.get(spec.identifier), rules, region, today)
+            if error:
+                errors[spec.identifier] = error
+            else:
+                clean[spec.identifier] = value
+            if warning:
+                warnings[spec.identifier] = warning
+        return clean, errors, warnings
+
+
+def _format_check(spec: FieldSpec) -> _Check:
+    # An unknown format from upstream should not block issuing: treat it as
+    # text (upstream remains the final judge).
+    return _VALIDATORS.get(spec.format.upper(), _check_text)
+
+
+def _validate(
+    spec: FieldSpec, check: _Check, required: bool, raw: object, rules: TemplateRules, region: str, today: date
+) -> tuple[str, str, str]:
+    """(value, error, warning) as FieldResult holds them; a plain tuple because it is made for every value of
+    every CSV row."""
+    # Values from a token or JSON body may be numbers; compare them as text.
+    text = (raw if isinstance(raw, str) else "" if raw is None else str(raw)).strip()
+    if not text:
+        return ("", f"{spec.name} is required.", "") if required else ("", "", "")
+    if len(text) > MAX_LENGTH:
+        return text, f"{spec.name}: the value is too long (at most {MAX_LENGTH} characters).", ""
+    try:
+        value, warning = check(spec, text, rules, region, today)
+    except _FieldError as exc:
+        return text, f"{spec.name}: {exc.message}", ""
+    return value, "", warning
+
+
+# A format check: (the normalised value, a warning or ""), or _FieldError.
+_Check = Callable[[FieldSpec, str, TemplateRules, str, date], tuple[str, str]]
 
 
 class _FieldError(Exception):
@@ -161,117 +199,107 @@ class _FieldError(Exception):
         self.message = message
 
 
-def _check_text(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> FieldResult:
+def _check_text(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> tuple[str, str]:
     # PostgreSQL text cannot hold NUL, and no person means to type one.
     if "\x00" in text:
         raise _FieldError("the value contains a NUL character.")
-    return FieldResult(value=text)
+    return text, ""
 
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _GROUPED = re.compile(r"[+-]?[0-9]{1,3}([.,][0-9]{3})+")
 
 
-def _check_number(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> FieldResult:
-    shown = display_value(text)
+def _check_number(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> tuple[str, str]:
     if _INTEGER.fullmatch(text):
         sign = "-" if text.startswith("-") else ""
         digits = text.lstrip("+-").lstrip("0") or "0"
         # String work instead of int(): no "-0", and no int-size limit to hit.
-        return FieldResult(value=("" if digits == "0" else sign) + digits)
+        return ("" if digits == "0" else sign) + digits, ""
     # Say why: "1.000" is a thousand in Icelandic and one in English, so
     # guessing would silently store the wrong number.
     if _GROUPED.fullmatch(text):
-        raise _FieldError(f"{shown} is not a whole number. Write it without thousands separators, e.g. 1000.")
+        raise _FieldError(
+            f"{display_value(text)} is not a whole number. Write it without thousands separators, e.g. 1000."
+        )
     if re.fullmatch(r"[+-]?[0-9]*[.,][0-9]+", text):
-        raise _FieldError(f"{shown} is not a whole number. Decimals are not allowed.")
+        raise _FieldError(f"{display_value(text)} is not a whole number. Decimals are not allowed.")
     if re.fullmatch(r"[+-]?[0-9][0-9 \u00a0]*", text):
-        raise _FieldError(f"{shown} is not a whole number. Remove the spaces.")
-    raise _FieldError(f"{shown} is not a whole number.")
+        raise _FieldError(f"{display_value(text)} is not a whole number. Remove the spaces.")
+    raise _FieldError(f"{display_value(text)} is not a whole number.")
 
 
 _ISO_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 _ICELANDIC_DATE = re.compile(r"([0-9]{1,2})\.([0-9]{1,2})\.([0-9]{4})")
 
 
-def _check_date(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> FieldResult:
-    shown = display_value(text)
+def _check_date(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> tuple[str, str]:
     if match := _ISO_DATE.fullmatch(text):
         year, month, day = (int(part) for part in match.groups())
     elif match := _ICELANDIC_DATE.fullmatch(text):
         day, month, year = (int(part) for part in match.groups())
     else:
-        raise _FieldError(f"{shown} is not a date. Use yyyy-mm-dd or dd.mm.yyyy.")
+        raise _FieldError(f"{display_value(text)} is not a date. Use yyyy-mm-dd or dd.mm.yyyy.")
     try:
         value = date(year, month, day)
     except ValueError:
-        raise _FieldError(f"{shown} is not a real date.") from None
-    return FieldResult(value=value.isoformat())
+        raise _FieldError(f"{display_value(text)} is not a real date.") from None
+    return value.isoformat(), ""
 
 
-def _check_email(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> FieldResult:
+def _check_email(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> tuple[str, str]:
     try:
         value = normalise_email(text)
     except InvalidIdentity as exc:
         raise _FieldError(str(exc)) from None
-    allowed = [domain.strip().lstrip("@").lower() for domain in rules.allowed_email_domains]
-    allowed = [domain for domain in allowed if domain]
-    if allowed:
+    if rules.allowed_email_domains:
+        allowed = [domain.strip().lstrip("@").lower() for domain in rules.allowed_email_domains]
+        allowed = [domain for domain in allowed if domain]
         # Exact domain match: a template limited to school.is should not admit
         # mail.school.is.evil.com, and subdomains are listed when meant.
-        domain = value.rsplit("@", 1)[1]
-        if domain not in allowed:
-            raise _FieldError(
-                f"{display_value(value)} is not allowed. Use an address at {or_list(allowed)}."
-            )
-    return FieldResult(value=value)
-
-
-def or_list(items: list[str], or_word: str = "or") -> str:
-    """"a, b or c"; holder pages pass their translated "or"."""
-    if len(items) == 1:
-        return items[0]
-    return f"{', '.join(items[:-1])} {or_word} {items[-1]}"
+        if allowed and value.rsplit("@", 1)[1] not in allowed:
+            raise _FieldError(f"{display_value(value)} is not allowed. Use an address at {or_list(allowed)}.")
+    return value, ""
 
 
 # Characters never valid unescaped in a URL; a browser would mangle them.
 _URL_FORBIDDEN = re.compile(r"[\s<>\"{}|\\^`\x00-\x1f\x7f]")
 
 
-def _check_url(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> FieldResult:
-    shown = display_value(text)
+def _check_url(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> tuple[str, str]:
     if _URL_FORBIDDEN.search(text):
-        raise _FieldError(f"{shown} is not a valid web address. It contains spaces or characters a URL cannot have.")
+        raise _FieldError(
+            f"{display_value(text)} is not a valid web address. It contains spaces or characters a URL cannot have."
+        )
     try:
         parts = urlsplit(text)
         hostname = parts.hostname
         _ = parts.port  # raises ValueError for a port that is not a number 0-65535
     except ValueError:
-        raise _FieldError(f"{shown} is not a valid web address.") from None
+        raise _FieldError(f"{display_value(text)} is not a valid web address.") from None
     if parts.scheme.lower() not in ("http", "https"):
-        raise _FieldError(f"{shown} is not a valid web address. It must start with http:// or https://.")
+        raise _FieldError(f"{display_value(text)} is not a valid web address. It must start with http:// or https://.")
     if not hostname:
-        raise _FieldError(f"{shown} is not a valid web address. It has no host name.")
+        raise _FieldError(f"{display_value(text)} is not a valid web address. It has no host name.")
     # Kept as typed: paths and queries are case-sensitive, and rebuilding the
     # URL from its parts could change what the issuer meant.
-    return FieldResult(value=text)
+    return text, ""
 
 
 # The century digit (last) maps to the first two digits of the year.
 _KENNITALA_CENTURY = {"8": 1800, "9": 1900, "0": 2000}
 
 
-def _check_kennitala(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> FieldResult:
-    shown = display_value(text)
+def _check_kennitala(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> tuple[str, str]:
     # People write 010130-2989 or 010130 2989; store the ten digits.
     number = text.replace("-", "", 1) if text.count("-") == 1 else text
     number = number.replace(" ", "", 1) if number.count(" ") == 1 else number
     if not re.fullmatch(r"[0-9]{10}", number):
-        raise _FieldError(f"{shown} is not a kennitala. A kennitala has 10 digits, e.g. 010130-2989.")
+        raise _FieldError(f"{display_value(text)} is not a kennitala. A kennitala has 10 digits, e.g. 010130-2989.")
     day, month, year = int(number[0:2]), int(number[2:4]), int(number[4:6])
     century = _KENNITALA_CENTURY.get(number[9])
     if century is None:
-        raise _FieldError(f"{shown} is not a kennitala. Its last digit must be 8, 9 or 0.")
+        raise _FieldError(f"{display_value(text)} is not a kennitala. Its last digit must be 8, 9 or 0.")
     # Companies and other organisations add 40 to the day.
     is_company = day > 40
     if is_company:
@@ -279,14 +307,16 @@ def _check_kennitala(spec: FieldSpec, text: str, rules: TemplateRules, region: s
     try:
         born = date(century + year, month, day)
     except ValueError:
-        raise _FieldError(f"{shown} is not a kennitala. Its first six digits are not a real date.") from None
+        raise _FieldError(
+            f"{display_value(text)} is not a kennitala. Its first six digits are not a real date."
+        ) from None
     if born > today:
-        raise _FieldError(f"{shown} is not a kennitala. Its date is in the future.")
+        raise _FieldError(f"{display_value(text)} is not a kennitala. Its date is in the future.")
 
     min_age = rules.kennitala_min_age
     if min_age:
         if is_company:
-            raise _FieldError(f"{shown} must be a person's kennitala, not a company's.")
+            raise _FieldError(f"{display_value(text)} must be a person's kennitala, not a company's.")
         # Birthday not yet reached this year → one year younger. A 29 February
         # birthday is reached on 1 March in other years.
         age = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
@@ -298,20 +328,20 @@ def _check_kennitala(spec: FieldSpec, text: str, rules: TemplateRules, region: s
     # check digit, so a mismatch is a doubt to show, not a reason to refuse.
     if stdnum_kennitala.checksum(number) != 0:
         warning = (
-            f"{spec.name}: the check digit of {shown} does not match. "
+            f"{spec.name}: the check digit of {display_value(text)} does not match. "
             "Please double-check the number (some kennitölur issued since February 2026 fail this check)."
         )
-    return FieldResult(value=number, warning=warning)
+    return number, warning
 
 
-def _check_phone(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> FieldResult:
+def _check_phone(spec: FieldSpec, text: str, rules: TemplateRules, region: str, today: date) -> tuple[str, str]:
     try:
-        return FieldResult(value=normalise_phone(text, region=region))
+        return normalise_phone(text, region=region), ""
     except InvalidIdentity as exc:
         raise _FieldError(str(exc)) from None
 
 
-_VALIDATORS = {
+_VALIDATORS: dict[str, _Check] = {
     "TEXT": _check_text,
     "NUMBER": _check_number,
     "DATE": _check_date,

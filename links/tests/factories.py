@@ -66,8 +66,11 @@ def upload(template: PassTemplate, path: Path, *, user=None, delimiter: str | No
                                           delimiter=delimiter)  # fmt: skip
 
 
-def make_links(template: PassTemplate, path: Path, *, user=None, mapping: dict | None = None) -> LinkBatch:
+def make_links(
+    template: PassTemplate, path: Path, *, user=None, mapping: dict | None = None, strict: bool = False
+) -> LinkBatch:
     """Upload, confirm the automatic mapping (or the one given) and process, as the worker would."""
     batch = upload(template, path, user=user)
-    services.link_batch_confirm(batch=batch, mapping=batch.mapping if mapping is None else mapping, enqueue=False)
+    mapping = batch.mapping if mapping is None else mapping
+    services.link_batch_confirm(batch=batch, mapping=mapping, strict=strict, enqueue=False)
     return services.link_batch_process(batch_id=batch.pk)

@@ -64,6 +64,29 @@ def test_single_use_puts_the_flag_into_every_link_and_on_the_batch(demo, tmp_pat
     assert [(p.single_use, p.batch_id, p.row) for p in payloads(single)] == [(True, batch.pk, 1), (True, batch.pk, 2)]
 
 
+def test_a_bad_optional_phone_costs_the_row_only_the_phone_unless_strict(demo, tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text("name,email,phone\nAnna,anna@example.is,600 5729\nBjörn,bjorn@example.is,820 0001\n")
+    problem = "Símanúmer / Phone: “600 5729” is not a valid phone number. It is not an assigned Icelandic number."
+    results = {}
+    for flags in ([], ["--strict"]):
+        out, stdout = tmp_path / f"out{len(flags)}.csv", StringIO()
+        arguments = ["--template", str(demo.pk), str(source), str(out), "--json", *flags]
+        call_command("generate_links", *arguments, stdout=stdout)
+        results[bool(flags)] = json.loads(stdout.getvalue()), list(csv.reader(out.open(encoding="utf-8-sig")))[1:]
+
+    outcome, rows = results[False]
+    assert (outcome["links"], outcome["errors"], outcome["warnings"]) == (2, 0, 1)
+    assert rows[0][-1] == f"Warning: {problem} The link was made without it."
+    assert decode(rows[0][-2].rsplit("/", 1)[1], link_keys()).fields == {"name": "Anna", "email": "anna@example.is"}
+    assert decode(rows[1][-2].rsplit("/", 1)[1], link_keys()).fields["phone"] == "+3548200001"
+
+    outcome, rows = results[True]
+    assert (outcome["links"], outcome["errors"], outcome["warnings"]) == (1, 1, 0)
+    assert rows[0][-2:] == ["", problem]
+    assert LinkBatch.objects.filter(strict=True).count() == 1 and LinkBatch.objects.filter(strict=False).count() == 1
+
+
 @pytest.mark.django_db
 def test_map_overrides_the_automatic_match(demo, tmp_path):
     source = tmp_path / "in.csv"

@@ -20,6 +20,7 @@ from links.tokens import (
     MAX_TOKEN_LENGTH,
     InvalidToken,
     KeySetError,
+    LinkEncoder,
     LinkKeys,
     LinkPayload,
     TokenExpired,
@@ -114,6 +115,15 @@ def test_a_token_decodes_to_exactly_the_payload_it_was_made_from(
     assert re.fullmatch(r"[A-Za-z0-9_-]+", token)
     assert len(token) <= MAX_TOKEN_LENGTH
     assert decode(token, KEYS, now=EPOCH) == payload
+
+
+def test_one_encoder_makes_the_links_of_many_rows_each_decoding_to_its_own_row() -> None:
+    expires = datetime(2031, 5, 17, 12, 0, tzinfo=timezone.utc)
+    encoder = LinkEncoder(KEYS, template_id=TEMPLATE, batch_id=77, expires_at=expires)
+    rows = [(1, {"name": "Anna"}, None), (200, {}, "CUST-2"), (70_000, {"name": "Jón", "custom.x": "y"}, "")]
+    for row, fields, external_id in rows:
+        token = encoder.encode(fields, row=row, external_id=external_id)
+        assert decode(token, KEYS, now=EPOCH) == LinkPayload(TEMPLATE, fields, external_id, 77, row, expires)
 
 
 def test_two_tokens_for_the_same_payload_differ_because_the_nonce_is_random() -> None:

@@ -73,6 +73,27 @@ def test_a_manager_uploads_checks_the_columns_and_gets_one_link_per_good_row(
     assert [row[0] for row in error_rows] == ["Nafn", "Björn"]
 
 
+def test_the_strict_choice_on_the_mapping_page_is_saved_with_the_batch(
+    client, manager, demo, django_capture_on_commit_callbacks
+):
+    client.force_login(manager)
+    _upload(client, demo, "Nafn,Netfang,Sími\nAnna,anna@example.is,600 5729\n".encode())
+    batch = LinkBatch.objects.get()
+    page = client.get(reverse("links:batch_detail", args=[batch.pk]))
+    assert page.context["form"]["strict"].value() is False  # forgiving unless chosen
+    assert 'name="strict"' in page.text and "no link for a row with an invalid optional value" in page.text
+
+    mapping = {"col_0": "name", "col_1": "email", "col_2": "phone"}
+    with django_capture_on_commit_callbacks(execute=False):
+        client.post(reverse("links:batch_confirm", args=[batch.pk]), {**mapping, "strict": "on"})
+    batch.refresh_from_db()
+    assert batch.strict is True and batch.status == "queued"
+
+    batch = services.link_batch_process(batch_id=batch.pk)  # what the worker does
+    assert (batch.links, batch.errors) == (0, 1)
+    assert "refuse the row (strict)" in client.get(reverse("links:batch_detail", args=[batch.pk])).text
+
+
 @pytest.mark.parametrize("data, message", [
     (b"", "The file is empty."),
     (b"name,email,phone\r\n", "The file has column names but no rows; add one row per pass holder."),

@@ -131,6 +131,32 @@ def test_a_very_long_bad_value_is_cut_short_in_the_message() -> None:
     assert len(str(caught.value)) < 200
 
 
+@pytest.mark.parametrize(
+    ("value", "region", "message"),
+    [
+        ("600 5729", "IS", "“600 5729” is not a valid phone number. It is not an assigned Icelandic number."),
+        ("+354 600 5729", "IS", "“+354 600 5729” is not a valid phone number. It is not an assigned Icelandic number."),
+        ("12", "IS", "“12” is not a valid phone number. Icelandic numbers have 7 or 9 digits."),
+        (
+            "12345678",
+            "IS",
+            "“12345678” is not a valid phone number. Icelandic numbers have 7 or 9 digits. "
+            "Write a number from abroad with its country code, starting with + or 00.",
+        ),
+        ("+354 12345678", "IS", "“+354 12345678” is not a valid phone number. Icelandic numbers have 7 or 9 digits."),
+        ("00447700900123", "IS", "“00447700900123” is not a valid phone number. It is not an assigned +44 number."),
+        ("+44 12", "IS", "“+44 12” is not a valid phone number. +44 numbers have 7, 9 or 10 digits."),
+        ("555 0123", "US", "“555 0123” is not a valid phone number. +1 numbers have 10 digits."),
+        ("600 5729", "DK", "“600 5729” is not a valid phone number. Danish numbers have 8 digits."),
+    ],
+)
+def test_a_number_phonenumbers_refuses_is_explained_in_terms_of_its_countrys_numbers(value, region, message) -> None:
+    with pytest.raises(InvalidIdentity) as caught:
+        normalise_phone(value, region=region)
+    assert str(caught.value) == message
+    assert "e.g. +44" not in str(caught.value)
+
+
 def test_control_characters_do_not_reach_the_message() -> None:
     with pytest.raises(InvalidIdentity) as caught:
         normalise_phone("555\n\x001234\r")

@@ -165,6 +165,19 @@ def test_add_member_shows_format_errors_by_field(client, manager, club):
     assert Member.objects.count() == 0
 
 
+def test_add_member_refuses_a_bad_optional_phone_that_a_csv_row_would_only_leave_out(client, manager, club):
+    # A person typing can correct the number; only uploaded rows get the forgiving default.
+    client.force_login(manager)
+    page = client.post(
+        reverse("members:member_add", args=[club.pk]),
+        {"field_name": "Laura", "field_email": "laura@example.com", "field_phone": "600 5729"},
+    )
+    assert page.context["form"].errors["field_phone"] == [
+        "Símanúmer / Phone: “600 5729” is not a valid phone number. It is not an assigned Icelandic number."
+    ]
+    assert Member.objects.count() == 0
+
+
 def test_void_from_the_detail_page(client, manager, club, sandbox):
     member = issuing.member_issue(template=club, values={"name": "Laura", "email": "l@example.com"},
                                    external_id=None, source="manual").member  # fmt: skip

@@ -35,7 +35,15 @@ class Command(BaseCommand):
             action="store_true",
             help="one pass per row: the first claim of a row's link issues, every later claim shows that pass",
         )
-        parser.add_argument("--json", action="store_true", help='print {"rows", "links", "errors", ...} as JSON')
+        parser.add_argument(
+            "--strict",
+            action="store_true",
+            help="no link for a row with an invalid optional value (by default the row gets its link without "
+            "that value, and a warning naming the field and the value)",
+        )
+        parser.add_argument(
+            "--json", action="store_true", help='print {"rows", "links", "errors", "warnings", ...} as JSON'
+        )
 
     def handle(self, *args, **options):
         template = self._template(options["template"])
@@ -51,7 +59,7 @@ class Command(BaseCommand):
                 )  # fmt: skip
             mapping = dict(batch.mapping)
             mapping.update(self._overrides(options["map"], batch.header))
-            batch = services.link_batch_confirm(batch=batch, mapping=mapping, enqueue=False)
+            batch = services.link_batch_confirm(batch=batch, mapping=mapping, strict=options["strict"], enqueue=False)
         except services.LinkUploadError as exc:
             raise CommandError(str(exc)) from None
 
@@ -70,8 +78,9 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(outcome))
         else:
             self.stdout.write(
-                f"{batch.rows} rows: {batch.links} links, {batch.errors} errors, {batch.duplicates} duplicates, "
-                f"{batch.existing_members} already members. Written to {options['output']} (batch #{batch.pk})."
+                f"{batch.rows} rows: {batch.links} links ({batch.warnings} with warnings), {batch.errors} errors, "
+                f"{batch.duplicates} duplicates, {batch.existing_members} already members. "
+                f"Written to {options['output']} (batch #{batch.pk})."
             )
 
     def _template(self, value: str) -> PassTemplate:

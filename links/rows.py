@@ -1,0 +1,148 @@
+"""One row of a campaign CSV: check its values against the template, and make its link.
+
+Pure per-row logic, apart from the batch orchestration in links.services (reading, chunks, duplicates,
+files, progress): RowRules reads what every row needs from the template once, then `check` and `link`
+run once per row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from datetime import date
+from itertools import chain
+
+from django.conf import settings
+
+from members.identity import InvalidIdentity, external_id_for
+from members.selectors import (
+    autofill_field_identifier,
+    autofill_setting_for,
+    explicit_external_id,
+    template_field_specs,
+    template_rules,
+)
+from members.validation import ValuesValidator
+
+from .keyring import link_keys
+from .models import EXTERNAL_ID_TARGET, LinkBatch
+from .tokens import LinkEncoder
+
+
+@dataclass(slots=True)
+class Row:
+    number: int
+    cells: list[str]
+    error: str = ""
+    notes: list[str] = field(default_factory=list)
+    fields: dict[str, str] | None = None
+    explicit_external_id: str | None = None
+    external_id: str | None = None  # explicit or derived by autofill: what makes two rows the same holder
+    digest: str = ""
+
+
+class RowRules:
+    """Everything about the template that every row needs, read once per batch rather than once per row."""
+
+    def __init__(self, batch: LinkBatch) -> None:
+        template = batch.template
+        self.template = template
+        specs = template_field_specs(template=template)
+        rules = template_rules(template=template)
+        self.validator = ValuesValidator(
+            specs, rules=rules, region=settings.PHONE_DEFAULT_REGION, today=date.today(), require_types={"ISSUER"}
+        )
+        self.region = settings.PHONE_DEFAULT_REGION
+        # What members.selectors.external_id_for_values does for one holder, resolved once here: it would
+        # cost two queries per row.
+        self.autofill_setting = autofill_setting_for(template=template)
+        self.autofill_source = self.autofill_setting.source
+        self.autofill_field = autofill_field_identifier(setting=self.autofill_setting)
+        # Fields whose bad value costs the row only that value (the link leaves it out, with a warning):
+        # optional ones, unless the upload is strict. Never the field autofill reads (a row without its
+        # External ID could enrol the same holder twice), nor one under a template rule (allowed email
+        # domains, minimum age): leaving out the value would give a link to a row the rule refuses.
+        forgivable = (
+            spec.identifier
+            for spec in specs
+            if not spec.is_mandatory and not rules.applies_to(spec) and spec.identifier != self.autofill_field
+        )
+        self.forgiven = frozenset() if batch.strict else frozenset(forgivable)
+        header = batch.header
+        self.width = len(header)
+        self.field_columns: list[tuple[int, str]] = []
+        self.external_id_column: int | None = None
+        for index, column in enumerate(header):
+            target = batch.mapping.get(column)
+            if target == EXTERNAL_ID_TARGET:
+                self.external_id_column = index
+            elif target:
+                self.field_columns.append((index, target))
+        self.encoder = LinkEncoder(
+            link_keys(), template_id=uuid.UUID(str(template.pk)), batch_id=batch.pk, single_use=batch.single_use
+        )
+        self.base_url = settings.PUBLIC_BASE_URL.rstrip("/") + "/p/"
+
+    def check(self, number: int, cells: list[str]) -> Row:
+        row = Row(number=number, cells=cells)
+        if len(cells) > self.width:
+            # smartpass_link and error sit right after the header's columns, so the extra values cannot get
+            # columns of their own: they go into the error, whole, so that nothing the file held is lost.
+            extra = cells[self.width :]
+            row.cells = cells[: self.width]
+            many = f"{len(extra)} more cells" if len(extra) > 1 else "1 more cell"
+            quoted = ", ".join(f"“{value}”" for value in extra)
+            row.error = (
+                f"This row has {many} than the header: {quoted}. "
+                "Check it for a stray delimiter or a missing quotation mark."
+            )
+            return row
+        if is_empty(cells):
+            row.error = "This row is empty."
+            return row
+        clean, errors, warnings = self.validator.validate(
+            {identifier: cells[index] for index, identifier in self.field_columns}
+        )
+        explicit = None
+        if self.external_id_column is not None:
+            try:
+                explicit = explicit_external_id(
+                    template=self.template, raw=cells[self.external_id_column], setting=self.autofill_setting
+                )
+            except InvalidIdentity as exc:
+                errors[EXTERNAL_ID_TARGET] = f"External ID: {exc}"
+        if errors:
+            if not errors.keys() <= self.forgiven:
+                row.error = " ".join(errors.values())  # every problem of the row, forgivable ones too
+                return row
+            row.notes.extend(f"Warning: {error} The link was made without it." for error in errors.values())
+        if warnings:
+            row.notes.extend(f"Warning: {warning}" for warning in warnings.values())
+        row.fields = fields = {
+            identifier: clean[identifier] for _, identifier in self.field_columns if clean.get(identifier)
+        }
+        row.explicit_external_id = explicit
+        external_id = explicit
+        if external_id is None and self.autofill_field is not None:
+            try:
+                external_id = external_id_for(self.autofill_source, clean.get(self.autofill_field), region=self.region)
+            except InvalidIdentity as exc:  # already validated as a field; kept for a field of another format
+                row.error = f"External ID: {exc}"
+                return row
+        row.external_id = external_id
+        # Two rows are the same holder when they share an External ID; without one, when every value matches.
+        if external_id:
+            key = "x\x00" + external_id
+        else:
+            key = "v\x00" + "\x00".join(chain.from_iterable(sorted(fields.items())))
+        row.digest = hashlib.blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
+        return row
+
+    def link(self, row: Row) -> str:
+        token = self.encoder.encode(row.fields or {}, row=row.number, external_id=row.explicit_external_id)
+        return self.base_url + token
+
+
+def is_empty(cells: list[str]) -> bool:
+    return not "".join(cells).strip()

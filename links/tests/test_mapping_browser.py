@@ -1,0 +1,44 @@
+"""The strict choice on the mapping page, in Chromium: a manager ticks it, and the row with a bad optional phone
+gets no link (without it, that row would get its link without the phone)."""
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from conftest import login
+from links import services
+from links.models import LinkBatch
+from templates_sync import sync
+from templates_sync.sandbox import DEMO_TEMPLATE_ID
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def test_a_manager_ticks_strict_and_the_row_with_a_bad_optional_phone_gets_no_link(
+    page, live_server, live_sandbox, manager, settings, tmp_path
+):
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    sync.templates_sync_all()
+    campaign = tmp_path / "vor.csv"
+    campaign.write_text("Nafn,Netfang,Símanúmer\nAnna,anna@example.is,600 5729\nBjörn,bjorn@example.is,820 0001\n")
+    login(page, live_server, "maria")
+    page.goto(f"{live_server.url}/templates/{DEMO_TEMPLATE_ID}/")
+    page.get_by_role("link", name="Generate links").click()
+    page.set_input_files("input[type=file]", str(campaign))
+    page.get_by_role("button", name="Upload and preview").click()
+
+    strict = page.get_by_label("Strict: no link for a row with an invalid optional value")
+    expect(strict).not_to_be_checked()
+    expect(page.get_by_text("Without it, such a row gets its link without that value")).to_be_visible()
+    page.get_by_text("Strict: no link for a row with an invalid optional value").click()  # the label ticks it
+    expect(strict).to_be_checked()
+    page.get_by_role("button", name="Generate links").click()
+    expect(page.locator("[data-run-status] .badge")).to_be_attached()
+
+    batch = LinkBatch.objects.get()
+    assert batch.strict is True
+    services.link_batch_process(batch_id=batch.pk)  # what the worker does
+    page.reload()
+    expect(page.locator("dd.count-links")).to_have_text("1")
+    expect(page.locator("dd.count-errors")).to_contain_text("1")
+    expect(page.locator("dd.strictness")).to_have_text("refuse the row (strict)")
