@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('links', '0002_linkbatch_duplicate_claims'),
+        ('links', '0003_batch_single_use_events_claims'),
     ]
 
     operations = [
