@@ -95,7 +95,7 @@ def main() -> None:
         bare.append(timed(lambda: bare_fetch(sandbox.url, "bench", "bench-secret", args.page_size))[0])
         empty_mirror()
         seconds, run = timed(sync.templates_sync_all)
-        assert run.status == "succeeded" and run.created == args.templates, (run.status, run.error)
+        assert run.status == "succeeded" and run.created_count == args.templates, (run.status, run.error)
         full.append(seconds)
         with connection.cursor() as cursor:  # as after a quiet quarter-hour: the writes have settled
             cursor.execute("VACUUM ANALYZE templates_sync_passtemplate")

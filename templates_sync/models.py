@@ -177,8 +177,8 @@ class SyncRun(models.Model):
     pages = models.PositiveIntegerField(default=0)
     total_pages = models.PositiveIntegerField(null=True, blank=True)
     total_items = models.PositiveIntegerField(null=True, blank=True)
-    created = models.PositiveIntegerField(default=0)
-    updated = models.PositiveIntegerField(default=0)
+    created_count = models.PositiveIntegerField(default=0)
+    updated_count = models.PositiveIntegerField(default=0)
     unchanged = models.PositiveIntegerField(default=0)
     removed = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
@@ -216,8 +216,8 @@ class SyncRun(models.Model):
             "id": self.pk,
             "kind": self.kind,
             "status": self.status,
-            "created": self.created,
-            "updated": self.updated,
+            "created_count": self.created_count,
+            "updated_count": self.updated_count,
             "unchanged": self.unchanged,
             "removed": self.removed,
             "pages": self.pages,

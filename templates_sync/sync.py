@@ -296,7 +296,7 @@ class PagePrefetcher:
 
 
 PROGRESS_EVERY_SECONDS = 0.5
-_PROGRESS_FIELDS = ["created", "updated", "unchanged", "pages", "total_pages", "total_items"]
+_PROGRESS_FIELDS = ["created_count", "updated_count", "unchanged", "pages", "total_pages", "total_items"]
 
 
 def templates_sync_all(
@@ -324,8 +324,8 @@ def _sync_every_page(run: SyncRun, *, client: SmartPagesClient) -> None:
             fresh = [item for item in page.data if str(item.get("id")) not in seen]
             seen.update(str(item.get("id")) for item in page.data)
             created, updated, unchanged = _store(fresh, known=known, now=timezone.now())
-            run.created += created
-            run.updated += updated
+            run.created_count += created
+            run.updated_count += updated
             run.unchanged += unchanged
             run.pages += 1
             run.total_pages, run.total_items = page.total_pages, page.total_items
@@ -375,7 +375,7 @@ def _mark_removed(run: SyncRun, *, client: SmartPagesClient, known: dict, seen: 
             )
             continue
         created, updated, unchanged = _store([item], known=known, now=timezone.now())
-        run.updated += updated
+        run.updated_count += updated
 
 
 def template_refresh(*, template_id: str, triggered_by=None, trigger: str = SyncRun.Trigger.MANUAL,
@@ -401,4 +401,4 @@ def _refresh_one(run: SyncRun, template_id: str, *, client: SmartPagesClient) ->
         return
     if str(item.get("id")) != template_id:
         raise InvalidTemplate("SmartPages answered with a different template than the one asked for.")
-    run.created, run.updated, run.unchanged = _store([item], known=_mirror_state([template_id]), now=timezone.now())
+    run.created_count, run.updated_count, run.unchanged = _store([item], known=_mirror_state([template_id]), now=timezone.now())

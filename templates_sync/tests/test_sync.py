@@ -17,7 +17,7 @@ def test_a_multi_page_sync_mirrors_every_field_exactly(sandbox, settings):
     settings.SMARTPAGES_PAGE_SIZE = 10
     run = sync.templates_sync_all()
 
-    assert (run.status, run.created, run.pages, run.total_items) == ("succeeded", 25, 3, 25)
+    assert (run.status, run.created_count, run.pages, run.total_items) == ("succeeded", 25, 3, 25)
     assert PassTemplate.objects.count() == 25
     for template_id in sandbox.template_ids():
         upstream = sandbox.get_template(template_id)
@@ -43,7 +43,7 @@ def test_the_server_page_size_wins_over_the_one_asked_for(sandbox, settings):
     settings.SMARTPAGES_PAGE_SIZE = 1000  # the sandbox caps pages at 100, as the real API may
     sandbox.reset_counts()
     run = sync.templates_sync_all()
-    assert (run.status, run.pages, run.created) == ("succeeded", 1, 25)
+    assert (run.status, run.pages, run.created_count) == ("succeeded", 1, 25)
 
 
 def test_an_unchanged_resync_writes_no_template_row(sandbox, settings):
@@ -54,7 +54,7 @@ def test_an_unchanged_resync_writes_no_template_row(sandbox, settings):
     with CaptureQueriesContext(connection) as queries:
         run = sync.templates_sync_all()
 
-    assert (run.status, run.created, run.updated, run.unchanged, run.removed) == ("succeeded", 0, 0, 25, 0)
+    assert (run.status, run.created_count, run.updated_count, run.unchanged, run.removed) == ("succeeded", 0, 0, 25, 0)
     mirror_writes = [
         q["sql"] for q in queries.captured_queries
         if q["sql"].split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE")
@@ -76,7 +76,7 @@ def test_changed_added_and_removed_templates_are_mirrored(sandbox):
 
     run = sync.templates_sync_all()
 
-    assert (run.status, run.created, run.updated, run.removed) == ("succeeded", 1, 1, 1)
+    assert (run.status, run.created_count, run.updated_count, run.removed) == ("succeeded", 1, 1, 1)
     renamed = PassTemplate.objects.get(pk=first)
     assert renamed.name == "Nýtt nafn"
     assert list(renamed.input_fields.values_list("identifier", flat=True)) == ["netfang"]
@@ -95,7 +95,7 @@ def test_a_template_that_comes_back_is_no_longer_marked_removed(sandbox):
 
     run = sync.templates_sync_all()
 
-    assert run.updated == 1
+    assert run.updated_count == 1
     assert PassTemplate.objects.get(pk=template_id).removed_at is None
 
 
@@ -159,7 +159,7 @@ def test_refreshing_one_template_updates_it_and_a_404_marks_it_removed(sandbox):
     refreshed = sync.template_refresh(template_id=first)
     missing = sync.template_refresh(template_id=second)
 
-    assert (refreshed.status, refreshed.updated) == ("succeeded", 1)
+    assert (refreshed.status, refreshed.updated_count) == ("succeeded", 1)
     assert PassTemplate.objects.get(pk=first).description == "Uppfærð lýsing"
     assert (missing.status, missing.removed) == ("succeeded", 1)
     assert PassTemplate.objects.get(pk=second).is_removed

@@ -26,7 +26,7 @@ def test_celery_beat_triggers_the_full_sync_and_a_worker_runs_it(live_sandbox):
         )
     finally:
         stop_celery(process)
-    assert run.created + run.updated + run.unchanged == len(live_sandbox.template_ids())
+    assert run.created_count + run.updated_count + run.unchanged == len(live_sandbox.template_ids())
     assert PassTemplate.objects.filter(removed_at__isnull=True).count() == len(live_sandbox.template_ids())
 
 
