@@ -196,13 +196,20 @@ SMARTPAGES_KEY_TOKEN = env.str("SMARTPAGES_KEY_TOKEN", default="")
 SMARTPAGES_PAGE_SIZE = env.int("SMARTPAGES_PAGE_SIZE", default=100)
 SMARTPAGES_TIMEOUT = (env.float("SMARTPAGES_CONNECT_TIMEOUT", default=5.0), env.float("SMARTPAGES_READ_TIMEOUT", default=30.0))
 TEMPLATE_SYNC_INTERVAL = env.int("TEMPLATE_SYNC_INTERVAL", default=900)
-# A full sync still marked running after this long is taken as abandoned (its worker died).
-TEMPLATE_SYNC_LOCK_SECONDS = env.int("TEMPLATE_SYNC_LOCK_SECONDS", default=1800)
+# A running sync beats every TEMPLATE_SYNC_HEARTBEAT_SECONDS; one silent for TEMPLATE_SYNC_STALE_SECONDS lost its
+# worker and is taken over (lock released, a fresh run queued) by the sweep every TEMPLATE_SYNC_SWEEP_SECONDS.
+TEMPLATE_SYNC_HEARTBEAT_SECONDS = env.float("TEMPLATE_SYNC_HEARTBEAT_SECONDS", default=10.0)
+TEMPLATE_SYNC_STALE_SECONDS = env.int("TEMPLATE_SYNC_STALE_SECONDS", default=120)
+TEMPLATE_SYNC_SWEEP_SECONDS = env.float("TEMPLATE_SYNC_SWEEP_SECONDS", default=60.0)
 CELERY_BEAT_SCHEDULE = {
     "sync-all-templates": {
         "task": "templates_sync.sync_all_templates",
         "schedule": float(TEMPLATE_SYNC_INTERVAL),
         "kwargs": {"trigger": "beat"},
+    },
+    "take-over-stale-syncs": {
+        "task": "templates_sync.take_over_stale_syncs",
+        "schedule": TEMPLATE_SYNC_SWEEP_SECONDS,
     },
     # A safety net for claims whose retry task was lost (e.g. the broker was down when it was enqueued).
     "retry-stale-pending-members": {"task": "members.retry_stale_pending", "schedule": 300.0},

@@ -149,7 +149,10 @@ class SyncRun(models.Model):
     """One sync of the template mirror: a full run over every page, or a refresh of one template.
 
     A full run in status RUNNING is also the lock that keeps runs one at a time: a partial unique
-    constraint lets only one such row exist, on SQLite (embedded mode) as on PostgreSQL.
+    constraint lets only one such row exist, on SQLite (embedded mode) as on PostgreSQL. A running run
+    beats `heartbeat_at` while it works; one whose beat is older than TEMPLATE_SYNC_STALE_SECONDS lost its
+    worker and is taken over (marked failed, which releases the lock). QUEUED rows are work recorded but
+    not yet picked up by a worker.
     """
 
     class Kind(models.TextChoices):
@@ -168,6 +171,7 @@ class SyncRun(models.Model):
         MANUAL = "manual", "Sync now"
         COMMAND = "command", "Command"
         CLAIM = "claim", "Claim refused upstream"
+        RECOVERY = "recovery", "Re-run after a stopped worker"
 
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.FULL)
     template_id = models.UUIDField(null=True, blank=True)
@@ -186,6 +190,7 @@ class SyncRun(models.Model):
     queued_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of a running run.")
 
     class Meta:
         ordering = ["-queued_at", "-id"]

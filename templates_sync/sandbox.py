@@ -53,6 +53,42 @@ FIELD_FORMATS = ("TEXT", "NUMBER", "DATE", "EMAIL", "URL", "KENNITALA", "PHONE_N
 FIELD_TYPES = ("ISSUER", "MEMBER")
 FAULT_SCOPES = ("all", "templates", "passes")
 
+HOSTILE_TEMPLATE_ID = "0badc0de-0000-4000-8000-000000000001"  # stored after cleaning
+HOSTILE_UNREADABLE_ID = "0badc0de-0000-4000-8000-000000000002"  # skipped: a price nobody can read
+HOSTILE_TOTAL_ITEMS = 10**11
+
+
+def _hostile_items() -> list[object]:
+    """What a broken or hostile upstream might send in a template list: values too long for their
+    columns, NUL bytes (which PostgreSQL refuses in text and jsonb), numbers out of every column's
+    range, a script URL, and items no mirror can store (no usable id, not an object, an unreadable price)."""
+    long_identifier = "x" * 300
+    return [
+        {
+            "id": HOSTILE_TEMPLATE_ID,
+            "type": "MEMBER" * 7,
+            "name": "Hostile\x00 " + "N" * 5000,
+            "description": "Line one\x00line two",
+            "status": "S" * 40,
+            "stamps": 10**11,
+            "passPrice": 10**15,
+            "kennitalaAgeVerification": -(10**11),
+            "deliveryPageUrl": "javascript:alert(document.cookie)",
+            "whenLastUpdateSent": "not a date",
+            "disableIssue": False,
+            "posDistributionOnly": False,
+            "nested": {"key\x00": ["value\x00"]},
+            "inputFields": [
+                {"label": "A\x00", "identifier": long_identifier + "a", "format": "TEXT" * 10, "type": "MEMBER"},
+                {"label": "B", "identifier": long_identifier + "b", "format": "TEXT", "type": "MEMBER"},
+            ],
+        },
+        {"id": "not-a-uuid", "name": "No usable id", "status": "ACTIVE", "type": "MEMBER"},
+        42,
+        {"id": HOSTILE_UNREADABLE_ID, "name": "Priced in words", "status": "ACTIVE", "type": "MEMBER",
+         "passPrice": "a thousand krónur"},
+    ]
+
 # Keys the docs mark optional ("may be null or absent"); generated templates leave some of them out.
 OPTIONAL_TEMPLATE_KEYS = (
     "name",
@@ -80,6 +116,7 @@ class Faults:
     broken_json_page: int | None = None  # template-list page (0-based) whose 200 body is invalid JSON, every time
     slow_seconds: float = 0.0  # sleep before every API response (within scope)
     mutate_after_page: int | None = None  # after serving this list page once, the list changes under the client
+    hostile_items: bool = False  # the first list page also carries HOSTILE_ITEMS, and totalItems says 10**11
     scope: str = "all"  # "all" | "templates" | "passes": which endpoints the faults hit
     seed: int = 0  # faults drawn from random.Random(seed) so runs are repeatable
 
@@ -330,13 +367,19 @@ class SmartPagesSandbox:
     def _list_page_body(self, page: int, page_size: int) -> bytes:
         with self._lock:
             total_items = len(self._template_order)
+            total_pages = math.ceil(total_items / page_size)
             page_ids = self._template_order[page * page_size : (page + 1) * page_size]
-            data = b",".join(self._encoded_templates[template_id] for template_id in page_ids)
+            encoded = [self._encoded_templates[template_id] for template_id in page_ids]
+            if self._faults.hostile_items:
+                if page == 0:
+                    encoded = [_encode_json(item) for item in _hostile_items()] + encoded
+                total_items = HOSTILE_TOTAL_ITEMS
+            data = b",".join(encoded)
         head = _encode_json(
             {
                 "page": page,
                 "pageSize": page_size,
-                "totalPages": math.ceil(total_items / page_size),
+                "totalPages": total_pages,
                 "totalItems": total_items,
             }
         )

@@ -1,4 +1,5 @@
 """Celery entry points for the template mirror: thin, they take ids and call the sync service."""
+
 from celery import shared_task
 from django.contrib.auth import get_user_model
 
@@ -7,7 +8,9 @@ from .models import SyncRun
 
 
 @shared_task(name="templates_sync.sync_all_templates")
-def sync_all_templates(*, run_id: int | None = None, trigger: str = SyncRun.Trigger.BEAT, user_id: int | None = None) -> str:
+def sync_all_templates(
+    *, run_id: int | None = None, trigger: str = SyncRun.Trigger.BEAT, user_id: int | None = None
+) -> str:
     run = SyncRun.objects.filter(pk=run_id).first() if run_id else None
     user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
     return sync.templates_sync_all(run=run, trigger=trigger, triggered_by=user).status
@@ -21,3 +24,13 @@ def refresh_template(
     run = SyncRun.objects.filter(pk=run_id).first() if run_id else None
     user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
     return sync.template_refresh(template_id=template_id, run=run, triggered_by=user, trigger=trigger).status
+
+
+@shared_task(name="templates_sync.take_over_stale_syncs")
+def take_over_stale_syncs() -> int:
+    """Beat's sweep: runs whose worker died are marked failed, and each full one is queued afresh."""
+    taken = sync.sync_runs_take_over_stale()
+    for _ in taken:
+        run = sync.sync_run_queue(trigger=SyncRun.Trigger.RECOVERY)
+        sync_all_templates.delay_on_commit(run_id=run.pk, trigger=SyncRun.Trigger.RECOVERY)
+    return len(taken)

@@ -8,6 +8,7 @@ from django.test.utils import CaptureQueriesContext
 
 from templates_sync import sync
 from templates_sync.models import PassTemplate, SyncRun, TemplateInputField
+from conftest import wait_for
 from templates_sync.sandbox import Faults
 
 pytestmark = pytest.mark.django_db
@@ -273,10 +274,9 @@ def test_a_full_sync_and_a_refresh_writing_the_same_new_template_do_not_collide(
     known_before = sync._mirror_state()  # the full run's view: the template is not there yet
     sync.template_refresh(template_id=template_id)  # meanwhile, a refresh stores it with its fields
 
-    created, updated, unchanged = sync._store([sandbox.get_template(template_id)], known=known_before,
-                                              now=timezone.now())  # fmt: skip
+    page = sync._store([sandbox.get_template(template_id)], known=known_before, now=timezone.now())
 
-    assert (created, updated, unchanged) == (1, 0, 0)
+    assert (page.created, page.updated, page.unchanged) == (1, 0, 0)
     upstream_fields = [f["identifier"] for f in sandbox.get_template(template_id)["inputFields"]]
     assert list(TemplateInputField.objects.filter(template_id=template_id).values_list("identifier", flat=True)) == (
         upstream_fields
@@ -303,3 +303,174 @@ def test_a_refresh_asked_for_by_a_refused_claim_is_recorded_as_such(sandbox):
     assert refresh_template(template_id, trigger=SyncRun.Trigger.CLAIM) == "succeeded"
     run = SyncRun.objects.get()
     assert (run.kind, run.trigger, run.get_trigger_display()) == ("single", "claim", "Claim refused upstream")
+
+
+# --- hostile upstream data ----------------------------------------------------------------------------------
+def test_hostile_upstream_data_is_made_to_fit_or_skipped_and_the_run_finishes(sandbox, settings):
+    from templates_sync.sandbox import HOSTILE_TEMPLATE_ID, HOSTILE_UNREADABLE_ID
+
+    settings.SMARTPAGES_PAGE_SIZE = 10
+    sandbox.faults = Faults(hostile_items=True)
+
+    run = sync.templates_sync_all()
+
+    assert run.status == "succeeded", run.error
+    assert (run.created_count, run.pages, run.removed) == (26, 3, 0)  # 25 + the cleaned hostile template
+    assert SyncRun.objects.get(pk=run.pk).total_items == 2**31 - 1  # 10**11 announced, held at the column's bound
+    assert run.warning.startswith("3 template(s) SmartPages sent could not be stored and were skipped:")
+    assert "'not-a-uuid'" in run.warning and "'42'" in run.warning and HOSTILE_UNREADABLE_ID in run.warning
+    assert "no template was marked removed" in run.warning  # 10**11 announced, 29 read
+    assert not PassTemplate.objects.filter(pk=HOSTILE_UNREADABLE_ID).exists()
+
+    hostile = PassTemplate.objects.get(pk=HOSTILE_TEMPLATE_ID)
+    assert hostile.name == ("Hostile " + "N" * 5000)[:500]
+    assert hostile.description == "Line oneline two"
+    assert (hostile.status, hostile.type) == ("S" * 16, ("MEMBER" * 7)[:32])
+    assert (hostile.stamps, hostile.kennitala_age_verification) == (2**31 - 1, -(2**31))
+    assert hostile.pass_price == Decimal("999999999999.99")
+    assert hostile.issue_refusal_reason  # still a sold pass, however large its price
+    assert hostile.when_last_update_sent is None
+    assert hostile.raw["nested"] == {"key": ["value"]} and hostile.raw["stamps"] == 10**11
+    fields = list(hostile.input_fields.values_list("identifier", "label", "format"))
+    assert fields == [("x" * 200, "A", "TEXT" * 8)]  # both identifiers are the same once cut to 200
+
+    again = sync.templates_sync_all()  # the lock was released; nothing changed, so nothing is written
+    assert (again.status, again.created_count, again.updated_count, again.unchanged) == ("succeeded", 0, 0, 26)
+    assert not SyncRun.objects.filter(status="running").exists()
+
+
+def test_a_refresh_of_a_template_that_cannot_be_stored_fails_with_the_reason(sandbox):
+    template_id = sandbox.template_ids()[1]
+    sandbox.update_template(template_id, passPrice="a thousand krónur")
+
+    run = sync.template_refresh(template_id=template_id)
+
+    assert run.status == "failed"
+    assert run.error.startswith(f"Template {template_id} has a number the mirror cannot read")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_connection_killed_mid_run_still_ends_the_run_and_releases_the_lock(sandbox, settings):
+    settings.SMARTPAGES_PAGE_SIZE = 5
+    sandbox.faults = Faults(slow_seconds=0.3, scope="templates")
+    connection.ensure_connection()
+    backend = connection.connection.info.backend_pid
+
+    def kill_when_mid_way():
+        try:
+            wait_for(lambda: SyncRun.objects.filter(status="running", pages__gte=2).exists(), message="a page or two")
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [backend])
+        finally:
+            connection.close()
+
+    killer = threading.Thread(target=kill_when_mid_way)
+    killer.start()
+    run = sync.templates_sync_all()
+    killer.join()
+
+    stored = SyncRun.objects.get(pk=run.pk)
+    assert (stored.status, stored.error) == ("failed", "Unexpected error; see the worker log.")
+    assert stored.finished_at is not None
+    assert sync.templates_sync_all().status == "succeeded"  # the lock was released
+
+
+# --- heartbeat and take-over ----------------------------------------------------------------------------
+def _running_run(*, beat_seconds_ago: float, **values) -> SyncRun:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    beat = timezone.now() - timedelta(seconds=beat_seconds_ago)
+    return SyncRun.objects.create(trigger="beat", status="running", started_at=beat, heartbeat_at=beat, **values)
+
+
+def test_a_stale_run_is_taken_over_and_a_new_run_starts_at_once(sandbox, settings):
+    settings.TEMPLATE_SYNC_STALE_SECONDS = 120
+    dead = _running_run(beat_seconds_ago=121)
+
+    run = sync.templates_sync_all()
+
+    assert run.status == "succeeded"
+    dead.refresh_from_db()
+    assert (dead.status, dead.error) == ("failed", "Abandoned: its worker stopped beating (no heartbeat for 120 s); taken over.")
+
+
+def test_a_run_whose_worker_still_beats_holds_the_lock(sandbox, settings):
+    settings.TEMPLATE_SYNC_STALE_SECONDS = 120
+    _running_run(beat_seconds_ago=60)
+    assert sync.templates_sync_all().status == "skipped"
+
+
+def test_a_task_delivered_again_while_its_worker_beats_leaves_the_run_alone(sandbox, settings):
+    from templates_sync.tasks import sync_all_templates
+
+    settings.TEMPLATE_SYNC_STALE_SECONDS = 120
+    run = _running_run(beat_seconds_ago=5, pages=7, total_pages=50)
+
+    assert sync_all_templates(run_id=run.pk) == "running"
+    run.refresh_from_db()
+    assert (run.status, run.pages) == ("running", 7)
+
+
+def test_a_task_delivered_again_after_its_worker_died_starts_its_counts_afresh(sandbox, settings):
+    from templates_sync.tasks import sync_all_templates
+
+    settings.SMARTPAGES_PAGE_SIZE = 10
+    settings.TEMPLATE_SYNC_STALE_SECONDS = 120
+    run = _running_run(beat_seconds_ago=300, pages=71, total_pages=50, created_count=700, unchanged=9)
+
+    assert sync_all_templates(run_id=run.pk) == "succeeded"
+    run.refresh_from_db()
+    assert (run.pages, run.total_pages, run.created_count, run.unchanged) == (3, 3, 25, 0)
+
+
+def test_the_sweep_takes_over_stale_runs_and_queues_a_fresh_full_one(sandbox, settings):
+    from templates_sync.tasks import take_over_stale_syncs
+
+    settings.TEMPLATE_SYNC_STALE_SECONDS = 120
+    full = _running_run(beat_seconds_ago=200)
+    single = _running_run(beat_seconds_ago=200, kind="single", template_id=sandbox.template_ids()[0])
+    alive = _running_run(beat_seconds_ago=1, kind="single", template_id=sandbox.template_ids()[1])
+
+    assert take_over_stale_syncs() == 1
+
+    statuses = dict(SyncRun.objects.values_list("pk", "status"))
+    assert (statuses[full.pk], statuses[single.pk], statuses[alive.pk]) == ("failed", "failed", "running")
+    fresh = SyncRun.objects.get(trigger="recovery")
+    assert (fresh.kind, fresh.status) == ("full", "queued")
+    assert take_over_stale_syncs() == 0  # each dead run is taken over once
+
+
+def test_a_run_beats_while_it_waits_for_a_slow_page(sandbox, settings):
+    settings.SMARTPAGES_PAGE_SIZE = 100
+    settings.TEMPLATE_SYNC_HEARTBEAT_SECONDS = 0.2
+    sandbox.faults = Faults(slow_seconds=1.5, scope="templates")
+
+    with CaptureQueriesContext(connection) as queries:
+        run = sync.templates_sync_all()
+
+    assert (run.status, run.pages) == ("succeeded", 1)
+    beats = [q for q in queries.captured_queries if q["sql"].startswith('UPDATE "templates_sync_syncrun" SET "heartbeat_at"')]
+    assert len(beats) >= 4  # one every 0.2 s of the 1.5 s wait, besides the progress saves
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_taken_over_while_it_works_stops_writing(sandbox, settings):
+    settings.SMARTPAGES_PAGE_SIZE = 5
+    sandbox.faults = Faults(slow_seconds=0.3, scope="templates")
+
+    def take_over_when_mid_way():
+        try:
+            wait_for(lambda: SyncRun.objects.filter(status="running", pages__gte=1).exists(), message="a page")
+            SyncRun.objects.filter(status="running").update(status="failed", error="Taken over by the test.")
+        finally:
+            connection.close()
+
+    taker = threading.Thread(target=take_over_when_mid_way)
+    taker.start()
+    run = sync.templates_sync_all()
+    taker.join()
+
+    assert (run.status, run.error) == ("failed", "Taken over by the test.")
+    assert run.pages < 5
