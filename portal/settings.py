@@ -187,6 +187,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = 1800
 CELERY_TASK_TIME_LIMIT = 1900
 CELERY_TIMEZONE = TIME_ZONE
+# The queue tasks are sent to and workers consume: lets a test's workers (or a second deployment) share a Redis
+# database without taking each other's tasks.
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="celery")
 CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / "var" / "celerybeat-schedule")
 
 # --- SmartPages upstream ----------------------------------------------------------------------------------
