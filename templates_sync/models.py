@@ -1,7 +1,10 @@
 """The local mirror of the issuer's SmartPages pass templates and the record of each sync run."""
+from datetime import datetime, timedelta
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class PassTemplate(models.Model):
@@ -204,6 +207,11 @@ class SyncRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} #{self.pk} ({self.status})"
+
+    @staticmethod
+    def stale_before() -> datetime:
+        """A running run whose last heartbeat is older than this lost its worker."""
+        return timezone.now() - timedelta(seconds=settings.TEMPLATE_SYNC_STALE_SECONDS)
 
     @property
     def is_finished(self) -> bool:

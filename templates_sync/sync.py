@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 import orjson
@@ -140,11 +140,17 @@ def _template_columns(item: dict, *, digest: str, now: datetime, has_nul: bool =
         raise InvalidTemplate(
             f"SmartPages sent a template without a usable id ({_text(item.get('id'))[:40]!r})."
         ) from exc
-    try:
-        stamps, age = _clamped_int(item.get("stamps")), _clamped_int(item.get("kennitalaAgeVerification"))
-        price = _clamped_price(item.get("passPrice"))
-    except (TypeError, ValueError, InvalidOperation) as exc:
-        raise InvalidTemplate(f"Template {template_id} has a number the mirror cannot read ({exc}).") from exc
+    numbers = {}
+    for name, key, read in (
+        ("stamps", "stamps", _clamped_int),
+        ("kennitala_age_verification", "kennitalaAgeVerification", _clamped_int),
+        ("pass_price", "passPrice", _clamped_price),
+    ):
+        try:
+            numbers[name] = read(item.get(key))
+        except (TypeError, ValueError, InvalidOperation) as exc:
+            shown = _text(item.get(key))[:40]
+            raise InvalidTemplate(f"Template {template_id} has a {key} the mirror cannot read ({shown!r}).") from exc
     limits = _TEXT_LIMITS
     return {
         "id": template_id,
@@ -152,14 +158,14 @@ def _template_columns(item: dict, *, digest: str, now: datetime, has_nul: bool =
         "name": _text(item.get("name"), limit=limits["name"]),
         "description": _text(item.get("description")),
         "status": _text(item.get("status"), limit=limits["status"]),
-        "stamps": stamps,
-        "pass_price": price,
+        "stamps": numbers["stamps"],
+        "pass_price": numbers["pass_price"],
         "disable_issue": bool(item.get("disableIssue")),
         "pos_distribution_only": bool(item.get("posDistributionOnly")),
         "lock_input_fields": bool(item.get("lockInputFields")),
         "deliver_by_kennitala": bool(item.get("deliverByKennitala")),
         "use_email_domain_verification": bool(item.get("useEmailDomainVerification")),
-        "kennitala_age_verification": age,
+        "kennitala_age_verification": numbers["kennitala_age_verification"],
         "has_dynamic_barcode": bool(item.get("hasDynamicBarcode")),
         "supports_google_wallet": bool(item.get("supportsGoogleWallet")),
         "delivery_page_url": _text(item.get("deliveryPageUrl"), limit=limits["delivery_page_url"]),
@@ -372,14 +378,10 @@ _COUNTS_AFRESH = {
 }
 
 
-def _stale_before() -> datetime:
-    return timezone.now() - timedelta(seconds=settings.TEMPLATE_SYNC_STALE_SECONDS)
-
-
 def _stale_runs():
     """Running runs whose worker has not beaten for TEMPLATE_SYNC_STALE_SECONDS."""
     return SyncRun.objects.filter(status=SyncRun.Status.RUNNING).filter(
-        Q(heartbeat_at__lt=_stale_before()) | Q(heartbeat_at__isnull=True, started_at__lt=_stale_before())
+        Q(heartbeat_at__lt=SyncRun.stale_before()) | Q(heartbeat_at__isnull=True, started_at__lt=SyncRun.stale_before())
     )
 
 
@@ -412,7 +414,7 @@ def _claim_lock(run: SyncRun) -> bool:
     if run.status == SyncRun.Status.RUNNING:
         restarted = (
             SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING)
-            .filter(Q(heartbeat_at__lt=_stale_before()) | Q(heartbeat_at__isnull=True))
+            .filter(Q(heartbeat_at__lt=SyncRun.stale_before()) | Q(heartbeat_at__isnull=True))
             .update(started_at=now, heartbeat_at=now, **_COUNTS_AFRESH)
         )
         if not restarted:

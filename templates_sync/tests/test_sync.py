@@ -346,7 +346,7 @@ def test_a_refresh_of_a_template_that_cannot_be_stored_fails_with_the_reason(san
     run = sync.template_refresh(template_id=template_id)
 
     assert run.status == "failed"
-    assert run.error.startswith(f"Template {template_id} has a number the mirror cannot read")
+    assert run.error == f"Template {template_id} has a passPrice the mirror cannot read ('a thousand krónur')."
 
 
 @pytest.mark.django_db(transaction=True)
