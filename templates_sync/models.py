@@ -128,7 +128,9 @@ class TemplateInputField(models.Model):
         ISSUER = "ISSUER", "Issuer"
         MEMBER = "MEMBER", "Member"
 
-    template = models.ForeignKey(PassTemplate, on_delete=models.CASCADE, related_name="input_fields")
+    # No index of its own: the unique (template, identifier) index serves every lookup by template, and one
+    # index less to maintain is a quicker first sync.
+    template = models.ForeignKey(PassTemplate, on_delete=models.CASCADE, related_name="input_fields", db_index=False)
     position = models.PositiveIntegerField()
     identifier = models.CharField(max_length=200)
     label = models.CharField(max_length=500, blank=True)

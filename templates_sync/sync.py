@@ -415,10 +415,14 @@ class PageWriter:
         self._idle, self._idle_seconds = idle, idle_seconds
         self._error: BaseException | None = None
         self._thread = None
-        if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        if self._writes_in_thread():
             self._pages: queue.Queue = queue.Queue(maxsize=1)
             self._thread = threading.Thread(target=self._write_pages, daemon=True, name="template-page-writer")
             self._thread.start()
+
+    @staticmethod
+    def _writes_in_thread() -> bool:
+        return connection.vendor == "postgresql" and not connection.in_atomic_block
 
     def put(self, page: PreparedPage, *, now: datetime) -> None:
         if self._thread is None:
