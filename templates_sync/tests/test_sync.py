@@ -349,6 +349,24 @@ def test_a_refresh_of_a_template_that_cannot_be_stored_fails_with_the_reason(san
     assert run.error == f"Template {template_id} has a passPrice the mirror cannot read ('a thousand krónur')."
 
 
+def _sync_while(*, pages: int, action) -> SyncRun:
+    """A full sync, while another thread does `action()` once the run has read `pages` pages."""
+
+    def act_mid_way():
+        try:
+            wait_for(lambda: SyncRun.objects.filter(status="running", pages__gte=pages).exists(), message="pages")
+            action()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=act_mid_way)
+    thread.start()
+    try:
+        return sync.templates_sync_all()
+    finally:
+        thread.join()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_database_connection_killed_mid_run_still_ends_the_run_and_releases_the_lock(sandbox, settings):
     settings.SMARTPAGES_PAGE_SIZE = 5
@@ -356,18 +374,11 @@ def test_a_database_connection_killed_mid_run_still_ends_the_run_and_releases_th
     connection.ensure_connection()
     backend = connection.connection.info.backend_pid
 
-    def kill_when_mid_way():
-        try:
-            wait_for(lambda: SyncRun.objects.filter(status="running", pages__gte=2).exists(), message="a page or two")
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_terminate_backend(%s)", [backend])
-        finally:
-            connection.close()
+    def kill_the_sync_connection():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [backend])
 
-    killer = threading.Thread(target=kill_when_mid_way)
-    killer.start()
-    run = sync.templates_sync_all()
-    killer.join()
+    run = _sync_while(pages=2, action=kill_the_sync_connection)
 
     stored = SyncRun.objects.get(pk=run.pk)
     assert (stored.status, stored.error) == ("failed", "Unexpected error; see the worker log.")
@@ -460,17 +471,10 @@ def test_a_run_taken_over_while_it_works_stops_writing(sandbox, settings):
     settings.SMARTPAGES_PAGE_SIZE = 5
     sandbox.faults = Faults(slow_seconds=0.3, scope="templates")
 
-    def take_over_when_mid_way():
-        try:
-            wait_for(lambda: SyncRun.objects.filter(status="running", pages__gte=1).exists(), message="a page")
-            SyncRun.objects.filter(status="running").update(status="failed", error="Taken over by the test.")
-        finally:
-            connection.close()
+    def take_over():
+        SyncRun.objects.filter(status="running").update(status="failed", error="Taken over by the test.")
 
-    taker = threading.Thread(target=take_over_when_mid_way)
-    taker.start()
-    run = sync.templates_sync_all()
-    taker.join()
+    run = _sync_while(pages=1, action=take_over)
 
     assert (run.status, run.error) == ("failed", "Taken over by the test.")
     assert run.pages < 5
