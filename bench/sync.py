@@ -8,6 +8,7 @@ PostgreSQL counts them (goal: 0). Each timing is the median of --repeat interlea
 
     .venv/bin/python bench/sync.py [--templates 10000] [--repeat 3] [--now-only]
 """
+
 import argparse
 import base64
 import statistics
@@ -24,7 +25,9 @@ def bare_fetch(url: str, key_id: str, key_token: str, page_size: int) -> int:
     session.headers["Authorization"] = "Bearer " + base64.b64encode(f"{key_id}:{key_token}".encode()).decode()
     page, items = 0, 0
     while True:
-        body = session.get(f"{url}/api/v1/pass-template", params={"page": page, "page_size": page_size}, timeout=30).json()
+        body = session.get(
+            f"{url}/api/v1/pass-template", params={"page": page, "page_size": page_size}, timeout=30
+        ).json()
         items += len(body["data"])
         page += 1
         if page >= body["totalPages"]:
@@ -78,7 +81,11 @@ def main() -> None:
     from templates_sync.models import PassTemplate, SyncRun, TemplateInputField
 
     sandbox = start_sandbox_process(args.templates)
-    settings.SMARTPAGES_API_URL, settings.SMARTPAGES_KEY_ID, settings.SMARTPAGES_KEY_TOKEN = sandbox.url, "bench", "bench-secret"
+    settings.SMARTPAGES_API_URL, settings.SMARTPAGES_KEY_ID, settings.SMARTPAGES_KEY_TOKEN = (
+        sandbox.url,
+        "bench",
+        "bench-secret",
+    )
     settings.SMARTPAGES_PAGE_SIZE = args.page_size
     pages = -(-args.templates // args.page_size)
 
@@ -108,7 +115,11 @@ def main() -> None:
 
     current = (sync.PageWriter, sync._write_with_postgresql, False)
     steps = {
-        "before: json_to_recordset, written between fetches": (InlineWriter, upsert_writer(synchronous_commit=True), True),
+        "before: json_to_recordset, written between fetches": (
+            InlineWriter,
+            upsert_writer(synchronous_commit=True),
+            True,
+        ),
         "+ written by a thread while fetching": (sync.PageWriter, upsert_writer(synchronous_commit=True), True),
         "+ commits without waiting for WAL flush": (sync.PageWriter, upsert_writer(synchronous_commit=False), True),
         "+ COPY of new templates": (*current[:2], True),
@@ -190,7 +201,9 @@ def main() -> None:
         f = statistics.median(seconds)
         print(f"  {label:52s}{f:7.3f} s   ratio {f / b:5.2f}")
     print(f"unchanged re-sync                                     {r:7.3f} s   ratio {r / b:5.2f}  (goal <= 1.25)")
-    print(f"statements per page, full sync                        {first_statements / pages:7.2f}   (COPYs not counted)")
+    print(
+        f"statements per page, full sync                        {first_statements / pages:7.2f}   (COPYs not counted)"
+    )
     print(f"statements per page, re-sync                          {resync_statements / pages:7.2f}")
     print(f"mirror rows written by re-sync                        {resync_rows:7d}   (goal 0)")
 

@@ -1,4 +1,5 @@
 """The local mirror of the issuer's SmartPages pass templates and the record of each sync run."""
+
 from datetime import datetime, timedelta
 
 from django.conf import settings

@@ -1,4 +1,5 @@
 """Reads of the template mirror for pages, commands and the other apps."""
+
 import uuid
 
 from django.db.models import Q, QuerySet

@@ -1,4 +1,5 @@
 """Requests for sync work from people: record a queued run, hand it to a worker after commit."""
+
 from .models import PassTemplate, SyncRun
 from .selectors import running_full_sync
 from .sync import sync_run_queue, sync_run_skip

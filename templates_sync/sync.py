@@ -238,8 +238,8 @@ def _write_with_postgresql(templates: list[dict], fields: list[dict], *, replace
         # The mirror is rebuilt from SmartPages by the next run, so a crash may lose its last commits: not
         # waiting for each page's WAL flush takes the commit latency out of the run.
         cursor.execute("SET LOCAL synchronous_commit TO OFF")
-    kept = set(replaced)
-    new = [row for row in templates if str(row["id"]) not in kept]
+    changed_ids = set(replaced)
+    new = [row for row in templates if str(row["id"]) not in changed_ids]
     if new:
         new_ids = {row["id"] for row in new}
         new_fields = [row for row in fields if row["template_id"] in new_ids]
@@ -248,9 +248,9 @@ def _write_with_postgresql(templates: list[dict], fields: list[dict], *, replace
                 _copy_rows(new, new_fields, now=now)
         except IntegrityError:
             _upsert_with_postgresql(new, new_fields, replaced=[], now=now)
-    if kept:
-        changed = [row for row in templates if str(row["id"]) in kept]
-        changed_fields = [row for row in fields if str(row["template_id"]) in kept]
+    if changed_ids:
+        changed = [row for row in templates if str(row["id"]) in changed_ids]
+        changed_fields = [row for row in fields if str(row["template_id"]) in changed_ids]
         _upsert_with_postgresql(changed, changed_fields, replaced=replaced, now=now)
 
 
@@ -269,11 +269,8 @@ def _copy_rows(templates: list[dict], fields: list[dict], *, now: datetime) -> N
 @functools.cache
 def _copy_columns() -> tuple[list[str], list[str]]:
     # `raw` last, so each row is its other values plus its JSON text.
-    return ["id", *(name for name in _UPDATE_FIELDS if name != "raw"), "raw"], [
-        "template_id",
-        "identifier",
-        *_FIELD_UPDATE_COLUMNS,
-    ]
+    templates = ["id", *(name for name in _UPDATE_FIELDS if name != "raw"), "raw"]
+    return templates, ["template_id", "identifier", *_FIELD_UPDATE_COLUMNS]
 
 
 def _copy_statement(model, names: list[str]) -> str:
@@ -298,9 +295,9 @@ def _upsert_with_postgresql(templates: list[dict], fields: list[dict], *, replac
             cursor.execute(field_sql, [_json_text(fields)])
 
 
-def _json_text(rows) -> str:
+def _json_text(value) -> str:
     # orjson writes UUIDs and datetimes itself; Decimal prices go as strings, which PostgreSQL casts.
-    return orjson.dumps(rows, default=str).decode()
+    return orjson.dumps(value, default=str).decode()
 
 
 @functools.cache
@@ -664,14 +661,15 @@ class _Progress:
     def count(self) -> None:
         """Take the counts and the skipped templates' reasons from the writer."""
         run, writer = self.run, self.writer
+        if writer is None:
+            return
         run.created_count, run.updated_count, run.unchanged = writer.created, writer.updated, writer.unchanged
         run.warning = _skipped_warning(writer.skipped) if writer.skipped else ""
 
     def beat(self) -> None:
         """Save the counts and the heartbeat; raise RunTakenOver when the run is no longer this worker's."""
         run = self.run
-        if self.writer is not None:
-            self.count()
+        self.count()
         values = {name: getattr(run, name) for name in _PROGRESS_FIELDS}
         values["total_pages"], values["total_items"] = _column_count(run.total_pages), _column_count(run.total_items)
         if not SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(
@@ -713,26 +711,28 @@ def _sync_every_page(run: SyncRun, *, client: SmartPagesClient) -> None:
     clean, first_total = True, None
     progress = _Progress(run)
     heartbeat = {"idle": progress.beat, "idle_seconds": settings.TEMPLATE_SYNC_HEARTBEAT_SECONDS}
-    with PageWriter(**heartbeat) as writer:
-        progress.writer = writer
-        with PagePrefetcher(client, page_size=settings.SMARTPAGES_PAGE_SIZE, **heartbeat) as pages:
-            known = _mirror_state()
-            for page in pages:
-                if first_total is None:
-                    first_total = page.total_items
-                elif page.total_items != first_total:
-                    clean = False
-                ids = [str(item["id"]) if isinstance(item, dict) and "id" in item else None for item in page.data]
-                fresh = [item for item, key in zip(page.data, ids, strict=True) if key is None or key not in seen]
-                seen.update(key for key in ids if key is not None)
-                run.pages += 1
-                run.total_pages, run.total_items = page.total_pages, page.total_items
-                now = timezone.now()
-                writer.put(_prepare(fresh, known=known, now=now), now=now)
-                progress.tick()
-        if clean and len(seen) == first_total:
-            _mark_removed(progress, client=client, known=known, seen=seen)
-    progress.count()
+    try:
+        with PageWriter(**heartbeat) as writer:
+            progress.writer = writer
+            with PagePrefetcher(client, page_size=settings.SMARTPAGES_PAGE_SIZE, **heartbeat) as pages:
+                known = _mirror_state()
+                for page in pages:
+                    if first_total is None:
+                        first_total = page.total_items
+                    elif page.total_items != first_total:
+                        clean = False
+                    ids = [str(item["id"]) if isinstance(item, dict) and "id" in item else None for item in page.data]
+                    fresh = [item for item, key in zip(page.data, ids, strict=True) if key is None or key not in seen]
+                    seen.update(key for key in ids if key is not None)
+                    run.pages += 1
+                    run.total_pages, run.total_items = page.total_pages, page.total_items
+                    now = timezone.now()
+                    writer.put(_prepare(fresh, known=known, now=now), now=now)
+                    progress.tick()
+            if clean and len(seen) == first_total:
+                _mark_removed(progress, client=client, known=known, seen=seen)
+    finally:
+        progress.count()  # what was written, also when the run failed part of the way
     if not clean or len(seen) != first_total:
         changed = (
             f"Upstream changed during the run ({len(seen)} templates read, {first_total} announced): "

@@ -1,4 +1,5 @@
 """Staff pages for sync runs: start one, follow it, read the history."""
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required

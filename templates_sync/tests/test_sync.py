@@ -404,7 +404,8 @@ def test_a_stale_run_is_taken_over_and_a_new_run_starts_at_once(sandbox, setting
 
     assert run.status == "succeeded"
     dead.refresh_from_db()
-    assert (dead.status, dead.error) == ("failed", "Abandoned: its worker stopped beating (no heartbeat for 120 s); taken over.")
+    assert dead.status == "failed"
+    assert dead.error == "Abandoned: its worker stopped beating (no heartbeat for 120 s); taken over."
 
 
 def test_a_run_whose_worker_still_beats_holds_the_lock(sandbox, settings):
@@ -462,7 +463,8 @@ def test_a_run_beats_while_it_waits_for_a_slow_page(sandbox, settings):
         run = sync.templates_sync_all()
 
     assert (run.status, run.pages) == ("succeeded", 1)
-    beats = [q for q in queries.captured_queries if q["sql"].startswith('UPDATE "templates_sync_syncrun" SET "heartbeat_at"')]
+    beat_sql = 'UPDATE "templates_sync_syncrun" SET "heartbeat_at"'
+    beats = [q for q in queries.captured_queries if q["sql"].startswith(beat_sql)]
     assert len(beats) >= 4  # one every 0.2 s of the 1.5 s wait, besides the progress saves
 
 
