@@ -255,15 +255,39 @@ def _write_with_postgresql(templates: list[dict], fields: list[dict], *, replace
 
 
 def _copy_rows(templates: list[dict], fields: list[dict], *, now: datetime) -> None:
+    # COPY's text format built here: about half the Python time of psycopg's write_row per value.
     template_columns, field_columns = _copy_columns()
+    first_seen = now.isoformat()
+    template_lines = [
+        "\t".join([*(_copy_value(row[name]) for name in template_columns[:-1]), _copy_json(row["raw"]), first_seen])
+        for row in templates
+    ]
     with connection.cursor() as cursor, connection.wrap_database_errors:
         with cursor.cursor.copy(_copy_statement(PassTemplate, [*template_columns, "first_seen_at"])) as copy:
-            for row in templates:
-                copy.write_row([*(row[name] for name in template_columns[:-1]), _json_text(row["raw"]), now])
+            copy.write("\n".join(template_lines) + "\n")
         if fields:
+            field_lines = ["\t".join([_copy_value(row[name]) for name in field_columns]) for row in fields]
             with cursor.cursor.copy(_copy_statement(TemplateInputField, field_columns)) as copy:
-                for row in fields:
-                    copy.write_row([row[name] for name in field_columns])
+                copy.write("\n".join(field_lines) + "\n")
+
+
+def _copy_value(value) -> str:
+    """One value in COPY's text format: \\N for NULL, backslash, tab and line breaks escaped."""
+    if value is None:
+        return "\\N"
+    if value is True or value is False:
+        return "t" if value else "f"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    text = str(value)
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return text
+
+
+def _copy_json(value) -> str:
+    # JSON text has no raw tab or line break (JSON escapes them): only its backslashes need doubling.
+    return _json_text(value).replace("\\", "\\\\")
 
 
 @functools.cache

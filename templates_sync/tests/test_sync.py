@@ -230,6 +230,8 @@ def test_the_postgresql_writer_stores_exactly_what_the_orm_writer_stores(sandbox
     from django.utils import timezone
 
     now = timezone.now()
+    tricky = "tab\there, line\nbreak\r\nand a back\\slash \\N \\t"  # what COPY's text format must escape
+    sandbox.update_template(sandbox.template_ids()[3], name=tricky, description=tricky)
     items = [sandbox.get_template(template_id) for template_id in sandbox.template_ids()]
     templates = [sync._template_columns(item, digest=sync.content_hash(item), now=now) for item in items]
     fields = [row for t in templates for row in sync._input_field_columns(t["id"], t["raw"])]
@@ -250,6 +252,7 @@ def test_the_postgresql_writer_stores_exactly_what_the_orm_writer_stores(sandbox
     sync._write_with_postgresql(templates, fields, replaced=[str(t["id"]) for t in templates], now=now)
     assert snapshot() == through_orm
     assert len(through_orm[0]) == 25 and len(through_orm[1]) > 25
+    assert PassTemplate.objects.get(pk=sandbox.template_ids()[3]).name == tricky
 
 
 def test_the_sync_command_refreshes_one_template_and_rejects_a_non_uuid(sandbox, capsys):
