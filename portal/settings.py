@@ -260,6 +260,9 @@ if not CELERY_BROKER_URL.startswith("filesystem"):
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 CELERY_TIMEZONE = TIME_ZONE
+# The queue tasks are sent to and workers consume: lets a test's workers (or a second deployment) share a Redis
+# database without taking each other's tasks.
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="celery")
 CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / "var" / "celerybeat-schedule")
 # Write the schedule file after every send, not every few minutes (the send keys of portal/beat.py still
 # cover a beat killed between a send and that write, or started with a fresh file).
@@ -278,8 +281,11 @@ SMARTPAGES_REQUEST_TIMEOUT = (
     env.float("SMARTPAGES_REQUEST_READ_TIMEOUT", default=10.0),
 )
 TEMPLATE_SYNC_INTERVAL = env.int("TEMPLATE_SYNC_INTERVAL", default=900)
-# A full sync still marked running after this long is taken as abandoned (its worker died).
-TEMPLATE_SYNC_LOCK_SECONDS = env.int("TEMPLATE_SYNC_LOCK_SECONDS", default=1800)
+# A running sync beats every TEMPLATE_SYNC_HEARTBEAT_SECONDS; one silent for TEMPLATE_SYNC_STALE_SECONDS lost its
+# worker and is taken over (lock released, a fresh run queued) by the sweep every TEMPLATE_SYNC_SWEEP_SECONDS.
+TEMPLATE_SYNC_HEARTBEAT_SECONDS = env.float("TEMPLATE_SYNC_HEARTBEAT_SECONDS", default=10.0)
+TEMPLATE_SYNC_STALE_SECONDS = env.int("TEMPLATE_SYNC_STALE_SECONDS", default=120)
+TEMPLATE_SYNC_SWEEP_SECONDS = env.float("TEMPLATE_SYNC_SWEEP_SECONDS", default=60.0)
 # Seconds between the beat sweeps that re-send recorded work whose task never ran, and how long work may wait
 # (queued, or a pending member past its next attempt) before a sweep sends it again.
 SWEEP_INTERVAL = env.int("SWEEP_INTERVAL", default=60)
@@ -289,6 +295,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "templates_sync.sync_all_templates",
         "schedule": float(TEMPLATE_SYNC_INTERVAL),
         "kwargs": {"trigger": "beat"},
+    },
+    "take-over-stale-syncs": {
+        "task": "templates_sync.take_over_stale_syncs",
+        "schedule": TEMPLATE_SYNC_SWEEP_SECONDS,
     },
     # Work is recorded in a row before its task is sent; these re-send what is still waiting SWEEP_OVERDUE_AFTER
     # seconds later (the broker was down, or the message was lost with its worker).

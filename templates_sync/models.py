@@ -1,7 +1,11 @@
 """The local mirror of the issuer's SmartPages pass templates and the record of each sync run."""
+
+from datetime import datetime, timedelta
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class PassTemplate(models.Model):
@@ -125,7 +129,9 @@ class TemplateInputField(models.Model):
         ISSUER = "ISSUER", "Issuer"
         MEMBER = "MEMBER", "Member"
 
-    template = models.ForeignKey(PassTemplate, on_delete=models.CASCADE, related_name="input_fields")
+    # No index of its own: the unique (template, identifier) index serves every lookup by template, and one
+    # index less to maintain is a quicker first sync.
+    template = models.ForeignKey(PassTemplate, on_delete=models.CASCADE, related_name="input_fields", db_index=False)
     position = models.PositiveIntegerField()
     identifier = models.CharField(max_length=200)
     label = models.CharField(max_length=500, blank=True)
@@ -149,7 +155,10 @@ class SyncRun(models.Model):
     """One sync of the template mirror: a full run over every page, or a refresh of one template.
 
     A full run in status RUNNING is also the lock that keeps runs one at a time: a partial unique
-    constraint lets only one such row exist, on SQLite (embedded mode) as on PostgreSQL.
+    constraint lets only one such row exist, on SQLite (embedded mode) as on PostgreSQL. A running run
+    beats `heartbeat_at` while it works; one whose beat is older than TEMPLATE_SYNC_STALE_SECONDS lost its
+    worker and is taken over (marked failed, which releases the lock). QUEUED rows are work recorded but
+    not yet picked up by a worker.
     """
 
     class Kind(models.TextChoices):
@@ -168,6 +177,7 @@ class SyncRun(models.Model):
         MANUAL = "manual", "Sync now"
         COMMAND = "command", "Command"
         CLAIM = "claim", "Claim refused upstream"
+        RECOVERY = "recovery", "Re-run after a stopped worker"
 
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.FULL)
     template_id = models.UUIDField(null=True, blank=True)
@@ -177,8 +187,8 @@ class SyncRun(models.Model):
     pages = models.PositiveIntegerField(default=0)
     total_pages = models.PositiveIntegerField(null=True, blank=True)
     total_items = models.PositiveIntegerField(null=True, blank=True)
-    created = models.PositiveIntegerField(default=0)
-    updated = models.PositiveIntegerField(default=0)
+    created_count = models.PositiveIntegerField(default=0)
+    updated_count = models.PositiveIntegerField(default=0)
     unchanged = models.PositiveIntegerField(default=0)
     removed = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
@@ -186,6 +196,7 @@ class SyncRun(models.Model):
     queued_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of a running run.")
 
     class Meta:
         ordering = ["-queued_at", "-id"]
@@ -199,6 +210,11 @@ class SyncRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} #{self.pk} ({self.status})"
+
+    @staticmethod
+    def stale_before() -> datetime:
+        """A running run whose last heartbeat is older than this lost its worker."""
+        return timezone.now() - timedelta(seconds=settings.TEMPLATE_SYNC_STALE_SECONDS)
 
     @property
     def is_finished(self) -> bool:
@@ -216,8 +232,8 @@ class SyncRun(models.Model):
             "id": self.pk,
             "kind": self.kind,
             "status": self.status,
-            "created": self.created,
-            "updated": self.updated,
+            "created_count": self.created_count,
+            "updated_count": self.updated_count,
             "unchanged": self.unchanged,
             "removed": self.removed,
             "pages": self.pages,

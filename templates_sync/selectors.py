@@ -1,4 +1,5 @@
 """Reads of the template mirror for pages, commands and the other apps."""
+
 import uuid
 
 from django.db.models import Q, QuerySet
@@ -33,6 +34,13 @@ def last_full_sync() -> SyncRun | None:
 
 def last_successful_full_sync() -> SyncRun | None:
     return SyncRun.objects.filter(kind=SyncRun.Kind.FULL, status=SyncRun.Status.SUCCEEDED).first()
+
+
+def running_full_sync() -> SyncRun | None:
+    """The full sync running now with its worker still beating, if there is one."""
+    return SyncRun.objects.filter(
+        kind=SyncRun.Kind.FULL, status=SyncRun.Status.RUNNING, heartbeat_at__gte=SyncRun.stale_before()
+    ).first()
 
 
 def sync_run_history() -> QuerySet[SyncRun]:

@@ -8,10 +8,14 @@ from django.utils import timezone
 
 from .enqueue import enqueue_after_commit
 from .models import PassTemplate, SyncRun
-from .sync import sync_run_queue
+from .selectors import running_full_sync
+from .sync import sync_run_queue, sync_run_skip, sync_runs_take_over_stale
 
 
 def sync_request_full(*, user) -> SyncRun:
+    """A queued full run, or one recorded as skipped at once while another full sync is running."""
+    if running_full_sync() is not None:
+        return sync_run_skip(trigger=SyncRun.Trigger.MANUAL, triggered_by=user)
     run = sync_run_queue(trigger=SyncRun.Trigger.MANUAL, triggered_by=user)
     _send(run)
     return run
@@ -36,6 +40,15 @@ def sync_runs_resend_queued(*, limit: int = 100) -> int:
     for run in runs:
         _send(run)
     return len(runs)
+
+
+def sync_runs_recover_stale() -> int:
+    """Beat's take-over sweep: runs whose worker died (no heartbeat for TEMPLATE_SYNC_STALE_SECONDS) are marked
+    failed, releasing the lock, and a fresh full run is queued for each full one. Returns how many were taken."""
+    taken = sync_runs_take_over_stale()
+    for _ in taken:
+        _send(sync_run_queue(trigger=SyncRun.Trigger.RECOVERY))
+    return len(taken)
 
 
 def _send(run: SyncRun) -> None:

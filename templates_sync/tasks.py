@@ -1,4 +1,5 @@
 """Celery entry points for the template mirror: thin, they take ids and call the sync service."""
+
 from celery import shared_task
 from django.contrib.auth import get_user_model
 
@@ -7,7 +8,9 @@ from .models import SyncRun
 
 
 @shared_task(name="templates_sync.sync_all_templates")
-def sync_all_templates(*, run_id: int | None = None, trigger: str = SyncRun.Trigger.BEAT, user_id: int | None = None) -> str:
+def sync_all_templates(
+    *, run_id: int | None = None, trigger: str = SyncRun.Trigger.BEAT, user_id: int | None = None
+) -> str:
     run = SyncRun.objects.filter(pk=run_id).first() if run_id else None
     user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
     return sync.templates_sync_all(run=run, trigger=trigger, triggered_by=user).status
@@ -27,3 +30,9 @@ def refresh_template(
 def resend_queued_runs() -> int:
     """Beat, every SWEEP_INTERVAL: runs left queued because their task could not be sent are sent again."""
     return services.sync_runs_resend_queued()
+
+
+@shared_task(name="templates_sync.take_over_stale_syncs")
+def take_over_stale_syncs() -> int:
+    """Beat's sweep: runs whose worker died are marked failed, and each full one is queued afresh."""
+    return services.sync_runs_recover_stale()

@@ -1,4 +1,5 @@
 """Staff pages for sync runs: start one, follow it, read the history."""
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
@@ -18,7 +19,11 @@ VIEW_RUNS = "templates_sync.view_syncrun"
 @permission_required("templates_sync.run_sync", raise_exception=True)
 def sync_now(request):
     run = services.sync_request_full(user=request.user)
-    messages.info(request, "Sync started; its progress shows below.")
+    if run.status == SyncRun.Status.SKIPPED:
+        messages.warning(request, "Skipped: a sync is already running; its progress shows below.")
+        run = selectors.running_full_sync() or run
+    else:
+        messages.info(request, "Sync started; its progress shows below.")
     back = reverse("templates_sync:run_list") if request.POST.get("next") == "history" else reverse("template_list")
     return redirect(f"{back}?run={run.pk}")
 

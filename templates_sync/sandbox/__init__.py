@@ -3,7 +3,14 @@
 Tests, `make run` and the benchmarks use it; the production image leaves this package out.
 """
 
-from .data import DEMO_TEMPLATE_ID
+from .data import DEMO_TEMPLATE_ID, HOSTILE_TEMPLATE_ID, HOSTILE_TOTAL_ITEMS, HOSTILE_UNREADABLE_ID
 from .server import Faults, SmartPagesSandbox
 
-__all__ = ["DEMO_TEMPLATE_ID", "Faults", "SmartPagesSandbox"]
+__all__ = [
+    "DEMO_TEMPLATE_ID",
+    "HOSTILE_TEMPLATE_ID",
+    "HOSTILE_TOTAL_ITEMS",
+    "HOSTILE_UNREADABLE_ID",
+    "Faults",
+    "SmartPagesSandbox",
+]

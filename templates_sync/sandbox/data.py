@@ -280,3 +280,40 @@ def generated_template(index: int, template_id: str, rng: random.Random, deliver
             if template.get(key, "") is None:
                 del template[key]
     return template
+
+
+HOSTILE_TEMPLATE_ID = "0badc0de-0000-4000-8000-000000000001"  # stored after cleaning
+HOSTILE_UNREADABLE_ID = "0badc0de-0000-4000-8000-000000000002"  # skipped: a price nobody can read
+HOSTILE_TOTAL_ITEMS = 10**11
+
+
+def hostile_items() -> list[object]:
+    """What a broken or hostile upstream might send in a template list: values too long for their
+    columns, NUL bytes (which PostgreSQL refuses in text and jsonb), numbers out of every column's
+    range, a script URL, and items no mirror can store (no usable id, not an object, an unreadable price)."""
+    long_identifier = "x" * 300
+    return [
+        {
+            "id": HOSTILE_TEMPLATE_ID,
+            "type": "MEMBER" * 7,
+            "name": "Hostile\x00 " + "N" * 5000,
+            "description": "Line one\x00line two",
+            "status": "S" * 40,
+            "stamps": 10**11,
+            "passPrice": 10**15,
+            "kennitalaAgeVerification": -(10**11),
+            "deliveryPageUrl": "javascript:alert(document.cookie)",
+            "whenLastUpdateSent": "not a date",
+            "disableIssue": False,
+            "posDistributionOnly": False,
+            "nested": {"key\x00": ["value\x00"]},
+            "inputFields": [
+                {"label": "A\x00", "identifier": long_identifier + "a", "format": "TEXT" * 10, "type": "MEMBER"},
+                {"label": "B", "identifier": long_identifier + "b", "format": "TEXT", "type": "MEMBER"},
+            ],
+        },
+        {"id": "not-a-uuid", "name": "No usable id", "status": "ACTIVE", "type": "MEMBER"},
+        42,
+        {"id": HOSTILE_UNREADABLE_ID, "name": "Priced in words", "status": "ACTIVE", "type": "MEMBER",
+         "passPrice": "a thousand krónur"},
+    ]

@@ -34,7 +34,15 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from .data import DEMO_TEMPLATE_ID, TEMPLATE_ID_NAMESPACE, demo_club_card, generated_template, utc_timestamp
+from .data import (
+    DEMO_TEMPLATE_ID,
+    HOSTILE_TOTAL_ITEMS,
+    TEMPLATE_ID_NAMESPACE,
+    demo_club_card,
+    generated_template,
+    hostile_items,
+    utc_timestamp,
+)
 
 __all__ = ["Faults", "SmartPagesSandbox"]
 
@@ -58,6 +66,7 @@ class Faults:
     broken_json_page: int | None = None  # template-list page (0-based) whose 200 body is invalid JSON, every time
     slow_seconds: float = 0.0  # sleep before every API response (within scope)
     mutate_after_page: int | None = None  # after serving this list page once, the list changes under the client
+    hostile_items: bool = False  # the first list page also carries HOSTILE_ITEMS, and totalItems says 10**11
     scope: str = "all"  # "all" | "templates" | "passes": which endpoints the faults hit
     # A 409 for a used externalIdentifier leaves out the existing pass's id (the API reference does not
     # document the error body, so the real service may not name it).
@@ -314,13 +323,19 @@ class SmartPagesSandbox:
     def _list_page_body(self, page: int, page_size: int) -> bytes:
         with self._lock:
             total_items = len(self._template_order)
+            total_pages = math.ceil(total_items / page_size)
             page_ids = self._template_order[page * page_size : (page + 1) * page_size]
-            data = b",".join(self._encoded_templates[template_id] for template_id in page_ids)
+            encoded = [self._encoded_templates[template_id] for template_id in page_ids]
+            if self._faults.hostile_items:
+                if page == 0:
+                    encoded = [_encode_json(item) for item in hostile_items()] + encoded
+                total_items = HOSTILE_TOTAL_ITEMS
+            data = b",".join(encoded)
         head = _encode_json(
             {
                 "page": page,
                 "pageSize": page_size,
-                "totalPages": math.ceil(total_items / page_size),
+                "totalPages": total_pages,
                 "totalItems": total_items,
             }
         )

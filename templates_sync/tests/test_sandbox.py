@@ -496,3 +496,23 @@ def test_a_stopped_sandbox_stops_answering_kept_alive_connections(api):
     sandbox.stop()
     with pytest.raises(requests.exceptions.ConnectionError):
         api.get(f"{sandbox.url}/api/v1/pass-template", timeout=TIMEOUT)
+
+
+def test_the_hostile_items_switch_serves_data_no_mirror_can_store_as_it_is(sandbox, api):
+    from templates_sync.sandbox import HOSTILE_TEMPLATE_ID, HOSTILE_TOTAL_ITEMS
+
+    sandbox.faults = Faults(hostile_items=True)
+    url = f"{sandbox.url}/api/v1/pass-template"
+    first = api.get(url, params={"page": 0, "page_size": 10}, timeout=TIMEOUT).json()
+    second = api.get(url, params={"page": 1, "page_size": 10}, timeout=TIMEOUT).json()
+
+    assert (first["totalItems"], second["totalItems"], first["totalPages"]) == (HOSTILE_TOTAL_ITEMS,) * 2 + (3,)
+    assert len(first["data"]) == 14 and len(second["data"]) == 10  # the hostile items come on top of page 0
+    hostile = first["data"][0]
+    assert hostile["id"] == HOSTILE_TEMPLATE_ID
+    assert len(hostile["name"]) > 5000 and "\x00" in hostile["name"] and len(hostile["status"]) == 40
+    assert hostile["deliveryPageUrl"].startswith("javascript:")
+    assert first["data"][2] == 42
+
+    sandbox.faults = Faults()
+    assert api.get(url, params={"page": 0, "page_size": 10}, timeout=TIMEOUT).json()["totalItems"] == 25

@@ -8,6 +8,7 @@ from django.test.utils import CaptureQueriesContext
 
 from templates_sync import sync
 from templates_sync.models import PassTemplate, SyncRun, TemplateInputField
+from conftest import wait_for
 from templates_sync.sandbox import Faults
 
 pytestmark = pytest.mark.django_db
@@ -17,7 +18,7 @@ def test_a_multi_page_sync_mirrors_every_field_exactly(sandbox, settings):
     settings.SMARTPAGES_PAGE_SIZE = 10
     run = sync.templates_sync_all()
 
-    assert (run.status, run.created, run.pages, run.total_items) == ("succeeded", 25, 3, 25)
+    assert (run.status, run.created_count, run.pages, run.total_items) == ("succeeded", 25, 3, 25)
     assert PassTemplate.objects.count() == 25
     for template_id in sandbox.template_ids():
         upstream = sandbox.get_template(template_id)
@@ -43,7 +44,7 @@ def test_the_server_page_size_wins_over_the_one_asked_for(sandbox, settings):
     settings.SMARTPAGES_PAGE_SIZE = 1000  # the sandbox caps pages at 100, as the real API may
     sandbox.reset_counts()
     run = sync.templates_sync_all()
-    assert (run.status, run.pages, run.created) == ("succeeded", 1, 25)
+    assert (run.status, run.pages, run.created_count) == ("succeeded", 1, 25)
 
 
 def test_an_unchanged_resync_writes_no_template_row(sandbox, settings):
@@ -54,7 +55,7 @@ def test_an_unchanged_resync_writes_no_template_row(sandbox, settings):
     with CaptureQueriesContext(connection) as queries:
         run = sync.templates_sync_all()
 
-    assert (run.status, run.created, run.updated, run.unchanged, run.removed) == ("succeeded", 0, 0, 25, 0)
+    assert (run.status, run.created_count, run.updated_count, run.unchanged, run.removed) == ("succeeded", 0, 0, 25, 0)
     mirror_writes = [
         q["sql"] for q in queries.captured_queries
         if q["sql"].split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE")
@@ -76,7 +77,7 @@ def test_changed_added_and_removed_templates_are_mirrored(sandbox):
 
     run = sync.templates_sync_all()
 
-    assert (run.status, run.created, run.updated, run.removed) == ("succeeded", 1, 1, 1)
+    assert (run.status, run.created_count, run.updated_count, run.removed) == ("succeeded", 1, 1, 1)
     renamed = PassTemplate.objects.get(pk=first)
     assert renamed.name == "Nýtt nafn"
     assert list(renamed.input_fields.values_list("identifier", flat=True)) == ["netfang"]
@@ -95,7 +96,7 @@ def test_a_template_that_comes_back_is_no_longer_marked_removed(sandbox):
 
     run = sync.templates_sync_all()
 
-    assert run.updated == 1
+    assert run.updated_count == 1
     assert PassTemplate.objects.get(pk=template_id).removed_at is None
 
 
@@ -159,7 +160,7 @@ def test_refreshing_one_template_updates_it_and_a_404_marks_it_removed(sandbox):
     refreshed = sync.template_refresh(template_id=first)
     missing = sync.template_refresh(template_id=second)
 
-    assert (refreshed.status, refreshed.updated) == ("succeeded", 1)
+    assert (refreshed.status, refreshed.updated_count) == ("succeeded", 1)
     assert PassTemplate.objects.get(pk=first).description == "Uppfærð lýsing"
     assert (missing.status, missing.removed) == ("succeeded", 1)
     assert PassTemplate.objects.get(pk=second).is_removed
@@ -229,6 +230,8 @@ def test_the_postgresql_writer_stores_exactly_what_the_orm_writer_stores(sandbox
     from django.utils import timezone
 
     now = timezone.now()
+    tricky = "tab\there, line\nbreak\r\nand a back\\slash \\N \\t"  # what COPY's text format must escape
+    sandbox.update_template(sandbox.template_ids()[3], name=tricky, description=tricky)
     items = [sandbox.get_template(template_id) for template_id in sandbox.template_ids()]
     templates = [sync._template_columns(item, digest=sync.content_hash(item), now=now) for item in items]
     fields = [row for t in templates for row in sync._input_field_columns(t["id"], t["raw"])]
@@ -249,6 +252,7 @@ def test_the_postgresql_writer_stores_exactly_what_the_orm_writer_stores(sandbox
     sync._write_with_postgresql(templates, fields, replaced=[str(t["id"]) for t in templates], now=now)
     assert snapshot() == through_orm
     assert len(through_orm[0]) == 25 and len(through_orm[1]) > 25
+    assert PassTemplate.objects.get(pk=sandbox.template_ids()[3]).name == tricky
 
 
 def test_the_sync_command_refreshes_one_template_and_rejects_a_non_uuid(sandbox, capsys):
@@ -273,10 +277,9 @@ def test_a_full_sync_and_a_refresh_writing_the_same_new_template_do_not_collide(
     known_before = sync._mirror_state()  # the full run's view: the template is not there yet
     sync.template_refresh(template_id=template_id)  # meanwhile, a refresh stores it with its fields
 
-    created, updated, unchanged = sync._store([sandbox.get_template(template_id)], known=known_before,
-                                              now=timezone.now())  # fmt: skip
+    page = sync._store([sandbox.get_template(template_id)], known=known_before, now=timezone.now())
 
-    assert (created, updated, unchanged) == (1, 0, 0)
+    assert (page.created, page.updated, page.unchanged) == (1, 0, 0)
     upstream_fields = [f["identifier"] for f in sandbox.get_template(template_id)["inputFields"]]
     assert list(TemplateInputField.objects.filter(template_id=template_id).values_list("identifier", flat=True)) == (
         upstream_fields
@@ -303,3 +306,180 @@ def test_a_refresh_asked_for_by_a_refused_claim_is_recorded_as_such(sandbox):
     assert refresh_template(template_id, trigger=SyncRun.Trigger.CLAIM) == "succeeded"
     run = SyncRun.objects.get()
     assert (run.kind, run.trigger, run.get_trigger_display()) == ("single", "claim", "Claim refused upstream")
+
+
+# --- hostile upstream data ----------------------------------------------------------------------------------
+def test_hostile_upstream_data_is_made_to_fit_or_skipped_and_the_run_finishes(sandbox, settings):
+    from templates_sync.sandbox import HOSTILE_TEMPLATE_ID, HOSTILE_UNREADABLE_ID
+
+    settings.SMARTPAGES_PAGE_SIZE = 10
+    sandbox.faults = Faults(hostile_items=True)
+
+    run = sync.templates_sync_all()
+
+    assert run.status == "succeeded", run.error
+    assert (run.created_count, run.pages, run.removed) == (26, 3, 0)  # 25 + the cleaned hostile template
+    assert SyncRun.objects.get(pk=run.pk).total_items == 2**31 - 1  # 10**11 announced, held at the column's bound
+    assert run.warning.startswith("3 template(s) SmartPages sent could not be stored and were skipped:")
+    assert "'not-a-uuid'" in run.warning and "'42'" in run.warning and HOSTILE_UNREADABLE_ID in run.warning
+    assert "no template was marked removed" in run.warning  # 10**11 announced, 29 read
+    assert not PassTemplate.objects.filter(pk=HOSTILE_UNREADABLE_ID).exists()
+
+    hostile = PassTemplate.objects.get(pk=HOSTILE_TEMPLATE_ID)
+    assert hostile.name == ("Hostile " + "N" * 5000)[:500]
+    assert hostile.description == "Line oneline two"
+    assert (hostile.status, hostile.type) == ("S" * 16, ("MEMBER" * 7)[:32])
+    assert (hostile.stamps, hostile.kennitala_age_verification) == (2**31 - 1, -(2**31))
+    assert hostile.pass_price == Decimal("999999999999.99")
+    assert hostile.issue_refusal_reason  # still a sold pass, however large its price
+    assert hostile.when_last_update_sent is None
+    assert hostile.raw["nested"] == {"key": ["value"]} and hostile.raw["stamps"] == 10**11
+    fields = list(hostile.input_fields.values_list("identifier", "label", "format"))
+    assert fields == [("x" * 200, "A", "TEXT" * 8)]  # both identifiers are the same once cut to 200
+
+    again = sync.templates_sync_all()  # the lock was released; nothing changed, so nothing is written
+    assert (again.status, again.created_count, again.updated_count, again.unchanged) == ("succeeded", 0, 0, 26)
+    assert not SyncRun.objects.filter(status="running").exists()
+
+
+def test_a_refresh_of_a_template_that_cannot_be_stored_fails_with_the_reason(sandbox):
+    template_id = sandbox.template_ids()[1]
+    sandbox.update_template(template_id, passPrice="a thousand krónur")
+
+    run = sync.template_refresh(template_id=template_id)
+
+    assert run.status == "failed"
+    assert run.error == f"Template {template_id} has a passPrice the mirror cannot read ('a thousand krónur')."
+
+
+def _sync_while(*, pages: int, action) -> SyncRun:
+    """A full sync, while another thread does `action()` once the run has read `pages` pages."""
+
+    def act_mid_way():
+        try:
+            wait_for(lambda: SyncRun.objects.filter(status="running", pages__gte=pages).exists(), message="pages")
+            action()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=act_mid_way)
+    thread.start()
+    try:
+        return sync.templates_sync_all()
+    finally:
+        thread.join()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_connection_killed_mid_run_still_ends_the_run_and_releases_the_lock(sandbox, settings):
+    settings.SMARTPAGES_PAGE_SIZE = 5
+    sandbox.faults = Faults(slow_seconds=0.3, scope="templates")
+    connection.ensure_connection()
+    backend = connection.connection.info.backend_pid
+
+    def kill_the_sync_connection():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [backend])
+
+    run = _sync_while(pages=2, action=kill_the_sync_connection)
+
+    stored = SyncRun.objects.get(pk=run.pk)
+    assert (stored.status, stored.error) == ("failed", "Unexpected error; see the worker log.")
+    assert stored.finished_at is not None
+    assert sync.templates_sync_all().status == "succeeded"  # the lock was released
+
+
+# --- heartbeat and take-over ----------------------------------------------------------------------------
+def _running_run(*, beat_seconds_ago: float, **values) -> SyncRun:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    beat = timezone.now() - timedelta(seconds=beat_seconds_ago)
+    return SyncRun.objects.create(trigger="beat", status="running", started_at=beat, heartbeat_at=beat, **values)
+
+
+def test_a_stale_run_is_taken_over_and_a_new_run_starts_at_once(sandbox, settings):
+    settings.TEMPLATE_SYNC_STALE_SECONDS = 120
+    dead = _running_run(beat_seconds_ago=121)
+
+    run = sync.templates_sync_all()
+
+    assert run.status == "succeeded"
+    dead.refresh_from_db()
+    assert dead.status == "failed"
+    assert dead.error == "Abandoned: its worker stopped beating (no heartbeat for 120 s); taken over."
+
+
+def test_a_run_whose_worker_still_beats_holds_the_lock(sandbox, settings):
+    settings.TEMPLATE_SYNC_STALE_SECONDS = 120
+    _running_run(beat_seconds_ago=60)
+    assert sync.templates_sync_all().status == "skipped"
+
+
+def test_a_task_delivered_again_while_its_worker_beats_leaves_the_run_alone(sandbox, settings):
+    from templates_sync.tasks import sync_all_templates
+
+    settings.TEMPLATE_SYNC_STALE_SECONDS = 120
+    run = _running_run(beat_seconds_ago=5, pages=7, total_pages=50)
+
+    assert sync_all_templates(run_id=run.pk) == "running"
+    run.refresh_from_db()
+    assert (run.status, run.pages) == ("running", 7)
+
+
+def test_a_task_delivered_again_after_its_worker_died_starts_its_counts_afresh(sandbox, settings):
+    from templates_sync.tasks import sync_all_templates
+
+    settings.SMARTPAGES_PAGE_SIZE = 10
+    settings.TEMPLATE_SYNC_STALE_SECONDS = 120
+    run = _running_run(beat_seconds_ago=300, pages=71, total_pages=50, created_count=700, unchanged=9)
+
+    assert sync_all_templates(run_id=run.pk) == "succeeded"
+    run.refresh_from_db()
+    assert (run.pages, run.total_pages, run.created_count, run.unchanged) == (3, 3, 25, 0)
+
+
+def test_the_sweep_takes_over_stale_runs_and_queues_a_fresh_full_one(sandbox, settings):
+    from templates_sync.tasks import take_over_stale_syncs
+
+    settings.TEMPLATE_SYNC_STALE_SECONDS = 120
+    full = _running_run(beat_seconds_ago=200)
+    single = _running_run(beat_seconds_ago=200, kind="single", template_id=sandbox.template_ids()[0])
+    alive = _running_run(beat_seconds_ago=1, kind="single", template_id=sandbox.template_ids()[1])
+
+    assert take_over_stale_syncs() == 1
+
+    statuses = dict(SyncRun.objects.values_list("pk", "status"))
+    assert (statuses[full.pk], statuses[single.pk], statuses[alive.pk]) == ("failed", "failed", "running")
+    fresh = SyncRun.objects.get(trigger="recovery")
+    assert (fresh.kind, fresh.status) == ("full", "queued")
+    assert take_over_stale_syncs() == 0  # each dead run is taken over once
+
+
+def test_a_run_beats_while_it_waits_for_a_slow_page(sandbox, settings):
+    settings.SMARTPAGES_PAGE_SIZE = 100
+    settings.TEMPLATE_SYNC_HEARTBEAT_SECONDS = 0.2
+    sandbox.faults = Faults(slow_seconds=1.5, scope="templates")
+
+    with CaptureQueriesContext(connection) as queries:
+        run = sync.templates_sync_all()
+
+    assert (run.status, run.pages) == ("succeeded", 1)
+    beat_sql = 'UPDATE "templates_sync_syncrun" SET "heartbeat_at"'
+    beats = [q for q in queries.captured_queries if q["sql"].startswith(beat_sql)]
+    assert len(beats) >= 4  # one every 0.2 s of the 1.5 s wait, besides the progress saves
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_taken_over_while_it_works_stops_writing(sandbox, settings):
+    settings.SMARTPAGES_PAGE_SIZE = 5
+    sandbox.faults = Faults(slow_seconds=0.3, scope="templates")
+
+    def take_over():
+        SyncRun.objects.filter(status="running").update(status="failed", error="Taken over by the test.")
+
+    run = _sync_while(pages=1, action=take_over)
+
+    assert (run.status, run.error) == ("failed", "Taken over by the test.")
+    assert run.pages < 5

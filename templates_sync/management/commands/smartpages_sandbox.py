@@ -62,6 +62,11 @@ class Command(BaseCommand):
             "--fault-scope", choices=("all", "templates", "passes"), default="all",
             help="Which endpoints the faults hit (default all).",
         )
+        parser.add_argument(
+            "--hostile", action="store_true",
+            help="Serve hostile template data: the first list page also carries over-long texts, NUL bytes, "
+            "numbers out of range, a javascript: URL and items no mirror can store, and totalItems says 10**11.",
+        )
         parser.add_argument("--verbose", action="store_true", help="Print one line per request.")
 
     def handle(self, *args, **options):
@@ -73,6 +78,7 @@ class Command(BaseCommand):
                 reset_rate=options["reset_rate"],
                 slow_seconds=options["slow"],
                 scope=options["fault_scope"],
+                hostile_items=options["hostile"],
             )
             sandbox = SmartPagesSandbox(
                 templates=options["templates"],
@@ -120,6 +126,7 @@ def _describe_faults(faults: Faults) -> str:
         )
         if value
     ]
+    hostile = ["hostile template data"] if faults.hostile_items else []
     if not active:
-        return "none"
-    return ", ".join(active) + f" (scope {faults.scope})"
+        return ", ".join(hostile) or "none"
+    return ", ".join([*active, *hostile]) + f" (scope {faults.scope})"

@@ -30,8 +30,8 @@ class Command(BaseCommand):
             run = sync.templates_sync_all(trigger=SyncRun.Trigger.COMMAND)
         outcome = {
             "status": run.status,
-            "created": run.created,
-            "updated": run.updated,
+            "created": run.created_count,
+            "updated": run.updated_count,
             "unchanged": run.unchanged,
             "removed": run.removed,
             "pages": run.pages,
@@ -40,7 +40,7 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(outcome | {"error": run.error, "warning": run.warning}))
         else:
             self.stdout.write(
-                f"{run.status}: {run.created} created, {run.updated} updated, {run.unchanged} unchanged, "
+                f"{run.status}: {run.created_count} created, {run.updated_count} updated, {run.unchanged} unchanged, "
                 f"{run.removed} removed, {run.pages} pages"
             )
             if run.warning:
