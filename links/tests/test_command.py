@@ -64,6 +64,7 @@ def test_single_use_puts_the_flag_into_every_link_and_on_the_batch(demo, tmp_pat
     assert [(p.single_use, p.batch_id, p.row) for p in payloads(single)] == [(True, batch.pk, 1), (True, batch.pk, 2)]
 
 
+@pytest.mark.django_db
 def test_a_bad_optional_phone_costs_the_row_only_the_phone_unless_strict(demo, tmp_path):
     source = tmp_path / "in.csv"
     source.write_text("name,email,phone\nAnna,anna@example.is,600 5729\nBjörn,bjorn@example.is,820 0001\n")

@@ -44,5 +44,5 @@ def test_a_second_delivery_of_a_runs_task_does_not_run_it_again(sandbox):
     again_single = sync.template_refresh(template_id=single.template_id, run=SyncRun.objects.get(pk=single.pk))
 
     assert sandbox.request_count() == 0
-    assert (again_full.status, again_full.created) == (SyncRun.Status.SUCCEEDED, first_full.created)
+    assert (again_full.status, again_full.created_count) == (SyncRun.Status.SUCCEEDED, first_full.created_count)
     assert (again_single.status, again_single.finished_at) == (SyncRun.Status.SUCCEEDED, first_single.finished_at)
