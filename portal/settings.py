@@ -204,6 +204,8 @@ CELERY_BEAT_SCHEDULE = {
     },
     # A safety net for claims whose retry task was lost (e.g. the broker was down when it was enqueued).
     "retry-stale-pending-members": {"task": "members.retry_stale_pending", "schedule": 300.0},
+    # Link batches and chunks whose worker died or whose task never reached the broker.
+    "sweep-link-batches": {"task": "links.sweep_link_batches", "schedule": float(env.int("LINKS_SWEEP_SECONDS", default=60))},
 }
 
 # --- SmartPass links --------------------------------------------------------------------------------------
@@ -217,6 +219,13 @@ PHONE_DEFAULT_REGION = env.str("PHONE_DEFAULT_REGION", default="IS")
 # Campaign CSV uploads: a million rows of name, email and phone is about 70 MB.
 LINKS_MAX_UPLOAD_BYTES = env.int("LINKS_MAX_UPLOAD_BYTES", default=100 * 1024 * 1024)
 LINKS_MAX_ROWS = env.int("LINKS_MAX_ROWS", default=1_000_000)
+# A batch is cut into chunks of this many rows, made by any number of workers in parallel: a worker that
+# dies costs one chunk, and a million rows give the workers 20 pieces to share.
+LINKS_CHUNK_ROWS = env.int("LINKS_CHUNK_ROWS", default=50_000)
+# A worker making a chunk writes its progress (and looks for a cancel) at most this often...
+LINKS_HEARTBEAT_SECONDS = env.float("LINKS_HEARTBEAT_SECONDS", default=0.5)
+# ...and a running chunk without a beat for this long, or a batch queued this long, is sent again.
+LINKS_STALE_SECONDS = env.int("LINKS_STALE_SECONDS", default=120)
 # Claim requests (GET and POST of /p/<token>) allowed per client address before a 429 page.
 CLAIM_RATE = env.str("CLAIM_RATE", default="60/m")
 
