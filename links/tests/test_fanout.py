@@ -1,0 +1,217 @@
+"""A batch cut into chunks gives the file one process gives: in local processes (`--jobs`), on a pool of two
+Celery workers, and after a worker is killed with SIGKILL mid-batch (the sweeper hands its chunks on)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.core.files.storage import default_storage
+
+from conftest import start_celery, stop_celery, wait_for
+from links import services
+from links.keyring import link_keys
+from links.models import LinkBatch, LinkChunk
+from links.tokens import decode
+
+from .factories import demo_template, upload
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def campaign(path: Path, rows: int) -> Path:
+    """Rows with what chunking could get wrong: bad addresses, names with a quoted newline, blank lines
+    (row numbers skip them), and repeats of early rows scattered over later chunks, several per chunk
+    (the first repeat in a chunk and the ones after it both name the row in the earliest chunk)."""
+    values: list[list[str]] = []
+    for number in range(1, rows + 1):
+        if number % 50 == 0:
+            values.append(list(values[number // 250]))  # the same values as row number // 250 + 1
+        elif number % 97 == 0:
+            values.append([f"felagi{number}", f"Félagi {number}", ""])
+        else:
+            name = f"Félagi\nNúmer {number}" if number % 31 == 0 else f"Félagi Númer {number}"
+            values.append([f"felagi{number}@example.is", name, f"+354 {8200000 + number}"])
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["email", "name", "phone"])
+        for number, row in enumerate(values, start=1):
+            writer.writerow(row)
+            if number % 400 == 0:
+                out.write("\r\n")  # a blank line: not a row, but it uses up a row number
+    return path
+
+
+def make(template, path: Path, settings, *, chunk_rows: int, jobs: int | None) -> LinkBatch:
+    settings.LINKS_CHUNK_ROWS = chunk_rows
+    batch = upload(template, path)
+    services.link_batch_confirm(batch=batch, mapping=batch.mapping, enqueue=False)
+    if jobs is None:
+        return batch
+    return services.link_batch_process(batch_id=batch.pk, jobs=jobs)
+
+
+def read_result(name: str) -> list[list[str]]:
+    with default_storage.open(name, "rb") as raw:
+        data = raw.read()
+    assert data.startswith(b"\xef\xbb\xbf")
+    return list(csv.reader(data.decode("utf-8-sig").splitlines(keepends=True)))
+
+
+def comparable(batch: LinkBatch) -> tuple:
+    """Everything a batch produced, with each link replaced by what it decodes to (nonces are random and
+    the batch id differs between two batches)."""
+    keys = link_keys()
+    rows = []
+    for cells in read_result(batch.output_file.name)[1:]:
+        link = cells[-2]
+        if link:
+            payload = decode(link.rsplit("/", 1)[1], keys)
+            assert payload.batch_id == batch.pk
+            link = (payload.row, payload.fields, payload.external_id)
+        rows.append((*cells[:-2], link, cells[-1]))
+    counts = (batch.status, batch.rows_total, batch.rows_done, batch.links, batch.errors, batch.warnings,
+              batch.duplicates, batch.existing_members)  # fmt: skip
+    return counts, rows, read_result(batch.errors_file.name), batch.summary
+
+
+@pytest.fixture
+def one_process(sandbox, settings, tmp_path):
+    """The file and its result from one chunk made in this process: what every other run must equal."""
+    template = demo_template()
+    path = campaign(tmp_path / "campaign.csv", 3000)
+    batch = make(template, path, settings, chunk_rows=10**9, jobs=1)
+    assert batch.status == "succeeded" and len(batch.plan) == 1
+    return template, path, comparable(batch)
+
+
+def test_chunks_in_two_local_processes_give_the_one_process_file(one_process, settings):
+    template, path, expected = one_process
+    batch = make(template, path, settings, chunk_rows=300, jobs=2)
+    assert len(batch.plan) == 10
+    assert comparable(batch) == expected
+    counts, rows, errors, summary = expected
+    # The file holds what the comparison is about: repeats across chunks and error rows.
+    assert counts[6] == 60 and counts[4] == 30
+    assert rows[1049][-1] == "Warning: the same values as row 5."  # row 1050 (after two blank lines), chunk 4
+    reasons = {(entry["kind"], entry["reason"]): entry for entry in summary}
+    repeats = reasons[("warning", "the same values as row N.")]
+    assert (repeats["count"], repeats["rows"], repeats["example"]) == (60, [50, 100, 150, 200, 250],
+                                                                       "Warning: the same values as row 1.")  # fmt: skip
+    bad_email = reasons[("error", "Netfang / Email: “…” is not a valid email address. An email address must have an @-sign.")]
+    assert (bad_email["count"], bad_email["rows"]) == (30, [97, 194, 291, 388, 486])  # 486: a blank line before
+    # Nothing of the chunks is left: their rows, files and the batch's key table.
+    assert not LinkChunk.objects.filter(batch=batch).exists()
+    assert not default_storage.listdir(batch.sibling_path("chunks"))[1]
+
+
+def test_one_chunk_per_row_gives_the_same_file(one_process, settings, tmp_path):
+    template, _, _ = one_process
+    path = campaign(tmp_path / "small.csv", 120)
+    single = make(template, path, settings, chunk_rows=10**9, jobs=1)
+    per_row = make(template, path, settings, chunk_rows=1, jobs=1)
+    assert len(per_row.plan) == 120
+    assert comparable(per_row)[1:] == comparable(single)[1:]
+
+
+@pytest.mark.worker
+def test_a_pool_of_two_workers_gives_the_one_process_file(one_process, celery_worker_process, live_sandbox, settings):
+    template, path, expected = one_process
+    batch = make(template, path, settings, chunk_rows=300, jobs=None)
+    services.link_batch_process(batch_id=batch.pk, jobs=None)  # what the task does: the chunks go out
+    wait_for(lambda: LinkBatch.objects.get(pk=batch.pk).is_finished, timeout=120, message="the batch to finish")
+    batch.refresh_from_db()
+    assert comparable(batch) == expected
+
+
+def _kill_tree(process) -> None:
+    """SIGKILL the worker and its pool processes: nothing of it runs any clean-up."""
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    for pid in [process.pid, *map(int, children)]:
+        os.kill(pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+@pytest.mark.worker
+def test_a_worker_killed_mid_batch_costs_its_chunks_and_the_batch_finishes_right(sandbox, settings, tmp_path):
+    template = demo_template()
+    path = campaign(tmp_path / "campaign.csv", 40_000)
+    expected = comparable(make(template, path, settings, chunk_rows=10**9, jobs=1))
+    env = {"SMARTPAGES_API_URL": sandbox.url, "LINKS_STALE_SECONDS": "3", "LINKS_SWEEP_SECONDS": "1"}
+    first = start_celery(env, log_name="links-killed")
+    try:
+        batch = make(template, path, settings, chunk_rows=1000, jobs=None)
+        services.link_batch_process(batch_id=batch.pk, jobs=None)
+        wait_for(lambda: LinkChunk.objects.filter(batch=batch, status="done").count() >= 2, timeout=120,
+                 interval=0.05, message="two chunks done")  # fmt: skip
+        _kill_tree(first)
+    finally:
+        if first.poll() is None:
+            stop_celery(first)
+    killed = LinkBatch.objects.get(pk=batch.pk)
+    assert killed.status == "running"
+    assert LinkChunk.objects.filter(batch=batch).exclude(status="done").exists()
+    done_before = set(LinkChunk.objects.filter(batch=batch, status="done").values_list("index", "attempt"))
+
+    # A new worker with beat: the sweep finds the dead worker's chunks without a heartbeat and sends them again.
+    second = start_celery(env, beat=True, log_name="links-after-kill")
+    try:
+        wait_for(lambda: LinkBatch.objects.get(pk=batch.pk).is_finished, timeout=180, message="the batch to finish")
+    finally:
+        stop_celery(second)
+    batch.refresh_from_db()
+    assert comparable(batch) == expected
+    assert batch.attempt == 1  # the batch was not started over: only the lost chunks were made again
+    assert done_before  # chunks finished before the kill were kept (their rows are in the output above)
+
+
+def test_a_run_killed_in_this_process_is_taken_over_by_the_next_local_run(sandbox, settings, tmp_path):
+    """`generate_links` on a batch left running by a killed run makes the chunks not done, not the rest."""
+    template = demo_template()
+    path = campaign(tmp_path / "campaign.csv", 1500)
+    expected = comparable(make(template, path, settings, chunk_rows=10**9, jobs=1))
+    batch = make(template, path, settings, chunk_rows=500, jobs=None)
+    services.link_batch_process(batch_id=batch.pk, jobs=None)  # chunks made, their messages not consumed here
+    first = LinkChunk.objects.get(batch=batch, index=0)
+    services.link_chunk_process(chunk_id=first.pk)
+    LinkChunk.objects.filter(batch=batch, index=1).update(status="running", attempt=1, heartbeat_at=first.queued_at)
+    settings.LINKS_STALE_SECONDS = 0
+    batch = services.link_batch_process(batch_id=batch.pk, jobs=1)
+    assert comparable(batch) == expected
+    assert batch.attempt == 1
+
+
+def test_a_missing_input_file_fails_the_batch_with_the_reason(sandbox, settings, tmp_path):
+    batch = make(demo_template(), campaign(tmp_path / "c.csv", 10), settings, chunk_rows=100, jobs=None)
+    default_storage.delete(batch.input_file.name)
+    batch = services.link_batch_process(batch_id=batch.pk, jobs=1)
+    assert (batch.status, batch.error) == ("failed", services.MISSING_INPUT)
+
+
+def test_the_sweeper_sends_again_what_was_lost(sandbox, settings, tmp_path):
+    settings.LINKS_STALE_SECONDS = 60
+    template = demo_template()
+    queued = make(template, campaign(tmp_path / "a.csv", 10), settings, chunk_rows=100, jobs=None)
+    running = make(template, campaign(tmp_path / "b.csv", 300), settings, chunk_rows=100, jobs=None)
+    services.link_batch_process(batch_id=running.pk, jobs=None)
+    long_ago = queued.queued_at - timedelta(minutes=5)
+    LinkBatch.objects.filter(pk=queued.pk).update(queued_at=long_ago)
+    LinkBatch.objects.filter(pk=running.pk).update(heartbeat_at=long_ago)
+    chunks = list(LinkChunk.objects.filter(batch=running).order_by("index"))
+    LinkChunk.objects.filter(pk=chunks[0].pk).update(status="running", attempt=1, heartbeat_at=long_ago)
+    LinkChunk.objects.filter(pk=chunks[1].pk).update(queued_at=long_ago)
+
+    assert services.link_batches_sweep() == {"batches": 1, "chunks": 2, "assemblies": 0}
+    assert LinkChunk.objects.get(pk=chunks[0].pk).status == "queued"
+    # Sent once: the next sweep leaves them alone until they are stale again.
+    assert services.link_batches_sweep() == {"batches": 0, "chunks": 0, "assemblies": 0}
+
+    # The chunks made (as the re-sent tasks would), the batch assembles; a lost assembly is sent again too.
+    for chunk in chunks:
+        services.link_chunk_process(chunk_id=chunk.pk)
+    running.refresh_from_db()
+    assert running.status == "succeeded" and running.rows_done == 300
