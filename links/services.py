@@ -393,7 +393,12 @@ def link_chunk_process(*, chunk_id: int) -> None:
         _fail_with_reference(batch=batch, what="while making the links")
         return
     if last:
-        link_batch_finish(batch_id=batch.pk)
+        try:
+            link_batch_finish(batch_id=batch.pk)
+        except (OperationalError, InterfaceError):
+            logger.exception("Link batch %s: database error while assembling; sent again", batch.pk)
+            close_old_connections()
+            enqueue_after_commit("links.finish_link_batch", batch.pk, countdown=1)
 
 
 def _requeue_chunk(chunk: LinkChunk) -> bool:
@@ -775,8 +780,8 @@ def link_batch_finish(*, batch_id: int) -> None:
     if not finished:  # cancelled, or assembled by another worker, in the meantime
         for name in (output_name, errors_name):
             default_storage.delete(name)
-        return
-    _discard_chunks(batch)
+    elif finished_status == LinkBatch.Status.SUCCEEDED:
+        _discard_chunks(batch)  # a cancelled batch keeps them (they show where it stopped) until its re-run
 
 
 def _header_bytes(batch: LinkBatch) -> bytes:

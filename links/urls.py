@@ -10,6 +10,7 @@ urlpatterns = [
     path("<int:batch_id>/", views.batch_detail, name="batch_detail"),
     path("<int:batch_id>/confirm/", views.batch_confirm, name="batch_confirm"),
     path("<int:batch_id>/rerun/", views.batch_rerun, name="batch_rerun"),
+    path("<int:batch_id>/cancel/", views.batch_cancel, name="batch_cancel"),
     path("<int:batch_id>/status.json", views.batch_status, name="batch_status"),
     path("<int:batch_id>/download/<str:kind>/", views.batch_download, name="batch_download"),
 ]
