@@ -353,18 +353,18 @@ def link_chunk_process(*, chunk_id: int) -> None:
     Safe to deliver twice: a chunk is only taken while queued, and a run whose chunk was handed to another
     worker in the meantime (it stopped beating) stops at its next beat without writing anything.
     """
-    chunk = LinkChunk.objects.select_related("batch__template").filter(pk=chunk_id).first()
-    if chunk is None:
-        return  # the batch was started again: its chunks were replaced
-    batch = chunk.batch
-    attempt = chunk.attempt + 1
-    taken = LinkChunk.objects.filter(pk=chunk.pk, attempt=chunk.attempt, status=LinkChunk.Status.QUEUED,
-                                     batch__status=LinkBatch.Status.RUNNING).update(
-        status=LinkChunk.Status.RUNNING, attempt=attempt, heartbeat_at=timezone.now(), rows_done=0,
-    )  # fmt: skip
-    if not taken:
+    try:
+        chunk = _take_chunk(chunk_id)
+    except (OperationalError, InterfaceError):
+        # No connection to take it with: the task goes out again (a chunk taken meanwhile ignores it).
+        logger.exception("Link chunk %s: database error while taking it; sent again", chunk_id)
+        close_old_connections()
+        enqueue_after_commit("links.process_link_chunk", chunk_id, countdown=1)
         return
-    chunk.attempt = attempt
+    if chunk is None:
+        return
+    batch = chunk.batch
+    attempt = chunk.attempt
     try:
         last = _make_chunk(chunk)
     except _Stopped:
@@ -399,6 +399,19 @@ def link_chunk_process(*, chunk_id: int) -> None:
             logger.exception("Link batch %s: database error while assembling; sent again", batch.pk)
             close_old_connections()
             enqueue_after_commit("links.finish_link_batch", batch.pk, countdown=1)
+
+
+def _take_chunk(chunk_id: int) -> LinkChunk | None:
+    """The chunk, now running under a new attempt number; None when it is gone (the batch was started
+    again), not queued (taken already, done) or its batch is no longer running."""
+    chunk = LinkChunk.objects.select_related("batch__template").filter(pk=chunk_id).first()
+    if chunk is None:
+        return None
+    taken = LinkChunk.objects.filter(
+        pk=chunk.pk, attempt=chunk.attempt, status=LinkChunk.Status.QUEUED, batch__status=LinkBatch.Status.RUNNING
+    ).update(status=LinkChunk.Status.RUNNING, attempt=chunk.attempt + 1, heartbeat_at=timezone.now(), rows_done=0)
+    chunk.attempt += 1
+    return chunk if taken else None
 
 
 def _requeue_chunk(chunk: LinkChunk) -> bool:
@@ -672,7 +685,8 @@ class _RowKeys:
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
                 data = "".join(f"{key}\t{row}\t{'t' if by_id else 'f'}\n" for key, (row, by_id) in first_rows.items())
-                with cursor.copy(f"COPY {self.table} (key, first_row, by_id) FROM STDIN") as copy:
+                # psycopg's copy is not wrapped by Django: its errors become Django's here, like every query's.
+                with connection.wrap_database_errors, cursor.copy(f"COPY {self.table} (key, first_row, by_id) FROM STDIN") as copy:
                     copy.write(data)
             else:
                 cursor.executemany(f"INSERT INTO {self.table} (key, first_row, by_id) VALUES (%s, %s, %s)",

@@ -314,26 +314,26 @@ def test_a_manager_cancels_a_running_batch_it_stops_within_seconds_and_runs_agai
 def test_killed_database_connections_mid_batch_end_in_a_finished_batch(celery_worker_process, live_sandbox, settings,
                                                                        tmp_path):  # fmt: skip
     template = demo_template()
-    path = campaign(tmp_path / "campaign.csv", 20_000)
+    path = campaign(tmp_path / "campaign.csv", 40_000)
     expected = comparable(make(template, path, settings, chunk_rows=10**9, jobs=1))
-    batch = make(template, path, settings, chunk_rows=1000, jobs=None)
+    batch = make(template, path, settings, chunk_rows=2000, jobs=None)
     services.link_batch_process(batch_id=batch.pk, jobs=None)
     wait_for(lambda: LinkBatch.objects.get(pk=batch.pk).rows_done > 0, timeout=120, interval=0.05,
              message="the worker to get going")  # fmt: skip
     killed = 0
-    for _ in range(3):  # a few times, so that a chunk's own write is hit and not only the gaps between
+    while killed < 4 and not LinkBatch.objects.get(pk=batch.pk).is_finished:
+        # Again and again, so that the writes of chunks are hit and not only the gaps between them.
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                            "WHERE datname = current_database() AND pid <> pg_backend_pid()")  # fmt: skip
             killed += sum(1 for (done,) in cursor.fetchall() if done)
-        time.sleep(0.3)
+        time.sleep(0.4)
     assert killed
     wait_for(lambda: LinkBatch.objects.get(pk=batch.pk).is_finished, timeout=120, message="the batch to finish")
     batch.refresh_from_db()
-    if batch.status == "failed":  # allowed: with its reason, never left "running"
-        assert batch.error
-    else:
-        assert comparable(batch) == expected
+    # The chunks whose connection was killed were made again on a new one (failing with the reason after
+    # three tries would be allowed too; "running" for ever is what must never happen).
+    assert comparable(batch) == expected, batch.error
 
 
 @pytest.mark.django_db
