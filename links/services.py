@@ -646,7 +646,7 @@ class _ChunkFile:
 
     def __init__(self, delimiter: str) -> None:
         self.buffer = io.BytesIO()
-        self.text = io.TextIOWrapper(self.buffer, encoding="utf-8", newline="", write_through=True)
+        self.text = io.TextIOWrapper(self.buffer, encoding="utf-8", newline="")
         self.writer = ResultWriter(self.text, delimiter=delimiter, header=None)
 
     def write(self, cells: list[str]) -> None:
