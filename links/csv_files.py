@@ -91,9 +91,7 @@ def _decode_head(head: bytes) -> tuple[str, str, bool]:
     else:
         encoding, has_bom, body = "utf-8", False, head
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise CsvFormatError(
-            "This file is saved as UTF-16 text; save it as “CSV UTF-8” and upload it again."
-        )
+        raise CsvFormatError("This file is saved as UTF-16 text; save it as “CSV UTF-8” and upload it again.")
     if head.startswith(b"PK\x03\x04") or head.startswith(b"\xd0\xcf\x11\xe0"):
         # .xlsx is a ZIP archive, .xls an OLE2 compound file: the usual mistake.
         raise CsvFormatError(
@@ -184,8 +182,7 @@ def _check_decoded(cells: list[str], dialect: CsvDialect, row_number: int) -> No
     if _UNDECODABLE_RE.search("".join(cells)):
         name = "Windows-1252" if dialect.encoding == "cp1252" else "UTF-8"
         raise CsvFormatError(
-            f"The file is not valid {name} text {_where(row_number)}; save it as "
-            "“CSV UTF-8” and upload it again."
+            f"The file is not valid {name} text {_where(row_number)}; save it as “CSV UTF-8” and upload it again."
         )
 
 
@@ -204,20 +201,15 @@ def _check_header(cells: list[str]) -> list[str]:
     while header and not header[-1]:
         header.pop()
     if not header:
-        raise CsvFormatError(
-            "The first row must hold the column names, but it is empty."
-        )
+        raise CsvFormatError("The first row must hold the column names, but it is empty.")
     seen: dict[str, str] = {}
     for position, name in enumerate(header, start=1):
         if not name:
-            raise CsvFormatError(
-                f"Column {position} has no name in the header row; every column needs a name."
-            )
+            raise CsvFormatError(f"Column {position} has no name in the header row; every column needs a name.")
         folded = name.casefold()
         if folded in seen:
             raise CsvFormatError(
-                f"The column name “{name}” appears more than once in the header row; "
-                "column names must be different."
+                f"The column name “{name}” appears more than once in the header row; column names must be different."
             )
         seen[folded] = name
     return header
@@ -291,9 +283,7 @@ class Rows:
         return self._lines.offset
 
 
-def read_rows(
-    binary_file: IO[bytes], dialect: CsvDialect, *, max_rows: int | None = None
-) -> tuple[list[str], Rows]:
+def read_rows(binary_file: IO[bytes], dialect: CsvDialect, *, max_rows: int | None = None) -> tuple[list[str], Rows]:
     """Read the header now and return it with a lazy iterator of
     ``(row_number, cells)``; see the module docstring for the rules.
 
@@ -346,9 +336,7 @@ def _iter_rows(
                 _check_decoded(cells, dialect, row_number)
             yielded += 1
             if yielded > limit >= 0:
-                raise CsvFormatError(
-                    f"The file has more than {limit:,} rows; split it into smaller files."
-                )
+                raise CsvFormatError(f"The file has more than {limit:,} rows; split it into smaller files.")
             if len(cells) < width:
                 cells.extend([""] * (width - len(cells)))
             elif len(cells) > width:
@@ -381,9 +369,7 @@ def check_size(size: int, *, max_bytes: int) -> None:
     # never reads "the file is 10 MB; the limit is 10 MB".
     shown_size = math.ceil(size * 10 / scale) / 10
     shown_limit = math.floor(max_bytes * 10 / scale) / 10
-    raise CsvFormatError(
-        f"The file is {_number(shown_size)} {unit}; the limit is {_number(shown_limit)} {unit}."
-    )
+    raise CsvFormatError(f"The file is {_number(shown_size)} {unit}; the limit is {_number(shown_limit)} {unit}.")
 
 
 def _number(value: float) -> str:

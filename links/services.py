@@ -213,7 +213,9 @@ class _Stopped(Exception):
     """The batch was cancelled, failed or started again while a chunk was being made: the chunk stops."""
 
 
-def link_batch_process(*, batch_id: int, jobs: int | None = 1, on_progress: ProgressCallback | None = None) -> LinkBatch:
+def link_batch_process(
+    *, batch_id: int, jobs: int | None = 1, on_progress: ProgressCallback | None = None
+) -> LinkBatch:
     """Make the links of a queued batch: cut it into chunks and have them made.
 
     jobs=None hands the chunks to the Celery workers (the task path) and returns at once; jobs=1 makes them
@@ -269,15 +271,24 @@ def _start(batch: LinkBatch) -> list[int]:
     attempt = batch.attempt + 1
     with transaction.atomic():
         started = LinkBatch.objects.filter(pk=batch.pk, attempt=batch.attempt, status=LinkBatch.Status.QUEUED).update(
-            attempt=attempt, status=LinkBatch.Status.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now(),
-            finished_at=None, error="", summary=[], output_file="", errors_file="", plan=plan, **_Counts().as_fields(),
-        )  # fmt: skip
+            attempt=attempt,
+            status=LinkBatch.Status.RUNNING,
+            started_at=timezone.now(),
+            heartbeat_at=timezone.now(),
+            finished_at=None,
+            error="",
+            summary=[],
+            output_file="",
+            errors_file="",
+            plan=plan,
+            **_Counts().as_fields(),
+        )
         if not started:
             raise _Stopped()  # another run took it over in between
         ends = [start for start, _ in plan[1:]] + [None]
         chunks = LinkChunk.objects.bulk_create(
             LinkChunk(batch_id=batch.pk, index=index, start=start, end=end, row_before=row_before)
-            for index, ((start, row_before), end) in enumerate(zip(plan, ends))
+            for index, ((start, row_before), end) in enumerate(zip(plan, ends, strict=True))
         )
         if len(chunks) > 1:
             _RowKeys(batch.pk).create()
@@ -386,10 +397,13 @@ def link_chunk_process(*, chunk_id: int) -> None:
         _fail(batch=batch, message=MISSING_INPUT)
         return
     except SoftTimeLimitExceeded:
-        _fail_with_reference(batch=batch, what="", message="Making the links took too long and was stopped "
-                             "(reference {reference}). Run it again.")  # fmt: skip
+        _fail_with_reference(
+            batch=batch,
+            what="",
+            message="Making the links took too long and was stopped (reference {reference}). Run it again.",
+        )
         return
-    except Exception:
+    except Exception:  # noqa: BLE001 - any other bug: the batch fails with a reference to the logged traceback
         _fail_with_reference(batch=batch, what="while making the links")
         return
     if last:
@@ -425,16 +439,20 @@ def _requeue_chunk(chunk: LinkChunk) -> bool:
 def _fail_with_reference(*, batch: LinkBatch, what: str, message: str = "") -> None:
     reference = uuid.uuid4().hex[:8]
     logger.exception("Link batch %s failed (reference %s)", batch.pk, reference)
-    _fail(batch=batch, message=(message or "Something went wrong {what} (reference {reference}). Run it again or "
-                                "contact support.").format(what=what, reference=reference))  # fmt: skip
+    _fail(
+        batch=batch,
+        message=(
+            message or "Something went wrong {what} (reference {reference}). Run it again or contact support."
+        ).format(what=what, reference=reference),
+    )
 
 
 def _fail(*, batch: LinkBatch, message: str) -> None:
     """Mark the batch failed with a sentence for staff, on a working connection even if this one broke."""
     close_old_connections()  # a connection that failed is closed here, so the write below opens a new one
-    LinkBatch.objects.filter(
-        pk=batch.pk, status__in=[LinkBatch.Status.QUEUED, LinkBatch.Status.RUNNING]
-    ).update(status=LinkBatch.Status.FAILED, error=message, finished_at=timezone.now())
+    LinkBatch.objects.filter(pk=batch.pk, status__in=[LinkBatch.Status.QUEUED, LinkBatch.Status.RUNNING]).update(
+        status=LinkBatch.Status.FAILED, error=message, finished_at=timezone.now()
+    )
 
 
 class _RowRules:
@@ -511,7 +529,11 @@ class _RowRules:
                 return row
         row.external_id = external_id
         # Two rows are the same holder when they share an External ID; without one, when every value matches.
-        key = "x\x00" + external_id if external_id else "v\x00" + "\x00".join(f"{k}\x00{v}" for k, v in sorted(row.fields.items()))
+        key = (
+            "x\x00" + external_id
+            if external_id
+            else "v\x00" + "\x00".join(f"{k}\x00{v}" for k, v in sorted(row.fields.items()))
+        )
         row.digest = hashlib.blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
         return row
 
@@ -528,8 +550,6 @@ class _RowRules:
 
 def _is_empty(cells: list[str]) -> bool:
     return not "".join(cells).strip()
-
-
 
 
 # --- making a chunk --------------------------------------------------------------------------------------------
@@ -566,18 +586,27 @@ def _make_chunk(chunk: LinkChunk) -> bool:
     counts, summary = _Counts(), RowSummary()
     beat = _Beat(chunk)
     with default_storage.open(batch.input_file.name, "rb") as binary:
-        rows = read_chunk(binary, dialect, width=len(batch.header), start=chunk.start, end=chunk.end,
-                          row_before=chunk.row_before)  # fmt: skip
+        rows = read_chunk(
+            binary, dialect, width=len(batch.header), start=chunk.start, end=chunk.end, row_before=chunk.row_before
+        )
         group: list[_Row] = []
         for number, cells in rows:
             group.append(rules.check(number, cells))
             if len(group) >= GROUP_ROWS:
-                _write_group(group, rules=rules, first_rows=first_rows, output=output, errors=errors, counts=counts,
-                             summary=summary)  # fmt: skip
+                _write_group(
+                    group,
+                    rules=rules,
+                    first_rows=first_rows,
+                    output=output,
+                    errors=errors,
+                    counts=counts,
+                    summary=summary,
+                )
                 group = []
                 beat(counts.rows_done)
-        _write_group(group, rules=rules, first_rows=first_rows, output=output, errors=errors, counts=counts,
-                     summary=summary)  # fmt: skip
+        _write_group(
+            group, rules=rules, first_rows=first_rows, output=output, errors=errors, counts=counts, summary=summary
+        )
     folder = batch.sibling_path(f"chunks/{chunk.index:05d}-{chunk.attempt}")
     output_name = output.store(folder + ".csv")
     errors_name = errors.store(folder + "-errors.csv")
@@ -590,9 +619,14 @@ def _make_chunk(chunk: LinkChunk) -> bool:
             if len(batch.plan) > 1:
                 _RowKeys(batch.pk).add(first_rows)
             done = LinkChunk.objects.filter(pk=chunk.pk, attempt=chunk.attempt, status=LinkChunk.Status.RUNNING).update(
-                status=LinkChunk.Status.DONE, heartbeat_at=timezone.now(), rows_done=counts.rows_done,
-                counts=counts.as_fields(), summary=summary.as_json(), output_file=output_name, errors_file=errors_name,
-            )  # fmt: skip
+                status=LinkChunk.Status.DONE,
+                heartbeat_at=timezone.now(),
+                rows_done=counts.rows_done,
+                counts=counts.as_fields(),
+                summary=summary.as_json(),
+                output_file=output_name,
+                errors_file=errors_name,
+            )
             if not done:
                 raise _Stopped()
             return not batch.chunks.exclude(status=LinkChunk.Status.DONE).exists()
@@ -602,8 +636,16 @@ def _make_chunk(chunk: LinkChunk) -> bool:
         raise
 
 
-def _write_group(group: list[_Row], *, rules: _RowRules, first_rows: dict[str, tuple[int, bool]], output: _ChunkFile,
-                 errors: _ChunkFile, counts: _Counts, summary: RowSummary) -> None:  # fmt: skip
+def _write_group(
+    group: list[_Row],
+    *,
+    rules: _RowRules,
+    first_rows: dict[str, tuple[int, bool]],
+    output: _ChunkFile,
+    errors: _ChunkFile,
+    counts: _Counts,
+    summary: RowSummary,
+) -> None:
     good = [row for row in group if not row.error]
     in_use = external_ids_in_use(template=rules.template, external_ids=[r.external_id for r in good if r.external_id])
     for row in group:
@@ -674,8 +716,10 @@ class _RowKeys:
         postgres = connection.vendor == "postgresql"
         with connection.cursor() as cursor:
             cursor.execute(f"DROP TABLE IF EXISTS {self.table}")
-            cursor.execute(f"CREATE {'UNLOGGED ' if postgres else ''}TABLE {self.table} "
-                           f"(key {'uuid' if postgres else 'text'} NOT NULL, first_row integer NOT NULL, by_id boolean NOT NULL)")  # fmt: skip
+            cursor.execute(
+                f"CREATE {'UNLOGGED ' if postgres else ''}TABLE {self.table} "
+                f"(key {'uuid' if postgres else 'text'} NOT NULL, first_row integer NOT NULL, by_id boolean NOT NULL)"
+            )
 
     def drop(self) -> None:
         with connection.cursor() as cursor:
@@ -686,11 +730,16 @@ class _RowKeys:
             if connection.vendor == "postgresql":
                 data = "".join(f"{key}\t{row}\t{'t' if by_id else 'f'}\n" for key, (row, by_id) in first_rows.items())
                 # psycopg's copy is not wrapped by Django: its errors become Django's here, like every query's.
-                with connection.wrap_database_errors, cursor.copy(f"COPY {self.table} (key, first_row, by_id) FROM STDIN") as copy:
+                with (
+                    connection.wrap_database_errors,
+                    cursor.copy(f"COPY {self.table} (key, first_row, by_id) FROM STDIN") as copy,
+                ):
                     copy.write(data)
             else:
-                cursor.executemany(f"INSERT INTO {self.table} (key, first_row, by_id) VALUES (%s, %s, %s)",
-                                   [(key, row, by_id) for key, (row, by_id) in first_rows.items()])  # fmt: skip
+                cursor.executemany(
+                    f"INSERT INTO {self.table} (key, first_row, by_id) VALUES (%s, %s, %s)",
+                    [(key, row, by_id) for key, (row, by_id) in first_rows.items()],
+                )
 
     def repeated(self) -> dict[int, tuple[int, bool]]:
         """Chunk-first rows whose holder came earlier in another chunk → (that earlier row, by External ID)."""
@@ -728,8 +777,14 @@ class RowSummary:
         key = (kind, self.reason(message))
         entry = self.entries.get(key)
         if entry is None:
-            self.entries[key] = {"kind": kind, "reason": key[1], "count": 1, "rows": [row], "example": message,
-                                 "example_row": row}  # fmt: skip
+            self.entries[key] = {
+                "kind": kind,
+                "reason": key[1],
+                "count": 1,
+                "rows": [row],
+                "example": message,
+                "example_row": row,
+            }
             return
         entry["count"] += 1
         if row < entry["example_row"]:
@@ -788,9 +843,14 @@ def link_batch_finish(*, batch_id: int) -> None:
     errors_name = _store_stream(assembly.errors(chunks, header), batch.sibling_path(f"errors{suffix}.csv"))
     totals = {"rows_total": counts.rows_done} if finished_status == LinkBatch.Status.SUCCEEDED else {}
     finished = LinkBatch.objects.filter(pk=batch.pk, attempt=batch.attempt, status=batch.status).update(
-        status=finished_status, output_file=output_name, errors_file=errors_name, summary=summary.as_json(),
-        finished_at=timezone.now(), **totals, **counts.as_fields(),
-    )  # fmt: skip
+        status=finished_status,
+        output_file=output_name,
+        errors_file=errors_name,
+        summary=summary.as_json(),
+        finished_at=timezone.now(),
+        **totals,
+        **counts.as_fields(),
+    )
     if not finished:  # cancelled, or assembled by another worker, in the meantime
         for name in (output_name, errors_name):
             default_storage.delete(name)
@@ -816,7 +876,7 @@ class _Assembly:
     def output(self, chunks: list[LinkChunk], header: bytes) -> Iterator[bytes]:
         yield header
         starts = [chunk.row_before for chunk in chunks[1:]] + [None]
-        for chunk, end in zip(chunks, starts):
+        for chunk, end in zip(chunks, starts, strict=True):
             if any(chunk.row_before < row and (end is None or row <= end) for row in self.repeated):
                 yield from self._rewritten(chunk)
             else:
@@ -832,13 +892,16 @@ class _Assembly:
         dialect = _dialect(batch)
         text = io.StringIO()
         writer = csv.writer(text, delimiter=batch.delimiter, lineterminator="\r\n")
-        with default_storage.open(batch.input_file.name, "rb") as binary, \
-                default_storage.open(chunk.output_file, "rb") as stored:  # fmt: skip
-            rows = read_chunk(binary, dialect, width=len(batch.header), start=chunk.start, end=chunk.end,
-                              row_before=chunk.row_before)  # fmt: skip
+        with (
+            default_storage.open(batch.input_file.name, "rb") as binary,
+            default_storage.open(chunk.output_file, "rb") as stored,
+        ):
+            rows = read_chunk(
+                binary, dialect, width=len(batch.header), start=chunk.start, end=chunk.end, row_before=chunk.row_before
+            )
             # Every input row gave one output row, in order: the input says which row number each one is.
             records = csv.reader(io.TextIOWrapper(stored, encoding="utf-8", newline=""), delimiter=batch.delimiter)
-            for (number, _), cells in zip(rows, records):
+            for (number, _), cells in zip(rows, records, strict=True):
                 if cells[-2]:  # a link: only those rows carry duplicate notes
                     cells[-1] = self._notes(number, cells[-1])
                 writer.writerow(cells)
@@ -923,8 +986,11 @@ def link_batch_cancel(*, batch: LinkBatch, user) -> LinkBatch:
     with transaction.atomic():
         cancelled = LinkBatch.objects.filter(
             pk=batch.pk, status__in=[LinkBatch.Status.QUEUED, LinkBatch.Status.RUNNING]
-        ).update(status=LinkBatch.Status.CANCELLED, finished_at=timezone.now(),
-                 error=f"Cancelled by {who}; the result holds the rows made until then.")  # fmt: skip
+        ).update(
+            status=LinkBatch.Status.CANCELLED,
+            finished_at=timezone.now(),
+            error=f"Cancelled by {who}; the result holds the rows made until then.",
+        )
         if not cancelled:
             raise LinkUploadError("Only a batch that is queued or running can be cancelled.")
         enqueue_after_commit("links.finish_link_batch", batch.pk)
@@ -940,20 +1006,30 @@ def link_batches_sweep() -> dict[str, int]:
     now = timezone.now()
     stale = now - timedelta(seconds=settings.LINKS_STALE_SECONDS)
     sent = {"batches": 0, "chunks": 0, "assemblies": 0}
-    for batch_id in LinkBatch.objects.filter(status=LinkBatch.Status.QUEUED, queued_at__lt=stale).values_list("pk", flat=True):
-        if LinkBatch.objects.filter(pk=batch_id, status=LinkBatch.Status.QUEUED, queued_at__lt=stale).update(queued_at=now):
+    for batch_id in LinkBatch.objects.filter(status=LinkBatch.Status.QUEUED, queued_at__lt=stale).values_list(
+        "pk", flat=True
+    ):
+        if LinkBatch.objects.filter(pk=batch_id, status=LinkBatch.Status.QUEUED, queued_at__lt=stale).update(
+            queued_at=now
+        ):
             enqueue_after_commit("links.process_link_batch", batch_id)
             sent["batches"] += 1
     running = LinkChunk.objects.filter(batch__status=LinkBatch.Status.RUNNING)
     for chunk in running.filter(status=LinkChunk.Status.RUNNING, heartbeat_at__lt=stale):
         if _requeue_chunk(chunk):
-            logger.warning("Link batch %s, chunk %s: no heartbeat since %s; sent again", chunk.batch_id, chunk.index,
-                           chunk.heartbeat_at)  # fmt: skip
+            logger.warning(
+                "Link batch %s, chunk %s: no heartbeat since %s; sent again",
+                chunk.batch_id,
+                chunk.index,
+                chunk.heartbeat_at,
+            )
             enqueue_after_commit("links.process_link_chunk", chunk.pk)
             sent["chunks"] += 1
     waiting = running.filter(status=LinkChunk.Status.QUEUED, queued_at__lt=stale, batch__heartbeat_at__lt=stale)
     for chunk_id in waiting.values_list("pk", flat=True):
-        if LinkChunk.objects.filter(pk=chunk_id, status=LinkChunk.Status.QUEUED, queued_at__lt=stale).update(queued_at=now):
+        if LinkChunk.objects.filter(pk=chunk_id, status=LinkChunk.Status.QUEUED, queued_at__lt=stale).update(
+            queued_at=now
+        ):
             enqueue_after_commit("links.process_link_chunk", chunk_id)
             sent["chunks"] += 1
     all_done = LinkBatch.objects.filter(status=LinkBatch.Status.RUNNING, heartbeat_at__lt=stale).exclude(

@@ -1,4 +1,5 @@
 """Celery entry points for link batches: thin, they take ids and call the services."""
+
 from celery import shared_task
 
 from . import services

@@ -6,59 +6,83 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('links', '0002_linkbatch_duplicate_claims'),
+        ("links", "0002_linkbatch_duplicate_claims"),
     ]
 
     operations = [
         migrations.RemoveField(
-            model_name='linkbatch',
-            name='rows',
+            model_name="linkbatch",
+            name="rows",
         ),
         migrations.AddField(
-            model_name='linkbatch',
-            name='heartbeat_at',
+            model_name="linkbatch",
+            name="heartbeat_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='linkbatch',
-            name='plan',
+            model_name="linkbatch",
+            name="plan",
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.AddField(
-            model_name='linkbatch',
-            name='summary',
+            model_name="linkbatch",
+            name="summary",
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.AlterField(
-            model_name='linkbatch',
-            name='status',
-            field=models.CharField(choices=[('uploaded', 'Uploaded'), ('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='uploaded', max_length=16),
+            model_name="linkbatch",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("uploaded", "Uploaded"),
+                    ("queued", "Queued"),
+                    ("running", "Running"),
+                    ("succeeded", "Succeeded"),
+                    ("failed", "Failed"),
+                    ("cancelled", "Cancelled"),
+                ],
+                default="uploaded",
+                max_length=16,
+            ),
         ),
         migrations.CreateModel(
-            name='LinkChunk',
+            name="LinkChunk",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('index', models.PositiveIntegerField()),
-                ('start', models.BigIntegerField()),
-                ('end', models.BigIntegerField(null=True)),
-                ('row_before', models.PositiveIntegerField()),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('done', 'Done')], default='queued', max_length=16)),
-                ('attempt', models.PositiveIntegerField(default=0)),
-                ('queued_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('rows_done', models.PositiveIntegerField(default=0)),
-                ('counts', models.JSONField(blank=True, default=dict)),
-                ('summary', models.JSONField(blank=True, default=list)),
-                ('output_file', models.CharField(blank=True, max_length=300)),
-                ('errors_file', models.CharField(blank=True, max_length=300)),
-                ('batch', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='chunks', to='links.linkbatch')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("index", models.PositiveIntegerField()),
+                ("start", models.BigIntegerField()),
+                ("end", models.BigIntegerField(null=True)),
+                ("row_before", models.PositiveIntegerField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("queued", "Queued"), ("running", "Running"), ("done", "Done")],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("attempt", models.PositiveIntegerField(default=0)),
+                ("queued_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("rows_done", models.PositiveIntegerField(default=0)),
+                ("counts", models.JSONField(blank=True, default=dict)),
+                ("summary", models.JSONField(blank=True, default=list)),
+                ("output_file", models.CharField(blank=True, max_length=300)),
+                ("errors_file", models.CharField(blank=True, max_length=300)),
+                (
+                    "batch",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="chunks", to="links.linkbatch"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['batch', 'index'],
-                'indexes': [models.Index(fields=['status', 'heartbeat_at'], name='linkchunk_status_beat_idx')],
-                'constraints': [models.UniqueConstraint(fields=('batch', 'index'), name='linkchunk_batch_index_unique')],
+                "ordering": ["batch", "index"],
+                "indexes": [models.Index(fields=["status", "heartbeat_at"], name="linkchunk_status_beat_idx")],
+                "constraints": [
+                    models.UniqueConstraint(fields=("batch", "index"), name="linkchunk_batch_index_unique")
+                ],
             },
         ),
     ]

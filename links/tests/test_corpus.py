@@ -253,8 +253,9 @@ def test_every_input_column_comes_back_in_its_place(name, sandbox, settings, tmp
     batch = make_links(demo_template(), DATA / name)
     _, output = _read_output(batch, batch.output_file.name)
     width = len(batch.header)
-    expected = [[safe_cell(cell) for cell in (row + [""] * width)[:width]]
-                for row in _input_rows(DATA / name) if row]  # only blank lines (no cells) are not rows
+    expected = [
+        [safe_cell(cell) for cell in (row + [""] * width)[:width]] for row in _input_rows(DATA / name) if row
+    ]  # only blank lines (no cells) are not rows
     assert [row[:width] for row in output] == expected
 
 

@@ -79,8 +79,16 @@ def comparable(batch: LinkBatch) -> tuple:
             assert payload.batch_id == batch.pk
             link = (payload.row, payload.fields, payload.external_id)
         rows.append((*cells[:-2], link, cells[-1]))
-    counts = (batch.status, batch.rows_total, batch.rows_done, batch.links, batch.errors, batch.warnings,
-              batch.duplicates, batch.existing_members)  # fmt: skip
+    counts = (
+        batch.status,
+        batch.rows_total,
+        batch.rows_done,
+        batch.links,
+        batch.errors,
+        batch.warnings,
+        batch.duplicates,
+        batch.existing_members,
+    )
     return counts, rows, read_result(batch.errors_file.name), batch.summary
 
 
@@ -105,8 +113,11 @@ def test_chunks_in_two_local_processes_give_the_one_process_file(one_process, se
     assert rows[1049][-1] == "Warning: the same values as row 5."  # row 1050 (after two blank lines), chunk 4
     reasons = {(entry["kind"], entry["reason"]): entry for entry in summary}
     repeats = reasons[("warning", "the same values as row N.")]
-    assert (repeats["count"], repeats["rows"], repeats["example"]) == (60, [50, 100, 150, 200, 250],
-                                                                       "Warning: the same values as row 1.")  # fmt: skip
+    assert (repeats["count"], repeats["rows"], repeats["example"]) == (
+        60,
+        [50, 100, 150, 200, 250],
+        "Warning: the same values as row 1.",
+    )
     bad_emails = [(entry["count"], entry["rows"]) for entry in summary if entry["kind"] == "error"]
     assert bad_emails == [(30, [97, 194, 291, 388, 486])]  # one reason; 486: a blank line came before it
     # Nothing of the chunks is left: their rows, files and the batch's key table.
@@ -148,17 +159,38 @@ def test_a_worker_killed_mid_batch_costs_its_chunks_and_the_batch_finishes_right
     template = demo_template()
     path = campaign(tmp_path / "campaign.csv", 40_000)
     expected = comparable(make(template, path, settings, chunk_rows=10**9, jobs=1))
-    env = {"SMARTPAGES_API_URL": sandbox.url, "CELERY_BROKER_URL": private_redis, "LINKS_STALE_SECONDS": "3",
-           "LINKS_SWEEP_SECONDS": "1", "CACHE_REDIS_URL": private_redis.removesuffix("/0") + "/1"}  # fmt: skip
+    env = {
+        "SMARTPAGES_API_URL": sandbox.url,
+        "CELERY_BROKER_URL": private_redis,
+        "LINKS_STALE_SECONDS": "3",
+        "LINKS_SWEEP_SECONDS": "1",
+        "CACHE_REDIS_URL": private_redis.removesuffix("/0") + "/1",
+    }
     first = start_celery(env, log_name="links-killed")
     try:
         batch = make(template, path, settings, chunk_rows=1000, jobs=None)
         # The chunks go out on this test's own broker (the task's path), from a process that uses it.
-        code = f"import django; django.setup(); from links import services; services.link_batch_process(batch_id={batch.pk}, jobs=None)"
-        subprocess.run([sys.executable, "-c", code], env={**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings_test",
-                       **env, "DATABASE_URL": _database_url()}, check=True, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
-        wait_for(lambda: LinkChunk.objects.filter(batch=batch, status="done").count() >= 2, timeout=120,
-                 interval=0.05, message="two chunks done")  # fmt: skip
+        code = (
+            "import django; django.setup(); from links import services; "
+            f"services.link_batch_process(batch_id={batch.pk}, jobs=None)"
+        )
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={
+                **os.environ,
+                "DJANGO_SETTINGS_MODULE": "portal.settings_test",
+                **env,
+                "DATABASE_URL": _database_url(),
+            },
+            check=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        wait_for(
+            lambda: LinkChunk.objects.filter(batch=batch, status="done").count() >= 2,
+            timeout=120,
+            interval=0.05,
+            message="two chunks done",
+        )
         _kill_tree(first)
     finally:
         if first.poll() is None:
@@ -173,8 +205,11 @@ def test_a_worker_killed_mid_batch_costs_its_chunks_and_the_batch_finishes_right
     # again, with the chunks still waiting (their messages were held by the dead worker).
     second = start_celery(env, beat=True, log_name="links-after-kill")
     try:
-        wait_for(lambda: LinkChunk.objects.filter(batch=batch, index__in=lost, attempt__gte=2).count() == len(lost),
-                 timeout=120, message="the lost chunks to be made again")  # fmt: skip
+        wait_for(
+            lambda: LinkChunk.objects.filter(batch=batch, index__in=lost, attempt__gte=2).count() == len(lost),
+            timeout=120,
+            message="the lost chunks to be made again",
+        )
         assert dict(LinkChunk.objects.filter(batch=batch, index__in=done_before).values_list("index", "attempt")) == (
             done_before
         )  # chunks made before the kill were not made again
@@ -245,8 +280,22 @@ def private_redis(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)  # fmt: skip
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     try:
         wait_for(lambda: _redis_answers(port), timeout=20, message="redis-server to start")
         yield f"redis://127.0.0.1:{port}/0"
@@ -272,8 +321,12 @@ def test_a_manager_cancels_a_running_batch_it_stops_within_seconds_and_runs_agai
     path = campaign(tmp_path / "campaign.csv", 40_000)
     batch = make(template, path, settings, chunk_rows=1000, jobs=None)
     services.link_batch_process(batch_id=batch.pk, jobs=None)
-    wait_for(lambda: LinkChunk.objects.filter(batch=batch, status="done").count() >= 2, timeout=120, interval=0.05,
-             message="two chunks done")  # fmt: skip
+    wait_for(
+        lambda: LinkChunk.objects.filter(batch=batch, status="done").count() >= 2,
+        timeout=120,
+        interval=0.05,
+        message="two chunks done",
+    )
 
     client.force_login(viewer)
     assert client.post(f"/links/{batch.pk}/cancel/").status_code == 403
@@ -311,21 +364,28 @@ def test_a_manager_cancels_a_running_batch_it_stops_within_seconds_and_runs_agai
 
 
 @pytest.mark.worker
-def test_killed_database_connections_mid_batch_end_in_a_finished_batch(celery_worker_process, live_sandbox, settings,
-                                                                       tmp_path):  # fmt: skip
+def test_killed_database_connections_mid_batch_end_in_a_finished_batch(
+    celery_worker_process, live_sandbox, settings, tmp_path
+):
     template = demo_template()
     path = campaign(tmp_path / "campaign.csv", 40_000)
     expected = comparable(make(template, path, settings, chunk_rows=10**9, jobs=1))
     batch = make(template, path, settings, chunk_rows=2000, jobs=None)
     services.link_batch_process(batch_id=batch.pk, jobs=None)
-    wait_for(lambda: LinkBatch.objects.get(pk=batch.pk).rows_done > 0, timeout=120, interval=0.05,
-             message="the worker to get going")  # fmt: skip
+    wait_for(
+        lambda: LinkBatch.objects.get(pk=batch.pk).rows_done > 0,
+        timeout=120,
+        interval=0.05,
+        message="the worker to get going",
+    )
     killed = 0
     while killed < 4 and not LinkBatch.objects.get(pk=batch.pk).is_finished:
         # Again and again, so that the writes of chunks are hit and not only the gaps between them.
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")  # fmt: skip
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
             killed += sum(1 for (done,) in cursor.fetchall() if done)
         time.sleep(0.4)
     assert killed

@@ -115,7 +115,12 @@ def test_a_run_killed_mid_file_is_finished_by_the_next_run_with_a_complete_file(
     settings.LINKS_STALE_SECONDS = 0
     rerun = services.link_batch_process(batch_id=batch.pk)
     assert rerun.status == "succeeded" and rerun.attempt == 1
-    assert (rerun.rows_done, rerun.links, rerun.errors, rerun.duplicates) == (ROWS, ROWS - ROWS // 1000, ROWS // 1000, 0)
+    assert (rerun.rows_done, rerun.links, rerun.errors, rerun.duplicates) == (
+        ROWS,
+        ROWS - ROWS // 1000,
+        ROWS // 1000,
+        0,
+    )
     _check_output(rerun)
 
     # Running it once more (a duplicate delivery) changes nothing.

@@ -71,8 +71,15 @@ class Command(BaseCommand):
         with default_storage.open(batch.output_file.name, "rb") as result, open(options["output"], "wb") as out:
             shutil.copyfileobj(result, out, 1024 * 1024)
 
-        outcome = {"rows": batch.rows_done, "links": batch.links, "errors": batch.errors, "warnings": batch.warnings,
-                   "duplicates": batch.duplicates, "existing_members": batch.existing_members, "batch": batch.pk}  # fmt: skip
+        outcome = {
+            "rows": batch.rows_done,
+            "links": batch.links,
+            "errors": batch.errors,
+            "warnings": batch.warnings,
+            "duplicates": batch.duplicates,
+            "existing_members": batch.existing_members,
+            "batch": batch.pk,
+        }
         if options["json"]:
             self.stdout.write(json.dumps(outcome))
         else:
@@ -85,7 +92,9 @@ class Command(BaseCommand):
         try:
             return PassTemplate.objects.get(pk=uuid.UUID(value))
         except (ValueError, PassTemplate.DoesNotExist):
-            raise CommandError(f"No pass template {value!r} in the mirror; run `manage.py sync_templates` first.") from None
+            raise CommandError(
+                f"No pass template {value!r} in the mirror; run `manage.py sync_templates` first."
+            ) from None
 
     def _overrides(self, pairs: list[str], header: list[str]) -> dict[str, str]:
         overrides = {}
