@@ -205,7 +205,10 @@ CELERY_BEAT_SCHEDULE = {
     # A safety net for claims whose retry task was lost (e.g. the broker was down when it was enqueued).
     "retry-stale-pending-members": {"task": "members.retry_stale_pending", "schedule": 300.0},
     # Link batches and chunks whose worker died or whose task never reached the broker.
-    "sweep-link-batches": {"task": "links.sweep_link_batches", "schedule": float(env.int("LINKS_SWEEP_SECONDS", default=60))},
+    "sweep-link-batches": {
+        "task": "links.sweep_link_batches",
+        "schedule": float(env.int("LINKS_SWEEP_SECONDS", default=60)),
+    },
 }
 
 # --- SmartPass links --------------------------------------------------------------------------------------
