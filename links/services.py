@@ -759,6 +759,8 @@ class _RowKeys:
 _QUOTED_RE = re.compile(r"“[^”]*”(?:, “[^”]*”)*")
 _DIGITS_RE = re.compile(r"\d+")
 SUMMARY_ROWS = 5
+SUMMARY_REASONS = 50
+OTHER_REASONS = "Other reasons"
 
 
 class RowSummary:
@@ -775,6 +777,8 @@ class RowSummary:
 
     def add(self, kind: str, message: str, row: int) -> None:
         key = (kind, self.reason(message))
+        if key not in self.entries and len(self.entries) >= SUMMARY_REASONS:
+            key = (kind, OTHER_REASONS)  # a message naming a value outside quotation marks: bounded all the same
         entry = self.entries.get(key)
         if entry is None:
             self.entries[key] = {
@@ -794,7 +798,10 @@ class RowSummary:
 
     def merge(self, entries: list[dict]) -> None:
         for other in entries:
-            entry = self.entries.setdefault((other["kind"], other["reason"]), {**other, "count": 0, "rows": []})
+            key = (other["kind"], other["reason"])
+            if key not in self.entries and len(self.entries) >= SUMMARY_REASONS:
+                key = (other["kind"], OTHER_REASONS)
+            entry = self.entries.setdefault(key, {**other, "reason": key[1], "count": 0, "rows": []})
             entry["count"] += other["count"]
             entry["rows"] = sorted(entry["rows"] + other["rows"])[:SUMMARY_ROWS]
             if other["example_row"] < entry["example_row"]:
@@ -807,7 +814,7 @@ class RowSummary:
 
     def as_json(self) -> list[dict]:
         """Errors first, then the most frequent reasons, then the earliest."""
-        return sorted(self.entries.values(), key=lambda e: (e["kind"] != self.ERROR, -e["count"], e["rows"][0]))
+        return sorted(self.entries.values(), key=lambda e: (e["kind"] != self.ERROR, -e["count"], e["rows"][0], e["reason"]))
 
 
 # --- assembly --------------------------------------------------------------------------------------------------

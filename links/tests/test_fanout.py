@@ -406,3 +406,23 @@ def test_the_batch_page_says_completed_with_errors_and_shows_the_reasons(sandbox
     assert "What went wrong, by reason" in page
     assert "the same values as row N." in page and "97, 194, 291" in page
     assert "Row 50: Warning: the same values as row 1." in page
+
+
+def test_the_summary_groups_by_reason_without_values_and_stays_bounded():
+    summary = services.RowSummary()
+    summary.add("error", "Email: “anna” is not a valid email address.", 7)
+    summary.add("error", "Email: “bob@” is not a valid email address.", 3)
+    for number in range(100):
+        summary.add("warning", f"Warning: odd value {number} words{'x' * number}", 10 + number)
+    entries = summary.as_json()
+    assert entries[0] == {
+        "kind": "error",
+        "reason": "Email: “…” is not a valid email address.",
+        "count": 2,
+        "rows": [3, 7],
+        "example": "Email: “bob@” is not a valid email address.",
+        "example_row": 3,
+    }
+    assert len(entries) == services.SUMMARY_REASONS + 1
+    other = next(entry for entry in entries if entry["reason"] == services.OTHER_REASONS)
+    assert other["count"] == 100 - (services.SUMMARY_REASONS - 1)
