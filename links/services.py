@@ -579,11 +579,8 @@ class _Beat:
 def _make_chunk(chunk: LinkChunk) -> bool:
     """Check and link the chunk's rows, store its output; True when it was the batch's last chunk."""
     batch = chunk.batch
-    rules = _RowRules(batch)
     dialect = _dialect(batch)
-    output, errors = _ChunkFile(dialect.delimiter), _ChunkFile(dialect.delimiter)
-    first_rows: dict[str, tuple[int, bool]] = {}  # digest → (first row with it in this chunk, by External ID)
-    counts, summary = _Counts(), RowSummary()
+    made = _ChunkRows(_RowRules(batch), dialect.delimiter)
     beat = _Beat(chunk)
     with default_storage.open(batch.input_file.name, "rb") as binary:
         rows = read_chunk(
@@ -591,22 +588,14 @@ def _make_chunk(chunk: LinkChunk) -> bool:
         )
         group: list[_Row] = []
         for number, cells in rows:
-            group.append(rules.check(number, cells))
+            group.append(made.rules.check(number, cells))
             if len(group) >= GROUP_ROWS:
-                _write_group(
-                    group,
-                    rules=rules,
-                    first_rows=first_rows,
-                    output=output,
-                    errors=errors,
-                    counts=counts,
-                    summary=summary,
-                )
+                made.write(group)
                 group = []
-                beat(counts.rows_done)
-        _write_group(
-            group, rules=rules, first_rows=first_rows, output=output, errors=errors, counts=counts, summary=summary
-        )
+                beat(made.counts.rows_done)
+        made.write(group)
+    counts, summary, first_rows = made.counts, made.summary, made.first_rows
+    output, errors = made.output, made.errors
     folder = batch.sibling_path(f"chunks/{chunk.index:05d}-{chunk.attempt}")
     output_name = output.store(folder + ".csv")
     errors_name = errors.store(folder + "-errors.csv")
@@ -636,46 +625,48 @@ def _make_chunk(chunk: LinkChunk) -> bool:
         raise
 
 
-def _write_group(
-    group: list[_Row],
-    *,
-    rules: _RowRules,
-    first_rows: dict[str, tuple[int, bool]],
-    output: _ChunkFile,
-    errors: _ChunkFile,
-    counts: _Counts,
-    summary: RowSummary,
-) -> None:
-    good = [row for row in group if not row.error]
-    in_use = external_ids_in_use(template=rules.template, external_ids=[r.external_id for r in good if r.external_id])
-    for row in group:
-        link = ""
-        if not row.error:
-            try:
-                link = rules.link(row)
-            except TokenTooLong as exc:
-                row.error = str(exc)
-        counts.rows_done += 1
-        if row.error:
-            counts.errors += 1
-            summary.add(RowSummary.ERROR, row.error, row.number)
-            cells = row.cells + ["", row.error]
-            output.write(cells)
-            errors.write(cells)
-            continue
-        first = first_rows.setdefault(row.digest, (row.number, bool(row.external_id)))[0]
-        if first != row.number:
-            counts.duplicates += 1
-            row.notes.append(_duplicate_note(bool(row.external_id), first))
-        if row.external_id in in_use:
-            counts.existing_members += 1
-            row.notes.append(EXISTING_MEMBER_NOTE)
-        counts.links += 1
-        if row.notes:
-            counts.warnings += 1
-            for note in row.notes:
-                summary.add(RowSummary.WARNING, note, row.number)
-        output.write(row.cells + [link, " ".join(row.notes)])
+class _ChunkRows:
+    """What a chunk made so far: its output and error rows, counts, summary, and the first row of each holder."""
+
+    def __init__(self, rules: _RowRules, delimiter: str) -> None:
+        self.rules = rules
+        self.output, self.errors = _ChunkFile(delimiter), _ChunkFile(delimiter)
+        self.first_rows: dict[str, tuple[int, bool]] = {}  # digest → (first row with it here, by External ID)
+        self.counts, self.summary = _Counts(), RowSummary()
+
+    def write(self, group: list[_Row]) -> None:
+        rules, counts, summary = self.rules, self.counts, self.summary
+        good = [row for row in group if not row.error]
+        external_ids = [row.external_id for row in good if row.external_id]
+        in_use = external_ids_in_use(template=rules.template, external_ids=external_ids)
+        for row in group:
+            link = ""
+            if not row.error:
+                try:
+                    link = rules.link(row)
+                except TokenTooLong as exc:
+                    row.error = str(exc)
+            counts.rows_done += 1
+            if row.error:
+                counts.errors += 1
+                summary.add(RowSummary.ERROR, row.error, row.number)
+                cells = row.cells + ["", row.error]
+                self.output.write(cells)
+                self.errors.write(cells)
+                continue
+            first = self.first_rows.setdefault(row.digest, (row.number, bool(row.external_id)))[0]
+            if first != row.number:
+                counts.duplicates += 1
+                row.notes.append(_duplicate_note(bool(row.external_id), first))
+            if row.external_id in in_use:
+                counts.existing_members += 1
+                row.notes.append(EXISTING_MEMBER_NOTE)
+            counts.links += 1
+            if row.notes:
+                counts.warnings += 1
+                for note in row.notes:
+                    summary.add(RowSummary.WARNING, note, row.number)
+            self.output.write(row.cells + [link, " ".join(row.notes)])
 
 
 def _duplicate_note(by_external_id: bool, first: int) -> str:
@@ -814,7 +805,9 @@ class RowSummary:
 
     def as_json(self) -> list[dict]:
         """Errors first, then the most frequent reasons, then the earliest."""
-        return sorted(self.entries.values(), key=lambda e: (e["kind"] != self.ERROR, -e["count"], e["rows"][0], e["reason"]))
+        return sorted(
+            self.entries.values(), key=lambda e: (e["kind"] != self.ERROR, -e["count"], e["rows"][0], e["reason"])
+        )
 
 
 # --- assembly --------------------------------------------------------------------------------------------------
