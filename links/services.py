@@ -375,7 +375,6 @@ def link_chunk_process(*, chunk_id: int) -> None:
     if chunk is None:
         return
     batch = chunk.batch
-    attempt = chunk.attempt
     try:
         last = _make_chunk(chunk)
     except _Stopped:
@@ -385,10 +384,10 @@ def link_chunk_process(*, chunk_id: int) -> None:
         # The database connection broke (a restart, a killed backend): a fresh one, and the chunk again.
         logger.exception("Link batch %s, chunk %s: database error", batch.pk, chunk.index)
         close_old_connections()
-        if attempt < CHUNK_ATTEMPTS and _requeue_chunk(chunk):
+        if chunk.attempt < CHUNK_ATTEMPTS and _requeue_chunk(chunk):
             enqueue_after_commit("links.process_link_chunk", chunk.pk, countdown=1)
         else:
-            _fail_with_reference(batch=batch, what="while making the links")
+            _fail_with_reference(batch=batch, message=UNEXPECTED_FAILURE)
         return
     except CsvFormatError as exc:
         _fail(batch=batch, message=str(exc))
@@ -397,14 +396,10 @@ def link_chunk_process(*, chunk_id: int) -> None:
         _fail(batch=batch, message=MISSING_INPUT)
         return
     except SoftTimeLimitExceeded:
-        _fail_with_reference(
-            batch=batch,
-            what="",
-            message="Making the links took too long and was stopped (reference {reference}). Run it again.",
-        )
+        _fail_with_reference(batch=batch, message=TOO_LONG)
         return
     except Exception:  # noqa: BLE001 - any other bug: the batch fails with a reference to the logged traceback
-        _fail_with_reference(batch=batch, what="while making the links")
+        _fail_with_reference(batch=batch, message=UNEXPECTED_FAILURE)
         return
     if last:
         try:
@@ -436,15 +431,17 @@ def _requeue_chunk(chunk: LinkChunk) -> bool:
     )
 
 
-def _fail_with_reference(*, batch: LinkBatch, what: str, message: str = "") -> None:
+UNEXPECTED_FAILURE = (
+    "Something went wrong while making the links (reference {reference}). Run it again or contact support."
+)
+TOO_LONG = "Making the links took too long and was stopped (reference {reference}). Run it again."
+
+
+def _fail_with_reference(*, batch: LinkBatch, message: str) -> None:
+    """Fail the batch with `message` naming a reference that is in the log beside the traceback."""
     reference = uuid.uuid4().hex[:8]
     logger.exception("Link batch %s failed (reference %s)", batch.pk, reference)
-    _fail(
-        batch=batch,
-        message=(
-            message or "Something went wrong {what} (reference {reference}). Run it again or contact support."
-        ).format(what=what, reference=reference),
-    )
+    _fail(batch=batch, message=message.format(reference=reference))
 
 
 def _fail(*, batch: LinkBatch, message: str) -> None:
@@ -453,6 +450,7 @@ def _fail(*, batch: LinkBatch, message: str) -> None:
     LinkBatch.objects.filter(pk=batch.pk, status__in=[LinkBatch.Status.QUEUED, LinkBatch.Status.RUNNING]).update(
         status=LinkBatch.Status.FAILED, error=message, finished_at=timezone.now()
     )
+    _RowKeys(batch.pk).drop()  # the chunks' rows and files stay until a re-run replaces them
 
 
 class _RowRules:
@@ -855,7 +853,9 @@ def link_batch_finish(*, batch_id: int) -> None:
         for name in (output_name, errors_name):
             default_storage.delete(name)
     elif finished_status == LinkBatch.Status.SUCCEEDED:
-        _discard_chunks(batch)  # a cancelled batch keeps them (they show where it stopped) until its re-run
+        _discard_chunks(batch)
+    else:
+        _RowKeys(batch.pk).drop()  # a cancelled batch keeps its chunks (where it stopped) until its re-run
 
 
 def _header_bytes(batch: LinkBatch) -> bytes:
