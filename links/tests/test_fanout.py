@@ -403,7 +403,7 @@ def test_the_batch_page_says_completed_with_errors_and_shows_the_reasons(sandbox
     client.force_login(manager)
     page = client.get(f"/links/{batch.pk}/").content.decode()
     assert "completed with 3 errors" in page and "status-partial" in page
-    assert "What went wrong, by reason" in page
+    assert "Errors and warnings, by reason" in page
     assert "the same values as row N." in page and "97, 194, 291" in page
     assert "Row 50: Warning: the same values as row 1." in page
 
