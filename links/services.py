@@ -969,11 +969,15 @@ def _store_stream(pieces: Iterator[bytes], name: str) -> str:
 
 
 def _discard_chunks(batch: LinkBatch) -> None:
-    """Remove what the chunks of an earlier run or of the finished batch left: their rows, files and keys."""
-    for output_file, errors_file in batch.chunks.values_list("output_file", "errors_file"):
-        for name in (output_file, errors_file):
-            if name:
-                default_storage.delete(name)
+    """Remove what the chunks of an earlier run or of the finished batch left: their rows, keys and files,
+    including a file a worker stored just before it was killed (it is in the folder, in no chunk row)."""
+    folder = batch.sibling_path("chunks")
+    try:
+        _, names = default_storage.listdir(folder)
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        default_storage.delete(f"{folder}/{name}")
     batch.chunks.all().delete()
     _RowKeys(batch.pk).drop()
 

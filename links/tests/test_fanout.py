@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection
 
@@ -236,10 +237,13 @@ def test_a_run_killed_in_this_process_is_taken_over_by_the_next_local_run(sandbo
     first = LinkChunk.objects.get(batch=batch, index=0)
     services.link_chunk_process(chunk_id=first.pk)
     LinkChunk.objects.filter(batch=batch, index=1).update(status="running", attempt=1, heartbeat_at=first.queued_at)
+    # What the killed run stored just before it died, never recorded in its chunk row.
+    default_storage.save(batch.sibling_path("chunks/00001-1.csv"), ContentFile(b"half a chunk"))
     settings.LINKS_STALE_SECONDS = 0
     batch = services.link_batch_process(batch_id=batch.pk, jobs=1)
     assert comparable(batch) == expected
     assert batch.attempt == 1
+    assert default_storage.listdir(batch.sibling_path("chunks")) == ([], [])  # nothing left behind
 
 
 def test_a_missing_input_file_fails_the_batch_with_the_reason(sandbox, settings, tmp_path):
