@@ -342,7 +342,9 @@ def _run_locally(batch_id: int, chunk_ids: list[int], *, jobs: int, on_progress:
     else:
         # Forked children must not share the parent's database connection: each opens its own.
         connections.close_all()
-        with multiprocessing.get_context("fork").Pool(min(jobs, len(chunk_ids))) as pool:
+        with multiprocessing.get_context("fork").Pool(
+            min(jobs, len(chunk_ids)), initializer=_forget_connections
+        ) as pool:
             pending = pool.map_async(_chunk_in_child, chunk_ids, chunksize=1)
             while not pending.ready():
                 pending.wait(0.5)
@@ -351,6 +353,18 @@ def _run_locally(batch_id: int, chunk_ids: list[int], *, jobs: int, on_progress:
     if LinkBatch.objects.filter(pk=batch_id, status=LinkBatch.Status.CANCELLED, output_file="").exists():
         link_batch_finish(batch_id=batch_id)  # the partial result of a batch cancelled while it ran here
     progress()
+
+
+_INHERITED_CONNECTIONS: list = []
+
+
+def _forget_connections() -> None:
+    """In a forked child: never use (nor close) a database connection inherited from the parent — its socket
+    is the parent's (close_all cannot reach a connection made in another context, e.g. a greenlet's)."""
+    for wrapper in connections.all(initialized_only=True):
+        if wrapper.connection is not None:
+            _INHERITED_CONNECTIONS.append(wrapper.connection)  # kept referenced: closing it ends the parent's
+            wrapper.connection = None
 
 
 def _chunk_in_child(chunk_id: int) -> None:
@@ -827,28 +841,35 @@ def link_batch_finish(*, batch_id: int) -> None:
         finished_status, suffix = LinkBatch.Status.CANCELLED, "-partial"
     else:
         return
-    LinkBatch.objects.filter(pk=batch.pk).update(heartbeat_at=timezone.now())
-    chunks = list(batch.chunks.filter(status=LinkChunk.Status.DONE).order_by("index"))
-    counts, summary = _Counts(), RowSummary()
-    for chunk in chunks:
-        counts.add(chunk.counts)
-        summary.merge(chunk.summary)
     with transaction.atomic():
+        # One assembly at a time: the batch row stays locked until it is written, so an assembly sent again
+        # by the sweeper while this one runs (or a cancel) waits or gives up, and never writes the same
+        # files at the same time. A worker killed here releases the lock with its connection.
+        mine = LinkBatch.objects.select_for_update(skip_locked=True).filter(
+            pk=batch.pk, status=batch.status, output_file=""
+        )
+        if not mine.exists():
+            return
+        chunks = list(batch.chunks.filter(status=LinkChunk.Status.DONE).order_by("index"))
+        counts, summary = _Counts(), RowSummary()
+        for chunk in chunks:
+            counts.add(chunk.counts)
+            summary.merge(chunk.summary)
         repeated = _RowKeys(batch.pk).repeated() if len(batch.plan) > 1 and chunks else {}
-    assembly = _Assembly(batch, counts, summary, repeated)
-    header = _header_bytes(batch)
-    output_name = _store_stream(assembly.output(chunks, header), batch.sibling_path(f"output{suffix}.csv"))
-    errors_name = _store_stream(assembly.errors(chunks, header), batch.sibling_path(f"errors{suffix}.csv"))
-    totals = {"rows_total": counts.rows_done} if finished_status == LinkBatch.Status.SUCCEEDED else {}
-    finished = LinkBatch.objects.filter(pk=batch.pk, attempt=batch.attempt, status=batch.status).update(
-        status=finished_status,
-        output_file=output_name,
-        errors_file=errors_name,
-        summary=summary.as_json(),
-        finished_at=timezone.now(),
-        **totals,
-        **counts.as_fields(),
-    )
+        assembly = _Assembly(batch, counts, summary, repeated)
+        header = _header_bytes(batch)
+        output_name = _store_stream(assembly.output(chunks, header), batch.sibling_path(f"output{suffix}.csv"))
+        errors_name = _store_stream(assembly.errors(chunks, header), batch.sibling_path(f"errors{suffix}.csv"))
+        totals = {"rows_total": counts.rows_done} if finished_status == LinkBatch.Status.SUCCEEDED else {}
+        finished = LinkBatch.objects.filter(pk=batch.pk, attempt=batch.attempt, status=batch.status).update(
+            status=finished_status,
+            output_file=output_name,
+            errors_file=errors_name,
+            summary=summary.as_json(),
+            finished_at=timezone.now(),
+            **totals,
+            **counts.as_fields(),
+        )
     if not finished:  # cancelled, or assembled by another worker, in the meantime
         for name in (output_name, errors_name):
             default_storage.delete(name)

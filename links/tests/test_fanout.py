@@ -227,7 +227,7 @@ def _database_url() -> str:
     return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-def test_a_run_killed_in_this_process_is_taken_over_by_the_next_local_run(sandbox, settings, tmp_path):
+def test_a_run_killed_in_this_process_is_taken_over_by_the_next_local_run(sandbox, settings, tmp_path, sent):
     """`generate_links` on a batch left running by a killed run makes the chunks not done, not the rest."""
     template = demo_template()
     path = campaign(tmp_path / "campaign.csv", 1500)
@@ -253,7 +253,15 @@ def test_a_missing_input_file_fails_the_batch_with_the_reason(sandbox, settings,
     assert (batch.status, batch.error) == ("failed", services.MISSING_INPUT)
 
 
-def test_the_sweeper_sends_again_what_was_lost(sandbox, settings, tmp_path):
+@pytest.fixture
+def sent(monkeypatch):
+    """The tasks the services send, recorded instead of sent: no worker of the session may take them here."""
+    tasks: list[tuple] = []
+    monkeypatch.setattr(services, "enqueue_after_commit", lambda name, *args, **options: tasks.append((name, *args)))
+    return tasks
+
+
+def test_the_sweeper_sends_again_what_was_lost(sandbox, settings, tmp_path, sent):
     settings.LINKS_STALE_SECONDS = 60
     template = demo_template()
     queued = make(template, campaign(tmp_path / "a.csv", 10), settings, chunk_rows=100, jobs=None)
@@ -266,12 +274,20 @@ def test_the_sweeper_sends_again_what_was_lost(sandbox, settings, tmp_path):
     LinkChunk.objects.filter(pk=chunks[0].pk).update(status="running", attempt=1, heartbeat_at=long_ago)
     LinkChunk.objects.filter(pk=chunks[1].pk).update(queued_at=long_ago)
 
+    sent.clear()
     assert services.link_batches_sweep() == {"batches": 1, "chunks": 2, "assemblies": 0}
+    assert sorted(sent) == sorted(
+        [
+            ("links.process_link_batch", queued.pk),
+            ("links.process_link_chunk", chunks[0].pk),
+            ("links.process_link_chunk", chunks[1].pk),
+        ]
+    )
     assert LinkChunk.objects.get(pk=chunks[0].pk).status == "queued"
     # Sent once: the next sweep leaves them alone until they are stale again.
     assert services.link_batches_sweep() == {"batches": 0, "chunks": 0, "assemblies": 0}
 
-    # The chunks made (as the re-sent tasks would), the batch assembles; a lost assembly is sent again too.
+    # The chunks made (as the re-sent tasks would), the batch assembles.
     for chunk in chunks:
         services.link_chunk_process(chunk_id=chunk.pk)
     running.refresh_from_db()
@@ -430,3 +446,25 @@ def test_the_summary_groups_by_reason_without_values_and_stays_bounded():
     assert len(entries) == services.SUMMARY_REASONS + 1
     other = next(entry for entry in entries if entry["reason"] == services.OTHER_REASONS)
     assert other["count"] == 100 - (services.SUMMARY_REASONS - 1)
+
+
+def test_two_assemblies_at_once_write_one_result(one_process, settings, sent, monkeypatch, run_at_a_barrier):
+    """The last chunk's worker and an assembly sent again by the sweeper race: one writes, the other gives up."""
+    template, path, expected = one_process
+    batch = make(template, path, settings, chunk_rows=300, jobs=None)
+    services.link_batch_process(batch_id=batch.pk, jobs=None)
+    with monkeypatch.context() as patched:
+        patched.setattr(services, "link_batch_finish", lambda **_: None)  # the chunks made, the assembly not yet
+        for chunk_id in LinkChunk.objects.filter(batch=batch).values_list("pk", flat=True):
+            services.link_chunk_process(chunk_id=chunk_id)
+    assert LinkBatch.objects.get(pk=batch.pk).status == "running"
+
+    def assemble(barrier):
+        barrier.wait()
+        services.link_batch_finish(batch_id=batch.pk)
+
+    _, errors = run_at_a_barrier(2, assemble)
+    assert errors == []
+    batch.refresh_from_db()
+    assert comparable(batch) == expected
+    assert sorted(default_storage.listdir(batch.sibling_path(""))[1]) == ["errors.csv", "input.csv", "output.csv"]
