@@ -7,11 +7,10 @@ import re
 from pathlib import Path
 
 import pytest
-from django.core.files.storage import default_storage
-from playwright.sync_api import expect
-
 from django.core.files import File
+from django.core.files.storage import default_storage
 from django.utils import timezone
+from playwright.sync_api import expect
 
 from conftest import login
 from links import services
