@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import io
 import math
 import re
 from collections.abc import Iterator
@@ -50,6 +49,8 @@ __all__ = [
     "DELIMITERS",
     "sniff",
     "read_rows",
+    "read_chunk",
+    "Rows",
     "check_size",
     "safe_cell",
     "ResultWriter",
@@ -58,6 +59,8 @@ __all__ = [
 DELIMITERS = (",", ";", "\t")
 # Sniffer's regexes scale badly with size and a few dozen lines are enough.
 _SNIFF_SAMPLE_CHARS = 16 * 1024
+# How much of a file is read at a time while splitting it into lines.
+_BLOCK_BYTES = 1024 * 1024
 # Control characters that never occur in a text CSV (tab, CR, LF excluded).
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x80-\x9f]")
 _NOT_TEXT = "This file does not look like a CSV text file."
@@ -88,9 +91,7 @@ def _decode_head(head: bytes) -> tuple[str, str, bool]:
     else:
         encoding, has_bom, body = "utf-8", False, head
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise CsvFormatError(
-            "This file is saved as UTF-16 text; save it as “CSV UTF-8” and upload it again."
-        )
+        raise CsvFormatError("This file is saved as UTF-16 text; save it as “CSV UTF-8” and upload it again.")
     if head.startswith(b"PK\x03\x04") or head.startswith(b"\xd0\xcf\x11\xe0"):
         # .xlsx is a ZIP archive, .xls an OLE2 compound file: the usual mistake.
         raise CsvFormatError(
@@ -173,20 +174,6 @@ def sniff(head: bytes, *, delimiter: str | None = None) -> CsvDialect:
 # --- reading ----------------------------------------------------------------
 
 
-class _KeepOpenTextIOWrapper(io.TextIOWrapper):
-    """A TextIOWrapper that leaves the caller's binary file open.
-
-    A plain TextIOWrapper closes its buffer when it is garbage-collected,
-    which would close an upload the caller still wants to read or seek.
-    """
-
-    def close(self) -> None:
-        try:
-            self.detach()
-        except ValueError:  # already detached
-            pass
-
-
 def _where(row_number: int) -> str:
     return "in the header row" if row_number == 0 else f"in row {row_number}"
 
@@ -195,8 +182,7 @@ def _check_decoded(cells: list[str], dialect: CsvDialect, row_number: int) -> No
     if _UNDECODABLE_RE.search("".join(cells)):
         name = "Windows-1252" if dialect.encoding == "cp1252" else "UTF-8"
         raise CsvFormatError(
-            f"The file is not valid {name} text {_where(row_number)}; save it as "
-            "“CSV UTF-8” and upload it again."
+            f"The file is not valid {name} text {_where(row_number)}; save it as “CSV UTF-8” and upload it again."
         )
 
 
@@ -215,9 +201,7 @@ def _check_header(cells: list[str], max_columns: int | None) -> list[str]:
     while header and not header[-1]:
         header.pop()
     if not header:
-        raise CsvFormatError(
-            "The first row must hold the column names, but it is empty."
-        )
+        raise CsvFormatError("The first row must hold the column names, but it is empty.")
     if max_columns is not None and len(header) > max_columns:
         # Every column becomes a choice on the mapping page: thousands of them make a page nobody can use.
         raise CsvFormatError(
@@ -227,17 +211,82 @@ def _check_header(cells: list[str], max_columns: int | None) -> list[str]:
     seen: dict[str, str] = {}
     for position, name in enumerate(header, start=1):
         if not name:
-            raise CsvFormatError(
-                f"Column {position} has no name in the header row; every column needs a name."
-            )
+            raise CsvFormatError(f"Column {position} has no name in the header row; every column needs a name.")
         folded = name.casefold()
         if folded in seen:
             raise CsvFormatError(
-                f"The column name “{name}” appears more than once in the header row; "
-                "column names must be different."
+                f"The column name “{name}” appears more than once in the header row; column names must be different."
             )
         seen[folded] = name
     return header
+
+
+class _Lines:
+    """The decoded lines of a binary file for csv.reader, counting the bytes handed out.
+
+    csv.reader pulls exactly the lines of one record before returning it, so right after a record
+    ``offset`` is the byte where the next record starts: a chunk of a file can later be read from there
+    with a seek, without parsing what comes before it. Lines end at LF, CRLF or a lone CR (old Mac files),
+    as with ``newline=""``; each line is decoded on its own (a newline byte is never part of a multi-byte
+    UTF-8 character) with surrogateescape: bad bytes are reported per row by _iter_rows.
+    """
+
+    def __init__(self, binary_file: IO[bytes], encoding: str, *, start: int, end: int | None) -> None:
+        self.offset = start
+        self._binary = binary_file
+        self._encoding = encoding
+        self._end = end
+
+    def __iter__(self) -> Iterator[str]:
+        # The BOM only at the very start of the file; a U+FEFF at the start of a later line is text.
+        encoding = self._encoding
+        if encoding == "utf-8-sig":
+            encoding = "utf-8"
+            if not self.offset and self._binary.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8:
+                self.offset = len(codecs.BOM_UTF8)
+            else:
+                self._binary.seek(self.offset)
+        end = self._end
+        carry = b""
+        while True:
+            block = self._binary.read(_BLOCK_BYTES)
+            if not block:
+                lines = [carry] if carry else []
+            else:
+                # bytes.splitlines splits at LF, CRLF and a lone CR only (str.splitlines knows more). A CR at
+                # the end of the block may be the first half of a CRLF: it waits for the next block.
+                lines = (carry + block).splitlines(keepends=True)
+                last = lines.pop()
+                if last.endswith(b"\n"):
+                    lines.append(last)
+                    carry = b""
+                else:
+                    carry = last
+            for line in lines:
+                if end is not None and self.offset >= end:
+                    return
+                self.offset += len(line)
+                yield line.decode(encoding, "surrogateescape")
+            if not block:
+                return
+
+
+class Rows:
+    """The ``(row_number, cells)`` of a file or of a chunk of it; ``offset`` is where the next record starts."""
+
+    def __init__(self, lines: _Lines, rows: Iterator[tuple[int, list[str]]]) -> None:
+        self._lines = lines
+        self._rows = rows
+
+    def __iter__(self) -> Rows:
+        return self
+
+    def __next__(self) -> tuple[int, list[str]]:
+        return next(self._rows)
+
+    @property
+    def offset(self) -> int:
+        return self._lines.offset
 
 
 def read_rows(
@@ -246,23 +295,18 @@ def read_rows(
     *,
     max_rows: int | None = None,
     max_columns: int | None = None,
-) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+) -> tuple[list[str], Rows]:
     """Read the header now and return it with a lazy iterator of
     ``(row_number, cells)``; see the module docstring for the rules.
 
-    The binary file is read from its current position and is not closed.
+    The binary file is read from its start and is not closed.
     Header problems raise CsvFormatError here; problems further down
     (too many rows, bytes not valid in the encoding, a cell over the csv
     module's field size limit) raise it from the iterator.
     """
-    # newline="": the csv module must see raw line endings to handle quoted
-    # newlines and CRLF itself.  surrogateescape instead of strict: the
-    # wrapper decodes 8 KiB ahead, so a strict error could not say which row
-    # holds the bad bytes; each row is checked for escaped bytes instead.
-    text = _KeepOpenTextIOWrapper(
-        binary_file, encoding=dialect.encoding, errors="surrogateescape", newline=""
-    )
-    reader = csv.reader(text, delimiter=dialect.delimiter)
+    binary_file.seek(0)
+    lines = _Lines(binary_file, dialect.encoding, start=0, end=None)
+    reader = csv.reader(lines, delimiter=dialect.delimiter)
     try:
         first = next(reader, None)
     except csv.Error as exc:
@@ -271,15 +315,27 @@ def read_rows(
         raise CsvFormatError("The file is empty.")
     _check_decoded(first, dialect, 0)
     header = _check_header(first, max_columns)
-    return header, _iter_rows(reader, dialect, len(header), max_rows)
+    return header, Rows(lines, _iter_rows(reader, dialect, len(header), max_rows, 0))
+
+
+def read_chunk(
+    binary_file: IO[bytes], dialect: CsvDialect, *, width: int, start: int, end: int | None, row_before: int
+) -> Rows:
+    """The rows of the records between the byte offsets ``start`` and ``end`` (both record starts that
+    read_rows reported), numbered on from ``row_before``: what read_rows yields for them, without reading
+    the rest of the file."""
+    binary_file.seek(start)
+    lines = _Lines(binary_file, dialect.encoding, start=start, end=end)
+    reader = csv.reader(lines, delimiter=dialect.delimiter)
+    return Rows(lines, _iter_rows(reader, dialect, width, None, row_before))
 
 
 def _iter_rows(
-    reader: Any, dialect: CsvDialect, width: int, max_rows: int | None
+    reader: Any, dialect: CsvDialect, width: int, max_rows: int | None, row_before: int
 ) -> Iterator[tuple[int, list[str]]]:
     # Runs once per row of files up to a million rows: ASCII rows (most of
     # them) skip the regex.
-    row_number = 0
+    row_number = row_before
     yielded = 0
     limit = max_rows if max_rows is not None else -1
     try:
@@ -292,9 +348,7 @@ def _iter_rows(
                 _check_decoded(cells, dialect, row_number)
             yielded += 1
             if yielded > limit >= 0:
-                raise CsvFormatError(
-                    f"The file has more than {limit:,} rows; split it into smaller files."
-                )
+                raise CsvFormatError(f"The file has more than {limit:,} rows; split it into smaller files.")
             if len(cells) < width:
                 cells.extend([""] * (width - len(cells)))
             elif len(cells) > width:
@@ -327,9 +381,7 @@ def check_size(size: int, *, max_bytes: int) -> None:
     # never reads "the file is 10 MB; the limit is 10 MB".
     shown_size = math.ceil(size * 10 / scale) / 10
     shown_limit = math.floor(max_bytes * 10 / scale) / 10
-    raise CsvFormatError(
-        f"The file is {_number(shown_size)} {unit}; the limit is {_number(shown_limit)} {unit}."
-    )
+    raise CsvFormatError(f"The file is {_number(shown_size)} {unit}; the limit is {_number(shown_limit)} {unit}.")
 
 
 def _number(value: float) -> str:
@@ -348,16 +400,13 @@ class ResultWriter:
     ``utf-8-sig``.
     """
 
-    def __init__(self, text_stream: IO[str], *, delimiter: str, header: list[str]) -> None:
+    def __init__(self, text_stream: IO[str], *, delimiter: str, header: list[str] | None) -> None:
         if delimiter not in DELIMITERS:
             raise ValueError(f"delimiter must be one of {DELIMITERS!r}")
-        # A NamedTemporaryFile (what the batch writes to) passes every call through a Python-level proxy,
-        # which at one write per row costs more than the formula guard: write to the file it wraps.
-        inner = getattr(text_stream, "file", None)
-        stream = inner if isinstance(inner, io.TextIOBase) else text_stream
         # CRLF as RFC 4180 and Excel write it; quoting only where needed.
-        self._writer = csv.writer(stream, delimiter=delimiter, lineterminator="\r\n")
-        self._writer.writerow(safe_cells(header))
+        self._writer = csv.writer(text_stream, delimiter=delimiter, lineterminator="\r\n")
+        if header is not None:  # None: rows to be put after a header written elsewhere
+            self._writer.writerow(safe_cells(header))
 
     def write_row(self, cells: list[str]) -> None:
         self._writer.writerow(safe_cells(cells))

@@ -30,6 +30,7 @@ class LinkBatch(models.Model):
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"  # stopped by a manager; the rows made until then are kept
 
     class Via(models.TextChoices):
         PAGE = "page", "Upload page"
@@ -62,7 +63,6 @@ class LinkBatch(models.Model):
     attempt = models.PositiveIntegerField(default=0)
     rows_total = models.PositiveIntegerField(default=0)
     rows_done = models.PositiveIntegerField(default=0)
-    rows = models.PositiveIntegerField(default=0)
     links = models.PositiveIntegerField(default=0)
     errors = models.PositiveIntegerField(default=0)
     warnings = models.PositiveIntegerField(default=0)
@@ -75,6 +75,12 @@ class LinkBatch(models.Model):
     # links carry the flag themselves (tokens.LinkPayload.single_use), so this column only records the choice.
     single_use = models.BooleanField("one pass per row", default=False)
     error = models.TextField(blank=True, help_text="Why the whole batch failed (a sentence for staff).")
+    # Errors and warnings grouped by reason, gathered while the rows are made: see services.RowSummary.
+    summary = models.JSONField(default=list, blank=True)
+    # Where the chunks of the input start: [byte offset, rows before it], found while the upload is checked.
+    plan = models.JSONField(default=list, blank=True)
+    # Last sign of life of a worker on this batch; the sweeper takes over a running batch that has none.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     queued_at = models.DateTimeField(null=True, blank=True)
@@ -97,7 +103,21 @@ class LinkBatch(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED)
+
+    @property
+    def status_label(self) -> str:
+        """The status as the pages say it: a batch that made links but also errors did not simply succeed."""
+        if self.status == self.Status.SUCCEEDED and self.errors:
+            return f"completed with {self.errors:,} error{'s' if self.errors != 1 else ''}"
+        return self.get_status_display().lower()
+
+    @property
+    def status_tone(self) -> str:
+        """The badge colour: succeeded only when every row got its link."""
+        if self.status == self.Status.SUCCEEDED and self.errors:
+            return "partial"
+        return self.status
 
     @property
     def is_processing(self) -> bool:
@@ -137,7 +157,8 @@ class LinkBatch(models.Model):
             "total": self.rows_total,
             "done": self.rows_done,
             "percent": self.percent,
-            "rows": self.rows,
+            "status_label": self.status_label,
+            "rows": self.rows_done,
             "links": self.links,
             "errors": self.errors,
             "warnings": self.warnings,
@@ -145,6 +166,44 @@ class LinkBatch(models.Model):
             "existing_members": self.existing_members,
             "error": self.error,
         }
+
+
+class LinkChunk(models.Model):
+    """One slice of a batch's input (consecutive rows), made by one worker; a batch is done when all are.
+
+    Rows of the database, not a result backend, say how far each chunk got: a chunk whose worker stopped
+    beating is handed to another worker by the sweeper and costs only itself.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+
+    batch = models.ForeignKey(LinkBatch, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    # The input bytes [start, end) hold the chunk's records (end null: to the end of the file); its first
+    # record is row row_before + 1.
+    start = models.BigIntegerField()
+    end = models.BigIntegerField(null=True)
+    row_before = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    attempt = models.PositiveIntegerField(default=0)
+    queued_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    rows_done = models.PositiveIntegerField(default=0)
+    counts = models.JSONField(default=dict, blank=True)
+    summary = models.JSONField(default=list, blank=True)
+    output_file = models.CharField(max_length=300, blank=True)
+    errors_file = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["batch", "index"]
+        constraints = [models.UniqueConstraint(fields=["batch", "index"], name="linkchunk_batch_index_unique")]
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="linkchunk_status_beat_idx")]
+
+    def __str__(self) -> str:
+        return f"chunk {self.index} of batch {self.batch_id}"
 
 
 class LinkBatchEvent(models.Model):

@@ -5,11 +5,16 @@ gives the same output whichever way it came in.
 """
 from __future__ import annotations
 
+import codecs
+import csv
+import io
 import logging
+import multiprocessing
 import os
-import tempfile
+import re
+import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import IO
@@ -18,7 +23,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, connection, connections, transaction
+from django.db.models import Q, Subquery, Sum
 from django.utils import timezone
 
 from members.selectors import external_ids_in_use
@@ -26,8 +32,8 @@ from templates_sync.enqueue import enqueue_after_commit
 from templates_sync.models import PassTemplate
 
 from . import selectors
-from .csv_files import CsvDialect, CsvFormatError, ResultWriter, check_size, read_rows, sniff
-from .models import LinkBatch, LinkBatchEvent
+from .csv_files import CsvDialect, CsvFormatError, ResultWriter, check_size, read_chunk, read_rows, sniff
+from .models import LinkBatch, LinkBatchEvent, LinkChunk
 from .rows import Row, RowRules, is_empty
 from .tokens import TokenTooLong
 
@@ -36,17 +42,10 @@ logger = logging.getLogger(__name__)
 SNIFF_BYTES = 64 * 1024
 LINK_COLUMN = "smartpass_link"
 ERROR_COLUMN = "error"
-# Rows handled between two looks at the database (duplicates, existing members) and two progress writes
-# at most: big enough that the queries cost little per row, small enough that memory stays flat.
-MAX_CHUNK_ROWS = 2000
 
 
 class LinkUploadError(ValueError):
     """An upload or mapping that cannot be used; the message is a sentence for the person who sent it."""
-
-
-class _Superseded(Exception):
-    """A newer run of the same batch has started (a redelivered task): this run stops without writing."""
 
 
 # --- upload ----------------------------------------------------------------------------------------------------
@@ -80,8 +79,11 @@ def link_batch_create(
         header, rows = read_rows(
             binary, dialect, max_rows=settings.LINKS_MAX_ROWS, max_columns=settings.LINKS_MAX_COLUMNS
         )
+        # Where each chunk of the file will start, found in this same reading: workers then seek there.
+        plan = _ChunkPlan(rows.offset)
         row_count = filled_count = 0
-        for _, cells in rows:
+        for number, cells in rows:
+            plan.add(number, rows.offset)
             row_count += 1
             filled_count += not is_empty(cells)
     except CsvFormatError as exc:
@@ -103,6 +105,7 @@ def link_batch_create(
         mapping=selectors.link_columns_auto_match(template=template, header=header),
         rows_total=row_count,
         single_use=single_use,
+        plan=plan.points,
     )
     batch.input_file.save("input.csv", File(binary), save=False)
     batch.save()
@@ -144,9 +147,10 @@ def _usable_mapping(*, batch: LinkBatch, mapping: Mapping[str, str]) -> dict[str
 
 
 def link_batch_rerun(*, batch: LinkBatch) -> LinkBatch:
-    """Queue a failed batch again, or one whose worker died (still "running" long after any time limit)."""
+    """Queue a failed or cancelled batch again, or one stuck "running" long after any time limit. The run
+    starts afresh: new chunks, counts from zero, the earlier result files replaced."""
     if not link_batch_can_rerun(batch=batch):
-        raise LinkUploadError("Only a failed batch can be run again.")
+        raise LinkUploadError("Only a failed or cancelled batch can be run again.")
     with transaction.atomic():
         LinkBatch.objects.filter(pk=batch.pk).update(status=LinkBatch.Status.QUEUED, queued_at=timezone.now(), error="")
         _enqueue(batch.pk)
@@ -155,7 +159,7 @@ def link_batch_rerun(*, batch: LinkBatch) -> LinkBatch:
 
 
 def link_batch_can_rerun(*, batch: LinkBatch) -> bool:
-    if batch.status == LinkBatch.Status.FAILED:
+    if batch.status in (LinkBatch.Status.FAILED, LinkBatch.Status.CANCELLED):
         return True
     if batch.status in (LinkBatch.Status.RUNNING, LinkBatch.Status.QUEUED):
         since = batch.started_at or batch.queued_at or batch.created_at
@@ -248,10 +252,15 @@ def _record_event(*, batch: LinkBatch, action: str, user, file: str = "", detail
 
 
 # --- processing ------------------------------------------------------------------------------------------------
+# A batch is made in chunks (LinkChunk rows, LINKS_CHUNK_ROWS rows each) that any worker on any host takes:
+# every file goes through default_storage, every state through the database. Each chunk writes its output
+# rows to storage; the last chunk to finish assembles them in input order. Duplicates within the file
+# ("the same values as row N") need the whole file: a chunk marks those within itself and leaves its first
+# rows' keys in a table of the batch, and the assembly puts right the few rows whose first sits in an
+# earlier chunk. `--jobs` runs the same chunks in local processes, so every path gives the same file.
 @dataclass
 class _Counts:
     rows_done: int = 0
-    rows: int = 0
     links: int = 0
     errors: int = 0
     warnings: int = 0
@@ -261,204 +270,776 @@ class _Counts:
     def as_fields(self) -> dict[str, int]:
         return dict(self.__dict__)
 
+    def add(self, other: Mapping[str, int]) -> None:
+        for name, value in other.items():
+            setattr(self, name, getattr(self, name) + value)
+
 
 ProgressCallback = Callable[[int, int], None]
+# Rows checked between two looks at the database for existing members: few queries, flat memory.
+GROUP_ROWS = 2000
+EXISTING_MEMBER_NOTE = "Warning: a member with this External ID already exists; the link shows that pass."
+# A chunk whose database connection broke is tried again this many times before the batch fails.
+CHUNK_ATTEMPTS = 3
 
 
-def link_batch_process(*, batch_id: int, on_progress: ProgressCallback | None = None) -> LinkBatch:
-    """Make the links of a queued batch: read the input row by row, write the output and error files.
+class _Stopped(Exception):
+    """The batch was cancelled, failed or started again while a chunk was being made: the chunk stops."""
 
-    Safe to run again (a redelivered task, a re-run after a crash): every run starts from the first row
-    and replaces both files only once it has written them completely. A finished batch is left alone.
+
+def link_batch_process(
+    *, batch_id: int, jobs: int | None = 1, on_progress: ProgressCallback | None = None
+) -> LinkBatch:
+    """Make the links of a queued batch: cut it into chunks and have them made.
+
+    jobs=None hands the chunks to the Celery workers (the task path) and returns at once; jobs=1 makes them
+    here, one after the other; jobs=N in N local processes. A batch already running is taken over by a local
+    run (its chunks not done, or whose worker stopped beating, are made here) and left alone by the task
+    path, whose sweeper looks after it. A finished batch is left alone.
     """
     batch = LinkBatch.objects.select_related("template").get(pk=batch_id)
-    if batch.status in (LinkBatch.Status.UPLOADED, LinkBatch.Status.SUCCEEDED):
+    if batch.status == LinkBatch.Status.QUEUED:
+        try:
+            chunk_ids = _start(batch)
+        except _Stopped:
+            return LinkBatch.objects.get(pk=batch.pk)
+        except CsvFormatError as exc:
+            _fail(batch=batch, message=str(exc))
+            return LinkBatch.objects.get(pk=batch.pk)
+        except FileNotFoundError:
+            _fail(batch=batch, message=MISSING_INPUT)
+            return LinkBatch.objects.get(pk=batch.pk)
+    elif batch.status == LinkBatch.Status.RUNNING and jobs is not None:
+        stale = timezone.now() - timedelta(seconds=settings.LINKS_STALE_SECONDS)
+        takeover = batch.chunks.exclude(status=LinkChunk.Status.DONE).filter(
+            Q(status=LinkChunk.Status.QUEUED) | Q(heartbeat_at__lt=stale)
+        )
+        takeover.update(status=LinkChunk.Status.QUEUED, queued_at=timezone.now())
+        chunk_ids = list(batch.chunks.filter(status=LinkChunk.Status.QUEUED).values_list("pk", flat=True))
+    else:
         return batch
-    attempt = batch.attempt + 1
-    started = LinkBatch.objects.filter(pk=batch.pk, attempt=batch.attempt).update(
-        attempt=attempt, status=LinkBatch.Status.RUNNING, started_at=timezone.now(), finished_at=None, error="",
-        **_Counts().as_fields(),
-    )  # fmt: skip
-    if not started:
-        return LinkBatch.objects.get(pk=batch.pk)  # another run took it over in between
-    batch.attempt = attempt
-    try:
-        _generate(batch=batch, on_progress=on_progress)
-    except _Superseded:
-        logger.info("Link batch %s: a newer run took over; attempt %s stops.", batch.pk, attempt)
-    except CsvFormatError as exc:
-        _fail(batch=batch, message=str(exc))
-    except SoftTimeLimitExceeded:
-        reference = uuid.uuid4().hex[:8]
-        logger.exception("Link batch %s stopped by the time limit (reference %s)", batch.pk, reference)
-        _fail(batch=batch, message=f"Making the links took too long and was stopped (reference {reference}). Run it again.")
-    except Exception:
-        reference = uuid.uuid4().hex[:8]
-        logger.exception("Link batch %s failed (reference %s)", batch.pk, reference)
-        _fail(batch=batch, message=f"Something went wrong while making the links (reference {reference}). "
-                                   "Run it again or contact support.")  # fmt: skip
+    if jobs is None:
+        for chunk_id in chunk_ids:
+            enqueue_after_commit("links.process_link_chunk", chunk_id)
+    else:
+        _run_locally(batch.pk, chunk_ids, jobs=jobs, on_progress=on_progress)
     return LinkBatch.objects.select_related("template").get(pk=batch.pk)
 
 
-def _fail(*, batch: LinkBatch, message: str) -> None:
-    LinkBatch.objects.filter(pk=batch.pk, attempt=batch.attempt).update(
-        status=LinkBatch.Status.FAILED, error=message, finished_at=timezone.now()
+MISSING_INPUT = "The uploaded file is no longer in storage; upload it again."
+
+
+def _start(batch: LinkBatch) -> list[int]:
+    """A new run of the batch: its counts start afresh, its chunks and their files are made anew."""
+    dialect = _dialect(batch)
+    plan = batch.plan
+    if not plan:  # a batch uploaded before chunks existed
+        with default_storage.open(batch.input_file.name, "rb") as binary:
+            plan = _plan(binary, dialect)
+    elif not default_storage.exists(batch.input_file.name):
+        raise FileNotFoundError(batch.input_file.name)
+    _discard_chunks(batch)
+    for name in (batch.output_file.name, batch.errors_file.name):
+        if name:  # the result of an earlier run (a partial one after a cancel): replaced by this run's
+            default_storage.delete(name)
+    attempt = batch.attempt + 1
+    with transaction.atomic():
+        started = LinkBatch.objects.filter(pk=batch.pk, attempt=batch.attempt, status=LinkBatch.Status.QUEUED).update(
+            attempt=attempt,
+            status=LinkBatch.Status.RUNNING,
+            started_at=timezone.now(),
+            heartbeat_at=timezone.now(),
+            finished_at=None,
+            error="",
+            summary=[],
+            output_file="",
+            errors_file="",
+            plan=plan,
+            **_Counts().as_fields(),
+        )
+        if not started:
+            raise _Stopped()  # another run took it over in between
+        ends = [start for start, _ in plan[1:]] + [None]
+        chunks = LinkChunk.objects.bulk_create(
+            LinkChunk(batch_id=batch.pk, index=index, start=start, end=end, row_before=row_before)
+            for index, ((start, row_before), end) in enumerate(zip(plan, ends, strict=True))
+        )
+        if len(chunks) > 1:
+            _RowKeys(batch.pk).create()
+    batch.attempt = attempt
+    return [chunk.pk for chunk in chunks]
+
+
+class _ChunkPlan:
+    """[byte offset, rows before it] of every chunk's first record (LINKS_CHUNK_ROWS rows each), found while
+    the file is read once: `add` after each row, with the offset where the next record starts."""
+
+    def __init__(self, start: int) -> None:
+        self.points = [[start, 0]]
+        self.size = settings.LINKS_CHUNK_ROWS
+        self.count = 0
+        self.boundary: list[int] | None = None
+
+    def add(self, number: int, offset: int) -> None:
+        if self.boundary:  # a row follows the last full chunk: a new chunk starts (never an empty one)
+            self.points.append(self.boundary)
+            self.boundary = None
+        self.count += 1
+        if self.count % self.size == 0:
+            self.boundary = [offset, number]
+
+
+def _plan(binary: IO[bytes], dialect: CsvDialect) -> list[list[int]]:
+    _, rows = read_rows(binary, dialect, max_rows=settings.LINKS_MAX_ROWS)
+    plan = _ChunkPlan(rows.offset)
+    for number, _ in rows:
+        plan.add(number, rows.offset)
+    return plan.points
+
+
+def _dialect(batch: LinkBatch) -> CsvDialect:
+    return CsvDialect(encoding=batch.encoding, delimiter=batch.delimiter, has_bom=batch.encoding == "utf-8-sig")
+
+
+def _run_locally(batch_id: int, chunk_ids: list[int], *, jobs: int, on_progress: ProgressCallback | None) -> None:
+    """The chunks in this process (jobs=1) or in `jobs` forked processes, each taking the next chunk."""
+    total = LinkBatch.objects.values_list("rows_total", flat=True).get(pk=batch_id)
+
+    def progress() -> None:
+        if on_progress:
+            on_progress(LinkBatch.objects.values_list("rows_done", flat=True).get(pk=batch_id), total)
+
+    if jobs <= 1 or len(chunk_ids) <= 1:
+        for chunk_id in chunk_ids:
+            link_chunk_process(chunk_id=chunk_id)
+            progress()
+    else:
+        # Forked children must not share the parent's database connection: each opens its own.
+        connections.close_all()
+        with multiprocessing.get_context("fork").Pool(
+            min(jobs, len(chunk_ids)), initializer=_forget_connections
+        ) as pool:
+            pending = pool.map_async(_chunk_in_child, chunk_ids, chunksize=1)
+            while not pending.ready():
+                pending.wait(0.5)
+                progress()
+            pending.get()
+    if LinkBatch.objects.filter(pk=batch_id, status=LinkBatch.Status.CANCELLED, output_file="").exists():
+        link_batch_finish(batch_id=batch_id)  # the partial result of a batch cancelled while it ran here
+    progress()
+
+
+_INHERITED_CONNECTIONS: list = []
+
+
+def _forget_connections() -> None:
+    """In a forked child: never use (nor close) a database connection inherited from the parent — its socket
+    is the parent's (close_all cannot reach a connection made in another context, e.g. a greenlet's)."""
+    for wrapper in connections.all(initialized_only=True):
+        if wrapper.connection is not None:
+            _INHERITED_CONNECTIONS.append(wrapper.connection)  # kept referenced: closing it ends the parent's
+            wrapper.connection = None
+
+
+def _chunk_in_child(chunk_id: int) -> None:
+    link_chunk_process(chunk_id=chunk_id)
+    connections.close_all()
+
+
+def link_chunk_process(*, chunk_id: int) -> None:
+    """Make one chunk of a running batch; the worker that makes the last one assembles the batch.
+
+    Safe to deliver twice: a chunk is only taken while queued, and a run whose chunk was handed to another
+    worker in the meantime (it stopped beating) stops at its next beat without writing anything.
+    """
+    try:
+        chunk = _take_chunk(chunk_id)
+    except (OperationalError, InterfaceError):
+        # No connection to take it with: the task goes out again (a chunk taken meanwhile ignores it).
+        logger.exception("Link chunk %s: database error while taking it; sent again", chunk_id)
+        close_old_connections()
+        enqueue_after_commit("links.process_link_chunk", chunk_id, countdown=1)
+        return
+    if chunk is None:
+        return
+    batch = chunk.batch
+    try:
+        last = _make_chunk(chunk)
+    except _Stopped:
+        logger.info("Link batch %s, chunk %s: stopped (cancelled, failed or taken over).", batch.pk, chunk.index)
+        return
+    except (OperationalError, InterfaceError):
+        # The database connection broke (a restart, a killed backend): a fresh one, and the chunk again.
+        logger.exception("Link batch %s, chunk %s: database error", batch.pk, chunk.index)
+        close_old_connections()
+        if chunk.attempt < CHUNK_ATTEMPTS and _requeue_chunk(chunk):
+            enqueue_after_commit("links.process_link_chunk", chunk.pk, countdown=1)
+        else:
+            _fail_with_reference(batch=batch, message=UNEXPECTED_FAILURE)
+        return
+    except CsvFormatError as exc:
+        _fail(batch=batch, message=str(exc))
+        return
+    except FileNotFoundError:
+        _fail(batch=batch, message=MISSING_INPUT)
+        return
+    except SoftTimeLimitExceeded:
+        _fail_with_reference(batch=batch, message=TOO_LONG)
+        return
+    except Exception:  # noqa: BLE001 - any other bug: the batch fails with a reference to the logged traceback
+        _fail_with_reference(batch=batch, message=UNEXPECTED_FAILURE)
+        return
+    if last:
+        try:
+            link_batch_finish(batch_id=batch.pk)
+        except (OperationalError, InterfaceError):
+            logger.exception("Link batch %s: database error while assembling; sent again", batch.pk)
+            close_old_connections()
+            enqueue_after_commit("links.finish_link_batch", batch.pk, countdown=1)
+
+
+def _take_chunk(chunk_id: int) -> LinkChunk | None:
+    """The chunk, now running under a new attempt number; None when it is gone (the batch was started
+    again), not queued (taken already, done) or its batch is no longer running."""
+    chunk = LinkChunk.objects.select_related("batch__template").filter(pk=chunk_id).first()
+    if chunk is None:
+        return None
+    taken = LinkChunk.objects.filter(
+        pk=chunk.pk, attempt=chunk.attempt, status=LinkChunk.Status.QUEUED, batch__status=LinkBatch.Status.RUNNING
+    ).update(status=LinkChunk.Status.RUNNING, attempt=chunk.attempt + 1, heartbeat_at=timezone.now(), rows_done=0)
+    chunk.attempt += 1
+    return chunk if taken else None
+
+
+def _requeue_chunk(chunk: LinkChunk) -> bool:
+    return bool(
+        LinkChunk.objects.filter(pk=chunk.pk, attempt=chunk.attempt, status=LinkChunk.Status.RUNNING).update(
+            status=LinkChunk.Status.QUEUED, queued_at=timezone.now()
+        )
     )
 
 
-class _SeenRows:
-    """Which rows came before, kept in a temporary table of the database connection.
-
-    A Python set of a million keys would grow the worker by ~100 MB; the table keeps memory flat, and one
-    query per chunk costs little next to validating the chunk.
-    """
-
-    TABLE = "links_seen_rows"
-
-    def __enter__(self) -> _SeenRows:
-        with connection.cursor() as cursor:
-            cursor.execute(f"DROP TABLE IF EXISTS {self.TABLE}")
-            cursor.execute(f"CREATE TEMPORARY TABLE {self.TABLE} (digest VARCHAR(32) PRIMARY KEY, first_row INTEGER NOT NULL)")
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(f"DROP TABLE IF EXISTS {self.TABLE}")
-        except Exception:  # the connection may be what failed; the table goes with it
-            logger.debug("Could not drop %s", self.TABLE, exc_info=True)
-
-    def first_rows(self, rows: list[Row]) -> dict[str, int]:
-        """digest → the earliest row with it, for rows of this chunk that repeat an earlier one; records the rest."""
-        chunk_first: dict[str, int] = {}
-        for row in rows:
-            chunk_first.setdefault(row.digest, row.number)
-        earlier: dict[str, int] = {}
-        digests = list(chunk_first)
-        if digests:
-            with connection.cursor() as cursor:
-                if connection.vendor == "postgresql":
-                    # Two array parameters instead of thousands of placeholders: psycopg spends more time
-                    # splitting a query with 4,000 "%s" than PostgreSQL spends running it.
-                    cursor.execute(f"SELECT digest, first_row FROM {self.TABLE} WHERE digest = ANY(%s)", [digests])
-                    earlier = dict(cursor.fetchall())
-                    new = [(digest, number) for digest, number in chunk_first.items() if digest not in earlier]
-                    cursor.execute(
-                        f"INSERT INTO {self.TABLE} (digest, first_row) SELECT * FROM unnest(%s::varchar[], %s::int[])",
-                        [[digest for digest, _ in new], [number for _, number in new]],
-                    )
-                else:
-                    marks = ",".join(["%s"] * len(digests))
-                    cursor.execute(f"SELECT digest, first_row FROM {self.TABLE} WHERE digest IN ({marks})", digests)
-                    earlier = dict(cursor.fetchall())
-                    new = [(digest, number) for digest, number in chunk_first.items() if digest not in earlier]
-                    if new:
-                        marks = ",".join(["(%s,%s)"] * len(new))
-                        cursor.execute(f"INSERT INTO {self.TABLE} (digest, first_row) VALUES {marks}",
-                                       [value for pair in new for value in pair])  # fmt: skip
-        return {**chunk_first, **earlier}
+UNEXPECTED_FAILURE = (
+    "Something went wrong while making the links (reference {reference}). Run it again or contact support."
+)
+TOO_LONG = "Making the links took too long and was stopped (reference {reference}). Run it again."
 
 
-def _generate(*, batch: LinkBatch, on_progress: ProgressCallback | None) -> None:
-    rules = RowRules(batch)
-    dialect = CsvDialect(encoding=batch.encoding, delimiter=batch.delimiter, has_bom=batch.encoding == "utf-8-sig")
-    total = batch.rows_total
-    chunk_rows = max(50, min(MAX_CHUNK_ROWS, total // 100 or 1))
-    progress_step = max(1, total // 100)  # about every 1% of the rows
-    counts = _Counts()
-    next_progress = progress_step
-    output = _temporary_csv()
-    errors_output = _temporary_csv()
+def _fail_with_reference(*, batch: LinkBatch, message: str) -> None:
+    """Fail the batch with `message` naming a reference that is in the log beside the traceback."""
+    reference = uuid.uuid4().hex[:8]
+    logger.exception("Link batch %s failed (reference %s)", batch.pk, reference)
+    _fail(batch=batch, message=message.format(reference=reference))
+
+
+def _fail(*, batch: LinkBatch, message: str) -> None:
+    """Mark the batch failed with a sentence for staff, on a working connection even if this one broke."""
+    close_old_connections()  # a connection that failed is closed here, so the write below opens a new one
+    LinkBatch.objects.filter(pk=batch.pk, status__in=[LinkBatch.Status.QUEUED, LinkBatch.Status.RUNNING]).update(
+        status=LinkBatch.Status.FAILED, error=message, finished_at=timezone.now()
+    )
+    _RowKeys(batch.pk).drop()  # the chunks' rows and files stay until a re-run replaces them
+
+
+# --- making a chunk --------------------------------------------------------------------------------------------
+class _Beat:
+    """The chunk's progress and heartbeat, written at most every LINKS_HEARTBEAT_SECONDS; raises _Stopped
+    when the batch is no longer running (cancelled, failed) or the chunk was handed to another worker."""
+
+    def __init__(self, chunk: LinkChunk) -> None:
+        self.chunk = chunk
+        self.interval = settings.LINKS_HEARTBEAT_SECONDS
+        self.next_at = time.monotonic() + self.interval
+
+    def __call__(self, rows_done: int) -> None:
+        if time.monotonic() < self.next_at:
+            return
+        chunk, now = self.chunk, timezone.now()
+        mine = LinkChunk.objects.filter(pk=chunk.pk, attempt=chunk.attempt, status=LinkChunk.Status.RUNNING)
+        if not mine.update(heartbeat_at=now, rows_done=rows_done):
+            raise _Stopped()
+        done = LinkChunk.objects.filter(batch_id=chunk.batch_id).values("batch_id").annotate(n=Sum("rows_done"))
+        running = LinkBatch.objects.filter(pk=chunk.batch_id, status=LinkBatch.Status.RUNNING)
+        if not running.update(heartbeat_at=now, rows_done=Subquery(done.values("n"))):
+            raise _Stopped()
+        self.next_at = time.monotonic() + self.interval
+
+
+def _make_chunk(chunk: LinkChunk) -> bool:
+    """Check and link the chunk's rows, store its output; True when it was the batch's last chunk."""
+    batch = chunk.batch
+    dialect = _dialect(batch)
+    made = _ChunkRows(RowRules(batch), dialect.delimiter)
+    beat = _Beat(chunk)
+    with default_storage.open(batch.input_file.name, "rb") as binary:
+        rows = read_chunk(
+            binary, dialect, width=len(batch.header), start=chunk.start, end=chunk.end, row_before=chunk.row_before
+        )
+        group: list[Row] = []
+        for number, cells in rows:
+            group.append(made.rules.check(number, cells))
+            if len(group) >= GROUP_ROWS:
+                made.write(group)
+                group = []
+                beat(made.counts.rows_done)
+        made.write(group)
+    counts, summary, first_rows = made.counts, made.summary, made.first_rows
+    output, errors = made.output, made.errors
+    folder = batch.sibling_path(f"chunks/{chunk.index:05d}-{chunk.attempt}")
+    output_name = output.store(folder + ".csv")
+    errors_name = errors.store(folder + "-errors.csv")
     try:
-        with default_storage.open(batch.input_file.name, "rb") as binary, _SeenRows() as seen:
-            header, records = read_rows(binary, dialect, max_rows=settings.LINKS_MAX_ROWS)
-            out_header = header + [LINK_COLUMN, ERROR_COLUMN]
-            writer = ResultWriter(output, delimiter=dialect.delimiter, header=out_header)
-            error_writer = ResultWriter(errors_output, delimiter=dialect.delimiter, header=out_header)
-            chunk: list[Row] = []
-            for number, cells in records:
-                chunk.append(rules.check(number, cells))
-                if len(chunk) >= chunk_rows:
-                    _write_chunk(chunk, rules=rules, seen=seen, writer=writer, error_writer=error_writer, counts=counts)
-                    chunk = []
-                    if counts.rows_done >= next_progress:
-                        _save_progress(batch, counts)
-                        next_progress = counts.rows_done + progress_step
-                    if on_progress:
-                        on_progress(counts.rows_done, total)
-            if chunk:
-                _write_chunk(chunk, rules=rules, seen=seen, writer=writer, error_writer=error_writer, counts=counts)
-        if on_progress:
-            on_progress(counts.rows_done, total)
-        _save_progress(batch, counts)  # also the last look: was this run superseded while writing?
-        output.close()
-        errors_output.close()
-        output_name = _store(output.name, batch.sibling_path("output.csv"))
-        errors_name = _store(errors_output.name, batch.sibling_path("errors.csv"))
-        finished = LinkBatch.objects.filter(pk=batch.pk, attempt=batch.attempt).update(
-            status=LinkBatch.Status.SUCCEEDED, output_file=output_name, errors_file=errors_name,
-            finished_at=timezone.now(), rows_total=counts.rows_done, **counts.as_fields(),
-        )  # fmt: skip
-        if not finished:
-            raise _Superseded()
-    finally:
-        for temporary in (output, errors_output):
-            temporary.close()
-            try:
-                os.unlink(temporary.name)
-            except FileNotFoundError:
-                pass
+        with transaction.atomic():
+            # The batch row is locked while a chunk is marked done: chunks ending together count the rest
+            # one after the other, so exactly one of them sees none left and assembles the batch.
+            if not LinkBatch.objects.select_for_update().filter(pk=batch.pk, status=LinkBatch.Status.RUNNING).exists():
+                raise _Stopped()
+            if len(batch.plan) > 1:
+                _RowKeys(batch.pk).add(first_rows)
+            done = LinkChunk.objects.filter(pk=chunk.pk, attempt=chunk.attempt, status=LinkChunk.Status.RUNNING).update(
+                status=LinkChunk.Status.DONE,
+                heartbeat_at=timezone.now(),
+                rows_done=counts.rows_done,
+                counts=counts.as_fields(),
+                summary=summary.as_json(),
+                output_file=output_name,
+                errors_file=errors_name,
+            )
+            if not done:
+                raise _Stopped()
+            return not batch.chunks.exclude(status=LinkChunk.Status.DONE).exists()
+    except BaseException:
+        for name in (output_name, errors_name):
+            default_storage.delete(name)
+        raise
 
 
-def _write_chunk(chunk: list[Row], *, rules: RowRules, seen: _SeenRows, writer: ResultWriter,
-                 error_writer: ResultWriter, counts: _Counts) -> None:  # fmt: skip
-    good = [row for row in chunk if not row.error]
-    first_rows = seen.first_rows(good)
-    in_use = external_ids_in_use(template=rules.template, external_ids=[r.external_id for r in good if r.external_id])
-    for row in chunk:
-        link = ""
-        if not row.error:
-            try:
-                link = rules.link(row)
-            except TokenTooLong as exc:
-                row.error = str(exc)
-        if not row.error:
-            first = first_rows[row.digest]
+class _ChunkRows:
+    """What a chunk made so far: its output and error rows, counts, summary, and the first row of each holder."""
+
+    def __init__(self, rules: RowRules, delimiter: str) -> None:
+        self.rules = rules
+        self.output, self.errors = _ChunkFile(delimiter), _ChunkFile(delimiter)
+        self.first_rows: dict[str, tuple[int, bool]] = {}  # digest → (first row with it here, by External ID)
+        self.counts, self.summary = _Counts(), RowSummary()
+
+    def write(self, group: list[Row]) -> None:
+        rules, counts, summary = self.rules, self.counts, self.summary
+        good = [row for row in group if not row.error]
+        external_ids = [row.external_id for row in good if row.external_id]
+        in_use = external_ids_in_use(template=rules.template, external_ids=external_ids)
+        for row in group:
+            link = ""
+            if not row.error:
+                try:
+                    link = rules.link(row)
+                except TokenTooLong as exc:
+                    row.error = str(exc)
+            counts.rows_done += 1
+            if row.error:
+                counts.errors += 1
+                summary.add(RowSummary.ERROR, row.error, row.number)
+                cells = row.cells + ["", row.error]
+                self.output.write(cells)
+                self.errors.write(cells)
+                continue
+            first = self.first_rows.setdefault(row.digest, (row.number, bool(row.external_id)))[0]
             if first != row.number:
                 counts.duplicates += 1
-                what = "External ID" if row.external_id else "values"
-                row.notes.append(f"Warning: the same {what} as row {first}.")
+                row.notes.append(_duplicate_note(bool(row.external_id), first))
             if row.external_id in in_use:
                 counts.existing_members += 1
-                row.notes.append("Warning: a member with this External ID already exists; the link shows that pass.")
-        counts.rows_done += 1
-        counts.rows += 1
-        if row.error:
-            counts.errors += 1
-            cells = row.cells + ["", row.error]
-            writer.write_row(cells)
-            error_writer.write_row(cells)
-        else:
+                row.notes.append(EXISTING_MEMBER_NOTE)
             counts.links += 1
             if row.notes:
                 counts.warnings += 1
-            writer.write_row(row.cells + [link, " ".join(row.notes)])
+                for note in row.notes:
+                    summary.add(RowSummary.WARNING, note, row.number)
+            self.output.write(row.cells + [link, " ".join(row.notes)])
 
 
-def _save_progress(batch: LinkBatch, counts: _Counts) -> None:
-    if not LinkBatch.objects.filter(pk=batch.pk, attempt=batch.attempt).update(**counts.as_fields()):
-        raise _Superseded()
+def _duplicate_note(by_external_id: bool, first: int) -> str:
+    return f"Warning: the same {'External ID' if by_external_id else 'values'} as row {first}."
 
 
-def _temporary_csv() -> IO[str]:
+class _ChunkFile:
+    """A chunk's output rows (no header, no BOM), kept in memory: a chunk is a few MB whatever the file's
+    size, and no temporary file is ever left behind on the worker's disk."""
+
+    def __init__(self, delimiter: str) -> None:
+        self.buffer = io.BytesIO()
+        self.text = io.TextIOWrapper(self.buffer, encoding="utf-8", newline="")
+        self.writer = ResultWriter(self.text, delimiter=delimiter, header=None)
+
+    def write(self, cells: list[str]) -> None:
+        self.writer.write_row(cells)
+
+    def store(self, name: str) -> str:
+        self.text.flush()
+        self.buffer.seek(0)
+        return default_storage.save(name, File(self.buffer, name=name))
+
+
+class _RowKeys:
+    """The first row of each distinct holder in each chunk, in a table of the batch's own.
+
+    Chunks run in any order on any host, so the first row with given values may sit in a chunk made after
+    the row repeating it. Each chunk adds its first rows (one COPY, in the transaction that marks it done);
+    the assembly asks for the keys that more than one chunk holds. A table per batch, unlogged and without
+    an index, is the cheapest to fill and is dropped whole when the batch is assembled.
+    """
+
+    def __init__(self, batch_id: int) -> None:
+        self.table = f"links_rowkeys_{int(batch_id)}"
+
+    def create(self) -> None:
+        postgres = connection.vendor == "postgresql"
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TABLE IF EXISTS {self.table}")
+            cursor.execute(
+                f"CREATE {'UNLOGGED ' if postgres else ''}TABLE {self.table} "
+                f"(key {'uuid' if postgres else 'text'} NOT NULL, first_row integer NOT NULL, by_id boolean NOT NULL)"
+            )
+
+    def drop(self) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TABLE IF EXISTS {self.table}")
+
+    def add(self, first_rows: Mapping[str, tuple[int, bool]]) -> None:
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                data = "".join(f"{key}\t{row}\t{'t' if by_id else 'f'}\n" for key, (row, by_id) in first_rows.items())
+                # psycopg's copy is not wrapped by Django: its errors become Django's here, like every query's.
+                with (
+                    connection.wrap_database_errors,
+                    cursor.copy(f"COPY {self.table} (key, first_row, by_id) FROM STDIN") as copy,
+                ):
+                    copy.write(data)
+            else:
+                cursor.executemany(
+                    f"INSERT INTO {self.table} (key, first_row, by_id) VALUES (%s, %s, %s)",
+                    [(key, row, by_id) for key, (row, by_id) in first_rows.items()],
+                )
+
+    def repeated(self) -> dict[int, tuple[int, bool]]:
+        """Chunk-first rows whose holder came earlier in another chunk → (that earlier row, by External ID)."""
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute("SET LOCAL work_mem = '64MB'")  # a million keys hash in memory, not on disk
+            cursor.execute(
+                f"SELECT k.first_row, g.first_row, k.by_id FROM {self.table} k JOIN (SELECT key, MIN(first_row) AS "
+                f"first_row FROM {self.table} GROUP BY key HAVING COUNT(*) > 1) g ON k.key = g.key "
+                "WHERE k.first_row <> g.first_row"
+            )
+            return {row: (first, bool(by_id)) for row, first, by_id in cursor.fetchall()}
+
+
+# --- summary ---------------------------------------------------------------------------------------------------
+# Messages name the values they are about (“…”) and rows and counts (digits): without them, the reason.
+_QUOTED_RE = re.compile(r"“[^”]*”(?:, “[^”]*”)*")
+_DIGITS_RE = re.compile(r"\d+")
+SUMMARY_ROWS = 5
+SUMMARY_REASONS = 50
+OTHER_REASONS = "Other reasons"
+
+
+class RowSummary:
+    """Errors and warnings grouped by reason: how many rows, the first few row numbers, one example."""
+
+    ERROR, WARNING = "error", "warning"
+
+    def __init__(self, entries: list[dict] | None = None) -> None:
+        self.entries: dict[tuple[str, str], dict] = {(e["kind"], e["reason"]): e for e in entries or []}
+
+    @staticmethod
+    def reason(message: str) -> str:
+        return _DIGITS_RE.sub("N", _QUOTED_RE.sub("“…”", message.removeprefix("Warning: ")))
+
+    def add(self, kind: str, message: str, row: int) -> None:
+        key = (kind, self.reason(message))
+        if key not in self.entries and len(self.entries) >= SUMMARY_REASONS:
+            key = (kind, OTHER_REASONS)  # a message naming a value outside quotation marks: bounded all the same
+        entry = self.entries.get(key)
+        if entry is None:
+            self.entries[key] = {
+                "kind": kind,
+                "reason": key[1],
+                "count": 1,
+                "rows": [row],
+                "example": message,
+                "example_row": row,
+            }
+            return
+        entry["count"] += 1
+        if row < entry["example_row"]:
+            entry["example"], entry["example_row"] = message, row
+        if len(entry["rows"]) < SUMMARY_ROWS or row < entry["rows"][-1]:
+            entry["rows"] = sorted(entry["rows"] + [row])[:SUMMARY_ROWS]
+
+    def merge(self, entries: list[dict]) -> None:
+        for other in entries:
+            key = (other["kind"], other["reason"])
+            if key not in self.entries and len(self.entries) >= SUMMARY_REASONS:
+                key = (other["kind"], OTHER_REASONS)
+            entry = self.entries.setdefault(key, {**other, "reason": key[1], "count": 0, "rows": []})
+            entry["count"] += other["count"]
+            entry["rows"] = sorted(entry["rows"] + other["rows"])[:SUMMARY_ROWS]
+            if other["example_row"] < entry["example_row"]:
+                entry["example"], entry["example_row"] = other["example"], other["example_row"]
+
+    def replace_example(self, kind: str, row: int, message: str) -> None:
+        entry = self.entries.get((kind, self.reason(message)))
+        if entry is not None and entry["example_row"] == row:
+            entry["example"] = message
+
+    def as_json(self) -> list[dict]:
+        """Errors first, then the most frequent reasons, then the earliest."""
+        return sorted(
+            self.entries.values(), key=lambda e: (e["kind"] != self.ERROR, -e["count"], e["rows"][0], e["reason"])
+        )
+
+
+# --- assembly --------------------------------------------------------------------------------------------------
+_DUPLICATE_NOTE_RE = re.compile(r"Warning: the same (External ID|values) as row (\d+)\.\Z")
+
+
+def link_batch_finish(*, batch_id: int) -> None:
+    """Put the chunks' output together in input order: the output and errors files, the counts, the summary.
+
+    Runs once every chunk of a running batch is done (by the worker that made the last one, or sent again by
+    the sweeper), and for a cancelled batch with the chunks made before the cancel: its partial output.
+    """
+    batch = LinkBatch.objects.select_related("template").get(pk=batch_id)
+    if batch.status == LinkBatch.Status.RUNNING:
+        if batch.chunks.exclude(status=LinkChunk.Status.DONE).exists():
+            return
+        finished_status, suffix = LinkBatch.Status.SUCCEEDED, ""
+    elif batch.status == LinkBatch.Status.CANCELLED and not batch.output_file:
+        finished_status, suffix = LinkBatch.Status.CANCELLED, "-partial"
+    else:
+        return
+    with transaction.atomic():
+        # One assembly at a time: the batch row stays locked until it is written, so an assembly sent again
+        # by the sweeper while this one runs (or a cancel) waits or gives up, and never writes the same
+        # files at the same time. A worker killed here releases the lock with its connection.
+        mine = LinkBatch.objects.select_for_update(skip_locked=True).filter(
+            pk=batch.pk, status=batch.status, output_file=""
+        )
+        if not mine.exists():
+            return
+        chunks = list(batch.chunks.filter(status=LinkChunk.Status.DONE).order_by("index"))
+        counts, summary = _Counts(), RowSummary()
+        for chunk in chunks:
+            counts.add(chunk.counts)
+            summary.merge(chunk.summary)
+        repeated = _RowKeys(batch.pk).repeated() if len(batch.plan) > 1 and chunks else {}
+        assembly = _Assembly(batch, counts, summary, repeated)
+        header = _header_bytes(batch)
+        output_name = _store_stream(assembly.output(chunks, header), batch.sibling_path(f"output{suffix}.csv"))
+        errors_name = _store_stream(assembly.errors(chunks, header), batch.sibling_path(f"errors{suffix}.csv"))
+        totals = {"rows_total": counts.rows_done} if finished_status == LinkBatch.Status.SUCCEEDED else {}
+        finished = LinkBatch.objects.filter(pk=batch.pk, attempt=batch.attempt, status=batch.status).update(
+            status=finished_status,
+            output_file=output_name,
+            errors_file=errors_name,
+            summary=summary.as_json(),
+            finished_at=timezone.now(),
+            **totals,
+            **counts.as_fields(),
+        )
+    if not finished:  # cancelled, or assembled by another worker, in the meantime
+        for name in (output_name, errors_name):
+            default_storage.delete(name)
+    elif finished_status == LinkBatch.Status.SUCCEEDED:
+        _discard_chunks(batch)
+    else:
+        _RowKeys(batch.pk).drop()  # a cancelled batch keeps its chunks (where it stopped) until its re-run
+
+
+def _header_bytes(batch: LinkBatch) -> bytes:
     # UTF-8 with a BOM whatever the input was: Excel then shows Icelandic letters, and every other reader
-    # skips the BOM. newline="": the csv writer writes its own CRLF.
-    return tempfile.NamedTemporaryFile("w", encoding="utf-8-sig", newline="", suffix=".csv", delete=False)
+    # skips the BOM.
+    text = io.StringIO()
+    ResultWriter(text, delimiter=batch.delimiter, header=batch.header + [LINK_COLUMN, ERROR_COLUMN])
+    return codecs.BOM_UTF8 + text.getvalue().encode("utf-8")
 
 
-def _store(local_path: str, name: str) -> str:
-    """Put a finished local file into storage under `name`, replacing what an earlier run left there."""
+class _Assembly:
+    """The chunks' files one after the other; a chunk holding the first row of a holder who came earlier
+    in another chunk is read row by row, and those rows get their "the same values as row N" right."""
+
+    def __init__(self, batch: LinkBatch, counts: _Counts, summary: RowSummary, repeated: dict[int, tuple[int, bool]]):
+        self.batch, self.counts, self.summary, self.repeated = batch, counts, summary, repeated
+
+    def output(self, chunks: list[LinkChunk], header: bytes) -> Iterator[bytes]:
+        yield header
+        starts = [chunk.row_before for chunk in chunks[1:]] + [None]
+        for chunk, end in zip(chunks, starts, strict=True):
+            if any(chunk.row_before < row and (end is None or row <= end) for row in self.repeated):
+                yield from self._rewritten(chunk)
+            else:
+                yield from _read_stored(chunk.output_file)
+
+    def errors(self, chunks: list[LinkChunk], header: bytes) -> Iterator[bytes]:
+        yield header
+        for chunk in chunks:
+            yield from _read_stored(chunk.errors_file)
+
+    def _rewritten(self, chunk: LinkChunk) -> Iterator[bytes]:
+        batch = self.batch
+        dialect = _dialect(batch)
+        text = io.StringIO()
+        writer = csv.writer(text, delimiter=batch.delimiter, lineterminator="\r\n")
+        with (
+            default_storage.open(batch.input_file.name, "rb") as binary,
+            default_storage.open(chunk.output_file, "rb") as stored,
+        ):
+            rows = read_chunk(
+                binary, dialect, width=len(batch.header), start=chunk.start, end=chunk.end, row_before=chunk.row_before
+            )
+            # Every input row gave one output row, in order: the input says which row number each one is.
+            records = csv.reader(io.TextIOWrapper(stored, encoding="utf-8", newline=""), delimiter=batch.delimiter)
+            for (number, _), cells in zip(rows, records, strict=True):
+                if cells[-2]:  # a link: only those rows carry duplicate notes
+                    cells[-1] = self._notes(number, cells[-1])
+                writer.writerow(cells)
+                if text.tell() > _BLOCK_BYTES:
+                    yield text.getvalue().encode("utf-8")
+                    text.seek(0)
+                    text.truncate()
+        yield text.getvalue().encode("utf-8")
+
+    def _notes(self, number: int, notes: str) -> str:
+        existing = notes.endswith(EXISTING_MEMBER_NOTE)
+        body = notes.removesuffix(EXISTING_MEMBER_NOTE).rstrip() if existing else notes
+        if number in self.repeated:  # the first in its chunk, not in the file
+            first, by_id = self.repeated[number]
+            note = _duplicate_note(by_id, first)
+            self.counts.duplicates += 1
+            self.counts.warnings += not notes
+            self.summary.add(RowSummary.WARNING, note, number)
+        else:  # a repeat within its chunk of a row that is itself a repeat: the earliest row is named
+            match = _DUPLICATE_NOTE_RE.search(body)
+            if not match or int(match[2]) not in self.repeated:
+                return notes
+            body = body[: match.start()].rstrip()
+            note = _duplicate_note(match[1] == "External ID", self.repeated[int(match[2])][0])
+            self.summary.replace_example(RowSummary.WARNING, number, note)
+        return " ".join(part for part in (body, note, EXISTING_MEMBER_NOTE if existing else "") if part)
+
+
+def _read_stored(name: str) -> Iterator[bytes]:
+    with default_storage.open(name, "rb") as stored:
+        while block := stored.read(_BLOCK_BYTES):
+            yield block
+
+
+_BLOCK_BYTES = 1024 * 1024
+
+
+class _Pieces(io.RawIOBase):
+    """A readable file over an iterator of bytes: storage saves the assembled output as it is produced,
+    without a temporary file and without holding it in memory."""
+
+    def __init__(self, pieces: Iterator[bytes]) -> None:
+        self.pieces, self.pending = pieces, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self.pending:
+            self.pending = next(self.pieces, None)
+            if self.pending is None:
+                self.pending = b""
+                return 0
+        size = min(len(buffer), len(self.pending))
+        buffer[:size] = self.pending[:size]
+        self.pending = self.pending[size:]
+        return size
+
+
+def _store_stream(pieces: Iterator[bytes], name: str) -> str:
+    """Store the bytes under `name`, replacing what an earlier run left there."""
     if default_storage.exists(name):
         default_storage.delete(name)
-    with open(local_path, "rb") as source:
-        return default_storage.save(name, File(source))
+    return default_storage.save(name, File(io.BufferedReader(_Pieces(pieces), _BLOCK_BYTES), name=name))
+
+
+def _discard_chunks(batch: LinkBatch) -> None:
+    """Remove what the chunks of an earlier run or of the finished batch left: their rows, keys and files,
+    including a file a worker stored just before it was killed (it is in the folder, in no chunk row)."""
+    folder = batch.sibling_path("chunks")
+    try:
+        _, names = default_storage.listdir(folder)
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        default_storage.delete(f"{folder}/{name}")
+    batch.chunks.all().delete()
+    _RowKeys(batch.pk).drop()
+
+
+# --- cancel and sweep ------------------------------------------------------------------------------------------
+def link_batch_cancel(*, batch: LinkBatch, user) -> LinkBatch:
+    """Stop a queued or running batch: its chunks stop at their next beat (within a second); the rows made
+    until then are kept as a partial result, assembled by a worker."""
+    who = user.get_username() if user is not None else "the command"
+    with transaction.atomic():
+        cancelled = LinkBatch.objects.filter(
+            pk=batch.pk, status__in=[LinkBatch.Status.QUEUED, LinkBatch.Status.RUNNING]
+        ).update(
+            status=LinkBatch.Status.CANCELLED,
+            finished_at=timezone.now(),
+            error=f"Cancelled by {who}; the result holds the rows made until then.",
+        )
+        if not cancelled:
+            raise LinkUploadError("Only a batch that is queued or running can be cancelled.")
+        enqueue_after_commit("links.finish_link_batch", batch.pk)
+    batch.refresh_from_db()
+    return batch
+
+
+def link_batches_sweep() -> dict[str, int]:
+    """Send again the work whose message was lost: batches queued for long (the broker was down when they
+    were confirmed), chunks whose worker stopped beating (killed), chunks waiting while their batch shows no
+    life, and batches whose chunks are all done but were never assembled. Each is sent at most once per
+    LINKS_STALE_SECONDS; a chunk or batch already taken is left alone by the task."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.LINKS_STALE_SECONDS)
+    sent = {"batches": 0, "chunks": 0, "assemblies": 0}
+    for batch_id in LinkBatch.objects.filter(status=LinkBatch.Status.QUEUED, queued_at__lt=stale).values_list(
+        "pk", flat=True
+    ):
+        if LinkBatch.objects.filter(pk=batch_id, status=LinkBatch.Status.QUEUED, queued_at__lt=stale).update(
+            queued_at=now
+        ):
+            enqueue_after_commit("links.process_link_batch", batch_id)
+            sent["batches"] += 1
+    running = LinkChunk.objects.filter(batch__status=LinkBatch.Status.RUNNING)
+    for chunk in running.filter(status=LinkChunk.Status.RUNNING, heartbeat_at__lt=stale):
+        if _requeue_chunk(chunk):
+            logger.warning(
+                "Link batch %s, chunk %s: no heartbeat since %s; sent again",
+                chunk.batch_id,
+                chunk.index,
+                chunk.heartbeat_at,
+            )
+            enqueue_after_commit("links.process_link_chunk", chunk.pk)
+            sent["chunks"] += 1
+    waiting = running.filter(status=LinkChunk.Status.QUEUED, queued_at__lt=stale, batch__heartbeat_at__lt=stale)
+    for chunk_id in waiting.values_list("pk", flat=True):
+        if LinkChunk.objects.filter(pk=chunk_id, status=LinkChunk.Status.QUEUED, queued_at__lt=stale).update(
+            queued_at=now
+        ):
+            enqueue_after_commit("links.process_link_chunk", chunk_id)
+            sent["chunks"] += 1
+    all_done = LinkBatch.objects.filter(status=LinkBatch.Status.RUNNING, heartbeat_at__lt=stale).exclude(
+        chunks__status__in=[LinkChunk.Status.QUEUED, LinkChunk.Status.RUNNING]
+    )
+    cancelled = LinkBatch.objects.filter(status=LinkBatch.Status.CANCELLED, output_file="", finished_at__lt=stale)
+    for batch_id in [*all_done.values_list("pk", flat=True), *cancelled.values_list("pk", flat=True)]:
+        LinkBatch.objects.filter(pk=batch_id).update(heartbeat_at=now)
+        enqueue_after_commit("links.finish_link_batch", batch_id)
+        sent["assemblies"] += 1
+    return sent

@@ -1,11 +1,28 @@
-"""Celery entry point for link batches: thin, it takes a batch id and calls the service."""
+"""Celery entry points for link batches: thin, they take ids and call the services."""
+
 from celery import shared_task
 
 from . import services
 
 
-# acks_late + reject_on_worker_lost: a worker that dies mid-file leaves the message unacknowledged, so the
-# broker hands it to another worker, and the service starts the batch again from its first row.
+# acks_late + reject_on_worker_lost: a worker that dies mid-chunk leaves the message unacknowledged. The
+# chunk row's heartbeat is what brings it back within minutes (the sweeper below), not the broker's
+# visibility timeout; a chunk delivered twice is made once.
 @shared_task(name="links.process_link_batch", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def process_link_batch(batch_id: int) -> None:
-    services.link_batch_process(batch_id=batch_id)
+    services.link_batch_process(batch_id=batch_id, jobs=None)
+
+
+@shared_task(name="links.process_link_chunk", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def process_link_chunk(chunk_id: int) -> None:
+    services.link_chunk_process(chunk_id=chunk_id)
+
+
+@shared_task(name="links.finish_link_batch", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def finish_link_batch(batch_id: int) -> None:
+    services.link_batch_finish(batch_id=batch_id)
+
+
+@shared_task(name="links.sweep_link_batches", ignore_result=True)
+def sweep_link_batches() -> None:
+    services.link_batches_sweep()

@@ -13,6 +13,7 @@ urlpatterns = [
     path("<int:batch_id>/rerun/", views.batch_rerun, name="batch_rerun"),
     path("<int:batch_id>/columns/", views.batch_remap, name="batch_remap"),
     path("<int:batch_id>/delete/", views.batch_delete, name="batch_delete"),
+    path("<int:batch_id>/cancel/", views.batch_cancel, name="batch_cancel"),
     path("<int:batch_id>/status.json", views.batch_status, name="batch_status"),
     path("<int:batch_id>/download/<str:kind>/", views.batch_download, name="batch_download"),
 ]

@@ -172,6 +172,19 @@ def batch_rerun(request, batch_id):
     return redirect("links:batch_detail", batch.pk)
 
 
+@require_POST
+@permission_required(UPLOAD, raise_exception=True)
+def batch_cancel(request, batch_id):
+    batch = get_object_or_404(LinkBatch, pk=batch_id)
+    try:
+        services.link_batch_cancel(batch=batch, user=request.user)
+    except services.LinkUploadError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Cancelled. The links made until now are kept as a partial result.")
+    return redirect("links:batch_detail", batch.pk)
+
+
 @require_GET
 @permission_required(VIEW, raise_exception=True)
 def batch_status(request, batch_id):

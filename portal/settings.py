@@ -305,6 +305,11 @@ CELERY_BEAT_SCHEDULE = {
     "retry-stale-pending-members": {"task": "members.retry_stale_pending", "schedule": float(SWEEP_INTERVAL)},
     "resend-queued-sync-runs": {"task": "templates_sync.resend_queued_runs", "schedule": float(SWEEP_INTERVAL)},
     "resend-queued-backfills": {"task": "members.resend_queued_backfills", "schedule": float(SWEEP_INTERVAL)},
+    # Link batches and chunks whose worker died or whose task never reached the broker.
+    "sweep-link-batches": {
+        "task": "links.sweep_link_batches",
+        "schedule": float(env.int("LINKS_SWEEP_SECONDS", default=60)),
+    },
 }
 # A restarted beat never sends an entry twice within its interval (portal/beat.py).
 CELERY_BEAT_SCHEDULER = "portal.beat.OnceScheduler"
@@ -322,6 +327,13 @@ LINKS_MAX_UPLOAD_BYTES = env.int("LINKS_MAX_UPLOAD_BYTES", default=100 * 1024 * 
 LINKS_MAX_ROWS = env.int("LINKS_MAX_ROWS", default=1_000_000)
 # Columns of a campaign CSV: each one is a row of the mapping page.
 LINKS_MAX_COLUMNS = env.int("LINKS_MAX_COLUMNS", default=200)
+# A batch is cut into chunks of this many rows, made by any number of workers in parallel: a worker that
+# dies costs one chunk, and a million rows give the workers 20 pieces to share.
+LINKS_CHUNK_ROWS = env.int("LINKS_CHUNK_ROWS", default=50_000)
+# A worker making a chunk writes its progress (and looks for a cancel) at most this often...
+LINKS_HEARTBEAT_SECONDS = env.float("LINKS_HEARTBEAT_SECONDS", default=0.5)
+# ...and a running chunk without a beat for this long, or a batch queued this long, is sent again.
+LINKS_STALE_SECONDS = env.int("LINKS_STALE_SECONDS", default=120)
 # Claim requests (GET and POST of /p/<token>) allowed per client address before a 429 page.
 CLAIM_RATE = env.str("CLAIM_RATE", default="60/m")
 

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import csv
 import re
+from pathlib import Path
 
 import pytest
+from django.core.files import File
 from django.core.files.storage import default_storage
+from django.utils import timezone
 from playwright.sync_api import expect
 
 from conftest import login
+from links import services
 from links.keyring import link_keys
 from links.models import LinkBatch
 from links.tokens import decode
 from templates_sync import sync
+from templates_sync.models import PassTemplate
 from templates_sync.sandbox import DEMO_TEMPLATE_ID
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker]
@@ -35,6 +40,20 @@ def _campaign(path):
                 expected[number] = {"name": f"Félagi {number}", "email": f"felagi{number}@example.is",
                                     "phone": f"+354{8200000 + number}"}  # fmt: skip
     return expected
+
+
+SHOTS = Path("/work/shots/engine")
+
+
+def _screenshots(page, name: str) -> None:
+    """The page at a desktop and a phone width, for a person to look at (outside the repository)."""
+    if not SHOTS.parent.is_dir():
+        return
+    SHOTS.mkdir(exist_ok=True)
+    for width in (1280, 390):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.screenshot(path=str(SHOTS / f"{name}-{width}.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
 
 
 def test_a_manager_uploads_a_csv_and_downloads_one_link_per_good_row(
@@ -61,9 +80,16 @@ def test_a_manager_uploads_a_csv_and_downloads_one_link_per_good_row(
     expect(page.locator("[data-run-status] progress")).to_be_attached()
     # portal.js follows the batch and reloads the page when the worker is done.
     expect(page.get_by_role("link", name="Download links")).to_be_visible(timeout=60_000)
-    expect(page.locator("[data-run-status] .badge")).to_have_text("succeeded")
+    # Not "succeeded" when rows failed: the reasons are on the page, without opening the CSV.
+    expect(page.locator("[data-run-status] .badge")).to_have_text(f"completed with {ROWS // 100} errors")
     expect(page.locator("dd.count-links")).to_have_text(f"{ROWS - ROWS // 100:,}")
     expect(page.locator("dd.count-errors")).to_contain_text(f"{ROWS // 100}")
+    reasons = page.locator(".batch-summary tbody tr")
+    expect(reasons).to_have_count(1)
+    expect(reasons.first).to_contain_text("“…” is not a valid email address")
+    expect(reasons.first).to_contain_text("100, 200, 300, 400, 500, …")
+    expect(reasons.first).to_contain_text("Row 100: Netfang / Email: “ekki netfang”")
+    _screenshots(page, "batch-completed-with-errors")
 
     with page.expect_download() as download_info:
         page.get_by_role("link", name="Download links").click()
@@ -78,12 +104,38 @@ def test_a_manager_uploads_a_csv_and_downloads_one_link_per_good_row(
         for number, row in enumerate(rows[1:], start=1):
             link, error = row[4], row[5]
             if expected[number] is None:
-                assert link == "" and re.fullmatch(r"Netfang / Email: “ekki netfang” is not a valid email address\..*", error)
+                assert link == "" and re.fullmatch(
+                    r"Netfang / Email: “ekki netfang” is not a valid email address\..*", error
+                )
                 continue
             assert error == ""
             payload = decode(link.removeprefix(f"{live_server.url}/p/").rsplit("/", 1)[-1], link_keys())
-            assert (str(payload.template_id), payload.row, payload.fields) == (DEMO_TEMPLATE_ID, number, expected[number])
+            assert (str(payload.template_id), payload.row, payload.fields) == (
+                DEMO_TEMPLATE_ID,
+                number,
+                expected[number],
+            )
     finally:
         for field in (batch.input_file, batch.output_file, batch.errors_file):
             if field.name and default_storage.exists(field.name):
                 default_storage.delete(field.name)
+
+
+def test_a_manager_cancels_a_running_batch_from_its_page(page, live_server, sandbox, manager, tmp_path):
+    sync.templates_sync_all()
+    _campaign(tmp_path / "vorherferð.csv")
+    with (tmp_path / "vorherferð.csv").open("rb") as binary:
+        batch = services.link_batch_create(template=PassTemplate.objects.get(pk=DEMO_TEMPLATE_ID), uploaded_by=manager,
+                                           file=File(binary, name="vorherferð.csv"))  # fmt: skip
+    # A batch a worker is making (its state set here: no worker takes it in this test).
+    LinkBatch.objects.filter(pk=batch.pk).update(status="running", rows_done=600, started_at=timezone.now())
+    login(page, live_server, "maria")
+    page.goto(f"{live_server.url}/links/{batch.pk}/")
+    expect(page.locator("[data-run-status] .badge")).to_have_text("running")
+    _screenshots(page, "batch-running-cancel")
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("[data-run-status] .badge")).to_have_text("cancelled")
+    expect(page.locator(".run-error")).to_have_text("Cancelled by maria; the result holds the rows made until then.")
+    expect(page.get_by_role("button", name="Run again")).to_be_visible()
+    _screenshots(page, "batch-cancelled")
+    assert LinkBatch.objects.get(pk=batch.pk).status == "cancelled"

@@ -124,7 +124,7 @@ def test_the_sample_csv_of_the_demo_template_uploads_as_three_clean_links(client
     assert [row["name"] for row in rows] == ["Guðrún Jónsdóttir", "Sigurður Einarsson", "Þórdís Ólafsdóttir"]
 
     batch = _process(demo, response.content)
-    assert (batch.rows, batch.links, batch.errors, batch.warnings, batch.duplicates) == (3, 3, 0, 0, 0)
+    assert (batch.rows_done, batch.links, batch.errors, batch.warnings, batch.duplicates) == (3, 3, 0, 0, 0)
 
 
 def test_the_sample_csv_fits_every_format_the_allowed_email_domains_and_the_age_limit(media):
@@ -134,7 +134,7 @@ def test_the_sample_csv_fits_every_format_the_allowed_email_domains_and_the_age_
     assert {row["email"].rsplit("@", 1)[1] for row in rows} == {"skoli.is"}
     assert rows[0]["kennitala"] == "120385-2089" and rows[0]["phone"] == "+354 661 2345"
     batch = _process(template, text.encode(), mapping={column: column for column in rows[0]})
-    assert (batch.rows, batch.links, batch.errors, batch.warnings) == (3, 3, 0, 0)
+    assert (batch.rows_done, batch.links, batch.errors, batch.warnings) == (3, 3, 0, 0)
 
 
 def _process(template, data: bytes, mapping: dict | None = None) -> LinkBatch:

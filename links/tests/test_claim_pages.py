@@ -322,7 +322,7 @@ def test_a_voided_pass_page_says_the_pass_was_cancelled_without_a_qr_code(client
 def test_the_batch_page_counts_claims_members_created_and_duplicates_prevented(client, club, sandbox, viewer):
     autofill.autofill_setting_change(template=club, source="email")
     batch = LinkBatch.objects.create(template=club, original_name="herferd.csv", encoding="utf-8", delimiter=",",
-                                     status=LinkBatch.Status.SUCCEEDED, rows_total=2, rows=2, links=2)  # fmt: skip
+                                     status=LinkBatch.Status.SUCCEEDED, rows_total=2, rows_done=2, links=2)  # fmt: skip
     laura, percy = link_path(fields=LAURA, batch_id=batch.pk, row=1), link_path(fields=PERCY, batch_id=batch.pk, row=2)
     for path in (laura, laura, laura, percy):
         open_and_claim(client, path)

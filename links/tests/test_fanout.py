@@ -1,0 +1,470 @@
+"""A batch cut into chunks gives the file one process gives: in local processes (`--jobs`), on a pool of two
+Celery workers, and after a worker is killed with SIGKILL mid-batch (the sweeper hands its chunks on)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import connection
+
+from conftest import start_celery, stop_celery, wait_for
+from links import services
+from links.keyring import link_keys
+from links.models import LinkBatch, LinkChunk
+from links.tokens import decode
+
+from .factories import demo_template, upload
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def campaign(path: Path, rows: int) -> Path:
+    """Rows with what chunking could get wrong: bad addresses, names with a quoted newline, blank lines
+    (row numbers skip them), and repeats of early rows scattered over later chunks, several per chunk
+    (the first repeat in a chunk and the ones after it both name the row in the earliest chunk)."""
+    values: list[list[str]] = []
+    for number in range(1, rows + 1):
+        if number % 50 == 0:
+            values.append(list(values[number // 250]))  # the same values as row number // 250 + 1
+        elif number % 97 == 0:
+            values.append([f"felagi{number}", f"Félagi {number}", ""])
+        else:
+            name = f"Félagi\nNúmer {number}" if number % 31 == 0 else f"Félagi Númer {number}"
+            values.append([f"felagi{number}@example.is", name, f"+354 {8200000 + number}"])
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["email", "name", "phone"])
+        for number, row in enumerate(values, start=1):
+            writer.writerow(row)
+            if number % 400 == 0:
+                out.write("\r\n")  # a blank line: not a row, but it uses up a row number
+    return path
+
+
+def make(template, path: Path, settings, *, chunk_rows: int, jobs: int | None) -> LinkBatch:
+    settings.LINKS_CHUNK_ROWS = chunk_rows
+    batch = upload(template, path)
+    services.link_batch_confirm(batch=batch, mapping=batch.mapping, enqueue=False)
+    if jobs is None:
+        return batch
+    return services.link_batch_process(batch_id=batch.pk, jobs=jobs)
+
+
+def read_result(name: str) -> list[list[str]]:
+    with default_storage.open(name, "rb") as raw:
+        data = raw.read()
+    assert data.startswith(b"\xef\xbb\xbf")
+    return list(csv.reader(data.decode("utf-8-sig").splitlines(keepends=True)))
+
+
+def comparable(batch: LinkBatch) -> tuple:
+    """Everything a batch produced, with each link replaced by what it decodes to (nonces are random and
+    the batch id differs between two batches)."""
+    keys = link_keys()
+    rows = []
+    for cells in read_result(batch.output_file.name)[1:]:
+        link = cells[-2]
+        if link:
+            payload = decode(link.rsplit("/", 1)[1], keys)
+            assert payload.batch_id == batch.pk
+            link = (payload.row, payload.fields, payload.external_id)
+        rows.append((*cells[:-2], link, cells[-1]))
+    counts = (
+        batch.status,
+        batch.rows_total,
+        batch.rows_done,
+        batch.links,
+        batch.errors,
+        batch.warnings,
+        batch.duplicates,
+        batch.existing_members,
+    )
+    return counts, rows, read_result(batch.errors_file.name), batch.summary
+
+
+@pytest.fixture
+def one_process(sandbox, settings, tmp_path):
+    """The file and its result from one chunk made in this process: what every other run must equal."""
+    template = demo_template()
+    path = campaign(tmp_path / "campaign.csv", 3000)
+    batch = make(template, path, settings, chunk_rows=10**9, jobs=1)
+    assert batch.status == "succeeded" and len(batch.plan) == 1
+    return template, path, comparable(batch)
+
+
+def test_chunks_in_two_local_processes_give_the_one_process_file(one_process, settings):
+    template, path, expected = one_process
+    batch = make(template, path, settings, chunk_rows=300, jobs=2)
+    assert len(batch.plan) == 10
+    assert comparable(batch) == expected
+    counts, rows, errors, summary = expected
+    # The file holds what the comparison is about: repeats across chunks and error rows.
+    assert counts[6] == 60 and counts[4] == 30
+    assert rows[1049][-1] == "Warning: the same values as row 5."  # row 1050 (after two blank lines), chunk 4
+    reasons = {(entry["kind"], entry["reason"]): entry for entry in summary}
+    repeats = reasons[("warning", "the same values as row N.")]
+    assert (repeats["count"], repeats["rows"], repeats["example"]) == (
+        60,
+        [50, 100, 150, 200, 250],
+        "Warning: the same values as row 1.",
+    )
+    bad_emails = [(entry["count"], entry["rows"]) for entry in summary if entry["kind"] == "error"]
+    assert bad_emails == [(30, [97, 194, 291, 388, 486])]  # one reason; 486: a blank line came before it
+    # Nothing of the chunks is left: their rows, files and the batch's key table.
+    assert not LinkChunk.objects.filter(batch=batch).exists()
+    assert not default_storage.listdir(batch.sibling_path("chunks"))[1]
+
+
+def test_one_chunk_per_row_gives_the_same_file(one_process, settings, tmp_path):
+    template, _, _ = one_process
+    path = campaign(tmp_path / "small.csv", 120)
+    single = make(template, path, settings, chunk_rows=10**9, jobs=1)
+    per_row = make(template, path, settings, chunk_rows=1, jobs=1)
+    assert len(per_row.plan) == 120
+    assert comparable(per_row)[1:] == comparable(single)[1:]
+
+
+@pytest.mark.worker
+def test_a_pool_of_two_workers_gives_the_one_process_file(one_process, celery_worker_process, live_sandbox, settings):
+    template, path, expected = one_process
+    batch = make(template, path, settings, chunk_rows=300, jobs=None)
+    services.link_batch_process(batch_id=batch.pk, jobs=None)  # what the task does: the chunks go out
+    wait_for(lambda: LinkBatch.objects.get(pk=batch.pk).is_finished, timeout=120, message="the batch to finish")
+    batch.refresh_from_db()
+    assert comparable(batch) == expected
+
+
+def _kill_tree(process) -> None:
+    """SIGKILL the worker and its pool processes: nothing of it runs any clean-up."""
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    for pid in [process.pid, *map(int, children)]:
+        os.kill(pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+@pytest.mark.worker
+def test_a_worker_killed_mid_batch_costs_its_chunks_and_the_batch_finishes_right(
+    sandbox, private_redis, settings, tmp_path
+):
+    template = demo_template()
+    path = campaign(tmp_path / "campaign.csv", 40_000)
+    expected = comparable(make(template, path, settings, chunk_rows=10**9, jobs=1))
+    env = {
+        "SMARTPAGES_API_URL": sandbox.url,
+        "CELERY_BROKER_URL": private_redis,
+        "LINKS_STALE_SECONDS": "3",
+        "LINKS_SWEEP_SECONDS": "1",
+        "CACHE_REDIS_URL": private_redis.removesuffix("/0") + "/1",
+    }
+    first = start_celery(env, log_name="links-killed")
+    try:
+        batch = make(template, path, settings, chunk_rows=1000, jobs=None)
+        # The chunks go out on this test's own broker (the task's path), from a process that uses it.
+        code = (
+            "import django; django.setup(); from links import services; "
+            f"services.link_batch_process(batch_id={batch.pk}, jobs=None)"
+        )
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={
+                **os.environ,
+                "DJANGO_SETTINGS_MODULE": "portal.settings_test",
+                **env,
+                "DATABASE_URL": _database_url(),
+            },
+            check=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        wait_for(
+            lambda: LinkChunk.objects.filter(batch=batch, status="done").count() >= 2,
+            timeout=120,
+            interval=0.05,
+            message="two chunks done",
+        )
+        _kill_tree(first)
+    finally:
+        if first.poll() is None:
+            stop_celery(first)
+    killed = LinkBatch.objects.get(pk=batch.pk)
+    assert killed.status == "running"
+    lost = set(LinkChunk.objects.filter(batch=batch, status="running").values_list("index", flat=True))
+    assert lost  # the worker died in the middle of chunks
+    done_before = dict(LinkChunk.objects.filter(batch=batch, status="done").values_list("index", "attempt"))
+
+    # A new worker with beat: the sweep finds the dead worker's chunks without a heartbeat and sends them
+    # again, with the chunks still waiting (their messages were held by the dead worker).
+    second = start_celery(env, beat=True, log_name="links-after-kill")
+    try:
+        wait_for(
+            lambda: LinkChunk.objects.filter(batch=batch, index__in=lost, attempt__gte=2).count() == len(lost),
+            timeout=120,
+            message="the lost chunks to be made again",
+        )
+        assert dict(LinkChunk.objects.filter(batch=batch, index__in=done_before).values_list("index", "attempt")) == (
+            done_before
+        )  # chunks made before the kill were not made again
+        wait_for(lambda: LinkBatch.objects.get(pk=batch.pk).is_finished, timeout=180, message="the batch to finish")
+    finally:
+        stop_celery(second)
+    batch.refresh_from_db()
+    assert comparable(batch) == expected
+    assert batch.attempt == 1  # the batch was not started over: only the lost chunks were made again
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def test_a_run_killed_in_this_process_is_taken_over_by_the_next_local_run(sandbox, settings, tmp_path, sent):
+    """`generate_links` on a batch left running by a killed run makes the chunks not done, not the rest."""
+    template = demo_template()
+    path = campaign(tmp_path / "campaign.csv", 1500)
+    expected = comparable(make(template, path, settings, chunk_rows=10**9, jobs=1))
+    batch = make(template, path, settings, chunk_rows=500, jobs=None)
+    services.link_batch_process(batch_id=batch.pk, jobs=None)  # chunks made, their messages not consumed here
+    first = LinkChunk.objects.get(batch=batch, index=0)
+    services.link_chunk_process(chunk_id=first.pk)
+    LinkChunk.objects.filter(batch=batch, index=1).update(status="running", attempt=1, heartbeat_at=first.queued_at)
+    # What the killed run stored just before it died, never recorded in its chunk row.
+    default_storage.save(batch.sibling_path("chunks/00001-1.csv"), ContentFile(b"half a chunk"))
+    settings.LINKS_STALE_SECONDS = 0
+    batch = services.link_batch_process(batch_id=batch.pk, jobs=1)
+    assert comparable(batch) == expected
+    assert batch.attempt == 1
+    assert default_storage.listdir(batch.sibling_path("chunks")) == ([], [])  # nothing left behind
+
+
+def test_a_missing_input_file_fails_the_batch_with_the_reason(sandbox, settings, tmp_path):
+    batch = make(demo_template(), campaign(tmp_path / "c.csv", 10), settings, chunk_rows=100, jobs=None)
+    default_storage.delete(batch.input_file.name)
+    batch = services.link_batch_process(batch_id=batch.pk, jobs=1)
+    assert (batch.status, batch.error) == ("failed", services.MISSING_INPUT)
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """The tasks the services send, recorded instead of sent: no worker of the session may take them here."""
+    tasks: list[tuple] = []
+    monkeypatch.setattr(services, "enqueue_after_commit", lambda name, *args, **options: tasks.append((name, *args)))
+    return tasks
+
+
+def test_the_sweeper_sends_again_what_was_lost(sandbox, settings, tmp_path, sent):
+    settings.LINKS_STALE_SECONDS = 60
+    template = demo_template()
+    queued = make(template, campaign(tmp_path / "a.csv", 10), settings, chunk_rows=100, jobs=None)
+    running = make(template, campaign(tmp_path / "b.csv", 300), settings, chunk_rows=100, jobs=None)
+    services.link_batch_process(batch_id=running.pk, jobs=None)
+    long_ago = queued.queued_at - timedelta(minutes=5)
+    LinkBatch.objects.filter(pk=queued.pk).update(queued_at=long_ago)
+    LinkBatch.objects.filter(pk=running.pk).update(heartbeat_at=long_ago)
+    chunks = list(LinkChunk.objects.filter(batch=running).order_by("index"))
+    LinkChunk.objects.filter(pk=chunks[0].pk).update(status="running", attempt=1, heartbeat_at=long_ago)
+    LinkChunk.objects.filter(pk=chunks[1].pk).update(queued_at=long_ago)
+
+    sent.clear()
+    assert services.link_batches_sweep() == {"batches": 1, "chunks": 2, "assemblies": 0}
+    assert sorted(sent) == sorted(
+        [
+            ("links.process_link_batch", queued.pk),
+            ("links.process_link_chunk", chunks[0].pk),
+            ("links.process_link_chunk", chunks[1].pk),
+        ]
+    )
+    assert LinkChunk.objects.get(pk=chunks[0].pk).status == "queued"
+    # Sent once: the next sweep leaves them alone until they are stale again.
+    assert services.link_batches_sweep() == {"batches": 0, "chunks": 0, "assemblies": 0}
+
+    # The chunks made (as the re-sent tasks would), the batch assembles.
+    for chunk in chunks:
+        services.link_chunk_process(chunk_id=chunk.pk)
+    running.refresh_from_db()
+    assert running.status == "succeeded" and running.rows_done == 300
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A redis-server of this test's own on a free port: its workers share no queue with the session's."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _redis_answers(port), timeout=20, message="redis-server to start")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.mark.worker
+def test_a_manager_cancels_a_running_batch_it_stops_within_seconds_and_runs_again(
+    celery_worker_process, live_sandbox, manager, viewer, client, settings, tmp_path
+):
+    template = demo_template()
+    path = campaign(tmp_path / "campaign.csv", 40_000)
+    batch = make(template, path, settings, chunk_rows=1000, jobs=None)
+    services.link_batch_process(batch_id=batch.pk, jobs=None)
+    wait_for(
+        lambda: LinkChunk.objects.filter(batch=batch, status="done").count() >= 2,
+        timeout=120,
+        interval=0.05,
+        message="two chunks done",
+    )
+
+    client.force_login(viewer)
+    assert client.post(f"/links/{batch.pk}/cancel/").status_code == 403
+    assert LinkBatch.objects.get(pk=batch.pk).status == "running"
+    client.force_login(manager)
+    page = client.post(f"/links/{batch.pk}/cancel/", follow=True)
+    assert "Cancelled. The links made until now are kept" in page.content.decode()
+    cancelled_at = time.monotonic()
+
+    # Running chunks stop at their next beat: none is done after the cancel, no heartbeat moves any more.
+    wait_for(lambda: LinkBatch.objects.get(pk=batch.pk).output_file, timeout=30, message="the partial result")
+    time.sleep(max(0.0, cancelled_at + 3 - time.monotonic()))
+    beats = dict(LinkChunk.objects.filter(batch=batch).values_list("index", "heartbeat_at"))
+    time.sleep(2)
+    assert dict(LinkChunk.objects.filter(batch=batch).values_list("index", "heartbeat_at")) == beats
+    batch.refresh_from_db()
+    assert batch.status == "cancelled" and batch.output_file.name.endswith("output-partial.csv")
+    done = LinkChunk.objects.filter(batch=batch, status="done").count()
+    assert batch.rows_done == done * 1000 < 40_000
+
+    # The partial result holds the rows of the chunks made, each one right for its row number.
+    rows = read_result(batch.output_file.name)[1:]
+    assert len(rows) == batch.rows_done
+    keys = link_keys()
+    numbers = [decode(row[-2].rsplit("/", 1)[1], keys).row for row in rows if row[-2]]
+    assert numbers == sorted(numbers)
+    page = client.get(f"/links/{batch.pk}/").content.decode()
+    assert "Download partial links" in page and "Run again" in page
+
+    client.post(f"/links/{batch.pk}/rerun/")
+    wait_for(lambda: LinkBatch.objects.get(pk=batch.pk).is_finished, timeout=180, message="the re-run")
+    batch.refresh_from_db()
+    assert (batch.status, batch.rows_done, batch.attempt) == ("succeeded", 40_000, 2)
+    assert len(read_result(batch.output_file.name)) == 40_001
+
+
+@pytest.mark.worker
+def test_killed_database_connections_mid_batch_end_in_a_finished_batch(
+    celery_worker_process, live_sandbox, settings, tmp_path
+):
+    template = demo_template()
+    path = campaign(tmp_path / "campaign.csv", 40_000)
+    expected = comparable(make(template, path, settings, chunk_rows=10**9, jobs=1))
+    batch = make(template, path, settings, chunk_rows=2000, jobs=None)
+    services.link_batch_process(batch_id=batch.pk, jobs=None)
+    wait_for(
+        lambda: LinkBatch.objects.get(pk=batch.pk).rows_done > 0,
+        timeout=120,
+        interval=0.05,
+        message="the worker to get going",
+    )
+    killed = 0
+    while killed < 4 and not LinkBatch.objects.get(pk=batch.pk).is_finished:
+        # Again and again, so that the writes of chunks are hit and not only the gaps between them.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            killed += sum(1 for (done,) in cursor.fetchall() if done)
+        time.sleep(0.4)
+    assert killed
+    wait_for(lambda: LinkBatch.objects.get(pk=batch.pk).is_finished, timeout=120, message="the batch to finish")
+    batch.refresh_from_db()
+    # The chunks whose connection was killed were made again on a new one (failing with the reason after
+    # three tries would be allowed too; "running" for ever is what must never happen).
+    assert comparable(batch) == expected, batch.error
+
+
+@pytest.mark.django_db
+def test_the_batch_page_says_completed_with_errors_and_shows_the_reasons(sandbox, manager, client, settings, tmp_path):
+    batch = make(demo_template(), campaign(tmp_path / "c.csv", 300), settings, chunk_rows=100, jobs=1)
+    assert (batch.status, batch.status_label, batch.status_tone) == ("succeeded", "completed with 3 errors", "partial")
+    client.force_login(manager)
+    page = client.get(f"/links/{batch.pk}/").content.decode()
+    assert "completed with 3 errors" in page and "status-partial" in page
+    assert "Errors and warnings, by reason" in page
+    assert "the same values as row N." in page and "97, 194, 291" in page
+    assert "Row 50: Warning: the same values as row 1." in page
+
+
+def test_the_summary_groups_by_reason_without_values_and_stays_bounded():
+    summary = services.RowSummary()
+    summary.add("error", "Email: “anna” is not a valid email address.", 7)
+    summary.add("error", "Email: “bob@” is not a valid email address.", 3)
+    for number in range(100):
+        summary.add("warning", f"Warning: odd value {number} words{'x' * number}", 10 + number)
+    entries = summary.as_json()
+    assert entries[0] == {
+        "kind": "error",
+        "reason": "Email: “…” is not a valid email address.",
+        "count": 2,
+        "rows": [3, 7],
+        "example": "Email: “bob@” is not a valid email address.",
+        "example_row": 3,
+    }
+    assert len(entries) == services.SUMMARY_REASONS + 1
+    other = next(entry for entry in entries if entry["reason"] == services.OTHER_REASONS)
+    assert other["count"] == 100 - (services.SUMMARY_REASONS - 1)
+
+
+def test_two_assemblies_at_once_write_one_result(one_process, settings, sent, monkeypatch, run_at_a_barrier):
+    """The last chunk's worker and an assembly sent again by the sweeper race: one writes, the other gives up."""
+    template, path, expected = one_process
+    batch = make(template, path, settings, chunk_rows=300, jobs=None)
+    services.link_batch_process(batch_id=batch.pk, jobs=None)
+    with monkeypatch.context() as patched:
+        patched.setattr(services, "link_batch_finish", lambda **_: None)  # the chunks made, the assembly not yet
+        for chunk_id in LinkChunk.objects.filter(batch=batch).values_list("pk", flat=True):
+            services.link_chunk_process(chunk_id=chunk_id)
+    assert LinkBatch.objects.get(pk=batch.pk).status == "running"
+
+    def assemble(barrier):
+        barrier.wait()
+        services.link_batch_finish(batch_id=batch.pk)
+
+    _, errors = run_at_a_barrier(2, assemble)
+    assert errors == []
+    batch.refresh_from_db()
+    assert comparable(batch) == expected
+    assert sorted(default_storage.listdir(batch.sibling_path(""))[1]) == ["errors.csv", "input.csv", "output.csv"]
