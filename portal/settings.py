@@ -75,6 +75,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "django.template.context_processors.i18n",
                 "portal.context_processors.nav_section",
+                "portal.context_processors.page_url_names",
             ],
         },
     },

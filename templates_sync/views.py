@@ -7,6 +7,7 @@ from django.core.paginator import Paginator
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from . import selectors, services
@@ -24,8 +25,7 @@ def sync_now(request):
         run = selectors.running_full_sync() or run
     else:
         messages.info(request, "Sync started; its progress shows below.")
-    back = reverse("templates_sync:run_list") if request.POST.get("next") == "history" else reverse("template_list")
-    return redirect(f"{back}?run={run.pk}")
+    return redirect(f"{_back(request)}?run={run.pk}")
 
 
 @require_POST
@@ -34,7 +34,16 @@ def refresh(request, template_id):
     template = get_object_or_404(PassTemplate, pk=template_id)
     run = services.sync_request_refresh(template=template, user=request.user)
     messages.info(request, "Refresh started; its result shows below.")
-    return redirect(f"{reverse('template_detail', args=[template.pk])}?run={run.pk}")
+    return redirect(f"{_back(request)}?run={run.pk}")
+
+
+def _back(request) -> str:
+    """The page the button was pressed on (its form posts `next`, a path on this site), else the sync history.
+    The pages that start syncs belong to the portal: they say where to come back, so this app names none."""
+    back = request.POST.get("next", "")
+    if back and url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return back.split("?", 1)[0]
+    return reverse("templates_sync:run_list")
 
 
 @require_GET

@@ -70,11 +70,11 @@ def test_a_manager_can_start_a_sync_and_follow_it(client, manager, sandbox):
     client.force_login(manager)
     assert "Sync now" in client.get(reverse("dashboard")).content.decode()
 
-    response = client.post(reverse("templates_sync:sync_now"))
+    response = client.post(reverse("templates_sync:sync_now"), {"next": reverse("dashboard")})
 
     run = SyncRun.objects.get(trigger="manual")
     assert (run.status, run.triggered_by) == ("queued", manager)
-    assert response["Location"] == f"{reverse('template_list')}?run={run.pk}"
+    assert response["Location"] == f"{reverse('dashboard')}?run={run.pk}"
     status = client.get(reverse("templates_sync:run_status", args=[run.pk])).json()
     assert status["status"] == "queued" and status["finished"] is False
 

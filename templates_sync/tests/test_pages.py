@@ -59,7 +59,7 @@ def test_sync_now_says_skipped_when_a_sync_is_already_running(client, manager, s
     running = SyncRun.objects.create(trigger="beat", status="running", started_at=now, heartbeat_at=now, pages=3)
     client.force_login(manager)
 
-    response = client.post(reverse("templates_sync:sync_now"), follow=True)
+    response = client.post(reverse("templates_sync:sync_now"), {"next": reverse("template_list")}, follow=True)
 
     body = response.content.decode()
     assert "Skipped: a sync is already running; its progress shows below." in body
@@ -87,3 +87,20 @@ def test_sync_now_starts_a_sync_when_the_running_one_lost_its_worker(client, man
 
     assert "Sync started; its progress shows below." in body
     assert SyncRun.objects.get(trigger="manual").status == "queued"
+
+
+@pytest.mark.parametrize(
+    "posted_next, lands_on",
+    [
+        ("/templates/", "/templates/"),  # the page whose button was pressed
+        ("https://evil.example/templates/", "/sync/"),  # another site: the sync history instead
+        ("", "/sync/"),
+    ],
+)
+def test_sync_now_comes_back_to_the_page_that_asked_and_only_to_this_site(client, manager, sandbox, posted_next, lands_on):
+    client.force_login(manager)
+
+    response = client.post(reverse("templates_sync:sync_now"), {"next": posted_next})
+
+    run = SyncRun.objects.get(trigger="manual")
+    assert response.status_code == 302 and response.headers["Location"] == f"{lands_on}?run={run.pk}"
