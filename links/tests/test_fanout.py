@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection
 
-from conftest import start_celery, stop_celery, wait_for
+from conftest import start_celery, stop_process, wait_for
 from links import services
 from links.keyring import link_keys
 from links.models import LinkBatch, LinkChunk
@@ -155,17 +154,17 @@ def _kill_tree(process) -> None:
 
 @pytest.mark.worker
 def test_a_worker_killed_mid_batch_costs_its_chunks_and_the_batch_finishes_right(
-    sandbox, private_redis, settings, tmp_path
+    sandbox, own_redis, settings, tmp_path
 ):
     template = demo_template()
     path = campaign(tmp_path / "campaign.csv", 40_000)
     expected = comparable(make(template, path, settings, chunk_rows=10**9, jobs=1))
     env = {
         "SMARTPAGES_API_URL": sandbox.url,
-        "CELERY_BROKER_URL": private_redis,
+        "CELERY_BROKER_URL": own_redis.url(0),
         "LINKS_STALE_SECONDS": "3",
         "LINKS_SWEEP_SECONDS": "1",
-        "CACHE_REDIS_URL": private_redis.removesuffix("/0") + "/1",
+        "CACHE_REDIS_URL": own_redis.url(1),
     }
     first = start_celery(env, log_name="links-killed")
     try:
@@ -195,7 +194,7 @@ def test_a_worker_killed_mid_batch_costs_its_chunks_and_the_batch_finishes_right
         _kill_tree(first)
     finally:
         if first.poll() is None:
-            stop_celery(first)
+            stop_process(first)
     killed = LinkBatch.objects.get(pk=batch.pk)
     assert killed.status == "running"
     lost = set(LinkChunk.objects.filter(batch=batch, status="running").values_list("index", flat=True))
@@ -216,7 +215,7 @@ def test_a_worker_killed_mid_batch_costs_its_chunks_and_the_batch_finishes_right
         )  # chunks made before the kill were not made again
         wait_for(lambda: LinkBatch.objects.get(pk=batch.pk).is_finished, timeout=180, message="the batch to finish")
     finally:
-        stop_celery(second)
+        stop_process(second)
     batch.refresh_from_db()
     assert comparable(batch) == expected
     assert batch.attempt == 1  # the batch was not started over: only the lost chunks were made again
@@ -292,45 +291,6 @@ def test_the_sweeper_sends_again_what_was_lost(sandbox, settings, tmp_path, sent
         services.link_chunk_process(chunk_id=chunk.pk)
     running.refresh_from_db()
     assert running.status == "succeeded" and running.rows_done == 300
-
-
-@pytest.fixture
-def private_redis(tmp_path):
-    """A redis-server of this test's own on a free port: its workers share no queue with the session's."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: _redis_answers(port), timeout=20, message="redis-server to start")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
-
-
-def _redis_answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-            conn.sendall(b"PING\r\n")
-            return conn.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 @pytest.mark.worker
