@@ -348,14 +348,15 @@ def test_killed_database_connections_mid_batch_end_in_a_finished_batch(
     celery_worker_process, live_sandbox, settings, tmp_path
 ):
     template = demo_template()
-    path = campaign(tmp_path / "campaign.csv", 40_000)
+    path = campaign(tmp_path / "campaign.csv", 100_000)
     expected = comparable(make(template, path, settings, chunk_rows=10**9, jobs=1))
     batch = make(template, path, settings, chunk_rows=2000, jobs=None)
     services.link_batch_process(batch_id=batch.pk, jobs=None)
+    # Kill from the moment a chunk is taken: on a quiet machine the whole batch takes only a few seconds.
     wait_for(
-        lambda: LinkBatch.objects.get(pk=batch.pk).rows_done > 0,
+        lambda: batch.chunks.filter(status="running").exists(),
         timeout=120,
-        interval=0.05,
+        interval=0.02,
         message="the worker to get going",
     )
     killed = 0
@@ -367,7 +368,7 @@ def test_killed_database_connections_mid_batch_end_in_a_finished_batch(
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
             killed += sum(1 for (done,) in cursor.fetchall() if done)
-        time.sleep(0.4)
+        time.sleep(0.1)
     assert killed
     wait_for(lambda: LinkBatch.objects.get(pk=batch.pk).is_finished, timeout=120, message="the batch to finish")
     batch.refresh_from_db()
