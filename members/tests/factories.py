@@ -5,6 +5,7 @@ import itertools
 import uuid
 
 from members.models import Member
+from members.search_text import member_search_text
 from templates_sync import sync
 from templates_sync.models import PassTemplate
 from templates_sync.sandbox import DEMO_TEMPLATE_ID
@@ -27,6 +28,7 @@ def make_member(template: PassTemplate, *, name: str = "Jón Jónsson", email: s
         values = {"name": name, "email": email, "phone": phone}
     return Member.objects.create(
         template=template, display_name=name, email=email.strip().lower(), phone=phone, external_id=external_id,
+        search_text=member_search_text(display_name=name, email=email.strip().lower()),
         status=status, values=values, source=source, source_row=next(_rows),
         pass_id=uuid.uuid4() if status in (Member.Status.ISSUED, Member.Status.VOIDED) else None, **extra,
     )  # fmt: skip
