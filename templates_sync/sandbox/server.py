@@ -265,10 +265,17 @@ class SmartPagesSandbox:
 
     def request_times(self, method: str | None = None, path_prefix: str = "") -> list[float]:
         """When (time.time()) each matching request arrived, oldest first: for measuring a client's rate."""
+        return [at for at, _path in self._logged(method, path_prefix)]
+
+    def request_paths(self, method: str | None = None, path_prefix: str = "") -> list[str]:
+        """The paths of the matching requests, oldest first: for checking the order of a client's calls."""
+        return [path for _at, path in self._logged(method, path_prefix)]
+
+    def _logged(self, method: str | None, path_prefix: str) -> list[tuple[float, str]]:
         wanted_method = method.upper() if method else None
         with self._lock:
             return [
-                at
+                (at, path)
                 for at, request_method, path in self._request_log
                 if (wanted_method is None or request_method == wanted_method) and path.startswith(path_prefix)
             ]
