@@ -62,7 +62,9 @@ def member_refresh(*, member: Member, client: SmartPagesClient | None = None) ->
     except PermanentError as exc:
         logger.warning("Refreshing member %s refused: %s", member.pk, exc)
         raise MemberError("SmartPages did not return this pass (it may have been deleted there).") from exc
-    member_apply_pass(member=member, reply=reply)
+    if not member_apply_pass(member=member, reply=reply):
+        member.refreshed_at = timezone.now()
+        Member.objects.filter(pk=member.pk).update(refreshed_at=member.refreshed_at)
     return member
 
 
@@ -80,8 +82,8 @@ PASS_HOLDING_STATUSES = (Member.Status.ISSUED, Member.Status.REDEEMED, Member.St
 def member_apply_pass(*, member: Member, reply: dict) -> bool:
     """Make the member what SmartPages says its pass is (status and values); True when anything changed.
 
-    A change is recorded in the member's history (status changes and value changes, "Changed on SmartPages").
-    Unchanged, only `refreshed_at` is written."""
+    A change is recorded in the member's history (status changes and value changes, "Changed on SmartPages")
+    and stamps `refreshed_at`. Unchanged, nothing is written here."""
     now = timezone.now()
     status = member.status
     if member.status in PASS_HOLDING_STATUSES:
@@ -96,9 +98,7 @@ def member_apply_pass(*, member: Member, reply: dict) -> bool:
         }
     changes = _value_changes(member.values or {}, values)
     if status == member.status and not changes:
-        Member.objects.filter(pk=member.pk).update(refreshed_at=now)
-        member.refreshed_at = now
-        return False
+        return False  # the caller stamps refreshed_at (the refresh job does it once per chunk)
     with transaction.atomic():
         old_status = member.status
         member.upstream, member.status, member.values, member.refreshed_at = reply, status, values, now

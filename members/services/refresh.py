@@ -96,7 +96,7 @@ def member_refresh_chunk(*, run_id: int, member_ids: list[int], client: SmartPag
     members = sorted(Member.objects.filter(pk__in=member_ids, status__in=REFRESHED_STATUSES).select_related("template"),
                      key=lambda m: order[m.pk])  # fmt: skip
     checked = changed = errors = 0
-    samples = []
+    samples, unchanged = [], []
     with smartpages_client(client) as smartpages:
         for member in members:
             limiter.wait()
@@ -108,9 +108,14 @@ def member_refresh_chunk(*, run_id: int, member_ids: list[int], client: SmartPag
                     samples.append({"member": member.pk, "error": str(exc)})
                 continue
             checked += 1
-            changed += member_apply_pass(member=member, reply=reply)
+            if member_apply_pass(member=member, reply=reply):
+                changed += 1
+            else:
+                unchanged.append(member.pk)
     # Members gone from the refreshed statuses since the run listed them count as checked: nothing to read.
     checked += len(member_ids) - len(members)
+    # One statement for the chunk's unchanged members, not one per member.
+    Member.objects.filter(pk__in=unchanged).update(refreshed_at=timezone.now())
     with transaction.atomic():
         run = MemberRefreshRun.objects.select_for_update().get(pk=run_id)
         run.checked, run.changed, run.errors = run.checked + checked, run.changed + changed, run.errors + errors
