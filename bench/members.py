@@ -96,8 +96,14 @@ def seed(members: int, templates: int) -> dict:
                     json.dumps({"id": pass_id}) if pass_id else "{}", 1, "", created, created, False,
                 ))  # fmt: skip
                 if n == members // 2 + 1:  # an issued member with every field
-                    sample = {"email": email, "phone": phone, "pass_id": pass_id, "name": name, "external_id": email,
-                              "local_part": email.split("@")[0]}  # fmt: skip
+                    sample = {
+                        "email": email,
+                        "phone": phone,
+                        "pass_id": pass_id,
+                        "name": name,
+                        "external_id": email,
+                        "local_part": email.split("@")[0],
+                    }
     raw.commit()
     copied = time.perf_counter() - began
     began = time.perf_counter()

@@ -60,15 +60,50 @@ def seed(template_id: str, pass_ids: list[str]) -> None:
 
     assert sync.template_refresh(template_id=template_id).status == "succeeded"
     now = datetime.now(timezone.utc)
-    columns = ("template_id", "pass_id", "values", "display_name", "email", "phone", "search_text", "source",
-               "status", "failure_reason", "upstream_conflict", "upstream", "issue_attempts", "last_error",
-               "created_at", "updated_at", "autofill_excluded")  # fmt: skip
+    columns = (
+        "template_id",
+        "pass_id",
+        "values",
+        "display_name",
+        "email",
+        "phone",
+        "search_text",
+        "source",
+        "status",
+        "failure_reason",
+        "upstream_conflict",
+        "upstream",
+        "issue_attempts",
+        "last_error",
+        "created_at",
+        "updated_at",
+        "autofill_excluded",
+    )
     with connection.connection.cursor() as cursor:
         with cursor.copy(f"COPY members_member ({', '.join(columns)}) FROM STDIN") as copy:
             for n, pass_id in enumerate(pass_ids):
                 name = f"Holder {n}"
-                copy.write_row((template_id, pass_id, orjson.dumps({"name": name}).decode(), name, "", "",
-                                member_search_text(display_name=name, email=""), "link", "issued", "", False, "{}", 1, "", now, now, False))  # fmt: skip
+                copy.write_row(
+                    (
+                        template_id,
+                        pass_id,
+                        orjson.dumps({"name": name}).decode(),
+                        name,
+                        "",
+                        "",
+                        member_search_text(display_name=name, email=""),
+                        "link",
+                        "issued",
+                        "",
+                        False,
+                        "{}",
+                        1,
+                        "",
+                        now,
+                        now,
+                        False,
+                    )
+                )
     connection.connection.commit()
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE members_member")
@@ -122,20 +157,44 @@ def main() -> None:
     settings.SMARTPAGES_API_URL, settings.SMARTPAGES_KEY_ID, settings.SMARTPAGES_KEY_TOKEN = url, KEY_ID, KEY_TOKEN
     seed(template_id, pass_ids)
     print(f"seeded {args.members:,} members and their passes in {time.perf_counter() - began:.1f} s")
-    print(f"bare loop (one process, one session, GET /api/v1/pass/{{id}} back to back): "
-          f"{bare_rate(url, pass_ids[:5000]):,.0f} req/s")  # fmt: skip
+    print(
+        f"bare loop (one process, one session, GET /api/v1/pass/{{id}} back to back): "
+        f"{bare_rate(url, pass_ids[:5000]):,.0f} req/s"
+    )
 
-    env = dict(os.environ, SMARTPAGES_API_URL=url, SMARTPAGES_KEY_ID=KEY_ID, SMARTPAGES_KEY_TOKEN=KEY_TOKEN,
-               DJANGO_SETTINGS_MODULE="portal.settings_test")  # fmt: skip
-    subprocess.run([sys.executable, "-m", "celery", "-A", "portal", "purge", "-f"], env=env, check=True,
-                   capture_output=True)  # fmt: skip
+    env = dict(
+        os.environ,
+        SMARTPAGES_API_URL=url,
+        SMARTPAGES_KEY_ID=KEY_ID,
+        SMARTPAGES_KEY_TOKEN=KEY_TOKEN,
+        DJANGO_SETTINGS_MODULE="portal.settings_test",
+    )
+    subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "portal", "purge", "-f"], env=env, check=True, capture_output=True
+    )
     logs = [open(f"/tmp/bench-refresh-worker-{n}.log", "w") for n in range(args.workers)]
     workers = [
-        subprocess.Popen([sys.executable, "-m", "celery", "-A", "portal", "worker", "--loglevel=WARNING",
-                          f"--concurrency={args.concurrency}", "--without-mingle", "--without-gossip",
-                          "-n", f"bench-refresh-{n}-{os.getpid()}@%h"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "worker",
+                "--loglevel=WARNING",
+                f"--concurrency={args.concurrency}",
+                "--without-mingle",
+                "--without-gossip",
+                "-n",
+                f"bench-refresh-{n}-{os.getpid()}@%h",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         for n, log in enumerate(logs)
-    ]  # fmt: skip
+    ]
     try:
         time.sleep(8)  # the workers start
         conn.send("reset")
@@ -157,12 +216,18 @@ def main() -> None:
     sandbox.join(timeout=10)
     span = times[-1] - times[0]
     expected = args.members / args.rate
-    print(f"\nrun #{run.pk}: {run.status}, checked {run.checked:,}, changed {run.changed:,}, errors {run.errors:,}, "
-          f"{run.chunks} chunks over {args.workers} workers × {args.concurrency} processes (broker {broker})")  # fmt: skip
+    print(
+        f"\nrun #{run.pk}: {run.status}, checked {run.checked:,}, changed {run.changed:,}, errors {run.errors:,}, "
+        f"{run.chunks} chunks over {args.workers} workers × {args.concurrency} processes (broker {broker})"
+    )
     print(f"configured rate                      {args.rate:8.1f} req/s")
-    print(f"achieved rate (requests ÷ their span) {len(times) / span:8.1f} req/s   ({len(times) / span / args.rate:.3f} × the rate)")
+    print(
+        f"achieved rate (requests ÷ their span) {len(times) / span:8.1f} req/s   ({len(times) / span / args.rate:.3f} × the rate)"
+    )
     print(f"most requests in any 1 s window       {most_in_one_second(times):8d}       (goal ≤ {args.rate:.0f} + 1)")
-    print(f"wall time, run start to finish        {wall:8.1f} s     members ÷ rate = {expected:.1f} s   ratio {wall / expected:.3f}")
+    print(
+        f"wall time, run start to finish        {wall:8.1f} s     members ÷ rate = {expected:.1f} s   ratio {wall / expected:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -77,8 +77,9 @@ class Member(models.Model):
             models.Index(fields=["email"], name="member_email_idx"),
             models.Index(fields=["phone"], name="member_phone_idx"),
             models.Index(fields=["display_name", "id"], name="member_name_idx"),
-            models.Index(F("refreshed_at").asc(nulls_first=True), "id", name="member_refreshed_idx",
-                         condition=Q(pass_id__isnull=False)),  # fmt: skip
+            models.Index(
+                F("refreshed_at").asc(nulls_first=True), "id", name="member_refreshed_idx", condition=Q(pass_id__isnull=False)
+            ),
             # Substring search on search_text (pg_trgm GIN) and the Pass ID prefix search (pass_id::text,
             # text_pattern_ops) use indexes created in migration 0004 (PostgreSQL only).
         ]
@@ -150,8 +151,9 @@ class TemplateMemberCount(models.Model):
     the template list reads one row per template instead of counting a million members. The refresh job
     reconciles it with a real count (members.services.refresh.member_counts_reconcile)."""
 
-    template = models.OneToOneField(PassTemplate, primary_key=True, on_delete=models.CASCADE,
-                                    related_name="member_count_row")  # fmt: skip
+    template = models.OneToOneField(
+        PassTemplate, primary_key=True, on_delete=models.CASCADE, related_name="member_count_row"
+    )
     members = models.PositiveBigIntegerField(default=0)
     reconciled_at = models.DateTimeField(null=True, blank=True)
 
@@ -181,8 +183,9 @@ class MemberRefreshRun(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     trigger = models.CharField(max_length=16, choices=Trigger.choices)
     template_id = models.UUIDField(null=True, blank=True)
-    triggered_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                     related_name="+")  # fmt: skip
+    triggered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     total = models.PositiveIntegerField(default=0)
     checked = models.PositiveIntegerField(default=0)
     changed = models.PositiveIntegerField(default=0)
@@ -200,7 +203,7 @@ class MemberRefreshRun(models.Model):
         ordering = ["-queued_at", "-id"]
         constraints = [
             models.UniqueConstraint(fields=["status"], condition=Q(status="running"), name="one_running_member_refresh"),
-        ]  # fmt: skip
+        ]
 
     def __str__(self) -> str:
         return f"Member refresh #{self.pk} ({self.status})"
@@ -250,8 +253,9 @@ class MemberBulkAction(models.Model):
     failed = models.PositiveIntegerField(default=0)
     skipped = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
-    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                     related_name="+")  # fmt: skip
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     queued_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

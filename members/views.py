@@ -123,9 +123,11 @@ def member_bulk(request):
     every = request.POST.get("all") == "1"
     try:
         action = bulk.member_bulk_request(
-            action=request.POST.get("action", ""), user=request.user, member_ids=_ticked_ids(request.POST),
+            action=request.POST.get("action", ""),
+            user=request.user,
+            member_ids=_ticked_ids(request.POST),
             members=selectors.member_list(filters=filters) if every else None,
-        )  # fmt: skip
+        )
     except services.MemberError as exc:
         messages.error(request, str(exc))
         return redirect(f"{reverse('members:member_list')}?{_filter_query(filters)}")
@@ -155,8 +157,11 @@ def bulk_status(request, bulk_id):
 @permission_required("members.view_memberrefreshrun", raise_exception=True)
 def refresh_runs(request):
     page = Paginator(MemberRefreshRun.objects.select_related("triggered_by"), 50).get_page(request.GET.get("page"))
-    context = {"page": page, "interval_minutes": max(1, settings.MEMBER_REFRESH_INTERVAL // 60),
-               "rate": settings.MEMBER_REFRESH_RATE}  # fmt: skip
+    context = {
+        "page": page,
+        "interval_minutes": max(1, settings.MEMBER_REFRESH_INTERVAL // 60),
+        "rate": settings.MEMBER_REFRESH_RATE,
+    }
     return render(request, "members/refresh_runs.html", context)
 
 
@@ -184,8 +189,9 @@ def member_edit(request, member_id):
     form = MemberEditForm(request.POST or None, member=member)
     if request.method == "POST" and form.is_valid():
         try:
-            passes.member_edit(member=member, values=form.values(), external_id=form.cleaned_data["external_id"],
-                               user=request.user)  # fmt: skip
+            passes.member_edit(
+                member=member, values=form.values(), external_id=form.cleaned_data["external_id"], user=request.user
+            )
         except services.InvalidMemberValues as exc:
             form.add_value_errors(exc.errors)
         except (InvalidIdentity, services.MemberError) as exc:
@@ -345,13 +351,19 @@ def autofill_conflict_resolve(request, template_id):
     try:
         if not keep.isdigit():
             raise services.AutofillSettingError("Choose the member that keeps the External ID.")
-        done = autofill.autofill_conflict_resolve(template=template, external_id=request.POST.get("external_id", ""),
-                                                  keep_member_id=int(keep), void_others=request.POST.get("void") == "1",
-                                                  user=request.user)  # fmt: skip
+        done = autofill.autofill_conflict_resolve(
+            template=template,
+            external_id=request.POST.get("external_id", ""),
+            keep_member_id=int(keep),
+            void_others=request.POST.get("void") == "1",
+            user=request.user,
+        )
     except services.AutofillSettingError as exc:
         messages.error(request, str(exc))
     else:
-        text = f"{done.kept} keeps External ID “{done.kept.external_id}”; {done.excluded} other member(s) left without it"
+        text = (
+            f"{done.kept} keeps External ID “{done.kept.external_id}”; {done.excluded} other member(s) left without it"
+        )
         text += f", {done.voided} voided on SmartPages." if done.voided else "."
         messages.success(request, text)
         for error in done.void_errors:

@@ -75,7 +75,7 @@ class PassTemplate(models.Model):
 
     @property
     def type_label(self) -> str:
-        """"Appointment pass", not APPOINTMENT_PASS; a type the portal does not know yet, made readable."""
+        """ "Appointment pass", not APPOINTMENT_PASS; a type the portal does not know yet, made readable."""
         if self.type in self.Type.values:
             return self.Type(self.type).label
         return self.type.replace("_", " ").capitalize()

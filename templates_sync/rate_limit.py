@@ -63,9 +63,13 @@ class SharedRateLimiter:
             return int(self._script(keys=[self.key], args=[self.interval_us])) / 1_000_000
         except redis.RedisError as exc:
             self._redis_down_until = time.monotonic() + RETRY_REDIS_AFTER
-            logger.warning("Shared rate limiter %s: Redis unreachable (%s); %.2f requests/s in this process for "
-                           "the next %d s", self.key, type(exc).__name__, 1 / self.fallback_interval,
-                           RETRY_REDIS_AFTER)  # fmt: skip
+            logger.warning(
+                "Shared rate limiter %s: Redis unreachable (%s); %.2f requests/s in this process for the next %d s",
+                self.key,
+                type(exc).__name__,
+                1 / self.fallback_interval,
+                RETRY_REDIS_AFTER,
+            )
             return None
 
     def _reserve_local(self) -> float:
@@ -74,4 +78,3 @@ class SharedRateLimiter:
             slot = max(now, self._local_next)
             self._local_next = slot + self.fallback_interval
             return slot - now
-

@@ -216,8 +216,9 @@ class ConflictResolution:
     void_errors: list[str]
 
 
-def autofill_conflict_resolve(*, template: PassTemplate, external_id: str, keep_member_id: int,
-                              void_others: bool, user) -> ConflictResolution:  # fmt: skip
+def autofill_conflict_resolve(
+    *, template: PassTemplate, external_id: str, keep_member_id: int, void_others: bool, user
+) -> ConflictResolution:
     """Settle one autofill conflict: the chosen member keeps (or gets) the External ID; the others that share
     it are left without one and no longer listed (optionally their passes are voided on SmartPages).
 
@@ -229,8 +230,9 @@ def autofill_conflict_resolve(*, template: PassTemplate, external_id: str, keep_
         raise AutofillSettingError(f"There is no conflict over “{external_id}” any more; the list is refreshed.")
     candidates = {member_id for member_id, _name in conflict.members}
     if conflict.taken_by is not None and keep_member_id != conflict.taken_by:
-        raise AutofillSettingError("A member already holds this External ID, and an External ID never moves: "
-                                   "keep that member.")  # fmt: skip
+        raise AutofillSettingError(
+            "A member already holds this External ID, and an External ID never moves: keep that member."
+        )
     if keep_member_id not in candidates | {conflict.taken_by}:
         raise AutofillSettingError("Choose one of the members in this conflict.")
     others = sorted(candidates - {keep_member_id})
@@ -239,8 +241,12 @@ def autofill_conflict_resolve(*, template: PassTemplate, external_id: str, keep_
         if kept.external_id is None:
             kept.external_id = external_id
             kept.save(update_fields=["external_id", "updated_at"])
-            MemberChange.objects.create(member=kept, via=MemberChange.Via.AUTOFILL, by=acting_user(user),
-                                        changes={MemberChange.EXTERNAL_ID_KEY: [None, external_id]})  # fmt: skip
+            MemberChange.objects.create(
+                member=kept,
+                via=MemberChange.Via.AUTOFILL,
+                by=acting_user(user),
+                changes={MemberChange.EXTERNAL_ID_KEY: [None, external_id]},
+            )
         excluded = Member.objects.filter(pk__in=others, external_id__isnull=True).update(
             autofill_excluded=True, updated_at=timezone.now()
         )

@@ -33,8 +33,9 @@ BULK_MAX = 100_000
 BULK_CHUNK = 200
 
 
-def member_bulk_request(*, action: str, members: QuerySet[Member] | None = None, member_ids: Iterable[int] = (),
-                        user) -> MemberBulkAction:  # fmt: skip
+def member_bulk_request(
+    *, action: str, members: QuerySet[Member] | None = None, member_ids: Iterable[int] = (), user
+) -> MemberBulkAction:
     """Record a bulk action over the chosen members (ids ticked on the page, or every member a filter
     matches) and queue it. Raises MemberError for an unknown action, an empty or too large selection."""
     if action not in MemberBulkAction.Action.values:
@@ -56,8 +57,9 @@ def member_bulk_request(*, action: str, members: QuerySet[Member] | None = None,
     return bulk
 
 
-def member_bulk_run(*, bulk: MemberBulkAction, client: SmartPagesClient | None = None,
-                    limiter: SharedRateLimiter | None = None) -> MemberBulkAction:  # fmt: skip
+def member_bulk_run(
+    *, bulk: MemberBulkAction, client: SmartPagesClient | None = None, limiter: SharedRateLimiter | None = None
+) -> MemberBulkAction:
     """Act on every member still WAITING in this action, recording each outcome."""
     MemberBulkAction.objects.filter(pk=bulk.pk, status=MemberBulkAction.Status.QUEUED).update(
         status=MemberBulkAction.Status.RUNNING, started_at=timezone.now()

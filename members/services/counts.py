@@ -48,4 +48,3 @@ def template_member_counts_reconcile(*, template_ids: list[uuid.UUID] | None = N
             row.members, row.reconciled_at = actual, timezone.now()
             row.save(update_fields=["members", "reconciled_at"])
     return wrong
-

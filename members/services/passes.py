@@ -110,8 +110,9 @@ def member_apply_pass(*, member: Member, reply: dict) -> bool:
                 fields.append(name)
         member.save(update_fields=fields)
         if old_status != status:
-            MemberStatusChange.objects.create(member=member, old=old_status, new=status,
-                                              reason="Changed on SmartPages (read by a refresh).")  # fmt: skip
+            MemberStatusChange.objects.create(
+                member=member, old=old_status, new=status, reason="Changed on SmartPages (read by a refresh)."
+            )
         if changes:
             MemberChange.objects.create(member=member, via=MemberChange.Via.REFRESH, changes=changes)
     return True
@@ -125,8 +126,9 @@ def _value_changes(old: Mapping[str, object], new: Mapping[str, object]) -> dict
 EDITABLE_STATUSES = (Member.Status.ISSUED, Member.Status.REDEEMED)
 
 
-def member_edit(*, member: Member, values: Mapping[str, str], external_id: str | None, user,
-                client: SmartPagesClient | None = None) -> Member:  # fmt: skip
+def member_edit(
+    *, member: Member, values: Mapping[str, str], external_id: str | None, user, client: SmartPagesClient | None = None
+) -> Member:
     """Correct a holder's values (and set an External ID that was empty): validated like every entry path,
     sent upstream with PUT /api/v1/pass/{id}, then recorded with who, when and old → new.
 
@@ -137,8 +139,9 @@ def member_edit(*, member: Member, values: Mapping[str, str], external_id: str |
         raise MemberError("Only a member whose pass is issued can be edited.")
     template = member.template
     specs = selectors.template_field_specs(template=template)
-    clean, errors, _warnings = validate_values(specs, values, rules=selectors.template_rules(template=template),
-                                               region=settings.PHONE_DEFAULT_REGION)  # fmt: skip
+    clean, errors, _warnings = validate_values(
+        specs, values, rules=selectors.template_rules(template=template), region=settings.PHONE_DEFAULT_REGION
+    )
     if errors:
         raise InvalidMemberValues(errors)
     new_values = {key: value for key, value in clean.items() if value != ""}
@@ -146,7 +149,9 @@ def member_edit(*, member: Member, values: Mapping[str, str], external_id: str |
     body: dict = {}
     if changes:
         # Every field, emptied ones as "", so SmartPages drops what staff removed.
-        body["inputFields"] = [{"identifier": spec.identifier, "value": clean.get(spec.identifier, "")} for spec in specs]
+        body["inputFields"] = [
+            {"identifier": spec.identifier, "value": clean.get(spec.identifier, "")} for spec in specs
+        ]
     new_external_id = selectors.explicit_external_id(template=template, raw=external_id or "")
     if member.external_id is not None and new_external_id not in (None, member.external_id):
         raise MemberError("The External ID cannot be changed once set.")
@@ -164,8 +169,10 @@ def member_edit(*, member: Member, values: Mapping[str, str], external_id: str |
         logger.warning("Editing member %s: %s", member.pk, exc)
         raise MemberError("SmartPages could not be reached; nothing was changed. Try again in a minute.") from exc
     except Conflict as exc:
-        raise MemberError(f"SmartPages already has another pass with External ID “{new_external_id}” on this "
-                          "template; nothing was changed.") from exc  # fmt: skip
+        raise MemberError(
+            f"SmartPages already has another pass with External ID “{new_external_id}” on this "
+            "template; nothing was changed."
+        ) from exc
     except PermanentError as exc:
         logger.warning("Editing member %s refused: %s", member.pk, exc)
         reason = (exc.body or {}).get("error") if isinstance(exc.body, dict) else None
@@ -178,8 +185,18 @@ def member_edit(*, member: Member, values: Mapping[str, str], external_id: str |
             for name, value in member_search_fields(specs=specs, values=new_values).items():
                 setattr(member, name, value)
             member.upstream = reply if isinstance(reply, dict) else member.upstream
-            member.save(update_fields=["values", "external_id", "display_name", "email", "phone", "search_text",
-                                       "upstream", "updated_at"])  # fmt: skip
+            member.save(
+                update_fields=[
+                    "values",
+                    "external_id",
+                    "display_name",
+                    "email",
+                    "phone",
+                    "search_text",
+                    "upstream",
+                    "updated_at",
+                ]
+            )
             MemberChange.objects.create(member=member, via=MemberChange.Via.EDIT, changes=changes, by=acting_user(user))
     except IntegrityError as exc:  # another member took the External ID between the check and now
         raise MemberError(f"Another member of this template already has External ID “{new_external_id}”.") from exc

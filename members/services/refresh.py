@@ -46,23 +46,38 @@ def smartpages_rate_limiter() -> SharedRateLimiter:
     return SharedRateLimiter(name="smartpages-passes", rate=rate, fallback_rate=fallback, redis_url=redis_url)
 
 
-def member_refresh_run_start(*, trigger: str, template_id: uuid.UUID | None = None, user=None,
-                             inline: bool = False, client: SmartPagesClient | None = None) -> MemberRefreshRun:  # fmt: skip
+def member_refresh_run_start(
+    *,
+    trigger: str,
+    template_id: uuid.UUID | None = None,
+    user=None,
+    inline: bool = False,
+    client: SmartPagesClient | None = None,
+) -> MemberRefreshRun:
     """Record a run and hand its chunks to the workers (after commit), or run them here with `inline` (the
     command). While another run is running, this one is recorded as SKIPPED."""
     _expire_abandoned_runs()
     now = timezone.now()
     try:
         with transaction.atomic():
-            run = MemberRefreshRun.objects.create(status=MemberRefreshRun.Status.RUNNING, trigger=trigger,
-                                                  template_id=template_id, triggered_by=user, started_at=now)  # fmt: skip
+            run = MemberRefreshRun.objects.create(
+                status=MemberRefreshRun.Status.RUNNING,
+                trigger=trigger,
+                template_id=template_id,
+                triggered_by=user,
+                started_at=now,
+            )
     except IntegrityError:
         running = MemberRefreshRun.objects.filter(status=MemberRefreshRun.Status.RUNNING).first()
         return MemberRefreshRun.objects.create(
-            status=MemberRefreshRun.Status.SKIPPED, trigger=trigger, template_id=template_id, triggered_by=user,
-            started_at=now, finished_at=now,
+            status=MemberRefreshRun.Status.SKIPPED,
+            trigger=trigger,
+            template_id=template_id,
+            triggered_by=user,
+            started_at=now,
+            finished_at=now,
             error=f"Refresh run #{running.pk if running else '?'} was still running; this one was skipped.",
-        )  # fmt: skip
+        )
     members = Member.objects.filter(status__in=REFRESHED_STATUSES, pass_id__isnull=False)
     if template_id is not None:
         members = members.filter(template_id=template_id)
@@ -86,15 +101,22 @@ def member_refresh_run_start(*, trigger: str, template_id: uuid.UUID | None = No
     return run
 
 
-def member_refresh_chunk(*, run_id: int, member_ids: list[int], client: SmartPagesClient | None = None,
-                         limiter: SharedRateLimiter | None = None) -> None:  # fmt: skip
+def member_refresh_chunk(
+    *,
+    run_id: int,
+    member_ids: list[int],
+    client: SmartPagesClient | None = None,
+    limiter: SharedRateLimiter | None = None,
+) -> None:
     """Read one chunk's passes, each after the shared limiter allows it, and add the outcome to the run."""
     if not MemberRefreshRun.objects.filter(pk=run_id, status=MemberRefreshRun.Status.RUNNING).exists():
         return  # the run was expired as abandoned, or this chunk was delivered twice after it finished
     limiter = limiter or smartpages_rate_limiter()
     order = {member_id: n for n, member_id in enumerate(member_ids)}
-    members = sorted(Member.objects.filter(pk__in=member_ids, status__in=REFRESHED_STATUSES).select_related("template"),
-                     key=lambda m: order[m.pk])  # fmt: skip
+    members = sorted(
+        Member.objects.filter(pk__in=member_ids, status__in=REFRESHED_STATUSES).select_related("template"),
+        key=lambda m: order[m.pk],
+    )
     checked = changed = errors = 0
     samples, unchanged = [], []
     with smartpages_client(client) as smartpages:
@@ -133,7 +155,9 @@ def _run_finish(*, run_id: int) -> None:
     all_failed = run.total > 0 and run.errors >= run.total
     run.status = MemberRefreshRun.Status.FAILED if all_failed else MemberRefreshRun.Status.SUCCEEDED
     if all_failed:
-        run.error = "No pass could be read from SmartPages: " + (run.error_samples[0]["error"] if run.error_samples else "")
+        run.error = "No pass could be read from SmartPages: " + (
+            run.error_samples[0]["error"] if run.error_samples else ""
+        )
     run.finished_at = timezone.now()
     run.save(update_fields=["status", "error", "finished_at"])
     # The kept member counts, corrected after every run (after commit: it locks each template's count row).
@@ -145,6 +169,7 @@ def _expire_abandoned_runs() -> None:
     """A run whose chunks were lost (a broker restart) would block every later run: give up on it."""
     cutoff = timezone.now() - timedelta(seconds=settings.MEMBER_REFRESH_LOCK_SECONDS)
     MemberRefreshRun.objects.filter(status=MemberRefreshRun.Status.RUNNING, started_at__lt=cutoff).update(
-        status=MemberRefreshRun.Status.FAILED, finished_at=timezone.now(),
+        status=MemberRefreshRun.Status.FAILED,
+        finished_at=timezone.now(),
         error="Abandoned: its chunks did not finish in time (a worker or the broker was lost).",
-    )  # fmt: skip
+    )

@@ -42,8 +42,12 @@ def test_an_edit_is_sent_upstream_and_recorded_with_who_and_old_to_new(club, san
     member = issued(club)
     puts = sandbox.request_count("PUT")
 
-    passes.member_edit(member=member, values={**LAURA, "name": "Laura Þóra Loopy", "email": "LAURA@new.is"},
-                       external_id="", user=manager)  # fmt: skip
+    passes.member_edit(
+        member=member,
+        values={**LAURA, "name": "Laura Þóra Loopy", "email": "LAURA@new.is"},
+        external_id="",
+        user=manager,
+    )
 
     assert sandbox.request_count("PUT") == puts + 1
     assert upstream_values(sandbox, member)["name"] == "Laura Þóra Loopy"
@@ -53,7 +57,10 @@ def test_an_edit_is_sent_upstream_and_recorded_with_who_and_old_to_new(club, san
     assert "laura thora loopy" in member.search_text
     change = member.changes.get()
     assert (change.via, change.by) == (MemberChange.Via.EDIT, manager)
-    assert change.changes == {"email": ["laura@example.com", "laura@new.is"], "name": ["Laura Loopy", "Laura Þóra Loopy"]}
+    assert change.changes == {
+        "email": ["laura@example.com", "laura@new.is"],
+        "name": ["Laura Loopy", "Laura Þóra Loopy"],
+    }
 
 
 def test_an_external_id_can_be_set_once_and_never_changed(club, sandbox, manager):
@@ -81,8 +88,15 @@ def test_an_upstream_refusal_shows_its_reason_and_changes_nothing_locally(club, 
     sandbox.change_pass(str(member.pass_id), status="VOIDED")  # voided on SmartPages, not known here yet
     client.force_login(manager)
     url = reverse("members:member_edit", args=[member.pk])
-    response = client.post(url, {"field_name": "Someone Else", "field_email": "laura@example.com",
-                                 "field_phone": "555 1234", "external_id": ""})  # fmt: skip
+    response = client.post(
+        url,
+        {
+            "field_name": "Someone Else",
+            "field_email": "laura@example.com",
+            "field_phone": "555 1234",
+            "external_id": "",
+        },
+    )
     assert response.status_code == 200
     assert "a voided pass cannot be updated" in response.content.decode()
     member.refresh_from_db()
@@ -94,8 +108,16 @@ def test_the_edit_page_saves_and_the_history_shows_it(club, sandbox, manager, cl
     client.force_login(manager)
     url = reverse("members:member_edit", args=[member.pk])
     assert 'value="Laura Loopy"' in client.get(url).content.decode()
-    response = client.post(url, {"field_name": "Laura B. Loopy", "field_email": "laura@example.com",
-                                 "field_phone": "555 1234", "external_id": ""}, follow=True)  # fmt: skip
+    response = client.post(
+        url,
+        {
+            "field_name": "Laura B. Loopy",
+            "field_email": "laura@example.com",
+            "field_phone": "555 1234",
+            "external_id": "",
+        },
+        follow=True,
+    )
     body = response.content.decode()
     assert "Saved on SmartPages and here." in body
     assert "Laura B. Loopy" in body and "Edited by staff" in body and "maria" in body
@@ -178,7 +200,13 @@ def test_a_bulk_void_records_each_members_outcome(club, sandbox, manager):
     action = bulk.member_bulk_request(action="void", member_ids=[live.pk, pending.pk, already.pk], user=manager)
     action = bulk.member_bulk_run(bulk=MemberBulkAction.objects.get(pk=action.pk))
     assert (action.status, action.total, action.done, action.succeeded, action.skipped, action.failed) == (
-        "succeeded", 3, 3, 1, 2, 0)  # fmt: skip
+        "succeeded",
+        3,
+        3,
+        1,
+        2,
+        0,
+    )
     outcomes = dict(MemberBulkOutcome.objects.values_list("member_id", "outcome"))
     assert outcomes == {live.pk: "succeeded", pending.pk: "skipped", already.pk: "skipped"}
     assert next(p for p in sandbox.passes() if p["id"] == str(live.pass_id))["isVoided"] is True
@@ -217,6 +245,7 @@ def test_a_manager_picks_who_keeps_the_external_id_and_the_others_are_voided(clu
     assert first.status == Member.Status.VOIDED and first.autofill_excluded
     assert not autofill.selectors.autofill_preview(template=club).conflicts
     # The next claim with that email finds the kept member instead of making a third.
-    again = issuing.member_issue(template=club, values={**LAURA, "email": "percy@example.com"},
-                                 external_id="percy@example.com", source="link")  # fmt: skip
+    again = issuing.member_issue(
+        template=club, values={**LAURA, "email": "percy@example.com"}, external_id="percy@example.com", source="link"
+    )
     assert again.kind == issuing.IssueKind.ALREADY_ENROLLED and again.member.pk == second.pk

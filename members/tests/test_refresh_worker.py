@@ -20,8 +20,13 @@ WORKERS = ("refresh-a", "refresh-b")
 
 @pytest.fixture(scope="module")
 def two_workers(django_db_setup, django_db_blocker, session_sandbox):
-    env = {"SMARTPAGES_API_URL": session_sandbox.url, "SMARTPAGES_KEY_ID": SANDBOX_KEY_ID,
-           "SMARTPAGES_KEY_TOKEN": SANDBOX_KEY_TOKEN, "MEMBER_REFRESH_RATE": str(RATE), "MEMBER_REFRESH_CHUNK": "4"}  # fmt: skip
+    env = {
+        "SMARTPAGES_API_URL": session_sandbox.url,
+        "SMARTPAGES_KEY_ID": SANDBOX_KEY_ID,
+        "SMARTPAGES_KEY_TOKEN": SANDBOX_KEY_TOKEN,
+        "MEMBER_REFRESH_RATE": str(RATE),
+        "MEMBER_REFRESH_CHUNK": "4",
+    }
     processes = [start_celery(env, log_name=name) for name in WORKERS]
     yield processes
     for process in processes:
@@ -29,8 +34,10 @@ def two_workers(django_db_setup, django_db_blocker, session_sandbox):
 
 
 def members_with_passes(sandbox, template, count: int) -> list[Member]:
-    return [make_member(template, name=f"Holder {n}", values={"name": f"Holder {n}"}, pass_id=uuid.UUID(pass_id))
-            for n, pass_id in enumerate(sandbox.add_passes(str(template.pk), count))]  # fmt: skip
+    return [
+        make_member(template, name=f"Holder {n}", values={"name": f"Holder {n}"}, pass_id=uuid.UUID(pass_id))
+        for n, pass_id in enumerate(sandbox.add_passes(str(template.pk), count))
+    ]
 
 
 def most_in_one_second(times: list[float]) -> int:
@@ -75,8 +82,9 @@ def test_a_bulk_refresh_of_every_matching_member_runs_in_a_worker(two_workers, l
     live_sandbox.change_pass(str(members[0].pass_id), status="VOIDED")
     client.force_login(manager)
 
-    response = client.post(reverse("members:member_bulk"), {"action": "refresh", "all": "1",
-                                                             "template": str(club.pk)}, follow=True)  # fmt: skip
+    response = client.post(
+        reverse("members:member_bulk"), {"action": "refresh", "all": "1", "template": str(club.pk)}, follow=True
+    )
     action = MemberBulkAction.objects.get()
     assert "Refresh from SmartPages: 31 members queued" in response.content.decode()
     status_url = reverse("members:bulk_status", args=[action.pk])

@@ -17,9 +17,17 @@ ICELANDIC = "aábdðeéfghiíjklmnoóprstuúvxyýþæöAÁBDÐEÉFGHIÍJKLMNOÓP
 # --- folding, property-tested -----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "written, typed",
-    [("Guðrún", "gudrun"), ("Þóra", "thora"), ("Ægir", "aegir"), ("Jón Þórsson", "jon thorsson"),
-     ("Hörður Ýr", "hordur yr"), ("ÁSTA", "asta"), ("Søren Œdipe", "soren oedipe"), ("Straße", "strasse")],
-)  # fmt: skip
+    [
+        ("Guðrún", "gudrun"),
+        ("Þóra", "thora"),
+        ("Ægir", "aegir"),
+        ("Jón Þórsson", "jon thorsson"),
+        ("Hörður Ýr", "hordur yr"),
+        ("ÁSTA", "asta"),
+        ("Søren Œdipe", "soren oedipe"),
+        ("Straße", "strasse"),
+    ],
+)
 def test_fold_spells_icelandic_letters_as_typed_without_them(written, typed):
     assert fold(written) == typed
 
@@ -75,11 +83,25 @@ def found(client, query: str) -> set[str]:
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     "typed, expected",
-    [("gudrun", {"Guðrún"}), ("GUÐRÚN", {"Guðrún"}), ("thora", {"Þóra"}), ("aegir", {"Ægir"}), ("orn", {"Ægir"}),
-     ("jonsdottir", {"Guðrún"}), ("yr jons", {"Guðrún"}), ("simnet.is", {"Guðrún"}), ("passkit.example", {"Þóra"}),
-     ("thora@", {"Þóra"}), ("@hi.is", {"Ægir"}), ("abc-þ-77", {"Þóra"}), ("ABC-Þ-77", {"Þóra"}),
-     ("661 2345", {"Ægir"}), ("00354 661-2345", {"Ægir"}), ("nobody", set())],
-)  # fmt: skip
+    [
+        ("gudrun", {"Guðrún"}),
+        ("GUÐRÚN", {"Guðrún"}),
+        ("thora", {"Þóra"}),
+        ("aegir", {"Ægir"}),
+        ("orn", {"Ægir"}),
+        ("jonsdottir", {"Guðrún"}),
+        ("yr jons", {"Guðrún"}),
+        ("simnet.is", {"Guðrún"}),
+        ("passkit.example", {"Þóra"}),
+        ("thora@", {"Þóra"}),
+        ("@hi.is", {"Ægir"}),
+        ("abc-þ-77", {"Þóra"}),
+        ("ABC-Þ-77", {"Þóra"}),
+        ("661 2345", {"Ægir"}),
+        ("00354 661-2345", {"Ægir"}),
+        ("nobody", set()),
+    ],
+)
 def test_one_search_box_finds_people_as_they_are_typed(client, viewer, people, typed, expected):
     client.force_login(viewer)
     assert found(client, typed) == expected
@@ -99,11 +121,19 @@ def test_pass_id_prefix_of_eight_hex_characters_finds_the_member(client, viewer,
 @pytest.mark.django_db
 def test_member_counts_are_kept_as_members_are_issued_and_reconciled(club, sandbox):
     for n in range(3):
-        issuing.member_issue(template=club, values={"name": f"Anna {n}", "email": f"anna{n}@example.is"},
-                             external_id=f"anna-{n}", source=Member.Source.MANUAL)  # fmt: skip
+        issuing.member_issue(
+            template=club,
+            values={"name": f"Anna {n}", "email": f"anna{n}@example.is"},
+            external_id=f"anna-{n}",
+            source=Member.Source.MANUAL,
+        )
     # The same External ID again makes no member, and must not count one.
-    issuing.member_issue(template=club, values={"name": "Anna", "email": "anna0@example.is"}, external_id="anna-0",
-                         source=Member.Source.MANUAL)  # fmt: skip
+    issuing.member_issue(
+        template=club,
+        values={"name": "Anna", "email": "anna0@example.is"},
+        external_id="anna-0",
+        source=Member.Source.MANUAL,
+    )
     assert TemplateMemberCount.objects.get(template=club).members == 3
     make_member(club, name="Imported outside the services")
     assert counts.template_member_counts_reconcile() == 1

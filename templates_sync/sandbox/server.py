@@ -292,11 +292,15 @@ class SmartPagesSandbox:
             for n in range(count):
                 pass_id = str(uuid.uuid4())
                 self._passes[pass_id] = {
-                    "id": pass_id, "passTemplateId": template_id, "externalIdentifier": None, "status": "ACTIVE",
-                    "isVoided": False, "inputFields": [{"identifier": "name", "value": f"Holder {n}"}],
+                    "id": pass_id,
+                    "passTemplateId": template_id,
+                    "externalIdentifier": None,
+                    "status": "ACTIVE",
+                    "isVoided": False,
+                    "inputFields": [{"identifier": "name", "value": f"Holder {n}"}],
                     "distributionUrl": f"{self.url}/distribution/pass/{pass_id}",
                     "createdAt": utc_timestamp(datetime.now(timezone.utc)),
-                }  # fmt: skip
+                }
                 made.append(pass_id)
         return made
 
@@ -461,9 +465,10 @@ class SmartPagesSandbox:
         if "isVoided" in body and not isinstance(body["isVoided"], bool):
             return 400, {"error": "isVoided must be a boolean"}
         input_fields = body.get("inputFields")
-        if input_fields is not None and (not isinstance(input_fields, list) or not all(
-            isinstance(field, dict) and isinstance(field.get("identifier"), str) for field in input_fields
-        )):  # fmt: skip
+        if input_fields is not None and (
+            not isinstance(input_fields, list)
+            or not all(isinstance(field, dict) and isinstance(field.get("identifier"), str) for field in input_fields)
+        ):
             return 400, {"error": "inputFields must be a list of {identifier, value}"}
         external_id = body.get("externalIdentifier")
         if external_id is not None and not isinstance(external_id, str):

@@ -17,8 +17,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--template", metavar="UUID", help="only the members of this template")
-        parser.add_argument("--json", action="store_true",
-                            help='print {"status", "checked", "changed", "errors"} as one JSON object')  # fmt: skip
+        parser.add_argument(
+            "--json", action="store_true", help='print {"status", "checked", "changed", "errors"} as one JSON object'
+        )
 
     def handle(self, *args, **options):
         template_id = options["template"]
@@ -27,8 +28,9 @@ class Command(BaseCommand):
                 template_id = uuid.UUID(template_id)
             except ValueError:
                 raise CommandError(f"--template needs a template UUID, not {template_id!r}.") from None
-        run = refresh.member_refresh_run_start(trigger=MemberRefreshRun.Trigger.COMMAND, template_id=template_id,
-                                               inline=True)  # fmt: skip
+        run = refresh.member_refresh_run_start(
+            trigger=MemberRefreshRun.Trigger.COMMAND, template_id=template_id, inline=True
+        )
         outcome = {"status": run.status, "checked": run.checked, "changed": run.changed, "errors": run.errors}
         if options["json"]:
             self.stdout.write(json.dumps(outcome | {"error": run.error} if run.error else outcome))

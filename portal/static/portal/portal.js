@@ -50,10 +50,10 @@
     var button = event.target.closest("button[data-copy]");
     if (!button || !navigator.clipboard) { return; }
     navigator.clipboard.writeText(button.getAttribute("data-copy")).then(function () {
-      var before = button.textContent;
+      var before = button.innerHTML;
       button.classList.add("copied");
       button.textContent = button.classList.contains("labelled") ? "Copied" : "✓";
-      setTimeout(function () { button.classList.remove("copied"); button.textContent = before; }, 1500);
+      setTimeout(function () { button.classList.remove("copied"); button.innerHTML = before; }, 1500);
     });
   });
   document.addEventListener("DOMContentLoaded", function () {
