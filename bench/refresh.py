@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from _db import ROOT, setup_django
@@ -59,7 +59,7 @@ def seed(template_id: str, pass_ids: list[str]) -> None:
     from templates_sync import sync
 
     assert sync.template_refresh(template_id=template_id).status == "succeeded"
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     columns = (
         "template_id",
         "pass_id",
@@ -122,15 +122,6 @@ def bare_rate(url: str, pass_ids: list[str], seconds: float = 5.0) -> float:
     return done / (time.perf_counter() - began)
 
 
-def most_in_one_second(times: list[float]) -> int:
-    most, start = 0, 0
-    for end, at in enumerate(times):
-        while at - times[start] >= 1.0:
-            start += 1
-        most = max(most, end - start + 1)
-    return most
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=100_000)
@@ -148,6 +139,7 @@ def main() -> None:
 
     from members.models import MemberRefreshRun
     from members.services import refresh
+    from templates_sync.rate_limit import most_in_one_second
 
     began = time.perf_counter()
     conn, child_conn = multiprocessing.Pipe()

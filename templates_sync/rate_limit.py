@@ -78,3 +78,14 @@ class SharedRateLimiter:
             slot = max(now, self._local_next)
             self._local_next = slot + self.fallback_interval
             return slot - now
+
+
+def most_in_one_second(times: list[float]) -> int:
+    """The most of these sorted moments (seconds) inside any one-second window: how a rate is checked from
+    the times requests arrived (the refresh benchmark and the two-worker test)."""
+    most, start = 0, 0
+    for end, at in enumerate(times):
+        while at - times[start] >= 1.0:
+            start += 1
+        most = max(most, end - start + 1)
+    return most

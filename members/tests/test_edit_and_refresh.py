@@ -236,7 +236,7 @@ def test_a_manager_picks_who_keeps_the_external_id_and_the_others_are_voided(clu
     assert client.post(url, form).status_code == 403
     client.force_login(manager)
     page = client.get(reverse("members:autofill_settings", args=[club.pk]), {"preview": "1"}).content.decode()
-    assert 'name="keep" value="%d"' % second.pk in page
+    assert f'name="keep" value="{second.pk}"' in page
     body = client.post(url, form, follow=True).content.decode()
 
     assert "keeps External ID “percy@example.com”; 1 other member(s) left without it, 1 voided" in body

@@ -9,6 +9,7 @@ from django.urls import reverse
 from conftest import ARTIFACTS, SANDBOX_KEY_ID, SANDBOX_KEY_TOKEN, start_celery, stop_celery, wait_for
 from members.models import Member, MemberBulkAction, MemberRefreshRun
 from members.services import refresh
+from templates_sync.rate_limit import most_in_one_second
 
 from .factories import make_member, mirror_template
 
@@ -38,16 +39,6 @@ def members_with_passes(sandbox, template, count: int) -> list[Member]:
         make_member(template, name=f"Holder {n}", values={"name": f"Holder {n}"}, pass_id=uuid.UUID(pass_id))
         for n, pass_id in enumerate(sandbox.add_passes(str(template.pk), count))
     ]
-
-
-def most_in_one_second(times: list[float]) -> int:
-    """The largest number of requests inside any window of one second."""
-    most, start = 0, 0
-    for end, at in enumerate(times):
-        while at - times[start] >= 1.0:
-            start += 1
-        most = max(most, end - start + 1)
-    return most
 
 
 def test_the_refresh_run_keeps_one_rate_across_two_worker_processes(two_workers, live_sandbox, settings):
