@@ -1,5 +1,7 @@
 """The member search box (issue 9 item 1) and the member counts kept per template (issue 12 item 5)."""
 
+import importlib
+
 import pytest
 from django.urls import reverse
 from hypothesis import example, given
@@ -139,3 +141,16 @@ def test_member_counts_are_kept_as_members_are_issued_and_reconciled(club, sandb
     assert counts.template_member_counts_reconcile() == 1
     assert TemplateMemberCount.objects.get(template=club).members == 4 == Member.objects.filter(template=club).count()
     assert counts.template_member_counts_reconcile() == 0
+
+
+@pytest.mark.django_db
+def test_the_data_migration_fills_search_text_and_counts_of_existing_members(club):
+    from django.apps import apps
+
+    migration = importlib.import_module("members.migrations.0004_search_text_refresh_runs_bulk_actions_counts")
+    member = make_member(club, name="Ásdís Þöll", email="asdis@simnet.is")
+    Member.objects.filter(pk=member.pk).update(search_text="")  # as a row from before the column
+    migration.fill_search_text_and_counts(apps, None)
+    member.refresh_from_db()
+    assert member.search_text == "asdis tholl\nasdis@simnet.is"
+    assert TemplateMemberCount.objects.get(template=club).members == 1
