@@ -6,7 +6,7 @@ the database itself, not only in code: two concurrent claims cannot both insert 
 """
 from django.conf import settings
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import Q
 from django.db.models.functions import Upper
 
 from templates_sync.models import PassTemplate
@@ -77,9 +77,6 @@ class Member(models.Model):
             models.Index(fields=["email"], name="member_email_idx"),
             models.Index(fields=["phone"], name="member_phone_idx"),
             models.Index(fields=["display_name", "id"], name="member_name_idx"),
-            models.Index(
-                F("refreshed_at").asc(nulls_first=True), "id", name="member_refreshed_idx", condition=Q(pass_id__isnull=False)
-            ),
             # Substring search on search_text (pg_trgm GIN) and the Pass ID prefix search (pass_id::text,
             # text_pattern_ops) use indexes created in migration 0004 (PostgreSQL only).
         ]

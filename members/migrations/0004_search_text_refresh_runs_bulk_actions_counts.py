@@ -163,10 +163,6 @@ class Migration(migrations.Migration):
             name='status',
             field=models.CharField(choices=[('pending', 'Pending'), ('issued', 'Issued'), ('failed', 'Failed'), ('voided', 'Voided'), ('redeemed', 'Redeemed')], default='pending', max_length=16),
         ),
-        migrations.AddIndex(
-            model_name='member',
-            index=models.Index(models.OrderBy(models.F('refreshed_at'), nulls_first=True), models.F('id'), condition=models.Q(('pass_id__isnull', False)), name='member_refreshed_idx'),
-        ),
         migrations.AddField(
             model_name='memberbulkaction',
             name='requested_by',
