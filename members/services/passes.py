@@ -175,7 +175,7 @@ def member_edit(
         ) from exc
     except PermanentError as exc:
         logger.warning("Editing member %s refused: %s", member.pk, exc)
-        reason = (exc.body or {}).get("error") if isinstance(exc.body, dict) else None
+        reason = exc.body.get("error") if isinstance(exc.body, dict) else None
         raise MemberError(f"SmartPages refused the change ({reason or exc.status}); nothing was changed.") from exc
     try:
         with transaction.atomic():
