@@ -229,26 +229,19 @@ class MemberRefreshRun(models.Model):
         }
 
 
-class MemberBulkAction(models.Model):
-    """Void or refresh many members at once, run by a Celery task; each member's outcome is a row."""
-
-    class Action(models.TextChoices):
-        VOID = "void", "Void"
-        REFRESH = "refresh", "Refresh from SmartPages"
+class BackgroundJob(models.Model):
+    """Work a Celery task does in the background (an autofill backfill, a bulk action): its row holds status,
+    progress and times, so pages follow it without a result backend."""
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Finished"
+        SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
 
-    action = models.CharField(max_length=16, choices=Action.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     total = models.PositiveIntegerField(default=0)
     done = models.PositiveIntegerField(default=0)
-    succeeded = models.PositiveIntegerField(default=0)
-    failed = models.PositiveIntegerField(default=0)
-    skipped = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -258,14 +251,28 @@ class MemberBulkAction(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        abstract = True
         ordering = ["-queued_at", "-id"]
-
-    def __str__(self) -> str:
-        return f"{self.get_action_display()} #{self.pk} ({self.status})"
 
     @property
     def is_finished(self) -> bool:
         return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+
+class MemberBulkAction(BackgroundJob):
+    """Void or refresh many members at once, run by a Celery task; each member's outcome is a row."""
+
+    class Action(models.TextChoices):
+        VOID = "void", "Void"
+        REFRESH = "refresh", "Refresh from SmartPages"
+
+    action = models.CharField(max_length=16, choices=Action.choices)
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} #{self.pk} ({self.status})"
 
     def as_json(self) -> dict:
         return {
@@ -374,34 +381,18 @@ def _summary(source: str, field_identifier: str) -> str:
     return f"{label} ({field_identifier})" if source != AutofillSource.OFF and field_identifier else label
 
 
-class AutofillBackfill(models.Model):
+class AutofillBackfill(BackgroundJob):
     """One backfill of External IDs for a template's existing members; the row holds progress and counts."""
-
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
 
     template = models.ForeignKey(PassTemplate, on_delete=models.PROTECT, related_name="autofill_backfills")
     source = models.CharField(max_length=8, choices=AutofillSource.choices)
     field_identifier = models.CharField(max_length=200, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    total = models.PositiveIntegerField(default=0)
-    done = models.PositiveIntegerField(default=0)
     filled = models.PositiveIntegerField(default=0)
     conflicts = models.PositiveIntegerField(default=0)
     invalid = models.PositiveIntegerField(default=0)
     empty = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                     related_name="+")  # fmt: skip
-    queued_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-queued_at", "-id"]
+    class Meta(BackgroundJob.Meta):
         constraints = [
             # One backfill at a time per template: two would race over the same members.
             models.UniqueConstraint(fields=["template"], condition=Q(status__in=["queued", "running"]),
@@ -410,10 +401,6 @@ class AutofillBackfill(models.Model):
 
     def __str__(self) -> str:
         return f"Backfill #{self.pk} ({self.status})"
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
 
     def as_json(self) -> dict:
         return {
