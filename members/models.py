@@ -199,7 +199,9 @@ class MemberRefreshRun(models.Model):
     class Meta:
         ordering = ["-queued_at", "-id"]
         constraints = [
-            models.UniqueConstraint(fields=["status"], condition=Q(status="running"), name="one_running_member_refresh"),
+            models.UniqueConstraint(
+                fields=["status"], condition=Q(status="running"), name="one_running_member_refresh"
+            ),
         ]
 
     def __str__(self) -> str:

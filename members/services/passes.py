@@ -212,5 +212,3 @@ def _member_record_upstream(*, member: Member, reply: dict, status: str, reason:
             MemberStatusChange.objects.create(member=member, old=old, new=status, reason=reason,
                                               by=acting_user(user))  # fmt: skip
     return member
-
-

@@ -831,5 +831,3 @@ def _field_refusal(template: dict, input_fields: list[dict]) -> str | None:
     if missing:
         return f"mandatory input field(s) missing: {', '.join(missing)}"
     return None
-
-
