@@ -51,6 +51,21 @@ class MemberAddForm(forms.Form):
             self.add_error(name if name in self.fields else None, message)
 
 
+class MemberEditForm(MemberAddForm):
+    """The add form, filled with the member's values. An External ID once set is shown, never editable."""
+
+    def __init__(self, *args, member, **kwargs):
+        initial = {f"field_{key}": value for key, value in (member.values or {}).items()}
+        initial["external_id"] = member.external_id or ""
+        super().__init__(*args, template=member.template, initial=initial, **kwargs)
+        field = self.fields["external_id"]
+        if member.external_id is not None:
+            field.disabled = True
+            field.help_text = "Set once, never changed (as in PassKit)."
+        else:
+            field.help_text = "Empty now: you may set it once; it cannot be changed afterwards."
+
+
 class AutofillSettingForm(forms.Form):
     source = forms.ChoiceField(choices=AutofillSource.choices, widget=forms.RadioSelect, label="Auto fill External ID")
     field_identifier = forms.ChoiceField(required=False, label="Input field it reads")

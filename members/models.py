@@ -7,6 +7,7 @@ the database itself, not only in code: two concurrent claims cannot both insert 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Upper
 
 from templates_sync.models import PassTemplate
 
@@ -17,6 +18,7 @@ class Member(models.Model):
         ISSUED = "issued", "Issued"
         FAILED = "failed", "Failed"
         VOIDED = "voided", "Voided"
+        REDEEMED = "redeemed", "Redeemed"
 
     class Source(models.TextChoices):
         LINK = "link", "SmartPass link"
@@ -31,6 +33,9 @@ class Member(models.Model):
     display_name = models.CharField(max_length=500, blank=True)
     email = models.CharField(max_length=254, blank=True)
     phone = models.CharField(max_length=32, blank=True)
+    # Name and email folded for substring search (members.search_text): written by every service that writes
+    # them, searched through a pg_trgm GIN index.
+    search_text = models.TextField(blank=True, default="", editable=False)
     source = models.CharField(max_length=16, choices=Source.choices)
     # A plain integer, not a foreign key: links imports members, never the reverse.
     source_batch_id = models.BigIntegerField(null=True, blank=True, db_index=True)
@@ -44,6 +49,11 @@ class Member(models.Model):
     # Set when SmartPages answered 409: it already holds a pass with this External ID on this template.
     upstream_conflict = models.BooleanField(default=False)
     upstream = models.JSONField(default=dict, blank=True, help_text="The last reply from SmartPages.")
+    # When the refresh job last read this pass from SmartPages (NULL: never); the job reads the stalest first.
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+    # A manager resolved an autofill conflict and left this member without the shared External ID on purpose:
+    # the autofill preview no longer lists it.
+    autofill_excluded = models.BooleanField(default=False)
     # Set with its Pass ID still unknown: SmartPages answered 409 for this member's own External ID after an
     # earlier attempt of ours that may have gone out (its reply lost), and the 409 did not name the pass. The
     # pass upstream is most likely this member's; a manager links it by its Pass ID (member detail page).
@@ -78,12 +88,14 @@ class Member(models.Model):
             models.Index(fields=["next_attempt_at"], condition=Q(status="pending"), name="member_pending_due_idx"),
             # Exact searches across templates (the unique constraint's index starts with template).
             models.Index(fields=["external_id"], name="member_external_id_idx"),
+            models.Index(Upper("external_id"), name="member_external_id_upper_idx"),  # iexact search
             models.Index(fields=["email"], name="member_email_idx"),
             models.Index(fields=["phone"], name="member_phone_idx"),
             models.Index(fields=["display_name", "id"], name="member_name_idx"),
-            # The name substring search uses a pg_trgm GIN index created in migration 0002 (PostgreSQL only).
+            # Substring search on search_text (pg_trgm GIN) and the Pass ID prefix search (pass_id::text,
+            # text_pattern_ops) use indexes created in migration 0004 (PostgreSQL only).
         ]
-        permissions = [("manage_members", "Can add, void and refresh members")]
+        permissions = [("manage_members", "Can add, edit, void and refresh members")]
 
     def __str__(self) -> str:
         return self.display_name or self.email or self.phone or self.external_id or f"Member #{self.pk}"
@@ -116,6 +128,203 @@ class MemberStatusChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.old or '—'} → {self.new}"
+
+
+class MemberChange(models.Model):
+    """A change of a member's values or External ID: edited by staff, or read from SmartPages by a refresh."""
+
+    class Via(models.TextChoices):
+        EDIT = "edit", "Edited by staff"
+        REFRESH = "refresh", "Changed on SmartPages"
+        AUTOFILL = "autofill", "Autofill conflict resolved"
+
+    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="changes")
+    via = models.CharField(max_length=16, choices=Via.choices)
+    # {"identifier": [old, new], …}; the External ID under EXTERNAL_ID_KEY.
+    changes = models.JSONField(default=dict)
+    at = models.DateTimeField(auto_now_add=True)
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    EXTERNAL_ID_KEY = "External ID"
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_via_display()}: {', '.join(self.changes)}"
+
+    @property
+    def rows(self) -> list[tuple[str, str, str]]:
+        return [(name, str(old or ""), str(new or "")) for name, (old, new) in self.changes.items()]
+
+
+class TemplateMemberCount(models.Model):
+    """How many members a template has, kept by `member_issue` in the transaction that inserts the member, so
+    the template list reads one row per template instead of counting a million members. The refresh job
+    reconciles it with a real count (members.services.refresh.member_counts_reconcile)."""
+
+    template = models.OneToOneField(
+        PassTemplate, primary_key=True, on_delete=models.CASCADE, related_name="member_count_row"
+    )
+    members = models.PositiveBigIntegerField(default=0)
+    reconciled_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.template_id}: {self.members}"
+
+
+class MemberRefreshRun(models.Model):
+    """One run of the refresh job: every issued member's pass read again from SmartPages, stalest first, in
+    chunks spread over the workers. Recorded like a template sync: counts, errors, who or what started it.
+
+    One run at a time: a run is created RUNNING, and a partial unique constraint lets only one such row exist
+    (a second trigger is recorded as SKIPPED)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"
+
+    class Trigger(models.TextChoices):
+        BEAT = "beat", "Schedule"
+        MANUAL = "manual", "Refresh now"
+        COMMAND = "command", "Command"
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    template_id = models.UUIDField(null=True, blank=True)
+    triggered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    total = models.PositiveIntegerField(default=0)
+    checked = models.PositiveIntegerField(default=0)
+    changed = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    chunks = models.PositiveIntegerField(default=0)
+    chunks_done = models.PositiveIntegerField(default=0)
+    # The first few member errors, [{"member": id, "error": text}], for the history page.
+    error_samples = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    queued_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-queued_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"], condition=Q(status="running"), name="one_running_member_refresh"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Member refresh #{self.pk} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED, self.Status.SKIPPED)
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+    def as_json(self) -> dict:
+        return {
+            "id": self.pk,
+            "status": self.status,
+            "finished": self.is_finished,
+            "total": self.total,
+            "done": self.checked + self.errors,
+            "checked": self.checked,
+            "changed": self.changed,
+            "errors": self.errors,
+            "error": self.error,
+        }
+
+
+class BackgroundJob(models.Model):
+    """Work a Celery task does in the background (an autofill backfill, a bulk action): its row holds status,
+    progress and times, so pages follow it without a result backend."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    queued_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-queued_at", "-id"]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+
+class MemberBulkAction(BackgroundJob):
+    """Void or refresh many members at once, run by a Celery task; each member's outcome is a row."""
+
+    class Action(models.TextChoices):
+        VOID = "void", "Void"
+        REFRESH = "refresh", "Refresh from SmartPages"
+
+    action = models.CharField(max_length=16, choices=Action.choices)
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} #{self.pk} ({self.status})"
+
+    def as_json(self) -> dict:
+        return {
+            "id": self.pk,
+            "status": self.status,
+            "finished": self.is_finished,
+            "total": self.total,
+            "done": self.done,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "error": self.error,
+        }
+
+
+class MemberBulkOutcome(models.Model):
+    """What a bulk action did to one member; written WAITING when the action is requested."""
+
+    class Outcome(models.TextChoices):
+        WAITING = "waiting", "Waiting"
+        SUCCEEDED = "succeeded", "Done"
+        SKIPPED = "skipped", "Skipped"
+        FAILED = "failed", "Failed"
+
+    action = models.ForeignKey(MemberBulkAction, on_delete=models.CASCADE, related_name="outcomes")
+    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="+")
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.WAITING)
+    message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["action", "outcome", "id"], name="bulk_outcome_action_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.member_id}: {self.outcome}"
 
 
 class AutofillSource(models.TextChoices):
@@ -189,34 +398,18 @@ def _summary(source: str, field_identifier: str) -> str:
     return f"{label} ({field_identifier})" if source != AutofillSource.OFF and field_identifier else label
 
 
-class AutofillBackfill(models.Model):
+class AutofillBackfill(BackgroundJob):
     """One backfill of External IDs for a template's existing members; the row holds progress and counts."""
-
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
 
     template = models.ForeignKey(PassTemplate, on_delete=models.PROTECT, related_name="autofill_backfills")
     source = models.CharField(max_length=8, choices=AutofillSource.choices)
     field_identifier = models.CharField(max_length=200, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    total = models.PositiveIntegerField(default=0)
-    done = models.PositiveIntegerField(default=0)
     filled = models.PositiveIntegerField(default=0)
     conflicts = models.PositiveIntegerField(default=0)
     invalid = models.PositiveIntegerField(default=0)
     empty = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                     related_name="+")  # fmt: skip
-    queued_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-queued_at", "-id"]
+    class Meta(BackgroundJob.Meta):
         constraints = [
             # One backfill at a time per template: two would race over the same members.
             models.UniqueConstraint(fields=["template"], condition=Q(status__in=["queued", "running"]),
@@ -225,10 +418,6 @@ class AutofillBackfill(models.Model):
 
     def __str__(self) -> str:
         return f"Backfill #{self.pk} ({self.status})"
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
 
     def as_json(self) -> dict:
         return {

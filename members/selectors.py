@@ -10,12 +10,14 @@ from datetime import date, datetime, time, timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from templates_sync.models import PassTemplate, TemplateInputField
 
 from .identity import InvalidIdentity, display_value, external_id_for, normalise_email, normalise_phone
+from .search_text import search_key
 from .models import (
     AUTOFILL_FIELD_FORMATS,
     AutofillBackfill,
@@ -23,7 +25,9 @@ from .models import (
     AutofillSetting,
     AutofillSource,
     Member,
+    MemberChange,
     MemberStatusChange,
+    TemplateMemberCount,
 )
 from .validation import FieldSpec, TemplateRules
 
@@ -193,7 +197,7 @@ def autofill_preview(*, template: PassTemplate, source: str | None = None, field
     preview.already_set = len(taken)
     candidates: dict[str, list[tuple[int, str]]] = defaultdict(list)
     rows = (
-        members.filter(external_id__isnull=True, status__in=BACKFILL_STATUSES)
+        members.filter(external_id__isnull=True, status__in=BACKFILL_STATUSES, autofill_excluded=False)
         .order_by("id")
         .values_list("id", "display_name", "values")
     )
@@ -228,9 +232,11 @@ SORTS = {
     "email": ("email", "id"),
     "-email": ("-email", "-id"),
     "status": ("status", "-created_at", "-id"),
+    "-status": ("-status", "-created_at", "-id"),
 }
 
-_UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
+_PASS_ID_PREFIX = re.compile(r"[0-9a-fA-F][0-9a-fA-F-]*")
+PASS_ID_PREFIX_MIN = 8
 _PHONE_LIKE = re.compile(r"\+?[0-9 ()./\-\u00a0]{5,40}")
 
 
@@ -270,31 +276,58 @@ class MemberFilters:
 
 
 def member_search_condition(query: str) -> Q:
-    """One search box: exact Pass ID, External ID, email or phone (in any common spelling), or a name part."""
+    """One search box for every way staff look a member up:
+
+    - a name or any part of an email (local part, domain), accents, case and Icelandic letters folded
+      (`gudrun` finds Guðrún): a substring of the folded `search_text`, through its trigram index;
+    - the External ID, whole, in any case;
+    - a Pass ID, whole or a prefix of 8+ hex characters (what the list shows), through the index on its text
+      (such a query is not also searched as a name);
+    - an email address or phone number in any common spelling, normalised as they are stored.
+    """
     query = query.strip()
-    condition = Q(external_id=query)
-    if _UUID.fullmatch(query):
-        return condition | Q(pass_id=uuid.UUID(query))
+    condition = Q(external_id__iexact=query)
     if "@" in query:
         try:
             email = normalise_email(query)
         except InvalidIdentity:
-            email = query.lower()
-        return condition | Q(email=email) | Q(external_id=email)
+            pass  # a part of an address ("thora@", "@simnet.is"): a substring search below
+        else:
+            # A whole address: its exact forms only. A substring search of a long string reads many trigram
+            # posting lists (~100 ms at a million members) to find what the email index finds in one.
+            return condition | Q(email=email) | Q(external_id=email)
+    prefix = _pass_id_prefix(query)
+    if prefix:
+        condition |= Q(pass_id_text__startswith=prefix)
     if _PHONE_LIKE.fullmatch(query) and sum(ch.isdigit() for ch in query) >= 5:
         try:
             phone = normalise_phone(query, region=settings.PHONE_DEFAULT_REGION)
         except InvalidIdentity:
-            return condition
-        return condition | Q(phone=phone) | Q(external_id=phone)
-    return condition | Q(display_name__icontains=query)
+            pass
+        else:
+            return condition | Q(phone=phone) | Q(external_id=phone)
+    key = search_key(query)
+    # 8+ hex characters are a Pass ID (or an External ID), not a name.
+    return condition | Q(search_text__contains=key) if key and not prefix else condition
+
+
+def _pass_id_prefix(query: str) -> str:
+    """The canonical (lowercase, dashed) start of a Pass ID that `query` is, or ''."""
+    if not _PASS_ID_PREFIX.fullmatch(query):
+        return ""
+    digits = query.replace("-", "").lower()
+    if len(digits) < PASS_ID_PREFIX_MIN or len(digits) > 32:
+        return ""
+    # Dashes after the 8th, 12th, 16th and 20th hex digit, as uuid::text writes them.
+    parts = [digits[start:end] for start, end in ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))]
+    return "-".join(part for part in parts if part)
 
 
 def member_list(*, filters: MemberFilters = MemberFilters()) -> QuerySet[Member]:
     """The staff member list, filtered and sorted; paginate it with `member_page`."""
     members = Member.objects.select_related("template")
     if filters.q:
-        members = members.filter(member_search_condition(filters.q))
+        members = members.alias(pass_id_text=Cast("pass_id", TextField())).filter(member_search_condition(filters.q))
     if filters.template:
         try:
             members = members.filter(template_id=uuid.UUID(filters.template))
@@ -394,6 +427,10 @@ def member_status_history(*, member: Member) -> QuerySet[MemberStatusChange]:
     return member.status_changes.select_related("by")
 
 
+def member_changes(*, member: Member) -> QuerySet[MemberChange]:
+    return member.changes.select_related("by")
+
+
 def member_values_by_label(*, member: Member) -> list[tuple[str, str, str]]:
     """(label, identifier, value) for every template field, then any value the template no longer has."""
     rows = []
@@ -430,4 +467,5 @@ def member_status_counts(*, template: PassTemplate | None = None) -> dict[str, i
 
 
 def template_member_count(*, template: PassTemplate) -> int:
-    return Member.objects.filter(template=template).count()
+    """The count kept per template (members.services.counts), not a COUNT(*) over its members."""
+    return TemplateMemberCount.objects.filter(template=template).values_list("members", flat=True).first() or 0

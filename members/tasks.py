@@ -3,8 +3,8 @@ import logging
 
 from celery import shared_task
 
-from .services import autofill, issuing
-from .models import AutofillBackfill, Member
+from .services import autofill, bulk, issuing, refresh
+from .models import AutofillBackfill, Member, MemberBulkAction
 
 logger = logging.getLogger(__name__)
 
@@ -48,3 +48,22 @@ def retry_stale_pending() -> int:
     """Beat, every SWEEP_INTERVAL: pending members overdue for their next attempt (a retry that could not be
     sent, a worker or web process that died mid-attempt) are tried again. Returns how many were tried."""
     return issuing.member_issue_retry_stale()
+
+
+@shared_task(name="members.member_refresh_start")
+def member_refresh_start(trigger: str = "beat") -> str:
+    """Beat's entry: start a refresh run; its chunks go to the workers as `member_refresh_chunk` tasks."""
+    return refresh.member_refresh_run_start(trigger=trigger).status
+
+
+@shared_task(name="members.member_refresh_chunk")
+def member_refresh_chunk(run_id: int, member_ids: list[int]) -> None:
+    refresh.member_refresh_chunk(run_id=run_id, member_ids=member_ids)
+
+
+@shared_task(name="members.member_bulk_run")
+def member_bulk_run(bulk_id: int) -> str:
+    bulk_action = MemberBulkAction.objects.filter(pk=bulk_id).first()
+    if bulk_action is None:
+        return "missing"
+    return bulk.member_bulk_run(bulk=bulk_action).status

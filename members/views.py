@@ -1,9 +1,12 @@
 """Staff pages for members and the autofill setting. Logic lives in services and selectors."""
 import uuid
+from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -13,11 +16,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from templates_sync.models import PassTemplate
 
 from . import selectors, services
-from .services import autofill, issuing, passes
+from .services import autofill, bulk, issuing, passes, refresh
 from .csv_export import member_csv_lines
-from .forms import AutofillSettingForm, MemberAddForm
+from .forms import AutofillSettingForm, MemberAddForm, MemberEditForm
 from .identity import InvalidIdentity
-from .models import AutofillBackfill, AutofillSource, Member
+from .models import AutofillBackfill, AutofillSource, Member, MemberBulkAction, MemberRefreshRun
 
 # Reading needs a role too, not just a login: these pages hold every member's personal data.
 VIEW_MEMBERS = "members.view_member"
@@ -43,8 +46,27 @@ def member_list(request):
         "filtered_template": _filtered_template(filters),
         "member_url_prefix": reverse("members:member_list"),
         "template_url_prefix": reverse("template_list"),
+        "sort_links": _sort_links(request, filters),
+        "filter_fields": [(name, getattr(filters, name)) for name in filters.FIELDS if getattr(filters, name)],
     }
     return render(request, "members/member_list.html", context)
+
+
+SORTABLE = {"name": "name", "email": "email", "status": "status", "created": "-created"}  # column: first sort
+
+
+def _sort_links(request, filters) -> dict[str, tuple[str, str]]:
+    """Per sortable column: the query string that sorts by it (reversed when it is the sort), and its arrow."""
+    current = filters.sort or "-created"
+    links = {}
+    for column, first in SORTABLE.items():
+        ascending, descending = first.lstrip("-"), "-" + first.lstrip("-")
+        active = current in (ascending, descending)
+        query = request.GET.copy()
+        query.pop("page", None)
+        query["sort"] = (descending if current == ascending else ascending) if active else first
+        links[column] = (query.urlencode(), ("▼" if current == descending else "▲") if active else "")
+    return links
 
 
 def _filtered_template(filters) -> PassTemplate | None:
@@ -54,11 +76,18 @@ def _filtered_template(filters) -> PassTemplate | None:
         return None
 
 
-@require_GET
+@require_http_methods(["GET", "POST"])
 @permission_required(VIEW_MEMBERS, raise_exception=True)
 def member_export(request):
-    filters = selectors.MemberFilters.from_query(request.GET)
-    lines = member_csv_lines(selectors.member_list(filters=filters))
+    """Every member the filter matches, or only the ones ticked on the list. The list's "Export selected"
+    posts (a read, but the form carries its CSRF token, which must not end up in a URL and its logs)."""
+    query = request.POST if request.method == "POST" else request.GET
+    filters = selectors.MemberFilters.from_query(query)
+    members = selectors.member_list(filters=filters)
+    ticked = _ticked_ids(query)
+    if ticked and query.get("all") != "1":
+        members = members.filter(pk__in=ticked)
+    lines = member_csv_lines(members)
     response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
     stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
     response["Content-Disposition"] = f'attachment; filename="members-{stamp}.csv"'
@@ -76,9 +105,101 @@ def member_detail(request, member_id):
         "member": member,
         "field_values": selectors.member_values_by_label(member=member),
         "history": selectors.member_status_history(member=member),
+        "changes": selectors.member_changes(member=member),
         "autofill": selectors.autofill_setting_for(template=member.template),
     }
     return render(request, "members/member_detail.html", context)
+
+
+def _ticked_ids(query) -> list[int]:
+    return [int(value) for value in query.getlist("member") if value.isdigit()]
+
+
+@require_POST
+@permission_required("members.manage_members", raise_exception=True)
+def member_bulk(request):
+    """Void or refresh the ticked members, or every member the list's filter matches (all=1)."""
+    filters = selectors.MemberFilters.from_query(request.POST)
+    every = request.POST.get("all") == "1"
+    try:
+        action = bulk.member_bulk_request(
+            action=request.POST.get("action", ""),
+            user=request.user,
+            member_ids=_ticked_ids(request.POST),
+            members=selectors.member_list(filters=filters) if every else None,
+        )
+    except services.MemberError as exc:
+        messages.error(request, str(exc))
+        return redirect(f"{reverse('members:member_list')}?{_filter_query(filters)}")
+    messages.info(request, f"{action.get_action_display()}: {action.total} members queued; progress shows below.")
+    return redirect("members:bulk_detail", action.pk)
+
+
+def _filter_query(filters: selectors.MemberFilters) -> str:
+    return urlencode({name: getattr(filters, name) for name in filters.FIELDS if getattr(filters, name)})
+
+
+@require_GET
+@permission_required("members.view_memberbulkaction", raise_exception=True)
+def bulk_detail(request, bulk_id):
+    action = get_object_or_404(MemberBulkAction.objects.select_related("requested_by"), pk=bulk_id)
+    outcomes = action.outcomes.exclude(outcome="waiting").select_related("member").order_by("-outcome", "id")
+    return render(request, "members/bulk_detail.html", {"action": action, "outcomes": outcomes[:500]})
+
+
+@require_GET
+@permission_required("members.view_memberbulkaction", raise_exception=True)
+def bulk_status(request, bulk_id):
+    return JsonResponse(get_object_or_404(MemberBulkAction, pk=bulk_id).as_json())
+
+
+@require_GET
+@permission_required("members.view_memberrefreshrun", raise_exception=True)
+def refresh_runs(request):
+    page = Paginator(MemberRefreshRun.objects.select_related("triggered_by"), 50).get_page(request.GET.get("page"))
+    context = {
+        "page": page,
+        "interval_minutes": max(1, settings.MEMBER_REFRESH_INTERVAL // 60),
+        "rate": settings.MEMBER_REFRESH_RATE,
+    }
+    return render(request, "members/refresh_runs.html", context)
+
+
+@require_POST
+@permission_required("members.manage_members", raise_exception=True)
+def refresh_now(request):
+    run = refresh.member_refresh_run_start(trigger=MemberRefreshRun.Trigger.MANUAL, user=request.user)
+    if run.status == MemberRefreshRun.Status.SKIPPED:
+        messages.warning(request, run.error)
+    else:
+        messages.info(request, f"Refresh started: {run.total} members to read; progress shows below.")
+    return redirect("members:refresh_runs")
+
+
+@require_GET
+@permission_required("members.view_memberrefreshrun", raise_exception=True)
+def refresh_run_status(request, run_id):
+    return JsonResponse(get_object_or_404(MemberRefreshRun, pk=run_id).as_json())
+
+
+@require_http_methods(["GET", "POST"])
+@permission_required("members.manage_members", raise_exception=True)
+def member_edit(request, member_id):
+    member = get_object_or_404(Member.objects.select_related("template"), pk=member_id)
+    form = MemberEditForm(request.POST or None, member=member)
+    if request.method == "POST" and form.is_valid():
+        try:
+            passes.member_edit(
+                member=member, values=form.values(), external_id=form.cleaned_data["external_id"], user=request.user
+            )
+        except services.InvalidMemberValues as exc:
+            form.add_value_errors(exc.errors)
+        except (InvalidIdentity, services.MemberError) as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, "Saved on SmartPages and here.")
+            return redirect("members:member_detail", member.pk)
+    return render(request, "members/member_edit.html", {"member": member, "form": form})
 
 
 @require_POST
@@ -233,6 +354,34 @@ def autofill_backfill(request, template_id):
         else:
             messages.info(request, "Backfill started; its progress shows below.")
     return redirect(reverse("members:autofill_settings", args=[template.pk]))
+
+
+@require_POST
+@permission_required("members.change_autofill", raise_exception=True)
+def autofill_conflict_resolve(request, template_id):
+    template = get_object_or_404(PassTemplate.objects.prefetch_related("input_fields"), pk=template_id)
+    keep = request.POST.get("keep", "")
+    try:
+        if not keep.isdigit():
+            raise services.AutofillSettingError("Choose the member that keeps the External ID.")
+        done = autofill.autofill_conflict_resolve(
+            template=template,
+            external_id=request.POST.get("external_id", ""),
+            keep_member_id=int(keep),
+            void_others=request.POST.get("void") == "1",
+            user=request.user,
+        )
+    except services.AutofillSettingError as exc:
+        messages.error(request, str(exc))
+    else:
+        text = (
+            f"{done.kept} keeps External ID “{done.kept.external_id}”; {done.excluded} other member(s) left without it"
+        )
+        text += f", {done.voided} voided on SmartPages." if done.voided else "."
+        messages.success(request, text)
+        for error in done.void_errors:
+            messages.error(request, f"Not voided: {error}")
+    return redirect(f"{reverse('members:autofill_settings', args=[template.pk])}?preview=1")
 
 
 @require_GET

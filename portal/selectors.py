@@ -6,7 +6,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from links.selectors import link_claims_per_day
-from members.models import Member
+from members.models import Member, TemplateMemberCount
 from templates_sync import selectors as template_selectors
 from templates_sync.models import PassTemplate
 
@@ -14,12 +14,10 @@ from templates_sync.models import PassTemplate
 def templates_with_counts(templates: QuerySet[PassTemplate]) -> QuerySet[PassTemplate]:
     """The template list with what the other apps count per template (members, …).
 
-    A correlated subquery rather than a JOIN + GROUP BY: it runs for the rows of the page only (through the
-    member (template, created) index), where a join would aggregate every member on every page view.
+    Member counts are read from the counts kept per template (members.services.counts), one row each: counting
+    the members themselves took 113 ms at a million members.
     """
-    member_count = (
-        Member.objects.filter(template=OuterRef("pk")).order_by().values("template").annotate(n=Count("*")).values("n")
-    )
+    member_count = TemplateMemberCount.objects.filter(template=OuterRef("pk")).values("members")[:1]
     return templates.prefetch_related("input_fields").annotate(
         member_count=Coalesce(Subquery(member_count, output_field=IntegerField()), Value(0))
     )

@@ -314,6 +314,20 @@ CELERY_BEAT_SCHEDULE = {
 }
 # A restarted beat never sends an entry twice within its interval (portal/beat.py).
 CELERY_BEAT_SCHEDULER = "portal.beat.OnceScheduler"
+# The member refresh job: every issued member's pass read again from SmartPages, stalest first, never faster
+# than MEMBER_REFRESH_RATE requests per second across all workers together (a limiter shared in Redis).
+MEMBER_REFRESH_INTERVAL = env.int("MEMBER_REFRESH_INTERVAL", default=3600)
+MEMBER_REFRESH_RATE = env.float("MEMBER_REFRESH_RATE", default=10.0)
+# Per process when the shared limiter's Redis cannot be reached: low enough for ten workers together.
+MEMBER_REFRESH_FALLBACK_RATE = env.float("MEMBER_REFRESH_FALLBACK_RATE", default=MEMBER_REFRESH_RATE / 10)
+MEMBER_REFRESH_CHUNK = env.int("MEMBER_REFRESH_CHUNK", default=200)  # members per task
+# A refresh run still marked running after this long is taken as abandoned (its chunks were lost).
+MEMBER_REFRESH_LOCK_SECONDS = env.int("MEMBER_REFRESH_LOCK_SECONDS", default=6 * 3600)
+CELERY_BEAT_SCHEDULE["refresh-members"] = {
+    "task": "members.member_refresh_start",
+    "schedule": float(MEMBER_REFRESH_INTERVAL),
+    "kwargs": {"trigger": "beat"},
+}
 
 # --- SmartPass links --------------------------------------------------------------------------------------
 SMARTPASS_LINK_KEYS = env.str("SMARTPASS_LINK_KEYS", default="")

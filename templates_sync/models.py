@@ -16,14 +16,14 @@ class PassTemplate(models.Model):
     """
 
     class Type(models.TextChoices):
-        ID = "ID"
-        COUPON = "COUPON"
-        MEMBER = "MEMBER"
-        TICKET = "TICKET"
-        PUNCH = "PUNCH"
-        GIFT = "GIFT"
+        ID = "ID", "ID card"
+        COUPON = "COUPON", "Coupon"
+        MEMBER = "MEMBER", "Membership card"
+        TICKET = "TICKET", "Ticket"
+        PUNCH = "PUNCH", "Punch card"
+        GIFT = "GIFT", "Gift card"
         MULTI_TICKET = "MULTI_TICKET", "Multi ticket"
-        STORAGE = "STORAGE"
+        STORAGE = "STORAGE", "Storage card"
         APPOINTMENT_PASS = "APPOINTMENT_PASS", "Appointment pass"
 
     class Status(models.TextChoices):
@@ -60,7 +60,29 @@ class PassTemplate(models.Model):
         permissions = [("run_sync", "Can run a template sync or refresh a template")]
 
     def __str__(self) -> str:
-        return self.name or str(self.id)
+        return self.display_name
+
+    @property
+    def short_id(self) -> str:
+        """The first 8 characters of the id: enough to tell two templates of one name apart."""
+        return str(self.id)[:8]
+
+    @property
+    def display_name(self) -> str:
+        """The name, or a readable stand-in: never a bare UUID where a name is expected."""
+        return self.name or f"Unnamed template {self.short_id}"
+
+    @property
+    def choice_label(self) -> str:
+        """For lists to choose from, where two templates may share a name: "Name · 1a2b3c4d"."""
+        return f"{self.display_name} · {self.short_id}" if self.name else self.display_name
+
+    @property
+    def type_label(self) -> str:
+        """ "Appointment pass", not APPOINTMENT_PASS; a type the portal does not know yet, made readable."""
+        if self.type in self.Type.values:
+            return self.Type(self.type).label
+        return self.type.replace("_", " ").capitalize()
 
     @property
     def is_removed(self) -> bool:

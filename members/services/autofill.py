@@ -4,6 +4,7 @@ External IDs for members made before it was on."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -21,8 +22,10 @@ from ..models import (
     AutofillSetting,
     AutofillSource,
     Member,
+    MemberChange,
 )
-from . import AutofillSettingError, acting_user
+from . import AutofillSettingError, MemberError, acting_user
+from .passes import member_void
 
 logger = logging.getLogger(__name__)
 
@@ -221,3 +224,60 @@ def _backfill_chunk(*, template: PassTemplate, chunk: list[tuple[int, str]]) -> 
         except IntegrityError:
             continue
     return filled
+
+
+
+
+# --- conflicts ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConflictResolution:
+    kept: Member
+    excluded: int  # members left without the External ID, no longer listed as conflicts
+    voided: int
+    void_errors: list[str]
+
+
+def autofill_conflict_resolve(
+    *, template: PassTemplate, external_id: str, keep_member_id: int, void_others: bool, user
+) -> ConflictResolution:
+    """Settle one autofill conflict: the chosen member keeps (or gets) the External ID; the others that share
+    it are left without one and no longer listed (optionally their passes are voided on SmartPages).
+
+    When a member already holds the External ID, it is the one that keeps it: an External ID never moves.
+    Raises AutofillSettingError when the conflict is no longer there or the choice is not part of it."""
+    preview = selectors.autofill_preview(template=template)
+    conflict = next((c for c in preview.conflicts if c.external_id == external_id), None)
+    if conflict is None:
+        raise AutofillSettingError(f"There is no conflict over “{external_id}” any more; the list is refreshed.")
+    candidates = {member_id for member_id, _name in conflict.members}
+    if conflict.taken_by is not None and keep_member_id != conflict.taken_by:
+        raise AutofillSettingError(
+            "A member already holds this External ID, and an External ID never moves: keep that member."
+        )
+    if keep_member_id not in candidates | {conflict.taken_by}:
+        raise AutofillSettingError("Choose one of the members in this conflict.")
+    others = sorted(candidates - {keep_member_id})
+    with transaction.atomic():
+        kept = Member.objects.select_for_update().get(pk=keep_member_id, template=template)
+        if kept.external_id is None:
+            kept.external_id = external_id
+            kept.save(update_fields=["external_id", "updated_at"])
+            MemberChange.objects.create(
+                member=kept,
+                via=MemberChange.Via.AUTOFILL,
+                by=acting_user(user),
+                changes={MemberChange.EXTERNAL_ID_KEY: [None, external_id]},
+            )
+        excluded = Member.objects.filter(pk__in=others, external_id__isnull=True).update(
+            autofill_excluded=True, updated_at=timezone.now()
+        )
+    voided, errors = 0, []
+    if void_others:
+        for member in Member.objects.filter(pk__in=others, status=Member.Status.ISSUED).select_related("template"):
+            try:
+                member_void(member=member, user=user)
+            except MemberError as exc:
+                errors.append(f"{member}: {exc}")
+            else:
+                voided += 1
+    return ConflictResolution(kept=kept, excluded=excluded, voided=voided, void_errors=errors)

@@ -33,8 +33,10 @@ from ..models import (
     Member,
     MemberStatusChange,
 )
+from ..search_text import member_search_fields
 from ..validation import validate_values
 from . import InvalidMemberValues, IssueRefused, MemberError, acting_user
+from .counts import template_member_count_add
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -101,11 +103,12 @@ def member_issue(
         status=Member.Status.PENDING,
         # The first attempt is recorded with the row itself, before the POST below can reach SmartPages.
         **_attempt_started(attempts=1),
-        **_search_copies(template=template, values=clean),
+        **member_search_fields(specs=selectors.template_field_specs(template=template), values=clean),
     )
     try:
         with transaction.atomic():
             member.save(force_insert=True)
+            template_member_count_add(template_id=template.pk)
             MemberStatusChange.objects.create(member=member, old="", new=Member.Status.PENDING,
                                               reason="Created.", by=member.created_by)  # fmt: skip
     except IntegrityError:
@@ -476,20 +479,3 @@ def _member_fail(*, member: Member, reason: str, error: Exception | None) -> Mem
 
     _write_outcome(write, member=member)
     return member
-
-
-def _search_copies(*, template: PassTemplate, values: Mapping[str, str]) -> dict[str, str]:
-    """Name, email and phone for search, taken from the first TEXT / EMAIL / PHONE_NUMBER field with a value.
-
-    Validation already normalised EMAIL and PHONE_NUMBER values, so these are the normalised forms."""
-    specs = selectors.template_field_specs(template=template)
-    copies = {"display_name": "", "email": "", "phone": ""}
-    by_format = {"TEXT": "display_name", "EMAIL": "email", "PHONE_NUMBER": "phone"}
-    # A field named like a name wins over other text fields (company, car plate …).
-    ordered = sorted(specs, key=lambda s: 0 if "name" in s.identifier.lower() or "nafn" in s.label.lower() else 1)
-    for spec in ordered:
-        key = by_format.get(spec.format.upper())
-        value = str(values.get(spec.identifier) or "")
-        if key and value and not copies[key]:
-            copies[key] = value[: Member._meta.get_field(key).max_length]
-    return copies

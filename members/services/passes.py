@@ -1,23 +1,31 @@
-"""Actions on a member's pass once it exists upstream: void it, read it again."""
+"""Actions on a member's pass once it exists upstream: void it, read it again, edit its values."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
-from django.db import transaction
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from templates_sync.client import (
+    Conflict,
     PermanentError,
     SmartPagesClient,
     TransientError,
     smartpages_client,
 )
 
+from .. import selectors
 from ..models import (
     Member,
+    MemberChange,
     MemberStatusChange,
 )
-from . import MemberError, acting_user
+from ..search_text import member_search_fields
+from ..validation import validate_values
+from . import InvalidMemberValues, MemberError, acting_user
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +49,8 @@ def member_void(*, member: Member, user, client: SmartPagesClient | None = None)
 
 
 def member_refresh(*, member: Member, client: SmartPagesClient | None = None) -> Member:
-    """Read the pass again (GET /api/v1/pass/{id}); a pass voided upstream is marked VOIDED here too."""
+    """Read the pass again (GET /api/v1/pass/{id}); what changed on SmartPages (voided, redeemed, values
+    edited) lands on the member and in its history."""
     if member.pass_id is None:
         raise MemberError("This member has no pass on SmartPages yet.")
     try:
@@ -53,14 +62,145 @@ def member_refresh(*, member: Member, client: SmartPagesClient | None = None) ->
     except PermanentError as exc:
         logger.warning("Refreshing member %s refused: %s", member.pk, exc)
         raise MemberError("SmartPages did not return this pass (it may have been deleted there).") from exc
-    upstream_voided = bool(reply.get("isVoided")) or reply.get("status") == "VOIDED"
+    if not member_apply_pass(member=member, reply=reply):
+        member.refreshed_at = timezone.now()
+        Member.objects.filter(pk=member.pk).update(refreshed_at=member.refreshed_at)
+    return member
+
+
+# The pass statuses SmartPages answers, as member statuses (UPDATES_OFF is a live pass that takes no updates).
+UPSTREAM_STATUSES = {
+    "ACTIVE": Member.Status.ISSUED,
+    "UPDATES_OFF": Member.Status.ISSUED,
+    "REDEEMED": Member.Status.REDEEMED,
+    "VOIDED": Member.Status.VOIDED,
+}
+# Members whose pass SmartPages holds: only these take a status from it (pending and failed have no pass).
+PASS_HOLDING_STATUSES = (Member.Status.ISSUED, Member.Status.REDEEMED, Member.Status.VOIDED)
+
+
+def member_apply_pass(*, member: Member, reply: dict) -> bool:
+    """Make the member what SmartPages says its pass is (status and values); True when anything changed.
+
+    A change is recorded in the member's history (status changes and value changes, "Changed on SmartPages")
+    and stamps `refreshed_at`. Unchanged, nothing is written here."""
+    now = timezone.now()
     status = member.status
-    if upstream_voided and member.status == Member.Status.ISSUED:
-        status = Member.Status.VOIDED
-    elif not upstream_voided and member.status == Member.Status.VOIDED:
-        status = Member.Status.ISSUED
-    return _member_record_upstream(member=member, reply=reply, status=status,
-                                   reason="Status read from SmartPages.", user=None)  # fmt: skip
+    if member.status in PASS_HOLDING_STATUSES:
+        upstream_status = "VOIDED" if reply.get("isVoided") else str(reply.get("status") or "")
+        status = UPSTREAM_STATUSES.get(upstream_status, member.status)
+    values = dict(member.values or {})
+    if isinstance(reply.get("inputFields"), list):
+        values = {
+            str(field.get("identifier")): str(field.get("value"))
+            for field in reply["inputFields"]
+            if isinstance(field, dict) and field.get("value") not in (None, "")
+        }
+    changes = _value_changes(member.values or {}, values)
+    if status == member.status and not changes:
+        return False  # the caller stamps refreshed_at (the refresh job does it once per chunk)
+    with transaction.atomic():
+        old_status = member.status
+        member.upstream, member.status, member.values, member.refreshed_at = reply, status, values, now
+        fields = ["upstream", "status", "values", "refreshed_at", "updated_at"]
+        if changes:
+            specs = selectors.template_field_specs(template=member.template)
+            for name, value in member_search_fields(specs=specs, values=values).items():
+                setattr(member, name, value)
+                fields.append(name)
+        member.save(update_fields=fields)
+        if old_status != status:
+            MemberStatusChange.objects.create(
+                member=member, old=old_status, new=status, reason="Changed on SmartPages (read by a refresh)."
+            )
+        if changes:
+            MemberChange.objects.create(member=member, via=MemberChange.Via.REFRESH, changes=changes)
+    return True
+
+
+def _value_changes(old: Mapping[str, object], new: Mapping[str, object]) -> dict[str, list]:
+    return {key: [old.get(key), new.get(key)] for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)}
+
+
+# Statuses whose pass can still be edited on SmartPages.
+EDITABLE_STATUSES = (Member.Status.ISSUED, Member.Status.REDEEMED)
+
+
+def member_edit(
+    *, member: Member, values: Mapping[str, str], external_id: str | None, user, client: SmartPagesClient | None = None
+) -> Member:
+    """Correct a holder's values (and set an External ID that was empty): validated like every entry path,
+    sent upstream with PUT /api/v1/pass/{id}, then recorded with who, when and old → new.
+
+    An External ID, once set, never changes (as in PassKit). Nothing changes locally unless SmartPages took
+    the update; its refusal is raised as a MemberError with its reason. Raises InvalidMemberValues for values
+    that fail the template's rules and InvalidIdentity for an External ID autofill cannot accept."""
+    if member.status not in EDITABLE_STATUSES or member.pass_id is None:
+        raise MemberError("Only a member whose pass is issued can be edited.")
+    template = member.template
+    specs = selectors.template_field_specs(template=template)
+    clean, errors, _warnings = validate_values(
+        specs, values, rules=selectors.template_rules(template=template), region=settings.PHONE_DEFAULT_REGION
+    )
+    if errors:
+        raise InvalidMemberValues(errors)
+    new_values = {key: value for key, value in clean.items() if value != ""}
+    changes = _value_changes(member.values or {}, new_values)
+    body: dict = {}
+    if changes:
+        # Every field, emptied ones as "", so SmartPages drops what staff removed.
+        body["inputFields"] = [
+            {"identifier": spec.identifier, "value": clean.get(spec.identifier, "")} for spec in specs
+        ]
+    new_external_id = selectors.explicit_external_id(template=template, raw=external_id or "")
+    if member.external_id is not None and new_external_id not in (None, member.external_id):
+        raise MemberError("The External ID cannot be changed once set.")
+    if member.external_id is None and new_external_id is not None:
+        if Member.objects.filter(template=template, external_id=new_external_id).exists():
+            raise MemberError(f"Another member of this template already has External ID “{new_external_id}”.")
+        body["externalIdentifier"] = new_external_id
+        changes[MemberChange.EXTERNAL_ID_KEY] = [None, new_external_id]
+    if not changes:
+        raise MemberError("Nothing to save: the values are as they were.")
+    try:
+        with smartpages_client(client) as smartpages:
+            reply = smartpages.update_pass(str(member.pass_id), body)
+    except TransientError as exc:
+        logger.warning("Editing member %s: %s", member.pk, exc)
+        raise MemberError("SmartPages could not be reached; nothing was changed. Try again in a minute.") from exc
+    except Conflict as exc:
+        raise MemberError(
+            f"SmartPages already has another pass with External ID “{new_external_id}” on this "
+            "template; nothing was changed."
+        ) from exc
+    except PermanentError as exc:
+        logger.warning("Editing member %s refused: %s", member.pk, exc)
+        reason = exc.body.get("error") if isinstance(exc.body, dict) else None
+        raise MemberError(f"SmartPages refused the change ({reason or exc.status}); nothing was changed.") from exc
+    try:
+        with transaction.atomic():
+            member.values = new_values
+            if "externalIdentifier" in body:
+                member.external_id = new_external_id
+            for name, value in member_search_fields(specs=specs, values=new_values).items():
+                setattr(member, name, value)
+            member.upstream = reply if isinstance(reply, dict) else member.upstream
+            member.save(
+                update_fields=[
+                    "values",
+                    "external_id",
+                    "display_name",
+                    "email",
+                    "phone",
+                    "search_text",
+                    "upstream",
+                    "updated_at",
+                ]
+            )
+            MemberChange.objects.create(member=member, via=MemberChange.Via.EDIT, changes=changes, by=acting_user(user))
+    except IntegrityError as exc:  # another member took the External ID between the check and now
+        raise MemberError(f"Another member of this template already has External ID “{new_external_id}”.") from exc
+    return member
 
 
 def _member_record_upstream(*, member: Member, reply: dict, status: str, reason: str, user) -> Member:
@@ -72,5 +212,3 @@ def _member_record_upstream(*, member: Member, reply: dict, status: str, reason:
             MemberStatusChange.objects.create(member=member, old=old, new=status, reason=reason,
                                               by=acting_user(user))  # fmt: skip
     return member
-
-

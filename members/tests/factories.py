@@ -5,6 +5,7 @@ import itertools
 import uuid
 
 from members.models import Member
+from members.search_text import member_search_text
 from templates_sync import sync
 from templates_sync.models import PassTemplate
 from templates_sync.sandbox import DEMO_TEMPLATE_ID
@@ -21,12 +22,13 @@ def mirror_template(template_id: str = DEMO_TEMPLATE_ID) -> PassTemplate:
 
 def make_member(template: PassTemplate, *, name: str = "Jón Jónsson", email: str = "", phone: str = "",
                 external_id: str | None = None, status: str = Member.Status.ISSUED, values: dict | None = None,
-                source: str = Member.Source.LINK, **extra) -> Member:  # fmt: skip
+                source: str = Member.Source.LINK, pass_id: uuid.UUID | None = None, **extra) -> Member:  # fmt: skip
     """A member as the mirror would hold it, without an upstream call (for list, search and autofill tests)."""
     if values is None:
         values = {"name": name, "email": email, "phone": phone}
     return Member.objects.create(
         template=template, display_name=name, email=email.strip().lower(), phone=phone, external_id=external_id,
+        search_text=member_search_text(display_name=name, email=email.strip().lower()),
         status=status, values=values, source=source, source_row=next(_rows),
-        pass_id=uuid.uuid4() if status in (Member.Status.ISSUED, Member.Status.VOIDED) else None, **extra,
+        pass_id=pass_id or (uuid.uuid4() if status in (Member.Status.ISSUED, Member.Status.VOIDED) else None), **extra,
     )  # fmt: skip

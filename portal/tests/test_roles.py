@@ -8,7 +8,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from links.models import LinkBatch
 from links.tests.factories import DATA, demo_template, make_links
-from members.models import AutofillBackfill, Member
+from members.models import AutofillBackfill, Member, MemberBulkAction, MemberBulkOutcome, MemberRefreshRun
 from members.tests.factories import make_member
 from templates_sync.models import SyncRun
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db
 # Pages anyone may open (the holder's side, signing in and out) and the admin, which has its own checks.
 PUBLIC_URL_NAMES = {"login", "logout", "healthz", "set_language", "claim", "pass"}
 # Pages a GET of which already needs the manager role: a viewer is refused them.
-MANAGER_ONLY_PAGES = {"member_add_choose", "member_add", "upload", "batch_remap", "batch_delete"}
+MANAGER_ONLY_PAGES = {"member_add_choose", "member_add", "member_edit", "upload", "batch_remap", "batch_delete"}
 SAMPLES = {"int": "1", "uuid": str(uuid.uuid4()), "str": "x", "slug": "x", "path": "x"}
 
 
@@ -90,6 +90,9 @@ def test_a_viewer_opens_every_read_page(client, viewer, sandbox, settings, tmp_p
     member = make_member(template, name="Laura Loopy", email="laura.loopy@example.com")
     run = SyncRun.objects.latest("pk")
     backfill = AutofillBackfill.objects.create(template=template, source="email", status="succeeded")
+    refresh_run = MemberRefreshRun.objects.create(trigger="beat", status="succeeded", total=7, checked=7)
+    bulk_action = MemberBulkAction.objects.create(action="refresh", status="succeeded", total=1, done=1, succeeded=1)
+    MemberBulkOutcome.objects.create(action=bulk_action, member=member, outcome="succeeded")
     # name → (URL with real ids, something the page must show)
     read_pages = {
         "dashboard": (reverse("dashboard"), "Dashboard"),
@@ -102,6 +105,10 @@ def test_a_viewer_opens_every_read_page(client, viewer, sandbox, settings, tmp_p
         "member_detail": (reverse("members:member_detail", args=[member.pk]), "Laura Loopy"),
         "autofill_settings": (reverse("members:autofill_settings", args=[template.pk]), "Auto fill External ID"),
         "backfill_status": (reverse("members:backfill_status", args=[backfill.pk]), '"status": "succeeded"'),
+        "refresh_runs": (reverse("members:refresh_runs"), "Refresh history"),
+        "refresh_run_status": (reverse("members:refresh_run_status", args=[refresh_run.pk]), '"checked": 7'),
+        "bulk_detail": (reverse("members:bulk_detail", args=[bulk_action.pk]), "Laura Loopy"),
+        "bulk_status": (reverse("members:bulk_status", args=[bulk_action.pk]), '"succeeded": 1'),
         "batch_list": (reverse("links:batch_list"), batch.original_name),
         "template_batches": (reverse("links:template_batches", args=[template.pk]), batch.original_name),
         "batch_detail": (reverse("links:batch_detail", args=[batch.pk]), batch.original_name),

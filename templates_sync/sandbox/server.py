@@ -28,7 +28,7 @@ import struct
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,6 +54,7 @@ DEFAULT_PAGE_SIZE = 20
 SERVER_NAME = "smartpages-sandbox"
 
 FAULT_SCOPES = ("all", "templates", "passes")
+PASS_STATUSES = ("ACTIVE", "REDEEMED", "VOIDED", "UPDATES_OFF")
 
 @dataclass
 class Faults:
@@ -121,6 +122,8 @@ class SmartPagesSandbox:
         self._passes: dict[str, dict] = {}
         self._pass_id_by_external_id: dict[tuple[str, str], str] = {}
         self._request_counts: Counter[tuple[str, str]] = Counter()
+        # (time.time(), method, path) of the latest requests, bounded for a sandbox left running for days.
+        self._request_log: deque[tuple[float, str, str]] = deque(maxlen=1_000_000)
         self._open_connections: set[socket.socket] = set()
 
         self._http_server = _SandboxHTTPServer((host, port), _SandboxRequestHandler, sandbox=self)
@@ -275,9 +278,59 @@ class SmartPagesSandbox:
                 if (wanted_method is None or request_method == wanted_method) and path.startswith(path_prefix)
             )
 
+    def request_times(self, method: str | None = None, path_prefix: str = "") -> list[float]:
+        """When (time.time()) each matching request arrived, oldest first: for measuring a client's rate."""
+        return [at for at, _path in self._logged(method, path_prefix)]
+
+    def request_paths(self, method: str | None = None, path_prefix: str = "") -> list[str]:
+        """The paths of the matching requests, oldest first: for checking the order of a client's calls."""
+        return [path for _at, path in self._logged(method, path_prefix)]
+
+    def _logged(self, method: str | None, path_prefix: str) -> list[tuple[float, str]]:
+        wanted_method = method.upper() if method else None
+        with self._lock:
+            return [
+                (at, path)
+                for at, request_method, path in self._request_log
+                if (wanted_method is None or request_method == wanted_method) and path.startswith(path_prefix)
+            ]
+
     def reset_counts(self) -> None:
         with self._lock:
             self._request_counts.clear()
+            self._request_log.clear()
+
+    def add_passes(self, template_id: str, count: int) -> list[str]:
+        """Passes made directly (no HTTP, no validation), for tests and benchmarks that need many; their ids."""
+        made = []
+        with self._lock:
+            for n in range(count):
+                pass_id = str(uuid.uuid4())
+                self._passes[pass_id] = {
+                    "id": pass_id,
+                    "passTemplateId": template_id,
+                    "externalIdentifier": None,
+                    "status": "ACTIVE",
+                    "isVoided": False,
+                    "inputFields": [{"identifier": "name", "value": f"Holder {n}"}],
+                    "distributionUrl": f"{self.url}/distribution/pass/{pass_id}",
+                    "createdAt": utc_timestamp(datetime.now(timezone.utc)),
+                }
+                made.append(pass_id)
+        return made
+
+    def change_pass(self, pass_id: str, *, status: str | None = None, values: dict | None = None) -> dict:
+        """Change a pass the way SmartPages itself (its staff pages, a scanner) would, behind the portal's back:
+        void it (status VOIDED), redeem it (REDEEMED), make it active again, or edit its values."""
+        if status is not None and status not in PASS_STATUSES:
+            raise ValueError(f"status must be one of {PASS_STATUSES}")
+        with self._lock:
+            found = self._passes[pass_id]
+            if status is not None:
+                found["status"], found["isVoided"] = status, status == "VOIDED"
+            if values:
+                _merge_input_fields(found, [{"identifier": key, "value": value} for key, value in values.items()])
+            return json.loads(json.dumps(found))
 
     # ------------------------------------------------------------------ internals (call with the lock held)
 
@@ -439,19 +492,42 @@ class SmartPagesSandbox:
             return 400, {"error": "request body must be a JSON object"}
         if "isVoided" in body and not isinstance(body["isVoided"], bool):
             return 400, {"error": "isVoided must be a boolean"}
+        input_fields = body.get("inputFields")
+        if input_fields is not None and (
+            not isinstance(input_fields, list)
+            or not all(isinstance(field, dict) and isinstance(field.get("identifier"), str) for field in input_fields)
+        ):
+            return 400, {"error": "inputFields must be a list of {identifier, value}"}
+        external_id = body.get("externalIdentifier")
+        if external_id is not None and not isinstance(external_id, str):
+            return 400, {"error": "externalIdentifier must be a string"}
         with self._lock:
             found = self._passes.get(pass_id)
             if found is None:
                 return 404, {"error": "pass not found"}
+            template_id = found["passTemplateId"]
+            if input_fields is not None:
+                if found["isVoided"]:
+                    return 400, {"error": "a voided pass cannot be updated"}
+                merged = {f["identifier"]: f.get("value") for f in found["inputFields"]}
+                merged.update({f["identifier"]: f.get("value") for f in input_fields})
+                template = self._templates.get(template_id, {"status": "ACTIVE"})
+                refusal = _field_refusal(template, [{"identifier": k, "value": v} for k, v in merged.items()])
+                if refusal:
+                    return 400, {"error": refusal}
+            if external_id is not None and external_id != found.get("externalIdentifier"):
+                if found.get("externalIdentifier") is not None:
+                    return 400, {"error": "externalIdentifier cannot be changed once set"}
+                holder = self._pass_id_by_external_id.get((template_id, external_id))
+                if holder is not None:
+                    return 409, {"error": "externalIdentifier already in use for this pass template", "passId": holder}
+                found["externalIdentifier"] = external_id
+                self._pass_id_by_external_id[(template_id, external_id)] = pass_id
             if "isVoided" in body:
                 found["isVoided"] = body["isVoided"]
                 found["status"] = "VOIDED" if body["isVoided"] else "ACTIVE"
-            if isinstance(body.get("inputFields"), list):
-                values = {f["identifier"]: f.get("value") for f in found["inputFields"]}
-                for field in body["inputFields"]:
-                    if isinstance(field, dict) and isinstance(field.get("identifier"), str):
-                        values[field["identifier"]] = field.get("value")
-                found["inputFields"] = [{"identifier": key, "value": value} for key, value in values.items()]
+            if input_fields is not None:
+                _merge_input_fields(found, input_fields)
             for key in ("validFrom", "expirationDate", "stampsLeft", "alreadyPaid", "backFields"):
                 if key in body:
                     found[key] = body[key]
@@ -549,6 +625,7 @@ class _SandboxRequestHandler(BaseHTTPRequestHandler):
         path = split_url.path.rstrip("/") or "/"
         with sandbox._lock:
             sandbox._request_counts[(self.command, path)] += 1
+            sandbox._request_log.append((time.time(), self.command, path))
 
         # Read the body before anything else, faults included, so a kept-alive connection stays in step.
         body_bytes = self._read_body()
@@ -721,6 +798,12 @@ def _html_page(title: str, body: str) -> str:
     )
 
 
+def _merge_input_fields(found: dict, input_fields: list[dict]) -> None:
+    values = {f["identifier"]: f.get("value") for f in found["inputFields"]}
+    values.update({f["identifier"]: f.get("value") for f in input_fields})
+    found["inputFields"] = [{"identifier": key, "value": value} for key, value in values.items()]
+
+
 def _in_fault_scope(path: str, scope: str) -> bool:
     if scope == "all":
         return True
@@ -758,6 +841,11 @@ def _issue_refusal(template: dict, input_fields: list[dict]) -> str | None:
         return "pass template is voided"
     if template.get("disableIssue"):
         return "issuing passes is disabled for this pass template"
+    return _field_refusal(template, input_fields)
+
+
+def _field_refusal(template: dict, input_fields: list[dict]) -> str | None:
+    """Why these values do not fit the template's input fields (unknown or missing mandatory ones), or None."""
     known = {field["identifier"]: field for field in template.get("inputFields", [])}
     given = {field["identifier"]: field.get("value") for field in input_fields}
     unknown = sorted(set(given) - set(known))
@@ -771,5 +859,3 @@ def _issue_refusal(template: dict, input_fields: list[dict]) -> str | None:
     if missing:
         return f"mandatory input field(s) missing: {', '.join(missing)}"
     return None
-
-

@@ -46,3 +46,42 @@
     if (question && !window.confirm(question)) { event.preventDefault(); }
   });
 })();
+
+// Copy buttons ([data-copy]) put their value on the clipboard; the member list's tick boxes count and can tick
+// a whole page. Without script the values stay readable (title and full text) and the form still posts.
+(function () {
+  "use strict";
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("button[data-copy]");
+    if (!button || !navigator.clipboard) { return; }
+    navigator.clipboard.writeText(button.getAttribute("data-copy")).then(function () {
+      var before = button.innerHTML;
+      button.classList.add("copied");
+      button.textContent = button.classList.contains("labelled") ? "Copied" : "✓";
+      setTimeout(function () { button.classList.remove("copied"); button.innerHTML = before; }, 1500);
+    });
+  });
+  document.addEventListener("DOMContentLoaded", function () {
+    var form = document.getElementById("bulk-form");
+    if (!form) { return; }
+    var boxes = form.querySelectorAll('input[name="member"]');
+    var all = form.querySelector("#select-all-matching");
+    var counter = form.querySelector("[data-selected-count]");
+    function update() {
+      var ticked = Array.prototype.filter.call(boxes, function (box) { return box.checked; }).length;
+      if (counter) { counter.textContent = all && all.checked ? "every matching member" : ticked + " ticked"; }
+      form.querySelectorAll(".bulk-bar button").forEach(function (b) { b.disabled = !ticked && !(all && all.checked); });
+    }
+    form.addEventListener("change", function (event) {
+      if (event.target.hasAttribute("data-tick-all")) {
+        boxes.forEach(function (box) { box.checked = event.target.checked; });
+      }
+      update();
+    });
+    form.addEventListener("submit", function (event) {
+      var message = event.submitter && event.submitter.getAttribute("data-confirm");
+      if (message && !window.confirm(message)) { event.preventDefault(); }
+    });
+    update();
+  });
+})();

@@ -1,0 +1,111 @@
+"""Acting on many members at once: void them, or read them again from SmartPages.
+
+A request records the action and one WAITING outcome row per member in one transaction, then hands the
+action to a worker (after commit). The task works through the waiting rows in chunks, each upstream call
+after the shared limiter (the refresh job's rate, shared by all workers), and writes each member's outcome
+and the progress counts as it goes. A task delivered twice, or run again after a worker died, continues
+with the rows still waiting: no member is acted on twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from django.db import transaction
+from django.db.models import F, QuerySet
+from django.utils import timezone
+
+from templates_sync.client import SmartPagesClient, smartpages_client
+from templates_sync.enqueue import enqueue_after_commit
+from templates_sync.rate_limit import SharedRateLimiter
+
+from ..models import Member, MemberBulkAction, MemberBulkOutcome
+from . import MemberError
+from .passes import member_refresh, member_void
+from .refresh import smartpages_rate_limiter
+
+logger = logging.getLogger(__name__)
+
+BULK_TASK = "members.member_bulk_run"
+# One action holds at most this many members: its outcome rows are written in the request.
+BULK_MAX = 100_000
+BULK_CHUNK = 200
+
+
+def member_bulk_request(
+    *, action: str, members: QuerySet[Member] | None = None, member_ids: Iterable[int] = (), user
+) -> MemberBulkAction:
+    """Record a bulk action over the chosen members (ids ticked on the page, or every member a filter
+    matches) and queue it. Raises MemberError for an unknown action, an empty or too large selection."""
+    if action not in MemberBulkAction.Action.values:
+        raise MemberError(f"Unknown action “{action}”.")
+    if members is None:
+        members = Member.objects.filter(pk__in=list(member_ids))
+    ids = list(members.order_by().values_list("id", flat=True)[: BULK_MAX + 1])
+    if not ids:
+        raise MemberError("No members are selected.")
+    if len(ids) > BULK_MAX:
+        raise MemberError(f"More than {BULK_MAX:,} members are selected; narrow the filter and run it in parts.")
+    ids.sort()
+    with transaction.atomic():
+        bulk = MemberBulkAction.objects.create(action=action, total=len(ids), requested_by=user)
+        MemberBulkOutcome.objects.bulk_create(
+            (MemberBulkOutcome(action=bulk, member_id=member_id) for member_id in ids), batch_size=5000
+        )
+        enqueue_after_commit(BULK_TASK, bulk.pk)
+    return bulk
+
+
+def member_bulk_run(
+    *, bulk: MemberBulkAction, client: SmartPagesClient | None = None, limiter: SharedRateLimiter | None = None
+) -> MemberBulkAction:
+    """Act on every member still WAITING in this action, recording each outcome."""
+    MemberBulkAction.objects.filter(pk=bulk.pk, status=MemberBulkAction.Status.QUEUED).update(
+        status=MemberBulkAction.Status.RUNNING, started_at=timezone.now()
+    )
+    limiter = limiter or smartpages_rate_limiter()
+    waiting = MemberBulkOutcome.objects.filter(action=bulk, outcome=MemberBulkOutcome.Outcome.WAITING)
+    with smartpages_client(client) as smartpages:
+        while chunk := list(waiting.select_related("member__template").order_by("id")[:BULK_CHUNK]):
+            for row in chunk:
+                _member_act(row=row, action=bulk.action, client=smartpages, limiter=limiter)
+    with transaction.atomic():
+        bulk = MemberBulkAction.objects.select_for_update().get(pk=bulk.pk)
+        if not bulk.is_finished:
+            bulk.status, bulk.finished_at = MemberBulkAction.Status.SUCCEEDED, timezone.now()
+            bulk.save(update_fields=["status", "finished_at"])
+    return bulk
+
+
+def _member_act(*, row: MemberBulkOutcome, action: str, client: SmartPagesClient, limiter: SharedRateLimiter) -> None:
+    member = row.member
+    skip = _skip_reason(member=member, action=action)
+    if skip:
+        outcome, message = MemberBulkOutcome.Outcome.SKIPPED, skip
+    else:
+        limiter.wait()
+        try:
+            if action == MemberBulkAction.Action.VOID:
+                member_void(member=member, user=row.action.requested_by, client=client)
+            else:
+                member_refresh(member=member, client=client)
+        except MemberError as exc:
+            outcome, message = MemberBulkOutcome.Outcome.FAILED, str(exc)
+        else:
+            outcome, message = MemberBulkOutcome.Outcome.SUCCEEDED, ""
+    counter = str(outcome)  # the action's counter of the same name
+    with transaction.atomic():
+        # Only a row still waiting: a second copy of the task that got here first keeps its outcome.
+        if MemberBulkOutcome.objects.filter(pk=row.pk, outcome=MemberBulkOutcome.Outcome.WAITING).update(
+            outcome=outcome, message=message
+        ):
+            MemberBulkAction.objects.filter(pk=row.action_id).update(done=F("done") + 1, **{counter: F(counter) + 1})
+
+
+def _skip_reason(*, member: Member, action: str) -> str:
+    if member.pass_id is None:
+        return "No pass on SmartPages yet."
+    if action == MemberBulkAction.Action.VOID and member.status != Member.Status.ISSUED:
+        return f"Not voided: the pass is {member.get_status_display().lower()}."
+    return ""

@@ -1,0 +1,175 @@
+"""The refresh job: the member mirror kept fresh with SmartPages, which never tells the portal when a pass is
+voided, redeemed or edited there.
+
+A run reads every member whose pass SmartPages holds (issued or redeemed), stalest first, in chunks of
+MEMBER_REFRESH_CHUNK members, each chunk a Celery task, so several workers share the work. Every read waits
+for the shared limiter (templates_sync.rate_limit): MEMBER_REFRESH_RATE requests per second across all workers
+together. Changes land in each member's history (passes.member_apply_pass). The run row holds counts and the
+first errors, like a template sync; the last chunk to finish closes it and reconciles the member counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from templates_sync.client import SmartPagesClient, SmartPagesError, smartpages_client
+from templates_sync.enqueue import enqueue_after_commit
+from templates_sync.rate_limit import SharedRateLimiter
+
+from ..models import Member, MemberRefreshRun
+from .counts import template_member_counts_reconcile
+from .passes import member_apply_pass
+
+logger = logging.getLogger(__name__)
+
+CHUNK_TASK = "members.member_refresh_chunk"
+# Members whose pass may still change upstream. A voided pass is final on SmartPages' side.
+REFRESHED_STATUSES = (Member.Status.ISSUED, Member.Status.REDEEMED)
+ERROR_SAMPLES = 20
+
+
+def smartpages_rate_limiter() -> SharedRateLimiter:
+    """The limiter for reading and writing passes (refresh job, bulk actions): MEMBER_REFRESH_RATE across
+    all workers, on the cache Redis (kept apart from the task queue, which a purge empties). Without Redis
+    (the embedded mode: one worker) the whole rate applies to this process."""
+    cache = settings.CACHES["default"]
+    redis_url = cache["LOCATION"] if cache["BACKEND"].endswith("RedisCache") else None
+    rate = settings.MEMBER_REFRESH_RATE
+    fallback = settings.MEMBER_REFRESH_FALLBACK_RATE if redis_url else rate
+    return SharedRateLimiter(name="smartpages-passes", rate=rate, fallback_rate=fallback, redis_url=redis_url)
+
+
+def member_refresh_run_start(
+    *,
+    trigger: str,
+    template_id: uuid.UUID | None = None,
+    user=None,
+    inline: bool = False,
+    client: SmartPagesClient | None = None,
+) -> MemberRefreshRun:
+    """Record a run and hand its chunks to the workers (after commit), or run them here with `inline` (the
+    command). While another run is running, this one is recorded as SKIPPED."""
+    _expire_abandoned_runs()
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            run = MemberRefreshRun.objects.create(
+                status=MemberRefreshRun.Status.RUNNING,
+                trigger=trigger,
+                template_id=template_id,
+                triggered_by=user,
+                started_at=now,
+            )
+    except IntegrityError:
+        running = MemberRefreshRun.objects.filter(status=MemberRefreshRun.Status.RUNNING).first()
+        return MemberRefreshRun.objects.create(
+            status=MemberRefreshRun.Status.SKIPPED,
+            trigger=trigger,
+            template_id=template_id,
+            triggered_by=user,
+            started_at=now,
+            finished_at=now,
+            error=f"Refresh run #{running.pk if running else '?'} was still running; this one was skipped.",
+        )
+    members = Member.objects.filter(status__in=REFRESHED_STATUSES, pass_id__isnull=False)
+    if template_id is not None:
+        members = members.filter(template_id=template_id)
+    ids = list(members.order_by(F("refreshed_at").asc(nulls_first=True), "id").values_list("id", flat=True))
+    size = max(1, settings.MEMBER_REFRESH_CHUNK)
+    chunks = [ids[start : start + size] for start in range(0, len(ids), size)]
+    with transaction.atomic():
+        MemberRefreshRun.objects.filter(pk=run.pk).update(total=len(ids), chunks=len(chunks))
+        run.total, run.chunks = len(ids), len(chunks)
+        if not chunks:
+            _run_finish(run_id=run.pk)
+        elif not inline:
+            for chunk in chunks:
+                enqueue_after_commit(CHUNK_TASK, run.pk, chunk)
+    if inline:
+        limiter = smartpages_rate_limiter()
+        with smartpages_client(client) as smartpages:
+            for chunk in chunks:
+                member_refresh_chunk(run_id=run.pk, member_ids=chunk, client=smartpages, limiter=limiter)
+    run.refresh_from_db()
+    return run
+
+
+def member_refresh_chunk(
+    *,
+    run_id: int,
+    member_ids: list[int],
+    client: SmartPagesClient | None = None,
+    limiter: SharedRateLimiter | None = None,
+) -> None:
+    """Read one chunk's passes, each after the shared limiter allows it, and add the outcome to the run."""
+    if not MemberRefreshRun.objects.filter(pk=run_id, status=MemberRefreshRun.Status.RUNNING).exists():
+        return  # the run was expired as abandoned, or this chunk was delivered twice after it finished
+    limiter = limiter or smartpages_rate_limiter()
+    order = {member_id: n for n, member_id in enumerate(member_ids)}
+    members = sorted(
+        Member.objects.filter(pk__in=member_ids, status__in=REFRESHED_STATUSES).select_related("template"),
+        key=lambda m: order[m.pk],
+    )
+    checked = changed = errors = 0
+    samples, unchanged = [], []
+    with smartpages_client(client) as smartpages:
+        for member in members:
+            limiter.wait()
+            try:
+                reply = smartpages.get_pass(str(member.pass_id))
+            except SmartPagesError as exc:
+                errors += 1
+                if len(samples) < ERROR_SAMPLES:
+                    samples.append({"member": member.pk, "error": str(exc)})
+                continue
+            checked += 1
+            if member_apply_pass(member=member, reply=reply):
+                changed += 1
+            else:
+                unchanged.append(member.pk)
+    # Members gone from the refreshed statuses since the run listed them count as checked: nothing to read.
+    checked += len(member_ids) - len(members)
+    # One statement for the chunk's unchanged members, not one per member.
+    Member.objects.filter(pk__in=unchanged).update(refreshed_at=timezone.now())
+    with transaction.atomic():
+        run = MemberRefreshRun.objects.select_for_update().get(pk=run_id)
+        run.checked, run.changed, run.errors = run.checked + checked, run.changed + changed, run.errors + errors
+        run.chunks_done += 1
+        run.error_samples = (run.error_samples + samples)[:ERROR_SAMPLES]
+        run.save(update_fields=["checked", "changed", "errors", "chunks_done", "error_samples"])
+        if run.chunks_done >= run.chunks:
+            _run_finish(run_id=run.pk)
+
+
+def _run_finish(*, run_id: int) -> None:
+    run = MemberRefreshRun.objects.select_for_update().get(pk=run_id)
+    if run.status != MemberRefreshRun.Status.RUNNING:
+        return
+    all_failed = run.total > 0 and run.errors >= run.total
+    run.status = MemberRefreshRun.Status.FAILED if all_failed else MemberRefreshRun.Status.SUCCEEDED
+    if all_failed:
+        run.error = "No pass could be read from SmartPages: " + (
+            run.error_samples[0]["error"] if run.error_samples else ""
+        )
+    run.finished_at = timezone.now()
+    run.save(update_fields=["status", "error", "finished_at"])
+    # The kept member counts, corrected after every run (after commit: it locks each template's count row).
+    template_ids = [run.template_id] if run.template_id else None
+    transaction.on_commit(lambda: template_member_counts_reconcile(template_ids=template_ids))
+
+
+def _expire_abandoned_runs() -> None:
+    """A run whose chunks were lost (a broker restart) would block every later run: give up on it."""
+    cutoff = timezone.now() - timedelta(seconds=settings.MEMBER_REFRESH_LOCK_SECONDS)
+    MemberRefreshRun.objects.filter(status=MemberRefreshRun.Status.RUNNING, started_at__lt=cutoff).update(
+        status=MemberRefreshRun.Status.FAILED,
+        finished_at=timezone.now(),
+        error="Abandoned: its chunks did not finish in time (a worker or the broker was lost).",
+    )
