@@ -45,7 +45,6 @@ def member_list(request):
                   ("-name", "Name Z–A"), ("email", "Email"), ("status", "Status")],  # fmt: skip
         "filtered_template": _filtered_template(filters),
         "member_url_prefix": reverse("members:member_list"),
-        "template_url_prefix": reverse("template_list"),
         "sort_links": _sort_links(request, filters),
         "filter_fields": [(name, getattr(filters, name)) for name in filters.FIELDS if getattr(filters, name)],
     }

@@ -6,7 +6,7 @@ import uuid
 import pytest
 from django.urls import reverse
 
-from conftest import ARTIFACTS, SANDBOX_KEY_ID, SANDBOX_KEY_TOKEN, start_celery, stop_celery, wait_for
+from conftest import ARTIFACTS, SANDBOX_KEY_ID, SANDBOX_KEY_TOKEN, start_celery, stop_process, wait_for
 from members.models import Member, MemberBulkAction, MemberRefreshRun
 from members.services import refresh
 from templates_sync.rate_limit import most_in_one_second
@@ -31,7 +31,7 @@ def two_workers(django_db_setup, django_db_blocker, session_sandbox):
     processes = [start_celery(env, log_name=name) for name in WORKERS]
     yield processes
     for process in processes:
-        stop_celery(process)
+        stop_process(process)
 
 
 def members_with_passes(sandbox, template, count: int) -> list[Member]:
