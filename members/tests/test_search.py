@@ -147,7 +147,7 @@ def test_member_counts_are_kept_as_members_are_issued_and_reconciled(club, sandb
 def test_the_data_migration_fills_search_text_and_counts_of_existing_members(club):
     from django.apps import apps
 
-    migration = importlib.import_module("members.migrations.0004_search_text_refresh_runs_bulk_actions_counts")
+    migration = importlib.import_module("members.migrations.0005_search_text_refresh_runs_bulk_actions_counts")
     member = make_member(club, name="Ásdís Þöll", email="asdis@simnet.is")
     Member.objects.filter(pk=member.pk).update(search_text="")  # as a row from before the column
     migration.fill_search_text_and_counts(apps, None)
