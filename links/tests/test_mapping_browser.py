@@ -37,8 +37,10 @@ def test_a_manager_ticks_strict_and_the_row_with_a_bad_optional_phone_gets_no_li
 
     batch = LinkBatch.objects.get()
     assert batch.strict is True
-    services.link_batch_process(batch_id=batch.pk)  # what the worker does
-    page.reload()
+    done = services.link_batch_process(batch_id=batch.pk)  # what the worker does
+    assert done.status == "succeeded", (done.status, done.error, done.links, done.errors)
+    page.wait_for_load_state("networkidle")  # the page's own status poll may reload it once the batch is done
+    page.goto(page.url)
     expect(page.locator("dd.count-links")).to_have_text("1")
     expect(page.locator("dd.count-errors")).to_contain_text("1")
     expect(page.locator("dd.strictness")).to_have_text("refuse the row (strict)")
