@@ -1,5 +1,6 @@
 """Shared test fixtures: the SmartPages sandbox over real HTTP, staff users by role, a real Celery worker
 process on the configured broker (Redis in CI), and Chromium through Playwright."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,8 +12,8 @@ import secrets
 import socket
 import subprocess
 import sys
-import threading
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -150,7 +151,9 @@ def suite_env(extra: dict[str, str]) -> dict[str, str]:
     else:
         pytest.fail("Worker tests need PostgreSQL: set DATABASE_URL (make test does).")
     env = dict(os.environ)
-    env.update({"DJANGO_SETTINGS_MODULE": "portal.settings_test", "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {"DJANGO_SETTINGS_MODULE": "portal.settings_test", "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
+    )
     env.update(extra)
     return env
 
@@ -162,12 +165,29 @@ def start_celery(extra_env: dict[str, str], *, beat: bool = False, log_name: str
     if not settings.CELERY_BROKER_URL.startswith("redis"):
         pytest.fail("Worker tests need a Redis broker: set CELERY_BROKER_URL (make test does).")
     env = suite_env(extra_env)
-    subprocess.run([sys.executable, "-m", "celery", "-A", "portal", "purge", "-f"], env=env, cwd=ROOT,
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "portal", "purge", "-f"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / f"{log_name}.log", "w")
-    command = [sys.executable, "-m", "celery", "-A", "portal", "worker", "--loglevel=INFO", "--concurrency=2",
-               "--without-mingle", "--without-gossip", "-n", f"{log_name}-{os.getpid()}@%h"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "portal",
+        "worker",
+        "--loglevel=INFO",
+        "--concurrency=2",
+        "--without-mingle",
+        "--without-gossip",
+        "-n",
+        f"{log_name}-{os.getpid()}@%h",
+    ]
     if beat:
         command += ["--beat", "--schedule", str(ARTIFACTS / f"{log_name}-beat-schedule")]
     process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -191,17 +211,17 @@ def stop_process(process: subprocess.Popen) -> None:
         process.wait()
 
 
-
-
 @pytest.fixture(scope="session")
 def celery_worker_process(django_db_setup, django_db_blocker, session_sandbox):
     """A worker for the session, on the test database and the session sandbox. Tests that use it need
     committed data: use `transactional_db` or `live_server`."""
-    process = start_celery({
-        "SMARTPAGES_API_URL": session_sandbox.url,
-        "SMARTPAGES_KEY_ID": SANDBOX_KEY_ID,
-        "SMARTPAGES_KEY_TOKEN": SANDBOX_KEY_TOKEN,
-    })  # fmt: skip
+    process = start_celery(
+        {
+            "SMARTPAGES_API_URL": session_sandbox.url,
+            "SMARTPAGES_KEY_ID": SANDBOX_KEY_ID,
+            "SMARTPAGES_KEY_TOKEN": SANDBOX_KEY_TOKEN,
+        }
+    )
     yield process
     stop_process(process)
 
@@ -442,8 +462,15 @@ def own_redis(request):
 
 
 # --- the browser --------------------------------------------------------------------------------------------
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
 """Benchmark plumbing: a throw-away PostgreSQL database per benchmark, migrated, with Django set up."""
+
 import os
 import sys
 from pathlib import Path

@@ -14,6 +14,7 @@ Prints:
     .venv/bin/python bench/claims.py [--workers 2] [--threads 4] [--new 400] [--existing 400]
                                      [--concurrency 16] [--race 200]
 """
+
 import argparse
 import multiprocessing
 import os
@@ -48,8 +49,9 @@ def _sandbox_main(conn) -> None:
 
     sandbox = SmartPagesSandbox(templates=3, key_id=KEY_ID, key_token=KEY_TOKEN).start()
     # A second copy of the club card: autofill will be on for it, off for the first.
-    autofill_id = sandbox.add_template(sandbox.get_template(DEMO_TEMPLATE_ID) | {"id": str(uuid.uuid4()),
-                                                                                 "name": "Klúbbkort (autofill)"})["id"]  # fmt: skip
+    autofill_id = sandbox.add_template(
+        sandbox.get_template(DEMO_TEMPLATE_ID) | {"id": str(uuid.uuid4()), "name": "Klúbbkort (autofill)"}
+    )["id"]
     conn.send((sandbox.url, DEMO_TEMPLATE_ID, autofill_id))
     while True:
         command, argument = conn.recv()
@@ -91,11 +93,31 @@ def start_gunicorn(*, workers: int, threads: int, env: dict) -> tuple[subprocess
     port = free_port()
     log = open(ROOT / "var" / "bench-claims-gunicorn.log", "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "portal.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(workers), "--threads", str(threads), "--worker-class", "gthread",
-         "--backlog", "2048", "--timeout", "120", "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "portal.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--worker-class",
+            "gthread",
+            "--backlog",
+            "2048",
+            "--timeout",
+            "120",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     import requests
 
@@ -170,31 +192,41 @@ def main() -> None:
     args = parser.parse_args()
 
     sandbox = SandboxProcess()
-    os.environ.update({"SMARTPAGES_API_URL": sandbox.url, "SMARTPAGES_KEY_ID": KEY_ID,
-                       "SMARTPAGES_KEY_TOKEN": KEY_TOKEN, "CLAIM_RATE": "1000000/m"})  # fmt: skip
+    os.environ.update(
+        {
+            "SMARTPAGES_API_URL": sandbox.url,
+            "SMARTPAGES_KEY_ID": KEY_ID,
+            "SMARTPAGES_KEY_TOKEN": KEY_TOKEN,
+            "CLAIM_RATE": "1000000/m",
+        }
+    )
     os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/5")
     setup_django(DATABASE)
-    from members.services import autofill
     from members.models import Member
+    from members.services import autofill
     from templates_sync import sync
     from templates_sync.models import PassTemplate
 
     assert sync.templates_sync_all().status == "succeeded"
-    autofill.autofill_setting_change(template=PassTemplate.objects.get(pk=sandbox.autofill_template_id),
-                                            source="email")  # fmt: skip
+    autofill.autofill_setting_change(template=PassTemplate.objects.get(pk=sandbox.autofill_template_id), source="email")
     (ROOT / "var").mkdir(exist_ok=True)
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="portal.settings_test", PYTHONUNBUFFERED="1")
     gunicorn, base = start_gunicorn(workers=args.workers, threads=args.threads, env=env)
     try:
-        print(f"gunicorn {args.workers} workers x {args.threads} threads at {base}; sandbox at {sandbox.url}; "
-              f"PostgreSQL database {DATABASE}", flush=True)  # fmt: skip
+        print(
+            f"gunicorn {args.workers} workers x {args.threads} threads at {base}; sandbox at {sandbox.url}; "
+            f"PostgreSQL database {DATABASE}",
+            flush=True,
+        )
         warm = link_url(base, sandbox.plain_template_id, {"name": "Warm Up", "email": "warm@example.is"})
         with ThreadPoolExecutor(args.concurrency) as pool:
             list(pool.map(lambda _: _session().get(warm, timeout=60), range(args.concurrency * 2)))
 
         # 1. New members: every claim a different holder, autofill off.
-        links = [link_url(base, sandbox.plain_template_id, {"name": f"Félagi {n}", "email": f"felagi{n}@example.is"})
-                 for n in range(args.new)]  # fmt: skip
+        links = [
+            link_url(base, sandbox.plain_template_id, {"name": f"Félagi {n}", "email": f"felagi{n}@example.is"})
+            for n in range(args.new)
+        ]
         members_before, posts_before = Member.objects.count(), sandbox.ask("posts")
         started = time.perf_counter()
         with ThreadPoolExecutor(args.concurrency) as pool:
@@ -204,21 +236,30 @@ def main() -> None:
         assert made == args.new and len({location for _, location in new_results}) == args.new, made
         assert sandbox.ask("posts") - posts_before == args.new
         new_posts = [seconds for seconds, _ in new_results]
-        print(f"new members: {args.new} claims (GET form + POST) in {wall:.2f} s at concurrency {args.concurrency} "
-              f"= {args.new / wall:.1f} claims/s; POST p50 {percentile(new_posts, .5) * 1000:.1f} ms, "
-              f"p95 {percentile(new_posts, .95) * 1000:.1f} ms", flush=True)  # fmt: skip
+        print(
+            f"new members: {args.new} claims (GET form + POST) in {wall:.2f} s at concurrency {args.concurrency} "
+            f"= {args.new / wall:.1f} claims/s; POST p50 {percentile(new_posts, 0.5) * 1000:.1f} ms, "
+            f"p95 {percentile(new_posts, 0.95) * 1000:.1f} ms",
+            flush=True,
+        )
 
-        alone_links = [link_url(base, sandbox.plain_template_id, {"name": f"Gestur {n}", "email": f"gestur{n}@example.is"})
-                       for n in range(min(args.new, 200))]  # fmt: skip
+        alone_links = [
+            link_url(base, sandbox.plain_template_id, {"name": f"Gestur {n}", "email": f"gestur{n}@example.is"})
+            for n in range(min(args.new, 200))
+        ]
         started = time.perf_counter()
         alone_new = [claim(link)[0] for link in alone_links]
         wall = time.perf_counter() - started
-        print(f"new members, one at a time: {len(alone_new)} claims = {len(alone_new) / wall:.1f} claims/s; "
-              f"POST p50 {percentile(alone_new, .5) * 1000:.1f} ms, p95 {percentile(alone_new, .95) * 1000:.1f} ms",
-              flush=True)  # fmt: skip
+        print(
+            f"new members, one at a time: {len(alone_new)} claims = {len(alone_new) / wall:.1f} claims/s; "
+            f"POST p50 {percentile(alone_new, 0.5) * 1000:.1f} ms, p95 {percentile(alone_new, 0.95) * 1000:.1f} ms",
+            flush=True,
+        )
 
         # 2. The existing-pass path: one autofill link, already claimed once.
-        laura = link_url(base, sandbox.autofill_template_id, {"name": "Laura Loopy", "email": "Laura.Loopy@Example.COM"})
+        laura = link_url(
+            base, sandbox.autofill_template_id, {"name": "Laura Loopy", "email": "Laura.Loopy@Example.COM"}
+        )
         _, laura_location = claim(laura)
         posts_before = sandbox.ask("posts")
         started = time.perf_counter()
@@ -228,13 +269,19 @@ def main() -> None:
         assert {location for _, location in existing_results} == {laura_location}
         assert sandbox.ask("posts") == posts_before
         existing_posts = [seconds for seconds, _ in existing_results]
-        print(f"existing pass, concurrency {args.concurrency}: {args.existing} claims in {wall:.2f} s = "
-              f"{args.existing / wall:.1f} claims/s; POST p50 {percentile(existing_posts, .5) * 1000:.1f} ms, "
-              f"p95 {percentile(existing_posts, .95) * 1000:.1f} ms; 0 upstream calls", flush=True)  # fmt: skip
+        print(
+            f"existing pass, concurrency {args.concurrency}: {args.existing} claims in {wall:.2f} s = "
+            f"{args.existing / wall:.1f} claims/s; POST p50 {percentile(existing_posts, 0.5) * 1000:.1f} ms, "
+            f"p95 {percentile(existing_posts, 0.95) * 1000:.1f} ms; 0 upstream calls",
+            flush=True,
+        )
         # The same path one holder at a time: the latency a person sees when the server is not queueing.
         alone = [claim(laura)[0] for _ in range(min(args.existing, 200))]
-        print(f"existing pass, one at a time: {len(alone)} claims; POST p50 {percentile(alone, .5) * 1000:.1f} ms, "
-              f"p95 {percentile(alone, .95) * 1000:.1f} ms", flush=True)  # fmt: skip
+        print(
+            f"existing pass, one at a time: {len(alone)} claims; POST p50 {percentile(alone, 0.5) * 1000:.1f} ms, "
+            f"p95 {percentile(alone, 0.95) * 1000:.1f} ms",
+            flush=True,
+        )
 
         # 3. N simultaneous claims of one fresh autofill link.
         email = f"race-{uuid.uuid4().hex[:8]}@example.is"
@@ -258,13 +305,16 @@ def main() -> None:
         members_for_link = Member.objects.filter(external_id=email).count()
         upstream_for_link = sandbox.ask("passes_for", email)
         upstream_posts = sandbox.ask("posts") - posts_before
-        print(f"race: {args.race} simultaneous claims of one autofill link in {wall:.2f} s → "
-              f"{len({location for _, location in race_results})} distinct pass page(s), "
-              f"members {members_for_link}, upstream passes {upstream_for_link} "
-              f"(POST /api/v1/pass calls {upstream_posts}); POST p50 "
-              f"{percentile([s for s, _ in race_results], .5) * 1000:.0f} ms, "
-              f"p95 {percentile([s for s, _ in race_results], .95) * 1000:.0f} ms "
-              f"(goal 1 and 1: {'met' if members_for_link == upstream_for_link == 1 else 'NOT MET'})", flush=True)  # fmt: skip
+        print(
+            f"race: {args.race} simultaneous claims of one autofill link in {wall:.2f} s → "
+            f"{len({location for _, location in race_results})} distinct pass page(s), "
+            f"members {members_for_link}, upstream passes {upstream_for_link} "
+            f"(POST /api/v1/pass calls {upstream_posts}); POST p50 "
+            f"{percentile([s for s, _ in race_results], 0.5) * 1000:.0f} ms, "
+            f"p95 {percentile([s for s, _ in race_results], 0.95) * 1000:.0f} ms "
+            f"(goal 1 and 1: {'met' if members_for_link == upstream_for_link == 1 else 'NOT MET'})",
+            flush=True,
+        )
     finally:
         gunicorn.terminate()
         gunicorn.wait(timeout=30)

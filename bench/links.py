@@ -68,8 +68,11 @@ def validation_only(source: Path, rows: int) -> float:
     """The per-row field validation the service runs (members.validation), alone, over the first rows."""
     from members.validation import FieldSpec, ValuesValidator
 
-    specs = [FieldSpec("email", "Email", "EMAIL", True), FieldSpec("name", "Name", "TEXT", True),
-             FieldSpec("phone", "Phone", "PHONE_NUMBER", False)]  # fmt: skip
+    specs = [
+        FieldSpec("email", "Email", "EMAIL", True),
+        FieldSpec("name", "Name", "TEXT", True),
+        FieldSpec("phone", "Phone", "PHONE_NUMBER", False),
+    ]
     with source.open(encoding="utf-8", newline="") as src:
         reader = csv.reader(src)
         next(reader)
@@ -118,19 +121,34 @@ def child(template_id: str, source: str, media: str, jobs: str) -> None:
             if number and number % 97 == 0:  # a sample is enough for a median
                 lengths.append(len(line.decode("utf-8").rstrip("\r\n").split(",")[-2]))
     result.unlink()
-    print(json.dumps({
-        "rows": batch.rows_done, "links": batch.links, "errors": batch.errors, "chunks": len(batch.plan),
-        "wall_seconds": finished - started, "check_seconds": checked - started, "make_seconds": made - checked,
-        "copy_seconds": finished - made,
-        "maxrss_kib": max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                          resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss),
-        "median_link_length": statistics.median(lengths),
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "rows": batch.rows_done,
+                "links": batch.links,
+                "errors": batch.errors,
+                "chunks": len(batch.plan),
+                "wall_seconds": finished - started,
+                "check_seconds": checked - started,
+                "make_seconds": made - checked,
+                "copy_seconds": finished - made,
+                "maxrss_kib": max(
+                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                    resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+                ),
+                "median_link_length": statistics.median(lengths),
+            }
+        )
+    )
 
 
 def run_child(template_id: str, source: Path, media: Path, jobs: int) -> dict:
-    result = subprocess.run([sys.executable, __file__, "--child", template_id, str(source), str(media), str(jobs)],
-                            capture_output=True, text=True, env=os.environ.copy())  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, __file__, "--child", template_id, str(source), str(media), str(jobs)],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+    )
     if result.returncode:
         sys.exit(f"the service run failed:\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -156,12 +174,27 @@ def main() -> None:
     from templates_sync.models import PassTemplate, TemplateInputField
 
     now = timezone.now()
-    template = PassTemplate.objects.create(id=uuid.uuid4(), type="MEMBER", name="Bench", status="ACTIVE", raw={},
-                                           content_hash="-", first_seen_at=now, changed_at=now)  # fmt: skip
+    template = PassTemplate.objects.create(
+        id=uuid.uuid4(),
+        type="MEMBER",
+        name="Bench",
+        status="ACTIVE",
+        raw={},
+        content_hash="-",
+        first_seen_at=now,
+        changed_at=now,
+    )
     formats = [("EMAIL", True), ("TEXT", True), ("PHONE_NUMBER", False)]
     for position, (identifier, (fmt, mandatory)) in enumerate(zip(FIELDS, formats)):
-        TemplateInputField.objects.create(template=template, position=position, identifier=identifier,
-                                          label=identifier.title(), format=fmt, type="ISSUER", is_mandatory=mandatory)  # fmt: skip
+        TemplateInputField.objects.create(
+            template=template,
+            position=position,
+            identifier=identifier,
+            label=identifier.title(),
+            format=fmt,
+            type="ISSUER",
+            is_mandatory=mandatory,
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -8,6 +8,7 @@ count independent of page size, flat memory on export.
 
     .venv/bin/python bench/members.py [--members 1000000] [--templates 20] [--repeat 15]
 """
+
 import argparse
 import json
 import os
@@ -17,7 +18,7 @@ import sys
 import time
 import tracemalloc
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from _db import ROOT, setup_django
@@ -30,14 +31,69 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
 os.chdir(ROOT)
 
 DATABASE = "smartpass_bench_members"
-FIRST = ["Guðrún", "Jón", "Anna", "Sigurður", "Kristín", "Gunnar", "Sigríður", "Ólafur", "Helga", "Einar",
-         "Margrét", "Magnús", "Ingibjörg", "Stefán", "Sólveig", "Þórður", "Ásta", "Björn", "Katrín", "Ragnar",
-         "Laura", "Percy", "Elín", "Hörður", "Hildur", "Páll", "Þóra", "Árni", "Auður", "Kári"]  # fmt: skip
+FIRST = [
+    "Guðrún",
+    "Jón",
+    "Anna",
+    "Sigurður",
+    "Kristín",
+    "Gunnar",
+    "Sigríður",
+    "Ólafur",
+    "Helga",
+    "Einar",
+    "Margrét",
+    "Magnús",
+    "Ingibjörg",
+    "Stefán",
+    "Sólveig",
+    "Þórður",
+    "Ásta",
+    "Björn",
+    "Katrín",
+    "Ragnar",
+    "Laura",
+    "Percy",
+    "Elín",
+    "Hörður",
+    "Hildur",
+    "Páll",
+    "Þóra",
+    "Árni",
+    "Auður",
+    "Kári",
+]
 MIDDLE = ["", "", "", "Ýr", "Rós", "Már", "Þór", "Sif", "Örn", "Björk", "Freyr", "Lind", "Dögg", "Geir", "Ósk"]
-LAST = ["Jónsdóttir", "Jónsson", "Sigurðardóttir", "Sigurðsson", "Guðmundsdóttir", "Guðmundsson", "Ólafsdóttir",
-        "Ólafsson", "Einarsdóttir", "Einarsson", "Magnúsdóttir", "Magnússon", "Stefánsdóttir", "Stefánsson",
-        "Pálsdóttir", "Pálsson", "Kristjánsdóttir", "Kristjánsson", "Björnsdóttir", "Björnsson", "Loopy",
-        "PassKit", "Árnadóttir", "Árnason", "Gunnarsdóttir", "Gunnarsson", "Hauksdóttir", "Hauksson"]  # fmt: skip
+LAST = [
+    "Jónsdóttir",
+    "Jónsson",
+    "Sigurðardóttir",
+    "Sigurðsson",
+    "Guðmundsdóttir",
+    "Guðmundsson",
+    "Ólafsdóttir",
+    "Ólafsson",
+    "Einarsdóttir",
+    "Einarsson",
+    "Magnúsdóttir",
+    "Magnússon",
+    "Stefánsdóttir",
+    "Stefánsson",
+    "Pálsdóttir",
+    "Pálsson",
+    "Kristjánsdóttir",
+    "Kristjánsson",
+    "Björnsdóttir",
+    "Björnsson",
+    "Loopy",
+    "PassKit",
+    "Árnadóttir",
+    "Árnason",
+    "Gunnarsdóttir",
+    "Gunnarsson",
+    "Hauksdóttir",
+    "Hauksson",
+]
 
 
 def seed(members: int, templates: int) -> dict:
@@ -47,21 +103,36 @@ def seed(members: int, templates: int) -> dict:
     from members.services.counts import template_member_counts_reconcile
     from templates_sync.models import PassTemplate, TemplateInputField
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     template_ids = []
     for n in range(templates):
         template = PassTemplate.objects.create(
-            id=uuid.uuid4(), type="MEMBER", name=f"Félagskort {n}", status="ACTIVE", raw={}, content_hash="x",
-            first_seen_at=now, changed_at=now)  # fmt: skip
+            id=uuid.uuid4(),
+            type="MEMBER",
+            name=f"Félagskort {n}",
+            status="ACTIVE",
+            raw={},
+            content_hash="x",
+            first_seen_at=now,
+            changed_at=now,
+        )
         for position, (identifier, fmt) in enumerate((("name", "TEXT"), ("email", "EMAIL"), ("phone", "PHONE_NUMBER"))):
-            TemplateInputField.objects.create(template=template, position=position, identifier=identifier,
-                                              label=identifier.title(), format=fmt, type="ISSUER",
-                                              is_mandatory=identifier != "phone")  # fmt: skip
+            TemplateInputField.objects.create(
+                template=template,
+                position=position,
+                identifier=identifier,
+                label=identifier.title(),
+                format=fmt,
+                type="ISSUER",
+                is_mandatory=identifier != "phone",
+            )
         template_ids.append(str(template.pk))
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'members_member' AND indexname "
-                       "NOT IN (SELECT conname FROM pg_constraint WHERE conrelid = 'members_member'::regclass)")  # fmt: skip
+        cursor.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'members_member' AND indexname "
+            "NOT IN (SELECT conname FROM pg_constraint WHERE conrelid = 'members_member'::regclass)"
+        )
         secondary = cursor.fetchall()
         for name, _ in secondary:
             cursor.execute(f'DROP INDEX "{name}"')
@@ -69,9 +140,28 @@ def seed(members: int, templates: int) -> dict:
     rng = random.Random(1)
     start = now - timedelta(days=365)
     step = timedelta(days=365) / members
-    columns = ("template_id", "pass_id", "external_id", "values", "display_name", "email", "phone", "search_text", "source",
-               "source_batch_id", "source_row", "status", "failure_reason", "upstream_conflict", "upstream",
-               "issue_attempts", "last_error", "created_at", "updated_at", "autofill_excluded")  # fmt: skip
+    columns = (
+        "template_id",
+        "pass_id",
+        "external_id",
+        "values",
+        "display_name",
+        "email",
+        "phone",
+        "search_text",
+        "source",
+        "source_batch_id",
+        "source_row",
+        "status",
+        "failure_reason",
+        "upstream_conflict",
+        "upstream",
+        "issue_attempts",
+        "last_error",
+        "created_at",
+        "updated_at",
+        "autofill_excluded",
+    )
     sample = {}
     began = time.perf_counter()
     raw = connection.connection  # psycopg 3
@@ -88,13 +178,30 @@ def seed(members: int, templates: int) -> dict:
                 pass_id = str(uuid.uuid4()) if status == "issued" else None
                 created = start + step * n
                 batch = n // 10_000 + 1 if n % 3 else None
-                copy.write_row((
-                    template_ids[n % templates], pass_id, email if n % 2 else None,
-                    json.dumps({"name": name, "email": email, "phone": phone}, ensure_ascii=False), name, email, phone,
-                    member_search_text(display_name=name, email=email),
-                    "link" if batch else "manual", batch, (n % 10_000) + 1 if batch else None, status, "", False,
-                    json.dumps({"id": pass_id}) if pass_id else "{}", 1, "", created, created, False,
-                ))  # fmt: skip
+                copy.write_row(
+                    (
+                        template_ids[n % templates],
+                        pass_id,
+                        email if n % 2 else None,
+                        json.dumps({"name": name, "email": email, "phone": phone}, ensure_ascii=False),
+                        name,
+                        email,
+                        phone,
+                        member_search_text(display_name=name, email=email),
+                        "link" if batch else "manual",
+                        batch,
+                        (n % 10_000) + 1 if batch else None,
+                        status,
+                        "",
+                        False,
+                        json.dumps({"id": pass_id}) if pass_id else "{}",
+                        1,
+                        "",
+                        created,
+                        created,
+                        False,
+                    )
+                )
                 if n == members // 2 + 1:  # an issued member with every field
                     sample = {
                         "email": email,
@@ -197,9 +304,11 @@ def main() -> None:
 
     setup_test_environment()  # so responses carry their template context (rows shown)
     seeded = seed(args.members, args.templates)
-    print(f"seeded {args.members:,} members: COPY {seeded['copy_seconds']:.1f} s, "
-          f"indexes + analyze {seeded['index_seconds']:.1f} s, member counts reconciled "
-          f"{seeded['reconcile_seconds']:.1f} s")  # fmt: skip
+    print(
+        f"seeded {args.members:,} members: COPY {seeded['copy_seconds']:.1f} s, "
+        f"indexes + analyze {seeded['index_seconds']:.1f} s, member counts reconciled "
+        f"{seeded['reconcile_seconds']:.1f} s"
+    )
     sample = seeded["sample"]
     user = get_user_model().objects.create_superuser("bench", password="bench-password-123")
     client = Client()
@@ -232,23 +341,33 @@ def main() -> None:
     for label, params in cases:
         median, queries, rows = timed(client, member_list, params, args.repeat)
         print(f"| {label} | {median:.1f} | {queries} | {rows} |")
-    for label, url in (("dashboard", reverse("dashboard")), ("template list (member counts)", reverse("template_list"))):
+    for label, url in (
+        ("dashboard", reverse("dashboard")),
+        ("template list (member counts)", reverse("template_list")),
+    ):
         median, queries, _ = timed(client, url, {}, max(3, args.repeat // 3))
         print(f"| {label} | {median:.1f} | {queries} | – |")
 
     counted, kept = count_baseline(args.repeat)
-    print(f"\nmember counts of the 20 templates, the query alone (median of {args.repeat}): counting the members "
-          f"{counted:.1f} ms (before), kept counts {kept:.1f} ms (now)")
+    print(
+        f"\nmember counts of the 20 templates, the query alone (median of {args.repeat}): counting the members "
+        f"{counted:.1f} ms (before), kept counts {kept:.1f} ms (now)"
+    )
 
     rows, seconds, _ = export(client, {}, trace=False)
     print(f"\nexport, all members: {rows:,} rows in {seconds:.1f} s = {rows / seconds:,.0f} rows/s")
     small_rows, _, small_peak = export(client, {"template": sample["template"], "status": "issued"}, trace=True)
     rows, _, peak = export(client, {}, trace=True)
-    print(f"export peak Python memory (tracemalloc): {small_rows:,} rows {small_peak:.1f} MiB; {rows:,} rows {peak:.1f} MiB")
+    print(
+        f"export peak Python memory (tracemalloc): {small_rows:,} rows {small_peak:.1f} MiB; {rows:,} rows {peak:.1f} MiB"
+    )
 
     with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN SELECT id FROM members_member WHERE search_text LIKE %s "
-                       "ORDER BY created_at DESC, id DESC LIMIT 51", [f"%{fold(sample['name'])}%"])  # fmt: skip
+        cursor.execute(
+            "EXPLAIN SELECT id FROM members_member WHERE search_text LIKE %s "
+            "ORDER BY created_at DESC, id DESC LIMIT 51",
+            [f"%{fold(sample['name'])}%"],
+        )
         print("\nplan, rare name search:", " / ".join(row[0].strip() for row in cursor.fetchall()[:4]))
 
 

@@ -25,7 +25,7 @@ def main() -> int:
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             body = json.load(response)
-    except Exception as exc:  # refused, timed out, a 503 or a redirect: all unhealthy, and said why
+    except Exception as exc:  # noqa: BLE001 - refused, timed out, a 503 or a redirect: all unhealthy, and said why
         print(f"unhealthy: {exc}", file=sys.stderr)
         return 1
     if body.get("status") != "ok":

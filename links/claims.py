@@ -7,6 +7,7 @@ and on claim_nonce mean two simultaneous claims can never both create a member, 
 
 GET never writes (mail scanners and link previews open links); only `claim_submit` does.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,8 +28,8 @@ from members.services import InvalidMemberValues, IssueRefused
 from members.services.issuing import IssueKind, member_issue, member_reissue_failed
 from members.validation import FieldSpec, TemplateRules, validate_values
 from templates_sync.client import SmartPagesClient
-from templates_sync.models import PassTemplate, SyncRun
 from templates_sync.enqueue import enqueue_after_commit
+from templates_sync.models import PassTemplate, SyncRun
 
 from . import tokens
 from .keyring import link_keys
@@ -83,9 +84,7 @@ class ClaimContext:
 
 def claim_context_for(*, payload: tokens.LinkPayload) -> ClaimContext:
     """Everything the claim page needs. Raises ClaimUnavailable when the template cannot issue passes."""
-    template = (
-        PassTemplate.objects.prefetch_related("input_fields").filter(pk=payload.template_id).first()
-    )
+    template = PassTemplate.objects.prefetch_related("input_fields").filter(pk=payload.template_id).first()
     if template is None:
         # Authentic link, unknown template: it was never mirrored (or the mirror was reset). Nothing to issue.
         raise ClaimUnavailable(f"template {payload.template_id} is not in the mirror")
@@ -238,8 +237,11 @@ def claim_submit(
         holder_errors = {key: message for key, message in errors.items() if key in asked}
         if holder_errors and len(holder_errors) == len(errors):
             return ClaimOutcome(kind=ClaimKind.FORM_ERRORS, errors=holder_errors)
-        logger.warning("SmartPass link for template %s has unusable values: %s", context.template.pk,
-                       "; ".join(message for key, message in errors.items() if key not in asked))  # fmt: skip
+        logger.warning(
+            "SmartPass link for template %s has unusable values: %s",
+            context.template.pk,
+            "; ".join(message for key, message in errors.items() if key not in asked),
+        )
         return ClaimOutcome(kind=ClaimKind.LINK_PROBLEM)
     try:
         link_external_id = _link_external_id(context=context)

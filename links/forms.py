@@ -58,7 +58,9 @@ class MappingForm(forms.Form):
         cleaned = super().clean()
         mapping = {column: cleaned.get(f"col_{index}") or "" for index, column in enumerate(self.batch.header)}
         mapping = {column: target for column, target in mapping.items() if target}
-        problems = selectors.link_mapping_problems(template=self.batch.template, header=self.batch.header, mapping=mapping)
+        problems = selectors.link_mapping_problems(
+            template=self.batch.template, header=self.batch.header, mapping=mapping
+        )
         if problems:
             raise forms.ValidationError(problems)
         cleaned["mapping"] = mapping

@@ -4,6 +4,7 @@ Parsing keys and building AES ciphers per link would cost more than encrypting t
 caller (the CSV service, the claim flow) asks `link_keys()`. The cache is dropped when a test overrides
 the setting.
 """
+
 from functools import cache
 
 from django.conf import settings

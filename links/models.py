@@ -3,6 +3,7 @@
 The batch row is the whole state of the work (status, progress, counts, timings), so the pages and the
 command never need a Celery result backend, and a redelivered task can tell what is left to do.
 """
+
 import posixpath
 import uuid
 
@@ -37,8 +38,9 @@ class LinkBatch(models.Model):
         COMMAND = "command", "Command"
 
     template = models.ForeignKey(PassTemplate, on_delete=models.PROTECT, related_name="link_batches")
-    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                    related_name="+")  # fmt: skip
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_via = models.CharField(max_length=16, choices=Via.choices, default=Via.PAGE)
     original_name = models.CharField("file name", max_length=255)
     input_file = models.FileField(upload_to=_input_path, max_length=300)

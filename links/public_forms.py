@@ -4,6 +4,7 @@ Values are checked by members.validation, the same rules as the CSV upload and s
 the holder reads the messages in their own language: validation's sentences are English for staff, so
 this module words its own, translated, from what failed.
 """
+
 from __future__ import annotations
 
 from django import forms
@@ -16,6 +17,7 @@ from members.identity import or_list
 from members.validation import MAX_LENGTH, FieldSpec, TemplateRules, validate_field
 
 from .claims import is_claim_nonce
+
 
 class ClaimForm(forms.Form):
     nonce = forms.CharField(widget=forms.HiddenInput, required=False)
@@ -30,8 +32,9 @@ class ClaimForm(forms.Form):
             name = f"field_{position}"
             self.specs[name] = spec
             widget = field_widget(spec.format)
-            self.fields[name] = forms.CharField(label=spec.name, required=False, max_length=MAX_LENGTH + 1,
-                                                widget=widget)  # fmt: skip
+            self.fields[name] = forms.CharField(
+                label=spec.name, required=False, max_length=MAX_LENGTH + 1, widget=widget
+            )
             self.fields[name].widget.attrs.setdefault("required", "required")
 
     def clean_nonce(self) -> str:
@@ -92,12 +95,11 @@ def holder_message(*, spec: FieldSpec, raw: str, rules: TemplateRules) -> str:
 
 
 _FORMAT_MESSAGES = {
-    "PHONE_NUMBER": gettext_lazy("Enter a valid phone number. Add the country code (e.g. +44) for a number from abroad."),
+    "PHONE_NUMBER": gettext_lazy(
+        "Enter a valid phone number. Add the country code (e.g. +44) for a number from abroad."
+    ),
     "DATE": gettext_lazy("Enter a date as yyyy-mm-dd or dd.mm.yyyy."),
     "NUMBER": gettext_lazy("Enter a whole number, without spaces or separators."),
     "URL": gettext_lazy("Enter a web address that starts with https://."),
     "TEXT": gettext_lazy("This value cannot be used. Please check it."),
 }
-
-
-

@@ -1,4 +1,5 @@
 """Public URLs of the holder's side: the claim page of a SmartPass link and the pass page. No login."""
+
 from django.urls import path
 
 from . import public_views

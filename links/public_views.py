@@ -3,6 +3,7 @@
 Every failure of a token gets the same 404 page, byte for byte, so a probe learns nothing about which
 check failed. The logic lives in links.claims; these views only choose a page.
 """
+
 from __future__ import annotations
 
 import segno
@@ -52,13 +53,17 @@ def claim(request: HttpRequest, token: str) -> HttpResponse:
         form = ClaimForm(asked=context.asked, rules=context.rules)
     # A re-shown form keeps the nonce it was posted with: fixing a typo and posting again is the same claim.
     posted_nonce = request.POST.get("nonce")
-    response = render(request, "links/public/claim.html", {
-        "context": context,
-        "template": context.template,
-        "form": form,
-        "nonce": posted_nonce if claims.is_claim_nonce(posted_nonce) else claims.new_claim_nonce(),
-        "existing_member": claims.claim_existing_member(context=context),
-    })  # fmt: skip
+    response = render(
+        request,
+        "links/public/claim.html",
+        {
+            "context": context,
+            "template": context.template,
+            "form": form,
+            "nonce": posted_nonce if claims.is_claim_nonce(posted_nonce) else claims.new_claim_nonce(),
+            "existing_member": claims.claim_existing_member(context=context),
+        },
+    )
     # Private: the page holds the holder's values and a one-time nonce. Not no-store: going back to the
     # form and pressing the button again must post the same nonce (and so issue once).
     patch_cache_control(response, private=True)
@@ -104,8 +109,9 @@ def pass_page(request: HttpRequest, key: str) -> HttpResponse:
     elif member.upstream_conflict and not member.pass_link_needed:
         # SmartPages already held a pass with this External ID, made outside the portal. (With
         # `pass_link_needed` that pass is most likely the holder's own: the page says it is nearly ready.)
-        return _already_enrolled(request, template=member.template,
-                                 message=claims.already_enrolled_message_for(template=member.template))  # fmt: skip
+        return _already_enrolled(
+            request, template=member.template, message=claims.already_enrolled_message_for(template=member.template)
+        )
     response = render(request, "links/public/pass.html", context)
     if context["refresh_seconds"]:
         # The header as well as the <meta>, for clients that honour only one of them.
@@ -130,5 +136,6 @@ def _already_enrolled(request: HttpRequest, *, template, message: str) -> HttpRe
 def _qr_svg(pass_id: str) -> str:
     # segno writes the SVG from the Pass ID alone (a UUID we stored), so marking it safe cannot inject markup.
     qr = segno.make(pass_id, error="m")
-    return mark_safe(qr.svg_inline(scale=6, border=2, omitsize=True, svgclass="qr-code",
-                                   title=_("QR code of your pass")))  # fmt: skip
+    return mark_safe(
+        qr.svg_inline(scale=6, border=2, omitsize=True, svgclass="qr-code", title=_("QR code of your pass"))
+    )

@@ -1,4 +1,5 @@
 """Reads for link batches: history lists, column matching, the upload preview, the limits."""
+
 from __future__ import annotations
 
 import re
@@ -81,7 +82,9 @@ _EXTERNAL_ID_ALIASES = ("members.member.externalId", "externalId", "external id"
 
 def mapping_targets(*, template: PassTemplate) -> list[tuple[str, str]]:
     """(value, label) choices for a column: each input field, then the External ID."""
-    choices = [(spec.identifier, f"{spec.name} ({spec.identifier})") for spec in template_field_specs(template=template)]
+    choices = [
+        (spec.identifier, f"{spec.name} ({spec.identifier})") for spec in template_field_specs(template=template)
+    ]
     return choices + [(EXTERNAL_ID_TARGET, EXTERNAL_ID_LABEL)]
 
 

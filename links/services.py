@@ -3,6 +3,7 @@
 The upload page, the Celery task and `manage.py generate_links` all go through these functions, so a file
 gives the same output whichever way it came in.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -190,7 +191,12 @@ def link_batch_remap(*, batch: LinkBatch, mapping: Mapping[str, str], strict: bo
         )
         if not requeued:
             raise LinkUploadError("These links are already being made again.")
-        detail = {"old_mapping": batch.mapping, "new_mapping": mapping, "old_strict": batch.strict, "new_strict": strict}
+        detail = {
+            "old_mapping": batch.mapping,
+            "new_mapping": mapping,
+            "old_strict": batch.strict,
+            "new_strict": strict,
+        }
         _record_event(batch=batch, action=LinkBatchEvent.Action.REMAPPED, user=user, detail=detail)
         _enqueue(batch.pk)
     batch.refresh_from_db()

@@ -38,7 +38,7 @@ import re
 import uuid
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -124,9 +124,7 @@ _KNOWN_KEYS: tuple[str, ...] = (
     "members.tier.name",
 )
 # key -> the already-encoded varint header for it (all codes fit in one byte)
-_KNOWN_KEY_HEADER: dict[str, bytes] = {
-    key: bytes(((index << 1) | 1,)) for index, key in enumerate(_KNOWN_KEYS)
-}
+_KNOWN_KEY_HEADER: dict[str, bytes] = {key: bytes(((index << 1) | 1,)) for index, key in enumerate(_KNOWN_KEYS)}
 
 
 class InvalidToken(Exception):
@@ -168,13 +166,11 @@ class LinkKeys:
         for position, (key_id, key) in enumerate(keys, start=1):
             if not _KEY_ID_RE.match(key_id):
                 raise KeySetError(
-                    f"Link key {position}: the key id must be 1-16 characters "
-                    "of A-Z, a-z, 0-9, '_' or '-'."
+                    f"Link key {position}: the key id must be 1-16 characters of A-Z, a-z, 0-9, '_' or '-'."
                 )
             if len(key) != KEY_BYTES:
                 raise KeySetError(
-                    f"Link key {position} ({key_id!r}) is {len(key)} bytes; "
-                    f"it must be exactly {KEY_BYTES} bytes."
+                    f"Link key {position} ({key_id!r}) is {len(key)} bytes; it must be exactly {KEY_BYTES} bytes."
                 )
             id_bytes = key_id.encode("ascii")
             if id_bytes in decryptors:
@@ -226,9 +222,7 @@ def parse_link_keys(value: str) -> LinkKeys:
         key_id, colon, key_text = entry.partition(":")
         key_id, key_text = key_id.strip(), key_text.strip()
         if not colon:
-            raise KeySetError(
-                f"SMARTPASS_LINK_KEYS entry {position} has no ':' between key id and key."
-            )
+            raise KeySetError(f"SMARTPASS_LINK_KEYS entry {position} has no ':' between key id and key.")
         if not _KEY_ID_RE.match(key_id):
             raise KeySetError(
                 f"SMARTPASS_LINK_KEYS entry {position}: the key id must be 1-16 "
@@ -236,9 +230,7 @@ def parse_link_keys(value: str) -> LinkKeys:
             )
         key = _decode_key(key_text)
         if key is None:
-            raise KeySetError(
-                f"SMARTPASS_LINK_KEYS entry {position} ({key_id!r}): the key is not valid base64."
-            )
+            raise KeySetError(f"SMARTPASS_LINK_KEYS entry {position} ({key_id!r}): the key is not valid base64.")
         if len(key) != KEY_BYTES:
             raise KeySetError(
                 f"SMARTPASS_LINK_KEYS entry {position} ({key_id!r}): the key decodes to "
@@ -254,7 +246,7 @@ def generate_key_entry(key_id: str | None = None) -> str:
     """A new ``id:base64key`` entry for SMARTPASS_LINK_KEYS.  The default id
     is the UTC date, which tells operators how old a key is when rotating."""
     if key_id is None:
-        key_id = datetime.now(timezone.utc).strftime("k%Y%m%d")
+        key_id = datetime.now(UTC).strftime("k%Y%m%d")
     if not _KEY_ID_RE.match(key_id):
         raise KeySetError("A key id must be 1-16 characters of A-Z, a-z, 0-9, '_' or '-'.")
     return f"{key_id}:{base64.b64encode(os.urandom(KEY_BYTES)).decode('ascii')}"
@@ -321,7 +313,10 @@ def encode(payload: LinkPayload, keys: LinkKeys) -> str:
     error) and TokenTooLong when the values cannot fit in a usable link.
     """
     encoder = LinkEncoder(
-        keys, template_id=payload.template_id, batch_id=payload.batch_id, expires_at=payload.expires_at,
+        keys,
+        template_id=payload.template_id,
+        batch_id=payload.batch_id,
+        expires_at=payload.expires_at,
         single_use=payload.single_use,
     )
     return encoder.encode(payload.fields, row=payload.row, external_id=payload.external_id)
@@ -505,7 +500,7 @@ def _parse_plaintext(plaintext: bytes) -> LinkPayload:
     if flags & _F_EXPIRES:
         seconds = reader.uint()
         try:
-            expires_at = datetime.fromtimestamp(seconds, timezone.utc)
+            expires_at = datetime.fromtimestamp(seconds, UTC)
         except (OverflowError, OSError, ValueError):
             raise InvalidToken("payload: expiry out of range") from None
     external_id = reader.text(reader.uint()) if flags & _F_EXTERNAL_ID else None
@@ -564,7 +559,7 @@ def decode(token: str, keys: LinkKeys, *, now: datetime | None = None) -> LinkPa
     payload = _parse_plaintext(plaintext)
     if payload.expires_at is not None:
         if now is None:
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
         elif now.utcoffset() is None:
             raise ValueError("now must be an aware datetime")
         if payload.expires_at <= now:

@@ -1,4 +1,5 @@
 """Staff pages for campaign CSV uploads: upload, confirm the column mapping, follow the batch, download."""
+
 import os
 
 from django.contrib import messages
@@ -53,9 +54,12 @@ def upload(request, template_id):
     if request.method == "POST" and not refusal and form.is_valid():
         try:
             batch = services.link_batch_create(
-                template=template, uploaded_by=request.user, file=form.cleaned_data["file"],
-                delimiter=form.cleaned_data["delimiter"] or None, single_use=form.cleaned_data["single_use"],
-            )  # fmt: skip
+                template=template,
+                uploaded_by=request.user,
+                file=form.cleaned_data["file"],
+                delimiter=form.cleaned_data["delimiter"] or None,
+                single_use=form.cleaned_data["single_use"],
+            )
         except services.LinkUploadError as exc:
             form.add_error("file", str(exc))
         else:
@@ -95,8 +99,10 @@ def _detail(request, batch: LinkBatch, form: MappingForm | None, status: int = 2
     if form is not None:
         # Each column beside its first few values: what a person looks at to tell an email from a name.
         samples = [cells for _, cells in preview.rows[:3]]
-        mapping_rows = [(column, field, [row[index] for row in samples if index < len(row)])
-                        for index, (column, field) in enumerate(form.columns())]  # fmt: skip
+        mapping_rows = [
+            (column, field, [row[index] for row in samples if index < len(row)])
+            for index, (column, field) in enumerate(form.columns())
+        ]
     context = {
         "batch": batch,
         "form": form,
@@ -212,7 +218,8 @@ def batch_download(request, batch_id, kind):
     services.link_batch_download_record(batch=batch, kind=kind, user=request.user)
     stem = os.path.splitext(batch.original_name)[0] or "upload"
     filename = f"{stem}-{suffix}.csv" if suffix else batch.original_name
-    response = FileResponse(default_storage.open(name, "rb"), as_attachment=True, filename=filename,
-                            content_type="text/csv; charset=utf-8")  # fmt: skip
+    response = FileResponse(
+        default_storage.open(name, "rb"), as_attachment=True, filename=filename, content_type="text/csv; charset=utf-8"
+    )
     response["Cache-Control"] = "private, no-store"
     return response

@@ -1,5 +1,6 @@
 """Django admin for members and the autofill setting: read-mostly. Changes go through the staff pages,
 whose services call SmartPages and write the audit rows; the admin would bypass both."""
+
 from django.contrib import admin
 
 from .models import AutofillBackfill, AutofillChange, AutofillSetting, Member, MemberStatusChange
@@ -28,8 +29,18 @@ class MemberStatusChangeInline(admin.TabularInline):
 
 @admin.register(Member)
 class MemberAdmin(ReadOnlyAdmin):
-    list_display = ("id", "display_name", "email", "phone", "external_id", "pass_id", "template", "status", "source",
-                    "created_at")  # fmt: skip
+    list_display = (
+        "id",
+        "display_name",
+        "email",
+        "phone",
+        "external_id",
+        "pass_id",
+        "template",
+        "status",
+        "source",
+        "created_at",
+    )
     list_filter = ("status", "source")
     # Exact lookups only ("=" prefix): they use the indexes; a LIKE over a million rows would not.
     search_fields = ("=email", "=phone", "=external_id", "=pass_id")

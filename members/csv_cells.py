@@ -3,6 +3,7 @@
 Pure Python on purpose (no Django imports): links.csv_files imports it and must stay usable without
 settings, and imports flow links -> members, so this is the one place the rule lives.
 """
+
 from __future__ import annotations
 
 import re

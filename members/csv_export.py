@@ -1,4 +1,5 @@
 """The member list as CSV, streamed: constant memory whatever the number of rows."""
+
 from __future__ import annotations
 
 import csv
@@ -10,10 +11,36 @@ from django.utils import timezone
 from .csv_cells import safe_cells
 from .models import Member
 
-HEADER = ["Name", "Email", "Phone", "External ID", "Pass ID", "Template", "Template ID", "Status", "Source",
-          "Source batch", "Source row", "Created", "Failure reason"]  # fmt: skip
-_COLUMNS = ("display_name", "email", "phone", "external_id", "pass_id", "template__name", "template_id", "status",
-            "source", "source_batch_id", "source_row", "created_at", "failure_reason")  # fmt: skip
+HEADER = [
+    "Name",
+    "Email",
+    "Phone",
+    "External ID",
+    "Pass ID",
+    "Template",
+    "Template ID",
+    "Status",
+    "Source",
+    "Source batch",
+    "Source row",
+    "Created",
+    "Failure reason",
+]
+_COLUMNS = (
+    "display_name",
+    "email",
+    "phone",
+    "external_id",
+    "pass_id",
+    "template__name",
+    "template_id",
+    "status",
+    "source",
+    "source_batch_id",
+    "source_row",
+    "created_at",
+    "failure_reason",
+)
 
 
 def _text(value: object) -> str:

@@ -1,4 +1,5 @@
 """Forms for the member pages. They collect input; the services validate it against the template."""
+
 from django import forms
 
 from templates_sync.models import PassTemplate
@@ -31,19 +32,24 @@ class MemberAddForm(forms.Form):
             widget = field_widget(spec.format)
             # A plain CharField: the shared validation gives the same messages as links and claims.
             self.fields[f"field_{spec.identifier}"] = forms.CharField(
-                label=spec.name, required=spec.is_mandatory, widget=widget, max_length=1000,
+                label=spec.name,
+                required=spec.is_mandatory,
+                widget=widget,
+                max_length=1000,
                 help_text=spec.format.replace("_", " ").lower(),
-            )  # fmt: skip
+            )
         setting = selectors.autofill_setting_for(template=template)
         help_text = "Optional; unique within this template."
         if setting.is_on:
             help_text += f" Leave empty to use the {setting.get_source_display().lower()} (autofill is on)."
-        self.fields["external_id"] = forms.CharField(label="External ID", required=False, max_length=254,
-                                                     help_text=help_text)  # fmt: skip
+        self.fields["external_id"] = forms.CharField(
+            label="External ID", required=False, max_length=254, help_text=help_text
+        )
 
     def values(self) -> dict[str, str]:
-        return {name.removeprefix("field_"): value for name, value in self.cleaned_data.items()
-                if name.startswith("field_")}  # fmt: skip
+        return {
+            name.removeprefix("field_"): value for name, value in self.cleaned_data.items() if name.startswith("field_")
+        }
 
     def add_value_errors(self, errors: dict[str, str]) -> None:
         for identifier, message in errors.items():
@@ -70,10 +76,12 @@ class AutofillSettingForm(forms.Form):
     source = forms.ChoiceField(choices=AutofillSource.choices, widget=forms.RadioSelect, label="Auto fill External ID")
     field_identifier = forms.ChoiceField(required=False, label="Input field it reads")
     already_enrolled_message = forms.CharField(
-        required=False, label="Message for a holder who is already enrolled", max_length=1000,
+        required=False,
+        label="Message for a holder who is already enrolled",
+        max_length=1000,
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text="Optional. Shown above the pass when a holder who already has it claims it again.",
-    )  # fmt: skip
+    )
 
     def __init__(self, *args, template: PassTemplate, **kwargs):
         super().__init__(*args, **kwargs)

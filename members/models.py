@@ -4,6 +4,7 @@ SmartPages has no way to look a pass up by its externalIdentifier, so this mirro
 can answer "does this holder already have a pass?". That is why `external_id` is unique per template in
 the database itself, not only in code: two concurrent claims cannot both insert the same External ID.
 """
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -27,7 +28,7 @@ class Member(models.Model):
     template = models.ForeignKey(PassTemplate, on_delete=models.PROTECT, related_name="members")
     pass_id = models.UUIDField("Pass ID", unique=True, null=True, blank=True)
     # NULL (never '') when there is none: NULLs never collide in the unique constraint below.
-    external_id = models.CharField("External ID", max_length=254, null=True, blank=True)
+    external_id = models.CharField("External ID", max_length=254, null=True, blank=True)  # noqa: DJ001 - NULL on purpose, see above
     values = models.JSONField(default=dict, blank=True, help_text="Holder field values by input-field identifier.")
     # Normalised copies of what the values hold, for exact search without touching JSON.
     display_name = models.CharField(max_length=500, blank=True)
@@ -69,8 +70,9 @@ class Member(models.Model):
     # away, the process died) and the sweep tries it (members.retry_stale_pending). Null once finished.
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, help_text="The last transient upstream error while pending.")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")  # fmt: skip
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -344,8 +346,9 @@ class AutofillSetting(models.Model):
     source = models.CharField(max_length=8, choices=AutofillSource.choices, default=AutofillSource.OFF)
     field_identifier = models.CharField(max_length=200, blank=True, help_text="The input field the value is read from.")
     already_enrolled_message = models.TextField(blank=True, help_text="Shown to a holder who already has a pass.")
-    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")  # fmt: skip
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     updated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -363,8 +366,9 @@ class AutofillChange(models.Model):
     """One change of a template's autofill setting: who, when, old → new."""
 
     template = models.ForeignKey(PassTemplate, on_delete=models.PROTECT, related_name="autofill_changes")
-    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")  # fmt: skip
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     changed_via = models.CharField(max_length=16, default="page")  # page | command
     changed_at = models.DateTimeField(auto_now_add=True)
     old_source = models.CharField(max_length=8)
@@ -412,9 +416,12 @@ class AutofillBackfill(BackgroundJob):
     class Meta(BackgroundJob.Meta):
         constraints = [
             # One backfill at a time per template: two would race over the same members.
-            models.UniqueConstraint(fields=["template"], condition=Q(status__in=["queued", "running"]),
-                                    name="one_active_backfill_per_template"),
-        ]  # fmt: skip
+            models.UniqueConstraint(
+                fields=["template"],
+                condition=Q(status__in=["queued", "running"]),
+                name="one_active_backfill_per_template",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Backfill #{self.pk} ({self.status})"

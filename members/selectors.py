@@ -1,4 +1,5 @@
 """Reads of the member mirror and of the autofill setting, for pages, the claim flow and the CSV import."""
+
 from __future__ import annotations
 
 import re
@@ -17,7 +18,6 @@ from django.utils import timezone
 from templates_sync.models import PassTemplate, TemplateInputField
 
 from .identity import InvalidIdentity, display_value, external_id_for, normalise_email, normalise_phone
-from .search_text import search_key
 from .models import (
     AUTOFILL_FIELD_FORMATS,
     AutofillBackfill,
@@ -29,6 +29,7 @@ from .models import (
     MemberStatusChange,
     TemplateMemberCount,
 )
+from .search_text import search_key
 from .validation import FieldSpec, TemplateRules
 
 MEMBER_PAGE_SIZE = 50
@@ -177,7 +178,9 @@ class AutofillPreview:
 BACKFILL_STATUSES = (Member.Status.ISSUED, Member.Status.PENDING)
 
 
-def autofill_preview(*, template: PassTemplate, source: str | None = None, field_identifier: str | None = None) -> AutofillPreview:
+def autofill_preview(
+    *, template: PassTemplate, source: str | None = None, field_identifier: str | None = None
+) -> AutofillPreview:
     """Which members a backfill would fill, and which would collide (never silently merged).
 
     With no source given, previews the saved setting. Reads ids and values only, in chunks; the maps it
@@ -191,9 +194,7 @@ def autofill_preview(*, template: PassTemplate, source: str | None = None, field
     if identifier is None:
         return preview
     members = Member.objects.filter(template=template)
-    taken = dict(
-        members.filter(external_id__isnull=False).values_list("external_id", "id").iterator(chunk_size=5000)
-    )
+    taken = dict(members.filter(external_id__isnull=False).values_list("external_id", "id").iterator(chunk_size=5000))
     preview.already_set = len(taken)
     candidates: dict[str, list[tuple[int, str]]] = defaultdict(list)
     rows = (
@@ -461,9 +462,7 @@ def member_total() -> tuple[int, bool]:
 def member_status_counts(*, template: PassTemplate | None = None) -> dict[str, int]:
     """Members waiting and failed: small numbers, found through the status index."""
     members = Member.objects.all() if template is None else Member.objects.filter(template=template)
-    return {
-        status: members.filter(status=status).count() for status in (Member.Status.PENDING, Member.Status.FAILED)
-    }
+    return {status: members.filter(status=status).count() for status in (Member.Status.PENDING, Member.Status.FAILED)}
 
 
 def template_member_count(*, template: PassTemplate) -> int:

@@ -1,10 +1,11 @@
 """Celery entry points for members: thin, they take ids and call a service."""
+
 import logging
 
 from celery import shared_task
 
-from .services import autofill, bulk, issuing, refresh
 from .models import AutofillBackfill, Member, MemberBulkAction
+from .services import autofill, bulk, issuing, refresh
 
 logger = logging.getLogger(__name__)
 

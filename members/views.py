@@ -1,4 +1,5 @@
 """Staff pages for members and the autofill setting. Logic lives in services and selectors."""
+
 import uuid
 from urllib.parse import urlencode
 
@@ -16,11 +17,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from templates_sync.models import PassTemplate
 
 from . import selectors, services
-from .services import autofill, bulk, issuing, passes, refresh
 from .csv_export import member_csv_lines
 from .forms import AutofillSettingForm, MemberAddForm, MemberEditForm
 from .identity import InvalidIdentity
 from .models import AutofillBackfill, AutofillSource, Member, MemberBulkAction, MemberRefreshRun
+from .services import autofill, bulk, issuing, passes, refresh
 
 # Reading needs a role too, not just a login: these pages hold every member's personal data.
 VIEW_MEMBERS = "members.view_member"
@@ -33,16 +34,23 @@ PAGE_SIZES = ("25", "50", "100", "200")
 def member_list(request):
     filters = selectors.MemberFilters.from_query(request.GET)
     per_page = int(request.GET["per_page"]) if request.GET.get("per_page") in PAGE_SIZES else selectors.MEMBER_PAGE_SIZE
-    page = selectors.member_page(members=selectors.member_list(filters=filters), page=request.GET.get("page"),
-                                 per_page=per_page)  # fmt: skip
+    page = selectors.member_page(
+        members=selectors.member_list(filters=filters), page=request.GET.get("page"), per_page=per_page
+    )
     context = {
         "page": page,
         "filters": filters,
         "templates": PassTemplate.objects.order_by("name").only("id", "name"),
         "statuses": Member.Status.choices,
         "sources": Member.Source.choices,
-        "sorts": [("-created", "Newest first"), ("created", "Oldest first"), ("name", "Name A–Z"),
-                  ("-name", "Name Z–A"), ("email", "Email"), ("status", "Status")],  # fmt: skip
+        "sorts": [
+            ("-created", "Newest first"),
+            ("created", "Oldest first"),
+            ("name", "Name A–Z"),
+            ("-name", "Name Z–A"),
+            ("email", "Email"),
+            ("status", "Status"),
+        ],
         "filtered_template": _filtered_template(filters),
         "member_url_prefix": reverse("members:member_list"),
         "sort_links": _sort_links(request, filters),
@@ -257,8 +265,9 @@ def member_add(request, template_id):
     form = MemberAddForm(request.POST or None, template=template)
     if request.method == "POST" and form.is_valid() and not template.issue_refusal_reason:
         try:
-            issued = issuing.member_add(template=template, values=form.values(),
-                                         external_id=form.cleaned_data["external_id"], user=request.user)  # fmt: skip
+            issued = issuing.member_add(
+                template=template, values=form.values(), external_id=form.cleaned_data["external_id"], user=request.user
+            )
         except services.InvalidMemberValues as exc:
             form.add_value_errors(exc.errors)
         except (InvalidIdentity, services.MemberError) as exc:
@@ -272,8 +281,11 @@ def member_add(request, template_id):
 def _report_issue(request, issued: issuing.IssueResult) -> None:
     member = issued.member
     if issued.kind == issuing.IssueKind.ALREADY_ENROLLED:
-        messages.warning(request, f"A member with External ID “{member.external_id}” already exists on this "
-                                  "template; no new pass was made. This is that member.")  # fmt: skip
+        messages.warning(
+            request,
+            f"A member with External ID “{member.external_id}” already exists on this "
+            "template; no new pass was made. This is that member.",
+        )
     elif member.status == Member.Status.ISSUED:
         messages.success(request, "Member added and pass issued.")
     elif member.status == Member.Status.PENDING:
@@ -304,8 +316,11 @@ def autofill_settings(request, template_id):
                 return redirect(f"{url}?preview=1" if form.cleaned_data["source"] != AutofillSource.OFF else url)
         preview = None
     else:
-        initial = {"source": setting.source, "field_identifier": setting.field_identifier,
-                   "already_enrolled_message": setting.already_enrolled_message}  # fmt: skip
+        initial = {
+            "source": setting.source,
+            "field_identifier": setting.field_identifier,
+            "already_enrolled_message": setting.already_enrolled_message,
+        }
         # "Preview" submits the form by GET: show what the proposed setting would do, without saving it.
         proposed = request.GET.get("source")
         form = AutofillSettingForm(request.GET if proposed else None, initial=initial, template=template)
@@ -334,8 +349,9 @@ def _autofill_preview(request, template: PassTemplate, proposed: str | None) -> 
         return selectors.autofill_preview(template=template)  # the saved setting ("Check existing members")
     if proposed not in AutofillSource.values:
         return None  # the bound form shows the error
-    return selectors.autofill_preview(template=template, source=proposed,
-                                      field_identifier=request.GET.get("field_identifier", ""))  # fmt: skip
+    return selectors.autofill_preview(
+        template=template, source=proposed, field_identifier=request.GET.get("field_identifier", "")
+    )
 
 
 @require_POST
@@ -348,8 +364,11 @@ def autofill_backfill(request, template_id):
         messages.error(request, str(exc))
     else:
         if run.is_finished:
-            messages.success(request, f"Backfill done: {run.filled} External IDs filled in, {run.conflicts} "
-                                      f"members left alone because of conflicts.")  # fmt: skip
+            messages.success(
+                request,
+                f"Backfill done: {run.filled} External IDs filled in, {run.conflicts} "
+                f"members left alone because of conflicts.",
+            )
         else:
             messages.info(request, "Backfill started; its progress shows below.")
     return redirect(reverse("members:autofill_settings", args=[template.pk]))

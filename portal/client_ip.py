@@ -5,6 +5,7 @@ staff member would share one rate-limit bucket. CLIENT_IP_HEADER names the heade
 example `X-Real-IP`, or `X-Forwarded-For`, of which the last address is the one our proxy appended and so
 the only one a client cannot forge). Unset, or the header absent: REMOTE_ADDR.
 """
+
 from django.conf import settings
 
 

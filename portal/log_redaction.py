@@ -23,7 +23,7 @@ class SecretPathFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # a malformed record: leave it to the handler, which reports it without crashing
+        except Exception:  # noqa: BLE001 - a malformed record: leave it to the handler, which reports it without crashing
             return True
         redacted = redact_secret_paths(message)
         if redacted != message:

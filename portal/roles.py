@@ -3,6 +3,7 @@
 Views ask for permissions (`view_*`, and the custom action permissions of each app), never for group
 names, so a role is exactly the permissions granted here.
 """
+
 from django.contrib.auth.models import Group, Permission
 
 VIEWER = "viewer"

@@ -1,4 +1,5 @@
 """Reads that span the apps, for the dashboard and template pages."""
+
 from datetime import timedelta
 
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value

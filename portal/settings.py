@@ -3,6 +3,7 @@
 Every value comes from the environment (optionally a `.env` file beside manage.py); the names are listed in
 the README's Configuration table. Defaults are safe for production; conveniences exist only when DEBUG is on.
 """
+
 import base64
 import hashlib
 import re
@@ -274,7 +275,10 @@ SMARTPAGES_API_URL = env.str("SMARTPAGES_API_URL", default="https://smartpages-a
 SMARTPAGES_KEY_ID = env.str("SMARTPAGES_KEY_ID", default="")
 SMARTPAGES_KEY_TOKEN = env.str("SMARTPAGES_KEY_TOKEN", default="")
 SMARTPAGES_PAGE_SIZE = env.int("SMARTPAGES_PAGE_SIZE", default=100)
-SMARTPAGES_TIMEOUT = (env.float("SMARTPAGES_CONNECT_TIMEOUT", default=5.0), env.float("SMARTPAGES_READ_TIMEOUT", default=30.0))
+SMARTPAGES_TIMEOUT = (
+    env.float("SMARTPAGES_CONNECT_TIMEOUT", default=5.0),
+    env.float("SMARTPAGES_READ_TIMEOUT", default=30.0),
+)
 # Calls made while a holder or staff member waits (claims, "Add member"): shorter, so a slow SmartPages leaves
 # the member pending for the retry task instead of outlasting gunicorn's timeout (deploy/gunicorn.conf.py).
 SMARTPAGES_REQUEST_TIMEOUT = (

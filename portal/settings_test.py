@@ -2,6 +2,7 @@
 
 The database and broker still come from DATABASE_URL and CELERY_BROKER_URL (PostgreSQL and Redis in CI).
 """
+
 import os
 import tempfile
 

@@ -1,4 +1,5 @@
 """Pages that combine the apps: the dashboard and the template pages (which show members and links too)."""
+
 from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, render

@@ -32,7 +32,17 @@ class PassTemplateAdmin(admin.ModelAdmin):
 
 @admin.register(SyncRun)
 class SyncRunAdmin(admin.ModelAdmin):
-    list_display = ["id", "kind", "status", "trigger", "created_count", "updated_count", "unchanged", "removed", "queued_at"]
+    list_display = [
+        "id",
+        "kind",
+        "status",
+        "trigger",
+        "created_count",
+        "updated_count",
+        "unchanged",
+        "removed",
+        "queued_at",
+    ]
     list_filter = ["kind", "status", "trigger"]
 
     def has_add_permission(self, request):

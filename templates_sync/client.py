@@ -4,6 +4,7 @@ Transient failures (connection errors, 429, 5xx) are retried by urllib3's `Retry
 `Retry-After`; what is still failing after that raises `TransientError`. Other 4xx answers are
 permanent (`PermanentError`) and are never retried. Credentials are sent, never logged.
 """
+
 from __future__ import annotations
 
 import base64
@@ -168,7 +169,9 @@ class SmartPagesClient:
         try:
             return orjson.loads(response.content)  # a template page is ~200 kB: three times faster than json
         except ValueError as exc:
-            raise TransientError(f"SmartPages sent a reply that is not valid JSON for {method} {path}.", status=status) from exc
+            raise TransientError(
+                f"SmartPages sent a reply that is not valid JSON for {method} {path}.", status=status
+            ) from exc
 
 
 def _permanent_error(method: str, path: str, response: requests.Response) -> PermanentError:
@@ -181,9 +184,7 @@ def _permanent_error(method: str, path: str, response: requests.Response) -> Per
     if isinstance(body, dict):
         detail = str(body.get("error") or body.get("message") or "")[:300]
     if status == 401:
-        message = (
-            "SmartPages refused the API credentials (401): check SMARTPAGES_KEY_ID and SMARTPAGES_KEY_TOKEN."
-        )
+        message = "SmartPages refused the API credentials (401): check SMARTPAGES_KEY_ID and SMARTPAGES_KEY_TOKEN."
         return PermanentError(message, status=status, body=body)
     if status == 403:
         return PermanentError(
@@ -194,7 +195,9 @@ def _permanent_error(method: str, path: str, response: requests.Response) -> Per
     if status == 404:
         return NotFound(f"SmartPages has no such resource ({method} {path}: 404).", status=status, body=body)
     if status == 409:
-        return Conflict(f"SmartPages refused {method} {path} as a conflict: {detail or '409'}.", status=status, body=body)
+        return Conflict(
+            f"SmartPages refused {method} {path} as a conflict: {detail or '409'}.", status=status, body=body
+        )
     return PermanentError(
         f"SmartPages refused {method} {path} ({status}){': ' + detail if detail else ''}.", status=status, body=body
     )

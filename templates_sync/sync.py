@@ -34,11 +34,27 @@ logger = logging.getLogger(__name__)
 
 # Columns rewritten when a template's content changes (everything but id and first_seen_at).
 _UPDATE_FIELDS = [
-    "type", "name", "description", "status", "stamps", "pass_price", "disable_issue", "pos_distribution_only",
-    "lock_input_fields", "deliver_by_kennitala", "use_email_domain_verification", "kennitala_age_verification",
-    "has_dynamic_barcode", "supports_google_wallet", "delivery_page_url", "when_last_update_sent", "raw",
-    "content_hash", "changed_at", "removed_at",
-]  # fmt: skip
+    "type",
+    "name",
+    "description",
+    "status",
+    "stamps",
+    "pass_price",
+    "disable_issue",
+    "pos_distribution_only",
+    "lock_input_fields",
+    "deliver_by_kennitala",
+    "use_email_domain_verification",
+    "kennitala_age_verification",
+    "has_dynamic_barcode",
+    "supports_google_wallet",
+    "delivery_page_url",
+    "when_last_update_sent",
+    "raw",
+    "content_hash",
+    "changed_at",
+    "removed_at",
+]
 
 
 _FIELD_UPDATE_COLUMNS = ["position", "label", "description", "is_mandatory", "is_unique", "format", "type"]
@@ -342,11 +358,15 @@ def _postgresql_statements() -> tuple[str, str]:
         f"{PassTemplate._meta.get_field(name).column} = EXCLUDED.{PassTemplate._meta.get_field(name).column}"
         for name in _UPDATE_FIELDS
     )
-    template_sql = insert(PassTemplate, template_columns, extra="first_seen_at",
-                          conflict=f"ON CONFLICT (id) DO UPDATE SET {updates}")  # fmt: skip
+    template_sql = insert(
+        PassTemplate, template_columns, extra="first_seen_at", conflict=f"ON CONFLICT (id) DO UPDATE SET {updates}"
+    )
     field_updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in _FIELD_UPDATE_COLUMNS)
-    field_sql = insert(TemplateInputField, ["template_id", "identifier", *_FIELD_UPDATE_COLUMNS],
-                       conflict=f"ON CONFLICT (template_id, identifier) DO UPDATE SET {field_updates}")  # fmt: skip
+    field_sql = insert(
+        TemplateInputField,
+        ["template_id", "identifier", *_FIELD_UPDATE_COLUMNS],
+        conflict=f"ON CONFLICT (template_id, identifier) DO UPDATE SET {field_updates}",
+    )
     return template_sql, field_sql
 
 
@@ -479,7 +499,7 @@ class PageWriter:
         try:
             while (item := self._pages.get()) is not None:
                 self._write(*item)
-        except BaseException as exc:  # handed to the consumer, which raises it
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
             self._error = exc
             while self._pages.get() is not None:  # let the consumer's put and close go through
                 pass
@@ -611,8 +631,9 @@ class PagePrefetcher:
         self._pages: queue.Queue = queue.Queue(maxsize=2)
         self._stop = threading.Event()
         self._idle, self._idle_seconds = idle, idle_seconds
-        self._thread = threading.Thread(target=self._fetch, args=(client, page_size), daemon=True,
-                                        name="template-page-fetcher")  # fmt: skip
+        self._thread = threading.Thread(
+            target=self._fetch, args=(client, page_size), daemon=True, name="template-page-fetcher"
+        )
         self._thread.start()
 
     def _fetch(self, client: SmartPagesClient, page_size: int) -> None:
@@ -625,7 +646,7 @@ class PagePrefetcher:
                 if number >= page.total_pages or not page.data:
                     break
             self._pages.put(None)
-        except BaseException as exc:  # handed to the consumer, which raises it
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
             self._pages.put(exc)
 
     def _next(self):
@@ -719,9 +740,12 @@ def _skipped_warning(reasons: list[str]) -> str:
 
 
 def templates_sync_all(
-    *, run: SyncRun | None = None, trigger: str = SyncRun.Trigger.COMMAND, triggered_by=None,
+    *,
+    run: SyncRun | None = None,
+    trigger: str = SyncRun.Trigger.COMMAND,
+    triggered_by=None,
     client: SmartPagesClient | None = None,
-) -> SyncRun:  # fmt: skip
+) -> SyncRun:
     """Run a full sync (or record it as skipped when one is running). Returns the finished SyncRun."""
     run = run or sync_run_queue(trigger=trigger, triggered_by=triggered_by)
     if not _claim_lock(run):
@@ -843,19 +867,27 @@ def _mark_removed(progress: _Progress, *, client: SmartPagesClient, known: dict,
         progress.writer.put(_prepare([item], known=known, now=now), now=now)
 
 
-def template_refresh(*, template_id: str, triggered_by=None, trigger: str = SyncRun.Trigger.MANUAL,
-                     run: SyncRun | None = None, client: SmartPagesClient | None = None) -> SyncRun:  # fmt: skip
+def template_refresh(
+    *,
+    template_id: str,
+    triggered_by=None,
+    trigger: str = SyncRun.Trigger.MANUAL,
+    run: SyncRun | None = None,
+    client: SmartPagesClient | None = None,
+) -> SyncRun:
     """Refresh one template from GET /api/v1/pass-template/{id}; a 404 marks it removed."""
-    run = run or sync_run_queue(trigger=trigger, triggered_by=triggered_by, kind=SyncRun.Kind.SINGLE,
-                                template_id=template_id)  # fmt: skip
+    run = run or sync_run_queue(
+        trigger=trigger, triggered_by=triggered_by, kind=SyncRun.Kind.SINGLE, template_id=template_id
+    )
     now = timezone.now()
     if not SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.QUEUED).update(
         status=SyncRun.Status.RUNNING, started_at=now, heartbeat_at=now
     ):
         return run  # delivered again after it ran, or taken over: nothing to do
     run.status, run.started_at, run.heartbeat_at = SyncRun.Status.RUNNING, now, now
-    return _run_to_outcome(run, lambda smartpages: _refresh_one(run, str(template_id), client=smartpages),
-                           client=client)  # fmt: skip
+    return _run_to_outcome(
+        run, lambda smartpages: _refresh_one(run, str(template_id), client=smartpages), client=client
+    )
 
 
 def _refresh_one(run: SyncRun, template_id: str, *, client: SmartPagesClient) -> None:

@@ -18,9 +18,12 @@ def sync_all_templates(
 
 @shared_task(name="templates_sync.refresh_template")
 def refresh_template(
-    template_id: str, *, run_id: int | None = None, user_id: int | None = None,
+    template_id: str,
+    *,
+    run_id: int | None = None,
+    user_id: int | None = None,
     trigger: str = SyncRun.Trigger.MANUAL,
-) -> str:  # fmt: skip
+) -> str:
     run = SyncRun.objects.filter(pk=run_id).first() if run_id else None
     user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
     return sync.template_refresh(template_id=template_id, run=run, triggered_by=user, trigger=trigger).status

@@ -41,7 +41,9 @@ def _back(request) -> str:
     """The page the button was pressed on (its form posts `next`, a path on this site), else the sync history.
     The pages that start syncs belong to the portal: they say where to come back, so this app names none."""
     back = request.POST.get("next", "")
-    if back and url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+    if back and url_has_allowed_host_and_scheme(
+        back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
         return back.split("?", 1)[0]
     return reverse("templates_sync:run_list")
 

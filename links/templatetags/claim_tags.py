@@ -1,5 +1,6 @@
 """`{% batch_claim_counts batch %}`: what holders did with a batch's links (its funnel and claims per day), for
 the staff batch page."""
+
 from django import template
 
 from links import claims, selectors

@@ -1,4 +1,5 @@
 """Data for the links panels that other apps' pages include (dashboard, template detail)."""
+
 from django import template as django_template
 
 from links import selectors

@@ -1,5 +1,6 @@
 """Test data for the claim flow: templates mirrored from the sandbox, links made with the real token code,
 and the small steps a holder's browser takes (open the link, read the form's nonce, post it)."""
+
 from __future__ import annotations
 
 import re
@@ -38,15 +39,36 @@ def add_member_field_template(sandbox, **overrides) -> str:
         allowedEmailDomains=[{"sortOrder": 1, "emailDomain": "skoli.is"}],
         kennitalaAgeVerification=18,
         inputFields=[
-            {"label": "Nafn / Name", "identifier": "name", "description": None, "isMandatory": True,
-             "isUnique": False, "format": "TEXT", "type": "ISSUER"},
-            {"label": "Kennitala", "identifier": "kennitala", "description": None, "isMandatory": True,
-             "isUnique": False, "format": "KENNITALA", "type": "MEMBER"},
-            {"label": "Skólanetfang / School email", "identifier": "schoolEmail", "description": None,
-             "isMandatory": True, "isUnique": False, "format": "EMAIL", "type": "MEMBER"},
+            {
+                "label": "Nafn / Name",
+                "identifier": "name",
+                "description": None,
+                "isMandatory": True,
+                "isUnique": False,
+                "format": "TEXT",
+                "type": "ISSUER",
+            },
+            {
+                "label": "Kennitala",
+                "identifier": "kennitala",
+                "description": None,
+                "isMandatory": True,
+                "isUnique": False,
+                "format": "KENNITALA",
+                "type": "MEMBER",
+            },
+            {
+                "label": "Skólanetfang / School email",
+                "identifier": "schoolEmail",
+                "description": None,
+                "isMandatory": True,
+                "isUnique": False,
+                "format": "EMAIL",
+                "type": "MEMBER",
+            },
         ],
         **overrides,
-    )  # fmt: skip
+    )
     return sandbox.add_template(template)["id"]
 
 

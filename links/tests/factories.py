@@ -1,5 +1,6 @@
 """Test data for the links app: the sandbox's demo template through the real sync, and a template with every
 field format written straight into the mirror (the sandbox's generated ones are random)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -39,31 +40,51 @@ def demo_template() -> PassTemplate:
     return PassTemplate.objects.get(pk=DEMO_TEMPLATE_ID)
 
 
-def every_format_template(*, allowed_domains: list[str] | None = None, min_age: int | None = None, **columns) -> PassTemplate:
+def every_format_template(
+    *, allowed_domains: list[str] | None = None, min_age: int | None = None, **columns
+) -> PassTemplate:
     template_id = uuid.uuid4()
     raw = {
-        "id": str(template_id), "type": "MEMBER", "name": "Félagsskírteini", "status": "ACTIVE",
+        "id": str(template_id),
+        "type": "MEMBER",
+        "name": "Félagsskírteini",
+        "status": "ACTIVE",
         "allowedEmailDomains": [{"sortOrder": i, "emailDomain": d} for i, d in enumerate(allowed_domains or [])],
-        "useEmailDomainVerification": bool(allowed_domains), "kennitalaAgeVerification": min_age,
-    }  # fmt: skip
+        "useEmailDomainVerification": bool(allowed_domains),
+        "kennitalaAgeVerification": min_age,
+    }
     now = timezone.now()
     template = PassTemplate.objects.create(
-        id=template_id, type="MEMBER", name="Félagsskírteini", status="ACTIVE", raw=raw,
-        content_hash=hashlib.sha256(str(raw).encode()).hexdigest(), first_seen_at=now, changed_at=now,
-        use_email_domain_verification=bool(allowed_domains), kennitala_age_verification=min_age, **columns,
-    )  # fmt: skip
+        id=template_id,
+        type="MEMBER",
+        name="Félagsskírteini",
+        status="ACTIVE",
+        raw=raw,
+        content_hash=hashlib.sha256(str(raw).encode()).hexdigest(),
+        first_seen_at=now,
+        changed_at=now,
+        use_email_domain_verification=bool(allowed_domains),
+        kennitala_age_verification=min_age,
+        **columns,
+    )
     for position, (identifier, label, fmt, kind, mandatory) in enumerate(EVERY_FORMAT_FIELDS):
         TemplateInputField.objects.create(
-            template=template, position=position, identifier=identifier, label=label, format=fmt, type=kind,
+            template=template,
+            position=position,
+            identifier=identifier,
+            label=label,
+            format=fmt,
+            type=kind,
             is_mandatory=mandatory,
-        )  # fmt: skip
+        )
     return template
 
 
 def upload(template: PassTemplate, path: Path, *, user=None, delimiter: str | None = None) -> LinkBatch:
     with path.open("rb") as binary:
-        return services.link_batch_create(template=template, uploaded_by=user, file=File(binary, name=path.name),
-                                          delimiter=delimiter)  # fmt: skip
+        return services.link_batch_create(
+            template=template, uploaded_by=user, file=File(binary, name=path.name), delimiter=delimiter
+        )
 
 
 def make_links(

@@ -1,5 +1,6 @@
 """What a manager does in Chromium: upload a campaign CSV, confirm the columns, watch the batch finish, and
 download a result with one working link per good row and a reason on each bad one."""
+
 from __future__ import annotations
 
 import csv
@@ -37,8 +38,11 @@ def _campaign(path):
                 expected[number] = None
             else:
                 writer.writerow([f"Félagi {number}", f"Felagi{number}@Example.is", f"+354 {8200000 + number}", "A"])
-                expected[number] = {"name": f"Félagi {number}", "email": f"felagi{number}@example.is",
-                                    "phone": f"+354{8200000 + number}"}  # fmt: skip
+                expected[number] = {
+                    "name": f"Félagi {number}",
+                    "email": f"felagi{number}@example.is",
+                    "phone": f"+354{8200000 + number}",
+                }
     return expected
 
 
@@ -125,8 +129,11 @@ def test_a_manager_cancels_a_running_batch_from_its_page(page, live_server, sand
     sync.templates_sync_all()
     _campaign(tmp_path / "vorherferð.csv")
     with (tmp_path / "vorherferð.csv").open("rb") as binary:
-        batch = services.link_batch_create(template=PassTemplate.objects.get(pk=DEMO_TEMPLATE_ID), uploaded_by=manager,
-                                           file=File(binary, name="vorherferð.csv"))  # fmt: skip
+        batch = services.link_batch_create(
+            template=PassTemplate.objects.get(pk=DEMO_TEMPLATE_ID),
+            uploaded_by=manager,
+            file=File(binary, name="vorherferð.csv"),
+        )
     # A batch a worker is making (its state set here: no worker takes it in this test).
     LinkBatch.objects.filter(pk=batch.pk).update(status="running", rows_done=600, started_at=timezone.now())
     login(page, live_server, "maria")

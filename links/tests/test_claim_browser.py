@@ -1,5 +1,6 @@
 """PassKit's SmartPass walk-through end to end in Chromium: links made from a CSV for Percy PassKit and Laura
 Loopy; with autofill off every click makes a new pass, with autofill on (email) every click shows the first."""
+
 import csv
 import io
 import re
@@ -27,8 +28,9 @@ STAFF_MESSAGE = "Velkomin aftur, þú átt þegar kortið!"
 
 def make_seed_links(template: PassTemplate, user) -> tuple[LinkBatch, dict[str, str]]:
     """Upload the seed's CSV through the links service (as the upload page does) and read the links back."""
-    batch = link_services.link_batch_create(template=template, uploaded_by=user,
-                                            file=ContentFile(SEED_CSV.encode(), name="seed.csv"))  # fmt: skip
+    batch = link_services.link_batch_create(
+        template=template, uploaded_by=user, file=ContentFile(SEED_CSV.encode(), name="seed.csv")
+    )
     link_services.link_batch_confirm(batch=batch, mapping=batch.mapping, enqueue=False)
     batch = link_services.link_batch_process(batch_id=batch.pk)
     assert batch.status == LinkBatch.Status.SUCCEEDED and batch.links == 2, batch.error

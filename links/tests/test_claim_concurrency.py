@@ -1,5 +1,6 @@
 """Claims under pressure, on PostgreSQL against the sandbox over HTTP: simultaneous claims of one link, and
 a thousand claims while SmartPages fails a fifth of the time."""
+
 import re
 import uuid
 
@@ -7,10 +8,10 @@ import pytest
 import requests
 
 from links import claims, tokens
-from links.models import LinkClaim
 from links.keyring import link_keys
-from members.services import autofill, issuing
+from links.models import LinkClaim
 from members.models import Member
+from members.services import autofill, issuing
 from templates_sync.sandbox import DEMO_TEMPLATE_ID, Faults
 
 from .claim_factories import CSRF_RE, LAURA, add_member_field_template, link_path, mirror, nonce_of
@@ -28,7 +29,9 @@ def payload_of(path: str) -> tokens.LinkPayload:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_fifty_simultaneous_claims_of_one_autofill_link_make_one_member_and_one_upstream_pass(sandbox, run_at_a_barrier):
+def test_fifty_simultaneous_claims_of_one_autofill_link_make_one_member_and_one_upstream_pass(
+    sandbox, run_at_a_barrier
+):
     club = mirror()
     autofill.autofill_setting_change(template=club, source="email")
     payload = payload_of(link_path(fields=LAURA, batch_id=9, row=2))
@@ -117,7 +120,9 @@ def test_one_form_posted_by_many_taps_at_once_issues_once(sandbox, run_at_a_barr
 
 
 @pytest.mark.django_db(transaction=True)
-def test_simultaneous_claims_typing_one_email_make_one_member_and_show_its_pass_to_nobody_else(sandbox, run_at_a_barrier):
+def test_simultaneous_claims_typing_one_email_make_one_member_and_show_its_pass_to_nobody_else(
+    sandbox, run_at_a_barrier
+):
     school = mirror(add_member_field_template(sandbox))
     autofill.autofill_setting_change(template=school, source="email")
     payload = payload_of(link_path(school.pk, {"name": "Gunnar Nemandi"}))
@@ -143,8 +148,9 @@ def test_simultaneous_claims_typing_one_email_make_one_member_and_show_its_pass_
 def test_a_thousand_claims_with_a_fifth_of_upstream_calls_failing_all_end_issued_or_failed_with_a_reason(db, sandbox):
     club = mirror()
     autofill.autofill_setting_change(template=club, source="email")
-    anonymous_id = sandbox.add_template(sandbox.get_template(DEMO_TEMPLATE_ID) | {"id": str(uuid.uuid4()),
-                                                                                  "name": "Gestakort"})["id"]  # fmt: skip
+    anonymous_id = sandbox.add_template(
+        sandbox.get_template(DEMO_TEMPLATE_ID) | {"id": str(uuid.uuid4()), "name": "Gestakort"}
+    )["id"]
     mirror(anonymous_id)  # autofill off: every claim is a new member
     sandbox.faults = Faults(error_rate=0.2, scope="passes", seed=5)
 

@@ -91,15 +91,17 @@ def test_smartpages_slower_than_the_claim_budget_leaves_the_holder_pending_and_t
     budget) gets a 409 naming that pass, reads it and takes it: one pass per holder."""
     mirror()
     web, url, _log = start_gunicorn(
-        suite_env({
-            "SMARTPAGES_API_URL": live_sandbox.url,
-            "SMARTPAGES_KEY_ID": SANDBOX_KEY_ID,
-            "SMARTPAGES_KEY_TOKEN": SANDBOX_KEY_TOKEN,
-            "SMARTPAGES_REQUEST_CONNECT_TIMEOUT": "1",
-            "SMARTPAGES_REQUEST_READ_TIMEOUT": "1",
-            "GUNICORN_TIMEOUT": "3",
-            "CLAIM_RATE": "100000/m",
-        }),
+        suite_env(
+            {
+                "SMARTPAGES_API_URL": live_sandbox.url,
+                "SMARTPAGES_KEY_ID": SANDBOX_KEY_ID,
+                "SMARTPAGES_KEY_TOKEN": SANDBOX_KEY_TOKEN,
+                "SMARTPAGES_REQUEST_CONNECT_TIMEOUT": "1",
+                "SMARTPAGES_REQUEST_READ_TIMEOUT": "1",
+                "GUNICORN_TIMEOUT": "3",
+                "CLAIM_RATE": "100000/m",
+            }
+        ),
         log_name="slow-upstream-gunicorn",
         workers=2,
     )

@@ -1,9 +1,9 @@
 """The holder's pages over the sandbox (real HTTP): the claim page, the claim, the pass page, errors, i18n."""
+
 import base64
 import re
 import uuid
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.test import Client
@@ -11,10 +11,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from links import claims, tokens
-from links.models import LinkBatch
 from links.keyring import link_keys
-from members.services import autofill, issuing, passes
+from links.models import LinkBatch
 from members.models import Member
+from members.services import autofill, issuing, passes
 from templates_sync import sync
 from templates_sync.client import client_from_settings
 from templates_sync.sandbox import DEMO_TEMPLATE_ID, Faults
@@ -57,9 +57,14 @@ def test_every_broken_token_gets_the_identical_404_page_and_nothing_is_made(clie
 
     foreign_keys = tokens.parse_link_keys(tokens.generate_key_entry("other"))
     same_id_other_key = tokens.parse_link_keys(f"{link_keys().current_key_id}:" + base64.b64encode(b"k" * 32).decode())
-    expired = tokens.encode(tokens.LinkPayload(template_id=uuid.UUID(DEMO_TEMPLATE_ID), fields=PERCY,
-                                               expires_at=datetime(2020, 1, 1, tzinfo=dt_timezone.utc)),
-                            link_keys())  # fmt: skip
+    expired = tokens.encode(
+        tokens.LinkPayload(
+            template_id=uuid.UUID(DEMO_TEMPLATE_ID),
+            fields=PERCY,
+            expires_at=datetime(2020, 1, 1, tzinfo=UTC),
+        ),
+        link_keys(),
+    )
     broken = {
         "bit flip in the version": flipped(0),
         "bit flip in the key id": flipped(3),
@@ -94,8 +99,11 @@ def test_a_tampered_pass_page_address_gets_the_same_404_page(client, club, sandb
     member_id = Member.objects.get().pk
     not_found = client.get("/p/garbage").content
 
-    for url in (pass_url[:-1] + ("A" if pass_url[-1] != "A" else "B"), f"/pass/{member_id}",
-                f"/pass/{member_id + 1}:{pass_url.rsplit(':', 1)[1]}"):  # fmt: skip
+    for url in (
+        pass_url[:-1] + ("A" if pass_url[-1] != "A" else "B"),
+        f"/pass/{member_id}",
+        f"/pass/{member_id + 1}:{pass_url.rsplit(':', 1)[1]}",
+    ):
         answer = client.get(url)
         assert (answer.status_code, answer.content) == (404, not_found), url
 
@@ -158,7 +166,9 @@ def test_mandatory_member_fields_the_link_lacks_are_asked_for_and_validated(clie
     empty = client.post(path, {"nonce": nonce})
     assert empty.status_code == 200 and empty.content.decode().count("Please fill in this field.") == 2
 
-    wrong = client.post(path, {"nonce": nonce, "field_0": "010115-2990", "field_1": "gunnar@gmail.com"}).content.decode()
+    wrong = client.post(
+        path, {"nonce": nonce, "field_0": "010115-2990", "field_1": "gunnar@gmail.com"}
+    ).content.decode()
     assert "You must be at least 18 years old to get this pass." in wrong
     assert "Use an email address at skoli.is." in wrong
     assert 'value="gunnar@gmail.com"' in wrong  # what was typed stays in the form
@@ -200,7 +210,7 @@ def test_claiming_issues_the_pass_and_shows_it_with_a_qr_code_and_the_wallet_lin
     body = page.content.decode()
     assert page.status_code == 200 and "Refresh" not in page
     assert "Klúbbkort Sundfélagsins" in body and "Percy PassKit" in body
-    assert '<svg' in body and 'class="qr-code"' in body
+    assert "<svg" in body and 'class="qr-code"' in body
     assert pass_id_on(body) == str(member.pass_id) == sandbox.passes()[0]["id"]
     assert f'href="{sandbox.url}/distribution/pass/{member.pass_id}"' in body
 
@@ -260,8 +270,9 @@ def test_with_autofill_on_every_claim_of_a_link_shows_the_same_pass(client, club
 
 
 def test_an_explicit_external_id_wins_and_staff_can_set_an_already_enrolled_message(client, club, sandbox):
-    autofill.autofill_setting_change(template=club, source="email",
-                                            already_enrolled_message="Þú ert nú þegar skráð/ur.\nSjáumst í lauginni!")  # fmt: skip
+    autofill.autofill_setting_change(
+        template=club, source="email", already_enrolled_message="Þú ert nú þegar skráð/ur.\nSjáumst í lauginni!"
+    )
     path = link_path(fields=LAURA, external_id="SUND-0042")
 
     first = open_and_claim(client, path)
@@ -321,8 +332,16 @@ def test_a_voided_pass_page_says_the_pass_was_cancelled_without_a_qr_code(client
 
 def test_the_batch_page_counts_claims_members_created_and_duplicates_prevented(client, club, sandbox, viewer):
     autofill.autofill_setting_change(template=club, source="email")
-    batch = LinkBatch.objects.create(template=club, original_name="herferd.csv", encoding="utf-8", delimiter=",",
-                                     status=LinkBatch.Status.SUCCEEDED, rows_total=2, rows_done=2, links=2)  # fmt: skip
+    batch = LinkBatch.objects.create(
+        template=club,
+        original_name="herferd.csv",
+        encoding="utf-8",
+        delimiter=",",
+        status=LinkBatch.Status.SUCCEEDED,
+        rows_total=2,
+        rows_done=2,
+        links=2,
+    )
     laura, percy = link_path(fields=LAURA, batch_id=batch.pk, row=1), link_path(fields=PERCY, batch_id=batch.pk, row=2)
     for path in (laura, laura, laura, percy):
         open_and_claim(client, path)
@@ -355,9 +374,16 @@ def test_an_upstream_refusal_fails_the_member_with_a_reason_staff_can_read(clien
 def test_an_external_id_taken_upstream_tells_the_holder_they_are_enrolled_and_flags_the_member(client, club, sandbox):
     autofill.autofill_setting_change(template=club, source="email")
     with client_from_settings() as smartpages:  # a pass made outside the portal
-        smartpages.create_pass({"passTemplateId": DEMO_TEMPLATE_ID, "externalIdentifier": "laura.loopy@example.com",
-                                "inputFields": [{"identifier": "name", "value": "Laura"},
-                                                {"identifier": "email", "value": "laura.loopy@example.com"}]})  # fmt: skip
+        smartpages.create_pass(
+            {
+                "passTemplateId": DEMO_TEMPLATE_ID,
+                "externalIdentifier": "laura.loopy@example.com",
+                "inputFields": [
+                    {"identifier": "name", "value": "Laura"},
+                    {"identifier": "email", "value": "laura.loopy@example.com"},
+                ],
+            }
+        )
 
     response = open_and_claim(client, link_path(fields=LAURA))
 
@@ -475,8 +501,9 @@ def test_typing_someone_elses_email_says_already_enrolled_but_never_shows_their_
     assert str(member.pass_id) not in body and "/pass/" not in body and "qr-code" not in body
     assert Member.objects.count() == 1 and upstream_posts(sandbox) == 1
     # The staff message, when set, is what the page says; still no pass.
-    autofill.autofill_setting_change(template=school, source="email",
-                                            already_enrolled_message="Talaðu við skrifstofuna.")  # fmt: skip
+    autofill.autofill_setting_change(
+        template=school, source="email", already_enrolled_message="Talaðu við skrifstofuna."
+    )
     again = typed_claim(attacker, school, name="Mallory", email="gunnar@skoli.is").content.decode()
     assert "Talaðu við skrifstofuna." in again and str(member.pass_id) not in again and "/pass/" not in again
     assert Member.objects.count() == 1 and upstream_posts(sandbox) == 1
@@ -484,8 +511,11 @@ def test_typing_someone_elses_email_says_already_enrolled_but_never_shows_their_
 
 def test_the_holders_own_double_tap_still_shows_the_pass_their_typed_email_made(school, sandbox):
     path = link_path(school.pk, {"name": "Gunnar Nemandi"})
-    form = {"nonce": nonce_of(Client().get(path).content.decode()), "field_0": "010130-2989",
-            "field_1": "gunnar@skoli.is"}  # fmt: skip
+    form = {
+        "nonce": nonce_of(Client().get(path).content.decode()),
+        "field_0": "010130-2989",
+        "field_1": "gunnar@skoli.is",
+    }
     client = Client()
 
     first, second = client.post(path, form), client.post(path, form)
@@ -524,7 +554,11 @@ def test_a_holder_refused_once_gets_the_same_member_issued_when_they_claim_again
     member = Member.objects.get()
     assert member.status == Member.Status.ISSUED and member.external_id == "laura.loopy@example.com"
     assert [(c.old, c.new) for c in member.status_changes.all()] == [
-        ("", "pending"), ("pending", "failed"), ("failed", "pending"), ("pending", "issued")]  # fmt: skip
+        ("", "pending"),
+        ("pending", "failed"),
+        ("failed", "pending"),
+        ("pending", "issued"),
+    ]
     assert pass_id_on(client.get(second["Location"]).content.decode()) == str(member.pass_id)
     assert [p["id"] for p in sandbox.passes()] == [str(member.pass_id)] and upstream_posts(sandbox) == 2
 
@@ -532,9 +566,16 @@ def test_a_holder_refused_once_gets_the_same_member_issued_when_they_claim_again
 def test_a_member_whose_external_id_smartpages_already_had_is_not_issued_again(client, club, sandbox):
     autofill.autofill_setting_change(template=club, source="email")
     with client_from_settings() as smartpages:  # a pass made outside the portal
-        smartpages.create_pass({"passTemplateId": DEMO_TEMPLATE_ID, "externalIdentifier": "laura.loopy@example.com",
-                                "inputFields": [{"identifier": "name", "value": "Laura"},
-                                                {"identifier": "email", "value": "laura.loopy@example.com"}]})  # fmt: skip
+        smartpages.create_pass(
+            {
+                "passTemplateId": DEMO_TEMPLATE_ID,
+                "externalIdentifier": "laura.loopy@example.com",
+                "inputFields": [
+                    {"identifier": "name", "value": "Laura"},
+                    {"identifier": "email", "value": "laura.loopy@example.com"},
+                ],
+            }
+        )
     open_and_claim(client, link_path(fields=LAURA))
     posts = upstream_posts(sandbox)
 
@@ -544,11 +585,13 @@ def test_a_member_whose_external_id_smartpages_already_had_is_not_issued_again(c
     assert member.status == Member.Status.FAILED and member.upstream_conflict and upstream_posts(sandbox) == posts
 
 
-def test_staff_adding_a_capitalised_email_as_external_id_and_the_holders_link_find_one_member(client, club, sandbox,
-                                                                                             manager):  # fmt: skip
+def test_staff_adding_a_capitalised_email_as_external_id_and_the_holders_link_find_one_member(
+    client, club, sandbox, manager
+):
     autofill.autofill_setting_change(template=club, source="email")
-    added = issuing.member_add(template=club, values={"name": "Laura", "email": "laura@x.com"},
-                                       external_id=" Laura@X.com ", user=manager).member  # fmt: skip
+    added = issuing.member_add(
+        template=club, values={"name": "Laura", "email": "laura@x.com"}, external_id=" Laura@X.com ", user=manager
+    ).member
     assert added.external_id == "laura@x.com" and added.status == Member.Status.ISSUED
 
     by_explicit_id = open_and_claim(client, link_path(fields=PERCY, external_id="laura@x.com"))

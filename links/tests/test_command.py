@@ -1,4 +1,5 @@
 """`manage.py generate_links` and `manage.py generate_link_key`, and the start-up check of the link keys."""
+
 from __future__ import annotations
 
 import csv
@@ -32,17 +33,34 @@ def demo(sandbox, settings, tmp_path):
 def test_generate_links_writes_the_same_output_as_the_page_and_prints_json(demo, tmp_path):
     out = tmp_path / "out.csv"
     stdout = StringIO()
-    call_command("generate_links", "--template", str(demo.pk), str(DATA / "10_missing_mandatory.csv"), str(out),
-                 "--json", stdout=stdout)  # fmt: skip
+    call_command(
+        "generate_links",
+        "--template",
+        str(demo.pk),
+        str(DATA / "10_missing_mandatory.csv"),
+        str(out),
+        "--json",
+        stdout=stdout,
+    )
     outcome = json.loads(stdout.getvalue())
     batch = LinkBatch.objects.get()
-    assert outcome == {"rows": 4, "links": 1, "errors": 3, "warnings": 0, "duplicates": 0, "existing_members": 0,
-                       "batch": batch.pk}  # fmt: skip
+    assert outcome == {
+        "rows": 4,
+        "links": 1,
+        "errors": 3,
+        "warnings": 0,
+        "duplicates": 0,
+        "existing_members": 0,
+        "batch": batch.pk,
+    }
     assert batch.created_via == "command" and batch.uploaded_by is None
     rows = list(csv.reader(out.open(encoding="utf-8-sig", newline="")))
     assert len(rows) == 5 and rows[0][-2:] == ["smartpass_link", "error"]
-    assert [row[-1] for row in rows[2:]] == ["Netfang / Email is required.", "Nafn / Name is required.",
-                                             "Nafn / Name is required. Netfang / Email is required."]  # fmt: skip
+    assert [row[-1] for row in rows[2:]] == [
+        "Netfang / Email is required.",
+        "Nafn / Name is required.",
+        "Nafn / Name is required. Netfang / Email is required.",
+    ]
 
 
 @pytest.mark.django_db
@@ -93,8 +111,18 @@ def test_map_overrides_the_automatic_match(demo, tmp_path):
     source = tmp_path / "in.csv"
     source.write_text("Fullt nafn,netfang,kort\nAnna,anna@example.is,K-1\n", encoding="utf-8")
     out = tmp_path / "out.csv"
-    call_command("generate_links", "--template", str(demo.pk), str(source), str(out),
-                 "--map", "fullt nafn=name", "--map", "kort=@external_id", stdout=StringIO())  # fmt: skip
+    call_command(
+        "generate_links",
+        "--template",
+        str(demo.pk),
+        str(source),
+        str(out),
+        "--map",
+        "fullt nafn=name",
+        "--map",
+        "kort=@external_id",
+        stdout=StringIO(),
+    )
     link = list(csv.reader(out.open(encoding="utf-8-sig")))[1][3]
     payload = decode(link.rsplit("/", 1)[1], link_keys())
     assert payload.fields == {"name": "Anna", "email": "anna@example.is"} and payload.external_id == "K-1"
@@ -103,17 +131,37 @@ def test_map_overrides_the_automatic_match(demo, tmp_path):
 @pytest.mark.django_db
 def test_generate_links_says_what_is_wrong(demo, tmp_path):
     with pytest.raises(CommandError, match="No pass template '00000000-0000-0000-0000-000000000000'"):
-        call_command("generate_links", "--template", "00000000-0000-0000-0000-000000000000",
-                     str(DATA / "01_plain_utf8.csv"), str(tmp_path / "o.csv"))  # fmt: skip
+        call_command(
+            "generate_links",
+            "--template",
+            "00000000-0000-0000-0000-000000000000",
+            str(DATA / "01_plain_utf8.csv"),
+            str(tmp_path / "o.csv"),
+        )
     with pytest.raises(CommandError, match="^This file does not look like a CSV text file.$"):
-        call_command("generate_links", "--template", str(demo.pk), str(DATA / "18_binary_junk.csv"),
-                     str(tmp_path / "o.csv"))  # fmt: skip
+        call_command(
+            "generate_links", "--template", str(demo.pk), str(DATA / "18_binary_junk.csv"), str(tmp_path / "o.csv")
+        )
     with pytest.raises(CommandError, match="the file has no column 'mail'"):
-        call_command("generate_links", "--template", str(demo.pk), str(DATA / "01_plain_utf8.csv"),
-                     str(tmp_path / "o.csv"), "--map", "mail=email")  # fmt: skip
+        call_command(
+            "generate_links",
+            "--template",
+            str(demo.pk),
+            str(DATA / "01_plain_utf8.csv"),
+            str(tmp_path / "o.csv"),
+            "--map",
+            "mail=email",
+        )
     with pytest.raises(CommandError, match="Choose the column for Netfang / Email: every pass needs it."):
-        call_command("generate_links", "--template", str(demo.pk), str(DATA / "01_plain_utf8.csv"),
-                     str(tmp_path / "o.csv"), "--map", "email=")  # fmt: skip
+        call_command(
+            "generate_links",
+            "--template",
+            str(demo.pk),
+            str(DATA / "01_plain_utf8.csv"),
+            str(tmp_path / "o.csv"),
+            "--map",
+            "email=",
+        )
     assert not (tmp_path / "o.csv").exists()
 
 
@@ -135,10 +183,18 @@ def test_a_missing_or_malformed_key_setting_is_a_clear_configuration_error(setti
 
 def _manage(*args: str, **env: str) -> subprocess.CompletedProcess:
     environment = {key: value for key, value in os.environ.items() if key != "SMARTPASS_LINK_KEYS"}
-    environment.update({"DJANGO_SETTINGS_MODULE": "portal.settings", "DEBUG": "false",
-                        "SECRET_KEY": "s" * 60, "DATABASE_URL": "sqlite:///:memory:"}, **env)  # fmt: skip
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=environment, capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    environment.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "portal.settings",
+            "DEBUG": "false",
+            "SECRET_KEY": "s" * 60,
+            "DATABASE_URL": "sqlite:///:memory:",
+        },
+        **env,
+    )
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.mark.slow
@@ -148,7 +204,9 @@ def test_the_portal_does_not_start_without_link_keys_outside_debug():
     assert "(links.E001) SMARTPASS_LINK_KEYS is empty" in result.stderr  # a system check, not a crash
     bad = _manage("check", SMARTPASS_LINK_KEYS="k1:not base64!")
     assert "SMARTPASS_LINK_KEYS entry 1 ('k1'): the key is not valid base64." in bad.stderr
-    assert "not base64!" not in bad.stderr.replace("SMARTPASS_LINK_KEYS entry 1 ('k1'): the key is not valid base64.", "")
+    assert "not base64!" not in bad.stderr.replace(
+        "SMARTPASS_LINK_KEYS entry 1 ('k1'): the key is not valid base64.", ""
+    )
     # The command that makes the first key still runs.
     made = _manage("generate_link_key")
     assert made.returncode == 0 and parse_link_keys(made.stdout.strip())

@@ -1,5 +1,6 @@
 """The corpus of awkward campaign CSVs in tests/data/, each with its exact outcome, through the real service
 on PostgreSQL: either the sentence the upload form shows, or the result file row by row."""
+
 from __future__ import annotations
 
 import csv
@@ -66,40 +67,76 @@ class Case:
 
 
 CASES = [
-    Case("01_plain_utf8.csv", rows=3, links=3, values={
-        1: {"name": "Anna Jónsdóttir", "email": "anna@example.is", "phone": "+3546123456"},
-        2: {"name": "Björn Sigurðsson", "email": "bjorn@example.is", "phone": "+3546123457"},
-        3: {"name": "Guðrún Ólafsdóttir", "email": "gudrun@example.is"},
-    }),  # fmt: skip
-    Case("02_utf8_bom_labels.csv", rows=2, links=2,
-         values={1: {"name": "Þórdís Ævarsdóttir", "email": "thordis@example.is", "phone": "+3548201234"}}),
-    Case("03_cp1252_icelandic.csv", rows=3, links=3, values={
-        1: {"name": "Þórður Ægisson", "email": "thordur@example.is", "phone": "+3546123456"},
-        2: {"name": "Ðóra Björk Ösp", "email": "dora@example.is"},
-    }),  # fmt: skip
+    Case(
+        "01_plain_utf8.csv",
+        rows=3,
+        links=3,
+        values={
+            1: {"name": "Anna Jónsdóttir", "email": "anna@example.is", "phone": "+3546123456"},
+            2: {"name": "Björn Sigurðsson", "email": "bjorn@example.is", "phone": "+3546123457"},
+            3: {"name": "Guðrún Ólafsdóttir", "email": "gudrun@example.is"},
+        },
+    ),
+    Case(
+        "02_utf8_bom_labels.csv",
+        rows=2,
+        links=2,
+        values={1: {"name": "Þórdís Ævarsdóttir", "email": "thordis@example.is", "phone": "+3548201234"}},
+    ),
+    Case(
+        "03_cp1252_icelandic.csv",
+        rows=3,
+        links=3,
+        values={
+            1: {"name": "Þórður Ægisson", "email": "thordur@example.is", "phone": "+3546123456"},
+            2: {"name": "Ðóra Björk Ösp", "email": "dora@example.is"},
+        },
+    ),
     Case("04_semicolons.csv", rows=2, links=2, values={2: {"name": "Jón; yngri", "email": "jon@example.is"}}),
     Case("05_tabs.csv", rows=2, links=2, values={2: {"name": "Björn, Sigurðsson", "email": "bjorn@example.is"}}),
-    Case("06_quoted_newlines.csv", rows=3, links=3, values={
-        1: {"name": "Anna\nJónsdóttir", "email": "anna@example.is"},
-        2: {"name": 'Björn "Bjössi" Sigurðsson, eldri', "email": "bjorn@example.is", "phone": "+3546123456"},
-        3: {"name": "Guðrún", "email": "gudrun@example.is"},
-    }),  # fmt: skip
+    Case(
+        "06_quoted_newlines.csv",
+        rows=3,
+        links=3,
+        values={
+            1: {"name": "Anna\nJónsdóttir", "email": "anna@example.is"},
+            2: {"name": 'Björn "Bjössi" Sigurðsson, eldri', "email": "bjorn@example.is", "phone": "+3546123456"},
+            3: {"name": "Guðrún", "email": "gudrun@example.is"},
+        },
+    ),
     Case("07_crlf.csv", rows=2, links=2, values={2: {"name": "Björn", "email": "bjorn@example.is"}}),
-    Case("08_passkit_headers.csv", rows=2, links=2,
-         values={1: {"name": "Percy PassKit", "email": "percy@example.com", "phone": "+447911123456"}},
-         external_ids={1: "CUST-001"}),  # trimmed; row 2 has none
+    Case(
+        "08_passkit_headers.csv",
+        rows=2,
+        links=2,
+        values={1: {"name": "Percy PassKit", "email": "percy@example.com", "phone": "+447911123456"}},
+        external_ids={1: "CUST-001"},
+    ),  # trimmed; row 2 has none
     Case("09_duplicate_rows.csv", rows=4, links=4, duplicates=2, warnings={3: SAME_VALUES, 4: SAME_VALUES}),
-    Case("10_missing_mandatory.csv", rows=4, links=1, errors={
-        2: REQUIRED_EMAIL, 3: REQUIRED_NAME, 4: f"{REQUIRED_NAME} {REQUIRED_EMAIL}",
-    }),  # fmt: skip
-    Case("11_bad_emails.csv", rows=5, links=1, errors={
-        1: "Netfang / Email: “anna@” is not a valid email address. There must be something after the @-sign.",
-        2: "Netfang / Email: “bjorn at example.is” is not a valid email address. An email address must have an @-sign.",
-        3: "Netfang / Email: “gudrun@@example.is” is not a valid email address. The part after the @-sign contains "
-           "invalid characters: '@'.",
-        4: "Netfang / Email: “dora@example” is not a valid email address. The part after the @-sign is not valid. "
-           "It should have a period.",
-    }, values={5: {"name": "E", "email": "eva@example.is"}}),  # fmt: skip
+    Case(
+        "10_missing_mandatory.csv",
+        rows=4,
+        links=1,
+        errors={
+            2: REQUIRED_EMAIL,
+            3: REQUIRED_NAME,
+            4: f"{REQUIRED_NAME} {REQUIRED_EMAIL}",
+        },
+    ),
+    Case(
+        "11_bad_emails.csv",
+        rows=5,
+        links=1,
+        errors={
+            1: "Netfang / Email: “anna@” is not a valid email address. There must be something after the @-sign.",
+            2: "Netfang / Email: “bjorn at example.is” is not a valid email address. An email address must have an @-sign.",
+            3: "Netfang / Email: “gudrun@@example.is” is not a valid email address. The part after the @-sign contains "
+            "invalid characters: '@'.",
+            4: "Netfang / Email: “dora@example” is not a valid email address. The part after the @-sign is not valid. "
+            "It should have a period.",
+        },
+        values={5: {"name": "E", "email": "eva@example.is"}},
+    ),
     # The phone is optional: a bad one costs the row only the phone, unless the upload is strict.
     Case(
         "12_bad_phones.csv",
@@ -119,33 +156,63 @@ CASES = [
         errors=BAD_PHONES,
         values={5: {"name": "E", "email": "e@example.is", "phone": "+3546123456"}},
     ),
-    Case("13_formula_cells.csv", rows=3, links=3,
-         values={1: {"name": '=HYPERLINK("http://evil.example","click")', "email": "a@example.is"}}),
+    Case(
+        "13_formula_cells.csv",
+        rows=3,
+        links=3,
+        values={1: {"name": '=HYPERLINK("http://evil.example","click")', "email": "a@example.is"}},
+    ),
     Case("14_empty.csv", form_error="The file is empty."),
     Case("15_header_only.csv", form_error="The file has column names but no rows; add one row per pass holder."),
-    Case("16_header_and_blank_lines.csv", form_error="The file has column names but no rows; add one row per pass holder."),
-    Case("17_ragged_rows.csv", rows=4, links=2, errors={
-        2: REQUIRED_EMAIL,
-        4: "This row has 2 more cells than the header: “extra”, “values”. Check it for a stray delimiter or a "
-           "missing quotation mark.",
-    }, values={3: {"name": "Guðrún", "email": "gudrun@example.is"}}),  # fmt: skip
+    Case(
+        "16_header_and_blank_lines.csv",
+        form_error="The file has column names but no rows; add one row per pass holder.",
+    ),
+    Case(
+        "17_ragged_rows.csv",
+        rows=4,
+        links=2,
+        errors={
+            2: REQUIRED_EMAIL,
+            4: "This row has 2 more cells than the header: “extra”, “values”. Check it for a stray delimiter or a "
+            "missing quotation mark.",
+        },
+        values={3: {"name": "Guðrún", "email": "gudrun@example.is"}},
+    ),
     Case("18_binary_junk.csv", form_error="This file does not look like a CSV text file."),
-    Case("19_excel_workbook.csv", form_error="This looks like an Excel workbook, not a CSV file; in Excel choose "
-                                             "Save As › “CSV UTF-8” and upload that file."),
+    Case(
+        "19_excel_workbook.csv",
+        form_error="This looks like an Excel workbook, not a CSV file; in Excel choose "
+        "Save As › “CSV UTF-8” and upload that file.",
+    ),
     Case("20_utf16.csv", form_error="This file is saved as UTF-16 text; save it as “CSV UTF-8” and upload it again."),
-    Case("21_over_byte_limit.csv", form_error="The file is 2.2 KB; the limit is 1 KB.",
-         limits={"LINKS_MAX_UPLOAD_BYTES": 1024}),
-    Case("22_over_row_limit.csv", form_error="The file has more than 5 rows; split it into smaller files.",
-         limits={"LINKS_MAX_ROWS": 5}),
-    Case("23_invalid_utf8_late.csv", form_error="The file is not valid UTF-8 text in row 2501; save it as "
-                                                "“CSV UTF-8” and upload it again."),
-    Case("24_duplicate_header.csv", form_error="The column name “Email” appears more than once in the header row; "
-                                               "column names must be different."),
+    Case(
+        "21_over_byte_limit.csv",
+        form_error="The file is 2.2 KB; the limit is 1 KB.",
+        limits={"LINKS_MAX_UPLOAD_BYTES": 1024},
+    ),
+    Case(
+        "22_over_row_limit.csv",
+        form_error="The file has more than 5 rows; split it into smaller files.",
+        limits={"LINKS_MAX_ROWS": 5},
+    ),
+    Case(
+        "23_invalid_utf8_late.csv",
+        form_error="The file is not valid UTF-8 text in row 2501; save it as “CSV UTF-8” and upload it again.",
+    ),
+    Case(
+        "24_duplicate_header.csv",
+        form_error="The column name “Email” appears more than once in the header row; column names must be different.",
+    ),
     # The quotation mark never closed swallows the rest of the file into one cell: that record has no email.
     Case("25_unclosed_quote.csv", rows=2, links=1, errors={2: REQUIRED_EMAIL}),
     Case("26_extra_columns.csv", rows=2, links=2, values={1: {"name": "Anna", "email": "anna@example.is"}}),
-    Case("27_whitespace_and_case.csv", rows=1, links=1,
-         values={1: {"name": "Anna Jónsdóttir", "email": "anna@example.is", "phone": "+3546123456"}}),
+    Case(
+        "27_whitespace_and_case.csv",
+        rows=1,
+        links=1,
+        values={1: {"name": "Anna Jónsdóttir", "email": "anna@example.is", "phone": "+3546123456"}},
+    ),
     Case(
         "28_bad_kennitolur.csv",
         template="every_format",
@@ -167,20 +234,42 @@ CASES = [
         warnings={4: KENNITALA_CHECK_DIGIT},
         values={5: {"name": "E", "kennitala": "0101302989"}},
     ),
-    Case("29_bad_dates.csv", template="every_format", strict=True, rows=5, links=2, errors={
-        1: "Fæðingardagur: “31.02.2024” is not a real date.",
-        2: "Fæðingardagur: “2024/01/05” is not a date. Use yyyy-mm-dd or dd.mm.yyyy.",
-        4: "Fæðingardagur: “2024-13-01” is not a real date.",
-    }, values={3: {"name": "C", "kennitala": "0101302989", "birthday": "2024-01-05"}}),  # fmt: skip
-    Case("30_numbers_and_urls.csv", template="every_format", strict=True, rows=5, links=1, errors={
-        1: "Félagsnúmer: “1.000” is not a whole number. Write it without thousands separators, e.g. 1000.",
-        2: "Félagsnúmer: “12.5” is not a whole number. Decimals are not allowed. Vefsíða: “example.is” is not a "
-           "valid web address. It must start with http:// or https://.",
-        3: "Vefsíða: “https://example.is/a b” is not a valid web address. It contains spaces or characters a URL "
-           "cannot have.",
-        4: "Vefsíða: “ftp://example.is” is not a valid web address. It must start with http:// or https://.",
-    }, values={5: {"name": "E", "kennitala": "0101302989", "memberNumber": "42",
-                   "website": "https://sund.example.is/felagar?id=42"}}),  # fmt: skip
+    Case(
+        "29_bad_dates.csv",
+        template="every_format",
+        strict=True,
+        rows=5,
+        links=2,
+        errors={
+            1: "Fæðingardagur: “31.02.2024” is not a real date.",
+            2: "Fæðingardagur: “2024/01/05” is not a date. Use yyyy-mm-dd or dd.mm.yyyy.",
+            4: "Fæðingardagur: “2024-13-01” is not a real date.",
+        },
+        values={3: {"name": "C", "kennitala": "0101302989", "birthday": "2024-01-05"}},
+    ),
+    Case(
+        "30_numbers_and_urls.csv",
+        template="every_format",
+        strict=True,
+        rows=5,
+        links=1,
+        errors={
+            1: "Félagsnúmer: “1.000” is not a whole number. Write it without thousands separators, e.g. 1000.",
+            2: "Félagsnúmer: “12.5” is not a whole number. Decimals are not allowed. Vefsíða: “example.is” is not a "
+            "valid web address. It must start with http:// or https://.",
+            3: "Vefsíða: “https://example.is/a b” is not a valid web address. It contains spaces or characters a URL "
+            "cannot have.",
+            4: "Vefsíða: “ftp://example.is” is not a valid web address. It must start with http:// or https://.",
+        },
+        values={
+            5: {
+                "name": "E",
+                "kennitala": "0101302989",
+                "memberNumber": "42",
+                "website": "https://sund.example.is/felagar?id=42",
+            }
+        },
+    ),
     # Both bad values of row 2 are left out, each with its warning; the row keeps what was good.
     Case(
         "30_numbers_and_urls.csv",
@@ -204,20 +293,50 @@ CASES = [
         },
     ),
     # Sími is a mandatory MEMBER field: the holder gives it on the claim page, so the issuer may leave it out.
-    Case("31_member_fields_left_empty.csv", template="every_format", rows=2, links=2,
-         values={1: {"name": "A", "kennitala": "0101302989"}}),
+    Case(
+        "31_member_fields_left_empty.csv",
+        template="every_format",
+        rows=2,
+        links=2,
+        values={1: {"name": "A", "kennitala": "0101302989"}},
+    ),
     # Optional, but under the template's rules (allowed domains, minimum age): refused even when not strict.
-    Case("32_domains_and_age.csv", template="strict", rows=4, links=1, errors={
-        1: "Netfang: “anna@gmail.com” is not allowed. Use an address at hi.is.",
-        2: "Kennitala: the holder must be at least 18 years old.",
-        4: "Kennitala: “5001302979” must be a person's kennitala, not a company's.",
-    }, values={3: {"name": "C", "kennitala": "0101302989", "email": "gudrun@hi.is"}}),  # fmt: skip
-    Case("33_too_long_for_a_link.csv", template="every_format", rows=2, links=1,
-         errors={2: "The values in this row are too long to fit in a link."}),
-    Case("34_existing_members.csv", autofill="email", members=("anna@example.is",), rows=2, links=2, existing=1,
-         warnings={1: ALREADY_MEMBER}),
-    Case("35_autofill_duplicates.csv", autofill="email", rows=3, links=3, duplicates=1,
-         warnings={3: "Warning: the same External ID as row 1."}),
+    Case(
+        "32_domains_and_age.csv",
+        template="strict",
+        rows=4,
+        links=1,
+        errors={
+            1: "Netfang: “anna@gmail.com” is not allowed. Use an address at hi.is.",
+            2: "Kennitala: the holder must be at least 18 years old.",
+            4: "Kennitala: “5001302979” must be a person's kennitala, not a company's.",
+        },
+        values={3: {"name": "C", "kennitala": "0101302989", "email": "gudrun@hi.is"}},
+    ),
+    Case(
+        "33_too_long_for_a_link.csv",
+        template="every_format",
+        rows=2,
+        links=1,
+        errors={2: "The values in this row are too long to fit in a link."},
+    ),
+    Case(
+        "34_existing_members.csv",
+        autofill="email",
+        members=("anna@example.is",),
+        rows=2,
+        links=2,
+        existing=1,
+        warnings={1: ALREADY_MEMBER},
+    ),
+    Case(
+        "35_autofill_duplicates.csv",
+        autofill="email",
+        rows=3,
+        links=3,
+        duplicates=1,
+        warnings={3: "Warning: the same External ID as row 1."},
+    ),
 ]
 
 
@@ -236,8 +355,11 @@ def _read_output(batch: LinkBatch, name: str) -> tuple[bytes, list[list[str]]]:
 
 def _input_rows(path) -> list[list[str]]:
     raw = path.read_bytes()
-    text = raw.decode("utf-8-sig") if raw.startswith(b"\xef\xbb\xbf") else (
-        raw.decode("utf-8") if _is_utf8(raw) else raw.decode("cp1252"))  # fmt: skip
+    text = (
+        raw.decode("utf-8-sig")
+        if raw.startswith(b"\xef\xbb\xbf")
+        else (raw.decode("utf-8") if _is_utf8(raw) else raw.decode("cp1252"))
+    )
     delimiter = ";" if "04_" in path.name else "\t" if "05_" in path.name else ","
     return [row for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)]
 
@@ -314,8 +436,16 @@ def test_original_cells_come_back_unchanged_except_formula_guards(sandbox, setti
     ]
 
 
-@pytest.mark.parametrize("name", ["01_plain_utf8.csv", "03_cp1252_icelandic.csv", "06_quoted_newlines.csv",
-                                  "17_ragged_rows.csv", "26_extra_columns.csv"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name",
+    [
+        "01_plain_utf8.csv",
+        "03_cp1252_icelandic.csv",
+        "06_quoted_newlines.csv",
+        "17_ragged_rows.csv",
+        "26_extra_columns.csv",
+    ],
+)
 def test_every_input_column_comes_back_in_its_place(name, sandbox, settings, tmp_path):
     settings.MEDIA_ROOT = str(tmp_path)
     batch = make_links(demo_template(), DATA / name)
@@ -335,11 +465,11 @@ def test_empty_rows_and_extra_cells_come_back_with_an_error_and_no_value_is_lost
         "Anna,anna@example.is,\r\n"
         ",,\r\n"  # an empty row: the spreadsheet shows it, so the result has it too
         "\r\n"  # a blank line: no cells, not a row
-        "Björn,bjorn@example.is,6123456,=1+1,\"two\nlines\"\r\n"
+        'Björn,bjorn@example.is,6123456,=1+1,"two\nlines"\r\n'
         "  ,  \r\n"
         "Gunna,gunna@example.is,\r\n"
         "\r\n".encode()
-    )  # fmt: skip
+    )
 
     batch = make_links(demo_template(), path)
 
@@ -349,11 +479,16 @@ def test_empty_rows_and_extra_cells_come_back_with_an_error_and_no_value_is_lost
     assert [row[:3] + [row[4]] for row in output[1:]] == [
         ["Anna", "anna@example.is", "", ""],
         ["", "", "", "This row is empty."],
-        ["Björn", "bjorn@example.is", "6123456", "This row has 2 more cells than the header: “=1+1”, “two\nlines”. "
-                                                 "Check it for a stray delimiter or a missing quotation mark."],
+        [
+            "Björn",
+            "bjorn@example.is",
+            "6123456",
+            "This row has 2 more cells than the header: “=1+1”, “two\nlines”. "
+            "Check it for a stray delimiter or a missing quotation mark.",
+        ],
         ["  ", "  ", "", "This row is empty."],
         ["Gunna", "gunna@example.is", "", ""],
-    ]  # fmt: skip
+    ]
     assert [bool(row[3]) for row in output[1:]] == [True, False, False, False, True]
     _, error_rows = _read_output(batch, batch.errors_file.name)
     assert [row[-1] for row in error_rows[1:]] == [output[2][4], output[3][4], output[4][4]]

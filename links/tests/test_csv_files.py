@@ -201,9 +201,7 @@ def test_header_cells_are_stripped_and_trailing_empty_ones_dropped(tmp_path: Pat
         (b"\r\nname,email\r\n", "first row must hold the column names"),
     ],
 )
-def test_a_blank_or_duplicated_header_is_a_file_error(
-    tmp_path: Path, data: bytes, message: str
-) -> None:
+def test_a_blank_or_duplicated_header_is_a_file_error(tmp_path: Path, data: bytes, message: str) -> None:
     with pytest.raises(CsvFormatError, match=message):
         load(make(tmp_path, data))
 
@@ -240,7 +238,7 @@ def test_records_with_only_empty_cells_are_rows_so_the_caller_can_echo_them(tmp_
 
 
 def test_empty_records_count_toward_the_row_limit_but_blank_lines_do_not(tmp_path: Path) -> None:
-    path = make(tmp_path, b"a\r\n1\r\n\r\n\"\"\r\n2\r\n")
+    path = make(tmp_path, b'a\r\n1\r\n\r\n""\r\n2\r\n')
     assert [number for number, _ in load(path, max_rows=3)[2]] == [1, 3, 4]
     with pytest.raises(CsvFormatError, match="^The file has more than 2 rows"):
         load(path, max_rows=2)
@@ -316,9 +314,7 @@ def test_check_size_says_how_big_the_file_is_and_what_the_limit_is() -> None:
         ("https://portal.example.is/p/AQ-x_", "https://portal.example.is/p/AQ-x_"),
     ],
 )
-def test_safe_cell_defuses_formulas_but_leaves_plain_numbers_alone(
-    value: str, expected: str
-) -> None:
+def test_safe_cell_defuses_formulas_but_leaves_plain_numbers_alone(value: str, expected: str) -> None:
     assert safe_cell(value) == expected
 
 
@@ -327,8 +323,13 @@ def test_the_formula_guard_is_the_member_exports_and_reading_csv_needs_no_django
 
     assert safe_cell is csv_cells.safe_cell  # one rule for every CSV the portal writes
     script = "import sys, links.csv_files; print(sorted(m for m in sys.modules if m.startswith('django')))"
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                            cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert result.stdout.strip() == "[]"
 
 
@@ -336,16 +337,14 @@ def test_the_formula_guard_is_the_member_exports_and_reading_csv_needs_no_django
 
 ROWS = [
     ["Laura Loopy", "laura.loopy@example.com", "+3545551234", "https://portal.example.is/p/AQ", ""],
-    ["Þórdís; \"Tóta\"", "tota@dæmi.is", "-12", "", "Row 2: email is missing"],
+    ['Þórdís; "Tóta"', "tota@dæmi.is", "-12", "", "Row 2: email is missing"],
     ["line 1\r\nline 2", "a,b\tc", "", "", "two\nlines"],
 ]
 HEADER = ["name", "email", "phone", "smartpass_link", "error"]
 
 
 @pytest.mark.parametrize("delimiter", [",", ";", "\t"])
-def test_result_writer_output_reads_back_as_the_rows_written(
-    tmp_path: Path, delimiter: str
-) -> None:
+def test_result_writer_output_reads_back_as_the_rows_written(tmp_path: Path, delimiter: str) -> None:
     path = tmp_path / "result.csv"
     with path.open("w", encoding="utf-8-sig", newline="") as text:
         writer = ResultWriter(text, delimiter=delimiter, header=HEADER)
@@ -360,10 +359,10 @@ def test_result_writer_output_reads_back_as_the_rows_written(
 def test_result_writer_escapes_formulas_in_every_cell() -> None:
     out = io.StringIO(newline="")
     writer = ResultWriter(out, delimiter=",", header=["=name", "email"])
-    writer.write_row(["=HYPERLINK(\"http://evil\")", "@x"])
+    writer.write_row(['=HYPERLINK("http://evil")', "@x"])
     assert list(csv.reader(io.StringIO(out.getvalue()))) == [
         ["'=name", "email"],
-        ["'=HYPERLINK(\"http://evil\")", "'@x"],
+        ['\'=HYPERLINK("http://evil")', "'@x"],
     ]
 
 

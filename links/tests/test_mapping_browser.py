@@ -1,5 +1,6 @@
 """The strict choice on the mapping page, in Chromium: a manager ticks it, and the row with a bad optional phone
 gets no link (without it, that row would get its link without the phone)."""
+
 from __future__ import annotations
 
 import pytest

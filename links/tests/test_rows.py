@@ -1,4 +1,5 @@
 """One row of a campaign CSV (links/rows.py): which bad values cost the row its link, and which only the value."""
+
 from __future__ import annotations
 
 import pytest

@@ -9,7 +9,7 @@ import base64
 import os
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -35,7 +35,7 @@ KEY_A = bytes(range(32))
 KEY_B = bytes(range(100, 132))
 KEYS = LinkKeys((("k1", KEY_A),))
 TEMPLATE = uuid.UUID("5f0c2b7e-8a51-4c1e-9d3b-2a6f4e8c1d90")
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BASE_URL = "https://portal.example.is/p/"
 
 
@@ -66,7 +66,7 @@ def rich_token() -> str:
     """A token that uses every part of the format, for the tampering tests."""
     payload = typical_payload(
         external_id="laura.loopy@example.com",
-        expires_at=datetime(2100, 1, 1, tzinfo=timezone.utc),
+        expires_at=datetime(2100, 1, 1, tzinfo=UTC),
     )
     return encode(payload, KEYS)
 
@@ -78,9 +78,9 @@ field_keys = st.one_of(
     st.text(max_size=30),
 )
 field_values = st.one_of(st.text(max_size=40), st.text(max_size=400))
-expiries = st.datetimes(
-    min_value=datetime(1970, 1, 2), max_value=datetime(9999, 1, 1), timezones=st.just(timezone.utc)
-).map(lambda moment: moment.replace(microsecond=0))
+expiries = st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9999, 1, 1), timezones=st.just(UTC)).map(
+    lambda moment: moment.replace(microsecond=0)
+)
 optional_uint = st.none() | st.integers(min_value=0, max_value=2**63 - 1)
 
 
@@ -118,7 +118,7 @@ def test_a_token_decodes_to_exactly_the_payload_it_was_made_from(
 
 
 def test_one_encoder_makes_the_links_of_many_rows_each_decoding_to_its_own_row() -> None:
-    expires = datetime(2031, 5, 17, 12, 0, tzinfo=timezone.utc)
+    expires = datetime(2031, 5, 17, 12, 0, tzinfo=UTC)
     encoder = LinkEncoder(KEYS, template_id=TEMPLATE, batch_id=77, expires_at=expires)
     rows = [(1, {"name": "Anna"}, None), (200, {}, "CUST-2"), (70_000, {"name": "Jón", "custom.x": "y"}, "")]
     for row, fields, external_id in rows:
@@ -156,8 +156,8 @@ def test_an_empty_field_dict_and_empty_strings_round_trip() -> None:
 def test_an_expiry_keeps_whole_seconds_and_comes_back_in_utc() -> None:
     reykjavik_noon = datetime(2030, 6, 1, 12, 0, 0, 999_999, tzinfo=timezone(timedelta(hours=-1)))
     decoded = decode(encode(LinkPayload(TEMPLATE, {}, expires_at=reykjavik_noon), KEYS), KEYS)
-    assert decoded.expires_at == datetime(2030, 6, 1, 13, 0, 0, tzinfo=timezone.utc)
-    assert decoded.expires_at.tzinfo == timezone.utc
+    assert decoded.expires_at == datetime(2030, 6, 1, 13, 0, 0, tzinfo=UTC)
+    assert decoded.expires_at.tzinfo == UTC
 
 
 def test_a_payload_of_the_wrong_types_is_refused_when_encoding() -> None:
@@ -177,9 +177,7 @@ def test_a_payload_of_the_wrong_types_is_refused_when_encoding() -> None:
 def test_a_link_for_a_typical_row_is_well_under_200_characters() -> None:
     keys = parse_link_keys(generate_key_entry())  # realistic 9-character key id
     url = BASE_URL + encode(typical_payload(), keys)
-    with_expiry = BASE_URL + encode(
-        typical_payload(expires_at=datetime(2027, 12, 31, tzinfo=timezone.utc)), keys
-    )
+    with_expiry = BASE_URL + encode(typical_payload(expires_at=datetime(2027, 12, 31, tzinfo=UTC)), keys)
     print(f"typical link: {len(url)} characters; with an expiry: {len(with_expiry)}")
     assert len(url) <= 180
     assert len(with_expiry) <= 190
@@ -329,7 +327,7 @@ def test_a_token_stops_working_once_its_key_is_removed() -> None:
 
 
 def test_an_expired_token_is_rejected() -> None:
-    expires = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    expires = datetime(2030, 1, 1, tzinfo=UTC)
     token = encode(typical_payload(expires_at=expires), KEYS)
     assert decode(token, KEYS, now=expires - timedelta(seconds=1)).expires_at == expires
     for now in (expires, expires + timedelta(days=1)):
@@ -340,8 +338,8 @@ def test_an_expired_token_is_rejected() -> None:
 
 
 def test_expiry_is_checked_against_the_clock_when_no_time_is_given() -> None:
-    past = encode(typical_payload(expires_at=datetime.now(timezone.utc) - timedelta(hours=1)), KEYS)
-    future = encode(typical_payload(expires_at=datetime.now(timezone.utc) + timedelta(hours=1)), KEYS)
+    past = encode(typical_payload(expires_at=datetime.now(UTC) - timedelta(hours=1)), KEYS)
+    future = encode(typical_payload(expires_at=datetime.now(UTC) + timedelta(hours=1)), KEYS)
     with pytest.raises(InvalidToken):
         decode(past, KEYS)
     assert decode(future, KEYS).fields["name"] == "Laura Loopy"
@@ -349,7 +347,7 @@ def test_expiry_is_checked_against_the_clock_when_no_time_is_given() -> None:
 
 def test_a_token_without_expiry_never_expires() -> None:
     token = encode(typical_payload(), KEYS)
-    assert decode(token, KEYS, now=datetime(9999, 1, 1, tzinfo=timezone.utc)) == typical_payload()
+    assert decode(token, KEYS, now=datetime(9999, 1, 1, tzinfo=UTC)) == typical_payload()
 
 
 # --- key sets -----------------------------------------------------------------
@@ -368,7 +366,7 @@ def test_parse_link_keys_accepts_standard_and_urlsafe_base64_with_or_without_pad
 def test_generate_key_entry_makes_a_dated_id_and_a_fresh_32_byte_key() -> None:
     entry = generate_key_entry()
     assert re.fullmatch(r"k\d{8}:[A-Za-z0-9+/]{43}=", entry)
-    (key_id, key), = parse_link_keys(entry).keys
+    ((key_id, key),) = parse_link_keys(entry).keys
     assert re.fullmatch(r"k\d{8}", key_id)
     assert len(key) == 32
     assert generate_key_entry("spare").startswith("spare:")
@@ -396,9 +394,7 @@ SHORT_SECRET = base64.b64encode(bytes(range(50, 66))).decode()  # 16 bytes
         (f"this-id-is-far-too-long:{SECRET}", "key id"),
     ],
 )
-def test_parse_link_keys_errors_say_what_is_wrong_without_echoing_key_material(
-    value: str, problem: str
-) -> None:
+def test_parse_link_keys_errors_say_what_is_wrong_without_echoing_key_material(value: str, problem: str) -> None:
     with pytest.raises(KeySetError, match=problem) as caught:
         parse_link_keys(value)
     message = str(caught.value)

@@ -1,5 +1,6 @@
 """The staff pages as a person uses them: upload, preview and mapping, the batch page, downloads, and who may
 do what."""
+
 from __future__ import annotations
 
 import csv
@@ -23,8 +24,10 @@ CAMPAIGN = "Nafn,Netfang,Sími,Hópur\nAnna Jónsdóttir,anna@example.is,6123456
 
 
 def _upload(client, template, data: bytes = CAMPAIGN, name: str = "vor.csv", delimiter: str = ""):
-    return client.post(reverse("links:upload", args=[template.pk]),
-                       {"file": SimpleUploadedFile(name, data, "text/csv"), "delimiter": delimiter})  # fmt: skip
+    return client.post(
+        reverse("links:upload", args=[template.pk]),
+        {"file": SimpleUploadedFile(name, data, "text/csv"), "delimiter": delimiter},
+    )
 
 
 def test_a_manager_uploads_checks_the_columns_and_gets_one_link_per_good_row(
@@ -46,14 +49,16 @@ def test_a_manager_uploads_checks_the_columns_and_gets_one_link_per_good_row(
     assert [form[f"col_{i}"].value() for i in range(4)] == ["name", "email", "phone", ""]
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        confirmed = client.post(reverse("links:batch_confirm", args=[batch.pk]),
-                                {"col_0": "name", "col_1": "email", "col_2": "phone", "col_3": ""})  # fmt: skip
+        confirmed = client.post(
+            reverse("links:batch_confirm", args=[batch.pk]),
+            {"col_0": "name", "col_1": "email", "col_2": "phone", "col_3": ""},
+        )
     assert confirmed.status_code == 302
     assert len(callbacks) == 1  # the task goes out only after the commit
     batch.refresh_from_db()
     assert batch.status == "queued" and batch.mapping == {"Nafn": "name", "Netfang": "email", "Sími": "phone"}
     queued_page = client.get(reverse("links:batch_detail", args=[batch.pk]))
-    assert 'data-run-status="/links/%d/status.json"' % batch.pk in queued_page.text
+    assert f'data-run-status="/links/{batch.pk}/status.json"' in queued_page.text
 
     services.link_batch_process(batch_id=batch.pk)  # what the worker does
 
@@ -66,7 +71,10 @@ def test_a_manager_uploads_checks_the_columns_and_gets_one_link_per_good_row(
     rows = list(csv.reader(io.StringIO(b"".join(download.streaming_content).decode("utf-8-sig"))))
     assert rows[0] == ["Nafn", "Netfang", "Sími", "Hópur", "smartpass_link", "error"]
     assert decode(rows[1][4].rsplit("/", 1)[1], link_keys()).fields == {
-        "name": "Anna Jónsdóttir", "email": "anna@example.is", "phone": "+3546123456"}  # fmt: skip
+        "name": "Anna Jónsdóttir",
+        "email": "anna@example.is",
+        "phone": "+3546123456",
+    }
     assert rows[2][4] == "" and "is not a valid email address" in rows[2][5]
     errors_only = client.get(reverse("links:batch_download", args=[batch.pk, "errors"]))
     error_rows = list(csv.reader(io.StringIO(b"".join(errors_only.streaming_content).decode("utf-8-sig"))))
@@ -94,12 +102,15 @@ def test_the_strict_choice_on_the_mapping_page_is_saved_with_the_batch(
     assert "refuse the row (strict)" in client.get(reverse("links:batch_detail", args=[batch.pk])).text
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "The file is empty."),
-    (b"name,email,phone\r\n", "The file has column names but no rows; add one row per pass holder."),
-    ((DATA / "18_binary_junk.csv").read_bytes(), "This file does not look like a CSV text file."),
-    ((DATA / "03_cp1252_icelandic.csv").read_bytes()[:20] + b"\x81\n", "The file is not valid Windows-1252 text"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "The file is empty."),
+        (b"name,email,phone\r\n", "The file has column names but no rows; add one row per pass holder."),
+        ((DATA / "18_binary_junk.csv").read_bytes(), "This file does not look like a CSV text file."),
+        ((DATA / "03_cp1252_icelandic.csv").read_bytes()[:20] + b"\x81\n", "The file is not valid Windows-1252 text"),
+    ],
+)
 def test_a_bad_file_is_refused_on_the_form_with_a_sentence(client, manager, demo, data, message):
     client.force_login(manager)
     response = _upload(client, demo, data)
@@ -127,8 +138,9 @@ def test_the_mapping_must_fill_every_issuer_field_once(client, manager, demo):
     client.force_login(manager)
     _upload(client, demo)
     batch = LinkBatch.objects.get()
-    response = client.post(reverse("links:batch_confirm", args=[batch.pk]),
-                           {"col_0": "name", "col_1": "", "col_2": "name", "col_3": ""})  # fmt: skip
+    response = client.post(
+        reverse("links:batch_confirm", args=[batch.pk]), {"col_0": "name", "col_1": "", "col_2": "name", "col_3": ""}
+    )
     assert response.status_code == 400
     assert "The columns “Nafn” and “Sími” both fill Nafn / Name; choose one." in response.text
     assert "Choose the column for Netfang / Email: every pass needs it." in response.text

@@ -1,5 +1,6 @@
 """Link batches in real processes: a Celery worker on Redis makes 50,000 links while the page's numbers move,
 and a process killed in the middle of a file leaves a batch that a second run finishes completely."""
+
 from __future__ import annotations
 
 import csv
@@ -47,7 +48,7 @@ def _remove_files(batch: LinkBatch) -> None:
 
 def _check_output(batch: LinkBatch, rows: int = ROWS) -> None:
     with default_storage.open(batch.output_file.name, "rb") as raw:
-        lines = list(csv.reader((line.decode("utf-8-sig") for line in raw)))
+        lines = list(csv.reader(line.decode("utf-8-sig") for line in raw))
     assert len(lines) == rows + 1
     assert [int(row[0].removeprefix("felagi").split("@")[0]) for row in lines[1:]] == list(range(1, rows + 1))
     bad = [row for row in lines[1:] if row[4]]
@@ -84,10 +85,13 @@ def test_a_worker_makes_50000_links_and_the_progress_moves(celery_worker_process
 def _process_env(media_root: str) -> dict[str, str]:
     db = connection.settings_dict
     env = dict(os.environ)
-    env.update({
-        "DJANGO_SETTINGS_MODULE": "portal.settings_test", "MEDIA_ROOT": media_root,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-    })  # fmt: skip
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "portal.settings_test",
+            "MEDIA_ROOT": media_root,
+            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        }
+    )
     return env
 
 
@@ -107,8 +111,12 @@ def test_a_run_killed_mid_file_is_finished_by_the_next_run_with_a_complete_file(
     )
     try:
         # Killed once its first chunk is done: on a quiet machine the whole file takes only seconds.
-        wait_for(lambda: batch.chunks.filter(status="done").exists(), timeout=60, interval=0.02,
-                 message="the first run to get going")  # fmt: skip
+        wait_for(
+            lambda: batch.chunks.filter(status="done").exists(),
+            timeout=60,
+            interval=0.02,
+            message="the first run to get going",
+        )
         os.killpg(process.pid, signal.SIGKILL)
     finally:
         process.wait(timeout=30)

@@ -31,8 +31,15 @@ logger = logging.getLogger(__name__)
 
 
 # --- autofill setting ---------------------------------------------------------------------------------------
-def autofill_setting_change(*, template: PassTemplate, source: str, field_identifier: str = "",
-                            already_enrolled_message: str = "", user=None, via: str = "page") -> AutofillSetting:  # fmt: skip
+def autofill_setting_change(
+    *,
+    template: PassTemplate,
+    source: str,
+    field_identifier: str = "",
+    already_enrolled_message: str = "",
+    user=None,
+    via: str = "page",
+) -> AutofillSetting:
     """Change a template's autofill setting, writing an audit row when anything changed.
 
     The field must be one of the template's EMAIL (or PHONE_NUMBER) input fields; with exactly one such field
@@ -68,10 +75,16 @@ def autofill_setting_change(*, template: PassTemplate, source: str, field_identi
         setting.updated_at = timezone.now()
         setting.save()
         AutofillChange.objects.create(
-            template=template, changed_by=setting.updated_by, changed_via=via,
-            old_source=old[0], old_field_identifier=old[1], old_message=old[2],
-            new_source=source, new_field_identifier=field_identifier, new_message=message,
-        )  # fmt: skip
+            template=template,
+            changed_by=setting.updated_by,
+            changed_via=via,
+            old_source=old[0],
+            old_field_identifier=old[1],
+            old_message=old[2],
+            new_source=source,
+            new_field_identifier=field_identifier,
+            new_message=message,
+        )
     return setting
 
 
@@ -103,13 +116,15 @@ def autofill_backfill_abandon_stale(*, template: PassTemplate) -> int:
     now, abandoned_after = timezone.now(), backfill_abandoned_after()
     cutoff = now - abandoned_after
     minutes = int(abandoned_after.total_seconds() // 60)
-    return AutofillBackfill.objects.filter(template=template, status__in=_BACKFILL_ACTIVE).filter(
-        Q(started_at__lt=cutoff) | Q(started_at__isnull=True, queued_at__lt=cutoff)
-    ).update(
-        status=AutofillBackfill.Status.FAILED,
-        finished_at=now,
-        error=f"Abandoned: no progress for over {minutes} minutes (its task was lost or stopped). "
-        "Members it did not reach still have no External ID; start the backfill again.",
+    return (
+        AutofillBackfill.objects.filter(template=template, status__in=_BACKFILL_ACTIVE)
+        .filter(Q(started_at__lt=cutoff) | Q(started_at__isnull=True, queued_at__lt=cutoff))
+        .update(
+            status=AutofillBackfill.Status.FAILED,
+            finished_at=now,
+            error=f"Abandoned: no progress for over {minutes} minutes (its task was lost or stopped). "
+            "Members it did not reach still have no External ID; start the backfill again.",
+        )
     )
 
 
@@ -126,13 +141,17 @@ def autofill_backfill_request(*, template: PassTemplate, user) -> AutofillBackfi
     autofill_backfill_abandon_stale(template=template)
     try:
         with transaction.atomic():
-            run = AutofillBackfill.objects.create(template=template, source=setting.source,
-                                                  field_identifier=setting.field_identifier,
-                                                  requested_by=acting_user(user))  # fmt: skip
+            run = AutofillBackfill.objects.create(
+                template=template,
+                source=setting.source,
+                field_identifier=setting.field_identifier,
+                requested_by=acting_user(user),
+            )
     except IntegrityError:
         raise AutofillSettingError("A backfill of this template is already running.") from None
-    eligible = Member.objects.filter(template=template, external_id__isnull=True,
-                                     status__in=selectors.BACKFILL_STATUSES).count()  # fmt: skip
+    eligible = Member.objects.filter(
+        template=template, external_id__isnull=True, status__in=selectors.BACKFILL_STATUSES
+    ).count()
     if eligible <= BACKFILL_INLINE_LIMIT:
         return autofill_backfill_run(backfill=run)
     enqueue_after_commit(BACKFILL_TASK, run.pk)
@@ -176,8 +195,9 @@ def autofill_backfill_run(*, backfill: AutofillBackfill) -> AutofillBackfill:
         return backfill
     backfill.status, backfill.started_at = AutofillBackfill.Status.RUNNING, started_at
     try:
-        preview = selectors.autofill_preview(template=backfill.template, source=backfill.source,
-                                             field_identifier=backfill.field_identifier)  # fmt: skip
+        preview = selectors.autofill_preview(
+            template=backfill.template, source=backfill.source, field_identifier=backfill.field_identifier
+        )
         backfill.total = preview.eligible
         backfill.conflicts = preview.conflicting_members
         backfill.invalid = len(preview.invalid)
@@ -212,8 +232,10 @@ def _backfill_chunk(*, template: PassTemplate, chunk: list[tuple[int, str]]) -> 
     members = Member.objects.filter(template=template, external_id__isnull=True)
     try:
         with transaction.atomic():
-            return sum(members.filter(pk=pk).update(external_id=external_id, updated_at=timezone.now())
-                       for pk, external_id in chunk)  # fmt: skip
+            return sum(
+                members.filter(pk=pk).update(external_id=external_id, updated_at=timezone.now())
+                for pk, external_id in chunk
+            )
     except IntegrityError:
         pass
     filled = 0
@@ -224,8 +246,6 @@ def _backfill_chunk(*, template: PassTemplate, chunk: list[tuple[int, str]]) -> 
         except IntegrityError:
             continue
     return filled
-
-
 
 
 # --- conflicts ----------------------------------------------------------------------------------------------

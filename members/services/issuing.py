@@ -109,8 +109,9 @@ def member_issue(
         with transaction.atomic():
             member.save(force_insert=True)
             template_member_count_add(template_id=template.pk)
-            MemberStatusChange.objects.create(member=member, old="", new=Member.Status.PENDING,
-                                              reason="Created.", by=member.created_by)  # fmt: skip
+            MemberStatusChange.objects.create(
+                member=member, old="", new=Member.Status.PENDING, reason="Created.", by=member.created_by
+            )
     except IntegrityError:
         existing = Member.objects.filter(template=template, external_id=external_id).first() if external_id else None
         if existing is None and claim_nonce:
@@ -125,8 +126,14 @@ def member_issue(
     return IssueResult(member=member, kind=IssueKind.CREATED)
 
 
-def member_add(*, template: PassTemplate, values: Mapping[str, str], external_id: str | None, user,
-               client: SmartPagesClient | None = None) -> IssueResult:  # fmt: skip
+def member_add(
+    *,
+    template: PassTemplate,
+    values: Mapping[str, str],
+    external_id: str | None,
+    user,
+    client: SmartPagesClient | None = None,
+) -> IssueResult:
     """Staff's "Add member": an explicit External ID, else the template's autofill value, else none.
 
     The explicit one is normalised like the CSV column and autofill (selectors.explicit_external_id), so a
@@ -136,8 +143,9 @@ def member_add(*, template: PassTemplate, values: Mapping[str, str], external_id
     external_id = selectors.explicit_external_id(template=template, raw=external_id or "")
     if external_id is None:
         external_id = selectors.external_id_for_values(template=template, values=values)
-    return member_issue(template=template, values=values, external_id=external_id, source=Member.Source.MANUAL,
-                        user=user, client=client)  # fmt: skip
+    return member_issue(
+        template=template, values=values, external_id=external_id, source=Member.Source.MANUAL, user=user, client=client
+    )
 
 
 # A pending member is tried this many times in all (the first attempt included), then marked failed with
@@ -168,8 +176,9 @@ class IssueRetry:
         return self.attempted and self.member.status == Member.Status.PENDING
 
 
-def member_issue_retry(*, member: Member, client: SmartPagesClient | None = None,
-                       expected_attempts: int | None = None) -> IssueRetry:  # fmt: skip
+def member_issue_retry(
+    *, member: Member, client: SmartPagesClient | None = None, expected_attempts: int | None = None
+) -> IssueRetry:
     """Try again to create the pass of a PENDING member that SmartPages could not take earlier.
 
     The attempt is claimed first by bumping `issue_attempts` from the value this caller read: of two retries
@@ -221,8 +230,12 @@ def member_reissue_failed(*, member: Member, client: SmartPagesClient | None = N
             updated_at=timezone.now(),
         )
         if won:
-            MemberStatusChange.objects.create(member=member, old=Member.Status.FAILED, new=Member.Status.PENDING,
-                                              reason="Claimed again by the holder; issuing again.")  # fmt: skip
+            MemberStatusChange.objects.create(
+                member=member,
+                old=Member.Status.FAILED,
+                new=Member.Status.PENDING,
+                reason="Claimed again by the holder; issuing again.",
+            )
     member.refresh_from_db()
     if not won:
         return member
@@ -375,8 +388,10 @@ def _member_send(*, member: Member, client: SmartPagesClient | None) -> Member:
                 reply = adopted
     except TransientError as exc:
         if member.issue_attempts >= ISSUE_MAX_ATTEMPTS:
-            reason = (f"SmartPages could not be reached in {member.issue_attempts} attempts; the pass was not "
-                      f"created. Last error: {exc}")  # fmt: skip
+            reason = (
+                f"SmartPages could not be reached in {member.issue_attempts} attempts; the pass was not "
+                f"created. Last error: {exc}"
+            )
             return _member_fail(member=member, reason=reason, error=exc)
         logger.warning("Pass for member %s not created yet: %s", member.pk, exc)
         member.last_error, member.send_started_at = str(exc), None

@@ -44,8 +44,9 @@ def member_void(*, member: Member, user, client: SmartPagesClient | None = None)
     except PermanentError as exc:
         logger.warning("Voiding member %s refused: %s", member.pk, exc)
         raise MemberError("SmartPages refused to void this pass; the pass is unchanged.") from exc
-    return _member_record_upstream(member=member, reply=reply, status=Member.Status.VOIDED,
-                                   reason="Voided by staff.", user=user)  # fmt: skip
+    return _member_record_upstream(
+        member=member, reply=reply, status=Member.Status.VOIDED, reason="Voided by staff.", user=user
+    )
 
 
 def member_refresh(*, member: Member, client: SmartPagesClient | None = None) -> Member:
@@ -209,6 +210,5 @@ def _member_record_upstream(*, member: Member, reply: dict, status: str, reason:
         member.upstream, member.status = reply, status
         member.save(update_fields=["upstream", "status", "updated_at"])
         if old != status:
-            MemberStatusChange.objects.create(member=member, old=old, new=status, reason=reason,
-                                              by=acting_user(user))  # fmt: skip
+            MemberStatusChange.objects.create(member=member, old=old, new=status, reason=reason, by=acting_user(user))
     return member

@@ -1,4 +1,5 @@
 """The "Auto fill External ID" setting: audit, derivation, conflict preview, backfill, command, permissions."""
+
 import json
 from datetime import timedelta
 
@@ -9,9 +10,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from members import selectors, services
-from members.services import autofill, issuing
 from members.identity import InvalidIdentity
 from members.models import AutofillBackfill, AutofillChange, AutofillSetting, Member
+from members.services import autofill, issuing
 from templates_sync.sandbox import DEMO_TEMPLATE_ID
 
 from .factories import make_member, mirror_template
@@ -32,12 +33,18 @@ def test_a_template_without_a_setting_reads_as_off_and_derives_nothing(club):
 
 def test_a_change_is_audited_with_old_and_new(club, manager):
     autofill.autofill_setting_change(template=club, source="email", user=manager)
-    autofill.autofill_setting_change(template=club, source="phone", already_enrolled_message="Þú átt kort.", user=manager)
-    autofill.autofill_setting_change(template=club, source="phone", already_enrolled_message="Þú átt kort.", user=manager)
+    autofill.autofill_setting_change(
+        template=club, source="phone", already_enrolled_message="Þú átt kort.", user=manager
+    )
+    autofill.autofill_setting_change(
+        template=club, source="phone", already_enrolled_message="Þú átt kort.", user=manager
+    )
 
     changes = list(AutofillChange.objects.filter(template=club).order_by("id"))
     assert [(c.old_source, c.new_source, c.new_field_identifier, c.changed_by) for c in changes] == [
-        ("off", "email", "email", manager), ("email", "phone", "phone", manager)]  # fmt: skip
+        ("off", "email", "email", manager),
+        ("email", "phone", "phone", manager),
+    ]
     assert changes[1].new_message == "Þú átt kort." and changes[1].old_message == ""
     setting = AutofillSetting.objects.get(template=club)
     assert (setting.source, setting.field_identifier, setting.updated_by) == ("phone", "phone", manager)
@@ -151,7 +158,9 @@ def test_a_manager_changes_the_setting_on_the_page_and_sees_the_audit_line(club,
     assert b"Preview of the proposed setting" in preview.content
     assert not AutofillSetting.objects.filter(template=club).exists()  # previewing saves nothing
 
-    response = client.post(url, {"source": "email", "field_identifier": "", "already_enrolled_message": ""}, follow=True)
+    response = client.post(
+        url, {"source": "email", "field_identifier": "", "already_enrolled_message": ""}, follow=True
+    )
     text = response.content.decode()
     assert "Autofill setting saved." in text
     assert "<td>maria</td><td>Off</td><td>Email address (email)</td>" in text
@@ -229,8 +238,9 @@ def test_the_bound_outlasts_the_workers_hard_time_limit(settings):
 
 
 @pytest.mark.django_db(transaction=True)  # the enqueue runs on commit, which needs real commits
-def test_a_backfill_whose_task_cannot_be_sent_stays_queued_and_the_request_does_not_fail(sandbox, manager,
-                                                                                         monkeypatch, caplog, django_capture_on_commit_callbacks):  # fmt: skip
+def test_a_backfill_whose_task_cannot_be_sent_stays_queued_and_the_request_does_not_fail(
+    sandbox, manager, monkeypatch, caplog, django_capture_on_commit_callbacks
+):
     from celery import current_app
     from kombu.exceptions import OperationalError
 
@@ -250,8 +260,9 @@ def test_a_backfill_whose_task_cannot_be_sent_stays_queued_and_the_request_does_
     assert "Could not send task members.autofill_backfill" in caplog.text
 
 
-def test_a_backfill_left_queued_is_sent_again_by_the_sweep_and_runs_once(club, seeded, settings,
-                                                                         django_capture_on_commit_callbacks):
+def test_a_backfill_left_queued_is_sent_again_by_the_sweep_and_runs_once(
+    club, seeded, settings, django_capture_on_commit_callbacks
+):
     left = backfill_left(club, AutofillBackfill.Status.QUEUED, age=timedelta(seconds=settings.SWEEP_OVERDUE_AFTER + 1))
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:

@@ -1,10 +1,11 @@
 """The autofill settings page runs the conflict preview (every member of the template) only when asked."""
+
 import pytest
 from django.urls import reverse
 
 from members import selectors
-from members.services import autofill
 from members.models import AutofillSetting
+from members.services import autofill
 
 from .factories import make_member, mirror_template
 
@@ -39,8 +40,9 @@ def autofill_on(club):
     return club
 
 
-def test_a_plain_visit_shows_the_setting_and_the_audit_without_reading_every_member(client, manager, autofill_on,
-                                                                                    previews):  # fmt: skip
+def test_a_plain_visit_shows_the_setting_and_the_audit_without_reading_every_member(
+    client, manager, autofill_on, previews
+):
     client.force_login(manager)
     page = client.get(reverse("members:autofill_settings", args=[autofill_on.pk]))
 
@@ -53,8 +55,9 @@ def test_a_plain_visit_shows_the_setting_and_the_audit_without_reading_every_mem
     assert f'href="{reverse("members:autofill_settings", args=[autofill_on.pk])}?preview=1' in text
 
 
-def test_check_existing_members_previews_the_saved_setting_and_offers_the_backfill(client, manager, autofill_on,
-                                                                                   previews):  # fmt: skip
+def test_check_existing_members_previews_the_saved_setting_and_offers_the_backfill(
+    client, manager, autofill_on, previews
+):
     client.force_login(manager)
     page = client.get(reverse("members:autofill_settings", args=[autofill_on.pk]), {"preview": "1"})
 

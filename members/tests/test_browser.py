@@ -1,4 +1,5 @@
 """A manager in Chromium: search members, open one, change autofill, export what the list shows."""
+
 import csv
 import io
 import re

@@ -1,4 +1,5 @@
 """The plain-address fast path of normalise_email must agree with email_validator on everything it takes."""
+
 from email_validator import EmailNotValidError, validate_email
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,5 +31,12 @@ def test_every_address_the_fast_path_takes_is_one_email_validator_accepts_unchan
 
 
 def test_special_use_domains_and_punycode_take_the_careful_path():
-    for address in ("a@b.test", "a@host.localhost", "a@xn--bcher-kva.is", "0@00--0.is", "jón@example.is", '"a b"@example.is'):
+    for address in (
+        "a@b.test",
+        "a@host.localhost",
+        "a@xn--bcher-kva.is",
+        "0@00--0.is",
+        "jón@example.is",
+        '"a b"@example.is',
+    ):
         assert not identity._is_plain_email(address.lower())

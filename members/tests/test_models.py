@@ -1,4 +1,5 @@
 """The database itself keeps External IDs unique per template."""
+
 import pytest
 from django.db import IntegrityError, transaction
 

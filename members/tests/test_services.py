@@ -1,11 +1,12 @@
 """member_issue, member_void and member_refresh against the sandbox over real HTTP."""
+
 import uuid
 
 import pytest
 
 from members import services
-from members.services import issuing, passes
 from members.models import Member
+from members.services import issuing, passes
 from templates_sync.client import client_from_settings
 from templates_sync.sandbox import DEMO_TEMPLATE_ID, Faults
 
@@ -37,8 +38,15 @@ def test_issuing_creates_the_pass_upstream_and_mirrors_it(club, sandbox):
     assert upstream[0]["externalIdentifier"] == "laura.loopy@example.com"
     # Values are stored and sent normalised, and copied for search.
     assert {f["identifier"]: f["value"] for f in upstream[0]["inputFields"]} == {
-        "name": "Laura Loopy", "email": "laura.loopy@example.com", "phone": "+3545551234"}  # fmt: skip
-    assert (member.display_name, member.email, member.phone) == ("Laura Loopy", "laura.loopy@example.com", "+3545551234")
+        "name": "Laura Loopy",
+        "email": "laura.loopy@example.com",
+        "phone": "+3545551234",
+    }
+    assert (member.display_name, member.email, member.phone) == (
+        "Laura Loopy",
+        "laura.loopy@example.com",
+        "+3545551234",
+    )
     assert (member.source_batch_id, member.source_row) == (7, 3)
     assert member.upstream["id"] == upstream[0]["id"]
     assert [(c.old, c.new) for c in member.status_changes.all()] == [("", "pending"), ("pending", "issued")]
@@ -79,8 +87,16 @@ def test_a_template_that_cannot_issue_is_refused_with_its_reason(club, sandbox):
 
 def test_an_external_id_taken_upstream_marks_the_member_failed_with_a_visible_conflict(club, sandbox):
     with client_from_settings() as client:
-        client.create_pass({"passTemplateId": DEMO_TEMPLATE_ID, "inputFields": [{"identifier": "name", "value": "X"},
-                            {"identifier": "email", "value": "x@example.com"}], "externalIdentifier": "taken"})  # fmt: skip
+        client.create_pass(
+            {
+                "passTemplateId": DEMO_TEMPLATE_ID,
+                "inputFields": [
+                    {"identifier": "name", "value": "X"},
+                    {"identifier": "email", "value": "x@example.com"},
+                ],
+                "externalIdentifier": "taken",
+            }
+        )
 
     member = issue(club, external_id="taken")
 
@@ -159,6 +175,7 @@ def test_refresh_of_an_unknown_pass_says_so_without_raw_error_text(club, sandbox
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_issues_with_one_external_id_make_one_member_and_one_pass(sandbox, run_at_a_barrier):
     club = mirror_template()
+
     def claim(barrier):
         barrier.wait()
         return issue_result(club, external_id="laura.loopy@example.com")
@@ -197,8 +214,9 @@ def test_a_retry_task_that_arrives_after_its_chain_moved_on_neither_posts_nor_re
     from members import tasks
 
     scheduled = []  # what the retry task hands to the broker: (arguments, countdown)
-    monkeypatch.setattr(issuing, "enqueue_after_commit",
-                        lambda name, *args, countdown=None: scheduled.append((args, countdown)))  # fmt: skip
+    monkeypatch.setattr(
+        issuing, "enqueue_after_commit", lambda name, *args, countdown=None: scheduled.append((args, countdown))
+    )
     sandbox.faults = Faults(error_rate=1.0, scope="passes")
     member = issue(club)  # attempt 1; its retry task carries attempts_so_far=1
 
@@ -235,4 +253,8 @@ def test_a_refused_member_claimed_again_by_many_at_once_is_issued_once(sandbox, 
     assert sandbox.request_count("POST", "/api/v1/pass") == posts + 1
     assert [p["id"] for p in sandbox.passes(DEMO_TEMPLATE_ID)] == [str(member.pass_id)]
     assert [(c.old, c.new) for c in member.status_changes.all()] == [
-        ("", "pending"), ("pending", "failed"), ("failed", "pending"), ("pending", "issued")]  # fmt: skip
+        ("", "pending"),
+        ("pending", "failed"),
+        ("failed", "pending"),
+        ("pending", "issued"),
+    ]

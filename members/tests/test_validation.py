@@ -26,7 +26,10 @@ def spec(fmt: str, *, label: str = "Field", mandatory: bool = False, type: str =
     return FieldSpec(identifier=fmt.lower(), label=label, format=fmt, is_mandatory=mandatory, type=type)
 
 
-def check(fmt: str, raw: str | None, *, rules: TemplateRules = TemplateRules(), label: str = "Field") -> FieldResult:
+NO_RULES = TemplateRules()
+
+
+def check(fmt: str, raw: str | None, *, rules: TemplateRules = NO_RULES, label: str = "Field") -> FieldResult:
     return validate_field(spec(fmt, label=label), raw, rules=rules, today=TODAY)
 
 
@@ -78,7 +81,12 @@ def test_a_value_longer_than_the_limit_is_refused_in_every_format(fmt: str) -> N
 
 @pytest.mark.parametrize(
     ("raw", "value"),
-    [("  Laura Loopy ", "Laura Loopy"), ("Jón Þór Ægisson", "Jón Þór Ægisson"), ("a\tb", "a\tb"), ("x" * MAX_LENGTH, "x" * MAX_LENGTH)],
+    [
+        ("  Laura Loopy ", "Laura Loopy"),
+        ("Jón Þór Ægisson", "Jón Þór Ægisson"),
+        ("a\tb", "a\tb"),
+        ("x" * MAX_LENGTH, "x" * MAX_LENGTH),
+    ],
 )
 def test_text_is_trimmed_and_otherwise_kept(raw: str, value: str) -> None:
     assert check("TEXT", raw) == FieldResult(value=value)
@@ -93,7 +101,17 @@ def test_text_with_a_nul_character_is_refused() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "value"),
-    [("42", "42"), (" 007 ", "7"), ("0", "0"), ("000", "0"), ("-5", "-5"), ("+5", "5"), ("-0", "0"), ("-007", "-7"), ("1" * 40, "1" * 40)],
+    [
+        ("42", "42"),
+        (" 007 ", "7"),
+        ("0", "0"),
+        ("000", "0"),
+        ("-5", "-5"),
+        ("+5", "5"),
+        ("-0", "0"),
+        ("-007", "-7"),
+        ("1" * 40, "1" * 40),
+    ],
 )
 def test_an_integer_is_accepted_without_leading_zeros(raw: str, value: str) -> None:
     assert check("NUMBER", raw) == FieldResult(value=value)
@@ -184,7 +202,13 @@ def test_an_allowed_domain_must_match_exactly(address: str) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ["https://smartpages.is", "http://example.com/a/b?c=d#e", "HTTPS://Example.com/Path", "https://[::1]:8443/", "http://localhost:8000"],
+    [
+        "https://smartpages.is",
+        "http://example.com/a/b?c=d#e",
+        "HTTPS://Example.com/Path",
+        "https://[::1]:8443/",
+        "http://localhost:8000",
+    ],
 )
 def test_an_http_or_https_url_with_a_host_is_accepted_as_typed(raw: str) -> None:
     assert check("URL", f" {raw} ") == FieldResult(value=raw)
@@ -359,7 +383,9 @@ def test_validate_values_returns_clean_values_errors_and_warnings_by_identifier(
         today=TODAY,
     )
     assert clean == {"name": "Laura", "email": "laura@example.com", "kt": "0101302979"}
-    assert errors == {"points": "Points: “1.000” is not a whole number. Write it without thousands separators, e.g. 1000."}
+    assert errors == {
+        "points": "Points: “1.000” is not a whole number. Write it without thousands separators, e.g. 1000."
+    }
     assert set(warnings) == {"kt"}
 
 

@@ -1,16 +1,17 @@
 """Staff pages: member list search, filters and pagination, CSV export, detail, add and void."""
+
 import csv
 import io
 from datetime import timedelta
 
 import pytest
-from django.test.utils import CaptureQueriesContext
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from members.services import autofill, counts, issuing
 from members.models import Member
+from members.services import autofill, counts, issuing
 from templates_sync.sandbox import DEMO_TEMPLATE_ID
 
 from .factories import make_member, mirror_template
@@ -26,8 +27,13 @@ def club(sandbox):
 @pytest.fixture
 def people(club):
     return {
-        "laura": make_member(club, name="Laura Loopy", email="laura.loopy@example.com", phone="+3545551234",
-                             external_id="laura.loopy@example.com"),  # fmt: skip
+        "laura": make_member(
+            club,
+            name="Laura Loopy",
+            email="laura.loopy@example.com",
+            phone="+3545551234",
+            external_id="laura.loopy@example.com",
+        ),
         "percy": make_member(club, name="Percy PassKit", email="percy@example.com", phone="+3546612345"),
         "jon": make_member(club, name="Jón Þórsson", email="jon@example.is", status=Member.Status.FAILED),
     }
@@ -39,8 +45,18 @@ def listed(client, **query) -> list[int]:
     return [member.pk for member in response.context["page"]]
 
 
-@pytest.mark.parametrize("typed", ["Laura.Loopy@Example.COM ", "555 1234", "+354 555-1234", "003545551234",
-                                   "laura.loopy@example.com", "loop", "LOOPY"])  # fmt: skip
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "Laura.Loopy@Example.COM ",
+        "555 1234",
+        "+354 555-1234",
+        "003545551234",
+        "laura.loopy@example.com",
+        "loop",
+        "LOOPY",
+    ],
+)
 def test_search_finds_a_member_by_email_phone_or_name_however_it_is_typed(client, viewer, people, typed):
     client.force_login(viewer)
     assert listed(client, q=typed) == [people["laura"].pk]
@@ -82,15 +98,17 @@ def test_pagination_reads_one_page_without_counting_and_queries_stay_flat(client
     assert len(page1.context["page"].object_list) == 50 and page1.context["page"].has_next()
     assert len(page2.context["page"].object_list) == 10 and not page2.context["page"].has_next()
     assert 'rel="next"' in page1.content.decode() and 'rel="prev"' in page2.content.decode()
-    assert not any("COUNT(" in q["sql"].upper() and "members_member" in q["sql"] and "status" not in q["sql"]
-                   for q in first.captured_queries)  # fmt: skip
+    assert not any(
+        "COUNT(" in q["sql"].upper() and "members_member" in q["sql"] and "status" not in q["sql"]
+        for q in first.captured_queries
+    )
     with CaptureQueriesContext(connection) as small:
         client.get(reverse("members:member_list"), {"q": "Member 01"})
     assert len(small.captured_queries) == len(first.captured_queries)
 
 
 def test_export_streams_the_filtered_list_as_formula_safe_utf8_with_bom(client, viewer, people, club):
-    make_member(club, name="=HYPERLINK(\"http://evil\")", email="evil@example.com")
+    make_member(club, name='=HYPERLINK("http://evil")', email="evil@example.com")
     make_member(club, name="-2+3", email="minus@example.com")
     client.force_login(viewer)
 
@@ -103,7 +121,7 @@ def test_export_streams_the_filtered_list_as_formula_safe_utf8_with_bom(client, 
     rows = list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
     assert rows[0][:5] == ["Name", "Email", "Phone", "External ID", "Pass ID"]
     names = [row[0] for row in rows[1:]]
-    assert names == ["'-2+3", "'=HYPERLINK(\"http://evil\")", "Jón Þórsson", "Laura Loopy", "Percy PassKit"]
+    assert names == ["'-2+3", '\'=HYPERLINK("http://evil")', "Jón Þórsson", "Laura Loopy", "Percy PassKit"]
     laura = next(row for row in rows if row[0] == "Laura Loopy")
     assert laura[3:5] == ["laura.loopy@example.com", str(people["laura"].pass_id)]
 
@@ -128,13 +146,22 @@ def test_export_keeps_e164_phones_as_numbers_and_defuses_formulas(client, viewer
 
 
 def test_detail_shows_values_by_label_and_the_status_history(client, viewer, club, manager):
-    member = issuing.member_issue(template=club, values={"name": "Laura Loopy", "email": "laura@example.com"},
-                                   external_id="laura@example.com", source="link", source_batch_id=4, source_row=9).member  # fmt: skip
+    member = issuing.member_issue(
+        template=club,
+        values={"name": "Laura Loopy", "email": "laura@example.com"},
+        external_id="laura@example.com",
+        source="link",
+        source_batch_id=4,
+        source_row=9,
+    ).member
     client.force_login(viewer)
     text = client.get(reverse("members:member_detail", args=[member.pk])).content.decode()
     assert "Nafn / Name</dt><dd>Laura Loopy" in text and "Netfang / Email</dt><dd>laura@example.com" in text
     # The source batch and row, linked to the batch page.
-    assert str(member.pass_id) in text and f'batch <a href="{reverse("links:batch_detail", args=[4])}">#4</a>, row 9' in text
+    assert (
+        str(member.pass_id) in text
+        and f'batch <a href="{reverse("links:batch_detail", args=[4])}">#4</a>, row 9' in text
+    )
     assert "Pass created on SmartPages." in text
     assert "member_void" not in text and "/void/" not in text  # viewers see no manager buttons
 
@@ -144,7 +171,9 @@ def test_a_manager_adds_a_member_and_autofill_stops_a_duplicate(client, manager,
     client.force_login(manager)
     url = reverse("members:member_add", args=[club.pk])
 
-    response = client.post(url, {"field_name": "Laura", "field_email": "Laura@Example.com", "field_phone": ""}, follow=True)
+    response = client.post(
+        url, {"field_name": "Laura", "field_email": "Laura@Example.com", "field_phone": ""}, follow=True
+    )
     member = Member.objects.get()
     assert member.external_id == "laura@example.com" and member.status == "issued" and member.source == "manual"
     assert member.created_by == manager and "Member added and pass issued." in response.content.decode()
@@ -157,8 +186,10 @@ def test_a_manager_adds_a_member_and_autofill_stops_a_duplicate(client, manager,
 
 def test_add_member_shows_format_errors_by_field(client, manager, club):
     client.force_login(manager)
-    page = client.post(reverse("members:member_add", args=[club.pk]),
-                       {"field_name": "Laura", "field_email": "laura@", "field_phone": "12"})  # fmt: skip
+    page = client.post(
+        reverse("members:member_add", args=[club.pk]),
+        {"field_name": "Laura", "field_email": "laura@", "field_phone": "12"},
+    )
     form = page.context["form"]
     assert "not a valid email address" in form.errors["field_email"][0]
     assert "too short" in form.errors["field_phone"][0] or "not a valid phone" in form.errors["field_phone"][0]
@@ -179,8 +210,9 @@ def test_add_member_refuses_a_bad_optional_phone_that_a_csv_row_would_only_leave
 
 
 def test_void_from_the_detail_page(client, manager, club, sandbox):
-    member = issuing.member_issue(template=club, values={"name": "Laura", "email": "l@example.com"},
-                                   external_id=None, source="manual").member  # fmt: skip
+    member = issuing.member_issue(
+        template=club, values={"name": "Laura", "email": "l@example.com"}, external_id=None, source="manual"
+    ).member
     client.force_login(manager)
     response = client.post(reverse("members:member_void", args=[member.pk]), follow=True)
     assert "The pass is voided." in response.content.decode()
@@ -200,8 +232,11 @@ def test_viewers_cannot_add_void_or_refresh(client, viewer, club):
 
 
 def test_pages_need_a_login(client, club):
-    for url in (reverse("members:member_list"), reverse("members:member_export"),
-                reverse("members:autofill_settings", args=[club.pk])):  # fmt: skip
+    for url in (
+        reverse("members:member_list"),
+        reverse("members:member_export"),
+        reverse("members:autofill_settings", args=[club.pk]),
+    ):
         response = client.get(url)
         assert response.status_code == 302 and "/login/" in response["Location"]
 

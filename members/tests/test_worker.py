@@ -1,10 +1,11 @@
 """A backfill too large to run in the request goes to a real Celery worker and shows progress."""
+
 import pytest
 from django.urls import reverse
 
 from conftest import wait_for
-from members.services import autofill
 from members.models import AutofillBackfill, Member
+from members.services import autofill
 
 from .factories import make_member, mirror_template
 
@@ -23,11 +24,22 @@ def test_a_large_backfill_runs_in_the_worker(celery_worker_process, live_sandbox
     response = client.post(reverse("members:autofill_backfill", args=[club.pk]), follow=True)
     assert "Backfill started" in response.content.decode()
     backfill = AutofillBackfill.objects.get()
-    assert 'data-run-status="%s"' % reverse("members:backfill_status", args=[backfill.pk]) in response.content.decode()
+    assert (
+        'data-run-status="{}"'.format(reverse("members:backfill_status", args=[backfill.pk]))
+        in response.content.decode()
+    )
 
-    wait_for(lambda: client.get(reverse("members:backfill_status", args=[backfill.pk])).json()["finished"],
-             timeout=60, message="the backfill to finish")  # fmt: skip
+    wait_for(
+        lambda: client.get(reverse("members:backfill_status", args=[backfill.pk])).json()["finished"],
+        timeout=60,
+        message="the backfill to finish",
+    )
     state = client.get(reverse("members:backfill_status", args=[backfill.pk])).json()
     assert (state["status"], state["total"], state["done"], state["filled"], state["conflicts"]) == (
-        "succeeded", 31, 31, 29, 2)  # fmt: skip
+        "succeeded",
+        31,
+        31,
+        29,
+        2,
+    )
     assert Member.objects.filter(template=club, external_id__isnull=False).count() == 29

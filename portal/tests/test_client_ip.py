@@ -1,4 +1,5 @@
 """Rate limits count per client even behind the proxy production runs behind."""
+
 import pytest
 from django.core.cache import cache
 from django.urls import reverse
@@ -14,8 +15,10 @@ def fresh_counters():
 
 
 def _failed_logins(client, count, **headers):
-    return [client.post(reverse("login"), {"username": f"u{n}", "password": "x"}, **headers).status_code
-            for n in range(count)]  # fmt: skip
+    return [
+        client.post(reverse("login"), {"username": f"u{n}", "password": "x"}, **headers).status_code
+        for n in range(count)
+    ]
 
 
 def test_behind_a_proxy_each_client_has_its_own_login_budget(client, settings):

@@ -55,5 +55,7 @@ def test_celery_writes_djangos_format_at_log_level_whatever_its_own_option_says(
     lines = [line for line in (ARTIFACTS / "logging-worker.log").read_text().splitlines() if line[:2] == "20"]
     assert any(" DEBUG celery." in line for line in lines)
     assert any(re.search(r" INFO celery\.\S+ .* ready\.$", line) for line in lines)
-    assert lines and all(DJANGO_LINE.match(line) for line in lines), [l for l in lines if not DJANGO_LINE.match(l)][:5]
+    assert lines and all(DJANGO_LINE.match(line) for line in lines), [
+        line for line in lines if not DJANGO_LINE.match(line)
+    ][:5]
     assert not any(re.match(r"^\[\d{4}-", line) for line in lines)  # Celery's own "[date: LEVEL/Process]"

@@ -1,4 +1,5 @@
 """Staff pages render what a person expects, including the edges (unknown addresses)."""
+
 import pytest
 from django.urls import reverse
 

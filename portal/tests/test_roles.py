@@ -1,4 +1,5 @@
 """A login is not a role: an account in no group reads nothing, a viewer reads every staff page."""
+
 import re
 import uuid
 
@@ -46,8 +47,18 @@ def no_role(db):
 
 def test_the_resolver_gives_every_kind_of_staff_page():
     names = {name for name, _ in _staff_urls()}
-    assert {"dashboard", "template_detail", "run_list", "member_list", "member_export", "member_detail",
-            "autofill_settings", "backfill_status", "batch_list", "batch_download"} <= names  # fmt: skip
+    assert {
+        "dashboard",
+        "template_detail",
+        "run_list",
+        "member_list",
+        "member_export",
+        "member_detail",
+        "autofill_settings",
+        "backfill_status",
+        "batch_list",
+        "batch_download",
+    } <= names
     assert not names & PUBLIC_URL_NAMES
 
 
@@ -66,8 +77,11 @@ def test_an_account_with_no_role_is_refused_every_staff_url(client, no_role, nam
 def test_no_role_reads_no_member_data_even_with_real_ids(client, no_role, sandbox):
     member = make_member(demo_template(), name="Laura Loopy", email="laura.loopy@example.com")
     client.force_login(no_role)
-    for url in (reverse("members:member_list"), reverse("members:member_export"),
-                reverse("members:member_detail", args=[member.pk])):  # fmt: skip
+    for url in (
+        reverse("members:member_list"),
+        reverse("members:member_export"),
+        reverse("members:member_detail", args=[member.pk]),
+    ):
         response = client.get(url)
         assert response.status_code == 403, url
         assert not getattr(response, "streaming", False)

@@ -1,4 +1,5 @@
 """Login on every staff page, roles, login throttling, health endpoint, production settings."""
+
 import os
 import subprocess
 import sys
@@ -30,7 +31,7 @@ def _staff_urls():
                 for converter_name, sample in samples.items():
                     import re
 
-                    route = re.sub(r"<%s:\w+>" % converter_name, sample, route)
+                    route = re.sub(rf"<{converter_name}:\w+>", sample, route)
                 route = re.sub(r"<\w+>", "x", route)
                 yield entry.name, "/" + route.lstrip("^").rstrip("$")
 
@@ -114,14 +115,21 @@ def test_check_deploy_is_clean_with_production_values():
         "DATABASE_URL": os.environ.get("DATABASE_URL", "sqlite:///db.sqlite3"),
         "SMARTPASS_LINK_KEYS": "k1:" + "B" * 43 + "=",
     }
-    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-                            env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
 
 
 def test_production_settings_refuse_to_start_without_a_secret_key():
     env = {"PATH": os.environ["PATH"], "DJANGO_SETTINGS_MODULE": "portal.settings", "DEBUG": "false"}
-    result = subprocess.run([sys.executable, "manage.py", "check"], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr

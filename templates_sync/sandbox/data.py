@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 # The first template of every sandbox: the "club card" of the seed scenario. Fixed so the demo, the docs
 # and the tests can name it without asking the server first.
@@ -34,7 +34,7 @@ TEMPLATE_ID_NAMESPACE = uuid.UUID("0e6f3b52-5d1c-4b8e-a7f4-3c2d9e1b7a64")
 
 
 def utc_timestamp(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _input_field(label, identifier, field_format, field_type, *, mandatory, unique=False, description=None) -> dict:
@@ -102,8 +102,11 @@ def demo_club_card(delivery_page_url: str) -> dict:
     ]
     template["isNFC"] = True
     template["locations"] = [
-        {"relevantText": "Velkomin í Laugardalslaug!", "point": {"latitude": 64.1463, "longitude": -21.8773},
-         "name": "Laugardalslaug"},
+        {
+            "relevantText": "Velkomin í Laugardalslaug!",
+            "point": {"latitude": 64.1463, "longitude": -21.8773},
+            "name": "Laugardalslaug",
+        },
     ]
     return template
 
@@ -120,8 +123,15 @@ def _loyalty_card_with_email_and_phone(template_id: str, delivery_page_url: str)
     template["allowReward"] = True
     template["inputFields"] = [
         _input_field("Nafn / Name", "name", "TEXT", "ISSUER", mandatory=False),
-        _input_field("Farsími / Mobile", "phone", "PHONE_NUMBER", "ISSUER", mandatory=True, unique=True,
-                     description="Farsímanúmer korthafa"),
+        _input_field(
+            "Farsími / Mobile",
+            "phone",
+            "PHONE_NUMBER",
+            "ISSUER",
+            mandatory=True,
+            unique=True,
+            description="Farsímanúmer korthafa",
+        ),
         _input_field("Netfang / Email", "email", "EMAIL", "ISSUER", mandatory=False),
     ]
     template["locations"] = [
@@ -141,8 +151,14 @@ def _pupil_card_with_two_emails(template_id: str, delivery_page_url: str) -> dic
     template["inputFields"] = [
         _input_field("Nafn nemanda / Pupil's name", "name", "TEXT", "ISSUER", mandatory=True),
         _input_field("Netfang nemanda / Pupil's email", "email", "EMAIL", "ISSUER", mandatory=True),
-        _input_field("Netfang forráðamanns / Guardian's email", "guardian_email", "EMAIL", "ISSUER",
-                     mandatory=False, description="Fær afrit af tilkynningum skólans"),
+        _input_field(
+            "Netfang forráðamanns / Guardian's email",
+            "guardian_email",
+            "EMAIL",
+            "ISSUER",
+            mandatory=False,
+            description="Fær afrit af tilkynningum skólans",
+        ),
     ]
     return template
 
@@ -182,12 +198,21 @@ _LOCATIONS = (
 
 # Per format, (identifier, label, description) choices.
 _FIELDS_BY_FORMAT = {
-    "TEXT": (("name", "Nafn / Name", "Fullt nafn korthafa"), ("company", "Fyrirtæki / Company", None),
-             ("car_plate", "Bílnúmer / Licence plate", "Skráningarnúmer bíls")),
-    "NUMBER": (("member_number", "Félagsnúmer / Member number", None), ("locker_number", "Skápur / Locker", None),
-               ("seat_count", "Fjöldi sæta / Seats", "Heil tala")),
-    "DATE": (("birth_date", "Fæðingardagur / Date of birth", None), ("valid_until", "Gildir til / Valid until", None),
-             ("appointment_date", "Dagsetning tíma / Appointment date", "Dagurinn sem tíminn er bókaður")),
+    "TEXT": (
+        ("name", "Nafn / Name", "Fullt nafn korthafa"),
+        ("company", "Fyrirtæki / Company", None),
+        ("car_plate", "Bílnúmer / Licence plate", "Skráningarnúmer bíls"),
+    ),
+    "NUMBER": (
+        ("member_number", "Félagsnúmer / Member number", None),
+        ("locker_number", "Skápur / Locker", None),
+        ("seat_count", "Fjöldi sæta / Seats", "Heil tala"),
+    ),
+    "DATE": (
+        ("birth_date", "Fæðingardagur / Date of birth", None),
+        ("valid_until", "Gildir til / Valid until", None),
+        ("appointment_date", "Dagsetning tíma / Appointment date", "Dagurinn sem tíminn er bókaður"),
+    ),
     "EMAIL": (("email", "Netfang / Email", "Netfang korthafa"), ("work_email", "Vinnunetfang / Work email", None)),
     "URL": (("website", "Vefsíða / Website", None), ("profile_url", "Prófíll / Profile", "Slóð á prófíl")),
     "KENNITALA": (("kennitala", "Kennitala / National ID", "Tíu tölustafir"),),
@@ -216,14 +241,21 @@ def generated_template(index: int, template_id: str, rng: random.Random, deliver
 
     def add_field(field_format: str, field_type: str, *, mandatory: bool) -> None:
         taken = {field["identifier"] for field in fields}
-        for identifier, label, field_description in _FIELDS_BY_FORMAT[field_format]:
+        for identifier, label, field_description in _FIELDS_BY_FORMAT[field_format]:  # noqa: B007 - used after the loop
             if identifier not in taken:
                 break
         else:
             identifier = f"{identifier}_{len(fields) + 1}"
         unique = field_format in ("EMAIL", "KENNITALA", "PHONE_NUMBER") and rng.random() < 0.3
-        field = _input_field(label, identifier, field_format, field_type, mandatory=mandatory, unique=unique,
-                             description=field_description)
+        field = _input_field(
+            label,
+            identifier,
+            field_format,
+            field_type,
+            mandatory=mandatory,
+            unique=unique,
+            description=field_description,
+        )
         if field_description is None and rng.random() < 0.5:
             del field["description"]  # optional: sometimes null, sometimes absent
         fields.append(field)
@@ -260,11 +292,20 @@ def generated_template(index: int, template_id: str, rng: random.Random, deliver
         template["dynamicBarcodeExpirationTimeSeconds"] = rng.choice((30, 60, 300))
         template["dynamicBarcodeType"] = rng.choice(("BASIC", "INCLUDE_TEMPLATE_ID"))
     if rng.random() < 0.5:
-        sent = datetime(2025, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=rng.randrange(365 * 24 * 3600))
+        sent = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(365 * 24 * 3600))
         template["whenLastUpdateSent"] = utc_timestamp(sent)
 
-    for flag in ("isSharingProhibited", "isNFC", "singleDeviceOnly", "firstDeviceOnly", "oneDeviceAtATime",
-                 "oncePerDevice", "onePassOfTemplateTypePerDevice", "allowReward", "lockInputFields"):
+    for flag in (
+        "isSharingProhibited",
+        "isNFC",
+        "singleDeviceOnly",
+        "firstDeviceOnly",
+        "oneDeviceAtATime",
+        "oncePerDevice",
+        "onePassOfTemplateTypePerDevice",
+        "allowReward",
+        "lockInputFields",
+    ):
         template[flag] = rng.random() < 0.3
     template["supportsGoogleWallet"] = rng.random() < 0.85
 
@@ -314,6 +355,11 @@ def hostile_items() -> list[object]:
         },
         {"id": "not-a-uuid", "name": "No usable id", "status": "ACTIVE", "type": "MEMBER"},
         42,
-        {"id": HOSTILE_UNREADABLE_ID, "name": "Priced in words", "status": "ACTIVE", "type": "MEMBER",
-         "passPrice": "a thousand krónur"},
+        {
+            "id": HOSTILE_UNREADABLE_ID,
+            "name": "Priced in words",
+            "status": "ACTIVE",
+            "type": "MEMBER",
+            "passPrice": "a thousand krónur",
+        },
     ]

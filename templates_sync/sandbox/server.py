@@ -30,7 +30,7 @@ import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -55,6 +55,7 @@ SERVER_NAME = "smartpages-sandbox"
 
 FAULT_SCOPES = ("all", "templates", "passes")
 PASS_STATUSES = ("ACTIVE", "REDEEMED", "VOIDED", "UPDATES_OFF")
+
 
 @dataclass
 class Faults:
@@ -314,7 +315,7 @@ class SmartPagesSandbox:
                     "isVoided": False,
                     "inputFields": [{"identifier": "name", "value": f"Holder {n}"}],
                     "distributionUrl": f"{self.url}/distribution/pass/{pass_id}",
-                    "createdAt": utc_timestamp(datetime.now(timezone.utc)),
+                    "createdAt": utc_timestamp(datetime.now(UTC)),
                 }
                 made.append(pass_id)
         return made
@@ -463,7 +464,7 @@ class SmartPagesSandbox:
                 "isVoided": is_voided,
                 "inputFields": [{"identifier": f["identifier"], "value": f.get("value")} for f in input_fields],
                 "distributionUrl": f"{self.url}/distribution/pass/{pass_id}",
-                "createdAt": utc_timestamp(datetime.now(timezone.utc)),
+                "createdAt": utc_timestamp(datetime.now(UTC)),
             }
             for optional_key in ("validFrom", "expirationDate", "stampsLeft", "alreadyPaid", "backFields"):
                 if optional_key in body:

@@ -1,4 +1,5 @@
 """What staff see in Chromium: syncing templates, opening one, and what a viewer may not do."""
+
 import re
 
 import pytest

@@ -15,7 +15,9 @@ pytestmark = pytest.mark.django_db
 
 def test_only_http_urls_from_upstream_become_links_on_the_template_page(client, viewer, sandbox):
     safe_id, hostile_ids = sandbox.template_ids()[1], sandbox.template_ids()[2:5]
-    for template_id, url in zip(hostile_ids, ["JavaScript:alert(1)", " data:text/html,<b>x</b>", "//evil.example/"]):
+    for template_id, url in zip(
+        hostile_ids, ["JavaScript:alert(1)", " data:text/html,<b>x</b>", "//evil.example/"], strict=False
+    ):
         sandbox.update_template(template_id, deliveryPageUrl=url)
     sandbox.faults = Faults(hostile_items=True)
     assert sync.templates_sync_all().status == "succeeded"
@@ -97,7 +99,9 @@ def test_sync_now_starts_a_sync_when_the_running_one_lost_its_worker(client, man
         ("", "/sync/"),
     ],
 )
-def test_sync_now_comes_back_to_the_page_that_asked_and_only_to_this_site(client, manager, sandbox, posted_next, lands_on):
+def test_sync_now_comes_back_to_the_page_that_asked_and_only_to_this_site(
+    client, manager, sandbox, posted_next, lands_on
+):
     client.force_login(manager)
 
     response = client.post(reverse("templates_sync:sync_now"), {"next": posted_next})

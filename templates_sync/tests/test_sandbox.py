@@ -50,7 +50,12 @@ OPTIONAL_TEMPLATE_KEYS = {
     "exchangedForTemplateId": str,
 }
 REQUIRED_FIELD_KEYS = {
-    "label": str, "identifier": str, "isMandatory": bool, "isUnique": bool, "format": str, "type": str,
+    "label": str,
+    "identifier": str,
+    "isMandatory": bool,
+    "isUnique": bool,
+    "format": str,
+    "type": str,
 }
 
 
@@ -74,8 +79,9 @@ def api():
 def fetch_all_templates(api, sandbox, page_size=100):
     templates, page = [], 0
     while True:
-        reply = api.get(f"{sandbox.url}/api/v1/pass-template", params={"page": page, "page_size": page_size},
-                        timeout=TIMEOUT).json()
+        reply = api.get(
+            f"{sandbox.url}/api/v1/pass-template", params={"page": page, "page_size": page_size}, timeout=TIMEOUT
+        ).json()
         templates.extend(reply["data"])
         page += 1
         if page >= reply["totalPages"]:
@@ -85,8 +91,10 @@ def fetch_all_templates(api, sandbox, page_size=100):
 def create_demo_pass(api, sandbox, external_id=None, template_id=DEMO_TEMPLATE_ID):
     body = {
         "passTemplateId": template_id,
-        "inputFields": [{"identifier": "name", "value": "Guðrún Þórsdóttir"},
-                        {"identifier": "email", "value": "gudrun@example.is"}],
+        "inputFields": [
+            {"identifier": "name", "value": "Guðrún Þórsdóttir"},
+            {"identifier": "email", "value": "gudrun@example.is"},
+        ],
     }
     if external_id is not None:
         body["externalIdentifier"] = external_id
@@ -130,17 +138,20 @@ def test_the_sandbox_says_it_is_the_sandbox_and_not_the_real_service(sandbox, ap
 
 def test_the_template_list_is_paged_by_what_the_server_says_not_by_what_was_asked(api):
     with SmartPagesSandbox(templates=250, page_size_cap=100) as sandbox:
-        first = api.get(f"{sandbox.url}/api/v1/pass-template", params={"page": 0, "page_size": 500},
-                        timeout=TIMEOUT).json()
+        first = api.get(
+            f"{sandbox.url}/api/v1/pass-template", params={"page": 0, "page_size": 500}, timeout=TIMEOUT
+        ).json()
         assert (first["page"], first["pageSize"], first["totalPages"], first["totalItems"]) == (0, 100, 3, 250)
         assert len(first["data"]) == 100
 
-        last = api.get(f"{sandbox.url}/api/v1/pass-template", params={"page": 2, "page_size": 500},
-                       timeout=TIMEOUT).json()
+        last = api.get(
+            f"{sandbox.url}/api/v1/pass-template", params={"page": 2, "page_size": 500}, timeout=TIMEOUT
+        ).json()
         assert len(last["data"]) == 50
 
-        past_the_end = api.get(f"{sandbox.url}/api/v1/pass-template", params={"page": 3, "page_size": 500},
-                               timeout=TIMEOUT).json()
+        past_the_end = api.get(
+            f"{sandbox.url}/api/v1/pass-template", params={"page": 3, "page_size": 500}, timeout=TIMEOUT
+        ).json()
         assert past_the_end["data"] == [] and past_the_end["totalItems"] == 250
 
         assert [t["id"] for t in fetch_all_templates(api, sandbox, page_size=500)] == sandbox.template_ids()
@@ -208,8 +219,10 @@ def test_the_generated_templates_exercise_the_settings_the_portal_must_handle(sa
     assert any(t.get("passPrice") for t in templates)
     assert any(t["locations"] for t in templates)
     assert any(t["hasDynamicBarcode"] and t["dynamicBarcodeExpirationTimeSeconds"] for t in templates)
-    assert any(t.get("kennitalaAgeVerification") and any(f["format"] == "KENNITALA" for f in t["inputFields"])
-               for t in templates)
+    assert any(
+        t.get("kennitalaAgeVerification") and any(f["format"] == "KENNITALA" for f in t["inputFields"])
+        for t in templates
+    )
     verified = [t for t in templates if t["useEmailDomainVerification"]]
     assert verified and all(t["allowedEmailDomains"] for t in verified)
     assert all(any(f["format"] == "EMAIL" for f in t["inputFields"]) for t in verified)
@@ -249,6 +262,7 @@ def test_the_first_templates_include_one_with_email_and_phone_and_one_with_two_e
 def test_the_same_seed_makes_the_same_templates_and_another_seed_makes_others():
     first, again, other = SmartPagesSandbox(seed=7), SmartPagesSandbox(seed=7), SmartPagesSandbox(seed=8)
     try:
+
         def without_urls(sandbox):
             return [dict(sandbox.get_template(i), deliveryPageUrl=None) for i in sandbox.template_ids()]
 
@@ -307,16 +321,20 @@ def test_a_pass_can_be_created_read_and_voided(sandbox, api):
 
 def test_an_unknown_pass_id_gets_404(sandbox, api):
     assert api.get(f"{sandbox.url}/api/v1/pass/{uuid.uuid4()}", timeout=TIMEOUT).status_code == 404
-    assert api.put(f"{sandbox.url}/api/v1/pass/{uuid.uuid4()}", json={"isVoided": True},
-                   timeout=TIMEOUT).status_code == 404
+    assert (
+        api.put(f"{sandbox.url}/api/v1/pass/{uuid.uuid4()}", json={"isVoided": True}, timeout=TIMEOUT).status_code
+        == 404
+    )
 
 
 def test_a_second_pass_with_the_same_external_identifier_gets_409_with_the_existing_pass_id(sandbox, api):
     first = create_demo_pass(api, sandbox, external_id="gudrun@example.is").json()
     duplicate = create_demo_pass(api, sandbox, external_id="gudrun@example.is")
     assert duplicate.status_code == 409
-    assert duplicate.json() == {"error": "externalIdentifier already in use for this pass template",
-                                "passId": first["id"]}
+    assert duplicate.json() == {
+        "error": "externalIdentifier already in use for this pass template",
+        "passId": first["id"],
+    }
     # Unique per template only, and passes without one never clash.
     assert create_demo_pass(api, sandbox, external_id="someone-else").status_code == 201
     assert create_demo_pass(api, sandbox).status_code == 201
@@ -326,15 +344,30 @@ def test_a_second_pass_with_the_same_external_identifier_gets_409_with_the_exist
 
 def test_the_same_external_identifier_is_fine_on_another_template(sandbox, api):
     other_template = sandbox.add_template(
-        type="MEMBER", status="ACTIVE", disableIssue=False,
-        inputFields=[{"label": "Nafn", "identifier": "name", "isMandatory": True, "isUnique": False,
-                      "format": "TEXT", "type": "ISSUER"}],
+        type="MEMBER",
+        status="ACTIVE",
+        disableIssue=False,
+        inputFields=[
+            {
+                "label": "Nafn",
+                "identifier": "name",
+                "isMandatory": True,
+                "isUnique": False,
+                "format": "TEXT",
+                "type": "ISSUER",
+            }
+        ],
     )
     assert create_demo_pass(api, sandbox, external_id="shared").status_code == 201
-    reply = api.post(f"{sandbox.url}/api/v1/pass", json={
-        "passTemplateId": other_template["id"], "externalIdentifier": "shared",
-        "inputFields": [{"identifier": "name", "value": "Ýmir"}],
-    }, timeout=TIMEOUT)
+    reply = api.post(
+        f"{sandbox.url}/api/v1/pass",
+        json={
+            "passTemplateId": other_template["id"],
+            "externalIdentifier": "shared",
+            "inputFields": [{"identifier": "name", "value": "Ýmir"}],
+        },
+        timeout=TIMEOUT,
+    )
     assert reply.status_code == 201
 
 
@@ -345,14 +378,23 @@ def test_pass_creation_is_refused_with_a_reason_when_the_template_cannot_issue_i
     refused = {
         "voided template": create_demo_pass(api, sandbox, template_id=sandbox.template_ids()[1]),
         "issuing disabled": create_demo_pass(api, sandbox, template_id=sandbox.template_ids()[2]),
-        "mandatory field missing": api.post(url, json={
-            "passTemplateId": DEMO_TEMPLATE_ID, "inputFields": [{"identifier": "name", "value": "Jón"}]},
-            timeout=TIMEOUT),
-        "unknown identifier": api.post(url, json={
-            "passTemplateId": DEMO_TEMPLATE_ID, "inputFields": [
-                {"identifier": "name", "value": "Jón"}, {"identifier": "email", "value": "jon@example.is"},
-                {"identifier": "shoe_size", "value": "44"}]},
-            timeout=TIMEOUT),
+        "mandatory field missing": api.post(
+            url,
+            json={"passTemplateId": DEMO_TEMPLATE_ID, "inputFields": [{"identifier": "name", "value": "Jón"}]},
+            timeout=TIMEOUT,
+        ),
+        "unknown identifier": api.post(
+            url,
+            json={
+                "passTemplateId": DEMO_TEMPLATE_ID,
+                "inputFields": [
+                    {"identifier": "name", "value": "Jón"},
+                    {"identifier": "email", "value": "jon@example.is"},
+                    {"identifier": "shoe_size", "value": "44"},
+                ],
+            },
+            timeout=TIMEOUT,
+        ),
         "not JSON": api.post(url, data=b"{not json", headers={"Content-Type": "application/json"}, timeout=TIMEOUT),
     }
     for reason, reply in refused.items():
@@ -419,8 +461,9 @@ def test_a_broken_json_page_is_invalid_json_on_that_page_only_and_every_time(api
 def test_error_faults_hit_about_the_configured_fraction_and_repeat_with_the_same_seed(api):
     def statuses(seed):
         with SmartPagesSandbox(templates=1, faults=Faults(error_rate=0.25, seed=seed)) as sandbox:
-            replies = [api.get(f"{sandbox.url}/api/v1/pass-template/{DEMO_TEMPLATE_ID}", timeout=TIMEOUT)
-                       for _ in range(400)]
+            replies = [
+                api.get(f"{sandbox.url}/api/v1/pass-template/{DEMO_TEMPLATE_ID}", timeout=TIMEOUT) for _ in range(400)
+            ]
             assert all(r.json()["error"] for r in replies if r.status_code == 503)
             assert sandbox.request_count("GET") == 400
             return [r.status_code for r in replies]

@@ -1,4 +1,5 @@
 """The template mirror against the sandbox over real HTTP, on the test database."""
+
 import threading
 from decimal import Decimal
 
@@ -6,9 +7,9 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from conftest import wait_for
 from templates_sync import sync
 from templates_sync.models import PassTemplate, SyncRun, TemplateInputField
-from conftest import wait_for
 from templates_sync.sandbox import Faults
 
 pytestmark = pytest.mark.django_db
@@ -33,7 +34,9 @@ def test_a_multi_page_sync_mirrors_every_field_exactly(sandbox, settings):
         expected_price = upstream.get("passPrice")
         assert mirrored.pass_price == (Decimal(str(expected_price)) if expected_price is not None else None)
         assert mirrored.delivery_page_url == upstream["deliveryPageUrl"]
-        fields = list(mirrored.input_fields.values_list("identifier", "label", "format", "type", "is_mandatory", "is_unique"))
+        fields = list(
+            mirrored.input_fields.values_list("identifier", "label", "format", "type", "is_mandatory", "is_unique")
+        )
         assert fields == [
             (f["identifier"], f["label"], f["format"], f["type"], f["isMandatory"], f["isUnique"])
             for f in upstream["inputFields"]
@@ -57,10 +60,11 @@ def test_an_unchanged_resync_writes_no_template_row(sandbox, settings):
 
     assert (run.status, run.created_count, run.updated_count, run.unchanged, run.removed) == ("succeeded", 0, 0, 25, 0)
     mirror_writes = [
-        q["sql"] for q in queries.captured_queries
+        q["sql"]
+        for q in queries.captured_queries
         if q["sql"].split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE")
         and ("templates_sync_passtemplate" in q["sql"] or "templates_sync_templateinputfield" in q["sql"])
-    ]  # fmt: skip
+    ]
     assert mirror_writes == []
     assert dict(PassTemplate.objects.values_list("id", "changed_at")) == changed_before
 
@@ -68,10 +72,21 @@ def test_an_unchanged_resync_writes_no_template_row(sandbox, settings):
 def test_changed_added_and_removed_templates_are_mirrored(sandbox):
     sync.templates_sync_all()
     first, second = sandbox.template_ids()[:2]
-    sandbox.update_template(first, name="Nýtt nafn", inputFields=[
-        {"label": "Netfang", "identifier": "netfang", "description": None, "isMandatory": True,
-         "isUnique": False, "format": "EMAIL", "type": "MEMBER"},
-    ])  # fmt: skip
+    sandbox.update_template(
+        first,
+        name="Nýtt nafn",
+        inputFields=[
+            {
+                "label": "Netfang",
+                "identifier": "netfang",
+                "description": None,
+                "isMandatory": True,
+                "isUnique": False,
+                "format": "EMAIL",
+                "type": "MEMBER",
+            },
+        ],
+    )
     added = sandbox.add_template()
     sandbox.remove_template(second)
 
@@ -167,15 +182,21 @@ def test_refreshing_one_template_updates_it_and_a_404_marks_it_removed(sandbox):
 
 
 def test_the_sync_command_prints_json_and_fails_with_a_non_zero_exit(sandbox, settings, capsys):
+    import json
+
     from django.core.management import call_command
     from django.core.management.base import CommandError
-    import json
 
     call_command("sync_templates", "--json")
     outcome = json.loads(capsys.readouterr().out)
     assert {k: outcome[k] for k in ("status", "created", "updated", "unchanged", "removed", "pages")} == {
-        "status": "succeeded", "created": 25, "updated": 0, "unchanged": 0, "removed": 0, "pages": 1,
-    }  # fmt: skip
+        "status": "succeeded",
+        "created": 25,
+        "updated": 0,
+        "unchanged": 0,
+        "removed": 0,
+        "pages": 1,
+    }
 
     settings.SMARTPAGES_KEY_ID = "nobody"
     with pytest.raises(CommandError, match="check SMARTPAGES_KEY_ID"):
@@ -239,10 +260,20 @@ def test_the_postgresql_writer_stores_exactly_what_the_orm_writer_stores(sandbox
     def snapshot():
         return (
             list(PassTemplate.objects.order_by("id").values()),
-            list(TemplateInputField.objects.order_by("template_id", "position").values(
-                "template_id", "position", "identifier", "label", "description", "is_mandatory", "is_unique",
-                "format", "type")),
-        )  # fmt: skip
+            list(
+                TemplateInputField.objects.order_by("template_id", "position").values(
+                    "template_id",
+                    "position",
+                    "identifier",
+                    "label",
+                    "description",
+                    "is_mandatory",
+                    "is_unique",
+                    "format",
+                    "type",
+                )
+            ),
+        )
 
     sync._write_with_orm(templates, fields, replaced=[], now=now)
     through_orm = snapshot()

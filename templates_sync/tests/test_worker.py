@@ -1,4 +1,5 @@
 """Real Celery worker processes on the Redis broker, against the sandbox and the test database."""
+
 import os
 import signal
 import subprocess

@@ -26,10 +26,13 @@ class Command(BaseCommand):
         parser.add_argument("input", metavar="IN.csv")
         parser.add_argument("output", metavar="OUT.csv")
         parser.add_argument(
-            "--map", action="append", default=[], metavar="COL=IDENT",
+            "--map",
+            action="append",
+            default=[],
+            metavar="COL=IDENT",
             help=f"put column COL into input field IDENT ({EXTERNAL_ID_TARGET} or members.member.externalId for the External ID, empty to "
             "leave the column out); columns not named keep their automatic match",
-        )  # fmt: skip
+        )
         parser.add_argument("--delimiter", choices=[",", ";", "tab"], help="override the detected delimiter")
         parser.add_argument(
             "--single-use",
@@ -50,7 +53,9 @@ class Command(BaseCommand):
             help="make the batch's chunks in N local processes (default: the number of CPUs, %(default)s here); "
             "1 makes them in this process. The output is the same whatever N is.",
         )
-        parser.add_argument("--json", action="store_true", help='print {"rows", "links", "errors", "warnings", ...} as JSON')
+        parser.add_argument(
+            "--json", action="store_true", help='print {"rows", "links", "errors", "warnings", ...} as JSON'
+        )
 
     def handle(self, *args, **options):
         if options["jobs"] < 1:
@@ -63,9 +68,13 @@ class Command(BaseCommand):
         try:
             with source.open("rb") as binary:
                 batch = services.link_batch_create(
-                    template=template, uploaded_by=None, file=File(binary, name=source.name), delimiter=delimiter,
-                    via=LinkBatch.Via.COMMAND, single_use=options["single_use"],
-                )  # fmt: skip
+                    template=template,
+                    uploaded_by=None,
+                    file=File(binary, name=source.name),
+                    delimiter=delimiter,
+                    via=LinkBatch.Via.COMMAND,
+                    single_use=options["single_use"],
+                )
             mapping = dict(batch.mapping)
             mapping.update(self._overrides(options["map"], batch.header))
             batch = services.link_batch_confirm(batch=batch, mapping=mapping, strict=options["strict"], enqueue=False)

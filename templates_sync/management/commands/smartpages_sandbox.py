@@ -21,49 +21,67 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1).")
         parser.add_argument("--port", type=int, default=8001, help="Port to listen on (default 8001; 0 = any free).")
         parser.add_argument(
-            "--templates", type=int, default=25,
+            "--templates",
+            type=int,
+            default=25,
             help="How many pass templates to serve (default 25; the first is the demo club card).",
         )
         parser.add_argument(
             "--seed", type=int, default=1, help="Seed for the generated templates: same seed, same data (default 1)."
         )
         parser.add_argument(
-            "--key-id", default=os.environ.get("SMARTPAGES_KEY_ID") or DEFAULT_KEY_ID,
+            "--key-id",
+            default=os.environ.get("SMARTPAGES_KEY_ID") or DEFAULT_KEY_ID,
             help="KEY_ID the sandbox accepts (default: $SMARTPAGES_KEY_ID, else 'sandbox').",
         )
         parser.add_argument(
-            "--key-token", default=os.environ.get("SMARTPAGES_KEY_TOKEN") or DEFAULT_KEY_TOKEN,
+            "--key-token",
+            default=os.environ.get("SMARTPAGES_KEY_TOKEN") or DEFAULT_KEY_TOKEN,
             help="KEY_TOKEN the sandbox accepts (default: $SMARTPAGES_KEY_TOKEN, else 'sandbox-secret').",
         )
         parser.add_argument(
-            "--page-size-cap", type=int, default=100,
+            "--page-size-cap",
+            type=int,
+            default=100,
             help="Largest page the template list serves, whatever page_size asks for (default 100).",
         )
         parser.add_argument(
-            "--error-rate", type=float, default=0.0,
+            "--error-rate",
+            type=float,
+            default=0.0,
             help="Fraction of API requests answered 503, e.g. 0.1 (default 0).",
         )
         parser.add_argument(
-            "--rate-limit-rate", type=float, default=0.0,
+            "--rate-limit-rate",
+            type=float,
+            default=0.0,
             help="Fraction of API requests answered 429 with Retry-After (default 0).",
         )
         parser.add_argument(
             "--retry-after", type=int, default=1, help="Seconds sent in Retry-After with a 429 (default 1)."
         )
         parser.add_argument(
-            "--reset-rate", type=float, default=0.0,
+            "--reset-rate",
+            type=float,
+            default=0.0,
             help="Fraction of API requests whose connection is reset without an answer (default 0).",
         )
         parser.add_argument(
-            "--slow", type=float, default=0.0, metavar="SECONDS",
+            "--slow",
+            type=float,
+            default=0.0,
+            metavar="SECONDS",
             help="Sleep this long before every API answer (default 0).",
         )
         parser.add_argument(
-            "--fault-scope", choices=("all", "templates", "passes"), default="all",
+            "--fault-scope",
+            choices=("all", "templates", "passes"),
+            default="all",
             help="Which endpoints the faults hit (default all).",
         )
         parser.add_argument(
-            "--hostile", action="store_true",
+            "--hostile",
+            action="store_true",
             help="Serve hostile template data: the first list page also carries over-long texts, NUL bytes, "
             "numbers out of range, a javascript: URL and items no mirror can store, and totalItems says 10**11.",
         )

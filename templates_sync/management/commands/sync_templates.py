@@ -15,7 +15,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--template", metavar="UUID", help="refresh only this template (404 upstream marks it removed)")
+        parser.add_argument(
+            "--template", metavar="UUID", help="refresh only this template (404 upstream marks it removed)"
+        )
         parser.add_argument("--json", action="store_true", help="print one JSON object with the run's outcome")
 
     def handle(self, *args, **options):
@@ -47,4 +49,3 @@ class Command(BaseCommand):
                 self.stdout.write(run.warning)
         if run.status == SyncRun.Status.FAILED:
             raise CommandError(run.error or "The sync failed.")
-
