@@ -76,7 +76,7 @@ def validation_only(source: Path, rows: int) -> float:
     with source.open(encoding="utf-8", newline="") as src:
         reader = csv.reader(src)
         next(reader)
-        values = [dict(zip(FIELDS, row)) for _, row in zip(range(rows), reader)]
+        values = [dict(zip(FIELDS, row, strict=False)) for _, row in zip(range(rows), reader, strict=False)]
     validate = ValuesValidator(specs, require_types={"ISSUER"}).validate
     started = time.perf_counter()
     for row in values:
@@ -106,7 +106,7 @@ def child(template_id: str, source: str, media: str, jobs: str) -> None:
             template=template, uploaded_by=None, file=File(binary, name="bench.csv"), via=LinkBatch.Via.COMMAND
         )
     checked = time.perf_counter()
-    assert batch.mapping == dict(zip(HEADER, FIELDS)), batch.mapping
+    assert batch.mapping == dict(zip(HEADER, FIELDS, strict=False)), batch.mapping
     services.link_batch_confirm(batch=batch, mapping=batch.mapping, enqueue=False)
     batch = services.link_batch_process(batch_id=batch.pk, jobs=int(jobs))
     made = time.perf_counter()
@@ -185,7 +185,7 @@ def main() -> None:
         changed_at=now,
     )
     formats = [("EMAIL", True), ("TEXT", True), ("PHONE_NUMBER", False)]
-    for position, (identifier, (fmt, mandatory)) in enumerate(zip(FIELDS, formats)):
+    for position, (identifier, (fmt, mandatory)) in enumerate(zip(FIELDS, formats, strict=False)):
         TemplateInputField.objects.create(
             template=template,
             position=position,
