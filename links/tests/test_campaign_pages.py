@@ -275,6 +275,7 @@ def test_the_dashboard_draws_claims_per_day_and_members_by_status_and_flags_stuc
         ("Issued", "1"),
         ("Failed", "1"),
         ("Voided", "0"),
+        ("Redeemed", "0"),
     ]
     flags = page[page.index('id="stuck-members"') :]
     assert "<strong>1</strong> pass still pending after more than an hour" in flags
