@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
 from conftest import login
@@ -26,12 +27,25 @@ def look(page, name: str) -> None:
     """At 1280 and 390 px: no horizontal overflow of the page; a screenshot of each when SHOTS_DIR is set."""
     for width in (1280, 390):
         page.set_viewport_size({"width": width, "height": 900})
-        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        overflow = _overflow(page)
         assert overflow <= 0, (name, width, overflow)
         if SHOTS:
             SHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SHOTS / f"{name}-{width}.png"), full_page=True)
     page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def _overflow(page) -> int:
+    """How far the page is wider than the window. A progress page reloads itself when its work ends (a worker may
+    finish it at any moment), so a measure cut short by that reload is taken again on the new page."""
+    for _ in range(5):
+        try:
+            return page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        except PlaywrightError as exc:
+            if "Execution context was destroyed" not in str(exc):
+                raise
+            page.wait_for_load_state()
+    raise AssertionError("the page kept navigating")
 
 
 def issue(template, name, email, external_id=None):
