@@ -163,7 +163,7 @@ def test_a_worker_killed_mid_batch_costs_its_chunks_and_the_batch_finishes_right
         "SMARTPAGES_API_URL": sandbox.url,
         "CELERY_BROKER_URL": own_redis.url(0),
         "LINKS_STALE_SECONDS": "3",
-        "LINKS_SWEEP_SECONDS": "1",
+        "SWEEP_INTERVAL": "1",
         "CACHE_REDIS_URL": own_redis.url(1),
     }
     first = start_celery(env, log_name="links-killed")

@@ -3,8 +3,9 @@
 A request records the action and one WAITING outcome row per member in one transaction, then hands the
 action to a worker (after commit). The task works through the waiting rows in chunks, each upstream call
 after the shared limiter (the refresh job's rate, shared by all workers), and writes each member's outcome
-and the progress counts as it goes. A task delivered twice, or run again after a worker died, continues
-with the rows still waiting: no member is acted on twice.
+and the progress counts as it goes, beating the action's heartbeat. A task delivered twice finds the action
+taken; one lost (the broker was away, the worker died) is sent again by the recovery sweep and continues with
+the rows still waiting: no member is acted on twice.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import logging
 from collections.abc import Iterable
 
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import F, QuerySet, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from templates_sync.client import SmartPagesClient, smartpages_client
 from templates_sync.enqueue import enqueue_after_commit
 from templates_sync.rate_limit import SharedRateLimiter
+from templates_sync.recovery import requeue_stale, resend_overdue, take
 
 from ..models import Member, MemberBulkAction, MemberBulkOutcome
 from . import MemberError
@@ -53,29 +56,43 @@ def member_bulk_request(
         MemberBulkOutcome.objects.bulk_create(
             (MemberBulkOutcome(action=bulk, member_id=member_id) for member_id in ids), batch_size=5000
         )
-        enqueue_after_commit(BULK_TASK, bulk.pk)
+        _send(bulk)
     return bulk
 
 
 def member_bulk_run(
     *, bulk: MemberBulkAction, client: SmartPagesClient | None = None, limiter: SharedRateLimiter | None = None
 ) -> MemberBulkAction:
-    """Act on every member still WAITING in this action, recording each outcome."""
-    MemberBulkAction.objects.filter(pk=bulk.pk, status=MemberBulkAction.Status.QUEUED).update(
-        status=MemberBulkAction.Status.RUNNING, started_at=timezone.now()
-    )
+    """Act on every member still WAITING in this action, recording each outcome. Only the worker that took the
+    action from QUEUED acts: a copy of the task delivered twice finds it taken and returns; a worker the
+    recovery sweep gave up on (no heartbeat) stops at its next heartbeat."""
+    beat = take(bulk, started_at=Coalesce(F("started_at"), Value(timezone.now())))
+    if beat is None:
+        bulk.refresh_from_db()
+        return bulk
     limiter = limiter or smartpages_rate_limiter()
     waiting = MemberBulkOutcome.objects.filter(action=bulk, outcome=MemberBulkOutcome.Outcome.WAITING)
     with smartpages_client(client) as smartpages:
         while chunk := list(waiting.select_related("member__template").order_by("id")[:BULK_CHUNK]):
             for row in chunk:
+                if not beat():
+                    bulk.refresh_from_db()
+                    return bulk
                 _member_act(row=row, action=bulk.action, client=smartpages, limiter=limiter)
-    with transaction.atomic():
-        bulk = MemberBulkAction.objects.select_for_update().get(pk=bulk.pk)
-        if not bulk.is_finished:
-            bulk.status, bulk.finished_at = MemberBulkAction.Status.SUCCEEDED, timezone.now()
-            bulk.save(update_fields=["status", "finished_at"])
+    beat.mine.update(status=MemberBulkAction.Status.SUCCEEDED, finished_at=timezone.now())
+    bulk.refresh_from_db()
     return bulk
+
+
+def member_bulk_actions_sweep() -> int:
+    """A sweep (templates_sync.recovery): actions left queued because their task was lost, and actions whose
+    worker stopped beating, are sent again; each goes on from its members still waiting."""
+    actions = MemberBulkAction.objects.all()
+    return resend_overdue(actions, _send) + requeue_stale(actions, _send)
+
+
+def _send(bulk: MemberBulkAction) -> None:
+    enqueue_after_commit(BULK_TASK, bulk.pk)
 
 
 def _member_act(*, row: MemberBulkOutcome, action: str, client: SmartPagesClient, limiter: SharedRateLimiter) -> None:

@@ -74,7 +74,7 @@ def test_a_sync_whose_worker_is_killed_mid_way_is_taken_over_and_finished_withou
         "TEMPLATE_SYNC_INTERVAL": "3600",  # no scheduled sync: only the sweep may start one
         "TEMPLATE_SYNC_HEARTBEAT_SECONDS": "0.5",
         "TEMPLATE_SYNC_STALE_SECONDS": "4",
-        "TEMPLATE_SYNC_SWEEP_SECONDS": "1",
+        "SWEEP_INTERVAL": "1",
     }
     live_sandbox.faults = Faults(slow_seconds=0.4, scope="templates")  # so the kill lands mid-sync
     first = start_celery(env, log_name="sync-killed-worker")
