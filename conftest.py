@@ -9,6 +9,7 @@ import functools
 import ipaddress
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -209,6 +210,16 @@ def stop_process(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def kill_with_sigkill(process: subprocess.Popen) -> None:
+    """SIGKILL a worker's pool processes and then the worker itself, as when a host dies: nothing of it gets to
+    clean up (no message is acknowledged or given back), and no orphaned child goes on with its task."""
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    for pid in children:
+        os.kill(int(pid), signal.SIGKILL)
+    process.kill()
+    process.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -330,6 +330,9 @@ class MemberBulkOutcome(models.Model):
     member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="+")
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.WAITING)
     message = models.TextField(blank=True)
+    # When this member's upstream write (a void) was sent. Set on a row still waiting, the worker died during
+    # the call: the next attempt reads the pass before it writes again.
+    sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection
 
-from conftest import start_celery, stop_process, wait_for
+from conftest import kill_with_sigkill, start_celery, stop_process, wait_for
 from links import services
 from links.keyring import link_keys
 from links.models import LinkBatch, LinkChunk
@@ -144,14 +143,6 @@ def test_a_pool_of_two_workers_gives_the_one_process_file(one_process, celery_wo
     assert comparable(batch) == expected
 
 
-def _kill_tree(process) -> None:
-    """SIGKILL the worker and its pool processes: nothing of it runs any clean-up."""
-    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-    for pid in [process.pid, *map(int, children)]:
-        os.kill(pid, signal.SIGKILL)
-    process.wait(timeout=30)
-
-
 @pytest.mark.worker
 def test_a_worker_killed_mid_batch_costs_its_chunks_and_the_batch_finishes_right(
     sandbox, own_redis, settings, tmp_path
@@ -191,7 +182,7 @@ def test_a_worker_killed_mid_batch_costs_its_chunks_and_the_batch_finishes_right
             interval=0.05,
             message="two chunks done",
         )
-        _kill_tree(first)
+        kill_with_sigkill(first)
     finally:
         if first.poll() is None:
             stop_process(first)

@@ -97,13 +97,27 @@ def _send(bulk: MemberBulkAction) -> None:
 
 def _member_act(*, row: MemberBulkOutcome, action: str, client: SmartPagesClient, limiter: SharedRateLimiter) -> None:
     member = row.member
+    void = action == MemberBulkAction.Action.VOID
+    if void and row.sent_at is not None and member.status == Member.Status.ISSUED:
+        # An attempt whose worker died sent this void and wrote nothing after: SmartPages may hold the pass
+        # voided already. Read it first, so that a void that went through is never sent a second time.
+        limiter.wait()
+        try:
+            member_refresh(member=member, client=client)
+        except MemberError as exc:
+            _record(row=row, outcome=MemberBulkOutcome.Outcome.FAILED, message=str(exc))
+            return
+        if member.status == Member.Status.VOIDED:
+            _record(row=row, outcome=MemberBulkOutcome.Outcome.SUCCEEDED)
+            return
     skip = _skip_reason(member=member, action=action)
     if skip:
         outcome, message = MemberBulkOutcome.Outcome.SKIPPED, skip
     else:
         limiter.wait()
         try:
-            if action == MemberBulkAction.Action.VOID:
+            if void:
+                MemberBulkOutcome.objects.filter(pk=row.pk).update(sent_at=timezone.now())
                 member_void(member=member, user=row.action.requested_by, client=client)
             else:
                 member_refresh(member=member, client=client)
@@ -111,6 +125,10 @@ def _member_act(*, row: MemberBulkOutcome, action: str, client: SmartPagesClient
             outcome, message = MemberBulkOutcome.Outcome.FAILED, str(exc)
         else:
             outcome, message = MemberBulkOutcome.Outcome.SUCCEEDED, ""
+    _record(row=row, outcome=outcome, message=message)
+
+
+def _record(*, row: MemberBulkOutcome, outcome: str, message: str = "") -> None:
     counter = str(outcome)  # the action's counter of the same name
     with transaction.atomic():
         # Only a row still waiting: a second copy of the task that got here first keeps its outcome.

@@ -1,13 +1,10 @@
 """Real Celery worker processes on the Redis broker, against the sandbox and the test database."""
 
 import os
-import signal
-import subprocess
-from pathlib import Path
 
 import pytest
 
-from conftest import SANDBOX_KEY_ID, SANDBOX_KEY_TOKEN, start_celery, stop_process, wait_for
+from conftest import SANDBOX_KEY_ID, SANDBOX_KEY_TOKEN, kill_with_sigkill, start_celery, stop_process, wait_for
 from templates_sync.models import PassTemplate, SyncRun
 from templates_sync.sandbox import Faults
 
@@ -50,16 +47,6 @@ def test_sync_now_is_run_by_the_worker_after_commit(celery_worker_process, live_
     assert PassTemplate.objects.count() == len(live_sandbox.template_ids())
 
 
-def _kill_with_sigkill(worker: subprocess.Popen) -> None:
-    """SIGKILL the worker's pool processes and then the worker itself, as when a host dies: nothing of it
-    gets to clean up, and no orphaned child goes on with the task."""
-    children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
-    for pid in children:
-        os.kill(int(pid), signal.SIGKILL)
-    worker.kill()
-    worker.wait(timeout=10)
-
-
 def test_a_sync_whose_worker_is_killed_mid_way_is_taken_over_and_finished_without_a_person(live_sandbox, manager):
     from templates_sync import sync
     from templates_sync.tasks import sync_all_templates
@@ -86,7 +73,7 @@ def test_a_sync_whose_worker_is_killed_mid_way_is_taken_over_and_finished_withou
             message="the sync to be a few pages in",
         )
     finally:
-        _kill_with_sigkill(first)
+        kill_with_sigkill(first)
     killed_at_page = SyncRun.objects.get(pk=run.pk).pages
     assert 3 <= killed_at_page < 13
 
