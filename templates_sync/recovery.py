@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Model, QuerySet
+from django.db.models import Model, Q, QuerySet
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -55,13 +55,36 @@ def resend_overdue(rows: QuerySet, send: Callable[[Model], None], *, limit: int 
     return len(overdue)
 
 
+def resend_waiting(rows: QuerySet, send: Callable[[Model], None], *, stale_seconds: float, limit: int = 500) -> int:
+    """Send again every QUEUED row of `rows` that has waited `stale_seconds` (since `queued_at`, and since the
+    last time a sweep sent it: its `heartbeat_at`): chunks whose run shows no life, a batch whose task never
+    came. Each send restarts the row's heartbeat, so a row is sent at most once per `stale_seconds`; the row
+    starts only from QUEUED, so a late original and its re-send never both run it. Returns how many were sent."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=stale_seconds)
+    waiting = rows.filter(status=QUEUED, queued_at__lt=stale).filter(
+        Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale)
+    )
+    sent = 0
+    for row in list(waiting.order_by("pk")[:limit]):
+        if (
+            type(row)
+            ._default_manager.filter(pk=row.pk, status=QUEUED, heartbeat_at=row.heartbeat_at)
+            .update(heartbeat_at=now)
+        ):
+            send(row)
+            sent += 1
+    return sent
+
+
 def requeue_stale(
-    rows: QuerySet, send: Callable[[Model], None], *, stale_seconds: float | None = None, limit: int = 100
+    rows: QuerySet, send: Callable[[Model], None], *, stale_seconds: float | None = None, limit: int = 500
 ) -> int:
     """Set every RUNNING row of `rows` without a heartbeat for `stale_seconds` (RUN_STALE_SECONDS) back to
     QUEUED and send its task again: its worker died. The compare-and-set on the heartbeat the sweep saw takes
-    each death over once, even with two sweeps at a time; a worker that was only slow finds its row no longer
-    its own at its next beat (Heartbeat) and stops. Returns how many were sent again."""
+    each death over once, even with two sweeps at a time, and restarts the heartbeat (the row waits a full
+    period before resend_waiting sends it again); a worker that was only slow finds its row no longer its own
+    at its next beat (Heartbeat) and stops. Returns how many were sent again."""
     now = timezone.now()
     stale = now - timedelta(seconds=settings.RUN_STALE_SECONDS if stale_seconds is None else stale_seconds)
     requeued = 0
@@ -69,7 +92,7 @@ def requeue_stale(
         if (
             type(row)
             ._default_manager.filter(pk=row.pk, status=RUNNING, heartbeat_at=row.heartbeat_at)
-            .update(status=QUEUED, queued_at=now)
+            .update(status=QUEUED, heartbeat_at=now)
         ):
             logger.warning("%s %s: no heartbeat since %s; queued again", type(row).__name__, row.pk, row.heartbeat_at)
             send(row)

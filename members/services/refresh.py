@@ -23,7 +23,7 @@ from django.utils import timezone
 from templates_sync.client import SmartPagesClient, SmartPagesError, smartpages_client
 from templates_sync.enqueue import enqueue_after_commit
 from templates_sync.rate_limit import SharedRateLimiter
-from templates_sync.recovery import requeue_stale, take
+from templates_sync.recovery import requeue_stale, resend_waiting, take
 
 from ..models import Member, MemberRefreshChunk, MemberRefreshRun
 from .counts import template_member_counts_reconcile
@@ -35,7 +35,6 @@ CHUNK_TASK = "members.member_refresh_chunk"
 # Members whose pass may still change upstream. A voided pass is final on SmartPages' side.
 REFRESHED_STATUSES = (Member.Status.ISSUED, Member.Status.REDEEMED)
 ERROR_SAMPLES = 20
-SWEEP_LIMIT = 500  # chunks one sweep sends at the most
 
 
 def smartpages_rate_limiter() -> SharedRateLimiter:
@@ -174,33 +173,22 @@ def member_refresh_runs_sweep() -> int:
     """A sweep (templates_sync.recovery): chunks whose worker stopped beating are queued and sent again, and
     so are the chunks still waiting while their run shows no life for RUN_STALE_SECONDS (their messages were
     lost: the broker was away, or a dead worker held them; or the command running them inline was stopped).
-    Each waiting chunk is sent at most once per RUN_STALE_SECONDS. Returns how many chunks were sent."""
-    now = timezone.now()
-    stale = now - timedelta(seconds=settings.RUN_STALE_SECONDS)
+    Returns how many chunks were sent."""
+    stale = timezone.now() - timedelta(seconds=settings.RUN_STALE_SECONDS)
     silent_runs = MemberRefreshRun.objects.filter(status=MemberRefreshRun.Status.RUNNING).filter(
         Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True, started_at__lt=stale)
     )
-    waiting = MemberRefreshChunk.objects.filter(
-        run__in=silent_runs, status=MemberRefreshChunk.Status.QUEUED, queued_at__lt=stale
-    )
-    sent = 0
-    for chunk in list(waiting.order_by("pk")[:SWEEP_LIMIT]):
-        if MemberRefreshChunk.objects.filter(pk=chunk.pk, status=chunk.status, queued_at=chunk.queued_at).update(
-            queued_at=now
-        ):
-            _send_chunk(chunk)
-            sent += 1
-    running_chunks = MemberRefreshChunk.objects.filter(run__status=MemberRefreshRun.Status.RUNNING)
-    sent += requeue_stale(running_chunks, _send_chunk, limit=SWEEP_LIMIT)
+    chunks = MemberRefreshChunk.objects.filter(run__status=MemberRefreshRun.Status.RUNNING)
+    sent = resend_waiting(chunks.filter(run__in=silent_runs), _send_chunk, stale_seconds=settings.RUN_STALE_SECONDS)
+    sent += requeue_stale(chunks, _send_chunk)
     # A silent run with no chunk left to do was recorded before its chunks were rows: nothing can finish it.
-    for run_id in silent_runs.exclude(
+    silent_runs.exclude(
         chunk_rows__status__in=[MemberRefreshChunk.Status.QUEUED, MemberRefreshChunk.Status.RUNNING]
-    ).values_list("pk", flat=True):
-        MemberRefreshRun.objects.filter(pk=run_id, status=MemberRefreshRun.Status.RUNNING).update(
-            status=MemberRefreshRun.Status.FAILED,
-            finished_at=now,
-            error="Abandoned: its chunks were lost and cannot be sent again.",
-        )
+    ).update(
+        status=MemberRefreshRun.Status.FAILED,
+        finished_at=timezone.now(),
+        error="Abandoned: its chunks were lost and cannot be sent again.",
+    )
     return sent
 
 

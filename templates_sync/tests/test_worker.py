@@ -4,7 +4,15 @@ import os
 
 import pytest
 
-from conftest import SANDBOX_KEY_ID, SANDBOX_KEY_TOKEN, kill_with_sigkill, start_celery, stop_process, wait_for
+from conftest import (
+    SANDBOX_KEY_ID,
+    SANDBOX_KEY_TOKEN,
+    finish_with_beat,
+    kill_worker_part_way,
+    start_celery,
+    stop_process,
+    wait_for,
+)
 from templates_sync.models import PassTemplate, SyncRun
 from templates_sync.sandbox import Faults
 
@@ -64,30 +72,31 @@ def test_a_sync_whose_worker_is_killed_mid_way_is_taken_over_and_finished_withou
         "SWEEP_INTERVAL": "1",
     }
     live_sandbox.faults = Faults(slow_seconds=0.4, scope="templates")  # so the kill lands mid-sync
-    first = start_celery(env, log_name="sync-killed-worker")
-    try:
+
+    def start() -> SyncRun:
         run = sync.sync_run_queue(trigger="manual", triggered_by=manager)
         sync_all_templates.apply_async(kwargs={"run_id": run.pk, "trigger": "manual"}, queue=queue)
-        wait_for(
-            lambda: SyncRun.objects.filter(pk=run.pk, status="running", pages__gte=3).exists(),
-            message="the sync to be a few pages in",
-        )
-    finally:
-        kill_with_sigkill(first)
+        return run
+
+    run = kill_worker_part_way(
+        env,
+        log_name="sync-killed-worker",
+        start=start,
+        part_way=lambda run: SyncRun.objects.filter(pk=run.pk, status="running", pages__gte=3).exists(),
+        message="the sync to be a few pages in",
+    )
     killed_at_page = SyncRun.objects.get(pk=run.pk).pages
     assert 3 <= killed_at_page < 13
 
-    second = start_celery(env, beat=True, log_name="sync-taking-over-worker")
-    try:
-        # Beat's sweep takes the dead run over and queues a fresh one; should beat's scheduled sync come first
-        # (a schedule file left by an earlier session makes it due at once), that run takes it over instead.
-        recovery = wait_for(
-            lambda: SyncRun.objects.filter(kind="full", status="succeeded").exclude(pk=run.pk).first(),
-            timeout=90,
-            message="the dead run to be taken over and a worker to finish a fresh one",
-        )
-    finally:
-        stop_process(second)
+    # Beat's sweep takes the dead run over and queues a fresh one; should beat's scheduled sync come first
+    # (a schedule file left by an earlier session makes it due at once), that run takes it over instead.
+    recovery = finish_with_beat(
+        env,
+        log_name="sync-taking-over-worker",
+        finished=lambda: SyncRun.objects.filter(kind="full", status="succeeded").exclude(pk=run.pk).first(),
+        timeout=90,
+        message="the dead run to be taken over and a worker to finish a fresh one",
+    )
 
     assert recovery.trigger in ("recovery", "beat")
     dead = SyncRun.objects.get(pk=run.pk)
