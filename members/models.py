@@ -68,7 +68,7 @@ class Member(models.Model):
     send_started_at = models.DateTimeField(null=True, blank=True)
     # When this pending member is due for its next attempt: the retry's countdown, or the end of the
     # current attempt's time budget. A pending member overdue by a minute lost its retry (the broker was
-    # away, the process died) and the sweep tries it (members.retry_stale_pending). Null once finished.
+    # away, the process died) and the sweep tries it (issuing.member_issue_retry_stale). Null once finished.
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, help_text="The last transient upstream error while pending.")
     created_by = models.ForeignKey(
