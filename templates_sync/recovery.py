@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 SWEEP_TASK = "templates_sync.run_sweep"
 QUEUED, RUNNING = "queued", "running"
+# Work taken this many times gives up instead of running again: each take after the first follows a worker
+# that died in it, and work that kills every worker it meets must not be handed on for ever.
+MAX_ATTEMPTS = 5
 
 
 def sweeps_send_all() -> int:

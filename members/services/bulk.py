@@ -21,7 +21,7 @@ from django.utils import timezone
 from templates_sync.client import SmartPagesClient, smartpages_client
 from templates_sync.enqueue import enqueue_after_commit
 from templates_sync.rate_limit import SharedRateLimiter
-from templates_sync.recovery import requeue_stale, resend_overdue, take
+from templates_sync.recovery import MAX_ATTEMPTS, requeue_stale, resend_overdue, take
 
 from ..models import Member, MemberBulkAction, MemberBulkOutcome
 from . import MemberError
@@ -70,8 +70,12 @@ def member_bulk_run(
     if beat is None:
         bulk.refresh_from_db()
         return bulk
-    limiter = limiter or smartpages_rate_limiter()
     waiting = MemberBulkOutcome.objects.filter(action=bulk, outcome=MemberBulkOutcome.Outcome.WAITING)
+    if bulk.attempt > MAX_ATTEMPTS:
+        _give_up(bulk=bulk, waiting=waiting, beat=beat)
+        bulk.refresh_from_db()
+        return bulk
+    limiter = limiter or smartpages_rate_limiter()
     with smartpages_client(client) as smartpages:
         while chunk := list(waiting.select_related("member__template").order_by("id")[:BULK_CHUNK]):
             for row in chunk:
@@ -93,6 +97,20 @@ def member_bulk_actions_sweep() -> int:
 
 def _send(bulk: MemberBulkAction) -> None:
     enqueue_after_commit(BULK_TASK, bulk.pk)
+
+
+def _give_up(*, bulk: MemberBulkAction, waiting: QuerySet[MemberBulkOutcome], beat) -> None:
+    """A worker died in this action MAX_ATTEMPTS times: the members still waiting fail, with the reason."""
+    message = f"Not done: a worker stopped {MAX_ATTEMPTS} times while running this action."
+    with transaction.atomic():
+        left = waiting.update(outcome=MemberBulkOutcome.Outcome.FAILED, message=message)
+        beat.mine.update(
+            status=MemberBulkAction.Status.FAILED,
+            finished_at=timezone.now(),
+            done=F("done") + left,
+            failed=F("failed") + left,
+            error=f"{message} {left} members were not acted on; select them again to retry.",
+        )
 
 
 def _member_act(*, row: MemberBulkOutcome, action: str, client: SmartPagesClient, limiter: SharedRateLimiter) -> None:

@@ -23,7 +23,7 @@ from django.utils import timezone
 from templates_sync.client import SmartPagesClient, SmartPagesError, smartpages_client
 from templates_sync.enqueue import enqueue_after_commit
 from templates_sync.rate_limit import SharedRateLimiter
-from templates_sync.recovery import requeue_stale, resend_waiting, take
+from templates_sync.recovery import MAX_ATTEMPTS, requeue_stale, resend_waiting, take
 
 from ..models import Member, MemberRefreshChunk, MemberRefreshRun
 from .counts import template_member_counts_reconcile
@@ -125,7 +125,6 @@ def member_refresh_chunk(
     beat = take(chunk, among=MemberRefreshChunk.objects.filter(run__in=running), also=running)
     if beat is None:
         return  # taken by another worker already, done, or its run is over
-    limiter = limiter or smartpages_rate_limiter()
     order = {member_id: n for n, member_id in enumerate(chunk.member_ids)}
     members = sorted(
         Member.objects.filter(pk__in=chunk.member_ids, status__in=REFRESHED_STATUSES)
@@ -133,8 +132,16 @@ def member_refresh_chunk(
         .select_related("template"),
         key=lambda m: order[m.pk],
     )
-    checked = changed = errors = 0
+    # Members gone from the refreshed statuses since the run listed them, or read since it began, count as
+    # checked: nothing to read.
+    checked, changed, errors = len(chunk.member_ids) - len(members), 0, 0
     samples, unchanged = [], []
+    if chunk.attempt > MAX_ATTEMPTS:
+        # Workers died in this chunk every time: its members are not read, and the run goes on without them.
+        message = f"Not read: a worker stopped {MAX_ATTEMPTS} times while reading this member's chunk."
+        errors, samples = len(members), [{"member": m.pk, "error": message} for m in members[:ERROR_SAMPLES]]
+        members = []
+    limiter = limiter or smartpages_rate_limiter()
     with smartpages_client(client) as smartpages:
         for member in members:
             if not beat():
@@ -152,9 +159,6 @@ def member_refresh_chunk(
                 changed += 1
             else:
                 unchanged.append(member.pk)
-    # Members gone from the refreshed statuses since the run listed them, or read since it began, count as
-    # checked: nothing to read.
-    checked += len(chunk.member_ids) - len(members)
     # One statement for the chunk's unchanged members, not one per member.
     Member.objects.filter(pk__in=unchanged).update(refreshed_at=timezone.now())
     with transaction.atomic():

@@ -113,3 +113,27 @@ def _no_wait():
     from templates_sync.rate_limit import SharedRateLimiter
 
     return SharedRateLimiter(name="sweep-test", rate=10_000, fallback_rate=10_000, redis_url=None)
+
+
+def test_work_a_worker_died_in_every_time_gives_up_with_the_reason(club, sandbox, manager, settings):
+    members = [issued(club, n) for n in range(2)]
+    action = bulk.member_bulk_request(action="void", member_ids=[m.pk for m in members], user=manager)
+    MemberBulkAction.objects.filter(pk=action.pk).update(attempt=recovery.MAX_ATTEMPTS)
+    settings.MEMBER_REFRESH_CHUNK = 1
+    run = refresh.member_refresh_run_start(trigger=MemberRefreshRun.Trigger.MANUAL)
+    doomed = MemberRefreshChunk.objects.filter(run=run).order_by("pk").first()
+    MemberRefreshChunk.objects.filter(pk=doomed.pk).update(attempt=recovery.MAX_ATTEMPTS)
+    sandbox.reset_counts()
+
+    action = bulk.member_bulk_run(bulk=MemberBulkAction.objects.get(pk=action.pk))
+    assert (action.status, action.done, action.failed) == ("failed", 2, 2)
+    assert "a worker stopped 5 times" in action.error
+    assert set(MemberBulkOutcome.objects.values_list("outcome", flat=True)) == {"failed"}
+    assert sandbox.request_count("PUT") == 0
+
+    for chunk in MemberRefreshChunk.objects.filter(run=run):
+        refresh.member_refresh_chunk(chunk_id=chunk.pk)
+    run.refresh_from_db()
+    assert (run.status, run.total, run.checked, run.errors) == ("succeeded", 2, 1, 1)
+    assert "a worker stopped 5 times" in run.error_samples[0]["error"]
+    assert sandbox.request_count("GET") == 1
