@@ -472,20 +472,20 @@ def test_a_task_delivered_again_after_its_worker_died_starts_its_counts_afresh(s
 
 
 def test_the_sweep_takes_over_stale_runs_and_queues_a_fresh_full_one(sandbox, settings):
-    from templates_sync.tasks import take_over_stale_syncs
+    from templates_sync.tasks import run_sweep
 
     settings.TEMPLATE_SYNC_STALE_SECONDS = 120
     full = _running_run(beat_seconds_ago=200)
     single = _running_run(beat_seconds_ago=200, kind="single", template_id=sandbox.template_ids()[0])
     alive = _running_run(beat_seconds_ago=1, kind="single", template_id=sandbox.template_ids()[1])
 
-    assert take_over_stale_syncs() == 1
+    assert run_sweep("sync-runs-stale") == 1
 
     statuses = dict(SyncRun.objects.values_list("pk", "status"))
     assert (statuses[full.pk], statuses[single.pk], statuses[alive.pk]) == ("failed", "failed", "running")
     fresh = SyncRun.objects.get(trigger="recovery")
     assert (fresh.kind, fresh.status) == ("full", "queued")
-    assert take_over_stale_syncs() == 0  # each dead run is taken over once
+    assert run_sweep("sync-runs-stale") == 0  # each dead run is taken over once
 
 
 def test_a_run_beats_while_it_waits_for_a_slow_page(sandbox, settings):
