@@ -247,15 +247,19 @@ def test_input_field_rows_follow_upstream_order(sandbox):
 
 
 def test_the_postgresql_writer_stores_exactly_what_the_orm_writer_stores(sandbox):
-    """SQLite (make run) writes through the ORM, PostgreSQL through jsonb_to_recordset: same rows."""
+    """SQLite (make run) writes through the ORM, PostgreSQL through COPY and json_to_recordset: same rows."""
     from django.utils import timezone
 
     now = timezone.now()
     tricky = "tab\there, line\nbreak\r\nand a back\\slash \\N \\t"  # what COPY's text format must escape
     sandbox.update_template(sandbox.template_ids()[3], name=tricky, description=tricky)
     items = [sandbox.get_template(template_id) for template_id in sandbox.template_ids()]
-    templates = [sync._template_columns(item, digest=sync.content_hash(item), now=now) for item in items]
-    fields = [row for t in templates for row in sync._input_field_columns(t["id"], t["raw"])]
+    templates, fields = [], []
+    for item in items:
+        digest, dumped = sync._fingerprint(item)
+        template, its_fields = sync._mirror_rows(item, digest=digest, dumped=dumped)
+        templates.append(template)
+        fields.extend(its_fields)
 
     def snapshot():
         return (
@@ -280,7 +284,7 @@ def test_the_postgresql_writer_stores_exactly_what_the_orm_writer_stores(sandbox
     PassTemplate.objects.all().delete()
     sync._write_with_postgresql(templates, fields, replaced=[], now=now)
     assert snapshot() == through_orm
-    sync._write_with_postgresql(templates, fields, replaced=[str(t["id"]) for t in templates], now=now)
+    sync._write_with_postgresql(templates, fields, replaced=[template[0] for template in templates], now=now)
     assert snapshot() == through_orm
     assert len(through_orm[0]) == 25 and len(through_orm[1]) > 25
     assert PassTemplate.objects.get(pk=sandbox.template_ids()[3]).name == tricky
