@@ -514,12 +514,32 @@ def _store(items: list, *, known: dict[str, tuple[str, bool]], now: datetime) ->
     return page
 
 
+PAGES_PER_WRITE = 4
+
+
+def _joined(pages: list[tuple[PreparedPage, datetime]]) -> tuple[PreparedPage, datetime]:
+    """Prepared pages as one, dated when the first of them was read."""
+    if len(pages) == 1:
+        return pages[0]
+    joined = PreparedPage()
+    for page, _ in pages:
+        joined.templates += page.templates
+        joined.fields += page.fields
+        joined.replaced += page.replaced
+        joined.created += page.created
+        joined.updated += page.updated
+        joined.unchanged += page.unchanged
+        joined.skipped += page.skipped
+    return joined, pages[0][1]
+
+
 class PageWriter:
     """Writes prepared pages in order and counts what it wrote: page n is written while page n+1 is
     compared and page n+2 fetched.
 
     On PostgreSQL outside a transaction (a worker, the command) it writes from a thread on a database
-    connection of its own, each page in a short transaction of its own; inside a caller's transaction, or
+    connection of its own, each page (or the few that queued up meanwhile) in a short transaction of its own;
+    inside a caller's transaction, or
     on SQLite, it writes inline, on the caller's connection. A write error is raised to the consumer at
     its next `put` or at `close`. `idle` is called every `idle_seconds` while the consumer waits on it.
     """
@@ -531,7 +551,7 @@ class PageWriter:
         self._error: BaseException | None = None
         self._thread = None
         if self._writes_in_thread():
-            self._pages: queue.Queue = queue.Queue(maxsize=1)
+            self._pages: queue.Queue = queue.Queue(maxsize=PAGES_PER_WRITE)
             self._thread = threading.Thread(target=self._write_pages, daemon=True, name="template-page-writer")
             self._thread.start()
 
@@ -570,12 +590,23 @@ class PageWriter:
             self._raise_error()
 
     def _write_pages(self) -> None:
+        ended = False
         try:
-            while (item := self._pages.get()) is not None:
-                self._write(*item)
+            while not ended:
+                # Pages that queued up while the last write went on are written together, in one transaction
+                # and one COPY per table: when the database is what the run waits for, fewer, larger writes.
+                batch = [self._pages.get()]
+                while batch[-1] is not None and len(batch) < PAGES_PER_WRITE:
+                    try:
+                        batch.append(self._pages.get_nowait())
+                    except queue.Empty:
+                        break
+                ended = batch[-1] is None
+                if pages := [item for item in batch if item is not None]:
+                    self._write(*_joined(pages))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
             self._error = exc
-            while self._pages.get() is not None:  # let the consumer's put and close go through
+            while not ended and self._pages.get() is not None:  # let the consumer's put and close go through
                 pass
         finally:
             connection.close()  # this thread's own connection
