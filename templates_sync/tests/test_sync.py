@@ -290,6 +290,31 @@ def test_the_postgresql_writer_stores_exactly_what_the_orm_writer_stores(sandbox
     assert PassTemplate.objects.get(pk=sandbox.template_ids()[3]).name == tricky
 
 
+@pytest.mark.django_db(transaction=True)
+def test_pages_that_queue_up_for_the_writer_thread_are_all_written_and_counted(sandbox):
+    """Pages put faster than the writer thread writes them go into one transaction together: every
+    template, input field and count still arrives, new and changed templates alike."""
+    from django.utils import timezone
+
+    items = [sandbox.get_template(template_id) for template_id in sandbox.template_ids()]
+    sync._store(items[:5], known=sync._mirror_state(), now=timezone.now())  # five known, to be changed
+    for item in items[:5]:
+        item["name"] = "Changed " + str(item["name"])
+    known = sync._mirror_state()
+
+    with sync.PageWriter() as writer:
+        assert writer._thread is not None  # on its own connection, as in a worker
+        for start in range(0, 25, 5):
+            now = timezone.now()
+            writer.put(sync._prepare(items[start : start + 5], known=known, now=now), now=now)
+
+    assert (writer.created, writer.updated, writer.unchanged, writer.skipped) == (20, 5, 0, [])
+    assert PassTemplate.objects.count() == 25
+    assert PassTemplate.objects.filter(name__startswith="Changed ").count() == 5
+    upstream_fields = sum(len(item["inputFields"]) for item in items)
+    assert TemplateInputField.objects.count() == upstream_fields
+
+
 def test_the_sync_command_refreshes_one_template_and_rejects_a_non_uuid(sandbox, capsys):
     import json
 
