@@ -152,8 +152,13 @@ class TemplateInputField(models.Model):
         MEMBER = "MEMBER", "Member"
 
     # No index of its own: the unique (template, identifier) index serves every lookup by template, and one
-    # index less to maintain is a quicker first sync.
-    template = models.ForeignKey(PassTemplate, on_delete=models.CASCADE, related_name="input_fields", db_index=False)
+    # index less to maintain is a quicker first sync. No database constraint either: PostgreSQL checks one
+    # per row inserted (a lookup and a lock on the template's row, a quarter of a first sync's database time),
+    # and it would guard nothing the portal does: the sync alone writes input fields, each in the transaction
+    # that writes its template, and templates are never deleted (the ORM still cascades should one ever be).
+    template = models.ForeignKey(
+        PassTemplate, on_delete=models.CASCADE, related_name="input_fields", db_index=False, db_constraint=False
+    )
     position = models.PositiveIntegerField()
     identifier = models.CharField(max_length=200)
     label = models.CharField(max_length=500, blank=True)
