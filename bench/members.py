@@ -161,6 +161,7 @@ def seed(members: int, templates: int) -> dict:
         "created_at",
         "updated_at",
         "autofill_excluded",
+        "pass_link_needed",
     )
     sample = {}
     began = time.perf_counter()
@@ -199,6 +200,7 @@ def seed(members: int, templates: int) -> dict:
                         "",
                         created,
                         created,
+                        False,
                         False,
                     )
                 )
