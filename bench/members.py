@@ -233,22 +233,48 @@ def seed(members: int, templates: int) -> dict:
     return {"sample": sample, "copy_seconds": copied, "index_seconds": indexed, "reconcile_seconds": reconciled}
 
 
-def timed(client, url: str, params: dict, repeat: int) -> tuple[float, int, int]:
-    """(median ms, queries, rows shown) of GET url through the test client."""
+def seeded_before(members: int) -> dict:
+    """The sample `seed` picked, read back from the members an earlier run seeded (ids count from 1)."""
+    from members.models import Member
+
+    found = Member.objects.count()
+    if found != members:
+        raise SystemExit(f"--keep: the database holds {found:,} members, not {members:,}; run without --keep")
+    member = Member.objects.get(pk=members // 2 + 2)
+    email = member.email
+    sample = {"email": email, "phone": member.phone, "pass_id": str(member.pass_id), "name": member.display_name}
+    first_template = Member.objects.values_list("template_id", flat=True).get(pk=1)  # the seed's first template
+    sample |= {"external_id": email, "local_part": email.split("@")[0], "template": str(first_template)}
+    return {"sample": sample}
+
+
+def timed(client, url: str, params: dict, repeat: int) -> tuple[float, float, int, int]:
+    """(median ms, CPU ms per request, queries, rows shown) of GET url through the test client. CPU = this
+    process's (routing, view, rendering) plus its PostgreSQL backend's (the queries): what load on the machine
+    inflates far less than wall time."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     client.get(url, params)  # warm caches (plans, templates)
-    times = []
+    backend = _backend_pid(connection)
+    times, cpu = [], time.process_time() + _backend_cpu(backend)
     for _ in range(repeat):
         began = time.perf_counter()
         response = client.get(url, params)
         times.append((time.perf_counter() - began) * 1000)
         assert response.status_code == 200, response.status_code
+    cpu = (time.process_time() + _backend_cpu(backend) - cpu) * 1000 / repeat
+    assert _backend_pid(connection) == backend, "the test client kept its database connection"
     with CaptureQueriesContext(connection) as queries:
         response = client.get(url, params)
     rows = len(response.context["page"].object_list) if response.context and "page" in response.context else 0
-    return statistics.median(times), len(queries.captured_queries), rows
+    return statistics.median(times), cpu, len(queries.captured_queries), rows
+
+
+def _backend_pid(connection) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
 
 
 def export(client, params: dict, *, trace: bool) -> tuple[int, float, float]:
@@ -299,13 +325,17 @@ def main() -> None:
     parser.add_argument("--templates", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--database", default=DATABASE, help="the throw-away database (dropped and made again)")
+    parser.add_argument("--keep", action="store_true", help="reuse the database an earlier run seeded, as it is")
+    parser.add_argument("--parallel", action="store_true", help="let PostgreSQL run parallel workers (see below)")
+    parser.add_argument("--no-export", action="store_true", help="skip the CSV export (about a minute)")
     args = parser.parse_args()
 
     # A Redis cache, as in production: with the file cache of the embedded mode, django-axes records each login
     # in the database with the client's IP address, which the test client's force_login does not have.
     os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
-    setup_django(args.database)
+    kept = setup_django(args.database, keep=args.keep)
     from django.contrib.auth import get_user_model
+    from django.db import connection
     from django.test import Client
     from django.test.utils import setup_test_environment
     from django.urls import reverse
@@ -313,16 +343,25 @@ def main() -> None:
     from members.search_text import fold
 
     setup_test_environment()  # so responses carry their template context (rows shown)
-    seeded = seed(args.members, args.templates)
-    print(
-        f"seeded {args.members:,} members: COPY {seeded['copy_seconds']:.1f} s, "
-        f"indexes + analyze {seeded['index_seconds']:.1f} s, member counts reconciled "
-        f"{seeded['reconcile_seconds']:.1f} s"
-    )
+    if kept:
+        seeded = seeded_before(args.members)
+        print(f"kept the {args.members:,} members seeded by an earlier run (--keep)")
+    else:
+        seeded = seed(args.members, args.templates)
+        print(
+            f"seeded {args.members:,} members: COPY {seeded['copy_seconds']:.1f} s, "
+            f"indexes + analyze {seeded['index_seconds']:.1f} s, member counts reconciled "
+            f"{seeded['reconcile_seconds']:.1f} s"
+        )
     sample = seeded["sample"]
-    user = get_user_model().objects.create_superuser("bench", password="bench-password-123")
+    user = get_user_model().objects.filter(username="bench").first()
+    user = user or get_user_model().objects.create_superuser("bench", password="bench-password-123")
     client = Client()
     client.force_login(user)
+    if not args.parallel:
+        # Parallel workers are processes of their own: their CPU time would be missing from the backend's.
+        with connection.cursor() as cursor:
+            cursor.execute("SET max_parallel_workers_per_gather = 0")
     member_list = reverse("members:member_list")
     first_name = sample["name"].split()[0]
     cases = [
@@ -353,16 +392,18 @@ def main() -> None:
         ("search, nothing matches ('zzqx yyqz')", {"q": "zzqx yyqz"}),
     ]
     print(f"\nload average at the start: {_load()}")
-    print("\n| request | median ms | < 50 ms | queries | rows |\n| --- | ---: | :---: | ---: | ---: |")
+    print(
+        "\n| request | median ms | CPU ms | CPU < 50 ms | queries | rows |\n| --- | ---: | ---: | :---: | ---: | ---: |"
+    )
     for label, params in cases:
-        median, queries, rows = timed(client, member_list, params, args.repeat)
-        print(f"| {label} | {median:.1f} | {'yes' if median < 50 else '**no**'} | {queries} | {rows} |")
+        median, cpu, queries, rows = timed(client, member_list, params, args.repeat)
+        print(f"| {label} | {median:.1f} | {cpu:.1f} | {'yes' if cpu < 50 else '**no**'} | {queries} | {rows} |")
     for label, url in (
         ("dashboard", reverse("dashboard")),
         ("template list (member counts)", reverse("template_list")),
     ):
-        median, queries, _ = timed(client, url, {}, max(3, args.repeat // 3))
-        print(f"| {label} | {median:.1f} | {'yes' if median < 50 else '**no**'} | {queries} | – |")
+        median, cpu, queries, _ = timed(client, url, {}, max(3, args.repeat // 3))
+        print(f"| {label} | {median:.1f} | {cpu:.1f} | {'yes' if cpu < 50 else '**no**'} | {queries} | – |")
     print(f"\nload average after the requests: {_load()}")
     sql_alone([params["q"] for label, params in cases if label.startswith("search, ") and _is_text(params["q"])], args)
 
@@ -372,6 +413,8 @@ def main() -> None:
         f"{counted:.1f} ms (before), kept counts {kept:.1f} ms (now)"
     )
 
+    if args.no_export:
+        return
     rows, seconds, _ = export(client, {}, trace=False)
     print(f"\nexport, all members: {rows:,} rows in {seconds:.1f} s = {rows / seconds:,.0f} rows/s")
     small_rows, _, small_peak = export(client, {"template": sample["template"], "status": "issued"}, trace=True)
@@ -404,9 +447,7 @@ def sql_alone(queries: list[str], args) -> None:
         "SELECT id FROM members_member WHERE (UPPER(external_id) = UPPER(%s) OR search_text LIKE %s) "
         "ORDER BY created_at DESC, id DESC LIMIT 51"
     )
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        backend = cursor.fetchone()[0]
+    backend = _backend_pid(connection)
     print(
         f"\nThe text searches' page query as SQL alone (median of {args.repeat}; CPU = the PostgreSQL backend's "
         "user + system time per query):\n\n| search | now ms | now CPU ms | before ms | before CPU ms | plan now |"
