@@ -66,11 +66,12 @@ _WORD_THEN_SEPARATOR = re.compile(f"[^{_SEPARATOR_CLASS}]+[{_SEPARATOR_CLASS}]")
 # Marks a backward anchor (a separator and the end of the word before it, read backwards): the stored text's
 # parts and a query never contain it, so the two kinds never match each other.
 BACKWARD = SEPARATOR
-# How much of a word an anchor keeps: its first (last) 3 letters, and its first (last) 6. Short enough that
-# anchors repeat (a small index whose statistics know the common ones); two lengths so that a query's word cut
-# off by its end ("jon jonsson" may be "...jon jonsson...") still gives an anchor from 3 letters, and a longer
-# one the more telling 6-letter anchor.
-ANCHOR_LETTERS = (3, 6)
+# How much of a word an anchor keeps: its first (last) 3 letters, and its first (last) 5. Short enough that
+# anchors repeat (a small index whose statistics know the common ones; with 6 letters the unique numbers in
+# addresses made it three times as large); two lengths so that a query's word cut off by its end ("jon
+# jonsson" may be "...jon jonsson...") still gives an anchor from 3 letters, and a longer one the more telling
+# 5-letter anchor.
+ANCHOR_LETTERS = (3, 5)
 
 
 def anchors(text: str) -> set[str]:
@@ -96,7 +97,7 @@ def _backward(word_then_separator: str, letters: int) -> str:
 def key_anchors(key: str) -> list[str]:
     """Anchors that every search text containing `key` holds. A word between two separators of the key is
     whole; one the key cuts off (its first word, before a separator; its last, after one) may go on in the
-    stored text, so it gives the anchor of as many letters as it has (6, else 3; none from fewer). Empty for
+    stored text, so it gives the anchor of as many letters as it has (5, else 3; none from fewer). Empty for
     a key without a separator: only the trigram index finds that."""
     found = []
     for match in _SEPARATOR_THEN_WORD.finditer(key):

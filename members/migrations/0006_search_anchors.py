@@ -25,7 +25,7 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
          UNION ALL
          SELECT E'\n', reverse(matched[1]) FROM regexp_matches(part, '{_WORD}{_SEPARATOR}', 'g') AS matched
        ) AS anchors(mark, found),
-       (VALUES (3), (6)) AS kept(letters)
+       (VALUES (3), (5)) AS kept(letters)
 $$
 """
 CREATE_INDEX = (
