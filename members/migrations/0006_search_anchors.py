@@ -5,8 +5,9 @@ instead of by every trigram of it (a rare full name or domain read the posting l
 ~40–120 ms at a million members). The function is the SQL twin of `members.search_text.anchors`; the tests
 hold the two equal. PostgreSQL only: SQLite (the embedded mode) searches the text without an index.
 
-Building the index reads every member once (about a minute per million on a small machine), under the lock
-CREATE INDEX takes; no column is added, so the write paths need no change.
+Building the index reads every member once (about a minute per million on a small machine); CONCURRENTLY, so
+claims and imports go on meanwhile (hence a migration outside a transaction). No column is added: the write
+paths need no change.
 """
 
 from django.db import migrations
@@ -29,7 +30,7 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
 $$
 """
 CREATE_INDEX = (
-    "CREATE INDEX IF NOT EXISTS member_search_anchors_idx ON members_member "
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS member_search_anchors_idx ON members_member "
     "USING gin (member_search_anchors(search_text))"
 )
 
@@ -44,11 +45,13 @@ def create(apps, schema_editor):
 def drop(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
-    schema_editor.execute("DROP INDEX IF EXISTS member_search_anchors_idx")
+    schema_editor.execute("DROP INDEX CONCURRENTLY IF EXISTS member_search_anchors_idx")
     schema_editor.execute("DROP FUNCTION IF EXISTS member_search_anchors(text)")
 
 
 class Migration(migrations.Migration):
+    atomic = False  # CREATE INDEX CONCURRENTLY cannot run inside a transaction
+
     dependencies = [("members", "0005_search_text_refresh_runs_bulk_actions_counts")]
 
     operations = [migrations.RunPython(create, drop, elidable=False)]
