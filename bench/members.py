@@ -388,6 +388,7 @@ def main() -> None:
         ("search, External ID typed in capitals", {"q": sample["external_id"].upper()}),
         ("search, phone typed '00354 …'", {"q": "00354 " + sample["phone"][4:7] + " " + sample["phone"][7:]}),
         ("search, phone typed '…-…' (no country code)", {"q": sample["phone"][4:7] + "-" + sample["phone"][7:]}),
+        ("search, one rare word of common trigrams ('sigurdurdottir', no hits)", {"q": "sigurdurdottir"}),
         ("search, nothing matches ('zzqx')", {"q": "zzqx"}),
         ("search, nothing matches ('zzqx yyqz')", {"q": "zzqx yyqz"}),
     ]
