@@ -318,12 +318,13 @@ def member_search_condition(query: str) -> Q:
 def _text_condition(key: str, condition: Q) -> Q:
     """`condition`, or `key` inside the folded search text.
 
-    On PostgreSQL, a key with anchors (members.search_text: one with a separator, "gudrun yr jonsdottir", "simnet.is") is
-    looked up by them through their GIN index, then checked in the text; one without (a single word) through
-    the trigram index. Written as (anchors or condition) and (text or condition), which is the same as
-    (anchors and text) or condition, because then the index scans answer the first half exactly and the rows
-    they find are checked with the cheap second half only: as "(anchors and text) or condition" PostgreSQL
-    would compute every found row's anchors again (~25 µs each: 1,000 members of a domain cost 25 ms)."""
+    On PostgreSQL, a key with anchors (members.search_text: one with a separator, "gudrun yr jonsdottir",
+    "simnet.is") is looked up by them through their GIN index, then checked in the text; one without (a single
+    word) through the trigram index. Written as (anchors or condition) and (text or condition), which is the
+    same as (anchors and text) or condition, because then the index scans answer the first half exactly and
+    the rows they find are checked with the cheap second half only: as "(anchors and text) or condition"
+    PostgreSQL would compute every found row's anchors again (~25 µs each: 1,000 members of a domain cost
+    25 ms)."""
     tsquery = anchors_tsquery(key) if connection.vendor == "postgresql" else ""
     if not tsquery:  # one word (or SQLite, which scans the text: the embedded mode holds few members)
         return condition | Q(search_text__contains=key)
