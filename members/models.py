@@ -36,7 +36,7 @@ class Member(models.Model):
     email = models.CharField(max_length=254, blank=True)
     phone = models.CharField(max_length=32, blank=True)
     # Name and email folded for substring search (members.search_text): written by every service that writes
-    # them, searched through a pg_trgm GIN index.
+    # them, searched through GIN indexes on its anchors (queries with a separator) and its trigrams (one word).
     search_text = models.TextField(blank=True, default="", editable=False)
     source = models.CharField(max_length=16, choices=Source.choices)
     # A plain integer, not a foreign key: links imports members, never the reverse.
@@ -95,8 +95,8 @@ class Member(models.Model):
             models.Index(fields=["email"], name="member_email_idx"),
             models.Index(fields=["phone"], name="member_phone_idx"),
             models.Index(fields=["display_name", "id"], name="member_name_idx"),
-            # Substring search on search_text (pg_trgm GIN) and the Pass ID prefix search (pass_id::text,
-            # text_pattern_ops) use indexes created in migration 0004 (PostgreSQL only).
+            # Substring search on search_text (pg_trgm GIN, migration 0005; its anchors' GIN, migration 0006)
+            # and the Pass ID prefix search (pass_id::text, text_pattern_ops, 0005): PostgreSQL only.
         ]
         permissions = [("manage_members", "Can add, edit, void and refresh members")]
 
