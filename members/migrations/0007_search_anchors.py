@@ -52,6 +52,6 @@ def drop(apps, schema_editor):
 class Migration(migrations.Migration):
     atomic = False  # CREATE INDEX CONCURRENTLY cannot run inside a transaction
 
-    dependencies = [("members", "0005_search_text_refresh_runs_bulk_actions_counts")]
+    dependencies = [("members", "0006_bulk_action_heartbeat_refresh_chunks")]
 
     operations = [migrations.RunPython(create, drop, elidable=False)]
