@@ -95,7 +95,7 @@ class Member(models.Model):
             models.Index(fields=["email"], name="member_email_idx"),
             models.Index(fields=["phone"], name="member_phone_idx"),
             models.Index(fields=["display_name", "id"], name="member_name_idx"),
-            # Substring search on search_text (pg_trgm GIN, migration 0005; its anchors' GIN, migration 0006)
+            # Substring search on search_text (pg_trgm GIN, migration 0005; its anchors' GIN, migration 0007)
             # and the Pass ID prefix search (pass_id::text, text_pattern_ops, 0005): PostgreSQL only.
         ]
         permissions = [("manage_members", "Can add, edit, void and refresh members")]

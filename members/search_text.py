@@ -54,7 +54,7 @@ def member_search_text(*, display_name: str, email: str) -> str:
 # end of the word before it - hold every such query's anchors too, and a GIN index on them finds the few
 # members holding all of a query's anchors by whole-lexeme lookups, which PostgreSQL intersects cheaply and
 # estimates from its statistics (common anchors are in them). The text check then keeps the members that hold
-# the query itself. PostgreSQL builds the anchors in `member_search_anchors(search_text)` (migration 0006);
+# the query itself. PostgreSQL builds the anchors in `member_search_anchors(search_text)` (migration 0007);
 # `anchors` is its twin here, and the tests hold the two equal.
 
 # What ends a word: ASCII space and punctuation ("." and "@" in addresses, "-" in names). Everything else,

@@ -333,7 +333,7 @@ def _text_condition(key: str, condition: Q) -> Q:
 
 
 class _AnchorsMatch(Func):
-    """`member_search_anchors(search_text) @@ '…'::tsquery`: the expression of the GIN index of migration 0006."""
+    """`member_search_anchors(search_text) @@ '…'::tsquery`: the expression of the GIN index of migration 0007."""
 
     output_field = BooleanField()
 

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import operator
 import queue
+import re
 import threading
 import time
 import uuid
@@ -156,6 +157,23 @@ def _when(value) -> datetime | None:
         return None
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _canonical_id(item) -> str | None:
+    """The template id as the mirror stores it (an upper-case id upstream is the same template), or None."""
+    try:
+        raw = item["id"]
+    except (TypeError, KeyError, IndexError):
+        return None
+    if type(raw) is str and _CANONICAL_UUID.fullmatch(raw):
+        return raw  # as SmartPages writes ids: a fifth of the time uuid.UUID would take
+    try:
+        return str(uuid.UUID(str(raw)))
+    except ValueError:
+        return None
+
+
 def _mirror_rows(item, *, digest: str, dumped: bytes) -> tuple[tuple, list[tuple]]:
     """The template's row (see _TEMPLATE_ROW) and its input fields' rows (see _FIELD_ROW) for one API
     object and its fingerprint.
@@ -165,12 +183,9 @@ def _mirror_rows(item, *, digest: str, dumped: bytes) -> tuple[tuple, list[tuple
     """
     if not isinstance(item, dict):
         raise InvalidTemplate(f"SmartPages sent a list item that is not a template object ({_text(item)[:40]!r}).")
-    try:
-        template_id = str(uuid.UUID(str(item["id"])))  # canonical: an upper-case id upstream is the same template
-    except (KeyError, ValueError) as exc:
-        raise InvalidTemplate(
-            f"SmartPages sent a template without a usable id ({_text(item.get('id'))[:40]!r})."
-        ) from exc
+    template_id = _canonical_id(item)
+    if template_id is None:
+        raise InvalidTemplate(f"SmartPages sent a template without a usable id ({_text(item.get('id'))[:40]!r}).")
     if b"\\u0000" in dumped:  # a NUL byte somewhere: jsonb refuses it
         item = _without_nul(item)
         dumped = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
@@ -473,7 +488,7 @@ def _prepare(items: list, *, known: dict[str, tuple[str, bool]], now: datetime) 
     for item in items:
         try:
             digest, dumped = _fingerprint(item)
-            template_id = str(item["id"]) if isinstance(item, dict) and "id" in item else None
+            template_id = _canonical_id(item)
             state = known.get(template_id) if template_id else None
             if state == (digest, False):
                 page.unchanged += 1
@@ -857,7 +872,8 @@ def templates_sync_all(
 
 
 def _sync_every_page(run: SyncRun, *, client: SmartPagesClient) -> None:
-    seen: set[str] = set()
+    seen: set[str] = set()  # canonical ids read: what _mark_removed compares the mirror with
+    listed: set[str] = set()  # ids as listed: whether every announced item was read
     clean, first_total = True, None
     progress = _Progress(run)
     heartbeat = {"idle": progress.beat, "idle_seconds": settings.TEMPLATE_SYNC_HEARTBEAT_SECONDS}
@@ -871,21 +887,27 @@ def _sync_every_page(run: SyncRun, *, client: SmartPagesClient) -> None:
                         first_total = page.total_items
                     elif page.total_items != first_total:
                         clean = False
-                    ids = [str(item["id"]) if isinstance(item, dict) and "id" in item else None for item in page.data]
-                    fresh = [item for item, key in zip(page.data, ids, strict=True) if key is None or key not in seen]
-                    seen.update(key for key in ids if key is not None)
+                    fresh = []  # a template listed twice (on a shifted page, or spelled in upper case) is read once
+                    for item in page.data:
+                        if isinstance(item, dict) and "id" in item:
+                            listed.add(str(item["id"]))
+                        template_id = _canonical_id(item)
+                        if template_id is None or template_id not in seen:
+                            fresh.append(item)
+                        if template_id is not None:
+                            seen.add(template_id)
                     run.pages += 1
                     run.total_pages, run.total_items = page.total_pages, page.total_items
                     now = timezone.now()
                     writer.put(_prepare(fresh, known=known, now=now), now=now)
                     progress.tick()
-            if clean and len(seen) == first_total:
+            if clean and len(listed) == first_total:
                 _mark_removed(progress, client=client, known=known, seen=seen)
     finally:
         progress.count()  # what was written, also when the run failed part of the way
-    if not clean or len(seen) != first_total:
+    if not clean or len(listed) != first_total:
         changed = (
-            f"Upstream changed during the run ({len(seen)} templates read, {first_total} announced): "
+            f"Upstream changed during the run ({len(listed)} templates read, {first_total} announced): "
             "no template was marked removed; the next run will settle it."
         )
         run.warning = "\n".join(filter(None, [run.warning, changed]))

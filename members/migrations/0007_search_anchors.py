@@ -39,6 +39,13 @@ def create(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
     schema_editor.execute(CREATE_FUNCTION, params=None)  # no placeholders: the "%" in it is a character
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM pg_index WHERE indexrelid = to_regclass('member_search_anchors_idx') AND NOT indisvalid"
+        )
+        left_invalid = cursor.fetchone() is not None
+    if left_invalid:  # an earlier build that failed half-way: IF NOT EXISTS would keep the unusable index
+        schema_editor.execute("DROP INDEX CONCURRENTLY member_search_anchors_idx")
     schema_editor.execute(CREATE_INDEX)
 
 

@@ -543,3 +543,25 @@ def test_a_run_taken_over_while_it_works_stops_writing(sandbox, settings):
 
     assert (run.status, run.error) == ("failed", "Taken over by the test.")
     assert run.pages < 5
+
+
+def test_a_template_listed_twice_in_other_spellings_is_mirrored_once_and_the_run_succeeds(sandbox, settings):
+    """SmartPages listing one template again with its id in upper case (on a later page, and twice on one
+    page) is the same template: read once, as first listed, whichever pages the writer joins."""
+    settings.SMARTPAGES_PAGE_SIZE = 10
+    first, other = sandbox.template_ids()[:2]
+    original = sandbox.get_template(first)
+    sandbox.add_template({**original, "id": first.upper(), "name": "Shouted copy"})
+    sandbox.add_template({**sandbox.get_template(other), "id": other.upper(), "name": "Shouted copy"})
+
+    run = sync.templates_sync_all()
+
+    assert run.status == "succeeded", run.error
+    assert (run.created_count, run.updated_count, run.removed) == (25, 0, 0)
+    assert PassTemplate.objects.count() == 25
+    assert not PassTemplate.objects.filter(name="Shouted copy").exists()
+    assert PassTemplate.objects.get(pk=first).name == original["name"]
+    assert "Upstream changed" not in run.warning  # every listed item was read
+
+    again = sync.templates_sync_all()
+    assert (again.status, again.created_count, again.updated_count, again.unchanged) == ("succeeded", 0, 0, 25)
