@@ -459,10 +459,20 @@ def _postgresql_statements() -> tuple[str, str]:
 
 def _mirror_state(ids: list[str] | None = None) -> dict[str, tuple[str, bool]]:
     """id -> (content hash, removed?) for the mirror, or for `ids` only. One query for a whole run."""
+    if connection.vendor == "postgresql":
+        # Ids as text and the flag from the database, fetched in one go: under half the time of the ORM
+        # making UUIDs and datetimes of each row (10,000 templates are ~1 MB of rows).
+        where, params = ("", []) if ids is None else ("WHERE id = ANY(%s::uuid[])", [ids])
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id::text, content_hash, removed_at IS NOT NULL FROM {PassTemplate._meta.db_table} {where}",
+                params,
+            )
+            return {template_id: (digest, removed) for template_id, digest, removed in cursor.fetchall()}
     templates = PassTemplate.objects.all() if ids is None else PassTemplate.objects.filter(id__in=ids)
     return {
         str(pk): (digest, removed_at is not None)
-        for pk, digest, removed_at in templates.values_list("id", "content_hash", "removed_at").iterator(5000)
+        for pk, digest, removed_at in templates.values_list("id", "content_hash", "removed_at")
     }
 
 
