@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import gc
 import io
 import logging
 import multiprocessing
@@ -577,18 +578,25 @@ def _make_chunk(chunk: LinkChunk) -> bool:
     dialect = _dialect(batch)
     made = _ChunkRows(RowRules(batch), dialect.delimiter)
     beat = _Beat(chunk)
-    with default_storage.open(batch.input_file.name, "rb") as binary:
-        rows = read_chunk(
-            binary, dialect, width=len(batch.header), start=chunk.start, end=chunk.end, row_before=chunk.row_before
-        )
-        group: list[Row] = []
-        for number, cells in rows:
-            group.append(made.rules.check(number, cells))
-            if len(group) >= GROUP_ROWS:
-                made.write(group)
-                group = []
-                beat(made.counts.rows_done)
-        made.write(group)
+    # The objects that exist before the chunk (Django's, the worker's) are left out of garbage collection while
+    # the chunk's rows come and go: otherwise every full collection walks them all again, ~25 % of a row's time.
+    gc.freeze()
+    try:
+        with default_storage.open(batch.input_file.name, "rb") as binary:
+            rows = read_chunk(
+                binary, dialect, width=len(batch.header), start=chunk.start, end=chunk.end, row_before=chunk.row_before
+            )
+            check = made.rules.check
+            group: list[Row] = []
+            for number, cells in rows:
+                group.append(check(number, cells))
+                if len(group) >= GROUP_ROWS:
+                    made.write(group)
+                    group = []
+                    beat(made.counts.rows_done)
+            made.write(group)
+    finally:
+        gc.unfreeze()
     counts, summary, first_rows = made.counts, made.summary, made.first_rows
     output, errors = made.output, made.errors
     folder = batch.sibling_path(f"chunks/{chunk.index:05d}-{chunk.attempt}")
@@ -630,38 +638,46 @@ class _ChunkRows:
         self.counts, self.summary = _Counts(), RowSummary()
 
     def write(self, group: list[Row]) -> None:
-        rules, counts, summary = self.rules, self.counts, self.summary
-        good = [row for row in group if not row.error]
-        external_ids = [row.external_id for row in good if row.external_id]
-        in_use = external_ids_in_use(template=rules.template, external_ids=external_ids)
+        rules, counts, summary, first_rows = self.rules, self.counts, self.summary, self.first_rows
+        external_ids = [row.external_id for row in group if not row.error and row.external_id]
+        in_use = external_ids_in_use(template=rules.template, external_ids=external_ids) if external_ids else ()
+        make_link = rules.link
+        output: list[list[str]] = []
+        errors: list[list[str]] = []
         for row in group:
             link = ""
             if not row.error:
                 try:
-                    link = rules.link(row)
+                    link = make_link(row)
                 except TokenTooLong as exc:
                     row.error = str(exc)
-            counts.rows_done += 1
             if row.error:
                 counts.errors += 1
                 summary.add(RowSummary.ERROR, row.error, row.number)
                 cells = row.cells + ["", row.error]
-                self.output.write(cells)
-                self.errors.write(cells)
+                output.append(cells)
+                errors.append(cells)
                 continue
-            first = self.first_rows.setdefault(row.digest, (row.number, bool(row.external_id)))[0]
-            if first != row.number:
+            number, notes = row.number, row.notes
+            first = first_rows.setdefault(row.digest, (number, bool(row.external_id)))[0]
+            if first != number:
                 counts.duplicates += 1
-                row.notes.append(_duplicate_note(bool(row.external_id), first))
-            if row.external_id in in_use:
+                notes.append(_duplicate_note(bool(row.external_id), first))
+            if in_use and row.external_id in in_use:
                 counts.existing_members += 1
-                row.notes.append(EXISTING_MEMBER_NOTE)
-            counts.links += 1
-            if row.notes:
+                notes.append(EXISTING_MEMBER_NOTE)
+            if notes:
                 counts.warnings += 1
-                for note in row.notes:
-                    summary.add(RowSummary.WARNING, note, row.number)
-            self.output.write(row.cells + [link, " ".join(row.notes)])
+                for note in notes:
+                    summary.add(RowSummary.WARNING, note, number)
+                output.append(row.cells + [link, " ".join(notes)])
+            else:
+                output.append(row.cells + [link, ""])
+        counts.rows_done += len(group)
+        counts.links += len(group) - len(errors)
+        self.output.write_rows(output)
+        if errors:
+            self.errors.write_rows(errors)
 
 
 def _duplicate_note(by_external_id: bool, first: int) -> str:
@@ -670,20 +686,23 @@ def _duplicate_note(by_external_id: bool, first: int) -> str:
 
 class _ChunkFile:
     """A chunk's output rows (no header, no BOM), kept in memory: a chunk is a few MB whatever the file's
-    size, and no temporary file is ever left behind on the worker's disk."""
+    size, and no temporary file is ever left behind on the worker's disk. Kept as text and encoded once when
+    stored: encoding row by row costs more than the rest of the writing."""
 
     def __init__(self, delimiter: str) -> None:
-        self.buffer = io.BytesIO()
-        self.text = io.TextIOWrapper(self.buffer, encoding="utf-8", newline="")
+        self.text = io.StringIO()
         self.writer = ResultWriter(self.text, delimiter=delimiter, header=None)
 
     def write(self, cells: list[str]) -> None:
         self.writer.write_row(cells)
 
+    def write_rows(self, rows: list[list[str]]) -> None:
+        self.writer.write_rows(rows)
+
     def store(self, name: str) -> str:
-        self.text.flush()
-        self.buffer.seek(0)
-        return default_storage.save(name, File(self.buffer, name=name))
+        data = io.BytesIO(self.text.getvalue().encode("utf-8"))
+        self.text = io.StringIO()  # the text is not needed any more: half the memory while storage copies
+        return default_storage.save(name, File(data, name=name))
 
 
 class _RowKeys:
