@@ -50,6 +50,9 @@ __all__ = [
     "sniff",
     "read_rows",
     "read_chunk",
+    "count_rows",
+    "RowCount",
+    "is_empty",
     "Rows",
     "check_size",
     "safe_cell",
@@ -331,12 +334,11 @@ def read_chunk(
 
 
 def _iter_rows(
-    reader: Any, dialect: CsvDialect, width: int, max_rows: int | None, row_before: int
+    reader: Any, dialect: CsvDialect, width: int, max_rows: int | None, row_before: int, yielded: int = 0
 ) -> Iterator[tuple[int, list[str]]]:
     # Runs once per row of files up to a million rows: ASCII rows (most of
     # them) skip the regex.
     row_number = row_before
-    yielded = 0
     limit = max_rows if max_rows is not None else -1
     try:
         for cells in reader:
@@ -357,6 +359,121 @@ def _iter_rows(
             yield row_number, cells
     except csv.Error as exc:
         raise _read_error(exc, row_number + 1) from exc
+
+
+@dataclass
+class RowCount:
+    """What count_rows found: the rows (blank lines are not rows), whether any row has a value, and where
+    the chunks of ``chunk_rows`` rows start: ``[byte offset, rows before it]``, as read_chunk takes them."""
+
+    rows: int
+    filled: bool
+    starts: list[list[int]]
+
+
+def count_rows(
+    binary_file: IO[bytes], dialect: CsvDialect, *, start: int, width: int, chunk_rows: int, max_rows: int | None
+) -> RowCount:
+    """Read the records after the header (which ends at byte ``start``) as read_rows would, raising the same
+    CsvFormatError, but without making a row of cells for each: the upload check of a million rows.
+
+    Runs of whole lines without a quotation mark, a lone CR or a NUL, that decode in the file's encoding and
+    hold no line longer than the csv module's field limit, are one record per line: they are counted by
+    splitting bytes. Anything else (quoted cells, possibly spanning lines; a bad byte; a cell too long) is
+    read by csv.reader from the record where the run starts, and counting goes back to bytes at the first
+    record that starts after it — so every message names the row read_rows would name.
+    """
+    encoding = "utf-8" if dialect.encoding == "utf-8-sig" else dialect.encoding
+    delimiter = dialect.delimiter.encode("ascii")
+    limit = max_rows if max_rows is not None else -1
+    field_limit = csv.field_size_limit()
+    position, row_number, rows, filled = start, 0, 0, False
+    boundaries: list[list[int]] = []  # after every chunk_rows-th row: [offset of the next record, its row number]
+    binary_file.seek(start)
+    pending = b""
+    while True:
+        block = binary_file.read(_BLOCK_BYTES)
+        data = pending + block
+        cut = data.rfind(b"\n") + 1 if block else len(data)
+        # No LF in a whole block (lone CR line ends, or a line longer than a block): csv.reader reads it.
+        whole_lines = bool(cut)
+        segment, pending = (data[:cut], data[cut:]) if whole_lines else (data, b"")
+        if not segment:
+            break
+        lines = segment.split(b"\n")
+        if segment.endswith(b"\n"):
+            lines.pop()
+        try:
+            plain = (
+                whole_lines
+                and b'"' not in segment
+                and b"\x00" not in segment
+                and segment.count(b"\r") == segment.count(b"\r\n")
+                and max(map(len, lines)) <= field_limit
+                and bool(segment.decode(encoding))
+            )
+        except UnicodeDecodeError:
+            plain = False
+        if plain and not lines.count(b"") and not lines.count(b"\r"):  # no blank line: one row per line
+            first_row = rows
+            rows += len(lines)
+            if rows > limit >= 0:
+                raise CsvFormatError(f"The file has more than {limit:,} rows; split it into smaller files.")
+            for ending in range((first_row // chunk_rows + 1) * chunk_rows, rows + 1, chunk_rows):
+                within = ending - first_row  # lines of this segment up to and including that row
+                boundaries.append([position + sum(map(len, lines[:within])) + within, row_number + within])
+            if not filled:
+                filled = any(_line_filled(line, encoding, delimiter) for line in lines)
+            row_number += len(lines)
+            position += len(segment)
+        elif plain:  # blank lines among them: not rows, but their numbers are used up
+            for line in lines:
+                row_number += 1
+                position += len(line) + 1
+                if not line or line == b"\r":
+                    continue
+                rows += 1
+                if rows > limit >= 0:
+                    raise CsvFormatError(f"The file has more than {limit:,} rows; split it into smaller files.")
+                if rows % chunk_rows == 0:
+                    boundaries.append([position, row_number])
+                filled = filled or _line_filled(line, encoding, delimiter)
+            if not segment.endswith(b"\n"):
+                position -= 1  # the last line had no line end
+        else:
+            end = position + len(segment)
+            binary_file.seek(position)
+            lines_read = _Lines(binary_file, dialect.encoding, start=position, end=None)
+            reader = csv.reader(lines_read, delimiter=dialect.delimiter)
+            for number, cells in _iter_rows(reader, dialect, width, max_rows, row_number, rows):
+                row_number = number
+                rows += 1
+                if rows % chunk_rows == 0:
+                    boundaries.append([lines_read.offset, number])
+                filled = filled or not is_empty(cells)
+                if lines_read.offset >= end:
+                    break
+            else:
+                break  # the end of the file
+            position = lines_read.offset
+            binary_file.seek(position)
+            pending = b""
+            continue
+        if not block:
+            break
+    # A chunk starts only where a row follows: never after the last row.
+    starts = [[start, 0]] + [point for index, point in enumerate(boundaries) if (index + 1) * chunk_rows < rows]
+    return RowCount(rows=rows, filled=filled, starts=starts)
+
+
+def _line_filled(line: bytes, encoding: str, delimiter: bytes) -> bool:
+    """Whether a line read as one record without quotes has a cell that is not blank."""
+    return bool(line.replace(delimiter, b"").decode(encoding).strip())
+
+
+def is_empty(cells: list[str]) -> bool:
+    """A row whose every cell is empty or whitespace."""
+    return not "".join(cells).strip()
 
 
 # --- limits -----------------------------------------------------------------

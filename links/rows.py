@@ -25,6 +25,7 @@ from members.selectors import (
 )
 from members.validation import ValuesValidator
 
+from .csv_files import is_empty
 from .keyring import link_keys
 from .models import EXTERNAL_ID_TARGET, LinkBatch
 from .tokens import LinkEncoder
@@ -142,7 +143,3 @@ class RowRules:
     def link(self, row: Row) -> str:
         token = self.encoder.encode(row.fields or {}, row=row.number, external_id=row.explicit_external_id)
         return self.base_url + token
-
-
-def is_empty(cells: list[str]) -> bool:
-    return not "".join(cells).strip()

@@ -34,9 +34,19 @@ from templates_sync.enqueue import enqueue_after_commit
 from templates_sync.models import PassTemplate
 
 from . import selectors
-from .csv_files import CsvDialect, CsvFormatError, ResultWriter, check_size, read_chunk, read_rows, sniff
+from .csv_files import (
+    CsvDialect,
+    CsvFormatError,
+    ResultWriter,
+    RowCount,
+    check_size,
+    count_rows,
+    read_chunk,
+    read_rows,
+    sniff,
+)
 from .models import LinkBatch, LinkBatchEvent, LinkChunk
-from .rows import Row, RowRules, is_empty
+from .rows import Row, RowRules
 from .tokens import TokenTooLong
 
 logger = logging.getLogger(__name__)
@@ -78,21 +88,14 @@ def link_batch_create(
         binary.seek(0)
         dialect = sniff(binary.read(SNIFF_BYTES), delimiter=delimiter or None)
         binary.seek(0)
-        header, rows = read_rows(
-            binary, dialect, max_rows=settings.LINKS_MAX_ROWS, max_columns=settings.LINKS_MAX_COLUMNS
-        )
+        header, rows = read_rows(binary, dialect, max_columns=settings.LINKS_MAX_COLUMNS)
         # Where each chunk of the file will start, found in this same reading: workers then seek there.
-        plan = _ChunkPlan(rows.offset)
-        row_count = filled_count = 0
-        for number, cells in rows:
-            plan.add(number, rows.offset)
-            row_count += 1
-            filled_count += not is_empty(cells)
+        counted = _count_rows(binary, dialect, start=rows.offset, width=len(header))
     except CsvFormatError as exc:
         raise LinkUploadError(str(exc)) from None
     # Empty rows come back in the result with an error; a file of nothing else is refused here instead of
     # giving a result file that holds errors only.
-    if filled_count == 0:
+    if not counted.filled:
         raise LinkUploadError("The file has column names but no rows; add one row per pass holder.")
     binary.seek(0)
     batch = LinkBatch(
@@ -105,9 +108,9 @@ def link_batch_create(
         delimiter=dialect.delimiter,
         header=header,
         mapping=selectors.link_columns_auto_match(template=template, header=header),
-        rows_total=row_count,
+        rows_total=counted.rows,
         single_use=single_use,
-        plan=plan.points,
+        plan=counted.starts,
     )
     batch.input_file.save("input.csv", File(binary), save=False)
     batch.save()
@@ -377,31 +380,20 @@ def _start(batch: LinkBatch) -> list[int]:
     return [chunk.pk for chunk in chunks]
 
 
-class _ChunkPlan:
-    """[byte offset, rows before it] of every chunk's first record (LINKS_CHUNK_ROWS rows each), found while
-    the file is read once: `add` after each row, with the offset where the next record starts."""
-
-    def __init__(self, start: int) -> None:
-        self.points = [[start, 0]]
-        self.size = settings.LINKS_CHUNK_ROWS
-        self.count = 0
-        self.boundary: list[int] | None = None
-
-    def add(self, number: int, offset: int) -> None:
-        if self.boundary:  # a row follows the last full chunk: a new chunk starts (never an empty one)
-            self.points.append(self.boundary)
-            self.boundary = None
-        self.count += 1
-        if self.count % self.size == 0:
-            self.boundary = [offset, number]
+def _count_rows(binary: IO[bytes], dialect: CsvDialect, *, start: int, width: int) -> RowCount:
+    return count_rows(
+        binary,
+        dialect,
+        start=start,
+        width=width,
+        chunk_rows=settings.LINKS_CHUNK_ROWS,
+        max_rows=settings.LINKS_MAX_ROWS,
+    )
 
 
 def _plan(binary: IO[bytes], dialect: CsvDialect) -> list[list[int]]:
-    _, rows = read_rows(binary, dialect, max_rows=settings.LINKS_MAX_ROWS)
-    plan = _ChunkPlan(rows.offset)
-    for number, _ in rows:
-        plan.add(number, rows.offset)
-    return plan.points
+    header, rows = read_rows(binary, dialect)
+    return _count_rows(binary, dialect, start=rows.offset, width=len(header)).starts
 
 
 def _dialect(batch: LinkBatch) -> CsvDialect:
