@@ -7,10 +7,10 @@ run once per row.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from dataclasses import dataclass, field
 from datetime import date
+from hashlib import blake2b
 from itertools import chain
 
 from django.conf import settings
@@ -80,13 +80,20 @@ class RowRules:
                 self.external_id_column = index
             elif target:
                 self.field_columns.append((index, target))
+        # Each validated field's column (None: not mapped), so a row's values are picked in the validator's order.
+        by_identifier = {identifier: index for index, identifier in self.field_columns}
+        self.value_columns = [by_identifier.get(identifier) for identifier in self.validator.identifiers]
+        # The link's fields in the order of the columns; when that is the validator's order, they are taken
+        # straight from its clean values.
+        self.field_order = [identifier for _, identifier in self.field_columns]
+        self.fields_in_clean_order = self.field_order == self.validator.identifiers
         self.encoder = LinkEncoder(
             link_keys(), template_id=uuid.UUID(str(template.pk)), batch_id=batch.pk, single_use=batch.single_use
         )
         self.base_url = settings.PUBLIC_BASE_URL.rstrip("/") + "/p/"
 
     def check(self, number: int, cells: list[str]) -> Row:
-        row = Row(number=number, cells=cells)
+        row = Row(number, cells)
         if len(cells) > self.width:
             # smartpass_link and error sit right after the header's columns, so the extra values cannot get
             # columns of their own: they go into the error, whole, so that nothing the file held is lost.
@@ -99,12 +106,17 @@ class RowRules:
                 "Check it for a stray delimiter or a missing quotation mark."
             )
             return row
-        if is_empty(cells):
+        clean, errors, warnings = self.validator.validate_in_order(
+            [None if index is None else cells[index] for index in self.value_columns]
+        )
+        if self.fields_in_clean_order:
+            fields = {identifier: value for identifier, value in clean.items() if value}
+        else:
+            fields = {identifier: clean[identifier] for identifier in self.field_order if clean.get(identifier)}
+        # A row with a value in a field is not empty; only one without is looked at whole.
+        if (errors or not fields) and is_empty(cells):
             row.error = "This row is empty."
             return row
-        clean, errors, warnings = self.validator.validate(
-            {identifier: cells[index] for index, identifier in self.field_columns}
-        )
         explicit = None
         if self.external_id_column is not None:
             try:
@@ -120,9 +132,7 @@ class RowRules:
             row.notes.extend(f"Warning: {error} The link was made without it." for error in errors.values())
         if warnings:
             row.notes.extend(f"Warning: {warning}" for warning in warnings.values())
-        row.fields = fields = {
-            identifier: clean[identifier] for _, identifier in self.field_columns if clean.get(identifier)
-        }
+        row.fields = fields
         row.explicit_external_id = explicit
         external_id = explicit
         if external_id is None and self.autofill_field is not None:
@@ -137,7 +147,7 @@ class RowRules:
             key = "x\x00" + external_id
         else:
             key = "v\x00" + "\x00".join(chain.from_iterable(sorted(fields.items())))
-        row.digest = hashlib.blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
+        row.digest = blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
         return row
 
     def link(self, row: Row) -> str:

@@ -11,7 +11,7 @@ FieldSpec/TemplateRules and show the returned sentences as they are.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from urllib.parse import urlsplit
@@ -146,14 +146,36 @@ class ValuesValidator:
             required = spec.is_mandatory and (require_types is None or spec.type in require_types)
             self.fields.append((spec, _format_check(spec), required))
 
+    @property
+    def identifiers(self) -> list[str]:
+        """The fields' identifiers, in the order validate_in_order takes their values."""
+        return [spec.identifier for spec, _, _ in self.fields]
+
     def validate(self, values: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
         """(clean values, errors, warnings) as validate_values returns them."""
+        return self.validate_in_order([values.get(spec.identifier) for spec, _, _ in self.fields])
+
+    def validate_in_order(self, values: Sequence[object]) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+        """validate() for the values of `identifiers`, in that order (None for a value not given): the rows of
+        a CSV, without a mapping built for each."""
         clean: dict[str, str] = {}
         errors: dict[str, str] = {}
         warnings: dict[str, str] = {}
         rules, region, today = self.rules, self.region, self.today
-        for spec, check, required in self.fields:
-            value, error, warning = _validate(spec, check, required, values.get(spec.identifier), rules, region, today)
+        for (spec, check, required), raw in zip(self.fields, values):  # noqa: B905 - values holds one per field
+            # The usual value (text that is neither blank nor too long) checked here, without _validate's call.
+            text = raw.strip() if type(raw) is str else None
+            if text and len(text) <= MAX_LENGTH:
+                try:
+                    value, warning = check(spec, text, rules, region, today)
+                except _FieldError as exc:
+                    errors[spec.identifier] = f"{spec.name}: {exc.message}"
+                    continue
+                clean[spec.identifier] = value
+                if warning:
+                    warnings[spec.identifier] = warning
+                continue
+            value, error, warning = _validate(spec, check, required, raw, rules, region, today)
             if error:
                 errors[spec.identifier] = error
             else:
