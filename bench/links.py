@@ -160,6 +160,7 @@ class BackendCpu(threading.Thread):
         super().__init__(daemon=True)
         self.marker = f" {database} ".encode()
         self.seen: dict[int, int] = {}  # pid → utime + stime in clock ticks
+        self.ours: dict[int, bool] = {}  # pid → whether it is a backend of the database
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -170,15 +171,18 @@ class BackendCpu(threading.Thread):
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
                 continue
+            pid = int(entry.name)
             try:
-                with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
-                    if self.marker not in cmdline.read():
-                        continue
-                with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                if pid not in self.ours:  # a process's command line is read once: this runs every 20 ms
+                    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                        self.ours[pid] = self.marker in cmdline.read()
+                if not self.ours[pid]:
+                    continue
+                with open(f"/proc/{pid}/stat", "rb") as stat:
                     fields = stat.read().rsplit(b")", 1)[1].split()
             except OSError:
                 continue
-            self.seen[int(entry.name)] = int(fields[11]) + int(fields[12])
+            self.seen[pid] = int(fields[11]) + int(fields[12])
 
     def seconds(self) -> float:
         self.done.set()

@@ -678,23 +678,23 @@ def _duplicate_note(by_external_id: bool, first: int) -> str:
 
 class _ChunkFile:
     """A chunk's output rows (no header, no BOM), kept in memory: a chunk is a few MB whatever the file's
-    size, and no temporary file is ever left behind on the worker's disk. Kept as text and encoded once when
-    stored: encoding row by row costs more than the rest of the writing."""
+    size, and no temporary file is ever left behind on the worker's disk. Rows are written as text a group
+    at a time and encoded once per group: encoding row by row costs more than the rest of the writing."""
 
     def __init__(self, delimiter: str) -> None:
+        self.buffer = io.BytesIO()
         self.text = io.StringIO()
         self.writer = ResultWriter(self.text, delimiter=delimiter, header=None)
 
-    def write(self, cells: list[str]) -> None:
-        self.writer.write_row(cells)
-
     def write_rows(self, rows: list[list[str]]) -> None:
         self.writer.write_rows(rows)
+        self.buffer.write(self.text.getvalue().encode("utf-8"))
+        self.text.seek(0)
+        self.text.truncate()
 
     def store(self, name: str) -> str:
-        data = io.BytesIO(self.text.getvalue().encode("utf-8"))
-        self.text = io.StringIO()  # the text is not needed any more: half the memory while storage copies
-        return default_storage.save(name, File(data, name=name))
+        self.buffer.seek(0)
+        return default_storage.save(name, File(self.buffer, name=name))
 
 
 class _RowKeys:
