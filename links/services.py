@@ -959,17 +959,17 @@ class _Pieces(io.RawIOBase):
     without a temporary file and without holding it in memory."""
 
     def __init__(self, pieces: Iterator[bytes]) -> None:
-        self.pieces, self.pending = pieces, b""
+        self.pieces, self.pending = pieces, memoryview(b"")
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
         while not self.pending:
-            self.pending = next(self.pieces, None)
-            if self.pending is None:
-                self.pending = b""
+            piece = next(self.pieces, None)
+            if piece is None:
                 return 0
+            self.pending = memoryview(piece)  # a view: handing out a piece in parts copies each byte once
         size = min(len(buffer), len(self.pending))
         buffer[:size] = self.pending[:size]
         self.pending = self.pending[size:]

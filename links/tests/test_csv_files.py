@@ -24,6 +24,7 @@ from links.csv_files import (
     ResultWriter,
     check_size,
     count_rows,
+    read_chunk,
     read_rows,
     safe_cell,
     sniff,
@@ -455,3 +456,28 @@ def test_writing_many_rows_at_once_gives_the_text_of_writing_them_one_by_one(row
         single.write_row(cells)
     ResultWriter(at_once, delimiter=delimiter, header=None).write_rows(rows)
     assert at_once.getvalue() == one_by_one.getvalue()
+
+
+@given(
+    body=st.lists(st.sampled_from(_PIECES), max_size=60),
+    chunk_rows=st.integers(1, 4),
+    encoding=st.sampled_from(["utf-8", "utf-8-sig", "cp1252"]),
+)
+def test_reading_a_file_chunk_by_chunk_gives_the_rows_of_reading_it_whole(body, chunk_rows, encoding) -> None:
+    bom = b"\xef\xbb\xbf" if encoding == "utf-8-sig" else b""
+    data = bom + b"name,email\r\n" + b"".join(body)
+    dialect = CsvDialect(encoding=encoding, delimiter=",", has_bom=bool(bom))
+    whole = _outcome(lambda: list(read_rows(io.BytesIO(data), dialect)[1]))
+    counted = _outcome(_counted, data, dialect, chunk_rows, None)
+    if isinstance(whole, str) or isinstance(counted, str):  # a file the upload refuses is never read in chunks
+        return
+    starts = counted[2]
+    ends = [start for start, _ in starts[1:]] + [None]
+    in_chunks = _outcome(
+        lambda: [
+            row
+            for (start, row_before), end in zip(starts, ends, strict=True)
+            for row in read_chunk(io.BytesIO(data), dialect, width=2, start=start, end=end, row_before=row_before)
+        ]
+    )
+    assert in_chunks == whole
