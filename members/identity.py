@@ -27,6 +27,8 @@ __all__ = [
     "normalise_email",
     "normalise_phone",
     "or_list",
+    "plain_email",
+    "plain_phone",
 ]
 
 AUTOFILL_SOURCES: tuple[str, ...] = ("off", "email", "phone")
@@ -87,6 +89,13 @@ def display_value(value: object) -> str:
     return f"“{text}”"
 
 
+def plain_email(value: str, region: str = "") -> str | None:
+    """normalise_email's answer for a plainly written address (its fast path, taken the same way); None when
+    it takes a closer look. `region` is unused: the signature is plain_phone's, so callers hold either."""
+    candidate = value.strip().lower()
+    return candidate if _is_plain_email(candidate) else None
+
+
 def normalise_email(value: str) -> str:
     """Trim and lower-case an email address after checking its syntax.
 
@@ -139,6 +148,15 @@ def _email_reason(exc: EmailNotValidError) -> str:
     if reason.startswith(lead_in):
         reason = reason[len(lead_in) :]
     return reason
+
+
+def plain_phone(value: str, region: str = "IS") -> str | None:
+    """normalise_phone's answer for a plainly written valid number of ``region`` (its fast path, taken the
+    same way); None when it asks phonenumbers."""
+    candidate = value.strip()
+    if not candidate or len(candidate) > _MAX_PHONE_LENGTH:
+        return None
+    return _plain_phone(candidate, region)
 
 
 def normalise_phone(value: str, *, region: str = "IS") -> str:

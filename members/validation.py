@@ -18,7 +18,15 @@ from urllib.parse import urlsplit
 
 from stdnum.is_ import kennitala as stdnum_kennitala
 
-from members.identity import InvalidIdentity, display_value, normalise_email, normalise_phone, or_list
+from members.identity import (
+    InvalidIdentity,
+    display_value,
+    normalise_email,
+    normalise_phone,
+    or_list,
+    plain_email,
+    plain_phone,
+)
 
 __all__ = [
     "FORMATS",
@@ -138,6 +146,9 @@ class ValuesValidator:
         self.region = region
         self.today = today or date.today()
         self.fields: list[tuple[FieldSpec, _Check, bool]] = []
+        # For each field, the format's fast path where one gives the same answer as its check: (text, region)
+        # → the normalised value, or None to run the check.
+        self.fast: list[Callable[[str, str], str | None] | None] = []
         seen: set[str] = set()
         for spec in specs:
             if spec.identifier in seen:
@@ -145,6 +156,12 @@ class ValuesValidator:
             seen.add(spec.identifier)
             required = spec.is_mandatory and (require_types is None or spec.type in require_types)
             self.fields.append((spec, _format_check(spec), required))
+            kind = spec.format.upper()
+            self.fast.append(
+                None
+                if kind == "EMAIL" and rules.allowed_email_domains
+                else _FAST_CHECKS.get(kind if kind in _VALIDATORS else "TEXT")
+            )
 
     @property
     def identifiers(self) -> list[str]:
@@ -162,10 +179,13 @@ class ValuesValidator:
         errors: dict[str, str] = {}
         warnings: dict[str, str] = {}
         rules, region, today = self.rules, self.region, self.today
-        for (spec, check, required), raw in zip(self.fields, values):  # noqa: B905 - values holds one per field
+        for (spec, check, required), fast, raw in zip(self.fields, self.fast, values):  # noqa: B905 - one per field
             # The usual value (text that is neither blank nor too long) checked here, without _validate's call.
             text = raw.strip() if type(raw) is str else None
             if text and len(text) <= MAX_LENGTH:
+                if fast is not None and (value := fast(text, region)) is not None:
+                    clean[spec.identifier] = value
+                    continue
                 try:
                     value, warning = check(spec, text, rules, region, today)
                 except _FieldError as exc:
@@ -362,6 +382,17 @@ def _check_phone(spec: FieldSpec, text: str, rules: TemplateRules, region: str, 
     except InvalidIdentity as exc:
         raise _FieldError(str(exc)) from None
 
+
+def _plain_text(text: str, region: str) -> str | None:
+    return text if "\x00" not in text else None
+
+
+# Formats whose check has a fast path for the usual value (see ValuesValidator.fast); no warning comes from it.
+_FAST_CHECKS: dict[str, Callable[[str, str], str | None]] = {
+    "TEXT": _plain_text,
+    "EMAIL": plain_email,
+    "PHONE_NUMBER": plain_phone,
+}
 
 _VALIDATORS: dict[str, _Check] = {
     "TEXT": _check_text,
