@@ -17,6 +17,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import IO
@@ -725,7 +726,7 @@ class _RowKeys:
     def add(self, first_rows: Mapping[str, tuple[int, bool]]) -> None:
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
-                data = "".join(f"{key}\t{row}\t{'t' if by_id else 'f'}\n" for key, (row, by_id) in first_rows.items())
+                data = "".join([f"{key}\t{row}\t{'t' if by_id else 'f'}\n" for key, (row, by_id) in first_rows.items()])
                 # psycopg's copy is not wrapped by Django: its errors become Django's here, like every query's.
                 with (
                     connection.wrap_database_errors,
@@ -835,7 +836,10 @@ def link_batch_finish(*, batch_id: int) -> None:
         finished_status, suffix = LinkBatch.Status.CANCELLED, "-partial"
     else:
         return
-    with transaction.atomic():
+    # The query for holders repeated across chunks runs on a connection of its own while the output is
+    # copied (below): not inside an outer transaction, whose uncommitted rows another connection cannot see.
+    query_beside = connection.vendor == "postgresql" and not connection.in_atomic_block
+    with transaction.atomic(), ThreadPoolExecutor(1) as beside:
         # One assembly at a time: the batch row stays locked until it is written, so an assembly sent again
         # by the sweeper while this one runs (or a cancel) waits or gives up, and never writes the same
         # files at the same time. A worker killed here releases the lock with its connection.
@@ -845,15 +849,23 @@ def link_batch_finish(*, batch_id: int) -> None:
         if not mine.exists():
             return
         chunks = list(batch.chunks.filter(status=LinkChunk.Status.DONE).order_by("index"))
-        counts, summary = _Counts(), RowSummary()
-        for chunk in chunks:
-            counts.add(chunk.counts)
-            summary.merge(chunk.summary)
-        repeated = _RowKeys(batch.pk).repeated() if len(batch.plan) > 1 and chunks else {}
-        assembly = _Assembly(batch, counts, summary, repeated)
+        repeated: Future = Future()
+        if len(batch.plan) <= 1 or not chunks:
+            repeated.set_result({})
+        elif query_beside:
+            repeated = beside.submit(_repeated_on_own_connection, batch.pk)
+        else:
+            repeated.set_result(_RowKeys(batch.pk).repeated())
         header = _header_bytes(batch)
-        output_name = _store_stream(assembly.output(chunks, header), batch.sibling_path(f"output{suffix}.csv"))
-        errors_name = _store_stream(assembly.errors(chunks, header), batch.sibling_path(f"errors{suffix}.csv"))
+        output_path = batch.sibling_path(f"output{suffix}.csv")
+        assembly = _Assembly(batch, chunks, repeated)
+        output_name = _store_stream(assembly.output(header), output_path)
+        if assembly.copied_unchecked_repeats():  # copied before the query answered, and it needed changes
+            default_storage.delete(output_name)
+            assembly = _Assembly(batch, chunks, repeated)
+            output_name = _store_stream(assembly.output(header), output_path)
+        counts, summary = assembly.counts, assembly.summary
+        errors_name = _store_stream(assembly.errors(header), batch.sibling_path(f"errors{suffix}.csv"))
         totals = {"rows_total": counts.rows_done} if finished_status == LinkBatch.Status.SUCCEEDED else {}
         finished = LinkBatch.objects.filter(pk=batch.pk, attempt=batch.attempt, status=batch.status).update(
             status=finished_status,
@@ -881,25 +893,56 @@ def _header_bytes(batch: LinkBatch) -> bytes:
     return codecs.BOM_UTF8 + text.getvalue().encode("utf-8")
 
 
+def _repeated_on_own_connection(batch_id: int) -> dict[int, tuple[int, bool]]:
+    try:
+        with transaction.atomic():
+            return _RowKeys(batch_id).repeated()
+    finally:
+        connection.close()  # this thread's connection
+
+
 class _Assembly:
     """The chunks' files one after the other; a chunk holding the first row of a holder who came earlier
-    in another chunk is read row by row, and those rows get their "the same values as row N" right."""
+    in another chunk is read row by row, and those rows get their "the same values as row N" right.
 
-    def __init__(self, batch: LinkBatch, counts: _Counts, summary: RowSummary, repeated: dict[int, tuple[int, bool]]):
-        self.batch, self.counts, self.summary, self.repeated = batch, counts, summary, repeated
+    Which rows those are comes from a query that may still be running when the copy starts: chunks are
+    copied as they are until it answers, and copied_unchecked_repeats() then says whether one of them
+    needed changes after all (a file with holders repeated across chunks): the caller copies it again."""
 
-    def output(self, chunks: list[LinkChunk], header: bytes) -> Iterator[bytes]:
+    def __init__(self, batch: LinkBatch, chunks: list[LinkChunk], repeated: Future) -> None:
+        self.batch, self.chunks, self.later = batch, chunks, repeated
+        self.repeated: dict[int, tuple[int, bool]] | None = None
+        self.counts, self.summary = _Counts(), RowSummary()
+        for chunk in chunks:
+            self.counts.add(chunk.counts)
+            self.summary.merge(chunk.summary)
+        self.unchecked: list[tuple[int, int | None]] = []  # (row before, last row) of chunks copied unchecked
+
+    def output(self, header: bytes) -> Iterator[bytes]:
         yield header
+        chunks = self.chunks
         starts = [chunk.row_before for chunk in chunks[1:]] + [None]
         for chunk, end in zip(chunks, starts, strict=True):
-            if any(chunk.row_before < row and (end is None or row <= end) for row in self.repeated):
+            if self.repeated is None and self.later.done():
+                self.repeated = self.later.result()
+            if self.repeated is None:
+                self.unchecked.append((chunk.row_before, end))
+                yield from _read_stored(chunk.output_file)
+            elif any(chunk.row_before < row and (end is None or row <= end) for row in self.repeated):
                 yield from self._rewritten(chunk)
             else:
                 yield from _read_stored(chunk.output_file)
 
-    def errors(self, chunks: list[LinkChunk], header: bytes) -> Iterator[bytes]:
+    def copied_unchecked_repeats(self) -> bool:
+        if self.repeated is None:
+            self.repeated = self.later.result()
+        return any(
+            before < row and (end is None or row <= end) for before, end in self.unchecked for row in self.repeated
+        )
+
+    def errors(self, header: bytes) -> Iterator[bytes]:
         yield header
-        for chunk in chunks:
+        for chunk in self.chunks:
             yield from _read_stored(chunk.errors_file)
 
     def _rewritten(self, chunk: LinkChunk) -> Iterator[bytes]:
