@@ -179,10 +179,14 @@ class RowRules:
             return [self.check(number, cells) for number, cells in items]
         region, limit = self.region, MAX_LENGTH
         columns = []
-        for index, (_, _, required), fast in zip(
-            self.value_columns, self.validator.fields, self.validator.fast, strict=True
+        validator = self.validator
+        for index, (_, _, required), fast, fast_column in zip(
+            self.value_columns, validator.fields, validator.fast, validator.fast_column, strict=True
         ):
             texts = [cells[index].strip() if len(cells) > index else "" for _, cells in items]
+            if fast_column is not None and (values := fast_column(texts)) is not None:
+                columns.append(values)
+                continue
             # A blank optional value is "" as check() makes it; None sends the row to check().
             columns.append(
                 [
