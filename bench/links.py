@@ -7,8 +7,10 @@ in N processes, copy the result out), timed end to end (wall) and by phase; its 
 the largest ru_maxrss of the child and of the processes it forked. Runs: --jobs 1 and --jobs 2 on both
 files. The bare loop (csv read → AES-256-GCM of the row → base64url → csv write, nothing else) runs in this
 process on the big file. Prints rows/second, the wall times against PassKit's 5.7 s per million (goal for
---jobs 2 on 2 cores: ≤ 11.5 s), the peak memory at 100k and at --rows rows (goal: flat) and the median link
-length.
+--jobs 2 on 2 cores: ≤ 11.5 s), the CPU seconds of each run (the command's processes, and the PostgreSQL
+backends serving the bench database, read from /proc while it runs) with the load average before and after:
+on a shared machine those are the steadier figures. Then the peak memory at 100k and at --rows rows (goal:
+flat) and the median link length.
 
     .venv/bin/python bench/links.py [--rows 1000000]
 
@@ -97,10 +99,8 @@ def child(template_id: str, source: str, media: str, jobs: str) -> None:
     import django
 
     django.setup()
-    import shutil
 
     from django.core.files import File
-    from django.core.files.storage import default_storage
 
     from links import services
     from links.models import LinkBatch
@@ -119,8 +119,7 @@ def child(template_id: str, source: str, media: str, jobs: str) -> None:
     made = time.perf_counter()
     assert batch.status == "succeeded", batch.error
     result = Path(media) / f"result-{jobs}.csv"
-    with default_storage.open(batch.output_file.name, "rb") as stored, result.open("wb") as out:
-        shutil.copyfileobj(stored, out, 1024 * 1024)
+    services.link_batch_write_output(batch=batch, path=result)
     finished = time.perf_counter()
     lengths = []
     with result.open("rb") as raw:

@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import os
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -886,6 +887,18 @@ def link_batch_finish(*, batch_id: int) -> None:
         _discard_chunks(batch)
     else:
         _RowKeys(batch.pk).drop()  # a cancelled batch keeps its chunks (where it stopped) until its re-run
+
+
+def link_batch_write_output(*, batch: LinkBatch, path: str | os.PathLike) -> None:
+    """Write the batch's result file to a local path (`manage.py generate_links`): a storage on this host's
+    disk is copied by the kernel, any other is streamed."""
+    try:
+        stored = default_storage.path(batch.output_file.name)
+    except NotImplementedError:  # not on this host's disk
+        with default_storage.open(batch.output_file.name, "rb") as result, open(path, "wb") as out:
+            shutil.copyfileobj(result, out, _BLOCK_BYTES)
+    else:
+        shutil.copyfile(stored, path)
 
 
 def _header_bytes(batch: LinkBatch) -> bytes:

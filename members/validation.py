@@ -10,6 +10,7 @@ FieldSpec/TemplateRules and show the returned sentences as they are.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from members.identity import (
     plain_email,
     plain_emails,
     plain_phone,
+    plain_phones,
 )
 
 __all__ = [
@@ -160,7 +162,12 @@ class ValuesValidator:
             required = spec.is_mandatory and (require_types is None or spec.type in require_types)
             self.fields.append((spec, _format_check(spec), required))
             kind = spec.format.upper()
-            self.fast_column.append(plain_emails if kind == "EMAIL" and not rules.allowed_email_domains else None)
+            if kind == "EMAIL" and not rules.allowed_email_domains:
+                self.fast_column.append(plain_emails)
+            elif kind == "PHONE_NUMBER":
+                self.fast_column.append(functools.partial(plain_phones, region=self.region))
+            else:
+                self.fast_column.append(None)
             self.fast.append(
                 None
                 if kind == "EMAIL" and rules.allowed_email_domains
