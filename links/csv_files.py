@@ -39,6 +39,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from typing import IO, Any
 
 # The formula guard is shared with the member export; members.csv_cells is pure Python too.
@@ -545,23 +546,26 @@ class ResultWriter:
         self._writer.writerow(safe_cells(cells))
 
     def write_rows(self, rows: list[list[str]]) -> None:
-        """write_row for many rows of str, giving the same text. Rows without a cell to quote (no quotation
-        mark, delimiter or line break inside a cell) are joined as they are: csv.writer costs a few
-        microseconds a row, a join a fraction of one."""
+        """write_row for many rows of str, giving the same text."""
+        self._stream.write(self.rows_text(rows))
+
+    def rows_text(self, rows: list[list[str]]) -> str:
+        """The text write_rows writes for these rows. Rows without a cell to quote (no quotation mark,
+        delimiter or line break inside a cell) are joined as they are: csv.writer costs a few microseconds a
+        row, a join a fraction of one."""
         rows = [safe_cells(cells) for cells in rows]
-        if not rows:
-            return
         delimiter = self._delimiter
-        text = "\r\n".join(map(delimiter.join, rows))
+        text = "\r\n".join(chain(map(delimiter.join, rows), ("",)))  # the "" ends the last line too
         lines = len(rows)
         plain = (
             '"' not in text
-            and text.count("\n") == lines - 1
-            and text.count("\r") == lines - 1
+            and text.count("\n") == lines
+            and text.count("\r") == lines
             and text.count(delimiter) == sum(map(len, rows)) - lines
-            and min(map(len, rows)) > 1  # csv.writer writes a lone empty cell as "" (else a blank line)
+            and min(map(len, rows), default=2) > 1  # csv.writer writes a lone empty cell as "" (else a blank line)
         )
         if plain:
-            self._stream.write(text + "\r\n")
-        else:
-            self._writer.writerows(rows)
+            return text
+        out = io.StringIO()
+        csv.writer(out, delimiter=delimiter, lineterminator="\r\n").writerows(rows)
+        return out.getvalue()

@@ -685,14 +685,10 @@ class _ChunkFile:
 
     def __init__(self, delimiter: str) -> None:
         self.buffer = io.BytesIO()
-        self.text = io.StringIO()
-        self.writer = ResultWriter(self.text, delimiter=delimiter, header=None)
+        self.writer = ResultWriter(io.StringIO(), delimiter=delimiter, header=None)
 
     def write_rows(self, rows: list[list[str]]) -> None:
-        self.writer.write_rows(rows)
-        self.buffer.write(self.text.getvalue().encode("utf-8"))
-        self.text.seek(0)
-        self.text.truncate()
+        self.buffer.write(self.writer.rows_text(rows).encode("utf-8"))
 
     def store(self, name: str) -> str:
         self.buffer.seek(0)
