@@ -336,9 +336,12 @@ def read_chunk(
     # A chunk is a few MB: decoded in one go, and its lines split by StringIO, which ends them where _Lines
     # does (LF, CRLF, a lone CR) — cheaper than a line at a time. Bad bytes are escaped as _Lines escapes them.
     encoding = "utf-8" if dialect.encoding == "utf-8-sig" else dialect.encoding
-    text = io.StringIO(data.decode(encoding, "surrogateescape"), newline="")
-    reader = csv.reader(text, delimiter=dialect.delimiter)
-    return Rows(_Span(start + len(data)), _iter_rows(reader, dialect, width, None, row_before))
+    try:
+        text, decoded = data.decode(encoding), True  # valid throughout: no row needs looking at for bad bytes
+    except UnicodeDecodeError:
+        text, decoded = data.decode(encoding, "surrogateescape"), False
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=dialect.delimiter)
+    return Rows(_Span(start + len(data)), _iter_rows(reader, dialect, width, None, row_before, decoded=decoded))
 
 
 class _Span:
@@ -349,7 +352,14 @@ class _Span:
 
 
 def _iter_rows(
-    reader: Any, dialect: CsvDialect, width: int, max_rows: int | None, row_before: int, yielded: int = 0
+    reader: Any,
+    dialect: CsvDialect,
+    width: int,
+    max_rows: int | None,
+    row_before: int,
+    yielded: int = 0,
+    *,
+    decoded: bool = False,
 ) -> Iterator[tuple[int, list[str]]]:
     # Runs once per row of files up to a million rows: ASCII rows (most of
     # them) skip the regex.
@@ -360,9 +370,10 @@ def _iter_rows(
             row_number += 1
             if not cells:
                 continue  # a blank line, not a row (see the module docstring)
-            joined = "".join(cells)
-            if not joined.isascii() and _UNDECODABLE_RE.search(joined):
-                _check_decoded(cells, dialect, row_number)
+            if not decoded:
+                joined = "".join(cells)
+                if not joined.isascii() and _UNDECODABLE_RE.search(joined):
+                    _check_decoded(cells, dialect, row_number)
             yielded += 1
             if yielded > limit >= 0:
                 raise CsvFormatError(f"The file has more than {limit:,} rows; split it into smaller files.")
