@@ -195,21 +195,25 @@ class RowRules:
                 ]
             )
         identifiers, width = self.validator.identifiers, self.width
-        sorted_fields, full_key, check = self.sorted_fields, self.full_key, self.check
+        full_key, check = self.full_key, self.check
+        # Where each of the key's sorted names is among the values (which are in the validator's order).
+        positions = [identifiers.index(identifier) for identifier in self.sorted_fields]
+
         rows: list[Row] = []
         for (number, cells), values in zip(items, zip(*columns, strict=True), strict=True):
             if None in values or len(cells) > width:
                 rows.append(check(number, cells))
                 continue
-            fields = {identifier: value for identifier, value in zip(identifiers, values, strict=True) if value}
-            if not fields:  # perhaps an empty row: check() says so
-                rows.append(check(number, cells))
-                continue
             row = Row(number, cells)
-            row.fields = fields
-            if len(fields) == len(sorted_fields):
-                key = full_key.format(*[fields[identifier] for identifier in sorted_fields])
+            if "" not in values:  # a value in every field (the usual row): its key's layout is known
+                row.fields = dict(zip(identifiers, values, strict=True))
+                key = full_key.format(*[values[position] for position in positions])
             else:
+                fields = {identifier: value for identifier, value in zip(identifiers, values, strict=True) if value}
+                if not fields:  # perhaps an empty row: check() says so
+                    rows.append(check(number, cells))
+                    continue
+                row.fields = fields
                 key = "v\x00" + "\x00".join(chain.from_iterable(sorted(fields.items())))
             row.digest = blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
             rows.append(row)
