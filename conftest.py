@@ -9,6 +9,7 @@ import functools
 import ipaddress
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -209,6 +210,37 @@ def stop_process(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def kill_with_sigkill(process: subprocess.Popen) -> None:
+    """SIGKILL a worker's pool processes and then the worker itself, as when a host dies: nothing of it gets to
+    clean up (no message is acknowledged or given back), and no orphaned child goes on with its task."""
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    for pid in children:
+        os.kill(int(pid), signal.SIGKILL)
+    process.kill()
+    process.wait(timeout=30)
+
+
+def kill_worker_part_way(env: dict[str, str], *, log_name: str, start, part_way, message: str, timeout: float = 30):
+    """Start a worker on `env`, call `start()` (which hands it work), wait until `part_way(what start returned)`
+    holds, then SIGKILL the worker: the work is left as a dead worker leaves it. Returns what `start()` returned."""
+    worker = start_celery(env, log_name=log_name)
+    try:
+        started = start()
+        wait_for(lambda: part_way(started), timeout=timeout, interval=0.05, message=message)
+        return started
+    finally:
+        kill_with_sigkill(worker)
+
+
+def finish_with_beat(env: dict[str, str], *, log_name: str, finished, message: str, timeout: float = 120):
+    """A worker with beat on `env` (so the recovery sweep runs) until `finished()` holds; returns its value."""
+    worker = start_celery(env, beat=True, log_name=log_name)
+    try:
+        return wait_for(finished, timeout=timeout, message=message)
+    finally:
+        stop_process(worker)
 
 
 @pytest.fixture(scope="session")
@@ -452,6 +484,18 @@ def _pings(client) -> bool:
         return bool(client.ping())
     except redis.RedisError:
         return False
+
+
+def own_redis_env(redis: OwnRedis, sandbox) -> dict[str, str]:
+    """The environment of portal processes (gunicorn, workers) on a redis-server of the test's own (the broker on
+    database 0, the cache on 1), against `sandbox`."""
+    return {
+        "CELERY_BROKER_URL": redis.url(0),
+        "CACHE_REDIS_URL": redis.url(1),
+        "SMARTPAGES_API_URL": sandbox.url,
+        "SMARTPAGES_KEY_ID": SANDBOX_KEY_ID,
+        "SMARTPAGES_KEY_TOKEN": SANDBOX_KEY_TOKEN,
+    }
 
 
 @pytest.fixture

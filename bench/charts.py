@@ -74,11 +74,12 @@ def main() -> None:
         )
         cursor.execute(
             "INSERT INTO members_member (template_id, external_id, values, display_name, email, phone, source, "
-            "status, failure_reason, upstream_conflict, upstream, issue_attempts, last_error, created_at, updated_at) "
+            "status, failure_reason, upstream_conflict, upstream, issue_attempts, last_error, created_at, updated_at, "
+            "pass_link_needed, autofill_excluded, search_text) "
             "SELECT %s, NULL, '{}', 'Member ' || i, '', '', 'link', "
             "(ARRAY['issued','issued','issued','issued','issued','issued','issued','pending','failed','voided'])"
-            "[1 + i %% 10], '', false, '{}', 0, '', now() - (random() * interval '90 days'), now() "
-            "FROM generate_series(1, %s) AS i",
+            "[1 + i %% 10], '', false, '{}', 0, '', now() - (random() * interval '90 days'), now(), "
+            "false, false, 'member ' || i FROM generate_series(1, %s) AS i",
             [template.pk, args.members],
         )
         # What autovacuum does on a live database: statistics, and the visibility map for index-only scans.

@@ -78,6 +78,7 @@ def seed(template_id: str, pass_ids: list[str]) -> None:
         "created_at",
         "updated_at",
         "autofill_excluded",
+        "pass_link_needed",
     )
     with connection.connection.cursor() as cursor:
         with cursor.copy(f"COPY members_member ({', '.join(columns)}) FROM STDIN") as copy:
@@ -101,6 +102,7 @@ def seed(template_id: str, pass_ids: list[str]) -> None:
                         "",
                         now,
                         now,
+                        False,
                         False,
                     )
                 )

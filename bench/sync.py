@@ -1,21 +1,53 @@
 """Benchmark: a full template sync against a bare fetch of the same pages, in the same run.
 
-10,000 templates in the sandbox, page size 100, PostgreSQL. Prints the bare loop's time (requests +
-json, nothing else), the first full sync into an empty mirror (10,000 inserts) as it was and with each
-step that made it faster, an unchanged re-sync, their ratios to the bare loop (goals: first sync <= 2x,
-unchanged re-sync <= 1.25x), database statements per page, and rows written by the unchanged re-sync as
-PostgreSQL counts them (goal: 0). Each timing is the median of --repeat interleaved runs.
+10,000 templates in the sandbox (a process of its own), page size 100, PostgreSQL. Prints the bare loop's
+time (requests + json, nothing else), the first full sync into an empty mirror (10,000 inserts) as it was
+and with each step that made it faster, an unchanged re-sync, their ratios to the bare loop (goals: first
+sync <= 2x, unchanged re-sync <= 1.25x), database statements per page, and rows written by the unchanged
+re-sync as PostgreSQL counts them (goal: 0). Each timing is the median of --repeat interleaved runs; beside
+the wall time, the CPU seconds of this process, of the sync's PostgreSQL backends and of the sandbox, and
+their sum's ratio to the bare loop's (which other work on the machine hardly moves).
 
     .venv/bin/python bench/sync.py [--templates 10000] [--repeat 3] [--now-only]
 """
 
 import argparse
+import atexit
 import base64
+import os
 import statistics
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from _db import setup_django
+
+
+class Cpu(NamedTuple):
+    this: float
+    postgresql: float
+    sandbox: float
+
+    @property
+    def all(self) -> float:
+        return self.this + self.postgresql + self.sandbox
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far (any process on this machine, PostgreSQL's backends too)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:  # a backend that ended already
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def median_of(runs: list[tuple[float, Cpu]]) -> tuple[float, Cpu]:
+    """The median wall time and, field by field, the median CPU."""
+    return statistics.median(seconds for seconds, _ in runs), Cpu(
+        *(statistics.median(c) for c in zip(*(cpu for _, cpu in runs), strict=True))
+    )
 
 
 def bare_fetch(url: str, key_id: str, key_token: str, page_size: int) -> int:
@@ -50,6 +82,7 @@ class SandboxProcess:
             f"SmartPagesSandbox(templates={templates}, port={port}, key_id='bench', key_token='bench-secret').serve_forever()"
         )
         self.process = subprocess.Popen([sys.executable, "-c", code], cwd=str(Path(__file__).resolve().parent.parent))
+        atexit.register(self.process.terminate)  # also when the benchmark fails
         self.url = f"http://127.0.0.1:{port}"
         for _ in range(300):
             try:
@@ -64,6 +97,17 @@ def start_sandbox_process(templates: int) -> SandboxProcess:
     return SandboxProcess(templates)
 
 
+class Step(NamedTuple):
+    """The sync's swappable parts for one step (see main)."""
+
+    writer: type
+    prepare: object
+    write: object
+    old_index: bool = False  # the input fields' index on template_id alone (dropped in 0005)
+    foreign_key: bool = False  # the input fields' foreign key constraint (dropped in 0006)
+    pages_per_write: int = 1  # pages the writer thread writes together when they queue up
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--templates", type=int, default=10_000)
@@ -73,8 +117,9 @@ def main() -> None:
     args = parser.parse_args()
 
     setup_django("smartpass_bench_sync")
+    import sync_before as before
     from django.conf import settings
-    from django.db import connection
+    from django.db import connection, transaction
     from django.db.backends.signals import connection_created
 
     from templates_sync import sync
@@ -94,19 +139,53 @@ def main() -> None:
         result = fn()
         return time.perf_counter() - start, result
 
+    # PostgreSQL's CPU for the sync: that of the backends of every connection open or opened meanwhile (the
+    # page writer has one of its own; this process's connection is closed and opened again by each run), each
+    # read just before the connection closes.
+    open_backends: dict = {}  # connection -> its backend's pid
+    closed_backends_cpu: list[float] = []
+
+    def count_backend_cpu(sender, connection, **kwargs):
+        open_backends[connection] = connection.connection.info.backend_pid
+        if hasattr(connection, "bench_close"):
+            return
+        connection.bench_close = connection.close
+
+        def close_and_count():
+            pid = open_backends.pop(connection, None)
+            if pid is not None:
+                closed_backends_cpu.append(process_cpu(pid))
+            connection.bench_close()
+
+        connection.close = close_and_count
+
+    connection.close()  # opened again below, counted
+    connection_created.connect(count_backend_cpu)
+
+    def open_backends_cpu() -> float:
+        return sum(process_cpu(pid) for pid in open_backends.values())
+
     def cpu_timed(fn):
-        # This process's CPU, every thread of it: unlike the wall time, other work on the machine hardly moves it.
-        start = time.process_time()
+        """Wall time, this process's CPU (every thread of it: unlike the wall time, other work on the machine
+        hardly moves it), PostgreSQL's CPU for it and the sandbox's, and fn's result."""
+        connection.ensure_connection()
+        closed_backends_cpu.clear()
+        start, server, upstream = time.process_time(), open_backends_cpu(), process_cpu(sandbox.process.pid)
         seconds, result = timed(fn)
-        return seconds, time.process_time() - start, result
+        server = open_backends_cpu() + sum(closed_backends_cpu) - server
+        return seconds, Cpu(time.process_time() - start, server, process_cpu(sandbox.process.pid) - upstream), result
 
     def empty_mirror():
-        PassTemplate.objects.all().delete()
+        # As a newly installed portal's: no rows, and none deleted that inserts would have to step over (the
+        # bench database holds nothing else that CASCADE would empty).
+        with connection.cursor() as cursor:
+            cursor.execute(f"TRUNCATE {PassTemplate._meta.db_table}, {TemplateInputField._meta.db_table} CASCADE")
         SyncRun.objects.all().delete()
 
     # The first sync's steps, each measured in the same run: the writer as it was before (one
     # INSERT … SELECT FROM json_to_recordset per page, written between fetches, each commit waiting for its
-    # WAL flush), then each change added in turn. Variants swap the writer's parts, nothing else.
+    # WAL flush), then each change added in turn. Variants swap the writer's parts, nothing else; the earlier
+    # steps prepare pages as the portal did then (bench/sync_before.py).
     class InlineWriter(sync.PageWriter):
         _writes_in_thread = staticmethod(lambda: False)
 
@@ -115,57 +194,77 @@ def main() -> None:
             if not synchronous_commit:
                 with connection.cursor() as cursor:
                     cursor.execute("SET LOCAL synchronous_commit TO OFF")
-            sync._upsert_with_postgresql(templates, fields, replaced=replaced, now=now)
+            before._upsert_with_postgresql(templates, fields, replaced=replaced, now=now)
 
         return write
 
-    current = (sync.PageWriter, sync._write_with_postgresql, False)
+    def write_pages_with(write):
+        def write_page(page, *, now):
+            if page.templates:
+                with transaction.atomic():
+                    write(page.templates, page.fields, replaced=page.replaced, now=now)
+
+        return write_page
+
+    current = Step(sync.PageWriter, sync._prepare, sync._write, pages_per_write=sync.PAGES_PER_WRITE)
+    earlier_write = write_pages_with(before._write_with_postgresql)
     steps = {
-        "before: json_to_recordset, written between fetches": (
-            InlineWriter,
-            upsert_writer(synchronous_commit=True),
-            True,
+        "before: json_to_recordset, written between fetches": Step(
+            InlineWriter, before._prepare, write_pages_with(upsert_writer(synchronous_commit=True)), True, True
         ),
-        "+ written by a thread while fetching": (sync.PageWriter, upsert_writer(synchronous_commit=True), True),
-        "+ commits without waiting for WAL flush": (sync.PageWriter, upsert_writer(synchronous_commit=False), True),
-        "+ COPY of new templates": (*current[:2], True),
-        "+ one index less on input fields (now)": current,
+        "+ written by a thread while fetching": Step(
+            sync.PageWriter, before._prepare, write_pages_with(upsert_writer(synchronous_commit=True)), True, True
+        ),
+        "+ commits without waiting for WAL flush": Step(
+            sync.PageWriter, before._prepare, write_pages_with(upsert_writer(synchronous_commit=False)), True, True
+        ),
+        "+ COPY of new templates": Step(sync.PageWriter, before._prepare, earlier_write, True, True),
+        "+ one index less on input fields": Step(sync.PageWriter, before._prepare, earlier_write, False, True),
+        "+ rows built once, JSON serialised once": Step(sync.PageWriter, sync._prepare, sync._write, False, True),
+        "+ no foreign key check per input field": Step(sync.PageWriter, sync._prepare, sync._write),
+        "+ pages that queue up written together (now)": current,
     }
     if args.now_only:
         steps = {"full sync, empty mirror": current}
     fields_table = TemplateInputField._meta.db_table
 
-    def first_sync(writer_class, write, old_index):
-        sync.PageWriter, sync._write_with_postgresql = writer_class, write
-        if old_index:  # the index on template_id alone that the unique (template, identifier) index made redundant
-            with connection.cursor() as cursor:
+    def first_sync(step):
+        sync.PageWriter, sync._prepare, sync._write = step.writer, step.prepare, step.write
+        sync.PAGES_PER_WRITE = step.pages_per_write
+        with connection.cursor() as cursor:
+            if step.old_index:
                 cursor.execute(f"CREATE INDEX bench_fields_template_id ON {fields_table} (template_id)")
+            if step.foreign_key:
+                cursor.execute(
+                    f"ALTER TABLE {fields_table} ADD CONSTRAINT bench_fields_template_fk FOREIGN KEY (template_id) "
+                    f"REFERENCES {PassTemplate._meta.db_table} (id) DEFERRABLE INITIALLY DEFERRED"
+                )
         try:
             empty_mirror()
             seconds, cpu, run = cpu_timed(sync.templates_sync_all)
         finally:
-            sync.PageWriter, sync._write_with_postgresql = current[:2]
+            sync.PageWriter, sync._prepare, sync._write = current.writer, current.prepare, current.write
+            sync.PAGES_PER_WRITE = current.pages_per_write
             with connection.cursor() as cursor:
                 cursor.execute("DROP INDEX IF EXISTS bench_fields_template_id")
+                cursor.execute(f"ALTER TABLE {fields_table} DROP CONSTRAINT IF EXISTS bench_fields_template_fk")
         assert run.status == "succeeded" and run.created_count == args.templates, (run.status, run.error)
         return seconds, cpu
 
     bare_fetch(sandbox.url, "bench", "bench-secret", args.page_size)  # warm the sandbox and the OS
     bare, full, resync = [], {label: [] for label in steps}, []
-    full_cpu, bare_cpu = {label: [] for label in steps}, []
+    loads = [os.getloadavg()[0]]
     for _ in range(args.repeat):  # interleaved, so drift on the machine hits every figure alike
         seconds, cpu, _ = cpu_timed(lambda: bare_fetch(sandbox.url, "bench", "bench-secret", args.page_size))
-        bare.append(seconds)
-        bare_cpu.append(cpu)
+        bare.append((seconds, cpu))
         for label, step in steps.items():
-            seconds, cpu = first_sync(*step)
-            full[label].append(seconds)
-            full_cpu[label].append(cpu)
+            full[label].append(first_sync(step))
         with connection.cursor() as cursor:  # as after a quiet quarter-hour: the writes have settled
             cursor.execute("VACUUM ANALYZE templates_sync_passtemplate")
-        seconds, run = timed(sync.templates_sync_all)
+        seconds, cpu, run = cpu_timed(sync.templates_sync_all)
         assert run.unchanged == args.templates, run.unchanged
-        resync.append(seconds)
+        resync.append((seconds, cpu))
+        loads.append(os.getloadavg()[0])
 
     # Statements of every connection the sync opens (its page writer has one of its own), and rows written
     # as PostgreSQL counts them (COPY included).
@@ -204,16 +303,29 @@ def main() -> None:
     resync_rows = rows_written() - written_before
 
     sandbox.process.terminate()
-    b, r = statistics.median(bare), statistics.median(resync)
-    print(f"templates {args.templates}, page size {args.page_size}, pages {pages}, median of {args.repeat} runs")
+    b, b_cpu = median_of(bare)
     print(
-        f"bare fetch (requests + json)                            {b:7.3f} s   this process's CPU {statistics.median(bare_cpu):6.3f} s"
+        f"templates {args.templates}, page size {args.page_size}, pages {pages}, median of {args.repeat} runs, "
+        f"load average {min(loads):.1f}-{max(loads):.1f} (1 min, {os.cpu_count()} CPUs)"
     )
+    print(
+        "CPU seconds: this process (all threads) + PostgreSQL (the sync's backends) + the sandbox = all; "
+        "CPU ratio = all / the bare fetch's all"
+    )
+    header = f"{'':56s}{'wall':>8s}{'ratio':>7s}   {'this':>6s}{'pg':>7s}{'sandbox':>8s}{'all':>7s}{'ratio':>7s}"
+    print(header)
+
+    def line(label, seconds, cpu):
+        print(
+            f"{label:56s}{seconds:7.3f}s{seconds / b:7.2f}   {cpu.this:6.3f}{cpu.postgresql:7.3f}{cpu.sandbox:8.3f}"
+            f"{cpu.all:7.3f}{cpu.all / b_cpu.all:7.2f}"
+        )
+
+    line("bare fetch (requests + json)", b, b_cpu)
     print("first full sync into an empty mirror (goal <= 2 x the bare fetch):")
-    for label, seconds in full.items():
-        f = statistics.median(seconds)
-        print(f"  {label:52s}{f:7.3f} s   ratio {f / b:5.2f}   CPU {statistics.median(full_cpu[label]):6.3f} s")
-    print(f"unchanged re-sync                                     {r:7.3f} s   ratio {r / b:5.2f}  (goal <= 1.25)")
+    for label, runs in full.items():
+        line(f"  {label}", *median_of(runs))
+    line("unchanged re-sync (goal <= 1.25 x the bare fetch)", *median_of(resync))
     print(
         f"statements per page, full sync                        {first_statements / pages:7.2f}   (COPYs not counted)"
     )

@@ -34,6 +34,7 @@ from django.utils import timezone
 from members.selectors import external_ids_in_use
 from templates_sync.enqueue import enqueue_after_commit
 from templates_sync.models import PassTemplate
+from templates_sync.recovery import requeue_stale, resend_waiting
 
 from . import selectors
 from .csv_files import (
@@ -510,6 +511,10 @@ def _take_chunk(chunk_id: int) -> LinkChunk | None:
     ).update(status=LinkChunk.Status.RUNNING, attempt=chunk.attempt + 1, heartbeat_at=timezone.now(), rows_done=0)
     chunk.attempt += 1
     return chunk if taken else None
+
+
+def _send_chunk(chunk: LinkChunk) -> None:
+    enqueue_after_commit("links.process_link_chunk", chunk.pk)
 
 
 def _requeue_chunk(chunk: LinkChunk) -> bool:
@@ -1075,39 +1080,21 @@ def link_batch_cancel(*, batch: LinkBatch, user) -> LinkBatch:
 
 
 def link_batches_sweep() -> dict[str, int]:
-    """Send again the work whose message was lost: batches queued for long (the broker was down when they
-    were confirmed), chunks whose worker stopped beating (killed), chunks waiting while their batch shows no
-    life, and batches whose chunks are all done but were never assembled. Each is sent at most once per
-    LINKS_STALE_SECONDS; a chunk or batch already taken is left alone by the task."""
+    """Send again the work whose message was lost (templates_sync.recovery): batches queued for long (the
+    broker was down when they were confirmed), chunks whose worker stopped beating (killed), chunks waiting
+    while their batch shows no life, and batches whose chunks are all done but were never assembled. Each is
+    sent at most once per LINKS_STALE_SECONDS; a chunk or batch already taken is left alone by the task."""
     now = timezone.now()
-    stale = now - timedelta(seconds=settings.LINKS_STALE_SECONDS)
-    sent = {"batches": 0, "chunks": 0, "assemblies": 0}
-    for batch_id in LinkBatch.objects.filter(status=LinkBatch.Status.QUEUED, queued_at__lt=stale).values_list(
-        "pk", flat=True
-    ):
-        if LinkBatch.objects.filter(pk=batch_id, status=LinkBatch.Status.QUEUED, queued_at__lt=stale).update(
-            queued_at=now
-        ):
-            enqueue_after_commit("links.process_link_batch", batch_id)
-            sent["batches"] += 1
+    stale_seconds = settings.LINKS_STALE_SECONDS
+    stale = now - timedelta(seconds=stale_seconds)
+    sent = {"assemblies": 0}
+    sent["batches"] = resend_waiting(
+        LinkBatch.objects.all(), lambda batch: _enqueue(batch.pk), stale_seconds=stale_seconds
+    )
     running = LinkChunk.objects.filter(batch__status=LinkBatch.Status.RUNNING)
-    for chunk in running.filter(status=LinkChunk.Status.RUNNING, heartbeat_at__lt=stale):
-        if _requeue_chunk(chunk):
-            logger.warning(
-                "Link batch %s, chunk %s: no heartbeat since %s; sent again",
-                chunk.batch_id,
-                chunk.index,
-                chunk.heartbeat_at,
-            )
-            enqueue_after_commit("links.process_link_chunk", chunk.pk)
-            sent["chunks"] += 1
-    waiting = running.filter(status=LinkChunk.Status.QUEUED, queued_at__lt=stale, batch__heartbeat_at__lt=stale)
-    for chunk_id in waiting.values_list("pk", flat=True):
-        if LinkChunk.objects.filter(pk=chunk_id, status=LinkChunk.Status.QUEUED, queued_at__lt=stale).update(
-            queued_at=now
-        ):
-            enqueue_after_commit("links.process_link_chunk", chunk_id)
-            sent["chunks"] += 1
+    sent["chunks"] = resend_waiting(
+        running.filter(batch__heartbeat_at__lt=stale), _send_chunk, stale_seconds=stale_seconds
+    ) + requeue_stale(running, _send_chunk, stale_seconds=stale_seconds)
     all_done = LinkBatch.objects.filter(status=LinkBatch.Status.RUNNING, heartbeat_at__lt=stale).exclude(
         chunks__status__in=[LinkChunk.Status.QUEUED, LinkChunk.Status.RUNNING]
     )

@@ -21,8 +21,3 @@ def process_link_chunk(chunk_id: int) -> None:
 @shared_task(name="links.finish_link_batch", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def finish_link_batch(batch_id: int) -> None:
     services.link_batch_finish(batch_id=batch_id)
-
-
-@shared_task(name="links.sweep_link_batches", ignore_result=True)
-def sweep_link_batches() -> None:
-    services.link_batches_sweep()

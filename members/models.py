@@ -9,8 +9,9 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Upper
+from django.utils import timezone
 
-from templates_sync.models import PassTemplate
+from templates_sync.models import BackgroundRun, PassTemplate
 
 
 class Member(models.Model):
@@ -35,7 +36,7 @@ class Member(models.Model):
     email = models.CharField(max_length=254, blank=True)
     phone = models.CharField(max_length=32, blank=True)
     # Name and email folded for substring search (members.search_text): written by every service that writes
-    # them, searched through a pg_trgm GIN index.
+    # them, searched through GIN indexes on its anchors (queries with a separator) and its trigrams (one word).
     search_text = models.TextField(blank=True, default="", editable=False)
     source = models.CharField(max_length=16, choices=Source.choices)
     # A plain integer, not a foreign key: links imports members, never the reverse.
@@ -67,7 +68,7 @@ class Member(models.Model):
     send_started_at = models.DateTimeField(null=True, blank=True)
     # When this pending member is due for its next attempt: the retry's countdown, or the end of the
     # current attempt's time budget. A pending member overdue by a minute lost its retry (the broker was
-    # away, the process died) and the sweep tries it (members.retry_stale_pending). Null once finished.
+    # away, the process died) and the sweep tries it (issuing.member_issue_retry_stale). Null once finished.
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, help_text="The last transient upstream error while pending.")
     created_by = models.ForeignKey(
@@ -94,8 +95,8 @@ class Member(models.Model):
             models.Index(fields=["email"], name="member_email_idx"),
             models.Index(fields=["phone"], name="member_phone_idx"),
             models.Index(fields=["display_name", "id"], name="member_name_idx"),
-            # Substring search on search_text (pg_trgm GIN) and the Pass ID prefix search (pass_id::text,
-            # text_pattern_ops) use indexes created in migration 0004 (PostgreSQL only).
+            # Substring search on search_text (pg_trgm GIN, migration 0005; its anchors' GIN, migration 0006)
+            # and the Pass ID prefix search (pass_id::text, text_pattern_ops, 0005): PostgreSQL only.
         ]
         permissions = [("manage_members", "Can add, edit, void and refresh members")]
 
@@ -175,26 +176,19 @@ class TemplateMemberCount(models.Model):
         return f"{self.template_id}: {self.members}"
 
 
-class MemberRefreshRun(models.Model):
+class MemberRefreshRun(BackgroundRun):
     """One run of the refresh job: every issued member's pass read again from SmartPages, stalest first, in
-    chunks spread over the workers. Recorded like a template sync: counts, errors, who or what started it.
+    chunks (MemberRefreshChunk) spread over the workers. Recorded like a template sync: counts, errors, who or
+    what started it. Its heartbeat is its chunks': the run shows life while any of them works.
 
     One run at a time: a run is created RUNNING, and a partial unique constraint lets only one such row exist
     (a second trigger is recorded as SKIPPED)."""
-
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-        SKIPPED = "skipped", "Skipped"
 
     class Trigger(models.TextChoices):
         BEAT = "beat", "Schedule"
         MANUAL = "manual", "Refresh now"
         COMMAND = "command", "Command"
 
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     trigger = models.CharField(max_length=16, choices=Trigger.choices)
     template_id = models.UUIDField(null=True, blank=True)
     triggered_by = models.ForeignKey(
@@ -208,13 +202,8 @@ class MemberRefreshRun(models.Model):
     chunks_done = models.PositiveIntegerField(default=0)
     # The first few member errors, [{"member": id, "error": text}], for the history page.
     error_samples = models.JSONField(default=list, blank=True)
-    error = models.TextField(blank=True)
-    queued_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-queued_at", "-id"]
+    class Meta(BackgroundRun.Meta):
         constraints = [
             models.UniqueConstraint(
                 fields=["status"], condition=Q(status="running"), name="one_running_member_refresh"
@@ -224,28 +213,44 @@ class MemberRefreshRun(models.Model):
     def __str__(self) -> str:
         return f"Member refresh #{self.pk} ({self.status})"
 
-    @property
-    def is_finished(self) -> bool:
-        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED, self.Status.SKIPPED)
-
-    @property
-    def duration(self):
-        if self.started_at and self.finished_at:
-            return self.finished_at - self.started_at
-        return None
-
     def as_json(self) -> dict:
         return {
-            "id": self.pk,
-            "status": self.status,
-            "finished": self.is_finished,
+            **super().as_json(),
             "total": self.total,
             "done": self.checked + self.errors,
             "checked": self.checked,
             "changed": self.changed,
             "errors": self.errors,
-            "error": self.error,
         }
+
+
+class MemberRefreshChunk(models.Model):
+    """Some members of a refresh run, read by one task; the run is done when all its chunks are.
+
+    A row, not only a message, so that a chunk whose task was lost (the broker was away, its worker died) is
+    found by the recovery sweep and sent again: a chunk queued while its run shows no life, or running without
+    a heartbeat. Its counts join the run's once, when it is marked done."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+
+    run = models.ForeignKey(MemberRefreshRun, on_delete=models.CASCADE, related_name="chunk_rows")
+    member_ids = models.JSONField(default=list)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    # Raised each time a worker takes the chunk: a worker's heartbeat and its final write hold only while the
+    # chunk is still its attempt, so a worker the sweep gave up on cannot count the chunk a second time.
+    attempt = models.PositiveIntegerField(default=0)
+    queued_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "id"]
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="refresh_chunk_status_idx")]
+
+    def __str__(self) -> str:
+        return f"Refresh run {self.run_id}, chunk {self.pk} ({self.status})"
 
 
 class BackgroundJob(models.Model):
@@ -289,6 +294,10 @@ class MemberBulkAction(BackgroundJob):
     succeeded = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
     skipped = models.PositiveIntegerField(default=0)
+    # Raised each time a worker takes the action; above 1, a worker died (or the task was lost) and the action
+    # went on from the members still waiting. The heartbeat tells the recovery sweep the worker is alive.
+    attempt = models.PositiveIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} #{self.pk} ({self.status})"
@@ -303,6 +312,7 @@ class MemberBulkAction(BackgroundJob):
             "succeeded": self.succeeded,
             "failed": self.failed,
             "skipped": self.skipped,
+            "attempt": self.attempt,
             "error": self.error,
         }
 
@@ -320,6 +330,9 @@ class MemberBulkOutcome(models.Model):
     member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="+")
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.WAITING)
     message = models.TextField(blank=True)
+    # When this member's upstream write (a void) was sent. Set on a row still waiting, the worker died during
+    # the call: the next attempt reads the pass before it writes again.
+    sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]

@@ -18,12 +18,6 @@ def autofill_backfill(backfill_id: int) -> str:
     return autofill.autofill_backfill_run(backfill=backfill).status
 
 
-@shared_task(name="members.resend_queued_backfills")
-def resend_queued_backfills() -> int:
-    """Beat, every SWEEP_INTERVAL: backfills left queued because their task could not be sent are sent again."""
-    return autofill.autofill_backfills_resend_queued()
-
-
 @shared_task(name="members.member_issue_retry")
 def member_issue_retry(member_id: int, attempts_so_far: int | None = None) -> str:
     """Try a pending member's pass again; while SmartPages stays unreachable, come back later with backoff.
@@ -44,13 +38,6 @@ def member_issue_retry(member_id: int, attempts_so_far: int | None = None) -> st
     return retry.member.status
 
 
-@shared_task(name="members.retry_stale_pending")
-def retry_stale_pending() -> int:
-    """Beat, every SWEEP_INTERVAL: pending members overdue for their next attempt (a retry that could not be
-    sent, a worker or web process that died mid-attempt) are tried again. Returns how many were tried."""
-    return issuing.member_issue_retry_stale()
-
-
 @shared_task(name="members.member_refresh_start")
 def member_refresh_start(trigger: str = "beat") -> str:
     """Beat's entry: start a refresh run; its chunks go to the workers as `member_refresh_chunk` tasks."""
@@ -58,8 +45,8 @@ def member_refresh_start(trigger: str = "beat") -> str:
 
 
 @shared_task(name="members.member_refresh_chunk")
-def member_refresh_chunk(run_id: int, member_ids: list[int]) -> None:
-    refresh.member_refresh_chunk(run_id=run_id, member_ids=member_ids)
+def member_refresh_chunk(chunk_id: int) -> None:
+    refresh.member_refresh_chunk(chunk_id=chunk_id)
 
 
 @shared_task(name="members.member_bulk_run")

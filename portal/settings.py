@@ -287,34 +287,35 @@ SMARTPAGES_REQUEST_TIMEOUT = (
 )
 TEMPLATE_SYNC_INTERVAL = env.int("TEMPLATE_SYNC_INTERVAL", default=900)
 # A running sync beats every TEMPLATE_SYNC_HEARTBEAT_SECONDS; one silent for TEMPLATE_SYNC_STALE_SECONDS lost its
-# worker and is taken over (lock released, a fresh run queued) by the sweep every TEMPLATE_SYNC_SWEEP_SECONDS.
+# worker and is taken over (lock released, a fresh run queued) by the recovery sweep.
 TEMPLATE_SYNC_HEARTBEAT_SECONDS = env.float("TEMPLATE_SYNC_HEARTBEAT_SECONDS", default=10.0)
 TEMPLATE_SYNC_STALE_SECONDS = env.int("TEMPLATE_SYNC_STALE_SECONDS", default=120)
-TEMPLATE_SYNC_SWEEP_SECONDS = env.float("TEMPLATE_SYNC_SWEEP_SECONDS", default=60.0)
-# Seconds between the beat sweeps that re-send recorded work whose task never ran, and how long work may wait
+# Seconds between the beat sweeps that send again recorded work whose task was lost, and how long work may wait
 # (queued, or a pending member past its next attempt) before a sweep sends it again.
-SWEEP_INTERVAL = env.int("SWEEP_INTERVAL", default=60)
+SWEEP_INTERVAL = env.float("SWEEP_INTERVAL", default=60.0)
 SWEEP_OVERDUE_AFTER = env.int("SWEEP_OVERDUE_AFTER", default=60)
+# A running bulk action or member refresh chunk beats every RUN_HEARTBEAT_SECONDS; one silent for RUN_STALE_SECONDS
+# lost its worker and is queued again by the sweep (it goes on from the members still to do).
+RUN_HEARTBEAT_SECONDS = env.float("RUN_HEARTBEAT_SECONDS", default=10.0)
+RUN_STALE_SECONDS = env.float("RUN_STALE_SECONDS", default=120.0)
+# The sweeps of templates_sync.recovery, by name: beat's one entry sends each as a task of its own.
+RECOVERY_SWEEPS = {
+    "sync-runs-queued": "templates_sync.services.sync_runs_resend_queued",
+    "sync-runs-stale": "templates_sync.services.sync_runs_recover_stale",
+    "members-pending": "members.services.issuing.member_issue_retry_stale",
+    "autofill-backfills": "members.services.autofill.autofill_backfills_resend_queued",
+    "bulk-actions": "members.services.bulk.member_bulk_actions_sweep",
+    "member-refresh-runs": "members.services.refresh.member_refresh_runs_sweep",
+    "link-batches": "links.services.link_batches_sweep",
+}
 CELERY_BEAT_SCHEDULE = {
     "sync-all-templates": {
         "task": "templates_sync.sync_all_templates",
         "schedule": float(TEMPLATE_SYNC_INTERVAL),
         "kwargs": {"trigger": "beat"},
     },
-    "take-over-stale-syncs": {
-        "task": "templates_sync.take_over_stale_syncs",
-        "schedule": TEMPLATE_SYNC_SWEEP_SECONDS,
-    },
-    # Work is recorded in a row before its task is sent; these re-send what is still waiting SWEEP_OVERDUE_AFTER
-    # seconds later (the broker was down, or the message was lost with its worker).
-    "retry-stale-pending-members": {"task": "members.retry_stale_pending", "schedule": float(SWEEP_INTERVAL)},
-    "resend-queued-sync-runs": {"task": "templates_sync.resend_queued_runs", "schedule": float(SWEEP_INTERVAL)},
-    "resend-queued-backfills": {"task": "members.resend_queued_backfills", "schedule": float(SWEEP_INTERVAL)},
-    # Link batches and chunks whose worker died or whose task never reached the broker.
-    "sweep-link-batches": {
-        "task": "links.sweep_link_batches",
-        "schedule": float(env.int("LINKS_SWEEP_SECONDS", default=60)),
-    },
+    # Work is recorded in a row before its task is sent; this sends again what a lost task left behind.
+    "sweep-recorded-work": {"task": "templates_sync.sweep_recorded_work", "schedule": SWEEP_INTERVAL},
 }
 # A restarted beat never sends an entry twice within its interval (portal/beat.py).
 CELERY_BEAT_SCHEDULER = "portal.beat.OnceScheduler"
@@ -325,8 +326,6 @@ MEMBER_REFRESH_RATE = env.float("MEMBER_REFRESH_RATE", default=10.0)
 # Per process when the shared limiter's Redis cannot be reached: low enough for ten workers together.
 MEMBER_REFRESH_FALLBACK_RATE = env.float("MEMBER_REFRESH_FALLBACK_RATE", default=MEMBER_REFRESH_RATE / 10)
 MEMBER_REFRESH_CHUNK = env.int("MEMBER_REFRESH_CHUNK", default=200)  # members per task
-# A refresh run still marked running after this long is taken as abandoned (its chunks were lost).
-MEMBER_REFRESH_LOCK_SECONDS = env.int("MEMBER_REFRESH_LOCK_SECONDS", default=6 * 3600)
 CELERY_BEAT_SCHEDULE["refresh-members"] = {
     "task": "members.member_refresh_start",
     "schedule": float(MEMBER_REFRESH_INTERVAL),

@@ -152,8 +152,13 @@ class TemplateInputField(models.Model):
         MEMBER = "MEMBER", "Member"
 
     # No index of its own: the unique (template, identifier) index serves every lookup by template, and one
-    # index less to maintain is a quicker first sync.
-    template = models.ForeignKey(PassTemplate, on_delete=models.CASCADE, related_name="input_fields", db_index=False)
+    # index less to maintain is a quicker first sync. No database constraint either: PostgreSQL checks one
+    # per row inserted (a lookup and a lock on the template's row, a quarter of a first sync's database time),
+    # and it would guard nothing the portal does: the sync alone writes input fields, each in the transaction
+    # that writes its template, and templates are never deleted (the ORM still cascades should one ever be).
+    template = models.ForeignKey(
+        PassTemplate, on_delete=models.CASCADE, related_name="input_fields", db_index=False, db_constraint=False
+    )
     position = models.PositiveIntegerField()
     identifier = models.CharField(max_length=200)
     label = models.CharField(max_length=500, blank=True)
@@ -173,19 +178,12 @@ class TemplateInputField(models.Model):
         return self.label or self.identifier
 
 
-class SyncRun(models.Model):
-    """One sync of the template mirror: a full run over every page, or a refresh of one template.
+class BackgroundRun(models.Model):
+    """What every recorded run of background work holds, whatever the work (a template sync, a member refresh).
 
-    A full run in status RUNNING is also the lock that keeps runs one at a time: a partial unique
-    constraint lets only one such row exist, on SQLite (embedded mode) as on PostgreSQL. A running run
-    beats `heartbeat_at` while it works; one whose beat is older than TEMPLATE_SYNC_STALE_SECONDS lost its
-    worker and is taken over (marked failed, which releases the lock). QUEUED rows are work recorded but
-    not yet picked up by a worker.
-    """
-
-    class Kind(models.TextChoices):
-        FULL = "full", "Full sync"
-        SINGLE = "single", "Single template"
+    QUEUED rows are work recorded but not yet picked up by a worker; a RUNNING run beats `heartbeat_at`
+    while it works, so a sweep can tell a run whose worker died from one that is slow. Subclasses add their
+    trigger choices, counts and lock."""
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -193,6 +191,45 @@ class SyncRun(models.Model):
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
         SKIPPED = "skipped", "Skipped"
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    error = models.TextField(blank=True)
+    queued_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of a running run.")
+
+    class Meta:
+        abstract = True
+        ordering = ["-queued_at", "-id"]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED, self.Status.SKIPPED)
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+    def as_json(self) -> dict:
+        """What the status endpoints, the commands' --json and the page scripts read; subclasses add counts."""
+        return {"id": self.pk, "status": self.status, "finished": self.is_finished, "error": self.error}
+
+
+class SyncRun(BackgroundRun):
+    """One sync of the template mirror: a full run over every page, or a refresh of one template.
+
+    A full run in status RUNNING is also the lock that keeps runs one at a time: a partial unique
+    constraint lets only one such row exist, on SQLite (embedded mode) as on PostgreSQL. A running run whose
+    heartbeat is older than TEMPLATE_SYNC_STALE_SECONDS lost its worker and is taken over (marked failed,
+    which releases the lock).
+    """
+
+    class Kind(models.TextChoices):
+        FULL = "full", "Full sync"
+        SINGLE = "single", "Single template"
 
     class Trigger(models.TextChoices):
         BEAT = "beat", "Schedule"
@@ -203,7 +240,6 @@ class SyncRun(models.Model):
 
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.FULL)
     template_id = models.UUIDField(null=True, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     trigger = models.CharField(max_length=16, choices=Trigger.choices)
     triggered_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     pages = models.PositiveIntegerField(default=0)
@@ -213,15 +249,9 @@ class SyncRun(models.Model):
     updated_count = models.PositiveIntegerField(default=0)
     unchanged = models.PositiveIntegerField(default=0)
     removed = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
     warning = models.TextField(blank=True)
-    queued_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of a running run.")
 
-    class Meta:
-        ordering = ["-queued_at", "-id"]
+    class Meta(BackgroundRun.Meta):
         constraints = [
             models.UniqueConstraint(
                 fields=["kind"],
@@ -238,29 +268,15 @@ class SyncRun(models.Model):
         """A running run whose last heartbeat is older than this lost its worker."""
         return timezone.now() - timedelta(seconds=settings.TEMPLATE_SYNC_STALE_SECONDS)
 
-    @property
-    def is_finished(self) -> bool:
-        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED, self.Status.SKIPPED)
-
-    @property
-    def duration(self):
-        if self.started_at and self.finished_at:
-            return self.finished_at - self.started_at
-        return None
-
     def as_json(self) -> dict:
-        """What the status endpoint, the command's --json and the page script read."""
         return {
-            "id": self.pk,
+            **super().as_json(),
             "kind": self.kind,
-            "status": self.status,
             "created_count": self.created_count,
             "updated_count": self.updated_count,
             "unchanged": self.unchanged,
             "removed": self.removed,
             "pages": self.pages,
             "total_pages": self.total_pages,
-            "error": self.error,
             "warning": self.warning,
-            "finished": self.is_finished,
         }

@@ -1,13 +1,9 @@
 """Requests for sync work from people: record a queued run, hand it to a worker after commit; and the sweep that
 sends again the runs whose task never came (the broker was away when they were asked for)."""
 
-from datetime import timedelta
-
-from django.conf import settings
-from django.utils import timezone
-
 from .enqueue import enqueue_after_commit
 from .models import PassTemplate, SyncRun
+from .recovery import resend_overdue
 from .selectors import running_full_sync
 from .sync import sync_run_queue, sync_run_skip, sync_runs_take_over_stale
 
@@ -29,17 +25,9 @@ def sync_request_refresh(*, template: PassTemplate, user) -> SyncRun:
     return run
 
 
-def sync_runs_resend_queued(*, limit: int = 100) -> int:
-    """Send again the task of every run still queued SWEEP_OVERDUE_AFTER seconds after it was asked for: its
-    first send failed (logged by enqueue_after_commit) or its message was lost. A run starts only from QUEUED,
-    so a late original and its re-send never run it twice. Returns how many were sent."""
-    cutoff = timezone.now() - timedelta(seconds=settings.SWEEP_OVERDUE_AFTER)
-    runs = list(
-        SyncRun.objects.filter(status=SyncRun.Status.QUEUED, queued_at__lt=cutoff).order_by("queued_at")[:limit]
-    )
-    for run in runs:
-        _send(run)
-    return len(runs)
+def sync_runs_resend_queued() -> int:
+    """A sweep (templates_sync.recovery): runs left queued because their task was lost are sent again."""
+    return resend_overdue(SyncRun.objects.all(), _send)
 
 
 def sync_runs_recover_stale() -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import operator
 import queue
 import threading
 import time
@@ -32,8 +33,10 @@ from .models import PassTemplate, SyncRun, TemplateInputField
 
 logger = logging.getLogger(__name__)
 
-# Columns rewritten when a template's content changes (everything but id and first_seen_at).
-_UPDATE_FIELDS = [
+# A template's row: the columns that come from its API object, in this order (see _mirror_rows). The other
+# columns are the page's: changed_at and first_seen_at are when it was read, removed_at is empty.
+_TEMPLATE_ROW = (
+    "id",
     "type",
     "name",
     "description",
@@ -50,14 +53,24 @@ _UPDATE_FIELDS = [
     "supports_google_wallet",
     "delivery_page_url",
     "when_last_update_sent",
-    "raw",
     "content_hash",
-    "changed_at",
-    "removed_at",
-]
-
-
-_FIELD_UPDATE_COLUMNS = ["position", "label", "description", "is_mandatory", "is_unique", "format", "type"]
+    "raw",  # the API object as JSON text (bytes), last: COPY takes it as it is, backslashes doubled
+)
+# Columns rewritten when a template's content changes (everything but id and first_seen_at).
+_UPDATE_FIELDS = [*_TEMPLATE_ROW[1:], "changed_at", "removed_at"]
+# An input field's row, in this order.
+_FIELD_ROW = (
+    "template_id",
+    "identifier",
+    "position",
+    "label",
+    "description",
+    "is_mandatory",
+    "is_unique",
+    "format",
+    "type",
+)
+_FIELD_UPDATE_COLUMNS = list(_FIELD_ROW[2:])
 
 
 class InvalidTemplate(ValueError):
@@ -76,18 +89,19 @@ _FIELD_TEXT_LIMITS = {f.name: f.max_length for f in TemplateInputField._meta.fie
 
 
 def content_hash(item: dict) -> str:
-    """A fingerprint of one API object, to skip unchanged templates without touching their rows.
-
-    orjson with sorted keys is canonical and about eight times faster than json.dumps; hashing is most of
-    an unchanged re-sync's own work.
-    """
+    """A fingerprint of one API object, to skip unchanged templates without touching their rows."""
     return _fingerprint(item)[0]
 
 
-def _fingerprint(item: dict) -> tuple[str, bool]:
-    """(content hash, whether a string in it holds a NUL byte) from one serialisation of the object."""
+def _fingerprint(item: dict) -> tuple[str, bytes]:
+    """(content hash, the object as canonical JSON text).
+
+    orjson with sorted keys is canonical and about eight times faster than json.dumps; hashing is most of
+    an unchanged re-sync's own work. The same text is what `raw` stores (jsonb keeps no key order), so a
+    new template is serialised once.
+    """
     dumped = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(dumped).hexdigest(), b"\\u0000" in dumped
+    return hashlib.sha256(dumped).hexdigest(), dumped
 
 
 def _text(value, *, limit: int | None = None) -> str:
@@ -142,8 +156,9 @@ def _when(value) -> datetime | None:
         return None
 
 
-def _template_columns(item: dict, *, digest: str, now: datetime, has_nul: bool = False) -> dict:
-    """The PassTemplate column values for one API object (every column but first_seen_at).
+def _mirror_rows(item, *, digest: str, dumped: bytes) -> tuple[tuple, list[tuple]]:
+    """The template's row (see _TEMPLATE_ROW) and its input fields' rows (see _FIELD_ROW) for one API
+    object and its fingerprint.
 
     What does not fit a column is made to fit (NUL bytes removed, text cut to the column's length,
     numbers held at the column's bounds); an object the mirror cannot store at all raises InvalidTemplate.
@@ -151,50 +166,54 @@ def _template_columns(item: dict, *, digest: str, now: datetime, has_nul: bool =
     if not isinstance(item, dict):
         raise InvalidTemplate(f"SmartPages sent a list item that is not a template object ({_text(item)[:40]!r}).")
     try:
-        template_id = uuid.UUID(str(item["id"]))
+        template_id = str(uuid.UUID(str(item["id"])))  # canonical: an upper-case id upstream is the same template
     except (KeyError, ValueError) as exc:
         raise InvalidTemplate(
             f"SmartPages sent a template without a usable id ({_text(item.get('id'))[:40]!r})."
         ) from exc
-    numbers = {}
-    for name, key, read in (
-        ("stamps", "stamps", _clamped_int),
-        ("kennitala_age_verification", "kennitalaAgeVerification", _clamped_int),
-        ("pass_price", "passPrice", _clamped_price),
+    if b"\\u0000" in dumped:  # a NUL byte somewhere: jsonb refuses it
+        item = _without_nul(item)
+        dumped = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
+    numbers = []
+    for key, read in (
+        ("stamps", _clamped_int),
+        ("kennitalaAgeVerification", _clamped_int),
+        ("passPrice", _clamped_price),
     ):
         try:
-            numbers[name] = read(item.get(key))
+            numbers.append(read(item.get(key)))
         except (TypeError, ValueError, InvalidOperation) as exc:
             shown = _text(item.get(key))[:40]
             raise InvalidTemplate(f"Template {template_id} has a {key} the mirror cannot read ({shown!r}).") from exc
-    limits = _TEXT_LIMITS
-    return {
-        "id": template_id,
-        "type": _text(item.get("type"), limit=limits["type"]),
-        "name": _text(item.get("name"), limit=limits["name"]),
-        "description": _text(item.get("description")),
-        "status": _text(item.get("status"), limit=limits["status"]),
-        "stamps": numbers["stamps"],
-        "pass_price": numbers["pass_price"],
-        "disable_issue": bool(item.get("disableIssue")),
-        "pos_distribution_only": bool(item.get("posDistributionOnly")),
-        "lock_input_fields": bool(item.get("lockInputFields")),
-        "deliver_by_kennitala": bool(item.get("deliverByKennitala")),
-        "use_email_domain_verification": bool(item.get("useEmailDomainVerification")),
-        "kennitala_age_verification": numbers["kennitala_age_verification"],
-        "has_dynamic_barcode": bool(item.get("hasDynamicBarcode")),
-        "supports_google_wallet": bool(item.get("supportsGoogleWallet")),
-        "delivery_page_url": _text(item.get("deliveryPageUrl"), limit=limits["delivery_page_url"]),
-        "when_last_update_sent": _when(item.get("whenLastUpdateSent")),
-        "raw": _without_nul(item) if has_nul else item,
-        "content_hash": digest,
-        "changed_at": now,
-        "removed_at": None,
-    }
+    stamps, age, price = numbers
+    limits, get = _TEXT_LIMITS, item.get
+    row = (
+        template_id,
+        _text(get("type"), limit=limits["type"]),
+        _text(get("name"), limit=limits["name"]),
+        _text(get("description")),
+        _text(get("status"), limit=limits["status"]),
+        stamps,
+        price,
+        bool(get("disableIssue")),
+        bool(get("posDistributionOnly")),
+        bool(get("lockInputFields")),
+        bool(get("deliverByKennitala")),
+        bool(get("useEmailDomainVerification")),
+        age,
+        bool(get("hasDynamicBarcode")),
+        bool(get("supportsGoogleWallet")),
+        _text(get("deliveryPageUrl"), limit=limits["delivery_page_url"]),
+        _when(get("whenLastUpdateSent")),
+        digest,
+        dumped,
+    )
+    return row, _input_field_rows(template_id, get("inputFields"))
 
 
-def _input_field_columns(template_id: uuid.UUID, item: dict) -> list[dict]:
-    fields = item.get("inputFields") or []
+def _input_field_rows(template_id: str, fields) -> list[tuple]:
+    if not fields:
+        return []
     if not isinstance(fields, list):
         raise InvalidTemplate(f"Template {template_id} has input fields that are not a list.")
     rows, identifiers, limits = [], set(), _FIELD_TEXT_LIMITS
@@ -205,26 +224,44 @@ def _input_field_columns(template_id: uuid.UUID, item: dict) -> list[dict]:
         if identifier in identifiers:
             continue  # identifiers are unique per template; a repeat is kept in `raw` only
         identifiers.add(identifier)
+        get = entry.get
         rows.append(
-            {
-                "template_id": template_id,
-                "position": position,
-                "identifier": identifier,
-                "label": _text(entry.get("label"), limit=limits["label"]),
-                "description": _text(entry.get("description")),
-                "is_mandatory": bool(entry.get("isMandatory")),
-                "is_unique": bool(entry.get("isUnique")),
-                "format": _text(entry.get("format"), limit=limits["format"]),
-                "type": _text(entry.get("type"), limit=limits["type"]),
-            }
+            (
+                template_id,
+                identifier,
+                position,
+                _text(get("label"), limit=limits["label"]),
+                _text(get("description")),
+                bool(get("isMandatory")),
+                bool(get("isUnique")),
+                _text(get("format"), limit=limits["format"]),
+                _text(get("type"), limit=limits["type"]),
+            )
         )
     return rows
 
 
-def _write_with_orm(templates: list[dict], fields: list[dict], *, replaced: list[str], now: datetime) -> None:
+def _template_dicts(templates: list[tuple], *, now: datetime, raw) -> list[dict]:
+    """Template rows as column dicts, `raw` made by `raw(json_text)`, for the writers that take dicts."""
+    return [
+        {
+            **dict(zip(_TEMPLATE_ROW[:-1], row[:-1], strict=True)),
+            "raw": raw(row[-1]),
+            "changed_at": now,
+            "removed_at": None,
+        }
+        for row in templates
+    ]
+
+
+def _field_dicts(fields: list[tuple]) -> list[dict]:
+    return [dict(zip(_FIELD_ROW, row, strict=True)) for row in fields]
+
+
+def _write_with_orm(templates: list[tuple], fields: list[tuple], *, replaced: list[str], now: datetime) -> None:
     # One INSERT … ON CONFLICT for new and changed rows alike; first_seen_at stays as it was.
     PassTemplate.objects.bulk_create(
-        [PassTemplate(first_seen_at=now, **row) for row in templates],
+        [PassTemplate(first_seen_at=now, **row) for row in _template_dicts(templates, now=now, raw=orjson.loads)],
         update_conflicts=True,
         unique_fields=["id"],
         update_fields=_UPDATE_FIELDS,
@@ -234,14 +271,14 @@ def _write_with_orm(templates: list[dict], fields: list[dict], *, replaced: list
     # An upsert, not a plain insert: a single-template refresh may have written a "new" template's fields
     # while this run was reading its page.
     TemplateInputField.objects.bulk_create(
-        [TemplateInputField(**row) for row in fields],
+        [TemplateInputField(**row) for row in _field_dicts(fields)],
         update_conflicts=True,
         unique_fields=["template", "identifier"],
         update_fields=_FIELD_UPDATE_COLUMNS,
     )
 
 
-def _write_with_postgresql(templates: list[dict], fields: list[dict], *, replaced: list[str], now: datetime) -> None:
+def _write_with_postgresql(templates: list[tuple], fields: list[tuple], *, replaced: list[str], now: datetime) -> None:
     """The same writes as _write_with_orm, in a transaction the caller opened.
 
     New templates and their input fields are COPYed straight into their tables (the bulk of a first sync:
@@ -255,75 +292,110 @@ def _write_with_postgresql(templates: list[dict], fields: list[dict], *, replace
         # waiting for each page's WAL flush takes the commit latency out of the run.
         cursor.execute("SET LOCAL synchronous_commit TO OFF")
     changed_ids = set(replaced)
-    new = [row for row in templates if str(row["id"]) not in changed_ids]
+    new = [row for row in templates if row[0] not in changed_ids]
     if new:
-        new_ids = {row["id"] for row in new}
-        new_fields = [row for row in fields if row["template_id"] in new_ids]
+        new_ids = {row[0] for row in new}
+        new_fields = [row for row in fields if row[0] in new_ids]
         try:
             with transaction.atomic():
                 _copy_rows(new, new_fields, now=now)
         except IntegrityError:
             _upsert_with_postgresql(new, new_fields, replaced=[], now=now)
     if changed_ids:
-        changed = [row for row in templates if str(row["id"]) in changed_ids]
-        changed_fields = [row for row in fields if str(row["template_id"]) in changed_ids]
+        changed = [row for row in templates if row[0] in changed_ids]
+        changed_fields = [row for row in fields if row[0] in changed_ids]
         _upsert_with_postgresql(changed, changed_fields, replaced=replaced, now=now)
 
 
-def _copy_rows(templates: list[dict], fields: list[dict], *, now: datetime) -> None:
-    # COPY's text format built here: about half the Python time of psycopg's write_row per value.
-    template_columns, field_columns = _copy_columns()
-    first_seen = now.isoformat()
-    template_lines = [
-        "\t".join([*(_copy_value(row[name]) for name in template_columns[:-1]), _copy_json(row["raw"]), first_seen])
-        for row in templates
-    ]
+def _copy_rows(templates: list[tuple], fields: list[tuple], *, now: datetime) -> None:
+    template_statement, field_statement = _copy_statements()
     with connection.cursor() as cursor, connection.wrap_database_errors:
-        with cursor.cursor.copy(_copy_statement(PassTemplate, [*template_columns, "first_seen_at"])) as copy:
-            copy.write("\n".join(template_lines) + "\n")
+        with cursor.cursor.copy(template_statement) as copy:
+            copy.write(_copy_template_text(templates, now=now))
         if fields:
-            field_lines = ["\t".join([_copy_value(row[name]) for name in field_columns]) for row in fields]
-            with cursor.cursor.copy(_copy_statement(TemplateInputField, field_columns)) as copy:
-                copy.write("\n".join(field_lines) + "\n")
+            with cursor.cursor.copy(field_statement) as copy:
+                copy.write(_copy_field_text(fields))
 
 
-def _copy_value(value) -> str:
-    """One value in COPY's text format: \\N for NULL, backslash, tab and line breaks escaped."""
-    if value is None:
-        return "\\N"
-    if value is True or value is False:
-        return "t" if value else "f"
-    if isinstance(value, datetime):
-        return value.isoformat()
-    text = str(value)
-    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
-        text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    return text
+# COPY's text format built here (psycopg's write_row took twice the Python time): a formatter per column,
+# chosen once from the model's field types and applied by map(operator.call, …), the JSON text as it is.
+# Every row has a value for every formatter (see _TEMPLATE_ROW and _FIELD_ROW).
+_NULL = "\\N"
 
 
-def _copy_json(value) -> str:
-    # JSON text has no raw tab or line break (JSON escapes them): only its backslashes need doubling.
-    return _json_text(value).replace("\\", "\\\\")
+def _copy_text(value: str) -> str:
+    """A string in COPY's text format: backslash, tab and line breaks escaped."""
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        value = value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return value
+
+
+def _copy_flag(value: bool) -> str:
+    return "t" if value else "f"
+
+
+def _copy_number(value) -> str:
+    return _NULL if value is None else str(value)
+
+
+def _copy_moment(value: datetime | None) -> str:
+    return _NULL if value is None else value.isoformat()
+
+
+def _copy_formatters(model, names) -> tuple:
+    by_type = {
+        "BooleanField": _copy_flag,
+        "IntegerField": _copy_number,
+        "PositiveIntegerField": _copy_number,
+        "DecimalField": _copy_number,
+        "DateTimeField": _copy_moment,
+        "UUIDField": str,
+        "ForeignKey": str,
+    }
+    return tuple(by_type.get(model._meta.get_field(name).get_internal_type(), _copy_text) for name in names)
 
 
 @functools.cache
-def _copy_columns() -> tuple[list[str], list[str]]:
-    # `raw` last, so each row is its other values plus its JSON text.
-    templates = ["id", *(name for name in _UPDATE_FIELDS if name != "raw"), "raw"]
-    return templates, ["template_id", "identifier", *_FIELD_UPDATE_COLUMNS]
+def _copy_layout() -> tuple[tuple, tuple]:
+    return _copy_formatters(PassTemplate, _TEMPLATE_ROW[:-1]), _copy_formatters(TemplateInputField, _FIELD_ROW)
 
 
-def _copy_statement(model, names: list[str]) -> str:
-    columns = ", ".join(model._meta.get_field(name).column for name in names)
-    return f"COPY {model._meta.db_table} ({columns}) FROM STDIN"
+def _copy_template_text(templates: list[tuple], *, now: datetime) -> bytes:
+    formatters = _copy_layout()[0]
+    moment = now.isoformat()
+    page = f"\t{moment}\t{_NULL}\t{moment}\t"  # changed_at, removed_at, first_seen_at; then raw
+    # JSON text holds no raw tab or line break (JSON escapes them): only its backslashes need doubling.
+    return b"".join(
+        [
+            ("\t".join(map(operator.call, formatters, row[:-1])) + page).encode()
+            + row[-1].replace(b"\\", b"\\\\")
+            + b"\n"
+            for row in templates
+        ]
+    )
 
 
-def _upsert_with_postgresql(templates: list[dict], fields: list[dict], *, replaced: list[str], now: datetime) -> None:
+def _copy_field_text(fields: list[tuple]) -> bytes:
+    formatters = _copy_layout()[1]
+    return ("\n".join(["\t".join(map(operator.call, formatters, row)) for row in fields]) + "\n").encode()
+
+
+@functools.cache
+def _copy_statements() -> tuple[str, str]:
+    def copy(model, names) -> str:
+        columns = ", ".join(model._meta.get_field(name).column for name in names)
+        return f"COPY {model._meta.db_table} ({columns}) FROM STDIN"
+
+    templates = [*_TEMPLATE_ROW[:-1], "changed_at", "removed_at", "first_seen_at", "raw"]
+    return copy(PassTemplate, templates), copy(TemplateInputField, _FIELD_ROW)
+
+
+def _upsert_with_postgresql(templates: list[tuple], fields: list[tuple], *, replaced: list[str], now: datetime) -> None:
     """Each page sent as one JSON document that PostgreSQL unpacks (json_to_recordset): building model
     instances and per-value parameters cost about ten times the fetch of the page itself."""
     template_sql, field_sql = _postgresql_statements()
     with connection.cursor() as cursor:
-        cursor.execute(template_sql, [now, _json_text(templates)])
+        cursor.execute(template_sql, [now, _json_text(_template_dicts(templates, now=now, raw=orjson.Fragment))])
         if replaced:
             # The id list goes as one JSON text too: psycopg adapts a list of UUIDs element by element.
             cursor.execute(
@@ -332,11 +404,11 @@ def _upsert_with_postgresql(templates: list[dict], fields: list[dict], *, replac
                 [orjson.dumps(replaced).decode()],
             )
         if fields:
-            cursor.execute(field_sql, [_json_text(fields)])
+            cursor.execute(field_sql, [_json_text(_field_dicts(fields))])
 
 
 def _json_text(value) -> str:
-    # orjson writes UUIDs and datetimes itself; Decimal prices go as strings, which PostgreSQL casts.
+    # orjson writes datetimes itself; Decimal prices go as strings, which PostgreSQL casts.
     return orjson.dumps(value, default=str).decode()
 
 
@@ -364,7 +436,7 @@ def _postgresql_statements() -> tuple[str, str]:
     field_updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in _FIELD_UPDATE_COLUMNS)
     field_sql = insert(
         TemplateInputField,
-        ["template_id", "identifier", *_FIELD_UPDATE_COLUMNS],
+        list(_FIELD_ROW),
         conflict=f"ON CONFLICT (template_id, identifier) DO UPDATE SET {field_updates}",
     )
     return template_sql, field_sql
@@ -383,8 +455,8 @@ def _mirror_state(ids: list[str] | None = None) -> dict[str, tuple[str, bool]]:
 class PreparedPage:
     """What one page of API objects means for the mirror, worked out before anything is written."""
 
-    templates: list[dict] = field(default_factory=list)  # rows to insert or rewrite
-    fields: list[dict] = field(default_factory=list)  # their input-field rows
+    templates: list[tuple] = field(default_factory=list)  # rows to insert or rewrite (see _TEMPLATE_ROW)
+    fields: list[tuple] = field(default_factory=list)  # their input-field rows (see _FIELD_ROW)
     replaced: list[str] = field(default_factory=list)  # known templates whose input-field rows are rewritten
     created: int = 0
     updated: int = 0
@@ -400,21 +472,20 @@ def _prepare(items: list, *, known: dict[str, tuple[str, bool]], now: datetime) 
     page = PreparedPage()
     for item in items:
         try:
-            digest, has_nul = _fingerprint(item)
+            digest, dumped = _fingerprint(item)
             template_id = str(item["id"]) if isinstance(item, dict) and "id" in item else None
             state = known.get(template_id) if template_id else None
             if state == (digest, False):
                 page.unchanged += 1
                 continue
-            columns = _template_columns(item, digest=digest, now=now, has_nul=has_nul)
-            fields = _input_field_columns(columns["id"], columns["raw"])
+            row, fields = _mirror_rows(item, digest=digest, dumped=dumped)
         except (InvalidTemplate, orjson.JSONEncodeError) as exc:
             page.skipped.append(str(exc))
             continue
-        template_id = str(columns["id"])  # canonical: an upper-case id upstream is the same template
+        template_id = row[0]
         state = known.get(template_id)
         known[template_id] = (digest, False)
-        page.templates.append(columns)
+        page.templates.append(row)
         page.fields.extend(fields)
         if state is None:
             page.created += 1
@@ -440,12 +511,32 @@ def _store(items: list, *, known: dict[str, tuple[str, bool]], now: datetime) ->
     return page
 
 
+PAGES_PER_WRITE = 4
+
+
+def _joined(pages: list[tuple[PreparedPage, datetime]]) -> tuple[PreparedPage, datetime]:
+    """Prepared pages as one, dated when the first of them was read."""
+    if len(pages) == 1:
+        return pages[0]
+    joined = PreparedPage()
+    for page, _ in pages:
+        joined.templates += page.templates
+        joined.fields += page.fields
+        joined.replaced += page.replaced
+        joined.created += page.created
+        joined.updated += page.updated
+        joined.unchanged += page.unchanged
+        joined.skipped += page.skipped
+    return joined, pages[0][1]
+
+
 class PageWriter:
     """Writes prepared pages in order and counts what it wrote: page n is written while page n+1 is
     compared and page n+2 fetched.
 
     On PostgreSQL outside a transaction (a worker, the command) it writes from a thread on a database
-    connection of its own, each page in a short transaction of its own; inside a caller's transaction, or
+    connection of its own, each page (or the few that queued up meanwhile) in a short transaction of its own;
+    inside a caller's transaction, or
     on SQLite, it writes inline, on the caller's connection. A write error is raised to the consumer at
     its next `put` or at `close`. `idle` is called every `idle_seconds` while the consumer waits on it.
     """
@@ -457,7 +548,7 @@ class PageWriter:
         self._error: BaseException | None = None
         self._thread = None
         if self._writes_in_thread():
-            self._pages: queue.Queue = queue.Queue(maxsize=1)
+            self._pages: queue.Queue = queue.Queue(maxsize=PAGES_PER_WRITE)
             self._thread = threading.Thread(target=self._write_pages, daemon=True, name="template-page-writer")
             self._thread.start()
 
@@ -496,12 +587,23 @@ class PageWriter:
             self._raise_error()
 
     def _write_pages(self) -> None:
+        ended = False
         try:
-            while (item := self._pages.get()) is not None:
-                self._write(*item)
+            while not ended:
+                # Pages that queued up while the last write went on are written together, in one transaction
+                # and one COPY per table: when the database is what the run waits for, fewer, larger writes.
+                batch = [self._pages.get()]
+                while batch[-1] is not None and len(batch) < PAGES_PER_WRITE:
+                    try:
+                        batch.append(self._pages.get_nowait())
+                    except queue.Empty:
+                        break
+                ended = batch[-1] is None
+                if pages := [item for item in batch if item is not None]:
+                    self._write(*_joined(pages))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
             self._error = exc
-            while self._pages.get() is not None:  # let the consumer's put and close go through
+            while not ended and self._pages.get() is not None:  # let the consumer's put and close go through
                 pass
         finally:
             connection.close()  # this thread's own connection

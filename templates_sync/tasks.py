@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.contrib.auth import get_user_model
 
-from . import services, sync
+from . import recovery, sync
 from .models import SyncRun
 
 
@@ -29,13 +29,12 @@ def refresh_template(
     return sync.template_refresh(template_id=template_id, run=run, triggered_by=user, trigger=trigger).status
 
 
-@shared_task(name="templates_sync.resend_queued_runs")
-def resend_queued_runs() -> int:
-    """Beat, every SWEEP_INTERVAL: runs left queued because their task could not be sent are sent again."""
-    return services.sync_runs_resend_queued()
+@shared_task(name="templates_sync.sweep_recorded_work", ignore_result=True)
+def sweep_recorded_work() -> int:
+    """Beat, every SWEEP_INTERVAL: one task per recovery sweep, each sending again the work its app lost."""
+    return recovery.sweeps_send_all()
 
 
-@shared_task(name="templates_sync.take_over_stale_syncs")
-def take_over_stale_syncs() -> int:
-    """Beat's sweep: runs whose worker died are marked failed, and each full one is queued afresh."""
-    return services.sync_runs_recover_stale()
+@shared_task(name="templates_sync.run_sweep", ignore_result=True)
+def run_sweep(name: str):
+    return recovery.sweep_run(name)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -18,7 +17,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection
 
-from conftest import start_celery, stop_process, wait_for
+from conftest import kill_worker_part_way, start_celery, stop_process, wait_for
 from links import services
 from links.keyring import link_keys
 from links.models import LinkBatch, LinkChunk
@@ -188,14 +187,6 @@ def test_a_pool_of_two_workers_gives_the_one_process_file(one_process, celery_wo
     assert comparable(batch) == expected
 
 
-def _kill_tree(process) -> None:
-    """SIGKILL the worker and its pool processes: nothing of it runs any clean-up."""
-    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-    for pid in [process.pid, *map(int, children)]:
-        os.kill(pid, signal.SIGKILL)
-    process.wait(timeout=30)
-
-
 @pytest.mark.worker
 def test_a_worker_killed_mid_batch_costs_its_chunks_and_the_batch_finishes_right(
     sandbox, own_redis, settings, tmp_path
@@ -207,11 +198,11 @@ def test_a_worker_killed_mid_batch_costs_its_chunks_and_the_batch_finishes_right
         "SMARTPAGES_API_URL": sandbox.url,
         "CELERY_BROKER_URL": own_redis.url(0),
         "LINKS_STALE_SECONDS": "3",
-        "LINKS_SWEEP_SECONDS": "1",
+        "SWEEP_INTERVAL": "1",
         "CACHE_REDIS_URL": own_redis.url(1),
     }
-    first = start_celery(env, log_name="links-killed")
-    try:
+
+    def start() -> LinkBatch:
         batch = make(template, path, settings, chunk_rows=1000, jobs=None)
         # The chunks go out on this test's own broker (the task's path), from a process that uses it.
         code = (
@@ -229,16 +220,16 @@ def test_a_worker_killed_mid_batch_costs_its_chunks_and_the_batch_finishes_right
             check=True,
             cwd=Path(__file__).resolve().parents[2],
         )
-        wait_for(
-            lambda: LinkChunk.objects.filter(batch=batch, status="done").count() >= 2,
-            timeout=120,
-            interval=0.05,
-            message="two chunks done",
-        )
-        _kill_tree(first)
-    finally:
-        if first.poll() is None:
-            stop_process(first)
+        return batch
+
+    batch = kill_worker_part_way(
+        env,
+        log_name="links-killed",
+        start=start,
+        part_way=lambda batch: LinkChunk.objects.filter(batch=batch, status="done").count() >= 2,
+        timeout=120,
+        message="two chunks done",
+    )
     killed = LinkBatch.objects.get(pk=batch.pk)
     assert killed.status == "running"
     lost = set(LinkChunk.objects.filter(batch=batch, status="running").values_list("index", flat=True))

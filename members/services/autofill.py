@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from templates_sync.enqueue import enqueue_after_commit
 from templates_sync.models import PassTemplate
+from templates_sync.recovery import resend_overdue
 
 from .. import selectors
 from ..models import (
@@ -158,19 +159,11 @@ def autofill_backfill_request(*, template: PassTemplate, user) -> AutofillBackfi
     return run
 
 
-def autofill_backfills_resend_queued(*, limit: int = 100) -> int:
-    """Send again the task of every backfill still queued SWEEP_OVERDUE_AFTER seconds after it was asked for
-    (its first send failed or was lost). `autofill_backfill_run` starts only a queued row, so the late
-    original and the re-send never both run it. Returns how many were sent."""
-    cutoff = timezone.now() - timedelta(seconds=settings.SWEEP_OVERDUE_AFTER)
-    queued = list(
-        AutofillBackfill.objects.filter(status=AutofillBackfill.Status.QUEUED, queued_at__lt=cutoff)
-        .order_by("queued_at")
-        .values_list("pk", flat=True)[:limit]
+def autofill_backfills_resend_queued() -> int:
+    """A sweep (templates_sync.recovery): backfills left queued because their task was lost are sent again."""
+    return resend_overdue(
+        AutofillBackfill.objects.all(), lambda backfill: enqueue_after_commit(BACKFILL_TASK, backfill.pk)
     )
-    for backfill_id in queued:
-        enqueue_after_commit(BACKFILL_TASK, backfill_id)
-    return len(queued)
 
 
 def autofill_backfill_run(*, backfill: AutofillBackfill) -> AutofillBackfill:

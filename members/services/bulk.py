@@ -3,8 +3,9 @@
 A request records the action and one WAITING outcome row per member in one transaction, then hands the
 action to a worker (after commit). The task works through the waiting rows in chunks, each upstream call
 after the shared limiter (the refresh job's rate, shared by all workers), and writes each member's outcome
-and the progress counts as it goes. A task delivered twice, or run again after a worker died, continues
-with the rows still waiting: no member is acted on twice.
+and the progress counts as it goes, beating the action's heartbeat. A task delivered twice finds the action
+taken; one lost (the broker was away, the worker died) is sent again by the recovery sweep and continues with
+the rows still waiting: no member is acted on twice.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import logging
 from collections.abc import Iterable
 
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import F, QuerySet, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from templates_sync.client import SmartPagesClient, smartpages_client
 from templates_sync.enqueue import enqueue_after_commit
 from templates_sync.rate_limit import SharedRateLimiter
+from templates_sync.recovery import MAX_ATTEMPTS, requeue_stale, resend_overdue, take
 
 from ..models import Member, MemberBulkAction, MemberBulkOutcome
 from . import MemberError
@@ -53,40 +56,86 @@ def member_bulk_request(
         MemberBulkOutcome.objects.bulk_create(
             (MemberBulkOutcome(action=bulk, member_id=member_id) for member_id in ids), batch_size=5000
         )
-        enqueue_after_commit(BULK_TASK, bulk.pk)
+        _send(bulk)
     return bulk
 
 
 def member_bulk_run(
     *, bulk: MemberBulkAction, client: SmartPagesClient | None = None, limiter: SharedRateLimiter | None = None
 ) -> MemberBulkAction:
-    """Act on every member still WAITING in this action, recording each outcome."""
-    MemberBulkAction.objects.filter(pk=bulk.pk, status=MemberBulkAction.Status.QUEUED).update(
-        status=MemberBulkAction.Status.RUNNING, started_at=timezone.now()
-    )
-    limiter = limiter or smartpages_rate_limiter()
+    """Act on every member still WAITING in this action, recording each outcome. Only the worker that took the
+    action from QUEUED acts: a copy of the task delivered twice finds it taken and returns; a worker the
+    recovery sweep gave up on (no heartbeat) stops at its next heartbeat."""
+    beat = take(bulk, started_at=Coalesce(F("started_at"), Value(timezone.now())))
+    if beat is None:
+        bulk.refresh_from_db()
+        return bulk
     waiting = MemberBulkOutcome.objects.filter(action=bulk, outcome=MemberBulkOutcome.Outcome.WAITING)
+    if bulk.attempt > MAX_ATTEMPTS:
+        _give_up(bulk=bulk, waiting=waiting, beat=beat)
+        bulk.refresh_from_db()
+        return bulk
+    limiter = limiter or smartpages_rate_limiter()
     with smartpages_client(client) as smartpages:
         while chunk := list(waiting.select_related("member__template").order_by("id")[:BULK_CHUNK]):
             for row in chunk:
+                if not beat():
+                    bulk.refresh_from_db()
+                    return bulk
                 _member_act(row=row, action=bulk.action, client=smartpages, limiter=limiter)
-    with transaction.atomic():
-        bulk = MemberBulkAction.objects.select_for_update().get(pk=bulk.pk)
-        if not bulk.is_finished:
-            bulk.status, bulk.finished_at = MemberBulkAction.Status.SUCCEEDED, timezone.now()
-            bulk.save(update_fields=["status", "finished_at"])
+    beat.mine.update(status=MemberBulkAction.Status.SUCCEEDED, finished_at=timezone.now())
+    bulk.refresh_from_db()
     return bulk
+
+
+def member_bulk_actions_sweep() -> int:
+    """A sweep (templates_sync.recovery): actions left queued because their task was lost, and actions whose
+    worker stopped beating, are sent again; each goes on from its members still waiting."""
+    actions = MemberBulkAction.objects.all()
+    return resend_overdue(actions, _send) + requeue_stale(actions, _send)
+
+
+def _send(bulk: MemberBulkAction) -> None:
+    enqueue_after_commit(BULK_TASK, bulk.pk)
+
+
+def _give_up(*, bulk: MemberBulkAction, waiting: QuerySet[MemberBulkOutcome], beat) -> None:
+    """A worker died in this action MAX_ATTEMPTS times: the members still waiting fail, with the reason."""
+    message = f"Not done: a worker stopped {MAX_ATTEMPTS} times while running this action."
+    with transaction.atomic():
+        left = waiting.update(outcome=MemberBulkOutcome.Outcome.FAILED, message=message)
+        beat.mine.update(
+            status=MemberBulkAction.Status.FAILED,
+            finished_at=timezone.now(),
+            done=F("done") + left,
+            failed=F("failed") + left,
+            error=f"{message} {left} members were not acted on; select them again to retry.",
+        )
 
 
 def _member_act(*, row: MemberBulkOutcome, action: str, client: SmartPagesClient, limiter: SharedRateLimiter) -> None:
     member = row.member
+    void = action == MemberBulkAction.Action.VOID
+    if void and row.sent_at is not None and member.status == Member.Status.ISSUED:
+        # An attempt whose worker died sent this void and wrote nothing after: SmartPages may hold the pass
+        # voided already. Read it first, so that a void that went through is never sent a second time.
+        limiter.wait()
+        try:
+            member_refresh(member=member, client=client)
+        except MemberError as exc:
+            _record(row=row, outcome=MemberBulkOutcome.Outcome.FAILED, message=str(exc))
+            return
+        if member.status == Member.Status.VOIDED:
+            _record(row=row, outcome=MemberBulkOutcome.Outcome.SUCCEEDED)
+            return
     skip = _skip_reason(member=member, action=action)
     if skip:
         outcome, message = MemberBulkOutcome.Outcome.SKIPPED, skip
     else:
         limiter.wait()
         try:
-            if action == MemberBulkAction.Action.VOID:
+            if void:
+                MemberBulkOutcome.objects.filter(pk=row.pk).update(sent_at=timezone.now())
                 member_void(member=member, user=row.action.requested_by, client=client)
             else:
                 member_refresh(member=member, client=client)
@@ -94,6 +143,10 @@ def _member_act(*, row: MemberBulkOutcome, action: str, client: SmartPagesClient
             outcome, message = MemberBulkOutcome.Outcome.FAILED, str(exc)
         else:
             outcome, message = MemberBulkOutcome.Outcome.SUCCEEDED, ""
+    _record(row=row, outcome=outcome, message=message)
+
+
+def _record(*, row: MemberBulkOutcome, outcome: str, message: str = "") -> None:
     counter = str(outcome)  # the action's counter of the same name
     with transaction.atomic():
         # Only a row still waiting: a second copy of the task that got here first keeps its outcome.

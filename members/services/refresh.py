@@ -5,7 +5,8 @@ A run reads every member whose pass SmartPages holds (issued or redeemed), stale
 MEMBER_REFRESH_CHUNK members, each chunk a Celery task, so several workers share the work. Every read waits
 for the shared limiter (templates_sync.rate_limit): MEMBER_REFRESH_RATE requests per second across all workers
 together. Changes land in each member's history (passes.member_apply_pass). The run row holds counts and the
-first errors, like a template sync; the last chunk to finish closes it and reconciles the member counts.
+first errors, like a template sync; the last chunk to finish closes it and reconciles the member counts. Each
+chunk is a row (MemberRefreshChunk), so the recovery sweep sends again a chunk whose task was lost.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from templates_sync.client import SmartPagesClient, SmartPagesError, smartpages_client
 from templates_sync.enqueue import enqueue_after_commit
 from templates_sync.rate_limit import SharedRateLimiter
+from templates_sync.recovery import MAX_ATTEMPTS, requeue_stale, resend_waiting, take
 
-from ..models import Member, MemberRefreshRun
+from ..models import Member, MemberRefreshChunk, MemberRefreshRun
 from .counts import template_member_counts_reconcile
 from .passes import member_apply_pass
 
@@ -54,9 +56,8 @@ def member_refresh_run_start(
     inline: bool = False,
     client: SmartPagesClient | None = None,
 ) -> MemberRefreshRun:
-    """Record a run and hand its chunks to the workers (after commit), or run them here with `inline` (the
-    command). While another run is running, this one is recorded as SKIPPED."""
-    _expire_abandoned_runs()
+    """Record a run and its chunks, and hand the chunks to the workers (after commit), or run them here with
+    `inline` (the command). While another run is running, this one is recorded as SKIPPED."""
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -66,6 +67,7 @@ def member_refresh_run_start(
                 template_id=template_id,
                 triggered_by=user,
                 started_at=now,
+                heartbeat_at=now,
             )
     except IntegrityError:
         running = MemberRefreshRun.objects.filter(status=MemberRefreshRun.Status.RUNNING).first()
@@ -83,44 +85,67 @@ def member_refresh_run_start(
         members = members.filter(template_id=template_id)
     ids = list(members.order_by(F("refreshed_at").asc(nulls_first=True), "id").values_list("id", flat=True))
     size = max(1, settings.MEMBER_REFRESH_CHUNK)
-    chunks = [ids[start : start + size] for start in range(0, len(ids), size)]
     with transaction.atomic():
+        chunks = MemberRefreshChunk.objects.bulk_create(
+            (MemberRefreshChunk(run=run, member_ids=ids[start : start + size]) for start in range(0, len(ids), size)),
+            batch_size=1000,
+        )
         MemberRefreshRun.objects.filter(pk=run.pk).update(total=len(ids), chunks=len(chunks))
         run.total, run.chunks = len(ids), len(chunks)
         if not chunks:
             _run_finish(run_id=run.pk)
         elif not inline:
             for chunk in chunks:
-                enqueue_after_commit(CHUNK_TASK, run.pk, chunk)
+                _send_chunk(chunk)
     if inline:
         limiter = smartpages_rate_limiter()
         with smartpages_client(client) as smartpages:
             for chunk in chunks:
-                member_refresh_chunk(run_id=run.pk, member_ids=chunk, client=smartpages, limiter=limiter)
+                member_refresh_chunk(chunk_id=chunk.pk, client=smartpages, limiter=limiter)
     run.refresh_from_db()
     return run
 
 
 def member_refresh_chunk(
     *,
-    run_id: int,
-    member_ids: list[int],
+    chunk_id: int,
     client: SmartPagesClient | None = None,
     limiter: SharedRateLimiter | None = None,
 ) -> None:
-    """Read one chunk's passes, each after the shared limiter allows it, and add the outcome to the run."""
-    if not MemberRefreshRun.objects.filter(pk=run_id, status=MemberRefreshRun.Status.RUNNING).exists():
-        return  # the run was expired as abandoned, or this chunk was delivered twice after it finished
-    limiter = limiter or smartpages_rate_limiter()
-    order = {member_id: n for n, member_id in enumerate(member_ids)}
+    """Read one chunk's passes, each after the shared limiter allows it, and add the outcome to the run once.
+
+    A chunk runs again when its worker died (the recovery sweep queued it again): the members that worker
+    already found changed (stamped since the run began) are not read again and count as checked; the others
+    are read again, which SmartPages does not mind and which writes no history twice (a member's history
+    holds only real differences)."""
+    chunk = MemberRefreshChunk.objects.select_related("run").filter(pk=chunk_id).first()
+    if chunk is None:
+        return
+    running = MemberRefreshRun.objects.filter(pk=chunk.run_id, status=MemberRefreshRun.Status.RUNNING)
+    beat = take(chunk, among=MemberRefreshChunk.objects.filter(run__in=running), also=running)
+    if beat is None:
+        return  # taken by another worker already, done, or its run is over
+    order = {member_id: n for n, member_id in enumerate(chunk.member_ids)}
     members = sorted(
-        Member.objects.filter(pk__in=member_ids, status__in=REFRESHED_STATUSES).select_related("template"),
+        Member.objects.filter(pk__in=chunk.member_ids, status__in=REFRESHED_STATUSES)
+        .exclude(refreshed_at__gte=chunk.run.started_at)
+        .select_related("template"),
         key=lambda m: order[m.pk],
     )
-    checked = changed = errors = 0
+    # Members gone from the refreshed statuses since the run listed them, or read since it began, count as
+    # checked: nothing to read.
+    checked, changed, errors = len(chunk.member_ids) - len(members), 0, 0
     samples, unchanged = [], []
+    if chunk.attempt > MAX_ATTEMPTS:
+        # Workers died in this chunk every time: its members are not read, and the run goes on without them.
+        message = f"Not read: a worker stopped {MAX_ATTEMPTS} times while reading this member's chunk."
+        errors, samples = len(members), [{"member": m.pk, "error": message} for m in members[:ERROR_SAMPLES]]
+        members = []
+    limiter = limiter or smartpages_rate_limiter()
     with smartpages_client(client) as smartpages:
         for member in members:
+            if not beat():
+                return  # the sweep gave this chunk to another worker: that one counts it
             limiter.wait()
             try:
                 reply = smartpages.get_pass(str(member.pass_id))
@@ -134,18 +159,45 @@ def member_refresh_chunk(
                 changed += 1
             else:
                 unchanged.append(member.pk)
-    # Members gone from the refreshed statuses since the run listed them count as checked: nothing to read.
-    checked += len(member_ids) - len(members)
     # One statement for the chunk's unchanged members, not one per member.
     Member.objects.filter(pk__in=unchanged).update(refreshed_at=timezone.now())
     with transaction.atomic():
-        run = MemberRefreshRun.objects.select_for_update().get(pk=run_id)
+        if not beat.mine.update(status=MemberRefreshChunk.Status.DONE, heartbeat_at=timezone.now()):
+            return  # taken over at the last moment: the attempt that holds it now counts it
+        run = MemberRefreshRun.objects.select_for_update().get(pk=chunk.run_id)
         run.checked, run.changed, run.errors = run.checked + checked, run.changed + changed, run.errors + errors
         run.chunks_done += 1
         run.error_samples = (run.error_samples + samples)[:ERROR_SAMPLES]
         run.save(update_fields=["checked", "changed", "errors", "chunks_done", "error_samples"])
         if run.chunks_done >= run.chunks:
             _run_finish(run_id=run.pk)
+
+
+def member_refresh_runs_sweep() -> int:
+    """A sweep (templates_sync.recovery): chunks whose worker stopped beating are queued and sent again, and
+    so are the chunks still waiting while their run shows no life for RUN_STALE_SECONDS (their messages were
+    lost: the broker was away, or a dead worker held them; or the command running them inline was stopped).
+    Returns how many chunks were sent."""
+    stale = timezone.now() - timedelta(seconds=settings.RUN_STALE_SECONDS)
+    silent_runs = MemberRefreshRun.objects.filter(status=MemberRefreshRun.Status.RUNNING).filter(
+        Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True, started_at__lt=stale)
+    )
+    chunks = MemberRefreshChunk.objects.filter(run__status=MemberRefreshRun.Status.RUNNING)
+    sent = resend_waiting(chunks.filter(run__in=silent_runs), _send_chunk, stale_seconds=settings.RUN_STALE_SECONDS)
+    sent += requeue_stale(chunks, _send_chunk)
+    # A silent run with no chunk left to do was recorded before its chunks were rows: nothing can finish it.
+    silent_runs.exclude(
+        chunk_rows__status__in=[MemberRefreshChunk.Status.QUEUED, MemberRefreshChunk.Status.RUNNING]
+    ).update(
+        status=MemberRefreshRun.Status.FAILED,
+        finished_at=timezone.now(),
+        error="Abandoned: its chunks were lost and cannot be sent again.",
+    )
+    return sent
+
+
+def _send_chunk(chunk: MemberRefreshChunk) -> None:
+    enqueue_after_commit(CHUNK_TASK, chunk.pk)
 
 
 def _run_finish(*, run_id: int) -> None:
@@ -163,13 +215,3 @@ def _run_finish(*, run_id: int) -> None:
     # The kept member counts, corrected after every run (after commit: it locks each template's count row).
     template_ids = [run.template_id] if run.template_id else None
     transaction.on_commit(lambda: template_member_counts_reconcile(template_ids=template_ids))
-
-
-def _expire_abandoned_runs() -> None:
-    """A run whose chunks were lost (a broker restart) would block every later run: give up on it."""
-    cutoff = timezone.now() - timedelta(seconds=settings.MEMBER_REFRESH_LOCK_SECONDS)
-    MemberRefreshRun.objects.filter(status=MemberRefreshRun.Status.RUNNING, started_at__lt=cutoff).update(
-        status=MemberRefreshRun.Status.FAILED,
-        finished_at=timezone.now(),
-        error="Abandoned: its chunks did not finish in time (a worker or the broker was lost).",
-    )

@@ -14,7 +14,7 @@ import uuid
 import pytest
 import requests
 
-from conftest import SANDBOX_KEY_ID, SANDBOX_KEY_TOKEN, start_celery, start_gunicorn, stop_process, suite_env, wait_for
+from conftest import own_redis_env, start_celery, start_gunicorn, stop_process, suite_env, wait_for
 from links.models import LinkBatch
 from links.tests.claim_factories import CSRF_RE, claim_over_http, link_path, mirror
 from members.models import Member
@@ -29,11 +29,7 @@ CAMPAIGN = "Nafn,Netfang,Sími,Hópur\nAnna Jónsdóttir,anna@example.is,6123456
 
 def _portal_env(redis, sandbox) -> dict[str, str]:
     return {
-        "CELERY_BROKER_URL": redis.url(0),
-        "CACHE_REDIS_URL": redis.url(1),
-        "SMARTPAGES_API_URL": sandbox.url,
-        "SMARTPAGES_KEY_ID": SANDBOX_KEY_ID,
-        "SMARTPAGES_KEY_TOKEN": SANDBOX_KEY_TOKEN,
+        **own_redis_env(redis, sandbox),
         # The outage is the subject, not the per-address limit: every request here comes from 127.0.0.1.
         "CLAIM_RATE": "100000/m",
     }

@@ -46,3 +46,17 @@ def test_a_second_delivery_of_a_runs_task_does_not_run_it_again(sandbox):
     assert sandbox.request_count() == 0
     assert (again_full.status, again_full.created_count) == (SyncRun.Status.SUCCEEDED, first_full.created_count)
     assert (again_single.status, again_single.finished_at) == (SyncRun.Status.SUCCEEDED, first_single.finished_at)
+
+
+def test_one_beat_entry_sends_every_apps_sweep_and_each_one_runs(settings, django_capture_on_commit_callbacks):
+    from templates_sync import recovery
+
+    sweep_entries = [e for e in settings.CELERY_BEAT_SCHEDULE.values() if e["task"].endswith("sweep_recorded_work")]
+    assert len(sweep_entries) == 1 and len(settings.CELERY_BEAT_SCHEDULE) == 3  # syncs, member refresh, sweeps
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert recovery.sweeps_send_all() == len(settings.RECOVERY_SWEEPS)
+    assert len(callbacks) == len(settings.RECOVERY_SWEEPS)  # one task a sweep, sent after commit
+    # Each named sweep imports and runs (nothing to do on an empty database); an unknown name runs nothing.
+    for name in settings.RECOVERY_SWEEPS:
+        assert recovery.sweep_run(name) in (0, {"batches": 0, "chunks": 0, "assemblies": 0}), name
+    assert recovery.sweep_run("os.system") is None

@@ -247,15 +247,19 @@ def test_input_field_rows_follow_upstream_order(sandbox):
 
 
 def test_the_postgresql_writer_stores_exactly_what_the_orm_writer_stores(sandbox):
-    """SQLite (make run) writes through the ORM, PostgreSQL through jsonb_to_recordset: same rows."""
+    """SQLite (make run) writes through the ORM, PostgreSQL through COPY and json_to_recordset: same rows."""
     from django.utils import timezone
 
     now = timezone.now()
     tricky = "tab\there, line\nbreak\r\nand a back\\slash \\N \\t"  # what COPY's text format must escape
     sandbox.update_template(sandbox.template_ids()[3], name=tricky, description=tricky)
     items = [sandbox.get_template(template_id) for template_id in sandbox.template_ids()]
-    templates = [sync._template_columns(item, digest=sync.content_hash(item), now=now) for item in items]
-    fields = [row for t in templates for row in sync._input_field_columns(t["id"], t["raw"])]
+    templates, fields = [], []
+    for item in items:
+        digest, dumped = sync._fingerprint(item)
+        template, its_fields = sync._mirror_rows(item, digest=digest, dumped=dumped)
+        templates.append(template)
+        fields.extend(its_fields)
 
     def snapshot():
         return (
@@ -280,10 +284,35 @@ def test_the_postgresql_writer_stores_exactly_what_the_orm_writer_stores(sandbox
     PassTemplate.objects.all().delete()
     sync._write_with_postgresql(templates, fields, replaced=[], now=now)
     assert snapshot() == through_orm
-    sync._write_with_postgresql(templates, fields, replaced=[str(t["id"]) for t in templates], now=now)
+    sync._write_with_postgresql(templates, fields, replaced=[template[0] for template in templates], now=now)
     assert snapshot() == through_orm
     assert len(through_orm[0]) == 25 and len(through_orm[1]) > 25
     assert PassTemplate.objects.get(pk=sandbox.template_ids()[3]).name == tricky
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pages_that_queue_up_for_the_writer_thread_are_all_written_and_counted(sandbox):
+    """Pages put faster than the writer thread writes them go into one transaction together: every
+    template, input field and count still arrives, new and changed templates alike."""
+    from django.utils import timezone
+
+    items = [sandbox.get_template(template_id) for template_id in sandbox.template_ids()]
+    sync._store(items[:5], known=sync._mirror_state(), now=timezone.now())  # five known, to be changed
+    for item in items[:5]:
+        item["name"] = "Changed " + str(item["name"])
+    known = sync._mirror_state()
+
+    with sync.PageWriter() as writer:
+        assert writer._thread is not None  # on its own connection, as in a worker
+        for start in range(0, 25, 5):
+            now = timezone.now()
+            writer.put(sync._prepare(items[start : start + 5], known=known, now=now), now=now)
+
+    assert (writer.created, writer.updated, writer.unchanged, writer.skipped) == (20, 5, 0, [])
+    assert PassTemplate.objects.count() == 25
+    assert PassTemplate.objects.filter(name__startswith="Changed ").count() == 5
+    upstream_fields = sum(len(item["inputFields"]) for item in items)
+    assert TemplateInputField.objects.count() == upstream_fields
 
 
 def test_the_sync_command_refreshes_one_template_and_rejects_a_non_uuid(sandbox, capsys):
@@ -472,20 +501,20 @@ def test_a_task_delivered_again_after_its_worker_died_starts_its_counts_afresh(s
 
 
 def test_the_sweep_takes_over_stale_runs_and_queues_a_fresh_full_one(sandbox, settings):
-    from templates_sync.tasks import take_over_stale_syncs
+    from templates_sync.tasks import run_sweep
 
     settings.TEMPLATE_SYNC_STALE_SECONDS = 120
     full = _running_run(beat_seconds_ago=200)
     single = _running_run(beat_seconds_ago=200, kind="single", template_id=sandbox.template_ids()[0])
     alive = _running_run(beat_seconds_ago=1, kind="single", template_id=sandbox.template_ids()[1])
 
-    assert take_over_stale_syncs() == 1
+    assert run_sweep("sync-runs-stale") == 1
 
     statuses = dict(SyncRun.objects.values_list("pk", "status"))
     assert (statuses[full.pk], statuses[single.pk], statuses[alive.pk]) == ("failed", "failed", "running")
     fresh = SyncRun.objects.get(trigger="recovery")
     assert (fresh.kind, fresh.status) == ("full", "queued")
-    assert take_over_stale_syncs() == 0  # each dead run is taken over once
+    assert run_sweep("sync-runs-stale") == 0  # each dead run is taken over once
 
 
 def test_a_run_beats_while_it_waits_for_a_slow_page(sandbox, settings):

@@ -1,13 +1,18 @@
 """Real Celery worker processes on the Redis broker, against the sandbox and the test database."""
 
 import os
-import signal
-import subprocess
-from pathlib import Path
 
 import pytest
 
-from conftest import SANDBOX_KEY_ID, SANDBOX_KEY_TOKEN, start_celery, stop_process, wait_for
+from conftest import (
+    SANDBOX_KEY_ID,
+    SANDBOX_KEY_TOKEN,
+    finish_with_beat,
+    kill_worker_part_way,
+    start_celery,
+    stop_process,
+    wait_for,
+)
 from templates_sync.models import PassTemplate, SyncRun
 from templates_sync.sandbox import Faults
 
@@ -50,16 +55,6 @@ def test_sync_now_is_run_by_the_worker_after_commit(celery_worker_process, live_
     assert PassTemplate.objects.count() == len(live_sandbox.template_ids())
 
 
-def _kill_with_sigkill(worker: subprocess.Popen) -> None:
-    """SIGKILL the worker's pool processes and then the worker itself, as when a host dies: nothing of it
-    gets to clean up, and no orphaned child goes on with the task."""
-    children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
-    for pid in children:
-        os.kill(int(pid), signal.SIGKILL)
-    worker.kill()
-    worker.wait(timeout=10)
-
-
 def test_a_sync_whose_worker_is_killed_mid_way_is_taken_over_and_finished_without_a_person(live_sandbox, manager):
     from templates_sync import sync
     from templates_sync.tasks import sync_all_templates
@@ -74,33 +69,34 @@ def test_a_sync_whose_worker_is_killed_mid_way_is_taken_over_and_finished_withou
         "TEMPLATE_SYNC_INTERVAL": "3600",  # no scheduled sync: only the sweep may start one
         "TEMPLATE_SYNC_HEARTBEAT_SECONDS": "0.5",
         "TEMPLATE_SYNC_STALE_SECONDS": "4",
-        "TEMPLATE_SYNC_SWEEP_SECONDS": "1",
+        "SWEEP_INTERVAL": "1",
     }
     live_sandbox.faults = Faults(slow_seconds=0.4, scope="templates")  # so the kill lands mid-sync
-    first = start_celery(env, log_name="sync-killed-worker")
-    try:
+
+    def start() -> SyncRun:
         run = sync.sync_run_queue(trigger="manual", triggered_by=manager)
         sync_all_templates.apply_async(kwargs={"run_id": run.pk, "trigger": "manual"}, queue=queue)
-        wait_for(
-            lambda: SyncRun.objects.filter(pk=run.pk, status="running", pages__gte=3).exists(),
-            message="the sync to be a few pages in",
-        )
-    finally:
-        _kill_with_sigkill(first)
+        return run
+
+    run = kill_worker_part_way(
+        env,
+        log_name="sync-killed-worker",
+        start=start,
+        part_way=lambda run: SyncRun.objects.filter(pk=run.pk, status="running", pages__gte=3).exists(),
+        message="the sync to be a few pages in",
+    )
     killed_at_page = SyncRun.objects.get(pk=run.pk).pages
     assert 3 <= killed_at_page < 13
 
-    second = start_celery(env, beat=True, log_name="sync-taking-over-worker")
-    try:
-        # Beat's sweep takes the dead run over and queues a fresh one; should beat's scheduled sync come first
-        # (a schedule file left by an earlier session makes it due at once), that run takes it over instead.
-        recovery = wait_for(
-            lambda: SyncRun.objects.filter(kind="full", status="succeeded").exclude(pk=run.pk).first(),
-            timeout=90,
-            message="the dead run to be taken over and a worker to finish a fresh one",
-        )
-    finally:
-        stop_process(second)
+    # Beat's sweep takes the dead run over and queues a fresh one; should beat's scheduled sync come first
+    # (a schedule file left by an earlier session makes it due at once), that run takes it over instead.
+    recovery = finish_with_beat(
+        env,
+        log_name="sync-taking-over-worker",
+        finished=lambda: SyncRun.objects.filter(kind="full", status="succeeded").exclude(pk=run.pk).first(),
+        timeout=90,
+        message="the dead run to be taken over and a worker to finish a fresh one",
+    )
 
     assert recovery.trigger in ("recovery", "beat")
     dead = SyncRun.objects.get(pk=run.pk)
