@@ -35,6 +35,7 @@ import base64
 import binascii
 import os
 import re
+import threading
 import uuid
 import zlib
 from dataclasses import dataclass, field
@@ -308,23 +309,25 @@ def _deflate(data: bytes) -> bytes:
 
 class _Nonces:
     """Random nonces taken from one os.urandom call per few thousand links: a system call per link would cost
-    more than the encryption. Random 96-bit nonces as before, from the same source; the pool is emptied in a
-    forked child, so a parent and its children never hand out the same bytes."""
+    more than the encryption. Random 96-bit nonces as before, from the same source. Two links must never get
+    the same nonce: threads take them under a lock, and the pool is emptied in a forked child, so a parent
+    and its children never hand out the same bytes."""
 
     POOL_NONCES = 4096
 
     def __init__(self) -> None:
-        self.pool = b""
-        self.position = 0
+        self.forget()
 
     def take(self) -> bytes:
-        position = self.position
-        if position >= len(self.pool):
-            self.pool, position = os.urandom(NONCE_BYTES * self.POOL_NONCES), 0
-        self.position = position + NONCE_BYTES
-        return self.pool[position : position + NONCE_BYTES]
+        with self.lock:
+            position = self.position
+            if position >= len(self.pool):
+                self.pool, position = os.urandom(NONCE_BYTES * self.POOL_NONCES), 0
+            self.position = position + NONCE_BYTES
+            return self.pool[position : position + NONCE_BYTES]
 
     def forget(self) -> None:
+        self.lock = threading.Lock()  # a new one: another thread may have held the parent's at the fork
         self.pool, self.position = b"", 0
 
 
