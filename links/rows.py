@@ -15,6 +15,7 @@ from itertools import chain
 from django.conf import settings
 
 from members.identity import InvalidIdentity, external_id_for
+from members.models import AUTOFILL_FIELD_FORMATS
 from members.selectors import (
     autofill_field_identifier,
     autofill_setting_for,
@@ -96,15 +97,23 @@ class RowRules:
         self.full_key = "v" + "".join(
             "\x00" + identifier.replace("{", "{{").replace("}", "}}") + "\x00{}" for identifier in self.sorted_fields
         )
-        # check_many's fast path: every field mapped, each with a fast check, and nothing per row beyond the
-        # values (no External ID column, no autofill); otherwise it checks row by row.
+        # check_many's fast path: every field mapped, each with a fast check, no External ID column, and
+        # autofill (if on) reading a field of its own format — whose clean value is then the External ID
+        # external_id_for would derive (normalising a normalised address or number gives it back); otherwise
+        # it checks row by row.
         validator = self.validator
+        formats = {spec.identifier: spec.format.upper() for spec, _, _ in validator.fields}
+        self.autofill_position: int | None = None
+        if self.autofill_field is not None and formats.get(self.autofill_field) == AUTOFILL_FIELD_FORMATS.get(
+            self.autofill_source
+        ):
+            self.autofill_position = validator.identifiers.index(self.autofill_field)
         self.fast_fields = (
             self.fields_in_clean_order
             and None not in self.value_columns
             and None not in validator.fast
             and self.external_id_column is None
-            and self.autofill_field is None
+            and (self.autofill_field is None or self.autofill_position is not None)
         )
         self.encoder = LinkEncoder(
             link_keys(), template_id=uuid.UUID(str(template.pk)), batch_id=batch.pk, single_use=batch.single_use
@@ -199,6 +208,7 @@ class RowRules:
         # Where each of the key's sorted names is among the values (which are in the validator's order).
         positions = [identifiers.index(identifier) for identifier in self.sorted_fields]
 
+        autofill = self.autofill_position
         rows: list[Row] = []
         for (number, cells), values in zip(items, zip(*columns, strict=True), strict=True):
             if None in values or len(cells) > width:
@@ -215,6 +225,9 @@ class RowRules:
                     continue
                 row.fields = fields
                 key = "v\x00" + "\x00".join(chain.from_iterable(sorted(fields.items())))
+            if autofill is not None and values[autofill]:
+                row.external_id = values[autofill]
+                key = "x\x00" + row.external_id
             row.digest = blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
             rows.append(row)
         return rows

@@ -98,6 +98,7 @@ def _name_email_phone_template(*, email_mandatory: bool = True):
 TRICKY_ROWS = [
     ["anna@example.is", "Anna", "+354 820 0002"],
     ["  Anna@Example.IS ", " Anna ", "820-0003"],
+    ["anna@example.is", "Anna", "+354 820 0002"],  # the same holder again
     ["anna@example.is", "Anna", ""],  # a blank optional value
     ["", "Anna", "8200002"],  # a required value missing
     ["anna@", "Anna", "8200002"],  # an address the fast path leaves to the full check, which refuses it
@@ -114,15 +115,19 @@ TRICKY_ROWS = [
 
 
 @pytest.mark.parametrize(
-    ("header", "email_mandatory"),
+    ("header", "email_mandatory", "autofill"),
     [
-        (["email", "name", "phone"], True),
-        (["email", "name", "phone"], False),
-        (["name", "email", "phone"], True),  # columns in another order than the fields: row by row
+        (["email", "name", "phone"], True, None),
+        (["email", "name", "phone"], False, None),
+        (["email", "name", "phone"], False, "email"),  # the External ID from the address
+        (["email", "name", "phone"], True, "phone"),  # from the number
+        (["name", "email", "phone"], True, None),  # columns in another order than the fields: row by row
     ],
 )
-def test_checking_rows_in_a_group_gives_what_checking_them_one_by_one_gives(header, email_mandatory):
+def test_checking_rows_in_a_group_gives_what_checking_them_one_by_one_gives(header, email_mandatory, autofill):
     template = _name_email_phone_template(email_mandatory=email_mandatory)
+    if autofill:
+        AutofillSetting.objects.create(template=template, source=autofill, field_identifier=autofill)
     mapping = {column: column for column in header}
     rules = RowRules(LinkBatch(template=template, header=header, mapping=mapping))
     order = [HEADER_ORDER.index(column) for column in header]
@@ -131,6 +136,8 @@ def test_checking_rows_in_a_group_gives_what_checking_them_one_by_one_gives(head
     in_a_group = rules.check_many([(number, list(cells)) for number, cells in items])
     assert [_as_dict(row) for row in in_a_group] == [_as_dict(row) for row in one_by_one]
     assert rules.fast_fields == (header == HEADER_ORDER)
+    if autofill:
+        assert in_a_group[0].external_id == {"email": "anna@example.is", "phone": "+3548200002"}[autofill]
 
 
 HEADER_ORDER = ["email", "name", "phone"]
