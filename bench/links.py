@@ -7,8 +7,10 @@ in N processes, copy the result out), timed end to end (wall) and by phase; its 
 the largest ru_maxrss of the child and of the processes it forked. Runs: --jobs 1 and --jobs 2 on both
 files. The bare loop (csv read → AES-256-GCM of the row → base64url → csv write, nothing else) runs in this
 process on the big file. Prints rows/second, the wall times against PassKit's 5.7 s per million (goal for
---jobs 2 on 2 cores: ≤ 11.5 s), the peak memory at 100k and at --rows rows (goal: flat) and the median link
-length.
+--jobs 2 on 2 cores: ≤ 11.5 s), the CPU seconds of each run (the command's processes, and the PostgreSQL
+backends serving the bench database, read from /proc while it runs) with the load average before and after:
+on a shared machine those are the steadier figures. Then the peak memory at 100k and at --rows rows (goal:
+flat) and the median link length.
 
     .venv/bin/python bench/links.py [--rows 1000000]
 
@@ -25,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -84,36 +87,39 @@ def validation_only(source: Path, rows: int) -> float:
     return (time.perf_counter() - started) / len(values)
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU of this process and of its children that have ended (the chunk processes)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def child(template_id: str, source: str, media: str, jobs: str) -> None:
     """One generate_links run in a fresh process, as the command does it; prints its figures as JSON."""
     os.environ["MEDIA_ROOT"] = media
     import django
 
     django.setup()
-    import shutil
 
     from django.core.files import File
-    from django.core.files.storage import default_storage
 
     from links import services
     from links.models import LinkBatch
     from templates_sync.models import PassTemplate
 
     template = PassTemplate.objects.get(pk=template_id)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), _cpu_seconds()
     with open(source, "rb") as binary:
         batch = services.link_batch_create(
             template=template, uploaded_by=None, file=File(binary, name="bench.csv"), via=LinkBatch.Via.COMMAND
         )
-    checked = time.perf_counter()
+    checked, cpu_checked = time.perf_counter(), _cpu_seconds()
     assert batch.mapping == dict(zip(HEADER, FIELDS, strict=False)), batch.mapping
     services.link_batch_confirm(batch=batch, mapping=batch.mapping, enqueue=False)
     batch = services.link_batch_process(batch_id=batch.pk, jobs=int(jobs))
     made = time.perf_counter()
     assert batch.status == "succeeded", batch.error
     result = Path(media) / f"result-{jobs}.csv"
-    with default_storage.open(batch.output_file.name, "rb") as stored, result.open("wb") as out:
-        shutil.copyfileobj(stored, out, 1024 * 1024)
+    services.link_batch_write_output(batch=batch, path=result)
     finished = time.perf_counter()
     lengths = []
     with result.open("rb") as raw:
@@ -132,6 +138,9 @@ def child(template_id: str, source: str, media: str, jobs: str) -> None:
                 "check_seconds": checked - started,
                 "make_seconds": made - checked,
                 "copy_seconds": finished - made,
+                "check_cpu_seconds": cpu_checked - cpu_started,
+                # this process from the upload check to the copy, and the processes it forked for the chunks
+                "cpu_seconds": _cpu_seconds() - cpu_started,
                 "maxrss_kib": max(
                     resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                     resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
@@ -142,7 +151,49 @@ def child(template_id: str, source: str, media: str, jobs: str) -> None:
     )
 
 
-def run_child(template_id: str, source: Path, media: Path, jobs: int) -> dict:
+class BackendCpu(threading.Thread):
+    """CPU seconds of the PostgreSQL backends serving `database` while a run lasts: /proc is read every 20 ms
+    and each backend's last figure kept (a backend that ends between two looks loses at most 20 ms)."""
+
+    def __init__(self, database: str) -> None:
+        super().__init__(daemon=True)
+        self.marker = f" {database} ".encode()
+        self.seen: dict[int, int] = {}  # pid → utime + stime in clock ticks
+        self.ours: dict[int, bool] = {}  # pid → whether it is a backend of the database
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.02):
+            self.look()
+
+    def look(self) -> None:
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            try:
+                if pid not in self.ours:  # a process's command line is read once: this runs every 20 ms
+                    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                        self.ours[pid] = self.marker in cmdline.read()
+                if not self.ours[pid]:
+                    continue
+                with open(f"/proc/{pid}/stat", "rb") as stat:
+                    fields = stat.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            self.seen[pid] = int(fields[11]) + int(fields[12])
+
+    def seconds(self) -> float:
+        self.done.set()
+        self.join()
+        return sum(self.seen.values()) / os.sysconf("SC_CLK_TCK")
+
+
+def run_child(template_id: str, source: Path, media: Path, jobs: int, database: str) -> dict:
+    backends = BackendCpu(database)
+    backends.look()
+    before = dict(backends.seen)  # backends already there (this process's own connection) count from now
+    backends.start()
     result = subprocess.run(
         [sys.executable, __file__, "--child", template_id, str(source), str(media), str(jobs)],
         capture_output=True,
@@ -151,7 +202,10 @@ def run_child(template_id: str, source: Path, media: Path, jobs: int) -> dict:
     )
     if result.returncode:
         sys.exit(f"the service run failed:\n{result.stderr}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    backend_seconds = backends.seconds() - sum(before.values()) / os.sysconf("SC_CLK_TCK")
+    figures["postgres_cpu_seconds"] = backend_seconds
+    return figures
 
 
 def main() -> None:
@@ -166,6 +220,7 @@ def main() -> None:
 
     from _db import setup_django
 
+    load_before = os.getloadavg()[0]
     setup_django(options.database)
     import uuid
 
@@ -205,17 +260,23 @@ def main() -> None:
             f"input: {options.rows:,} rows, {big.stat().st_size / 1e6:.1f} MB "
             "(person.emailAddress, person.displayName, person.mobileNumber)"
         )
-        bare_seconds, _bare_cpu_seconds = bare_loop(big, tmp / "bare.csv")
+        bare_seconds, bare_cpu_seconds = bare_loop(big, tmp / "bare.csv")
         runs = {
-            (rows, jobs): run_child(str(template.pk), path, tmp / "media", jobs)
+            (rows, jobs): run_child(str(template.pk), path, tmp / "media", jobs, options.database)
             for rows, path in ((100_000, small), (options.rows, big))
             for jobs in (1, 2)
         }
         per_row_validation = validation_only(big, 50_000)
 
+    print(
+        f"load average (1 min) before the run {load_before:.2f}, after {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+    )
     passkit = 5.7 * options.rows / 1_000_000
     bare_rate = options.rows / bare_seconds
-    print(f"bare loop (csv → AES-GCM → csv, one process): {bare_seconds:.1f} s = {bare_rate:,.0f} rows/s")
+    print(
+        f"bare loop (csv → AES-GCM → csv, one process): {bare_seconds:.1f} s = {bare_rate:,.0f} rows/s "
+        f"({bare_cpu_seconds:.1f} CPU-s)"
+    )
     for jobs in (1, 2):
         run = runs[(options.rows, jobs)]
         assert run["links"] == options.rows, run  # every valid row linked
@@ -224,6 +285,11 @@ def main() -> None:
             f"generate_links --jobs {jobs}: {wall:.1f} s wall = {options.rows / wall:,.0f} rows/s "
             f"({run['check_seconds']:.1f} s upload check, {run['make_seconds']:.1f} s making {run['chunks']} chunks, "
             f"{run['copy_seconds']:.1f} s copying the result out); {wall / passkit:.2f} × PassKit's {passkit:.1f} s"
+        )
+        print(
+            f"    CPU: {run['cpu_seconds']:.1f} s in the command's processes ({run['check_cpu_seconds']:.1f} s of it "
+            f"the upload check) = {options.rows / run['cpu_seconds']:,.0f} rows per CPU-second; "
+            f"{run['postgres_cpu_seconds']:.1f} s in PostgreSQL"
         )
     two = runs[(options.rows, 2)]["wall_seconds"]
     verdict = "met" if two <= 2 * passkit else "NOT met"

@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from typing import IO, Any
 
 # The formula guard is shared with the member export; members.csv_cells is pure Python too.
@@ -50,6 +52,9 @@ __all__ = [
     "sniff",
     "read_rows",
     "read_chunk",
+    "count_rows",
+    "RowCount",
+    "is_empty",
     "Rows",
     "check_size",
     "safe_cell",
@@ -274,7 +279,7 @@ class _Lines:
 class Rows:
     """The ``(row_number, cells)`` of a file or of a chunk of it; ``offset`` is where the next record starts."""
 
-    def __init__(self, lines: _Lines, rows: Iterator[tuple[int, list[str]]]) -> None:
+    def __init__(self, lines: _Lines | _Span, rows: Iterator[tuple[int, list[str]]]) -> None:
         self._lines = lines
         self._rows = rows
 
@@ -325,27 +330,50 @@ def read_chunk(
     read_rows reported), numbered on from ``row_before``: what read_rows yields for them, without reading
     the rest of the file."""
     binary_file.seek(start)
-    lines = _Lines(binary_file, dialect.encoding, start=start, end=end)
-    reader = csv.reader(lines, delimiter=dialect.delimiter)
-    return Rows(lines, _iter_rows(reader, dialect, width, None, row_before))
+    data = binary_file.read() if end is None else binary_file.read(end - start)
+    if not start and dialect.encoding == "utf-8-sig" and data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    # A chunk is a few MB: decoded in one go, and its lines split by StringIO, which ends them where _Lines
+    # does (LF, CRLF, a lone CR) — cheaper than a line at a time. Bad bytes are escaped as _Lines escapes them.
+    encoding = "utf-8" if dialect.encoding == "utf-8-sig" else dialect.encoding
+    try:
+        text, decoded = data.decode(encoding), True  # valid throughout: no row needs looking at for bad bytes
+    except UnicodeDecodeError:
+        text, decoded = data.decode(encoding, "surrogateescape"), False
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=dialect.delimiter)
+    return Rows(_Span(start + len(data)), _iter_rows(reader, dialect, width, None, row_before, decoded=decoded))
+
+
+class _Span:
+    """Where a chunk read whole ends (Rows.offset)."""
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
 
 
 def _iter_rows(
-    reader: Any, dialect: CsvDialect, width: int, max_rows: int | None, row_before: int
+    reader: Any,
+    dialect: CsvDialect,
+    width: int,
+    max_rows: int | None,
+    row_before: int,
+    yielded: int = 0,
+    *,
+    decoded: bool = False,
 ) -> Iterator[tuple[int, list[str]]]:
     # Runs once per row of files up to a million rows: ASCII rows (most of
     # them) skip the regex.
     row_number = row_before
-    yielded = 0
     limit = max_rows if max_rows is not None else -1
     try:
         for cells in reader:
             row_number += 1
             if not cells:
                 continue  # a blank line, not a row (see the module docstring)
-            joined = "".join(cells)
-            if not joined.isascii() and _UNDECODABLE_RE.search(joined):
-                _check_decoded(cells, dialect, row_number)
+            if not decoded:
+                joined = "".join(cells)
+                if not joined.isascii() and _UNDECODABLE_RE.search(joined):
+                    _check_decoded(cells, dialect, row_number)
             yielded += 1
             if yielded > limit >= 0:
                 raise CsvFormatError(f"The file has more than {limit:,} rows; split it into smaller files.")
@@ -357,6 +385,121 @@ def _iter_rows(
             yield row_number, cells
     except csv.Error as exc:
         raise _read_error(exc, row_number + 1) from exc
+
+
+@dataclass
+class RowCount:
+    """What count_rows found: the rows (blank lines are not rows), whether any row has a value, and where
+    the chunks of ``chunk_rows`` rows start: ``[byte offset, rows before it]``, as read_chunk takes them."""
+
+    rows: int
+    filled: bool
+    starts: list[list[int]]
+
+
+def count_rows(
+    binary_file: IO[bytes], dialect: CsvDialect, *, start: int, width: int, chunk_rows: int, max_rows: int | None
+) -> RowCount:
+    """Read the records after the header (which ends at byte ``start``) as read_rows would, raising the same
+    CsvFormatError, but without making a row of cells for each: the upload check of a million rows.
+
+    Runs of whole lines without a quotation mark, a lone CR or a NUL, that decode in the file's encoding and
+    hold no line longer than the csv module's field limit, are one record per line: they are counted by
+    splitting bytes. Anything else (quoted cells, possibly spanning lines; a bad byte; a cell too long) is
+    read by csv.reader from the record where the run starts, and counting goes back to bytes at the first
+    record that starts after it — so every message names the row read_rows would name.
+    """
+    encoding = "utf-8" if dialect.encoding == "utf-8-sig" else dialect.encoding
+    delimiter = dialect.delimiter.encode("ascii")
+    limit = max_rows if max_rows is not None else -1
+    field_limit = csv.field_size_limit()
+    position, row_number, rows, filled = start, 0, 0, False
+    boundaries: list[list[int]] = []  # after every chunk_rows-th row: [offset of the next record, its row number]
+    binary_file.seek(start)
+    pending = b""
+    while True:
+        block = binary_file.read(_BLOCK_BYTES)
+        data = pending + block
+        cut = data.rfind(b"\n") + 1 if block else len(data)
+        # No LF in a whole block (lone CR line ends, or a line longer than a block): csv.reader reads it.
+        whole_lines = bool(cut)
+        segment, pending = (data[:cut], data[cut:]) if whole_lines else (data, b"")
+        if not segment:
+            break
+        lines = segment.split(b"\n")
+        if segment.endswith(b"\n"):
+            lines.pop()
+        try:
+            plain = (
+                whole_lines
+                and b'"' not in segment
+                and b"\x00" not in segment
+                and segment.count(b"\r") == segment.count(b"\r\n")
+                and max(map(len, lines)) <= field_limit
+                and bool(segment.decode(encoding))
+            )
+        except UnicodeDecodeError:
+            plain = False
+        if plain and not lines.count(b"") and not lines.count(b"\r"):  # no blank line: one row per line
+            first_row = rows
+            rows += len(lines)
+            if rows > limit >= 0:
+                raise CsvFormatError(f"The file has more than {limit:,} rows; split it into smaller files.")
+            for ending in range((first_row // chunk_rows + 1) * chunk_rows, rows + 1, chunk_rows):
+                within = ending - first_row  # lines of this segment up to and including that row
+                boundaries.append([position + sum(map(len, lines[:within])) + within, row_number + within])
+            if not filled:
+                filled = any(_line_filled(line, encoding, delimiter) for line in lines)
+            row_number += len(lines)
+            position += len(segment)
+        elif plain:  # blank lines among them: not rows, but their numbers are used up
+            for line in lines:
+                row_number += 1
+                position += len(line) + 1
+                if not line or line == b"\r":
+                    continue
+                rows += 1
+                if rows > limit >= 0:
+                    raise CsvFormatError(f"The file has more than {limit:,} rows; split it into smaller files.")
+                if rows % chunk_rows == 0:
+                    boundaries.append([position, row_number])
+                filled = filled or _line_filled(line, encoding, delimiter)
+            if not segment.endswith(b"\n"):
+                position -= 1  # the last line had no line end
+        else:
+            end = position + len(segment)
+            binary_file.seek(position)
+            lines_read = _Lines(binary_file, dialect.encoding, start=position, end=None)
+            reader = csv.reader(lines_read, delimiter=dialect.delimiter)
+            for number, cells in _iter_rows(reader, dialect, width, max_rows, row_number, rows):
+                row_number = number
+                rows += 1
+                if rows % chunk_rows == 0:
+                    boundaries.append([lines_read.offset, number])
+                filled = filled or not is_empty(cells)
+                if lines_read.offset >= end:
+                    break
+            else:
+                break  # the end of the file
+            position = lines_read.offset
+            binary_file.seek(position)
+            pending = b""
+            continue
+        if not block:
+            break
+    # A chunk starts only where a row follows: never after the last row.
+    starts = [[start, 0]] + [point for index, point in enumerate(boundaries) if (index + 1) * chunk_rows < rows]
+    return RowCount(rows=rows, filled=filled, starts=starts)
+
+
+def _line_filled(line: bytes, encoding: str, delimiter: bytes) -> bool:
+    """Whether a line read as one record without quotes has a cell that is not blank."""
+    return bool(line.replace(delimiter, b"").decode(encoding).strip())
+
+
+def is_empty(cells: list[str]) -> bool:
+    """A row whose every cell is empty or whitespace."""
+    return not "".join(cells).strip()
 
 
 # --- limits -----------------------------------------------------------------
@@ -405,8 +548,35 @@ class ResultWriter:
             raise ValueError(f"delimiter must be one of {DELIMITERS!r}")
         # CRLF as RFC 4180 and Excel write it; quoting only where needed.
         self._writer = csv.writer(text_stream, delimiter=delimiter, lineterminator="\r\n")
+        self._stream = text_stream
+        self._delimiter = delimiter
         if header is not None:  # None: rows to be put after a header written elsewhere
             self._writer.writerow(safe_cells(header))
 
     def write_row(self, cells: list[str]) -> None:
         self._writer.writerow(safe_cells(cells))
+
+    def write_rows(self, rows: list[list[str]]) -> None:
+        """write_row for many rows of str, giving the same text."""
+        self._stream.write(self.rows_text(rows))
+
+    def rows_text(self, rows: list[list[str]]) -> str:
+        """The text write_rows writes for these rows. Rows without a cell to quote (no quotation mark,
+        delimiter or line break inside a cell) are joined as they are: csv.writer costs a few microseconds a
+        row, a join a fraction of one."""
+        rows = [safe_cells(cells) for cells in rows]
+        delimiter = self._delimiter
+        text = "\r\n".join(chain(map(delimiter.join, rows), ("",)))  # the "" ends the last line too
+        lines = len(rows)
+        plain = (
+            '"' not in text
+            and text.count("\n") == lines
+            and text.count("\r") == lines
+            and text.count(delimiter) == sum(map(len, rows)) - lines
+            and min(map(len, rows), default=2) > 1  # csv.writer writes a lone empty cell as "" (else a blank line)
+        )
+        if plain:
+            return text
+        out = io.StringIO()
+        csv.writer(out, delimiter=delimiter, lineterminator="\r\n").writerows(rows)
+        return out.getvalue()

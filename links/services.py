@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import codecs
 import csv
+import gc
 import io
 import logging
 import multiprocessing
 import os
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import IO
@@ -34,9 +37,19 @@ from templates_sync.models import PassTemplate
 from templates_sync.recovery import requeue_stale, resend_waiting
 
 from . import selectors
-from .csv_files import CsvDialect, CsvFormatError, ResultWriter, check_size, read_chunk, read_rows, sniff
+from .csv_files import (
+    CsvDialect,
+    CsvFormatError,
+    ResultWriter,
+    RowCount,
+    check_size,
+    count_rows,
+    read_chunk,
+    read_rows,
+    sniff,
+)
 from .models import LinkBatch, LinkBatchEvent, LinkChunk
-from .rows import Row, RowRules, is_empty
+from .rows import Row, RowRules
 from .tokens import TokenTooLong
 
 logger = logging.getLogger(__name__)
@@ -78,21 +91,14 @@ def link_batch_create(
         binary.seek(0)
         dialect = sniff(binary.read(SNIFF_BYTES), delimiter=delimiter or None)
         binary.seek(0)
-        header, rows = read_rows(
-            binary, dialect, max_rows=settings.LINKS_MAX_ROWS, max_columns=settings.LINKS_MAX_COLUMNS
-        )
+        header, rows = read_rows(binary, dialect, max_columns=settings.LINKS_MAX_COLUMNS)
         # Where each chunk of the file will start, found in this same reading: workers then seek there.
-        plan = _ChunkPlan(rows.offset)
-        row_count = filled_count = 0
-        for number, cells in rows:
-            plan.add(number, rows.offset)
-            row_count += 1
-            filled_count += not is_empty(cells)
+        counted = _count_rows(binary, dialect, start=rows.offset, width=len(header))
     except CsvFormatError as exc:
         raise LinkUploadError(str(exc)) from None
     # Empty rows come back in the result with an error; a file of nothing else is refused here instead of
     # giving a result file that holds errors only.
-    if filled_count == 0:
+    if not counted.filled:
         raise LinkUploadError("The file has column names but no rows; add one row per pass holder.")
     binary.seek(0)
     batch = LinkBatch(
@@ -105,9 +111,9 @@ def link_batch_create(
         delimiter=dialect.delimiter,
         header=header,
         mapping=selectors.link_columns_auto_match(template=template, header=header),
-        rows_total=row_count,
+        rows_total=counted.rows,
         single_use=single_use,
-        plan=plan.points,
+        plan=counted.starts,
     )
     batch.input_file.save("input.csv", File(binary), save=False)
     batch.save()
@@ -377,31 +383,20 @@ def _start(batch: LinkBatch) -> list[int]:
     return [chunk.pk for chunk in chunks]
 
 
-class _ChunkPlan:
-    """[byte offset, rows before it] of every chunk's first record (LINKS_CHUNK_ROWS rows each), found while
-    the file is read once: `add` after each row, with the offset where the next record starts."""
-
-    def __init__(self, start: int) -> None:
-        self.points = [[start, 0]]
-        self.size = settings.LINKS_CHUNK_ROWS
-        self.count = 0
-        self.boundary: list[int] | None = None
-
-    def add(self, number: int, offset: int) -> None:
-        if self.boundary:  # a row follows the last full chunk: a new chunk starts (never an empty one)
-            self.points.append(self.boundary)
-            self.boundary = None
-        self.count += 1
-        if self.count % self.size == 0:
-            self.boundary = [offset, number]
+def _count_rows(binary: IO[bytes], dialect: CsvDialect, *, start: int, width: int) -> RowCount:
+    return count_rows(
+        binary,
+        dialect,
+        start=start,
+        width=width,
+        chunk_rows=settings.LINKS_CHUNK_ROWS,
+        max_rows=settings.LINKS_MAX_ROWS,
+    )
 
 
 def _plan(binary: IO[bytes], dialect: CsvDialect) -> list[list[int]]:
-    _, rows = read_rows(binary, dialect, max_rows=settings.LINKS_MAX_ROWS)
-    plan = _ChunkPlan(rows.offset)
-    for number, _ in rows:
-        plan.add(number, rows.offset)
-    return plan.points
+    header, rows = read_rows(binary, dialect)
+    return _count_rows(binary, dialect, start=rows.offset, width=len(header)).starts
 
 
 def _dialect(batch: LinkBatch) -> CsvDialect:
@@ -582,18 +577,25 @@ def _make_chunk(chunk: LinkChunk) -> bool:
     dialect = _dialect(batch)
     made = _ChunkRows(RowRules(batch), dialect.delimiter)
     beat = _Beat(chunk)
-    with default_storage.open(batch.input_file.name, "rb") as binary:
-        rows = read_chunk(
-            binary, dialect, width=len(batch.header), start=chunk.start, end=chunk.end, row_before=chunk.row_before
-        )
-        group: list[Row] = []
-        for number, cells in rows:
-            group.append(made.rules.check(number, cells))
-            if len(group) >= GROUP_ROWS:
-                made.write(group)
-                group = []
-                beat(made.counts.rows_done)
-        made.write(group)
+    # The objects that exist before the chunk (Django's, the worker's) are left out of garbage collection while
+    # the chunk's rows come and go: otherwise every full collection walks them all again, ~25 % of a row's time.
+    gc.freeze()
+    try:
+        with default_storage.open(batch.input_file.name, "rb") as binary:
+            rows = read_chunk(
+                binary, dialect, width=len(batch.header), start=chunk.start, end=chunk.end, row_before=chunk.row_before
+            )
+            check_many = made.rules.check_many
+            group: list[tuple[int, list[str]]] = []
+            for item in rows:
+                group.append(item)
+                if len(group) >= GROUP_ROWS:
+                    made.write(check_many(group))
+                    group = []
+                    beat(made.counts.rows_done)
+            made.write(check_many(group))
+    finally:
+        gc.unfreeze()
     counts, summary, first_rows = made.counts, made.summary, made.first_rows
     output, errors = made.output, made.errors
     folder = batch.sibling_path(f"chunks/{chunk.index:05d}-{chunk.attempt}")
@@ -635,38 +637,46 @@ class _ChunkRows:
         self.counts, self.summary = _Counts(), RowSummary()
 
     def write(self, group: list[Row]) -> None:
-        rules, counts, summary = self.rules, self.counts, self.summary
-        good = [row for row in group if not row.error]
-        external_ids = [row.external_id for row in good if row.external_id]
-        in_use = external_ids_in_use(template=rules.template, external_ids=external_ids)
+        rules, counts, summary, first_rows = self.rules, self.counts, self.summary, self.first_rows
+        external_ids = [row.external_id for row in group if not row.error and row.external_id]
+        in_use = external_ids_in_use(template=rules.template, external_ids=external_ids) if external_ids else ()
+        make_link = rules.link
+        output: list[list[str]] = []
+        errors: list[list[str]] = []
         for row in group:
             link = ""
             if not row.error:
                 try:
-                    link = rules.link(row)
+                    link = make_link(row)
                 except TokenTooLong as exc:
                     row.error = str(exc)
-            counts.rows_done += 1
             if row.error:
                 counts.errors += 1
                 summary.add(RowSummary.ERROR, row.error, row.number)
                 cells = row.cells + ["", row.error]
-                self.output.write(cells)
-                self.errors.write(cells)
+                output.append(cells)
+                errors.append(cells)
                 continue
-            first = self.first_rows.setdefault(row.digest, (row.number, bool(row.external_id)))[0]
-            if first != row.number:
+            number, notes = row.number, row.notes
+            first = first_rows.setdefault(row.digest, (number, bool(row.external_id)))[0]
+            if first != number:
                 counts.duplicates += 1
-                row.notes.append(_duplicate_note(bool(row.external_id), first))
-            if row.external_id in in_use:
+                notes.append(_duplicate_note(bool(row.external_id), first))
+            if in_use and row.external_id in in_use:
                 counts.existing_members += 1
-                row.notes.append(EXISTING_MEMBER_NOTE)
-            counts.links += 1
-            if row.notes:
+                notes.append(EXISTING_MEMBER_NOTE)
+            if notes:
                 counts.warnings += 1
-                for note in row.notes:
-                    summary.add(RowSummary.WARNING, note, row.number)
-            self.output.write(row.cells + [link, " ".join(row.notes)])
+                for note in notes:
+                    summary.add(RowSummary.WARNING, note, number)
+                output.append(row.cells + [link, " ".join(notes)])
+            else:
+                output.append(row.cells + [link, ""])
+        counts.rows_done += len(group)
+        counts.links += len(group) - len(errors)
+        self.output.write_rows(output)
+        if errors:
+            self.errors.write_rows(errors)
 
 
 def _duplicate_note(by_external_id: bool, first: int) -> str:
@@ -675,18 +685,17 @@ def _duplicate_note(by_external_id: bool, first: int) -> str:
 
 class _ChunkFile:
     """A chunk's output rows (no header, no BOM), kept in memory: a chunk is a few MB whatever the file's
-    size, and no temporary file is ever left behind on the worker's disk."""
+    size, and no temporary file is ever left behind on the worker's disk. Rows are written as text a group
+    at a time and encoded once per group: encoding row by row costs more than the rest of the writing."""
 
     def __init__(self, delimiter: str) -> None:
         self.buffer = io.BytesIO()
-        self.text = io.TextIOWrapper(self.buffer, encoding="utf-8", newline="")
-        self.writer = ResultWriter(self.text, delimiter=delimiter, header=None)
+        self.writer = ResultWriter(io.StringIO(), delimiter=delimiter, header=None)
 
-    def write(self, cells: list[str]) -> None:
-        self.writer.write_row(cells)
+    def write_rows(self, rows: list[list[str]]) -> None:
+        self.buffer.write(self.writer.rows_text(rows).encode("utf-8"))
 
     def store(self, name: str) -> str:
-        self.text.flush()
         self.buffer.seek(0)
         return default_storage.save(name, File(self.buffer, name=name))
 
@@ -719,7 +728,7 @@ class _RowKeys:
     def add(self, first_rows: Mapping[str, tuple[int, bool]]) -> None:
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
-                data = "".join(f"{key}\t{row}\t{'t' if by_id else 'f'}\n" for key, (row, by_id) in first_rows.items())
+                data = "".join([f"{key}\t{row}\t{'t' if by_id else 'f'}\n" for key, (row, by_id) in first_rows.items()])
                 # psycopg's copy is not wrapped by Django: its errors become Django's here, like every query's.
                 with (
                     connection.wrap_database_errors,
@@ -737,6 +746,9 @@ class _RowKeys:
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
                 cursor.execute("SET LOCAL work_mem = '64MB'")  # a million keys hash in memory, not on disk
+                # One hash aggregate: the parallel plan (partial aggregates, sorted and merged) took about 1.5×
+                # as long for a million keys, and the chunks' processes want the other cores anyway.
+                cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
             cursor.execute(
                 f"SELECT k.first_row, g.first_row, k.by_id FROM {self.table} k JOIN (SELECT key, MIN(first_row) AS "
                 f"first_row FROM {self.table} GROUP BY key HAVING COUNT(*) > 1) g ON k.key = g.key "
@@ -829,7 +841,10 @@ def link_batch_finish(*, batch_id: int) -> None:
         finished_status, suffix = LinkBatch.Status.CANCELLED, "-partial"
     else:
         return
-    with transaction.atomic():
+    # The query for holders repeated across chunks runs on a connection of its own while the output is
+    # copied (below): not inside an outer transaction, whose uncommitted rows another connection cannot see.
+    query_beside = connection.vendor == "postgresql" and not connection.in_atomic_block
+    with transaction.atomic(), ThreadPoolExecutor(1) as beside:
         # One assembly at a time: the batch row stays locked until it is written, so an assembly sent again
         # by the sweeper while this one runs (or a cancel) waits or gives up, and never writes the same
         # files at the same time. A worker killed here releases the lock with its connection.
@@ -839,15 +854,23 @@ def link_batch_finish(*, batch_id: int) -> None:
         if not mine.exists():
             return
         chunks = list(batch.chunks.filter(status=LinkChunk.Status.DONE).order_by("index"))
-        counts, summary = _Counts(), RowSummary()
-        for chunk in chunks:
-            counts.add(chunk.counts)
-            summary.merge(chunk.summary)
-        repeated = _RowKeys(batch.pk).repeated() if len(batch.plan) > 1 and chunks else {}
-        assembly = _Assembly(batch, counts, summary, repeated)
+        repeated: Future = Future()
+        if len(batch.plan) <= 1 or not chunks:
+            repeated.set_result({})
+        elif query_beside:
+            repeated = beside.submit(_repeated_on_own_connection, batch.pk)
+        else:
+            repeated.set_result(_RowKeys(batch.pk).repeated())
         header = _header_bytes(batch)
-        output_name = _store_stream(assembly.output(chunks, header), batch.sibling_path(f"output{suffix}.csv"))
-        errors_name = _store_stream(assembly.errors(chunks, header), batch.sibling_path(f"errors{suffix}.csv"))
+        output_path = batch.sibling_path(f"output{suffix}.csv")
+        assembly = _Assembly(batch, chunks, repeated)
+        output_name = _store_stream(assembly.output(header), output_path)
+        if assembly.copied_unchecked_repeats():  # copied before the query answered, and it needed changes
+            default_storage.delete(output_name)
+            assembly = _Assembly(batch, chunks, repeated)
+            output_name = _store_stream(assembly.output(header), output_path)
+        counts, summary = assembly.counts, assembly.summary
+        errors_name = _store_stream(assembly.errors(header), batch.sibling_path(f"errors{suffix}.csv"))
         totals = {"rows_total": counts.rows_done} if finished_status == LinkBatch.Status.SUCCEEDED else {}
         finished = LinkBatch.objects.filter(pk=batch.pk, attempt=batch.attempt, status=batch.status).update(
             status=finished_status,
@@ -867,6 +890,18 @@ def link_batch_finish(*, batch_id: int) -> None:
         _RowKeys(batch.pk).drop()  # a cancelled batch keeps its chunks (where it stopped) until its re-run
 
 
+def link_batch_write_output(*, batch: LinkBatch, path: str | os.PathLike) -> None:
+    """Write the batch's result file to a local path (`manage.py generate_links`): a storage on this host's
+    disk is copied by the kernel, any other is streamed."""
+    try:
+        stored = default_storage.path(batch.output_file.name)
+    except NotImplementedError:  # not on this host's disk
+        with default_storage.open(batch.output_file.name, "rb") as result, open(path, "wb") as out:
+            shutil.copyfileobj(result, out, _BLOCK_BYTES)
+    else:
+        shutil.copyfile(stored, path)
+
+
 def _header_bytes(batch: LinkBatch) -> bytes:
     # UTF-8 with a BOM whatever the input was: Excel then shows Icelandic letters, and every other reader
     # skips the BOM.
@@ -875,25 +910,56 @@ def _header_bytes(batch: LinkBatch) -> bytes:
     return codecs.BOM_UTF8 + text.getvalue().encode("utf-8")
 
 
+def _repeated_on_own_connection(batch_id: int) -> dict[int, tuple[int, bool]]:
+    try:
+        with transaction.atomic():
+            return _RowKeys(batch_id).repeated()
+    finally:
+        connection.close()  # this thread's connection
+
+
 class _Assembly:
     """The chunks' files one after the other; a chunk holding the first row of a holder who came earlier
-    in another chunk is read row by row, and those rows get their "the same values as row N" right."""
+    in another chunk is read row by row, and those rows get their "the same values as row N" right.
 
-    def __init__(self, batch: LinkBatch, counts: _Counts, summary: RowSummary, repeated: dict[int, tuple[int, bool]]):
-        self.batch, self.counts, self.summary, self.repeated = batch, counts, summary, repeated
+    Which rows those are comes from a query that may still be running when the copy starts: chunks are
+    copied as they are until it answers, and copied_unchecked_repeats() then says whether one of them
+    needed changes after all (a file with holders repeated across chunks): the caller copies it again."""
 
-    def output(self, chunks: list[LinkChunk], header: bytes) -> Iterator[bytes]:
+    def __init__(self, batch: LinkBatch, chunks: list[LinkChunk], repeated: Future) -> None:
+        self.batch, self.chunks, self.later = batch, chunks, repeated
+        self.repeated: dict[int, tuple[int, bool]] | None = None
+        self.counts, self.summary = _Counts(), RowSummary()
+        for chunk in chunks:
+            self.counts.add(chunk.counts)
+            self.summary.merge(chunk.summary)
+        self.unchecked: list[tuple[int, int | None]] = []  # (row before, last row) of chunks copied unchecked
+
+    def output(self, header: bytes) -> Iterator[bytes]:
         yield header
+        chunks = self.chunks
         starts = [chunk.row_before for chunk in chunks[1:]] + [None]
         for chunk, end in zip(chunks, starts, strict=True):
-            if any(chunk.row_before < row and (end is None or row <= end) for row in self.repeated):
+            if self.repeated is None and self.later.done():
+                self.repeated = self.later.result()
+            if self.repeated is None:
+                self.unchecked.append((chunk.row_before, end))
+                yield from _read_stored(chunk.output_file)
+            elif any(chunk.row_before < row and (end is None or row <= end) for row in self.repeated):
                 yield from self._rewritten(chunk)
             else:
                 yield from _read_stored(chunk.output_file)
 
-    def errors(self, chunks: list[LinkChunk], header: bytes) -> Iterator[bytes]:
+    def copied_unchecked_repeats(self) -> bool:
+        if self.repeated is None:
+            self.repeated = self.later.result()
+        return any(
+            before < row and (end is None or row <= end) for before, end in self.unchecked for row in self.repeated
+        )
+
+    def errors(self, header: bytes) -> Iterator[bytes]:
         yield header
-        for chunk in chunks:
+        for chunk in self.chunks:
             yield from _read_stored(chunk.errors_file)
 
     def _rewritten(self, chunk: LinkChunk) -> Iterator[bytes]:
@@ -953,17 +1019,17 @@ class _Pieces(io.RawIOBase):
     without a temporary file and without holding it in memory."""
 
     def __init__(self, pieces: Iterator[bytes]) -> None:
-        self.pieces, self.pending = pieces, b""
+        self.pieces, self.pending = pieces, memoryview(b"")
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
         while not self.pending:
-            self.pending = next(self.pieces, None)
-            if self.pending is None:
-                self.pending = b""
+            piece = next(self.pieces, None)
+            if piece is None:
                 return 0
+            self.pending = memoryview(piece)  # a view: handing out a piece in parts copies each byte once
         size = min(len(buffer), len(self.pending))
         buffer[:size] = self.pending[:size]
         self.pending = self.pending[size:]
@@ -974,7 +1040,9 @@ def _store_stream(pieces: Iterator[bytes], name: str) -> str:
     """Store the bytes under `name`, replacing what an earlier run left there."""
     if default_storage.exists(name):
         default_storage.delete(name)
-    return default_storage.save(name, File(io.BufferedReader(_Pieces(pieces), _BLOCK_BYTES), name=name))
+    content = File(io.BufferedReader(_Pieces(pieces), _BLOCK_BYTES), name=name)
+    content.DEFAULT_CHUNK_SIZE = _BLOCK_BYTES  # storage copies it in blocks of a MB rather than 64 KB
+    return default_storage.save(name, content)
 
 
 def _discard_chunks(batch: LinkBatch) -> None:

@@ -35,6 +35,7 @@ import base64
 import binascii
 import os
 import re
+import threading
 import uuid
 import zlib
 from dataclasses import dataclass, field
@@ -306,6 +307,34 @@ def _deflate(data: bytes) -> bytes:
     return compressor.compress(data) + compressor.flush()
 
 
+class _Nonces:
+    """Random nonces taken from one os.urandom call per few thousand links: a system call per link would cost
+    more than the encryption. Random 96-bit nonces as before, from the same source. Two links must never get
+    the same nonce: threads take them under a lock, and the pool is emptied in a forked child, so a parent
+    and its children never hand out the same bytes."""
+
+    POOL_NONCES = 4096
+
+    def __init__(self) -> None:
+        self.forget()
+
+    def take(self) -> bytes:
+        with self.lock:
+            position = self.position
+            if position >= len(self.pool):
+                self.pool, position = os.urandom(NONCE_BYTES * self.POOL_NONCES), 0
+            self.position = position + NONCE_BYTES
+            return self.pool[position : position + NONCE_BYTES]
+
+    def forget(self) -> None:
+        self.lock = threading.Lock()  # a new one: another thread may have held the parent's at the fork
+        self.pool, self.position = b"", 0
+
+
+_NONCES = _Nonces()
+os.register_at_fork(after_in_child=_NONCES.forget)
+
+
 def encode(payload: LinkPayload, keys: LinkKeys) -> str:
     """Encrypt ``payload`` under the first key of ``keys``.
 
@@ -326,7 +355,7 @@ class LinkEncoder:
     """encode() for many links that share a template, a batch and an expiry (the rows of a batch): what they
     share is checked and packed once, and no LinkPayload is built per link."""
 
-    __slots__ = ("_keys", "_template", "_flags", "_batch", "_expires", "_single_use")
+    __slots__ = ("_keys", "_template", "_flags", "_batch", "_expires", "_single_use", "_heads")
 
     def __init__(
         self,
@@ -359,6 +388,8 @@ class LinkEncoder:
         if single_use:
             flags |= _F_SINGLE_USE
         self._flags = flags
+        # The plaintext's first 17 bytes for every value the flags byte can take: flags, then the template.
+        self._heads = [bytes((value,)) + self._template for value in range(256)]
         self._batch = bytes(batch)
         self._expires = bytes(expires)
 
@@ -371,8 +402,13 @@ class LinkEncoder:
             raise ValueError("a single-use link needs batch_id and row")
         if row is not None:
             flags |= _F_ROW
-            if type(row) is int and 0 <= row < 0x80:  # fast path: small row numbers
-                body.append(row)
+            if type(row) is int and 0 <= row < 0x200000:  # fast path: row numbers of up to three varint bytes
+                if row < 0x80:
+                    body.append(row)
+                elif row < 0x4000:
+                    body += bytes(((row & 0x7F) | 0x80, row >> 7))
+                else:
+                    body += bytes(((row & 0x7F) | 0x80, ((row >> 7) & 0x7F) | 0x80, row >> 14))
             else:
                 _put_uint(body, _check_uint("row", row))
         body += self._expires
@@ -404,19 +440,19 @@ class LinkEncoder:
 
         if len(body) > MAX_BODY_BYTES:
             raise TokenTooLong("The values in this row are too long to fit in a link.")
-        packed: bytes | bytearray = body
+        packed = body
         if len(body) >= COMPRESS_MIN_BYTES:
             deflated = _deflate(bytes(body))
             if len(deflated) < len(body):
-                packed = deflated
+                packed = bytearray(deflated)
                 flags |= _F_DEFLATE
 
-        plaintext = bytes((flags,)) + self._template + packed
-        nonce = os.urandom(NONCE_BYTES)
+        packed[0:0] = self._heads[flags]  # flags and template in front, without copying the body twice
+        nonce = _NONCES.take()
         keys = self._keys
         header = keys._header
-        raw = header + nonce + keys._encryptor.encrypt(nonce, plaintext, header)
-        token = _b64url(raw)
+        raw = header + nonce + keys._encryptor.encrypt(nonce, packed, header)
+        token = binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).rstrip(b"=").decode("ascii")
         if len(token) > MAX_TOKEN_LENGTH:
             raise TokenTooLong("The values in this row are too long to fit in a link.")
         return token

@@ -17,11 +17,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from links import csv_files
 from links.csv_files import (
     CsvDialect,
     CsvFormatError,
     ResultWriter,
     check_size,
+    count_rows,
+    read_chunk,
     read_rows,
     safe_cell,
     sniff,
@@ -376,3 +379,105 @@ def test_result_writer_survives_any_text_and_reads_back_with_formulas_defused(
         writer.write_row(row)
     read_back = list(csv.reader(io.StringIO(out.getvalue(), newline=""), delimiter=";"))
     assert read_back == [["a"]] + [[safe_cell(cell) for cell in row] for row in rows]
+
+
+# --- counting rows for the upload check ---------------------------------------------------------------------
+def _counted_by_reading(data: bytes, dialect: CsvDialect, chunk_rows: int, max_rows: int | None):
+    """What count_rows must give: every row read as read_rows reads it, the chunk starts taken as it goes."""
+    header, rows = read_rows(io.BytesIO(data), dialect, max_rows=max_rows)
+    starts, count, filled, boundary = [[rows.offset, 0]], 0, False, None
+    for number, cells in rows:
+        if boundary:  # a row follows a full chunk: the next chunk starts where that chunk ended
+            starts.append(boundary)
+            boundary = None
+        count += 1
+        filled = filled or bool("".join(cells).strip())
+        if count % chunk_rows == 0:
+            boundary = [rows.offset, number]
+    return count, filled, starts
+
+
+def _counted(data: bytes, dialect: CsvDialect, chunk_rows: int, max_rows: int | None):
+    binary = io.BytesIO(data)
+    header, rows = read_rows(binary, dialect)
+    found = count_rows(binary, dialect, start=rows.offset, width=len(header), chunk_rows=chunk_rows, max_rows=max_rows)
+    return found.rows, found.filled, found.starts
+
+
+def _outcome(count, *args):
+    try:
+        return count(*args)
+    except CsvFormatError as exc:
+        return str(exc)
+
+
+# Pieces that take count_rows off its byte-counting path (quotes, line breaks in cells, lone CRs, blank
+# lines, blank rows, bytes not valid UTF-8, NULs) among plain ones.
+_PIECES = [b"a", b"b,c", b"\xc3\xb0", b",", b" ", b"\r\n", b"\n", b"\r", b'"', b'"x\ny"', b'""', b"\xff", b"\x00"]
+
+
+@given(
+    body=st.lists(st.sampled_from(_PIECES), max_size=60),
+    chunk_rows=st.integers(1, 4),
+    max_rows=st.sampled_from([None, 3, 10]),
+    block=st.integers(1, 16),
+    encoding=st.sampled_from(["utf-8", "utf-8-sig", "cp1252"]),
+)
+def test_counting_rows_gives_what_reading_them_gives(body, chunk_rows, max_rows, block, encoding) -> None:
+    bom = b"\xef\xbb\xbf" if encoding == "utf-8-sig" else b""
+    data = bom + b"name,email\r\n" + b"".join(body)
+    dialect = CsvDialect(encoding=encoding, delimiter=",", has_bom=bool(bom))
+    expected = _outcome(_counted_by_reading, data, dialect, chunk_rows, max_rows)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(csv_files, "_BLOCK_BYTES", block)  # runs and records across many block ends
+        assert _outcome(_counted, data, dialect, chunk_rows, max_rows) == expected
+
+
+def test_counting_a_large_plain_file_takes_its_chunk_starts_where_reading_does(tmp_path: Path) -> None:
+    lines = [f"holder{number}@example.is,Jón {number}" for number in range(1, 25_001)]
+    data = ("email,name\r\n" + "\r\n".join(lines) + "\r\n").encode("utf-8")
+    dialect = CsvDialect(encoding="utf-8", delimiter=",", has_bom=False)
+    found = _counted(data, dialect, 7_000, None)
+    assert found == _counted_by_reading(data, dialect, 7_000, None)
+    assert found[0] == 25_000 and len(found[2]) == 4
+
+
+_CELLS = st.text(alphabet=st.sampled_from(list('ab01.,;\t"\r\n =+-@ð')), max_size=6)
+
+
+@given(
+    rows=st.lists(st.lists(_CELLS, min_size=1, max_size=4), max_size=8),
+    delimiter=st.sampled_from([",", ";", "\t"]),
+)
+def test_writing_many_rows_at_once_gives_the_text_of_writing_them_one_by_one(rows, delimiter) -> None:
+    one_by_one, at_once = io.StringIO(), io.StringIO()
+    single = ResultWriter(one_by_one, delimiter=delimiter, header=None)
+    for cells in rows:
+        single.write_row(cells)
+    ResultWriter(at_once, delimiter=delimiter, header=None).write_rows(rows)
+    assert at_once.getvalue() == one_by_one.getvalue()
+
+
+@given(
+    body=st.lists(st.sampled_from(_PIECES), max_size=60),
+    chunk_rows=st.integers(1, 4),
+    encoding=st.sampled_from(["utf-8", "utf-8-sig", "cp1252"]),
+)
+def test_reading_a_file_chunk_by_chunk_gives_the_rows_of_reading_it_whole(body, chunk_rows, encoding) -> None:
+    bom = b"\xef\xbb\xbf" if encoding == "utf-8-sig" else b""
+    data = bom + b"name,email\r\n" + b"".join(body)
+    dialect = CsvDialect(encoding=encoding, delimiter=",", has_bom=bool(bom))
+    whole = _outcome(lambda: list(read_rows(io.BytesIO(data), dialect)[1]))
+    counted = _outcome(_counted, data, dialect, chunk_rows, None)
+    if isinstance(whole, str) or isinstance(counted, str):  # a file the upload refuses is never read in chunks
+        return
+    starts = counted[2]
+    ends = [start for start, _ in starts[1:]] + [None]
+    in_chunks = _outcome(
+        lambda: [
+            row
+            for (start, row_before), end in zip(starts, ends, strict=True)
+            for row in read_chunk(io.BytesIO(data), dialect, width=2, start=start, end=end, row_before=row_before)
+        ]
+    )
+    assert in_chunks == whole

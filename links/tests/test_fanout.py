@@ -7,6 +7,7 @@ import csv
 import os
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -122,6 +123,49 @@ def test_chunks_in_two_local_processes_give_the_one_process_file(one_process, se
     # Nothing of the chunks is left: their rows, files and the batch's key table.
     assert not LinkChunk.objects.filter(batch=batch).exists()
     assert not default_storage.listdir(batch.sibling_path("chunks"))[1]
+
+
+@pytest.mark.parametrize("query", ["answers late", "answers at once"])
+def test_the_assembly_gives_the_same_file_whenever_the_repeats_query_answers(one_process, settings, monkeypatch, query):
+    # The query for holders repeated across chunks runs beside the copy of the chunks' files: answering after
+    # every chunk was copied as it was, the output is copied again with the repeats put right.
+    template, path, expected = one_process
+    answer = services._repeated_on_own_connection
+    started = threading.Event()
+
+    def late(batch_id):
+        started.set()
+        time.sleep(0.5)
+        return answer(batch_id)
+
+    def at_once(batch_id):
+        started.set()
+        return answer(batch_id)
+
+    monkeypatch.setattr(services, "_repeated_on_own_connection", late if query == "answers late" else at_once)
+    monkeypatch.setattr(services, "_read_stored", _after(started, services._read_stored, wait=query != "answers late"))
+    copied_again = []
+    check = services._Assembly.copied_unchecked_repeats
+    monkeypatch.setattr(
+        services._Assembly,
+        "copied_unchecked_repeats",
+        lambda self: copied_again.append(check(self)) or copied_again[-1],
+    )
+    batch = make(template, path, settings, chunk_rows=300, jobs=1)
+    assert copied_again == [query == "answers late"]
+    assert comparable(batch) == expected
+
+
+def _after(started: threading.Event, read, *, wait: bool):
+    """_read_stored that, when `wait`, first gives the query time to answer."""
+
+    def reading(name):
+        if wait:
+            started.wait(5)
+            time.sleep(0.2)
+        return read(name)
+
+    return reading
 
 
 def test_one_chunk_per_row_gives_the_same_file(one_process, settings, tmp_path):

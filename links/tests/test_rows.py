@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
+from django.utils import timezone
 
 from links.models import EXTERNAL_ID_TARGET, LinkBatch
-from links.rows import RowRules
+from links.rows import Row, RowRules
 from members.models import AutofillSetting
+from templates_sync.models import PassTemplate, TemplateInputField
 
 from .factories import every_format_template
 
@@ -61,3 +65,83 @@ def test_fields_under_a_template_rule_are_never_left_out():
     assert row.error == "Netfang: “anna@gmail.com” is not allowed. Use an address at hi.is."
     row = rules_for(template).check(1, ["Anna", "12345", "", "anna@hi.is", ""])
     assert row.error.startswith("Kennitala: “12345” is not a kennitala.")
+
+
+def _name_email_phone_template(*, email_mandatory: bool = True):
+    """A template whose every field has a fast check (TEXT, EMAIL, PHONE_NUMBER), as PassKit's campaigns are."""
+    template_id = uuid.uuid4()
+    now = timezone.now()
+    template = PassTemplate.objects.create(
+        id=template_id,
+        type="MEMBER",
+        name="Klúbbur",
+        status="ACTIVE",
+        raw={"id": str(template_id)},
+        content_hash="-",
+        first_seen_at=now,
+        changed_at=now,
+    )
+    fields = [("email", "EMAIL", email_mandatory), ("name", "TEXT", True), ("phone", "PHONE_NUMBER", False)]
+    for position, (identifier, fmt, mandatory) in enumerate(fields):
+        TemplateInputField.objects.create(
+            template=template,
+            position=position,
+            identifier=identifier,
+            label=identifier.title(),
+            format=fmt,
+            type="ISSUER",
+            is_mandatory=mandatory,
+        )
+    return template
+
+
+TRICKY_ROWS = [
+    ["anna@example.is", "Anna", "+354 820 0002"],
+    ["  Anna@Example.IS ", " Anna ", "820-0003"],
+    ["anna@example.is", "Anna", "+354 820 0002"],  # the same holder again
+    ["anna@example.is", "Anna", ""],  # a blank optional value
+    ["", "Anna", "8200002"],  # a required value missing
+    ["anna@", "Anna", "8200002"],  # an address the fast path leaves to the full check, which refuses it
+    ["jón@dæmi.is", "Jón", "8200002"],  # Unicode: the full check
+    ["anna@example.is", "Anna", "555-ABCD"],  # letters in a phone number
+    ["anna@example.is", "Anna", "+44 20 7946 0958"],  # another country: phonenumbers
+    ["anna@example.is", "An\x00na", "8200002"],  # NUL
+    ["anna@example.is", "A" * 1001, "8200002"],  # too long
+    ["", " ", ""],  # an empty row
+    ["anna@example.is", "Anna", "8200002", "extra"],  # more cells than the header
+    ["a--b@example.is", "Anna", "8200002"],
+    ["anna@example.test", "Anna", "8200002"],  # a special-use domain
+]
+
+
+@pytest.mark.parametrize(
+    ("header", "email_mandatory", "autofill"),
+    [
+        (["email", "name", "phone"], True, None),
+        (["email", "name", "phone"], False, None),
+        (["email", "name", "phone"], False, "email"),  # the External ID from the address
+        (["email", "name", "phone"], True, "phone"),  # from the number
+        (["name", "email", "phone"], True, None),  # columns in another order than the fields: row by row
+    ],
+)
+def test_checking_rows_in_a_group_gives_what_checking_them_one_by_one_gives(header, email_mandatory, autofill):
+    template = _name_email_phone_template(email_mandatory=email_mandatory)
+    if autofill:
+        AutofillSetting.objects.create(template=template, source=autofill, field_identifier=autofill)
+    mapping = {column: column for column in header}
+    rules = RowRules(LinkBatch(template=template, header=header, mapping=mapping))
+    order = [HEADER_ORDER.index(column) for column in header]
+    items = [(number, [cells[i] for i in order] + cells[3:]) for number, cells in enumerate(TRICKY_ROWS, start=1)]
+    one_by_one = [rules.check(number, list(cells)) for number, cells in items]
+    in_a_group = rules.check_many([(number, list(cells)) for number, cells in items])
+    assert [_as_dict(row) for row in in_a_group] == [_as_dict(row) for row in one_by_one]
+    assert rules.fast_fields == (header == HEADER_ORDER)
+    if autofill:
+        assert in_a_group[0].external_id == {"email": "anna@example.is", "phone": "+3548200002"}[autofill]
+
+
+HEADER_ORDER = ["email", "name", "phone"]
+
+
+def _as_dict(row: Row) -> dict:
+    return {name: getattr(row, name) for name in Row.__slots__}

@@ -9,6 +9,7 @@ import base64
 import os
 import re
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -433,3 +434,34 @@ def test_the_single_use_flag_round_trips_and_needs_a_batch_and_a_row() -> None:
     assert decode(encode(typical_payload(batch_id=7, row=3), KEYS), KEYS, now=EPOCH).single_use is False
     with pytest.raises(ValueError, match="batch_id and row"):
         encode(typical_payload(batch_id=None, row=3, single_use=True), KEYS)
+
+
+def test_no_two_links_get_the_same_nonce_across_threads_and_a_forked_child() -> None:
+    # GCM must never see a nonce twice under one key; nonces come from a pool shared by the process's threads.
+    encoder = LinkEncoder(KEYS, template_id=TEMPLATE, batch_id=1)
+
+    def nonces(count: int) -> list[bytes]:
+        return [_nonce_of(encoder.encode({"email": "a@b.is"}, row=1)) for _ in range(count)]
+
+    with ThreadPoolExecutor(8) as pool:
+        taken = [nonce for batch in pool.map(nonces, [3000] * 8) for nonce in batch]
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child's nonces go back to the parent through the pipe
+        os.close(reader)
+        os.write(writer, b"".join(nonces(500)))
+        os._exit(0)
+    os.close(writer)
+    data = b""
+    while chunk := os.read(reader, 65536):
+        data += chunk
+    os.close(reader)
+    os.waitpid(child, 0)
+    taken += [data[i : i + 12] for i in range(0, len(data), 12)] + nonces(500)
+    assert len(taken) == 8 * 3000 + 1000
+    assert len(set(taken)) == len(taken)
+
+
+def _nonce_of(token: str) -> bytes:
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    return raw[2 + raw[1] : 2 + raw[1] + 12]

@@ -40,3 +40,28 @@ def test_special_use_domains_and_punycode_take_the_careful_path():
         '"a b"@example.is',
     ):
         assert not identity._is_plain_email(address.lower())
+
+
+_column_value = st.one_of(
+    plain_looking,
+    st.sampled_from(
+        ["", "a@b.test", "x@" + "a" * 250 + ".is", "a" * 65 + "@b.is", "a--b@c.is", "jón@d.is", "a\nb@c.is"]
+    ),
+    st.text(alphabet="ab@.-\n", max_size=12),
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(_column_value, max_size=8))
+def test_a_column_of_addresses_gets_what_each_address_gets(values):
+    # plain_emails answers for all the values at once, or not at all (then each goes its own way).
+    column = identity.plain_emails(values)
+    if column is not None:
+        assert column == [identity.plain_email(value) for value in values]
+        assert None not in column
+
+
+def test_a_column_of_plain_addresses_is_answered_at_once():
+    values = [f"Felagi{number}@Example.is" for number in range(2000)]
+    assert identity.plain_emails(values) == [value.lower() for value in values]
+    assert identity.plain_emails(values + ["a@b.test"]) is None

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from members.identity import InvalidIdentity, _plain_phone, normalise_phone
+from members.identity import InvalidIdentity, _plain_phone, _region_column, normalise_phone, plain_phone, plain_phones
 
 EXAMPLES = max(300, settings.default.max_examples)
 # Main regions of their country code, with and without a national prefix, with shared codes (+1, +44, +7),
@@ -153,3 +153,25 @@ def test_plainly_written_icelandic_numbers_take_the_fast_path(text):
 )
 def test_what_the_fast_path_leaves_to_phonenumbers(text, region):
     assert _plain_phone(text, region) is None
+
+
+@settings(max_examples=EXAMPLES)
+@given(st.data())
+def test_a_column_of_numbers_gets_what_each_number_gets(data):
+    # plain_phones answers for a column at once: the same as plain_phone for each number, or not at all; and
+    # a column whose every number plain_phone takes is answered at once (where the region's patterns allow).
+    region = data.draw(st.sampled_from(REGIONS))
+    values = [text.strip() for _, text in data.draw(st.lists(plain_numbers([region]), min_size=1, max_size=6))]
+    one_by_one = [plain_phone(value, region) for value in values]
+    column = plain_phones(values, region)
+    event(f"{region}: {'answered' if column is not None else 'declined'}")
+    if column is not None:
+        assert column == one_by_one
+    elif None not in one_by_one:
+        assert _region_column(region) is None, (region, values)
+
+
+def test_a_column_of_icelandic_numbers_is_answered_at_once():
+    values = ["+354 820 0002", "820-0003", "00354 8200004", "5512345"]
+    assert plain_phones(values, "IS") == ["+3548200002", "+3548200003", "+3548200004", "+3545512345"]
+    assert plain_phones(values + ["820 000"], "IS") is None

@@ -1,12 +1,10 @@
 import json
 import os
-import shutil
 import sys
 import uuid
 from pathlib import Path
 
 from django.core.files import File
-from django.core.files.storage import default_storage
 from django.core.management.base import BaseCommand, CommandError
 
 from links import services
@@ -89,8 +87,7 @@ class Command(BaseCommand):
             sys.stderr.write("\n")
         if batch.status != LinkBatch.Status.SUCCEEDED:
             raise CommandError(batch.error or "Making the links failed.")
-        with default_storage.open(batch.output_file.name, "rb") as result, open(options["output"], "wb") as out:
-            shutil.copyfileobj(result, out, 1024 * 1024)
+        services.link_batch_write_output(batch=batch, path=options["output"])
 
         outcome = {
             "rows": batch.rows_done,
