@@ -298,6 +298,10 @@ SWEEP_OVERDUE_AFTER = env.int("SWEEP_OVERDUE_AFTER", default=60)
 # lost its worker and is queued again by the sweep (it goes on from the members still to do).
 RUN_HEARTBEAT_SECONDS = env.float("RUN_HEARTBEAT_SECONDS", default=10.0)
 RUN_STALE_SECONDS = env.float("RUN_STALE_SECONDS", default=120.0)
+# A bulk action or refresh chunk task starts no new member after RUN_SLICE_SECONDS: it hands the rest to a fresh
+# task of itself. With one upstream call bounded (templates_sync.client: about five minutes at worst), a task
+# stays well inside CELERY_TASK_SOFT_TIME_LIMIT however large the action.
+RUN_SLICE_SECONDS = env.float("RUN_SLICE_SECONDS", default=600.0)
 # The sweeps of templates_sync.recovery, by name: beat's one entry sends each as a task of its own.
 RECOVERY_SWEEPS = {
     "sync-runs-queued": "templates_sync.services.sync_runs_resend_queued",

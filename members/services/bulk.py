@@ -11,8 +11,10 @@ the rows still waiting: no member is acted on twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, QuerySet, Value
 from django.db.models.functions import Coalesce
@@ -21,7 +23,7 @@ from django.utils import timezone
 from templates_sync.client import SmartPagesClient, smartpages_client
 from templates_sync.enqueue import enqueue_after_commit
 from templates_sync.rate_limit import SharedRateLimiter
-from templates_sync.recovery import MAX_ATTEMPTS, requeue_stale, resend_overdue, take
+from templates_sync.recovery import MAX_ATTEMPTS, requeue_stale, resend_waiting, take
 
 from ..models import Member, MemberBulkAction, MemberBulkOutcome
 from . import MemberError
@@ -76,23 +78,39 @@ def member_bulk_run(
         bulk.refresh_from_db()
         return bulk
     limiter = limiter or smartpages_rate_limiter()
-    with smartpages_client(client) as smartpages:
-        while chunk := list(waiting.select_related("member__template").order_by("id")[:BULK_CHUNK]):
-            for row in chunk:
-                if not beat():
-                    bulk.refresh_from_db()
-                    return bulk
-                _member_act(row=row, action=bulk.action, client=smartpages, limiter=limiter)
-    beat.mine.update(status=MemberBulkAction.Status.SUCCEEDED, finished_at=timezone.now())
+    # A bounded share of the work per task (RUN_SLICE_SECONDS), so a task of the largest action ends long before
+    # the soft time limit; the rest goes to a fresh task of itself, under the same attempt.
+    slice_ends = time.monotonic() + settings.RUN_SLICE_SECONDS
+    with beat.keep_beating(), smartpages_client(client) as smartpages:
+        for row in _waiting_rows(waiting):
+            if not beat():
+                bulk.refresh_from_db()
+                return bulk  # taken over: the worker holding it now goes on
+            if time.monotonic() >= slice_ends:
+                break
+            _member_act(row=row, action=bulk.action, client=smartpages, limiter=limiter)
+        else:
+            beat.mine.update(status=MemberBulkAction.Status.SUCCEEDED, finished_at=timezone.now())
+            bulk.refresh_from_db()
+            return bulk
+    # Handed back once the heartbeat thread has stopped, so that it never beats for the task that goes on.
+    with transaction.atomic():
+        if beat.hand_back():
+            _send(bulk)
     bulk.refresh_from_db()
     return bulk
+
+
+def _waiting_rows(waiting: QuerySet[MemberBulkOutcome]) -> Iterator[MemberBulkOutcome]:
+    while chunk := list(waiting.select_related("member__template").order_by("id")[:BULK_CHUNK]):
+        yield from chunk
 
 
 def member_bulk_actions_sweep() -> int:
     """A sweep (templates_sync.recovery): actions left queued because their task was lost, and actions whose
     worker stopped beating, are sent again; each goes on from its members still waiting."""
     actions = MemberBulkAction.objects.all()
-    return resend_overdue(actions, _send) + requeue_stale(actions, _send)
+    return resend_waiting(actions, _send) + requeue_stale(actions, _send)
 
 
 def _send(bulk: MemberBulkAction) -> None:

@@ -12,6 +12,7 @@ chunk is a row (MemberRefreshChunk), so the recovery sweep sends again a chunk w
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from datetime import timedelta
 
@@ -99,8 +100,11 @@ def member_refresh_run_start(
                 _send_chunk(chunk)
     if inline:
         limiter = smartpages_rate_limiter()
+        queued = MemberRefreshChunk.objects.filter(
+            run=run, run__status=MemberRefreshRun.Status.RUNNING, status=MemberRefreshChunk.Status.QUEUED
+        ).order_by("pk")
         with smartpages_client(client) as smartpages:
-            for chunk in chunks:
+            while chunk := queued.first():  # with the chunks split off a chunk that ran out of time
                 member_refresh_chunk(chunk_id=chunk.pk, client=smartpages, limiter=limiter)
     run.refresh_from_db()
     return run
@@ -142,10 +146,16 @@ def member_refresh_chunk(
         errors, samples = len(members), [{"member": m.pk, "error": message} for m in members[:ERROR_SAMPLES]]
         members = []
     limiter = limiter or smartpages_rate_limiter()
-    with smartpages_client(client) as smartpages:
-        for member in members:
+    # A bounded share per task (RUN_SLICE_SECONDS): the members left when it is spent become a chunk of their
+    # own, sent to a fresh task, so a slow SmartPages never runs a task into the soft time limit.
+    slice_ends, rest = time.monotonic() + settings.RUN_SLICE_SECONDS, []
+    with beat.keep_beating(), smartpages_client(client) as smartpages:
+        for n, member in enumerate(members):
             if not beat():
                 return  # the sweep gave this chunk to another worker: that one counts it
+            if time.monotonic() >= slice_ends:
+                rest = [m.pk for m in members[n:]]
+                break
             limiter.wait()
             try:
                 reply = smartpages.get_pass(str(member.pass_id))
@@ -168,7 +178,13 @@ def member_refresh_chunk(
         run.checked, run.changed, run.errors = run.checked + checked, run.changed + changed, run.errors + errors
         run.chunks_done += 1
         run.error_samples = (run.error_samples + samples)[:ERROR_SAMPLES]
-        run.save(update_fields=["checked", "changed", "errors", "chunks_done", "error_samples"])
+        if rest:
+            left = set(rest)
+            chunk.member_ids = [member_id for member_id in chunk.member_ids if member_id not in left]
+            MemberRefreshChunk.objects.filter(pk=chunk.pk).update(member_ids=chunk.member_ids)
+            _send_chunk(MemberRefreshChunk.objects.create(run=run, member_ids=rest))
+            run.chunks += 1
+        run.save(update_fields=["checked", "changed", "errors", "chunks", "chunks_done", "error_samples"])
         if run.chunks_done >= run.chunks:
             _run_finish(run_id=run.pk)
 
