@@ -63,11 +63,6 @@ class TemplatePage:
     data: list[dict]
 
 
-# The longest Retry-After waited out before a retry. urllib3 would wait up to six hours; capped, one call's
-# longest time is known: 7 tries x (5 s connect + 30 s read) + 6 waits of at most RETRY_AFTER_MAX = 305 s.
-RETRY_AFTER_MAX = 10
-
-
 def default_retry() -> Retry:
     return Retry(
         total=6,
@@ -81,7 +76,8 @@ def default_retry() -> Retry:
         # connection phase of a POST is retried (urllib3 retries connect errors for every method).
         allowed_methods=frozenset({"GET", "PUT"}),
         respect_retry_after_header=True,
-        retry_after_max=RETRY_AFTER_MAX,
+        # Capped, so that one call has a known longest time (SMARTPAGES_RETRY_AFTER_MAX).
+        retry_after_max=settings.SMARTPAGES_RETRY_AFTER_MAX,
         raise_on_status=False,
     )
 

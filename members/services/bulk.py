@@ -65,9 +65,10 @@ def member_bulk_request(
 def member_bulk_run(
     *, bulk: MemberBulkAction, client: SmartPagesClient | None = None, limiter: SharedRateLimiter | None = None
 ) -> MemberBulkAction:
-    """Act on every member still WAITING in this action, recording each outcome. Only the worker that took the
-    action from QUEUED acts: a copy of the task delivered twice finds it taken and returns; a worker the
-    recovery sweep gave up on (no heartbeat) stops at its next heartbeat."""
+    """Act on the members still WAITING in this action, recording each outcome, for RUN_SLICE_SECONDS; then
+    hand the action back and send its task again for the rest. Only the worker that took the action from
+    QUEUED acts: a copy of the task delivered twice finds it taken and returns; a worker the recovery sweep
+    gave up on (its heartbeat thread stopped: the process died) stops at its next check."""
     beat = take(bulk, started_at=Coalesce(F("started_at"), Value(timezone.now())))
     if beat is None:
         bulk.refresh_from_db()
@@ -82,11 +83,11 @@ def member_bulk_run(
     # the soft time limit; the rest goes to a fresh task of itself, under the same attempt.
     slice_ends = time.monotonic() + settings.RUN_SLICE_SECONDS
     with beat.keep_beating(), smartpages_client(client) as smartpages:
-        for row in _waiting_rows(waiting):
+        for n, row in enumerate(_waiting_rows(waiting)):
             if not beat():
                 bulk.refresh_from_db()
                 return bulk  # taken over: the worker holding it now goes on
-            if time.monotonic() >= slice_ends:
+            if n and time.monotonic() >= slice_ends:  # each task acts on one member at least
                 break
             _member_act(row=row, action=bulk.action, client=smartpages, limiter=limiter)
         else:

@@ -28,7 +28,7 @@ from templates_sync.recovery import MAX_ATTEMPTS, requeue_stale, resend_waiting,
 
 from ..models import Member, MemberRefreshChunk, MemberRefreshRun
 from .counts import template_member_counts_reconcile
-from .passes import member_apply_pass
+from .passes import member_apply_pass, members_changed_by_refresh
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +119,8 @@ def member_refresh_chunk(
     """Read one chunk's passes, each after the shared limiter allows it, and add the outcome to the run once.
 
     A chunk runs again when its worker died (the recovery sweep queued it again): the members that worker
-    already found changed (stamped since the run began) are not read again and count as checked; the others
-    are read again, which SmartPages does not mind and which writes no history twice (a member's history
+    already found changed (stamped since the run began) are not read again and count as checked and changed
+    (their history says so); the others are read again, which SmartPages does not mind and which writes no history twice (a member's history
     holds only real differences)."""
     chunk = MemberRefreshChunk.objects.select_related("run").filter(pk=chunk_id).first()
     if chunk is None:
@@ -136,9 +136,12 @@ def member_refresh_chunk(
         .select_related("template"),
         key=lambda m: order[m.pk],
     )
-    # Members gone from the refreshed statuses since the run listed them, or read since it began, count as
-    # checked: nothing to read.
-    checked, changed, errors = len(chunk.member_ids) - len(members), 0, 0
+    # Members gone from the refreshed statuses since the run listed them, or read since it began (by an attempt
+    # whose worker died, say), are not read again: they count as checked, and as changed when their history
+    # says a read found them changed during this run.
+    not_read = set(chunk.member_ids) - {member.pk for member in members}
+    checked, errors = len(not_read), 0
+    changed = len(members_changed_by_refresh(member_ids=not_read, since=chunk.run.started_at)) if not_read else 0
     samples, unchanged = [], []
     if chunk.attempt > MAX_ATTEMPTS:
         # Workers died in this chunk every time: its members are not read, and the run goes on without them.
@@ -153,7 +156,7 @@ def member_refresh_chunk(
         for n, member in enumerate(members):
             if not beat():
                 return  # the sweep gave this chunk to another worker: that one counts it
-            if time.monotonic() >= slice_ends:
+            if n and time.monotonic() >= slice_ends:
                 rest = [m.pk for m in members[n:]]
                 break
             limiter.wait()
