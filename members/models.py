@@ -296,7 +296,8 @@ class MemberBulkAction(BackgroundJob):
     succeeded = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
     skipped = models.PositiveIntegerField(default=0)
-    # Raised each time a worker takes the action; above 1, a worker died (or the task was lost) and the action
+    # Raised each time a worker takes the action, and lowered again when a task hands it back after its slice
+    # (RUN_SLICE_SECONDS), so the next take goes on under the same number: above 1, a worker died and the action
     # went on from the members still waiting. The heartbeat tells the recovery sweep the worker is alive.
     attempt = models.PositiveIntegerField(default=0)
 
