@@ -34,4 +34,3 @@ def test_a_retry_after_longer_than_the_cap_is_waited_out_only_for_the_cap(sandbo
     assert outcome["error"].status == 429
     assert sandbox.request_count("GET") == 7  # the first try and six retries, each after a capped wait
     assert 6 <= outcome["seconds"] < 30
-
