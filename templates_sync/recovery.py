@@ -7,6 +7,10 @@ named in settings.RECOVERY_SWEEPS; each sweep finds its app's lost work with the
 again. Sweeps run as separate tasks so that a slow one (retrying pending members upstream) never holds up
 the others. Apps list their sweeps in settings, not here: this app is imported by the others, never the
 reverse.
+
+A long run works in slices of RUN_SLICE_SECONDS, each a task that hands the row back (Heartbeat.hand_back) and
+sends the next: no task reaches the Celery time limit, and only a worker that died costs an attempt. While it
+works, a thread beats for it (Heartbeat.keep_beating), so only a dead process looks dead to the sweep.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 A request records the action and one WAITING outcome row per member in one transaction, then hands the
 action to a worker (after commit). The task works through the waiting rows in chunks, each upstream call
 after the shared limiter (the refresh job's rate, shared by all workers), and writes each member's outcome
-and the progress counts as it goes, beating the action's heartbeat. A task delivered twice finds the action
+and the progress counts as it goes, beating the action's heartbeat from a thread; after RUN_SLICE_SECONDS it
+hands the rest to a fresh task of itself. A task delivered twice finds the action
 taken; one lost (the broker was away, the worker died) is sent again by the recovery sweep and continues with
 the rows still waiting: no member is acted on twice.
 """
