@@ -2,6 +2,7 @@
 sends again, that it sends it once, and that the run sent again goes on without repeating what was done. (The
 same with real workers killed mid-run: test_run_recovery.py.)"""
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -252,3 +253,23 @@ def test_members_a_dead_attempt_found_changed_count_as_changed_when_their_chunk_
     refresh.member_refresh_chunk(chunk_id=chunk.pk)
     run.refresh_from_db()
     assert (run.status, run.checked, run.changed, run.errors) == ("succeeded", 3, 1, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_thread_keeps_a_busy_worker_alive_and_tells_it_when_it_was_taken_over(club, manager):
+    """Committed rows, as a worker has them: the thread beats on a connection of its own while the worker is
+    busy (no call of the heartbeat here), and reports the take-over the worker then stops at."""
+    action = bulk.member_bulk_request(action="refresh", member_ids=[issued(club, 0).pk], user=manager)
+    beat = recovery.take(action)
+    beat.every = 0.05
+    with beat.keep_beating():
+        MemberBulkAction.objects.filter(pk=action.pk).update(heartbeat_at=long_ago())
+        time.sleep(0.5)  # busy, say in a slow SmartPages call
+        assert MemberBulkAction.objects.get(pk=action.pk).heartbeat_at > timezone.now() - timedelta(seconds=1)
+        assert recovery.requeue_stale(MemberBulkAction.objects.all(), lambda row: None, stale_seconds=1) == 0
+        assert beat()
+        # Taken over all the same (its process lost the database for longer than RUN_STALE_SECONDS, say).
+        MemberBulkAction.objects.filter(pk=action.pk).update(status="queued", attempt=2)
+        time.sleep(0.5)
+        assert not beat()  # the worker stops at its next check
+    assert MemberBulkAction.objects.get(pk=action.pk).status == "queued"
