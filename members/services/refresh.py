@@ -120,8 +120,9 @@ def member_refresh_chunk(
 
     A chunk runs again when its worker died (the recovery sweep queued it again): the members that worker
     already found changed (stamped since the run began) are not read again and count as checked and changed
-    (their history says so); the others are read again, which SmartPages does not mind and which writes no history twice (a member's history
-    holds only real differences)."""
+    (their history says so); the others are read again, which SmartPages does not mind and which writes no
+    history twice (a member's history holds only real differences). After RUN_SLICE_SECONDS the members not
+    yet read become a chunk of their own, sent to a fresh task; this one is counted with what it read."""
     chunk = MemberRefreshChunk.objects.select_related("run").filter(pk=chunk_id).first()
     if chunk is None:
         return
