@@ -273,6 +273,8 @@ class BackgroundJob(models.Model):
     queued_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # A running job's last sign of life; on a queued one, when a sweep (or the job itself) last sent its task.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         abstract = True
@@ -294,10 +296,10 @@ class MemberBulkAction(BackgroundJob):
     succeeded = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
     skipped = models.PositiveIntegerField(default=0)
-    # Raised each time a worker takes the action; above 1, a worker died (or the task was lost) and the action
+    # Raised each time a worker takes the action, and lowered again when a task hands it back after its slice
+    # (RUN_SLICE_SECONDS), so the next take goes on under the same number: above 1, a worker died and the action
     # went on from the members still waiting. The heartbeat tells the recovery sweep the worker is alive.
     attempt = models.PositiveIntegerField(default=0)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} #{self.pk} ({self.status})"

@@ -247,8 +247,8 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_SOFT_TIME_LIMIT = 1800
-CELERY_TASK_TIME_LIMIT = 1900
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=1800)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=1900)
 if not CELERY_BROKER_URL.startswith("filesystem"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         # Redis hands an unacknowledged (acks_late) task to another worker only after this. Two minutes above
@@ -285,6 +285,9 @@ SMARTPAGES_REQUEST_TIMEOUT = (
     env.float("SMARTPAGES_REQUEST_CONNECT_TIMEOUT", default=3.0),
     env.float("SMARTPAGES_REQUEST_READ_TIMEOUT", default=10.0),
 )
+# The longest Retry-After a worker's call waits out before its next try (urllib3 alone would wait up to six
+# hours). With it, one call lasts at most 7 tries x (connect + read timeout) + 6 waits: 7 x 35 + 6 x 10 = 305 s.
+SMARTPAGES_RETRY_AFTER_MAX = env.int("SMARTPAGES_RETRY_AFTER_MAX", default=10)
 TEMPLATE_SYNC_INTERVAL = env.int("TEMPLATE_SYNC_INTERVAL", default=900)
 # A running sync beats every TEMPLATE_SYNC_HEARTBEAT_SECONDS; one silent for TEMPLATE_SYNC_STALE_SECONDS lost its
 # worker and is taken over (lock released, a fresh run queued) by the recovery sweep.
@@ -298,6 +301,10 @@ SWEEP_OVERDUE_AFTER = env.int("SWEEP_OVERDUE_AFTER", default=60)
 # lost its worker and is queued again by the sweep (it goes on from the members still to do).
 RUN_HEARTBEAT_SECONDS = env.float("RUN_HEARTBEAT_SECONDS", default=10.0)
 RUN_STALE_SECONDS = env.float("RUN_STALE_SECONDS", default=120.0)
+# A bulk action or refresh chunk task starts no new member after RUN_SLICE_SECONDS: it hands the rest to a fresh
+# task of itself. With one upstream call bounded (templates_sync.client: about five minutes at worst), a task
+# stays well inside CELERY_TASK_SOFT_TIME_LIMIT however large the action.
+RUN_SLICE_SECONDS = env.float("RUN_SLICE_SECONDS", default=600.0)
 # The sweeps of templates_sync.recovery, by name: beat's one entry sends each as a task of its own.
 RECOVERY_SWEEPS = {
     "sync-runs-queued": "templates_sync.services.sync_runs_resend_queued",

@@ -76,6 +76,8 @@ def default_retry() -> Retry:
         # connection phase of a POST is retried (urllib3 retries connect errors for every method).
         allowed_methods=frozenset({"GET", "PUT"}),
         respect_retry_after_header=True,
+        # Capped, so that one call has a known longest time (SMARTPAGES_RETRY_AFTER_MAX).
+        retry_after_max=settings.SMARTPAGES_RETRY_AFTER_MAX,
         raise_on_status=False,
     )
 

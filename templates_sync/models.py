@@ -182,8 +182,9 @@ class BackgroundRun(models.Model):
     """What every recorded run of background work holds, whatever the work (a template sync, a member refresh).
 
     QUEUED rows are work recorded but not yet picked up by a worker; a RUNNING run beats `heartbeat_at`
-    while it works, so a sweep can tell a run whose worker died from one that is slow. Subclasses add their
-    trigger choices, counts and lock."""
+    while it works, so a sweep can tell a run whose worker died from one that is slow; on a QUEUED row it is
+    when a sweep last sent its task again (recovery.resend_waiting). Subclasses add their trigger choices,
+    counts and lock."""
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"

@@ -3,7 +3,7 @@ sends again the runs whose task never came (the broker was away when they were a
 
 from .enqueue import enqueue_after_commit
 from .models import PassTemplate, SyncRun
-from .recovery import resend_overdue
+from .recovery import resend_waiting
 from .selectors import running_full_sync
 from .sync import sync_run_queue, sync_run_skip, sync_runs_take_over_stale
 
@@ -27,7 +27,7 @@ def sync_request_refresh(*, template: PassTemplate, user) -> SyncRun:
 
 def sync_runs_resend_queued() -> int:
     """A sweep (templates_sync.recovery): runs left queued because their task was lost are sent again."""
-    return resend_overdue(SyncRun.objects.all(), _send)
+    return resend_waiting(SyncRun.objects.all(), _send)
 
 
 def sync_runs_recover_stale() -> int:

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from templates_sync.enqueue import enqueue_after_commit
 from templates_sync.models import PassTemplate
-from templates_sync.recovery import resend_overdue
+from templates_sync.recovery import resend_waiting
 
 from .. import selectors
 from ..models import (
@@ -161,7 +161,7 @@ def autofill_backfill_request(*, template: PassTemplate, user) -> AutofillBackfi
 
 def autofill_backfills_resend_queued() -> int:
     """A sweep (templates_sync.recovery): backfills left queued because their task was lost are sent again."""
-    return resend_overdue(
+    return resend_waiting(
         AutofillBackfill.objects.all(), lambda backfill: enqueue_after_commit(BACKFILL_TASK, backfill.pk)
     )
 

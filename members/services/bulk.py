@@ -3,7 +3,8 @@
 A request records the action and one WAITING outcome row per member in one transaction, then hands the
 action to a worker (after commit). The task works through the waiting rows in chunks, each upstream call
 after the shared limiter (the refresh job's rate, shared by all workers), and writes each member's outcome
-and the progress counts as it goes, beating the action's heartbeat. A task delivered twice finds the action
+and the progress counts as it goes, beating the action's heartbeat from a thread; after RUN_SLICE_SECONDS it
+hands the rest to a fresh task of itself. A task delivered twice finds the action
 taken; one lost (the broker was away, the worker died) is sent again by the recovery sweep and continues with
 the rows still waiting: no member is acted on twice.
 """
@@ -11,8 +12,10 @@ the rows still waiting: no member is acted on twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, QuerySet, Value
 from django.db.models.functions import Coalesce
@@ -21,7 +24,7 @@ from django.utils import timezone
 from templates_sync.client import SmartPagesClient, smartpages_client
 from templates_sync.enqueue import enqueue_after_commit
 from templates_sync.rate_limit import SharedRateLimiter
-from templates_sync.recovery import MAX_ATTEMPTS, requeue_stale, resend_overdue, take
+from templates_sync.recovery import MAX_ATTEMPTS, requeue_stale, resend_waiting, take
 
 from ..models import Member, MemberBulkAction, MemberBulkOutcome
 from . import MemberError
@@ -63,9 +66,10 @@ def member_bulk_request(
 def member_bulk_run(
     *, bulk: MemberBulkAction, client: SmartPagesClient | None = None, limiter: SharedRateLimiter | None = None
 ) -> MemberBulkAction:
-    """Act on every member still WAITING in this action, recording each outcome. Only the worker that took the
-    action from QUEUED acts: a copy of the task delivered twice finds it taken and returns; a worker the
-    recovery sweep gave up on (no heartbeat) stops at its next heartbeat."""
+    """Act on the members still WAITING in this action, recording each outcome, for RUN_SLICE_SECONDS; then
+    hand the action back and send its task again for the rest. Only the worker that took the action from
+    QUEUED acts: a copy of the task delivered twice finds it taken and returns; a worker the recovery sweep
+    gave up on (its heartbeat thread stopped: the process died) stops at its next check."""
     beat = take(bulk, started_at=Coalesce(F("started_at"), Value(timezone.now())))
     if beat is None:
         bulk.refresh_from_db()
@@ -76,23 +80,39 @@ def member_bulk_run(
         bulk.refresh_from_db()
         return bulk
     limiter = limiter or smartpages_rate_limiter()
-    with smartpages_client(client) as smartpages:
-        while chunk := list(waiting.select_related("member__template").order_by("id")[:BULK_CHUNK]):
-            for row in chunk:
-                if not beat():
-                    bulk.refresh_from_db()
-                    return bulk
-                _member_act(row=row, action=bulk.action, client=smartpages, limiter=limiter)
-    beat.mine.update(status=MemberBulkAction.Status.SUCCEEDED, finished_at=timezone.now())
+    # A bounded share of the work per task (RUN_SLICE_SECONDS), so a task of the largest action ends long before
+    # the soft time limit; the rest goes to a fresh task of itself, under the same attempt.
+    slice_ends = time.monotonic() + settings.RUN_SLICE_SECONDS
+    with beat.keep_beating(), smartpages_client(client) as smartpages:
+        for n, row in enumerate(_waiting_rows(waiting)):
+            if not beat():
+                bulk.refresh_from_db()
+                return bulk  # taken over: the worker holding it now goes on
+            if n and time.monotonic() >= slice_ends:  # each task acts on one member at least
+                break
+            _member_act(row=row, action=bulk.action, client=smartpages, limiter=limiter)
+        else:
+            beat.mine.update(status=MemberBulkAction.Status.SUCCEEDED, finished_at=timezone.now())
+            bulk.refresh_from_db()
+            return bulk
+    # Handed back once the heartbeat thread has stopped, so that it never beats for the task that goes on.
+    with transaction.atomic():
+        if beat.hand_back():
+            _send(bulk)
     bulk.refresh_from_db()
     return bulk
+
+
+def _waiting_rows(waiting: QuerySet[MemberBulkOutcome]) -> Iterator[MemberBulkOutcome]:
+    while chunk := list(waiting.select_related("member__template").order_by("id")[:BULK_CHUNK]):
+        yield from chunk
 
 
 def member_bulk_actions_sweep() -> int:
     """A sweep (templates_sync.recovery): actions left queued because their task was lost, and actions whose
     worker stopped beating, are sent again; each goes on from its members still waiting."""
     actions = MemberBulkAction.objects.all()
-    return resend_overdue(actions, _send) + requeue_stale(actions, _send)
+    return resend_waiting(actions, _send) + requeue_stale(actions, _send)
 
 
 def _send(bulk: MemberBulkAction) -> None:

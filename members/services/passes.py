@@ -77,6 +77,8 @@ UPSTREAM_STATUSES = {
     "VOIDED": Member.Status.VOIDED,
 }
 # Members whose pass SmartPages holds: only these take a status from it (pending and failed have no pass).
+# The reason in a member's status history of a change a refresh read (members_changed_by_refresh finds them).
+REFRESH_STATUS_REASON = "Changed on SmartPages (read by a refresh)."
 PASS_HOLDING_STATUSES = (Member.Status.ISSUED, Member.Status.REDEEMED, Member.Status.VOIDED)
 
 
@@ -111,12 +113,18 @@ def member_apply_pass(*, member: Member, reply: dict) -> bool:
                 fields.append(name)
         member.save(update_fields=fields)
         if old_status != status:
-            MemberStatusChange.objects.create(
-                member=member, old=old_status, new=status, reason="Changed on SmartPages (read by a refresh)."
-            )
+            MemberStatusChange.objects.create(member=member, old=old_status, new=status, reason=REFRESH_STATUS_REASON)
         if changes:
             MemberChange.objects.create(member=member, via=MemberChange.Via.REFRESH, changes=changes)
     return True
+
+
+def members_changed_by_refresh(*, member_ids, since) -> set[int]:
+    """Of `member_ids`, those a read of their pass (member_apply_pass) found changed at or after `since`: from
+    their history, which holds every such change."""
+    statuses = MemberStatusChange.objects.filter(member_id__in=member_ids, at__gte=since, reason=REFRESH_STATUS_REASON)
+    values = MemberChange.objects.filter(member_id__in=member_ids, at__gte=since, via=MemberChange.Via.REFRESH)
+    return {*statuses.values_list("member_id", flat=True), *values.values_list("member_id", flat=True)}
 
 
 def _value_changes(old: Mapping[str, object], new: Mapping[str, object]) -> dict[str, list]:

@@ -12,6 +12,7 @@ chunk is a row (MemberRefreshChunk), so the recovery sweep sends again a chunk w
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from datetime import timedelta
 
@@ -27,7 +28,7 @@ from templates_sync.recovery import MAX_ATTEMPTS, requeue_stale, resend_waiting,
 
 from ..models import Member, MemberRefreshChunk, MemberRefreshRun
 from .counts import template_member_counts_reconcile
-from .passes import member_apply_pass
+from .passes import member_apply_pass, members_changed_by_refresh
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +100,11 @@ def member_refresh_run_start(
                 _send_chunk(chunk)
     if inline:
         limiter = smartpages_rate_limiter()
+        queued = MemberRefreshChunk.objects.filter(
+            run=run, run__status=MemberRefreshRun.Status.RUNNING, status=MemberRefreshChunk.Status.QUEUED
+        ).order_by("pk")
         with smartpages_client(client) as smartpages:
-            for chunk in chunks:
+            while chunk := queued.first():  # with the chunks split off a chunk that ran out of time
                 member_refresh_chunk(chunk_id=chunk.pk, client=smartpages, limiter=limiter)
     run.refresh_from_db()
     return run
@@ -115,9 +119,10 @@ def member_refresh_chunk(
     """Read one chunk's passes, each after the shared limiter allows it, and add the outcome to the run once.
 
     A chunk runs again when its worker died (the recovery sweep queued it again): the members that worker
-    already found changed (stamped since the run began) are not read again and count as checked; the others
-    are read again, which SmartPages does not mind and which writes no history twice (a member's history
-    holds only real differences)."""
+    already found changed (stamped since the run began) are not read again and count as checked and changed
+    (their history says so); the others are read again, which SmartPages does not mind and which writes no
+    history twice (a member's history holds only real differences). After RUN_SLICE_SECONDS the members not
+    yet read become a chunk of their own, sent to a fresh task; this one is counted with what it read."""
     chunk = MemberRefreshChunk.objects.select_related("run").filter(pk=chunk_id).first()
     if chunk is None:
         return
@@ -132,9 +137,12 @@ def member_refresh_chunk(
         .select_related("template"),
         key=lambda m: order[m.pk],
     )
-    # Members gone from the refreshed statuses since the run listed them, or read since it began, count as
-    # checked: nothing to read.
-    checked, changed, errors = len(chunk.member_ids) - len(members), 0, 0
+    # Members gone from the refreshed statuses since the run listed them, or read since it began (by an attempt
+    # whose worker died, say), are not read again: they count as checked, and as changed when their history
+    # says a read found them changed during this run.
+    not_read = set(chunk.member_ids) - {member.pk for member in members}
+    checked, errors = len(not_read), 0
+    changed = len(members_changed_by_refresh(member_ids=not_read, since=chunk.run.started_at)) if not_read else 0
     samples, unchanged = [], []
     if chunk.attempt > MAX_ATTEMPTS:
         # Workers died in this chunk every time: its members are not read, and the run goes on without them.
@@ -142,10 +150,16 @@ def member_refresh_chunk(
         errors, samples = len(members), [{"member": m.pk, "error": message} for m in members[:ERROR_SAMPLES]]
         members = []
     limiter = limiter or smartpages_rate_limiter()
-    with smartpages_client(client) as smartpages:
-        for member in members:
+    # A bounded share per task (RUN_SLICE_SECONDS): the members left when it is spent become a chunk of their
+    # own, sent to a fresh task, so a slow SmartPages never runs a task into the soft time limit.
+    slice_ends, rest = time.monotonic() + settings.RUN_SLICE_SECONDS, []
+    with beat.keep_beating(), smartpages_client(client) as smartpages:
+        for n, member in enumerate(members):
             if not beat():
                 return  # the sweep gave this chunk to another worker: that one counts it
+            if n and time.monotonic() >= slice_ends:
+                rest = [m.pk for m in members[n:]]
+                break
             limiter.wait()
             try:
                 reply = smartpages.get_pass(str(member.pass_id))
@@ -168,7 +182,13 @@ def member_refresh_chunk(
         run.checked, run.changed, run.errors = run.checked + checked, run.changed + changed, run.errors + errors
         run.chunks_done += 1
         run.error_samples = (run.error_samples + samples)[:ERROR_SAMPLES]
-        run.save(update_fields=["checked", "changed", "errors", "chunks_done", "error_samples"])
+        if rest:
+            left = set(rest)
+            chunk.member_ids = [member_id for member_id in chunk.member_ids if member_id not in left]
+            MemberRefreshChunk.objects.filter(pk=chunk.pk).update(member_ids=chunk.member_ids)
+            _send_chunk(MemberRefreshChunk.objects.create(run=run, member_ids=rest))
+            run.chunks += 1
+        run.save(update_fields=["checked", "changed", "errors", "chunks", "chunks_done", "error_samples"])
         if run.chunks_done >= run.chunks:
             _run_finish(run_id=run.pk)
 

@@ -228,3 +228,51 @@ def test_a_worker_killed_mid_refresh_run_costs_its_chunks_and_the_run_finishes_w
     read = set(sandbox.request_paths("GET", PASSES))
     assert read == {f"{PASSES}{member.pass_id}" for member in members}  # every pass was read
     assert "succeeded" in history
+
+
+def _bulk_void_with_beat(own_redis, sandbox, env: dict[str, str], members: list[Member], name: str) -> MemberBulkAction:
+    """Post a bulk void through the portal and let a worker with beat (the recovery sweep on) finish it. (The
+    worker starts on an emptied queue: the sweep sends the action.)"""
+    web, url, _log = start_gunicorn(suite_env(env), log_name=f"{name}-gunicorn")
+    try:
+        assert _post_bulk_void(_manager_session(url), url, members)
+        finish_with_beat(
+            env,
+            log_name=f"{name}-worker",
+            finished=lambda: MemberBulkAction.objects.get().is_finished,
+            message="the action to finish",
+        )
+    finally:
+        stop_process(web)
+    return MemberBulkAction.objects.get()
+
+
+def test_a_bulk_action_longer_than_the_task_time_limit_goes_on_in_slices_under_one_attempt(own_redis, sandbox, manager):
+    """The action needs longer than a task may run (soft limit 3 s here, 30 min by default): each task works
+    for RUN_SLICE_SECONDS and hands the rest to a task of its own, so no task is cut off and no attempt lost."""
+    members = _issued_members(sandbox, 16)
+    env = {
+        **_env(own_redis, sandbox),
+        "CELERY_TASK_SOFT_TIME_LIMIT": "3",
+        "CELERY_TASK_TIME_LIMIT": "8",
+        "RUN_SLICE_SECONDS": "1",
+    }
+    sandbox.faults = Faults(slow_seconds=0.3, scope="passes")  # 16 members: about 5 s of calls
+    sandbox.reset_counts()
+    action = _bulk_void_with_beat(own_redis, sandbox, env, members, "bulk-sliced")
+    assert (action.status, action.attempt, action.error) == ("succeeded", 1, "")
+    assert (action.total, action.done, action.succeeded, action.failed) == (16, 16, 16, 0)
+    assert Counter(sandbox.request_paths("PUT", PASSES)) == {f"{PASSES}{member.pass_id}": 1 for member in members}
+
+
+def test_a_worker_waiting_on_a_call_longer_than_the_stale_bound_keeps_its_action(own_redis, sandbox, manager):
+    """Each SmartPages call takes 4 s, longer than RUN_STALE_SECONDS (3 s here): the worker beats from a thread
+    while it waits, so the sweep leaves it alone and no second worker acts on the same action."""
+    members = _issued_members(sandbox, 3)
+    env = _env(own_redis, sandbox)
+    sandbox.faults = Faults(slow_seconds=4, scope="passes")
+    sandbox.reset_counts()
+    action = _bulk_void_with_beat(own_redis, sandbox, env, members, "bulk-slow-call")
+    assert (action.status, action.attempt, action.done, action.succeeded) == ("succeeded", 1, 3, 3)
+    assert Counter(sandbox.request_paths("PUT", PASSES)) == {f"{PASSES}{member.pass_id}": 1 for member in members}
+    assert sandbox.request_count("GET", PASSES) == 0  # no take-over: no worker had to read a pass back

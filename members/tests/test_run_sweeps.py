@@ -2,6 +2,7 @@
 sends again, that it sends it once, and that the run sent again goes on without repeating what was done. (The
 same with real workers killed mid-run: test_run_recovery.py.)"""
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -137,3 +138,138 @@ def test_work_a_worker_died_in_every_time_gives_up_with_the_reason(club, sandbox
     assert (run.status, run.total, run.checked, run.errors) == ("succeeded", 2, 1, 1)
     assert "a worker stopped 5 times" in run.error_samples[0]["error"]
     assert sandbox.request_count("GET") == 1
+
+
+def test_a_bulk_action_running_since_before_heartbeats_existed_is_queued_again(club, manager, settings):
+    """Rows that were running when the heartbeat column came have none: they are stale once they started (a
+    chunk: was queued) RUN_STALE_SECONDS ago; a recent one is left to its worker."""
+    old, recent = (
+        bulk.member_bulk_request(action="refresh", member_ids=[issued(club, n).pk], user=manager) for n in range(2)
+    )
+    MemberBulkAction.objects.filter(pk=old.pk).update(status="running", attempt=1, started_at=long_ago())
+    MemberBulkAction.objects.filter(pk=recent.pk).update(status="running", attempt=1, started_at=timezone.now())
+    MemberBulkAction.objects.update(heartbeat_at=None)
+    settings.MEMBER_REFRESH_CHUNK = 1
+    run = refresh.member_refresh_run_start(trigger=MemberRefreshRun.Trigger.MANUAL)
+    chunk = MemberRefreshChunk.objects.filter(run=run).first()
+    MemberRefreshChunk.objects.filter(pk=chunk.pk).update(status="running", attempt=1, heartbeat_at=None)
+    MemberRefreshChunk.objects.filter(pk=chunk.pk).update(queued_at=long_ago())
+
+    assert recovery.requeue_stale(MemberBulkAction.objects.all(), lambda row: None) == 1
+    assert dict(MemberBulkAction.objects.values_list("pk", "status")) == {old.pk: "queued", recent.pk: "running"}
+    assert recovery.requeue_stale(MemberRefreshChunk.objects.all(), lambda row: None) == 1
+    assert MemberRefreshChunk.objects.get(pk=chunk.pk).status == "queued"
+    action = bulk.member_bulk_run(bulk=MemberBulkAction.objects.get(pk=old.pk), limiter=_no_wait())
+    assert (action.status, action.attempt, action.done) == ("succeeded", 2, 1)
+
+
+def test_work_left_queued_is_sent_again_once_per_period_however_long_it_waits(
+    club, manager, settings, django_capture_on_commit_callbacks
+):
+    from members.models import AutofillBackfill
+    from members.services import autofill
+
+    action = bulk.member_bulk_request(action="refresh", member_ids=[issued(club, 0).pk], user=manager)
+    backfill = AutofillBackfill.objects.create(template=club)
+    MemberBulkAction.objects.filter(pk=action.pk).update(queued_at=long_ago())
+    AutofillBackfill.objects.filter(pk=backfill.pk).update(queued_at=long_ago())
+
+    with django_capture_on_commit_callbacks(execute=False) as sends:
+        assert bulk.member_bulk_actions_sweep() == 1
+        assert autofill.autofill_backfills_resend_queued() == 1
+        assert bulk.member_bulk_actions_sweep() == 0  # sent a moment ago: not again until a period has passed
+        assert autofill.autofill_backfills_resend_queued() == 0
+    assert len(sends) == 2
+    later = timezone.now() - timedelta(seconds=settings.SWEEP_OVERDUE_AFTER + 1)
+    MemberBulkAction.objects.filter(pk=action.pk).update(heartbeat_at=later)
+    with django_capture_on_commit_callbacks(execute=False) as sends:
+        assert bulk.member_bulk_actions_sweep() == 1  # still waiting a period later: sent once more
+    assert len(sends) == 1
+
+
+def test_a_bulk_action_works_in_slices_each_handed_on_without_counting_an_attempt(
+    club, sandbox, manager, settings, django_capture_on_commit_callbacks
+):
+    """Each task stops after RUN_SLICE_SECONDS (here: after its first member), hands the action back queued
+    under the same attempt and sends itself again; the action never runs into the task time limit, and the
+    give-up after MAX_ATTEMPTS counts only workers that died."""
+    settings.RUN_SLICE_SECONDS = 0
+    members = [issued(club, n) for n in range(recovery.MAX_ATTEMPTS + 2)]
+    action = bulk.member_bulk_request(action="void", member_ids=[m.pk for m in members], user=manager)
+    sandbox.reset_counts()
+    for n in range(1, len(members)):
+        with django_capture_on_commit_callbacks(execute=False) as sends:
+            action = bulk.member_bulk_run(bulk=MemberBulkAction.objects.get(pk=action.pk), limiter=_no_wait())
+        # Queued under attempt 0 again: the next take goes on as attempt 1 (the page says no worker stopped).
+        assert (action.status, action.attempt, action.done) == ("queued", 0, n)
+        assert len(sends) == 1  # its own next task
+    action = bulk.member_bulk_run(bulk=MemberBulkAction.objects.get(pk=action.pk), limiter=_no_wait())
+    assert (action.status, action.attempt, action.done, action.succeeded) == ("succeeded", 1, 7, 7)
+    assert sandbox.request_count("PUT") == len(members)
+
+
+def test_a_refresh_chunk_out_of_time_hands_its_unread_members_to_a_chunk_of_their_own(
+    club, sandbox, settings, django_capture_on_commit_callbacks
+):
+    settings.RUN_SLICE_SECONDS = 0
+    settings.MEMBER_REFRESH_CHUNK = 3
+    members = [issued(club, n) for n in range(3)]
+    sandbox.change_pass(str(members[2].pass_id), status="REDEEMED")
+    run = refresh.member_refresh_run_start(trigger=MemberRefreshRun.Trigger.MANUAL)
+    with django_capture_on_commit_callbacks(execute=False) as sends:
+        refresh.member_refresh_chunk(chunk_id=MemberRefreshChunk.objects.get(run=run).pk)
+    assert len(sends) == 1
+    run.refresh_from_db()
+    assert (run.status, run.checked, run.chunks, run.chunks_done) == ("running", 1, 2, 1)
+    while chunk := MemberRefreshChunk.objects.filter(run=run, status="queued").first():
+        refresh.member_refresh_chunk(chunk_id=chunk.pk)
+    run.refresh_from_db()
+    assert (run.status, run.total, run.checked, run.changed, run.chunks, run.chunks_done) == (
+        "succeeded",
+        3,
+        3,
+        1,
+        3,
+        3,
+    )
+    assert sandbox.request_count("GET", PASSES) == 3  # each member read once
+
+
+def test_members_a_dead_attempt_found_changed_count_as_changed_when_their_chunk_runs_again(club, sandbox):
+    from members.services.passes import member_apply_pass
+    from templates_sync.client import client_from_settings
+
+    members = [issued(club, n) for n in range(3)]
+    sandbox.change_pass(str(members[0].pass_id), status="REDEEMED")
+    run = refresh.member_refresh_run_start(trigger=MemberRefreshRun.Trigger.MANUAL)
+    chunk = MemberRefreshChunk.objects.get(run=run)
+    # A worker took the chunk, read the first member (changed: recorded in its history) and died.
+    assert recovery.take(chunk) is not None
+    with client_from_settings() as client:
+        assert member_apply_pass(member=members[0], reply=client.get_pass(str(members[0].pass_id)))
+    MemberRefreshChunk.objects.filter(pk=chunk.pk).update(heartbeat_at=long_ago())
+    assert recovery.requeue_stale(MemberRefreshChunk.objects.all(), lambda row: None) == 1
+
+    refresh.member_refresh_chunk(chunk_id=chunk.pk)
+    run.refresh_from_db()
+    assert (run.status, run.checked, run.changed, run.errors) == ("succeeded", 3, 1, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_thread_keeps_a_busy_worker_alive_and_tells_it_when_it_was_taken_over(club, manager):
+    """Committed rows, as a worker has them: the thread beats on a connection of its own while the worker is
+    busy (no call of the heartbeat here), and reports the take-over the worker then stops at."""
+    action = bulk.member_bulk_request(action="refresh", member_ids=[issued(club, 0).pk], user=manager)
+    beat = recovery.take(action)
+    beat.every = 0.05
+    with beat.keep_beating():
+        MemberBulkAction.objects.filter(pk=action.pk).update(heartbeat_at=long_ago())
+        time.sleep(0.5)  # busy, say in a slow SmartPages call
+        assert MemberBulkAction.objects.get(pk=action.pk).heartbeat_at > timezone.now() - timedelta(seconds=1)
+        assert recovery.requeue_stale(MemberBulkAction.objects.all(), lambda row: None, stale_seconds=1) == 0
+        assert beat()
+        # Taken over all the same (its process lost the database for longer than RUN_STALE_SECONDS, say).
+        MemberBulkAction.objects.filter(pk=action.pk).update(status="queued", attempt=2)
+        time.sleep(0.5)
+        assert not beat()  # the worker stops at its next check
+    assert MemberBulkAction.objects.get(pk=action.pk).status == "queued"
