@@ -43,11 +43,23 @@ def demo_template() -> PassTemplate:
 def every_format_template(
     *, allowed_domains: list[str] | None = None, min_age: int | None = None, **columns
 ) -> PassTemplate:
+    return template_with_fields(EVERY_FORMAT_FIELDS, allowed_domains=allowed_domains, min_age=min_age, **columns)
+
+
+def template_with_fields(
+    fields: list[tuple[str, str, str, str, bool]],
+    *,
+    allowed_domains: list[str] | None = None,
+    min_age: int | None = None,
+    name: str = "Félagsskírteini",
+    **columns,
+) -> PassTemplate:
+    """A template with these (identifier, label, format, type, mandatory) input fields, written into the mirror."""
     template_id = uuid.uuid4()
     raw = {
         "id": str(template_id),
         "type": "MEMBER",
-        "name": "Félagsskírteini",
+        "name": name,
         "status": "ACTIVE",
         "allowedEmailDomains": [{"sortOrder": i, "emailDomain": d} for i, d in enumerate(allowed_domains or [])],
         "useEmailDomainVerification": bool(allowed_domains),
@@ -57,7 +69,7 @@ def every_format_template(
     template = PassTemplate.objects.create(
         id=template_id,
         type="MEMBER",
-        name="Félagsskírteini",
+        name=name,
         status="ACTIVE",
         raw=raw,
         content_hash=hashlib.sha256(str(raw).encode()).hexdigest(),
@@ -67,7 +79,7 @@ def every_format_template(
         kennitala_age_verification=min_age,
         **columns,
     )
-    for position, (identifier, label, fmt, kind, mandatory) in enumerate(EVERY_FORMAT_FIELDS):
+    for position, (identifier, label, fmt, kind, mandatory) in enumerate(fields):
         TemplateInputField.objects.create(
             template=template,
             position=position,

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-from django.utils import timezone
 
 from links.models import EXTERNAL_ID_TARGET, LinkBatch
 from links.rows import Row, RowRules
 from members.models import AutofillSetting
-from templates_sync.models import PassTemplate, TemplateInputField
 
-from .factories import every_format_template
+from .factories import every_format_template, template_with_fields
 
 pytestmark = pytest.mark.django_db
 
@@ -69,30 +65,14 @@ def test_fields_under_a_template_rule_are_never_left_out():
 
 def _name_email_phone_template(*, email_mandatory: bool = True):
     """A template whose every field has a fast check (TEXT, EMAIL, PHONE_NUMBER), as PassKit's campaigns are."""
-    template_id = uuid.uuid4()
-    now = timezone.now()
-    template = PassTemplate.objects.create(
-        id=template_id,
-        type="MEMBER",
+    return template_with_fields(
+        [
+            ("email", "Email", "EMAIL", "ISSUER", email_mandatory),
+            ("name", "Name", "TEXT", "ISSUER", True),
+            ("phone", "Phone", "PHONE_NUMBER", "ISSUER", False),
+        ],
         name="Klúbbur",
-        status="ACTIVE",
-        raw={"id": str(template_id)},
-        content_hash="-",
-        first_seen_at=now,
-        changed_at=now,
     )
-    fields = [("email", "EMAIL", email_mandatory), ("name", "TEXT", True), ("phone", "PHONE_NUMBER", False)]
-    for position, (identifier, fmt, mandatory) in enumerate(fields):
-        TemplateInputField.objects.create(
-            template=template,
-            position=position,
-            identifier=identifier,
-            label=identifier.title(),
-            format=fmt,
-            type="ISSUER",
-            is_mandatory=mandatory,
-        )
-    return template
 
 
 TRICKY_ROWS = [
