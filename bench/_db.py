@@ -29,3 +29,36 @@ def setup_django(database: str, *, keep: bool = False) -> bool:
 
     call_command("migrate", verbosity=0)
     return kept
+
+
+def mirror_template(name: str, fields: list[tuple[str, str, bool]] = ()):
+    """A template written straight into the mirror, with these (identifier, format, mandatory) ISSUER input
+    fields in this order; nothing from SmartPages (call after setup_django)."""
+    import uuid
+
+    from django.utils import timezone
+
+    from templates_sync.models import PassTemplate, TemplateInputField
+
+    now = timezone.now()
+    template = PassTemplate.objects.create(
+        id=uuid.uuid4(),
+        type="MEMBER",
+        name=name,
+        status="ACTIVE",
+        raw={},
+        content_hash="-",
+        first_seen_at=now,
+        changed_at=now,
+    )
+    for position, (identifier, fmt, mandatory) in enumerate(fields):
+        TemplateInputField.objects.create(
+            template=template,
+            position=position,
+            identifier=identifier,
+            label=identifier.title(),
+            format=fmt,
+            type="ISSUER",
+            is_mandatory=mandatory,
+        )
+    return template

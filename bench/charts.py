@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from _db import ROOT, setup_django
+from _db import ROOT, mirror_template, setup_django
 
 _BENCH_DIR = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
@@ -43,27 +43,14 @@ def main() -> None:
     args = parser.parse_args()
     setup_django(DATABASE)
 
-    import uuid
-
     from django.db import connection
     from django.utils import timezone
 
     from links.models import LinkClaim
     from links.selectors import link_claims_per_day
     from portal.selectors import members_by_status, stuck_members
-    from templates_sync.models import PassTemplate
 
-    now = timezone.now()
-    template = PassTemplate.objects.create(
-        id=uuid.uuid4(),
-        type="MEMBER",
-        name="Bench",
-        status="ACTIVE",
-        raw={},
-        content_hash="x",
-        first_seen_at=now,
-        changed_at=now,
-    )
+    template = mirror_template("Bench")
     started = time.perf_counter()
     with connection.cursor() as cursor:
         cursor.execute(

@@ -218,38 +218,15 @@ def main() -> None:
         sys.path.insert(0, str(HERE.parent))
         return child(*options.child)
 
-    from _db import setup_django
+    from _db import mirror_template, setup_django
 
     load_before = os.getloadavg()[0]
     setup_django(options.database)
-    import uuid
 
-    from django.utils import timezone
-
-    from templates_sync.models import PassTemplate, TemplateInputField
-
-    now = timezone.now()
-    template = PassTemplate.objects.create(
-        id=uuid.uuid4(),
-        type="MEMBER",
-        name="Bench",
-        status="ACTIVE",
-        raw={},
-        content_hash="-",
-        first_seen_at=now,
-        changed_at=now,
-    )
     formats = [("EMAIL", True), ("TEXT", True), ("PHONE_NUMBER", False)]
-    for position, (identifier, (fmt, mandatory)) in enumerate(zip(FIELDS, formats, strict=False)):
-        TemplateInputField.objects.create(
-            template=template,
-            position=position,
-            identifier=identifier,
-            label=identifier.title(),
-            format=fmt,
-            type="ISSUER",
-            is_mandatory=mandatory,
-        )
+    template = mirror_template(
+        "Bench", [(identifier, fmt, mandatory) for identifier, (fmt, mandatory) in zip(FIELDS, formats, strict=True)]
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -26,7 +26,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from _db import ROOT, setup_django
+from _db import ROOT, mirror_template, setup_django
 
 # This file is bench/members.py: with bench/ on sys.path, `import members` would find this script instead of
 # the members app. Drop bench/ (after importing _db) and work from the repository root, because Celery puts
@@ -106,31 +106,12 @@ def seed(members: int, templates: int) -> dict:
 
     from members.search_text import member_search_text
     from members.services.counts import template_member_counts_reconcile
-    from templates_sync.models import PassTemplate, TemplateInputField
 
     now = datetime.now(UTC)
+    fields = [("name", "TEXT", True), ("email", "EMAIL", True), ("phone", "PHONE_NUMBER", False)]
     template_ids = []
     for n in range(templates):
-        template = PassTemplate.objects.create(
-            id=uuid.uuid4(),
-            type="MEMBER",
-            name=f"Félagskort {n}",
-            status="ACTIVE",
-            raw={},
-            content_hash="x",
-            first_seen_at=now,
-            changed_at=now,
-        )
-        for position, (identifier, fmt) in enumerate((("name", "TEXT"), ("email", "EMAIL"), ("phone", "PHONE_NUMBER"))):
-            TemplateInputField.objects.create(
-                template=template,
-                position=position,
-                identifier=identifier,
-                label=identifier.title(),
-                format=fmt,
-                type="ISSUER",
-                is_mandatory=identifier != "phone",
-            )
+        template = mirror_template(f"Félagskort {n}", fields)
         template_ids.append(str(template.pk))
 
     with connection.cursor() as cursor:
