@@ -34,7 +34,7 @@ from django.utils import timezone
 from members.selectors import external_ids_in_use
 from templates_sync.enqueue import enqueue_after_commit
 from templates_sync.models import PassTemplate
-from templates_sync.recovery import requeue_stale, resend_waiting
+from templates_sync.recovery import requeue_stale, resend_waiting, take
 
 from . import selectors
 from .csv_files import (
@@ -506,11 +506,8 @@ def _take_chunk(chunk_id: int) -> LinkChunk | None:
     chunk = LinkChunk.objects.select_related("batch__template").filter(pk=chunk_id).first()
     if chunk is None:
         return None
-    taken = LinkChunk.objects.filter(
-        pk=chunk.pk, attempt=chunk.attempt, status=LinkChunk.Status.QUEUED, batch__status=LinkBatch.Status.RUNNING
-    ).update(status=LinkChunk.Status.RUNNING, attempt=chunk.attempt + 1, heartbeat_at=timezone.now(), rows_done=0)
-    chunk.attempt += 1
-    return chunk if taken else None
+    running_batches = LinkChunk.objects.filter(batch__status=LinkBatch.Status.RUNNING)
+    return chunk if take(chunk, among=running_batches, rows_done=0) is not None else None
 
 
 def _send_chunk(chunk: LinkChunk) -> None:
