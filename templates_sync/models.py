@@ -8,6 +8,23 @@ from django.db.models import Q
 from django.utils import timezone
 
 
+class JSONTextField(models.JSONField):
+    """A JSONField kept as JSON text: PostgreSQL's `json` type, not `jsonb`.
+
+    For a document read whole and never queried inside: PostgreSQL checks that it is JSON and stores the
+    text, where jsonb would take the document apart into its binary form — two fifths of PostgreSQL's time
+    in a first template sync (bench/sync.py). No lookup needs jsonb here (json has no `=` or `@>`).
+    """
+
+    def db_type(self, connection):
+        return "json" if connection.vendor == "postgresql" else super().db_type(connection)
+
+    def from_db_value(self, value, expression, connection):
+        if value is None or isinstance(value, str):
+            return super().from_db_value(value, expression, connection)
+        return value  # psycopg loads json (unlike jsonb, which Django reads as text) itself
+
+
 class PassTemplate(models.Model):
     """One SmartPages pass template, as last read upstream.
 
@@ -48,7 +65,7 @@ class PassTemplate(models.Model):
     delivery_page_url = models.URLField(max_length=1000, blank=True)
     when_last_update_sent = models.DateTimeField(null=True, blank=True)
 
-    raw = models.JSONField()
+    raw = JSONTextField()
     content_hash = models.CharField(max_length=64)
     first_seen_at = models.DateTimeField()
     changed_at = models.DateTimeField(help_text="When the upstream content last changed (or first arrived).")

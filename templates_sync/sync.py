@@ -11,9 +11,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import operator
 import queue
 import re
+import sys
 import threading
 import time
 import uuid
@@ -34,42 +34,43 @@ from .models import PassTemplate, SyncRun, TemplateInputField
 
 logger = logging.getLogger(__name__)
 
-# A template's row: the columns that come from its API object, in this order (see _mirror_rows). The other
-# columns are the page's: changed_at and first_seen_at are when it was read, removed_at is empty.
+# A template's row: the columns that come from its API object, in this order (see _mirror_rows): its id,
+# texts, flags, then the rest. The other columns are the page's: changed_at and first_seen_at are when it was
+# read, removed_at is empty.
 _TEMPLATE_ROW = (
     "id",
     "type",
     "name",
     "description",
     "status",
-    "stamps",
-    "pass_price",
+    "delivery_page_url",
     "disable_issue",
     "pos_distribution_only",
     "lock_input_fields",
     "deliver_by_kennitala",
     "use_email_domain_verification",
-    "kennitala_age_verification",
     "has_dynamic_barcode",
     "supports_google_wallet",
-    "delivery_page_url",
+    "stamps",
+    "pass_price",
+    "kennitala_age_verification",
     "when_last_update_sent",
     "content_hash",
     "raw",  # the API object as JSON text (bytes), last: COPY takes it as it is, backslashes doubled
 )
 # Columns rewritten when a template's content changes (everything but id and first_seen_at).
 _UPDATE_FIELDS = [*_TEMPLATE_ROW[1:], "changed_at", "removed_at"]
-# An input field's row, in this order.
+# An input field's row, in this order (see _copy_field_text).
 _FIELD_ROW = (
     "template_id",
     "identifier",
-    "position",
     "label",
     "description",
-    "is_mandatory",
-    "is_unique",
     "format",
     "type",
+    "is_mandatory",
+    "is_unique",
+    "position",
 )
 _FIELD_UPDATE_COLUMNS = list(_FIELD_ROW[2:])
 
@@ -122,6 +123,11 @@ def _without_nul(value):
     if isinstance(value, list):
         return [_without_nul(item) for item in value]
     return value
+
+
+def _fit(value, limit: int | None) -> str:
+    """_text for a value known to hold no NUL byte: a string is only cut to `limit`."""
+    return (value if type(value) is str else _text(value))[:limit]
 
 
 def _clamped_int(value) -> int | None:
@@ -186,7 +192,7 @@ def _mirror_rows(item, *, digest: str, dumped: bytes) -> tuple[tuple, list[tuple
     template_id = _canonical_id(item)
     if template_id is None:
         raise InvalidTemplate(f"SmartPages sent a template without a usable id ({_text(item.get('id'))[:40]!r}).")
-    if b"\\u0000" in dumped:  # a NUL byte somewhere: jsonb refuses it
+    if b"\\u0000" in dumped:  # a NUL byte somewhere: PostgreSQL refuses it in text
         item = _without_nul(item)
         dumped = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
     numbers = []
@@ -201,24 +207,25 @@ def _mirror_rows(item, *, digest: str, dumped: bytes) -> tuple[tuple, list[tuple
             shown = _text(item.get(key))[:40]
             raise InvalidTemplate(f"Template {template_id} has a {key} the mirror cannot read ({shown!r}).") from exc
     stamps, age, price = numbers
-    limits, get = _TEXT_LIMITS, item.get
-    row = (
+    get = item.get
+    limits = _TEXT_LIMITS
+    row = (  # in _TEMPLATE_ROW's order; NUL bytes are gone (see above)
         template_id,
-        _text(get("type"), limit=limits["type"]),
-        _text(get("name"), limit=limits["name"]),
-        _text(get("description")),
-        _text(get("status"), limit=limits["status"]),
-        stamps,
-        price,
+        _fit(get("type"), limits["type"]),
+        _fit(get("name"), limits["name"]),
+        _fit(get("description"), None),
+        _fit(get("status"), limits["status"]),
+        _fit(get("deliveryPageUrl"), limits["delivery_page_url"]),
         bool(get("disableIssue")),
         bool(get("posDistributionOnly")),
         bool(get("lockInputFields")),
         bool(get("deliverByKennitala")),
         bool(get("useEmailDomainVerification")),
-        age,
         bool(get("hasDynamicBarcode")),
         bool(get("supportsGoogleWallet")),
-        _text(get("deliveryPageUrl"), limit=limits["delivery_page_url"]),
+        stamps,
+        price,
+        age,
         _when(get("whenLastUpdateSent")),
         digest,
         dumped,
@@ -227,15 +234,16 @@ def _mirror_rows(item, *, digest: str, dumped: bytes) -> tuple[tuple, list[tuple
 
 
 def _input_field_rows(template_id: str, fields) -> list[tuple]:
+    """The rows of a template's input fields (no NUL bytes in them: see _mirror_rows)."""
     if not fields:
         return []
     if not isinstance(fields, list):
         raise InvalidTemplate(f"Template {template_id} has input fields that are not a list.")
     rows, identifiers, limits = [], set(), _FIELD_TEXT_LIMITS
     for position, entry in enumerate(fields):
-        if not isinstance(entry, dict) or entry.get("identifier") is None:
+        if not isinstance(entry, dict) or (identifier := entry.get("identifier")) is None:
             raise InvalidTemplate(f"Template {template_id} has an input field without an identifier.")
-        identifier = _text(entry["identifier"], limit=limits["identifier"])
+        identifier = _fit(identifier, limits["identifier"])
         if identifier in identifiers:
             continue  # identifiers are unique per template; a repeat is kept in `raw` only
         identifiers.add(identifier)
@@ -244,13 +252,13 @@ def _input_field_rows(template_id: str, fields) -> list[tuple]:
             (
                 template_id,
                 identifier,
-                position,
-                _text(get("label"), limit=limits["label"]),
-                _text(get("description")),
+                _fit(get("label"), limits["label"]),
+                _fit(get("description"), None),
+                _fit(get("format"), limits["format"]),
+                _fit(get("type"), limits["type"]),
                 bool(get("isMandatory")),
                 bool(get("isUnique")),
-                _text(get("format"), limit=limits["format"]),
-                _text(get("type"), limit=limits["type"]),
+                position,
             )
         )
     return rows
@@ -293,48 +301,52 @@ def _write_with_orm(templates: list[tuple], fields: list[tuple], *, replaced: li
     )
 
 
-def _write_with_postgresql(templates: list[tuple], fields: list[tuple], *, replaced: list[str], now: datetime) -> None:
+def _write_with_postgresql(
+    templates: list[tuple], fields: list[tuple], *, replaced: list[str], now: datetime, copy_text=None
+) -> None:
     """The same writes as _write_with_orm, in a transaction the caller opened.
 
     New templates and their input fields are COPYed straight into their tables (the bulk of a first sync:
-    a third less of PostgreSQL's time than an INSERT … SELECT, which parses each page's JSON twice); should
-    one exist after all (a single-template refresh stored it while this page was read), the page's new
-    templates are upserted instead. Changed templates are upserted from one JSON document per page
+    a third less of PostgreSQL's time than an INSERT … SELECT, which parses each page's JSON twice), from
+    `copy_text` when it was made already (see _copy_texts); should one exist after all, the COPY raises
+    IntegrityError (see _write). Changed templates are upserted from one JSON document per page
     (json_to_recordset), their input fields replaced.
     """
-    with connection.cursor() as cursor:
-        # The mirror is rebuilt from SmartPages by the next run, so a crash may lose its last commits: not
-        # waiting for each page's WAL flush takes the commit latency out of the run.
-        cursor.execute("SET LOCAL synchronous_commit TO OFF")
     changed_ids = set(replaced)
-    new = [row for row in templates if row[0] not in changed_ids]
-    if new:
-        new_ids = {row[0] for row in new}
-        new_fields = [row for row in fields if row[0] in new_ids]
-        try:
-            with transaction.atomic():
-                _copy_rows(new, new_fields, now=now)
-        except IntegrityError:
-            _upsert_with_postgresql(new, new_fields, replaced=[], now=now)
+    if len(changed_ids) < len(templates):
+        _copy_rows(copy_text or _copy_texts(templates, fields, replaced=replaced, now=now))
     if changed_ids:
         changed = [row for row in templates if row[0] in changed_ids]
         changed_fields = [row for row in fields if row[0] in changed_ids]
         _upsert_with_postgresql(changed, changed_fields, replaced=replaced, now=now)
 
 
-def _copy_rows(templates: list[tuple], fields: list[tuple], *, now: datetime) -> None:
+def _copy_texts(
+    templates: list[tuple], fields: list[tuple], *, replaced: list[str], now: datetime
+) -> tuple[bytes, bytes]:
+    """The new templates (those not `replaced`) and their input fields in COPY's text format."""
+    if replaced:
+        changed_ids = set(replaced)
+        templates = [row for row in templates if row[0] not in changed_ids]
+        fields = [row for row in fields if row[0] not in changed_ids]
+    return _copy_template_text(templates, now=now), _copy_field_text(fields) if fields else b""
+
+
+def _copy_rows(copy_text: tuple[bytes, bytes]) -> None:
+    template_text, field_text = copy_text
     template_statement, field_statement = _copy_statements()
     with connection.cursor() as cursor, connection.wrap_database_errors:
         with cursor.cursor.copy(template_statement) as copy:
-            copy.write(_copy_template_text(templates, now=now))
-        if fields:
+            copy.write(template_text)
+        if field_text:
             with cursor.cursor.copy(field_statement) as copy:
-                copy.write(_copy_field_text(fields))
+                copy.write(field_text)
 
 
-# COPY's text format built here (psycopg's write_row took twice the Python time): a formatter per column,
-# chosen once from the model's field types and applied by map(operator.call, …), the JSON text as it is.
-# Every row has a value for every formatter (see _TEMPLATE_ROW and _FIELD_ROW).
+# COPY's text format built here (psycopg's write_row took twice the Python time). No value holds a NUL byte
+# (see _mirror_rows), so a row's values are joined with NUL, checked once for what COPY escapes, and the NULs
+# made tabs; a row with a backslash, tab or line break in a text has its texts escaped one by one. Only text
+# columns can hold those: ids, flags, numbers, dates and hashes cannot, and JSON escapes its own.
 _NULL = "\\N"
 
 
@@ -345,54 +357,51 @@ def _copy_text(value: str) -> str:
     return value
 
 
-def _copy_flag(value: bool) -> str:
-    return "t" if value else "f"
-
-
-def _copy_number(value) -> str:
-    return _NULL if value is None else str(value)
-
-
-def _copy_moment(value: datetime | None) -> str:
-    return _NULL if value is None else value.isoformat()
-
-
-def _copy_formatters(model, names) -> tuple:
-    by_type = {
-        "BooleanField": _copy_flag,
-        "IntegerField": _copy_number,
-        "PositiveIntegerField": _copy_number,
-        "DecimalField": _copy_number,
-        "DateTimeField": _copy_moment,
-        "UUIDField": str,
-        "ForeignKey": str,
-    }
-    return tuple(by_type.get(model._meta.get_field(name).get_internal_type(), _copy_text) for name in names)
-
-
-@functools.cache
-def _copy_layout() -> tuple[tuple, tuple]:
-    return _copy_formatters(PassTemplate, _TEMPLATE_ROW[:-1]), _copy_formatters(TemplateInputField, _FIELD_ROW)
+def _copy_line(values, texts: slice) -> str:
+    line = "\x00".join(values)
+    if "\\" in line or "\t" in line or "\n" in line or "\r" in line:
+        values = list(values)
+        values[texts] = map(_copy_text, values[texts])
+        line = "\x00".join(values)
+    return line.replace("\x00", "\t")
 
 
 def _copy_template_text(templates: list[tuple], *, now: datetime) -> bytes:
-    formatters = _copy_layout()[0]
     moment = now.isoformat()
     page = f"\t{moment}\t{_NULL}\t{moment}\t"  # changed_at, removed_at, first_seen_at; then raw
-    # JSON text holds no raw tab or line break (JSON escapes them): only its backslashes need doubling.
-    return b"".join(
-        [
-            ("\t".join(map(operator.call, formatters, row[:-1])) + page).encode()
-            + row[-1].replace(b"\\", b"\\\\")
-            + b"\n"
-            for row in templates
-        ]
-    )
+    texts = slice(1, 6)
+    lines = []
+    for row in templates:  # see _TEMPLATE_ROW
+        values = (
+            *row[:6],
+            "t" if row[6] else "f",
+            "t" if row[7] else "f",
+            "t" if row[8] else "f",
+            "t" if row[9] else "f",
+            "t" if row[10] else "f",
+            "t" if row[11] else "f",
+            "t" if row[12] else "f",
+            _NULL if row[13] is None else str(row[13]),
+            _NULL if row[14] is None else str(row[14]),
+            _NULL if row[15] is None else str(row[15]),
+            _NULL if row[16] is None else row[16].isoformat(),
+            row[17],
+        )
+        # JSON text holds no raw tab or line break (JSON escapes them): only its backslashes need doubling.
+        lines += ((_copy_line(values, texts) + page).encode(), row[18].replace(b"\\", b"\\\\"), b"\n")
+    return b"".join(lines)
 
 
 def _copy_field_text(fields: list[tuple]) -> bytes:
-    formatters = _copy_layout()[1]
-    return ("\n".join(["\t".join(map(operator.call, formatters, row)) for row in fields]) + "\n").encode()
+    texts = slice(1, 6)
+    lines = [
+        _copy_line(
+            (*row[:6], "t" if row[-3] else "f", "t" if row[-2] else "f", str(row[-1])),
+            texts,
+        )
+        for row in fields
+    ]
+    return ("\n".join(lines) + "\n").encode()
 
 
 @functools.cache
@@ -487,6 +496,7 @@ class PreparedPage:
     updated: int = 0
     unchanged: int = 0
     skipped: list[str] = field(default_factory=list)  # why each template that cannot be stored was left out
+    copy_text: tuple[bytes, bytes] | None = None  # the new templates' rows for COPY, when made ahead (PageWriter)
 
 
 def _prepare(items: list, *, known: dict[str, tuple[str, bool]], now: datetime) -> PreparedPage:
@@ -521,12 +531,26 @@ def _prepare(items: list, *, known: dict[str, tuple[str, bool]], now: datetime) 
 
 
 def _write(page: PreparedPage, *, now: datetime) -> None:
-    """One short transaction for a page's new and changed templates; nothing at all when there are none."""
+    """One short transaction for a page's new and changed templates; nothing at all when there are none.
+
+    On PostgreSQL, should a template the page takes for new exist after all (a single-template refresh
+    stored it while the page was read), its COPY fails: that transaction is rolled back (a savepoint's, in a
+    caller's transaction) and the whole page upserted instead.
+    """
     if not page.templates:
         return
-    write = _write_with_postgresql if connection.vendor == "postgresql" else _write_with_orm
-    with transaction.atomic():
-        write(page.templates, page.fields, replaced=page.replaced, now=now)
+    if connection.vendor != "postgresql":
+        with transaction.atomic():
+            _write_with_orm(page.templates, page.fields, replaced=page.replaced, now=now)
+        return
+    try:
+        with transaction.atomic():
+            _write_with_postgresql(
+                page.templates, page.fields, replaced=page.replaced, now=now, copy_text=page.copy_text
+            )
+    except IntegrityError:
+        with transaction.atomic():
+            _upsert_with_postgresql(page.templates, page.fields, replaced=page.replaced, now=now)
 
 
 def _store(items: list, *, known: dict[str, tuple[str, bool]], now: datetime) -> PreparedPage:
@@ -537,6 +561,10 @@ def _store(items: list, *, known: dict[str, tuple[str, bool]], now: datetime) ->
 
 
 PAGES_PER_WRITE = 4
+# While the writer thread works, this process's threads hand the GIL over every 0.1 ms instead of every 5 ms:
+# the writer waits on PostgreSQL several times a page, and each wait ends in a wait for the GIL, which the
+# fetching and comparing threads would otherwise keep for up to the whole interval (bench/sync.py).
+WRITER_SWITCH_INTERVAL = 0.0001
 
 
 def _joined(pages: list[tuple[PreparedPage, datetime]]) -> tuple[PreparedPage, datetime]:
@@ -544,6 +572,11 @@ def _joined(pages: list[tuple[PreparedPage, datetime]]) -> tuple[PreparedPage, d
     if len(pages) == 1:
         return pages[0]
     joined = PreparedPage()
+    if all(page.copy_text for page, _ in pages):
+        joined.copy_text = (
+            b"".join(page.copy_text[0] for page, _ in pages),
+            b"".join(page.copy_text[1] for page, _ in pages),
+        )
     for page, _ in pages:
         joined.templates += page.templates
         joined.fields += page.fields
@@ -572,7 +605,10 @@ class PageWriter:
         self._idle, self._idle_seconds = idle, idle_seconds
         self._error: BaseException | None = None
         self._thread = None
+        self._switch_interval = None
         if self._writes_in_thread():
+            self._switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(self._switch_interval, WRITER_SWITCH_INTERVAL))
             self._pages: queue.Queue = queue.Queue(maxsize=PAGES_PER_WRITE)
             self._thread = threading.Thread(target=self._write_pages, daemon=True, name="template-page-writer")
             self._thread.start()
@@ -585,6 +621,9 @@ class PageWriter:
         if self._thread is None:
             self._write(page, now)
             return
+        # The COPY text is made here, in the caller's thread: the writer thread then only sends it, and every
+        # statement it waits on costs it a wait for the GIL as well.
+        page.copy_text = _copy_texts(page.templates, page.fields, replaced=page.replaced, now=now)
         while True:
             self._raise_error()
             try:
@@ -608,12 +647,18 @@ class PageWriter:
                 if self._thread.is_alive() and self._idle is not None and exc_type is None:
                     self._idle()
             self._thread = None
+            sys.setswitchinterval(self._switch_interval)
         if exc_type is None:
             self._raise_error()
 
     def _write_pages(self) -> None:
         ended = False
         try:
+            with connection.cursor() as cursor:
+                # This connection is the writer's own. The mirror is rebuilt from SmartPages by the next run, so
+                # a crash may lose its last commits: not waiting for each commit's WAL flush takes the commit
+                # latency out of the run.
+                cursor.execute("SET synchronous_commit TO OFF")
             while not ended:
                 # Pages that queued up while the last write went on are written together, in one transaction
                 # and one COPY per table: when the database is what the run waits for, fewer, larger writes.

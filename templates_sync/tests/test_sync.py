@@ -254,6 +254,7 @@ def test_the_postgresql_writer_stores_exactly_what_the_orm_writer_stores(sandbox
     tricky = "tab\there, line\nbreak\r\nand a back\\slash \\N \\t"  # what COPY's text format must escape
     sandbox.update_template(sandbox.template_ids()[3], name=tricky, description=tricky)
     items = [sandbox.get_template(template_id) for template_id in sandbox.template_ids()]
+    items[3]["inputFields"][0].update(label=tricky, description=tricky, identifier="back\\slash\tand tab")
     templates, fields = [], []
     for item in items:
         digest, dumped = sync._fingerprint(item)
@@ -288,6 +289,12 @@ def test_the_postgresql_writer_stores_exactly_what_the_orm_writer_stores(sandbox
     assert snapshot() == through_orm
     assert len(through_orm[0]) == 25 and len(through_orm[1]) > 25
     assert PassTemplate.objects.get(pk=sandbox.template_ids()[3]).name == tricky
+    tricky_field = TemplateInputField.objects.get(template_id=sandbox.template_ids()[3], position=0)
+    assert (tricky_field.identifier, tricky_field.label, tricky_field.description) == (
+        "back\\slash\tand tab",
+        tricky,
+        tricky,
+    )
 
 
 @pytest.mark.django_db(transaction=True)
