@@ -2,10 +2,10 @@
 
 10,000 templates in the sandbox (a process of its own), page size 100, PostgreSQL. Prints the bare loop's
 time (requests + json, nothing else), the first full sync into an empty mirror (10,000 inserts) as it was
-and with each step that made it faster, an unchanged re-sync, their ratios to the bare loop (goals: first
-sync <= 2x, unchanged re-sync <= 1.25x), database statements per page, and rows written by the unchanged
+before this work, as it is but written between fetches, and as it is, an unchanged re-sync, their ratios to the bare loop (goals: first
+sync <= 2x, unchanged re-sync <= 1.25x), transactions per page, and rows written by the unchanged
 re-sync as PostgreSQL counts them (goal: 0). Each timing is the median of --repeat interleaved runs; beside
-the wall time, the CPU seconds of this process, of the sync's PostgreSQL backends and of the sandbox, and
+the wall time, the CPU seconds of this process, of PostgreSQL and of the sandbox, and
 their sum's ratio to the bare loop's (which other work on the machine hardly moves).
 
     .venv/bin/python bench/sync.py [--templates 10000] [--repeat 3] [--now-only]
@@ -41,6 +41,24 @@ def process_cpu(pid: int) -> float:
     except FileNotFoundError:  # a backend that ended already
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgresql_cpu() -> float:
+    """CPU seconds of PostgreSQL on this machine so far: every server process, the backends that ended too
+    (the postmaster counts its children's once they end), and its WAL writer, whose work the sync causes."""
+    total, ticks = 0, os.sysconf("SC_CLK_TCK")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/comm") as comm, open(f"/proc/{pid}/stat") as stat:
+                if comm.read().strip() != "postgres":
+                    continue
+                fields = stat.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{fields[1]}/comm") as parent:
+                postmaster = parent.read().strip() != "postgres"
+        except FileNotFoundError:  # ended meanwhile
+            continue
+        total += int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if postmaster else 0)
+    return total / ticks
 
 
 def median_of(runs: list[tuple[float, Cpu]]) -> tuple[float, Cpu]:
@@ -105,7 +123,8 @@ class Step(NamedTuple):
     write: object
     old_index: bool = False  # the input fields' index on template_id alone (dropped in 0005)
     foreign_key: bool = False  # the input fields' foreign key constraint (dropped in 0006)
-    pages_per_write: int = 1  # pages the writer thread writes together when they queue up
+    jsonb_raw: bool = False  # raw stored as jsonb (json text since 0007)
+    pages_per_write: int = 1  # pages the writer writes together when they queue up
 
 
 def main() -> None:
@@ -120,7 +139,6 @@ def main() -> None:
     import sync_before as before
     from django.conf import settings
     from django.db import connection, transaction
-    from django.db.backends.signals import connection_created
 
     from templates_sync import sync
     from templates_sync.models import PassTemplate, SyncRun, TemplateInputField
@@ -139,41 +157,14 @@ def main() -> None:
         result = fn()
         return time.perf_counter() - start, result
 
-    # PostgreSQL's CPU for the sync: that of the backends of every connection open or opened meanwhile (the
-    # page writer has one of its own; this process's connection is closed and opened again by each run), each
-    # read just before the connection closes.
-    open_backends: dict = {}  # connection -> its backend's pid
-    closed_backends_cpu: list[float] = []
-
-    def count_backend_cpu(sender, connection, **kwargs):
-        open_backends[connection] = connection.connection.info.backend_pid
-        if hasattr(connection, "bench_close"):
-            return
-        connection.bench_close = connection.close
-
-        def close_and_count():
-            pid = open_backends.pop(connection, None)
-            if pid is not None:
-                closed_backends_cpu.append(process_cpu(pid))
-            connection.bench_close()
-
-        connection.close = close_and_count
-
-    connection.close()  # opened again below, counted
-    connection_created.connect(count_backend_cpu)
-
-    def open_backends_cpu() -> float:
-        return sum(process_cpu(pid) for pid in open_backends.values())
-
     def cpu_timed(fn):
         """Wall time, this process's CPU (every thread of it: unlike the wall time, other work on the machine
-        hardly moves it), PostgreSQL's CPU for it and the sandbox's, and fn's result."""
+        hardly moves it), PostgreSQL's CPU meanwhile and the sandbox's, and fn's result."""
         connection.ensure_connection()
-        closed_backends_cpu.clear()
-        start, server, upstream = time.process_time(), open_backends_cpu(), process_cpu(sandbox.process.pid)
+        start, server, upstream = time.process_time(), postgresql_cpu(), process_cpu(sandbox.process.pid)
         seconds, result = timed(fn)
-        server = open_backends_cpu() + sum(closed_backends_cpu) - server
-        return seconds, Cpu(time.process_time() - start, server, process_cpu(sandbox.process.pid) - upstream), result
+        cpu = Cpu(time.process_time() - start, postgresql_cpu() - server, process_cpu(sandbox.process.pid) - upstream)
+        return seconds, cpu, result
 
     def empty_mirror():
         # As a newly installed portal's: no rows, and none deleted that inserts would have to step over (the
@@ -182,51 +173,29 @@ def main() -> None:
             cursor.execute(f"TRUNCATE {PassTemplate._meta.db_table}, {TemplateInputField._meta.db_table} CASCADE")
         SyncRun.objects.all().delete()
 
-    # The first sync's steps, each measured in the same run: the writer as it was before (one
-    # INSERT … SELECT FROM json_to_recordset per page, written between fetches, each commit waiting for its
-    # WAL flush), then each change added in turn. Variants swap the writer's parts, nothing else; the earlier
-    # steps prepare pages as the portal did then (bench/sync_before.py).
+    # The first sync as it was before this work (one INSERT … SELECT FROM json_to_recordset per page, written
+    # between fetches, each commit waiting for its WAL flush, pages prepared as the portal did then:
+    # bench/sync_before.py, with the index and foreign key it had), as it is now but written between fetches
+    # on the run's own connection, and as it is. Variants swap the writer's parts, nothing else.
     class InlineWriter(sync.PageWriter):
         _writes_in_thread = staticmethod(lambda: False)
 
-    def upsert_writer(*, synchronous_commit: bool):
-        def write(templates, fields, *, replaced, now):
-            if not synchronous_commit:
-                with connection.cursor() as cursor:
-                    cursor.execute("SET LOCAL synchronous_commit TO OFF")
-            before._upsert_with_postgresql(templates, fields, replaced=replaced, now=now)
-
-        return write
-
-    def write_pages_with(write):
-        def write_page(page, *, now):
-            if page.templates:
-                with transaction.atomic():
-                    write(page.templates, page.fields, replaced=page.replaced, now=now)
-
-        return write_page
+    def write_pages_before(page, *, now):
+        if page.templates:
+            with transaction.atomic():
+                before._upsert_with_postgresql(page.templates, page.fields, replaced=page.replaced, now=now)
 
     current = Step(sync.PageWriter, sync._prepare, sync._write, pages_per_write=sync.PAGES_PER_WRITE)
-    earlier_write = write_pages_with(before._write_with_postgresql)
     steps = {
         "before: json_to_recordset, written between fetches": Step(
-            InlineWriter, before._prepare, write_pages_with(upsert_writer(synchronous_commit=True)), True, True
+            InlineWriter, before._prepare, write_pages_before, old_index=True, foreign_key=True, jsonb_raw=True
         ),
-        "+ written by a thread while fetching": Step(
-            sync.PageWriter, before._prepare, write_pages_with(upsert_writer(synchronous_commit=True)), True, True
-        ),
-        "+ commits without waiting for WAL flush": Step(
-            sync.PageWriter, before._prepare, write_pages_with(upsert_writer(synchronous_commit=False)), True, True
-        ),
-        "+ COPY of new templates": Step(sync.PageWriter, before._prepare, earlier_write, True, True),
-        "+ one index less on input fields": Step(sync.PageWriter, before._prepare, earlier_write, False, True),
-        "+ rows built once, JSON serialised once": Step(sync.PageWriter, sync._prepare, sync._write, False, True),
-        "+ no foreign key check per input field": Step(sync.PageWriter, sync._prepare, sync._write),
-        "+ pages that queue up written together (now)": current,
+        "now, but written between fetches, on one connection": Step(InlineWriter, sync._prepare, sync._write),
+        "now: written by a thread of its own while fetching": current,
     }
     if args.now_only:
         steps = {"full sync, empty mirror": current}
-    fields_table = TemplateInputField._meta.db_table
+    fields_table, templates_table = TemplateInputField._meta.db_table, PassTemplate._meta.db_table
 
     def first_sync(step):
         sync.PageWriter, sync._prepare, sync._write = step.writer, step.prepare, step.write
@@ -239,6 +208,8 @@ def main() -> None:
                     f"ALTER TABLE {fields_table} ADD CONSTRAINT bench_fields_template_fk FOREIGN KEY (template_id) "
                     f"REFERENCES {PassTemplate._meta.db_table} (id) DEFERRABLE INITIALLY DEFERRED"
                 )
+            if step.jsonb_raw:
+                cursor.execute(f"ALTER TABLE {templates_table} ALTER raw TYPE jsonb")
         try:
             empty_mirror()
             seconds, cpu, run = cpu_timed(sync.templates_sync_all)
@@ -248,6 +219,7 @@ def main() -> None:
             with connection.cursor() as cursor:
                 cursor.execute("DROP INDEX IF EXISTS bench_fields_template_id")
                 cursor.execute(f"ALTER TABLE {fields_table} DROP CONSTRAINT IF EXISTS bench_fields_template_fk")
+                cursor.execute(f"ALTER TABLE {templates_table} ALTER raw TYPE json")
         assert run.status == "succeeded" and run.created_count == args.templates, (run.status, run.error)
         return seconds, cpu
 
@@ -266,41 +238,32 @@ def main() -> None:
         resync.append((seconds, cpu))
         loads.append(os.getloadavg()[0])
 
-    # Statements of every connection the sync opens (its page writer has one of its own), and rows written
-    # as PostgreSQL counts them (COPY included).
-    statements: list[str] = []
-
-    def count_statements(execute, sql, params, many, context):
-        statements.append(sql)
-        return execute(sql, params, many, context)
-
-    def install_counter(sender, connection, **kwargs):
-        connection.execute_wrappers.append(count_statements)
-
-    connection_created.connect(install_counter)
-    connection.execute_wrappers.append(count_statements)
+    # Transactions committed and rows written as PostgreSQL counts them (COPY included), on every connection
+    # the sync opens (its page writer has one of its own).
     mirror_tables = (PassTemplate._meta.db_table, TemplateInputField._meta.db_table)
 
-    def rows_written() -> int:
-        time.sleep(1.5)  # PostgreSQL publishes a backend's table counters at most once a second
+    def database_counts() -> tuple[int, int]:
+        time.sleep(1.5)  # PostgreSQL publishes a backend's counters at most once a second
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+            commits = int(cursor.fetchone()[0])
             cursor.execute(
                 "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_user_tables "
                 "WHERE relname IN (%s, %s)",
                 mirror_tables,
             )
-            return int(cursor.fetchone()[0])
+            return commits, int(cursor.fetchone()[0])
 
     empty_mirror()
-    statements.clear()
+    commits_before, _ = database_counts()
     sync.templates_sync_all()
-    first_statements = len(statements)
-    written_before = rows_written()
-    statements.clear()
+    commits_first, written_before = database_counts()
     sync.templates_sync_all()
-    resync_statements = len(statements)
-    resync_rows = rows_written() - written_before
+    commits_resync, written_after = database_counts()
+    # Each database_counts() commits once itself (its own SELECTs, in autocommit).
+    first_commits, resync_commits = commits_first - commits_before - 1, commits_resync - commits_first - 1
+    resync_rows = written_after - written_before
 
     sandbox.process.terminate()
     b, b_cpu = median_of(bare)
@@ -309,7 +272,7 @@ def main() -> None:
         f"load average {min(loads):.1f}-{max(loads):.1f} (1 min, {os.cpu_count()} CPUs)"
     )
     print(
-        "CPU seconds: this process (all threads) + PostgreSQL (the sync's backends) + the sandbox = all; "
+        "CPU seconds: this process (all threads) + PostgreSQL (every process of it) + the sandbox = all; "
         "CPU ratio = all / the bare fetch's all"
     )
     header = f"{'':56s}{'wall':>8s}{'ratio':>7s}   {'this':>6s}{'pg':>7s}{'sandbox':>8s}{'all':>7s}{'ratio':>7s}"
@@ -326,10 +289,8 @@ def main() -> None:
     for label, runs in full.items():
         line(f"  {label}", *median_of(runs))
     line("unchanged re-sync (goal <= 1.25 x the bare fetch)", *median_of(resync))
-    print(
-        f"statements per page, full sync                        {first_statements / pages:7.2f}   (COPYs not counted)"
-    )
-    print(f"statements per page, re-sync                          {resync_statements / pages:7.2f}")
+    print(f"transactions per page, full sync                      {first_commits / pages:7.2f}")
+    print(f"transactions per page, re-sync                        {resync_commits / pages:7.2f}")
     print(f"mirror rows written by re-sync                        {resync_rows:7d}   (goal 0)")
 
 

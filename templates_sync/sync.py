@@ -563,7 +563,7 @@ def _store(items: list, *, known: dict[str, tuple[str, bool]], now: datetime) ->
 PAGES_PER_WRITE = 4
 # While the writer thread works, this process's threads hand the GIL over every 0.1 ms instead of every 5 ms:
 # the writer waits on PostgreSQL several times a page, and each wait ends in a wait for the GIL, which the
-# fetching and comparing threads would otherwise keep for up to the whole interval (bench/sync.py).
+# thread fetching and comparing pages would otherwise keep for up to the whole interval (bench/sync.py).
 WRITER_SWITCH_INTERVAL = 0.0001
 
 
@@ -594,9 +594,12 @@ class PageWriter:
 
     On PostgreSQL outside a transaction (a worker, the command) it writes from a thread on a database
     connection of its own, each page (or the few that queued up meanwhile) in a short transaction of its own;
-    inside a caller's transaction, or
-    on SQLite, it writes inline, on the caller's connection. A write error is raised to the consumer at
-    its next `put` or at `close`. `idle` is called every `idle_seconds` while the consumer waits on it.
+    inside a caller's transaction, or on SQLite, it writes inline, on the caller's connection. A write error
+    is raised to the consumer at its next `put` or at the end. `idle` is called every `idle_seconds` while
+    the consumer waits on it.
+
+    (A writer in a process of its own, forked, was tried: no GIL to wait for, but pickling every page to it
+    cost more CPU than the waits did, and this machine's two cores are full either way.)
     """
 
     def __init__(self, *, idle=None, idle_seconds: float = 5.0):
@@ -621,9 +624,7 @@ class PageWriter:
         if self._thread is None:
             self._write(page, now)
             return
-        # The COPY text is made here, in the caller's thread: the writer thread then only sends it, and every
-        # statement it waits on costs it a wait for the GIL as well.
-        page.copy_text = _copy_texts(page.templates, page.fields, replaced=page.replaced, now=now)
+        self.make_ready(page, now=now)
         while True:
             self._raise_error()
             try:
@@ -632,6 +633,12 @@ class PageWriter:
             except queue.Full:
                 if self._idle is not None:
                     self._idle()
+
+    def make_ready(self, page: PreparedPage, *, now: datetime) -> None:
+        """Make what the writer thread will send (the COPY text) in the caller's thread, ahead of `put`: the
+        writer thread then only sends it, and every statement it waits on costs it a wait for the GIL too."""
+        if self._thread is not None and page.copy_text is None:
+            page.copy_text = _copy_texts(page.templates, page.fields, replaced=page.replaced, now=now)
 
     def __enter__(self) -> PageWriter:
         return self
@@ -790,30 +797,34 @@ def _claim_lock(run: SyncRun) -> bool:
 
 
 class PagePrefetcher:
-    """The template pages in order, fetched by a thread that stays one page ahead of the consumer.
+    """The template pages in order, each fetched and made ready (`ready(page)`) by a thread that stays a page
+    ahead of the consumer.
 
-    The network and the upstream's work overlap with the database writes of the page before (and, for
-    the first page, with loading the mirror's state). Pages are followed by what the server says (its
-    totalPages), and an empty page ends the list whatever it claims. A fetch error is raised to the
-    consumer, in page order. While it waits for a slow page, the consumer's `idle` is called every
-    `idle_seconds` (the run's heartbeat). Use it as a context manager so the thread always ends.
+    The network, the upstream's work and the comparing overlap with the database writes of the page before;
+    the consumer only hands ready pages on, and beats while it waits. (Fetching in one thread and comparing
+    in another cost more: the two took turns with the GIL for nothing, bench/sync.py.) Pages are followed by
+    what the server says (its totalPages), and an empty page ends the list whatever it claims. A fetch error is
+    raised to the consumer, in page order. While it waits for a slow page, the consumer's `idle` is called
+    every `idle_seconds` (the run's heartbeat). Use it as a context manager so the thread always ends.
     """
 
-    def __init__(self, client: SmartPagesClient, *, page_size: int, idle=None, idle_seconds: float = 5.0):
+    def __init__(
+        self, client: SmartPagesClient, *, page_size: int, ready=lambda page: page, idle=None, idle_seconds: float = 5.0
+    ):
         self._pages: queue.Queue = queue.Queue(maxsize=2)
         self._stop = threading.Event()
         self._idle, self._idle_seconds = idle, idle_seconds
         self._thread = threading.Thread(
-            target=self._fetch, args=(client, page_size), daemon=True, name="template-page-fetcher"
+            target=self._fetch, args=(client, page_size, ready), daemon=True, name="template-page-fetcher"
         )
         self._thread.start()
 
-    def _fetch(self, client: SmartPagesClient, page_size: int) -> None:
+    def _fetch(self, client: SmartPagesClient, page_size: int, ready) -> None:
         number = 0
         try:
             while not self._stop.is_set():
                 page = client.list_templates(page=number, page_size=page_size)
-                self._pages.put(page)
+                self._pages.put(ready(page))
                 number += 1
                 if number >= page.total_pages or not page.data:
                     break
@@ -829,7 +840,7 @@ class PagePrefetcher:
                 if self._idle is not None:
                     self._idle()
 
-    def __iter__(self) -> Iterator[TemplatePage]:
+    def __iter__(self) -> Iterator:
         while (page := self._next()) is not None:
             if isinstance(page, BaseException):
                 raise page
@@ -929,32 +940,40 @@ def templates_sync_all(
 def _sync_every_page(run: SyncRun, *, client: SmartPagesClient) -> None:
     seen: set[str] = set()  # canonical ids read: what _mark_removed compares the mirror with
     listed: set[str] = set()  # ids as listed: whether every announced item was read
-    clean, first_total = True, None
+    first_total, clean = None, True  # clean: every page announced the same total
     progress = _Progress(run)
     heartbeat = {"idle": progress.beat, "idle_seconds": settings.TEMPLATE_SYNC_HEARTBEAT_SECONDS}
+    known = _mirror_state()
+
+    def ready(page: TemplatePage) -> tuple[PreparedPage, datetime]:
+        """Compare a page with the mirror (in the fetching thread)."""
+        nonlocal first_total, clean
+        if first_total is None:
+            first_total = page.total_items
+        elif page.total_items != first_total:
+            clean = False
+        fresh = []  # a template listed twice (on a shifted page, or spelled in upper case) is read once
+        for item in page.data:
+            if isinstance(item, dict) and "id" in item:
+                listed.add(str(item["id"]))
+            template_id = _canonical_id(item)
+            if template_id is None or template_id not in seen:
+                fresh.append(item)
+            if template_id is not None:
+                seen.add(template_id)
+        run.pages += 1
+        run.total_pages, run.total_items = page.total_pages, page.total_items
+        now = timezone.now()
+        prepared = _prepare(fresh, known=known, now=now)
+        writer.make_ready(prepared, now=now)
+        return prepared, now
+
     try:
         with PageWriter(**heartbeat) as writer:
             progress.writer = writer
-            with PagePrefetcher(client, page_size=settings.SMARTPAGES_PAGE_SIZE, **heartbeat) as pages:
-                known = _mirror_state()
-                for page in pages:
-                    if first_total is None:
-                        first_total = page.total_items
-                    elif page.total_items != first_total:
-                        clean = False
-                    fresh = []  # a template listed twice (on a shifted page, or spelled in upper case) is read once
-                    for item in page.data:
-                        if isinstance(item, dict) and "id" in item:
-                            listed.add(str(item["id"]))
-                        template_id = _canonical_id(item)
-                        if template_id is None or template_id not in seen:
-                            fresh.append(item)
-                        if template_id is not None:
-                            seen.add(template_id)
-                    run.pages += 1
-                    run.total_pages, run.total_items = page.total_pages, page.total_items
-                    now = timezone.now()
-                    writer.put(_prepare(fresh, known=known, now=now), now=now)
+            with PagePrefetcher(client, page_size=settings.SMARTPAGES_PAGE_SIZE, ready=ready, **heartbeat) as pages:
+                for prepared, now in pages:
+                    writer.put(prepared, now=now)
                     progress.tick()
             if clean and len(listed) == first_total:
                 _mark_removed(progress, client=client, known=known, seen=seen)
