@@ -30,6 +30,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from .client import NotFound, SmartPagesClient, SmartPagesError, TemplatePage, smartpages_client
+from .heap import existing_objects_out_of_gc
 from .models import PassTemplate, SyncRun, TemplateInputField
 
 logger = logging.getLogger(__name__)
@@ -969,7 +970,7 @@ def _sync_every_page(run: SyncRun, *, client: SmartPagesClient) -> None:
         return prepared, now
 
     try:
-        with PageWriter(**heartbeat) as writer:
+        with existing_objects_out_of_gc(), PageWriter(**heartbeat) as writer:
             progress.writer = writer
             with PagePrefetcher(client, page_size=settings.SMARTPAGES_PAGE_SIZE, ready=ready, **heartbeat) as pages:
                 for prepared, now in pages:
