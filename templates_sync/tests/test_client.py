@@ -1,12 +1,22 @@
-"""The SmartPages client against the sandbox over HTTP: how long one call may take when SmartPages keeps asking
-it to wait."""
+"""The SmartPages client against the sandbox over HTTP: what each kind of answer becomes, and how long one call
+may take when SmartPages keeps asking it to wait."""
 
 import threading
 import time
 import uuid
 
-from templates_sync.client import TransientError, client_from_settings
-from templates_sync.sandbox import Faults
+import pytest
+
+from conftest import SANDBOX_KEY_ID, SANDBOX_KEY_TOKEN
+from templates_sync.client import (
+    NotFound,
+    PermanentError,
+    SmartPagesClient,
+    TransientError,
+    client_from_settings,
+    default_retry,
+)
+from templates_sync.sandbox import DEMO_TEMPLATE_ID, Faults
 
 
 def test_a_retry_after_longer_than_the_cap_is_waited_out_only_for_the_cap(sandbox, settings):
@@ -34,3 +44,71 @@ def test_a_retry_after_longer_than_the_cap_is_waited_out_only_for_the_cap(sandbo
     assert outcome["error"].status == 429
     assert sandbox.request_count("GET") == 7  # the first try and six retries, each after a capped wait
     assert 6 <= outcome["seconds"] < 30
+
+
+# --- the client on urllib3: what each kind of answer becomes -----------------------------------------------
+def _quick_client(sandbox, *, key_token=SANDBOX_KEY_TOKEN) -> SmartPagesClient:
+    """A client as the workers have, but retrying without backoff, so that a test of six retries is quick."""
+    return SmartPagesClient(
+        base_url=sandbox.url,
+        key_id=SANDBOX_KEY_ID,
+        key_token=key_token,
+        timeout=(5.0, 10.0),
+        retry=default_retry().new(backoff_factor=0),
+    )
+
+
+def test_a_template_page_and_a_new_pass_go_and_come_back_whole(sandbox):
+    with _quick_client(sandbox) as client:
+        page = client.list_templates(page=1, page_size=10)
+        fields = [{"identifier": "name", "value": "Jón Þór"}, {"identifier": "email", "value": "jon@example.is"}]
+        created = client.create_pass({"passTemplateId": DEMO_TEMPLATE_ID, "inputFields": fields})
+        read = client.get_pass(created["id"])
+
+    assert (page.page, page.page_size, page.total_pages, page.total_items) == (1, 10, 3, 25)
+    assert [item["id"] for item in page.data] == sandbox.template_ids()[10:20]
+    assert read["passTemplateId"] == DEMO_TEMPLATE_ID
+    assert {"identifier": "name", "value": "Jón Þór"} in read["inputFields"]
+
+
+def test_an_answer_that_stays_503_is_retried_then_said_as_such(sandbox):
+    sandbox.faults = Faults(error_rate=1.0, scope="templates")
+    sandbox.reset_counts()
+    with _quick_client(sandbox) as client, pytest.raises(TransientError) as raised:
+        client.list_templates(page=0, page_size=10)
+
+    assert str(raised.value) == "SmartPages answered 503 to GET /api/v1/pass-template after retrying."
+    assert raised.value.status == 503
+    assert sandbox.request_count("GET", "/api/v1/pass-template") == 7  # the first try and six retries
+
+
+def test_a_connection_that_keeps_breaking_is_transient_and_the_message_names_no_secret(sandbox):
+    sandbox.faults = Faults(reset_rate=1.0, scope="templates")
+    with _quick_client(sandbox) as client, pytest.raises(TransientError) as raised:
+        client.get_template(sandbox.template_ids()[0])
+
+    message = str(raised.value)
+    assert message.startswith(
+        f"SmartPages could not be reached for GET /api/v1/pass-template/{sandbox.template_ids()[0]}"
+    )
+    assert SANDBOX_KEY_TOKEN not in message and raised.value.status is None
+
+
+def test_a_post_whose_answer_was_lost_is_not_sent_again(sandbox):
+    """The connection breaks after the request went out: the pass may exist, so the POST is not repeated."""
+    sandbox.faults = Faults(reset_rate=1.0, scope="passes")
+    sandbox.reset_counts()
+    with _quick_client(sandbox) as client, pytest.raises(TransientError):
+        client.create_pass({"passTemplateId": DEMO_TEMPLATE_ID, "inputFields": []})
+
+    assert sandbox.request_count("POST", "/api/v1/pass") == 1
+
+
+def test_refusals_are_permanent_and_say_what_to_do(sandbox):
+    with _quick_client(sandbox) as client, pytest.raises(NotFound):
+        client.get_template(str(uuid.uuid4()))
+    with _quick_client(sandbox, key_token="wrong") as client, pytest.raises(PermanentError) as raised:
+        client.list_templates(page=0, page_size=10)
+    assert raised.value.status == 401
+    assert "check SMARTPAGES_KEY_ID and SMARTPAGES_KEY_TOKEN" in str(raised.value)
+    assert sandbox.request_count("GET", "/api/v1/pass-template") == 2  # neither was retried
