@@ -303,7 +303,12 @@ def _write_with_orm(templates: list[tuple], fields: list[tuple], *, replaced: li
 
 
 def _write_with_postgresql(
-    templates: list[tuple], fields: list[tuple], *, replaced: list[str], now: datetime, copy_text=None
+    templates: list[tuple],
+    fields: list[tuple],
+    *,
+    replaced: list[str],
+    now: datetime,
+    copy_text: tuple[bytes, bytes] | None = None,
 ) -> None:
     """The same writes as _write_with_orm, in a transaction the caller opened.
 
@@ -358,7 +363,8 @@ def _copy_text(value: str) -> str:
     return value
 
 
-def _copy_line(values, texts: slice) -> str:
+def _copy_line(values: tuple[str, ...], texts: slice) -> str:
+    """One row in COPY's text format, without its line break; `texts` says which values are texts."""
     line = "\x00".join(values)
     if "\\" in line or "\t" in line or "\n" in line or "\r" in line:
         values = list(values)
@@ -497,7 +503,7 @@ class PreparedPage:
     updated: int = 0
     unchanged: int = 0
     skipped: list[str] = field(default_factory=list)  # why each template that cannot be stored was left out
-    copy_text: tuple[bytes, bytes] | None = None  # the new templates' rows for COPY, when made ahead (PageWriter)
+    copy_text: tuple[bytes, bytes] | None = None  # new templates' rows for COPY, if made ahead (PageWriter.make_ready)
 
 
 def _prepare(items: list, *, known: dict[str, tuple[str, bool]], now: datetime) -> PreparedPage:
@@ -600,7 +606,7 @@ class PageWriter:
     the consumer waits on it.
 
     (A writer in a process of its own, forked, was tried: no GIL to wait for, but pickling every page to it
-    cost more CPU than the waits did, and this machine's two cores are full either way.)
+    cost more CPU than the waits did, and on two cores that CPU is what the run waits for.)
     """
 
     def __init__(self, *, idle=None, idle_seconds: float = 5.0):
@@ -809,9 +815,7 @@ class PagePrefetcher:
     every `idle_seconds` (the run's heartbeat). Use it as a context manager so the thread always ends.
     """
 
-    def __init__(
-        self, client: SmartPagesClient, *, page_size: int, ready=lambda page: page, idle=None, idle_seconds: float = 5.0
-    ):
+    def __init__(self, client: SmartPagesClient, *, page_size: int, ready, idle=None, idle_seconds: float = 5.0):
         self._pages: queue.Queue = queue.Queue(maxsize=2)
         self._stop = threading.Event()
         self._idle, self._idle_seconds = idle, idle_seconds
