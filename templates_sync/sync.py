@@ -100,8 +100,8 @@ def _fingerprint(item: dict) -> tuple[str, bytes]:
     """(content hash, the object as canonical JSON text).
 
     orjson with sorted keys is canonical and about eight times faster than json.dumps; hashing is most of
-    an unchanged re-sync's own work. The same text is what `raw` stores (jsonb keeps no key order), so a
-    new template is serialised once.
+    an unchanged re-sync's own work. The same text is what `raw` stores, so a new template is serialised
+    once.
     """
     dumped = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(dumped).hexdigest(), dumped
@@ -116,7 +116,8 @@ def _text(value, *, limit: int | None = None) -> str:
 
 
 def _without_nul(value):
-    """`value` with NUL bytes removed from every string in it, keys included (jsonb refuses \\u0000)."""
+    """`value` with NUL bytes removed from every string in it, keys included (PostgreSQL refuses them in text,
+    and `raw` should say what the columns hold)."""
     if isinstance(value, str):
         return _text(value)
     if isinstance(value, dict):
