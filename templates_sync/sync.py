@@ -182,16 +182,15 @@ def _canonical_id(item) -> str | None:
         return None
 
 
-def _mirror_rows(item, *, digest: str, dumped: bytes) -> tuple[tuple, list[tuple]]:
+def _mirror_rows(item, *, template_id: str | None, digest: str, dumped: bytes) -> tuple[tuple, list[tuple]]:
     """The template's row (see _TEMPLATE_ROW) and its input fields' rows (see _FIELD_ROW) for one API
-    object and its fingerprint.
+    object, its canonical id (see _canonical_id) and its fingerprint.
 
     What does not fit a column is made to fit (NUL bytes removed, text cut to the column's length,
     numbers held at the column's bounds); an object the mirror cannot store at all raises InvalidTemplate.
     """
     if not isinstance(item, dict):
         raise InvalidTemplate(f"SmartPages sent a list item that is not a template object ({_text(item)[:40]!r}).")
-    template_id = _canonical_id(item)
     if template_id is None:
         raise InvalidTemplate(f"SmartPages sent a template without a usable id ({_text(item.get('id'))[:40]!r}).")
     if b"\\u0000" in dumped:  # a NUL byte somewhere: PostgreSQL refuses it in text
@@ -521,12 +520,10 @@ def _prepare(items: list, *, known: dict[str, tuple[str, bool]], now: datetime) 
             if state == (digest, False):
                 page.unchanged += 1
                 continue
-            row, fields = _mirror_rows(item, digest=digest, dumped=dumped)
+            row, fields = _mirror_rows(item, template_id=template_id, digest=digest, dumped=dumped)
         except (InvalidTemplate, orjson.JSONEncodeError) as exc:
             page.skipped.append(str(exc))
             continue
-        template_id = row[0]
-        state = known.get(template_id)
         known[template_id] = (digest, False)
         page.templates.append(row)
         page.fields.extend(fields)

@@ -226,9 +226,13 @@ def test_a_worker_killed_mid_batch_costs_its_chunks_and_the_batch_finishes_right
         env,
         log_name="links-killed",
         start=start,
-        part_way=lambda batch: LinkChunk.objects.filter(batch=batch, status="done").count() >= 2,
+        # Two chunks done and one being made: the kill must not fall between chunks.
+        part_way=lambda batch: (
+            LinkChunk.objects.filter(batch=batch, status="done").count() >= 2
+            and LinkChunk.objects.filter(batch=batch, status="running").exists()
+        ),
         timeout=120,
-        message="two chunks done",
+        message="two chunks done and one being made",
     )
     killed = LinkBatch.objects.get(pk=batch.pk)
     assert killed.status == "running"

@@ -258,7 +258,9 @@ def test_the_postgresql_writer_stores_exactly_what_the_orm_writer_stores(sandbox
     templates, fields = [], []
     for item in items:
         digest, dumped = sync._fingerprint(item)
-        template, its_fields = sync._mirror_rows(item, digest=digest, dumped=dumped)
+        template, its_fields = sync._mirror_rows(
+            item, template_id=sync._canonical_id(item), digest=digest, dumped=dumped
+        )
         templates.append(template)
         fields.extend(its_fields)
 
