@@ -20,9 +20,9 @@ class JSONTextField(models.JSONField):
         return "json" if connection.vendor == "postgresql" else super().db_type(connection)
 
     def from_db_value(self, value, expression, connection):
-        if value is None or isinstance(value, str):
-            return super().from_db_value(value, expression, connection)
-        return value  # psycopg loads json (unlike jsonb, which Django reads as text) itself
+        if connection.vendor == "postgresql":
+            return value  # psycopg has parsed json already (jsonb Django reads as text and parses itself)
+        return super().from_db_value(value, expression, connection)
 
 
 class PassTemplate(models.Model):

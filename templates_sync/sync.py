@@ -615,11 +615,12 @@ class PageWriter:
         self._thread = None
         self._switch_interval = None
         if self._writes_in_thread():
-            self._switch_interval = sys.getswitchinterval()
-            sys.setswitchinterval(min(self._switch_interval, WRITER_SWITCH_INTERVAL))
             self._pages: queue.Queue = queue.Queue(maxsize=PAGES_PER_WRITE)
             self._thread = threading.Thread(target=self._write_pages, daemon=True, name="template-page-writer")
             self._thread.start()
+            # Put back in __exit__, whatever happens there; lowered only once there is a thread to put it back.
+            self._switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(self._switch_interval, WRITER_SWITCH_INTERVAL))
 
     @staticmethod
     def _writes_in_thread() -> bool:
@@ -652,14 +653,16 @@ class PageWriter:
         """Wait until every page is written and raise the first write error; after an error of the
         consumer's own, only stop the thread."""
         if self._thread is not None:
-            if self._thread.is_alive():
-                self._pages.put(None)
-            while self._thread.is_alive():
-                self._thread.join(timeout=self._idle_seconds)
-                if self._thread.is_alive() and self._idle is not None and exc_type is None:
-                    self._idle()
-            self._thread = None
-            sys.setswitchinterval(self._switch_interval)
+            try:
+                if self._thread.is_alive():
+                    self._pages.put(None)
+                while self._thread.is_alive():
+                    self._thread.join(timeout=self._idle_seconds)
+                    if self._thread.is_alive() and self._idle is not None and exc_type is None:
+                        self._idle()  # may raise (the run taken over): the interval is put back all the same
+            finally:
+                self._thread = None
+                sys.setswitchinterval(self._switch_interval)
         if exc_type is None:
             self._raise_error()
 

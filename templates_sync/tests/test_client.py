@@ -112,3 +112,35 @@ def test_refusals_are_permanent_and_say_what_to_do(sandbox):
     assert raised.value.status == 401
     assert "check SMARTPAGES_KEY_ID and SMARTPAGES_KEY_TOKEN" in str(raised.value)
     assert sandbox.request_count("GET", "/api/v1/pass-template") == 2  # neither was retried
+
+
+def test_answers_are_asked_for_compressed_and_read_back_whole():
+    """A full sync reads ~19 MB of JSON: the client asks for gzip (as requests did) and urllib3 unpacks it."""
+    import gzip
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    asked = []
+
+    class Gzipping(BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.headers.get("Accept-Encoding", ""))
+            body = gzip.compress(b'{"id": "x", "name": "J\\u00f3n"}')
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Gzipping)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = SmartPagesClient(base_url=f"http://127.0.0.1:{server.server_port}", key_id="k", key_token="t")
+        with client:
+            assert client.get_template("x") == {"id": "x", "name": "Jón"}
+    finally:
+        server.shutdown()
+    assert "gzip" in asked[0]

@@ -574,3 +574,45 @@ def test_a_template_listed_twice_in_other_spellings_is_mirrored_once_and_the_run
 
     again = sync.templates_sync_all()
     assert (again.status, again.created_count, again.updated_count, again.unchanged) == ("succeeded", 0, 0, 25)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_writer_puts_the_thread_switch_interval_back_even_when_the_run_is_taken_over_at_the_end():
+    """The writer thread shortens the GIL's turns for the run; a heartbeat that finds the run taken over
+    while the last pages are written must not leave the worker process with the short turns for good."""
+    import sys
+    import time
+
+    from django.utils import timezone
+
+    before = sys.getswitchinterval()
+
+    def taken_over():
+        raise sync.RunTakenOver("taken over while the last pages were written")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sync, "_write", lambda page, *, now: time.sleep(0.5))
+        with pytest.raises(sync.RunTakenOver), sync.PageWriter(idle=taken_over, idle_seconds=0.05) as writer:
+            assert sys.getswitchinterval() < before
+            writer.put(sync.PreparedPage(), now=timezone.now())
+    assert sys.getswitchinterval() == before
+
+
+def test_raw_reads_back_as_it_was_stored_whatever_json_it_holds():
+    """raw is PostgreSQL json, which psycopg parses itself: a document that is a string stays a string."""
+    import uuid
+
+    from django.utils import timezone
+
+    now = timezone.now()
+    for document in ({"name": "Jón", "n": [1, 2.5, None]}, "123", '{"looks": "like json"}', ["a"], 7):
+        template = PassTemplate.objects.create(
+            id=uuid.uuid4(),
+            type="MEMBER",
+            status="ACTIVE",
+            raw=document,
+            content_hash="-",
+            first_seen_at=now,
+            changed_at=now,
+        )
+        assert PassTemplate.objects.get(pk=template.pk).raw == document
