@@ -33,32 +33,41 @@ class Cpu(NamedTuple):
         return self.this + self.postgresql + self.sandbox
 
 
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process so far (any process on this machine, PostgreSQL's backends too)."""
+def _stat(pid) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the process's name (state, ppid, … utime, stime, cutime, cstime at
+    11-14), or None once the process has ended."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except FileNotFoundError:  # a backend that ended already
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            return stat.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return None
+
+
+def _name(pid) -> str | None:
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            return comm.read().strip()
+    except FileNotFoundError:
+        return None
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far (the sandbox's)."""
+    fields = _stat(pid)
+    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def postgresql_cpu() -> float:
     """CPU seconds of PostgreSQL on this machine so far: every server process, the backends that ended too
     (the postmaster counts its children's once they end), and its WAL writer, whose work the sync causes."""
-    total, ticks = 0, os.sysconf("SC_CLK_TCK")
+    total = 0
     for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/comm") as comm, open(f"/proc/{pid}/stat") as stat:
-                if comm.read().strip() != "postgres":
-                    continue
-                fields = stat.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{fields[1]}/comm") as parent:
-                postmaster = parent.read().strip() != "postgres"
-        except FileNotFoundError:  # ended meanwhile
+        if _name(pid) != "postgres" or (fields := _stat(pid)) is None:
             continue
-        total += int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if postmaster else 0)
-    return total / ticks
+        total += int(fields[11]) + int(fields[12])
+        if _name(fields[1]) != "postgres":  # the postmaster: its ended children's time too
+            total += int(fields[13]) + int(fields[14])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def median_of(runs: list[tuple[float, Cpu]]) -> tuple[float, Cpu]:

@@ -1,7 +1,6 @@
-"""The template sync's page preparation and writes as they were before rows were built once (commit bab2759),
-kept for bench/sync.py's baseline and earlier steps: each template cleaned into a dict of columns, its JSON
-serialised twice (fingerprint, then COPY or json_to_recordset), the COPY text built value by value. Not used
-by the portal."""
+"""The template sync's page preparation and its json_to_recordset upsert as they were before rows were built
+once (commit bab2759), kept for bench/sync.py's "before" row: each template cleaned into a dict of columns, its
+JSON serialised twice (fingerprint, then json_to_recordset), each page upserted. Not used by the portal."""
 
 import functools
 import hashlib
@@ -10,7 +9,7 @@ from datetime import datetime
 from decimal import InvalidOperation
 
 import orjson
-from django.db import IntegrityError, connection, transaction
+from django.db import connection
 
 from templates_sync.models import PassTemplate, TemplateInputField
 from templates_sync.sync import (
@@ -135,83 +134,6 @@ def _input_field_columns(template_id: uuid.UUID, item: dict) -> list[dict]:
             }
         )
     return rows
-
-
-def _write_with_postgresql(templates: list[dict], fields: list[dict], *, replaced: list[str], now: datetime) -> None:
-    """The same writes as _write_with_orm, in a transaction the caller opened.
-
-    New templates and their input fields are COPYed straight into their tables (the bulk of a first sync:
-    a third less of PostgreSQL's time than an INSERT … SELECT, which parses each page's JSON twice); should
-    one exist after all (a single-template refresh stored it while this page was read), the page's new
-    templates are upserted instead. Changed templates are upserted from one JSON document per page
-    (json_to_recordset), their input fields replaced.
-    """
-    with connection.cursor() as cursor:
-        # The mirror is rebuilt from SmartPages by the next run, so a crash may lose its last commits: not
-        # waiting for each page's WAL flush takes the commit latency out of the run.
-        cursor.execute("SET LOCAL synchronous_commit TO OFF")
-    changed_ids = set(replaced)
-    new = [row for row in templates if str(row["id"]) not in changed_ids]
-    if new:
-        new_ids = {row["id"] for row in new}
-        new_fields = [row for row in fields if row["template_id"] in new_ids]
-        try:
-            with transaction.atomic():
-                _copy_rows(new, new_fields, now=now)
-        except IntegrityError:
-            _upsert_with_postgresql(new, new_fields, replaced=[], now=now)
-    if changed_ids:
-        changed = [row for row in templates if str(row["id"]) in changed_ids]
-        changed_fields = [row for row in fields if str(row["template_id"]) in changed_ids]
-        _upsert_with_postgresql(changed, changed_fields, replaced=replaced, now=now)
-
-
-def _copy_rows(templates: list[dict], fields: list[dict], *, now: datetime) -> None:
-    # COPY's text format built here: about half the Python time of psycopg's write_row per value.
-    template_columns, field_columns = _copy_columns()
-    first_seen = now.isoformat()
-    template_lines = [
-        "\t".join([*(_copy_value(row[name]) for name in template_columns[:-1]), _copy_json(row["raw"]), first_seen])
-        for row in templates
-    ]
-    with connection.cursor() as cursor, connection.wrap_database_errors:
-        with cursor.cursor.copy(_copy_statement(PassTemplate, [*template_columns, "first_seen_at"])) as copy:
-            copy.write("\n".join(template_lines) + "\n")
-        if fields:
-            field_lines = ["\t".join([_copy_value(row[name]) for name in field_columns]) for row in fields]
-            with cursor.cursor.copy(_copy_statement(TemplateInputField, field_columns)) as copy:
-                copy.write("\n".join(field_lines) + "\n")
-
-
-def _copy_value(value) -> str:
-    """One value in COPY's text format: \\N for NULL, backslash, tab and line breaks escaped."""
-    if value is None:
-        return "\\N"
-    if value is True or value is False:
-        return "t" if value else "f"
-    if isinstance(value, datetime):
-        return value.isoformat()
-    text = str(value)
-    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
-        text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    return text
-
-
-def _copy_json(value) -> str:
-    # JSON text has no raw tab or line break (JSON escapes them): only its backslashes need doubling.
-    return _json_text(value).replace("\\", "\\\\")
-
-
-@functools.cache
-def _copy_columns() -> tuple[list[str], list[str]]:
-    # `raw` last, so each row is its other values plus its JSON text.
-    templates = ["id", *(name for name in _UPDATE_FIELDS if name != "raw"), "raw"]
-    return templates, ["template_id", "identifier", *_FIELD_UPDATE_COLUMNS]
-
-
-def _copy_statement(model, names: list[str]) -> str:
-    columns = ", ".join(model._meta.get_field(name).column for name in names)
-    return f"COPY {model._meta.db_table} ({columns}) FROM STDIN"
 
 
 def _upsert_with_postgresql(templates: list[dict], fields: list[dict], *, replaced: list[str], now: datetime) -> None:
