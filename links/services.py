@@ -57,6 +57,10 @@ logger = logging.getLogger(__name__)
 SNIFF_BYTES = 64 * 1024
 LINK_COLUMN = "smartpass_link"
 ERROR_COLUMN = "error"
+# The tasks this module sends (links/tasks.py), by name: see templates_sync.enqueue.
+BATCH_TASK = "links.process_link_batch"
+CHUNK_TASK = "links.process_link_chunk"
+FINISH_TASK = "links.finish_link_batch"
 
 
 class LinkUploadError(ValueError):
@@ -177,7 +181,7 @@ def link_batch_can_rerun(*, batch: LinkBatch) -> bool:
 
 
 def _enqueue(batch_id: int) -> None:
-    enqueue_after_commit("links.process_link_batch", batch_id)
+    enqueue_after_commit(BATCH_TASK, batch_id)
 
 
 # --- managing uploads -------------------------------------------------------------------------------------------
@@ -333,7 +337,7 @@ def link_batch_process(
         return batch
     if jobs is None:
         for chunk_id in chunk_ids:
-            enqueue_after_commit("links.process_link_chunk", chunk_id)
+            enqueue_after_commit(CHUNK_TASK, chunk_id)
     else:
         _run_locally(batch.pk, chunk_ids, jobs=jobs, on_progress=on_progress)
     return LinkBatch.objects.select_related("template").get(pk=batch.pk)
@@ -460,7 +464,7 @@ def link_chunk_process(*, chunk_id: int) -> None:
         # No connection to take it with: the task goes out again (a chunk taken meanwhile ignores it).
         logger.exception("Link chunk %s: database error while taking it; sent again", chunk_id)
         close_old_connections()
-        enqueue_after_commit("links.process_link_chunk", chunk_id, countdown=1)
+        enqueue_after_commit(CHUNK_TASK, chunk_id, countdown=1)
         return
     if chunk is None:
         return
@@ -475,7 +479,7 @@ def link_chunk_process(*, chunk_id: int) -> None:
         logger.exception("Link batch %s, chunk %s: database error", batch.pk, chunk.index)
         close_old_connections()
         if chunk.attempt < CHUNK_ATTEMPTS and _requeue_chunk(chunk):
-            enqueue_after_commit("links.process_link_chunk", chunk.pk, countdown=1)
+            enqueue_after_commit(CHUNK_TASK, chunk.pk, countdown=1)
         else:
             _fail_with_reference(batch=batch, message=UNEXPECTED_FAILURE)
         return
@@ -497,7 +501,7 @@ def link_chunk_process(*, chunk_id: int) -> None:
         except (OperationalError, InterfaceError):
             logger.exception("Link batch %s: database error while assembling; sent again", batch.pk)
             close_old_connections()
-            enqueue_after_commit("links.finish_link_batch", batch.pk, countdown=1)
+            enqueue_after_commit(FINISH_TASK, batch.pk, countdown=1)
 
 
 def _take_chunk(chunk_id: int) -> LinkChunk | None:
@@ -511,7 +515,7 @@ def _take_chunk(chunk_id: int) -> LinkChunk | None:
 
 
 def _send_chunk(chunk: LinkChunk) -> None:
-    enqueue_after_commit("links.process_link_chunk", chunk.pk)
+    enqueue_after_commit(CHUNK_TASK, chunk.pk)
 
 
 def _requeue_chunk(chunk: LinkChunk) -> bool:
@@ -1065,7 +1069,7 @@ def link_batch_cancel(*, batch: LinkBatch, user) -> LinkBatch:
         )
         if not cancelled:
             raise LinkUploadError("Only a batch that is queued or running can be cancelled.")
-        enqueue_after_commit("links.finish_link_batch", batch.pk)
+        enqueue_after_commit(FINISH_TASK, batch.pk)
     batch.refresh_from_db()
     return batch
 
@@ -1092,6 +1096,6 @@ def link_batches_sweep() -> dict[str, int]:
     cancelled = LinkBatch.objects.filter(status=LinkBatch.Status.CANCELLED, output_file="", finished_at__lt=stale)
     for batch_id in [*all_done.values_list("pk", flat=True), *cancelled.values_list("pk", flat=True)]:
         LinkBatch.objects.filter(pk=batch_id).update(heartbeat_at=now)
-        enqueue_after_commit("links.finish_link_batch", batch_id)
+        enqueue_after_commit(FINISH_TASK, batch_id)
         sent["assemblies"] += 1
     return sent
