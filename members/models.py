@@ -253,36 +253,18 @@ class MemberRefreshChunk(models.Model):
         return f"Refresh run {self.run_id}, chunk {self.pk} ({self.status})"
 
 
-class BackgroundJob(models.Model):
-    """Work a Celery task does in the background (an autofill backfill, a bulk action): its row holds status,
-    progress and times, so pages follow it without a result backend."""
+class BackgroundJob(BackgroundRun):
+    """Work a Celery task does for a staff member (an autofill backfill, a bulk action): a run (status, times,
+    heartbeat: see BackgroundRun) with its progress, so pages follow it without a result backend."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     total = models.PositiveIntegerField(default=0)
     done = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    queued_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    # A running job's last sign of life; on a queued one, when a sweep (or the job itself) last sent its task.
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
+    class Meta(BackgroundRun.Meta):
         abstract = True
-        ordering = ["-queued_at", "-id"]
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
 
 
 class MemberBulkAction(BackgroundJob):
