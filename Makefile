@@ -21,7 +21,7 @@ run: install
 	bash scripts/run-dev.sh
 
 test: install
-	case "$(PYTEST_ARGS)" in *"not browser"*|*"not slow"*) ;; *) bash scripts/ensure-chromium.sh ;; esac
+	$(if $(findstring not browser,$(PYTEST_ARGS))$(findstring not slow,$(PYTEST_ARGS)),,bash scripts/ensure-chromium.sh)
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)} \
 		$(PY) -m pytest $(PYTEST_ARGS)
 
