@@ -38,27 +38,27 @@ def mirror_template(name: str, fields: list[tuple[str, str, bool]] = ()):
 
     from django.utils import timezone
 
-    from templates_sync.models import PassTemplate, TemplateInputField
+    from templates_sync.models import PassTemplate
 
     now = timezone.now()
-    template = PassTemplate.objects.create(
-        id=uuid.uuid4(),
+    template_id = uuid.uuid4()
+    input_fields = [
+        {
+            "identifier": identifier,
+            "label": identifier.title(),
+            "format": fmt,
+            "type": "ISSUER",
+            "isMandatory": mandatory,
+        }
+        for identifier, fmt, mandatory in fields
+    ]
+    return PassTemplate.objects.create(
+        id=template_id,
         type="MEMBER",
         name=name,
         status="ACTIVE",
-        raw={},
+        raw={"id": str(template_id), "name": name, "inputFields": input_fields},
         content_hash="-",
         first_seen_at=now,
         changed_at=now,
     )
-    for position, (identifier, fmt, mandatory) in enumerate(fields):
-        TemplateInputField.objects.create(
-            template=template,
-            position=position,
-            identifier=identifier,
-            label=identifier.title(),
-            format=fmt,
-            type="ISSUER",
-            is_mandatory=mandatory,
-        )
-    return template

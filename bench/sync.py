@@ -130,8 +130,7 @@ class Step(NamedTuple):
     writer: type
     prepare: object
     write: object
-    old_index: bool = False  # the input fields' index on template_id alone (dropped in 0005)
-    foreign_key: bool = False  # the input fields' foreign key constraint (dropped in 0006)
+    fields_table: bool = False  # the input fields' table, with its index and foreign key (see sync_before)
     jsonb_raw: bool = False  # raw stored as jsonb (json text since 0007)
     pages_per_write: int = 1  # pages the writer writes together when they queue up
 
@@ -150,7 +149,7 @@ def main() -> None:
     from django.db import connection, transaction
 
     from templates_sync import sync
-    from templates_sync.models import PassTemplate, SyncRun, TemplateInputField
+    from templates_sync.models import PassTemplate, SyncRun
 
     sandbox = start_sandbox_process(args.templates)
     settings.SMARTPAGES_API_URL, settings.SMARTPAGES_KEY_ID, settings.SMARTPAGES_KEY_TOKEN = (
@@ -179,12 +178,12 @@ def main() -> None:
         # As a newly installed portal's: no rows, and none deleted that inserts would have to step over (the
         # bench database holds nothing else that CASCADE would empty).
         with connection.cursor() as cursor:
-            cursor.execute(f"TRUNCATE {PassTemplate._meta.db_table}, {TemplateInputField._meta.db_table} CASCADE")
+            cursor.execute(f"TRUNCATE {PassTemplate._meta.db_table} CASCADE")
         SyncRun.objects.all().delete()
 
     # The first sync as it was before this work (one INSERT … SELECT FROM json_to_recordset per page, written
     # between fetches, each commit waiting for its WAL flush, pages prepared as the portal did then:
-    # bench/sync_before.py, with the index and foreign key it had), as it is now but written between fetches
+    # bench/sync_before.py, with the input fields' table it had), as it is now but written between fetches
     # on the run's own connection, and as it is. Variants swap the writer's parts, nothing else.
     class InlineWriter(sync.PageWriter):
         _writes_in_thread = staticmethod(lambda: False)
@@ -197,26 +196,21 @@ def main() -> None:
     current = Step(sync.PageWriter, sync._prepare, sync._write, pages_per_write=sync.PAGES_PER_WRITE)
     steps = {
         "before: json_to_recordset, written between fetches": Step(
-            InlineWriter, before._prepare, write_pages_before, old_index=True, foreign_key=True, jsonb_raw=True
+            InlineWriter, before._prepare, write_pages_before, fields_table=True, jsonb_raw=True
         ),
         "now, but written between fetches, on one connection": Step(InlineWriter, sync._prepare, sync._write),
         "now: written by a thread of its own while fetching": current,
     }
     if args.now_only:
         steps = {"full sync, empty mirror": current}
-    fields_table, templates_table = TemplateInputField._meta.db_table, PassTemplate._meta.db_table
+    templates_table = PassTemplate._meta.db_table
 
     def first_sync(step):
         sync.PageWriter, sync._prepare, sync._write = step.writer, step.prepare, step.write
         sync.PAGES_PER_WRITE = step.pages_per_write
         with connection.cursor() as cursor:
-            if step.old_index:
-                cursor.execute(f"CREATE INDEX bench_fields_template_id ON {fields_table} (template_id)")
-            if step.foreign_key:
-                cursor.execute(
-                    f"ALTER TABLE {fields_table} ADD CONSTRAINT bench_fields_template_fk FOREIGN KEY (template_id) "
-                    f"REFERENCES {PassTemplate._meta.db_table} (id) DEFERRABLE INITIALLY DEFERRED"
-                )
+            if step.fields_table:
+                cursor.execute(before.CREATE_FIELDS_TABLE)
             if step.jsonb_raw:
                 cursor.execute(f"ALTER TABLE {templates_table} ALTER raw TYPE jsonb")
         try:
@@ -226,8 +220,7 @@ def main() -> None:
             sync.PageWriter, sync._prepare, sync._write = current.writer, current.prepare, current.write
             sync.PAGES_PER_WRITE = current.pages_per_write
             with connection.cursor() as cursor:
-                cursor.execute("DROP INDEX IF EXISTS bench_fields_template_id")
-                cursor.execute(f"ALTER TABLE {fields_table} DROP CONSTRAINT IF EXISTS bench_fields_template_fk")
+                cursor.execute(f"DROP TABLE IF EXISTS {before.FIELDS_TABLE}")
                 cursor.execute(f"ALTER TABLE {templates_table} ALTER raw TYPE json")
         assert run.status == "succeeded" and run.created_count == args.templates, (run.status, run.error)
         return seconds, cpu
@@ -249,8 +242,6 @@ def main() -> None:
 
     # Transactions committed and rows written as PostgreSQL counts them (COPY included), on every connection
     # the sync opens (its page writer has one of its own).
-    mirror_tables = (PassTemplate._meta.db_table, TemplateInputField._meta.db_table)
-
     def database_counts() -> tuple[int, int]:
         time.sleep(1.5)  # PostgreSQL publishes a backend's counters at most once a second
         with connection.cursor() as cursor:
@@ -259,8 +250,8 @@ def main() -> None:
             commits = int(cursor.fetchone()[0])
             cursor.execute(
                 "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_user_tables "
-                "WHERE relname IN (%s, %s)",
-                mirror_tables,
+                "WHERE relname = %s",
+                [templates_table],
             )
             return commits, int(cursor.fetchone()[0])
 

@@ -84,7 +84,7 @@ class ClaimContext:
 
 def claim_context_for(*, payload: tokens.LinkPayload) -> ClaimContext:
     """Everything the claim page needs. Raises ClaimUnavailable when the template cannot issue passes."""
-    template = PassTemplate.objects.prefetch_related("input_fields").filter(pk=payload.template_id).first()
+    template = PassTemplate.objects.filter(pk=payload.template_id).first()
     if template is None:
         # Authentic link, unknown template: it was never mirrored (or the mirror was reset). Nothing to issue.
         raise ClaimUnavailable(f"template {payload.template_id} is not in the mirror")

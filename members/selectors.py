@@ -16,7 +16,7 @@ from django.db.models.functions import Cast, StrIndex
 from django.db.models.lookups import GreaterThan
 from django.utils import timezone
 
-from templates_sync.models import PassTemplate, TemplateInputField
+from templates_sync.models import InputField, PassTemplate
 
 from .identity import InvalidIdentity, display_value, external_id_for, normalise_email, normalise_phone
 from .models import (
@@ -39,10 +39,9 @@ MEMBER_PAGE_SIZE = 50
 # --- template rules ------------------------------------------------------------------------------------------
 def template_field_specs(*, template: PassTemplate) -> list[FieldSpec]:
     """The template's input fields as validation specs, in upstream order."""
-    fields = _input_fields(template)
     return [
         FieldSpec(identifier=f.identifier, label=f.label, format=f.format, is_mandatory=f.is_mandatory, type=f.type)
-        for f in fields
+        for f in template.input_fields
     ]
 
 
@@ -51,29 +50,24 @@ def template_rules(*, template: PassTemplate) -> TemplateRules:
     return TemplateRules(allowed_email_domains=domains, kennitala_min_age=template.kennitala_age_verification or None)
 
 
-def _input_fields(template: PassTemplate) -> list[TemplateInputField]:
-    # Use a prefetch when the caller made one (the template pages do).
-    return list(template.input_fields.all())
-
-
 # --- autofill ------------------------------------------------------------------------------------------------
 def autofill_setting_for(*, template: PassTemplate) -> AutofillSetting:
     """The template's setting; an unsaved default "off" when none was ever saved."""
     setting = AutofillSetting.objects.filter(template=template).first()
     if setting is None:
         return AutofillSetting(template=template, source=AutofillSource.OFF)
-    # Hand back the caller's template instance, with whatever it prefetched (its input fields): reading
-    # `setting.template` would otherwise query the template and its fields again on every claim.
+    # Hand back the caller's template instance: reading `setting.template` would otherwise query the template
+    # again on every claim.
     setting.template = template
     return setting
 
 
-def autofill_candidate_fields(*, template: PassTemplate, source: str) -> list[TemplateInputField]:
+def autofill_candidate_fields(*, template: PassTemplate, source: str) -> list[InputField]:
     """The input fields a source may read: EMAIL fields for email, PHONE_NUMBER fields for phone."""
     wanted = AUTOFILL_FIELD_FORMATS.get(source)
     if wanted is None:
         return []
-    return [f for f in _input_fields(template) if f.format.upper() == wanted]
+    return [f for f in template.input_fields if f.format.upper() == wanted]
 
 
 def autofill_field_identifier(*, setting: AutofillSetting) -> str | None:

@@ -261,7 +261,7 @@ def member_add_choose(request):
 @require_http_methods(["GET", "POST"])
 @permission_required("members.manage_members", raise_exception=True)
 def member_add(request, template_id):
-    template = get_object_or_404(PassTemplate.objects.prefetch_related("input_fields"), pk=template_id)
+    template = get_object_or_404(PassTemplate, pk=template_id)
     form = MemberAddForm(request.POST or None, template=template)
     if request.method == "POST" and form.is_valid() and not template.issue_refusal_reason:
         try:
@@ -297,7 +297,7 @@ def _report_issue(request, issued: issuing.IssueResult) -> None:
 @require_http_methods(["GET", "POST"])
 @permission_required(VIEW_AUTOFILL, raise_exception=True)
 def autofill_settings(request, template_id):
-    template = get_object_or_404(PassTemplate.objects.prefetch_related("input_fields"), pk=template_id)
+    template = get_object_or_404(PassTemplate, pk=template_id)
     setting = selectors.autofill_setting_for(template=template)
     can_change = request.user.has_perm("members.change_autofill")
     if request.method == "POST":
@@ -357,7 +357,7 @@ def _autofill_preview(request, template: PassTemplate, proposed: str | None) -> 
 @require_POST
 @permission_required("members.change_autofill", raise_exception=True)
 def autofill_backfill(request, template_id):
-    template = get_object_or_404(PassTemplate.objects.prefetch_related("input_fields"), pk=template_id)
+    template = get_object_or_404(PassTemplate, pk=template_id)
     try:
         run = autofill.autofill_backfill_request(template=template, user=request.user)
     except services.AutofillSettingError as exc:
@@ -377,7 +377,7 @@ def autofill_backfill(request, template_id):
 @require_POST
 @permission_required("members.change_autofill", raise_exception=True)
 def autofill_conflict_resolve(request, template_id):
-    template = get_object_or_404(PassTemplate.objects.prefetch_related("input_fields"), pk=template_id)
+    template = get_object_or_404(PassTemplate, pk=template_id)
     keep = request.POST.get("keep", "")
     try:
         if not keep.isdigit():

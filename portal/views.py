@@ -40,7 +40,7 @@ def template_list(request):
 @require_GET
 @permission_required(VIEW_TEMPLATES, raise_exception=True)
 def template_detail(request, template_id):
-    template = get_object_or_404(PassTemplate.objects.prefetch_related("input_fields"), pk=template_id)
+    template = get_object_or_404(PassTemplate, pk=template_id)
     context = {"template": template, "followed_run": _followed_run(request)}
     return render(request, "portal/template_detail.html", context)
 

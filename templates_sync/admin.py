@@ -1,14 +1,7 @@
 from django.contrib import admin
+from django.utils.html import format_html_join
 
-from .models import PassTemplate, SyncRun, TemplateInputField
-
-
-class TemplateInputFieldInline(admin.TabularInline):
-    model = TemplateInputField
-    extra = 0
-    can_delete = False
-    fields = ["position", "identifier", "label", "format", "type", "is_mandatory", "is_unique"]
-    readonly_fields = fields
+from .models import PassTemplate, SyncRun
 
 
 @admin.register(PassTemplate)
@@ -18,7 +11,21 @@ class PassTemplateAdmin(admin.ModelAdmin):
     list_display = ["name", "type", "status", "changed_at", "removed_at"]
     list_filter = ["type", "status"]
     search_fields = ["name", "id"]
-    inlines = [TemplateInputFieldInline]
+    readonly_fields = ["input_field_list"]
+
+    @admin.display(description="Input fields")
+    def input_field_list(self, template: PassTemplate) -> str:
+        return (
+            format_html_join(
+                "",
+                "<div>{} · {} · {}{}</div>",
+                (
+                    (f.identifier, f.format, f.type, " · mandatory" if f.is_mandatory else "")
+                    for f in template.input_fields
+                ),
+            )
+            or "none"
+        )
 
     def has_add_permission(self, request):
         return False

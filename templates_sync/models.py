@@ -1,5 +1,6 @@
 """The local mirror of the issuer's SmartPages pass templates and the record of each sync run."""
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -23,6 +24,57 @@ class JSONTextField(models.JSONField):
         if connection.vendor == "postgresql":
             return value  # psycopg has parsed json already (jsonb Django reads as text and parses itself)
         return super().from_db_value(value, expression, connection)
+
+
+@dataclass(frozen=True)
+class InputField:
+    """An input field of a template, as its API object lists it (`inputFields`)."""
+
+    position: int  # in upstream order, from 0
+    identifier: str
+    label: str = ""
+    description: str = ""
+    format: str = ""  # TEXT, EMAIL, PHONE_NUMBER … (a format the portal does not know yet is kept)
+    type: str = ""  # ISSUER or MEMBER
+    is_mandatory: bool = False
+    is_unique: bool = False
+
+    def __str__(self) -> str:
+        return self.label or self.identifier
+
+
+def _field_text(value) -> str:
+    return "" if value is None else str(value)
+
+
+def input_fields_of(raw) -> tuple[InputField, ...]:
+    """The input fields of a template's API object, in upstream order, one per identifier (a repeat is ignored:
+    identifiers name the values a pass holds). What is not a field at all is passed over; the sync refuses such
+    a template anyway (see templates_sync.sync)."""
+    entries = raw.get("inputFields") if isinstance(raw, dict) else None
+    if not isinstance(entries, list):
+        return ()
+    fields, identifiers = [], set()
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, dict) or entry.get("identifier") is None:
+            continue
+        identifier = _field_text(entry["identifier"])
+        if identifier in identifiers:
+            continue
+        identifiers.add(identifier)
+        fields.append(
+            InputField(
+                position=position,
+                identifier=identifier,
+                label=_field_text(entry.get("label")),
+                description=_field_text(entry.get("description")),
+                format=_field_text(entry.get("format")),
+                type=_field_text(entry.get("type")),
+                is_mandatory=bool(entry.get("isMandatory")),
+                is_unique=bool(entry.get("isUnique")),
+            )
+        )
+    return tuple(fields)
 
 
 class PassTemplate(models.Model):
@@ -148,51 +200,14 @@ class PassTemplate(models.Model):
     ]
 
     @property
+    def input_fields(self) -> tuple[InputField, ...]:
+        """Read from `raw` whenever asked: a template's fields are always read with it and rewritten with it, so
+        they need no table of their own (a first sync wrote ~3 rows and index entries per template for them)."""
+        return input_fields_of(self.raw)
+
+    @property
     def flags(self) -> list[tuple[str, bool]]:
         return [(label, bool(self.raw.get(key))) for key, label in self.DEVICE_FLAGS]
-
-
-class TemplateInputField(models.Model):
-    """An input field of a template, in upstream order. Rewritten whenever its template changes."""
-
-    class Format(models.TextChoices):
-        TEXT = "TEXT", "Text"
-        NUMBER = "NUMBER", "Number"
-        DATE = "DATE", "Date"
-        EMAIL = "EMAIL", "Email"
-        URL = "URL", "URL"
-        KENNITALA = "KENNITALA", "Kennitala"
-        PHONE_NUMBER = "PHONE_NUMBER", "Phone number"
-
-    class FieldType(models.TextChoices):
-        ISSUER = "ISSUER", "Issuer"
-        MEMBER = "MEMBER", "Member"
-
-    # No index of its own: the unique (template, identifier) index serves every lookup by template, and one
-    # index less to maintain is a quicker first sync. No database constraint either: PostgreSQL checks one
-    # per row inserted (a lookup and a lock on the template's row, a quarter of a first sync's database time),
-    # and it would guard nothing the portal does: the sync alone writes input fields, each in the transaction
-    # that writes its template, and templates are never deleted (the ORM still cascades should one ever be).
-    template = models.ForeignKey(
-        PassTemplate, on_delete=models.CASCADE, related_name="input_fields", db_index=False, db_constraint=False
-    )
-    position = models.PositiveIntegerField()
-    identifier = models.CharField(max_length=200)
-    label = models.CharField(max_length=500, blank=True)
-    description = models.TextField(blank=True)
-    is_mandatory = models.BooleanField(default=False)
-    is_unique = models.BooleanField(default=False)
-    format = models.CharField(max_length=32)
-    type = models.CharField(max_length=16)
-
-    class Meta:
-        ordering = ["template", "position"]
-        constraints = [
-            models.UniqueConstraint(fields=["template", "identifier"], name="input_field_identifier_unique"),
-        ]
-
-    def __str__(self) -> str:
-        return self.label or self.identifier
 
 
 class BackgroundRun(models.Model):

@@ -31,11 +31,11 @@ from django.utils.dateparse import parse_datetime
 
 from .client import NotFound, SmartPagesClient, SmartPagesError, TemplatePage, smartpages_client
 from .heap import existing_objects_out_of_gc
-from .models import PassTemplate, SyncRun, TemplateInputField
+from .models import PassTemplate, SyncRun
 
 logger = logging.getLogger(__name__)
 
-# A template's row: the columns that come from its API object, in this order (see _mirror_rows): its id,
+# A template's row: the columns that come from its API object, in this order (see _mirror_row): its id,
 # texts, flags, then the rest. The other columns are the page's: changed_at and first_seen_at are when it was
 # read, removed_at is empty.
 _TEMPLATE_ROW = (
@@ -61,19 +61,6 @@ _TEMPLATE_ROW = (
 )
 # Columns rewritten when a template's content changes (everything but id and first_seen_at).
 _UPDATE_FIELDS = [*_TEMPLATE_ROW[1:], "changed_at", "removed_at"]
-# An input field's row, in this order (see _copy_field_text).
-_FIELD_ROW = (
-    "template_id",
-    "identifier",
-    "label",
-    "description",
-    "format",
-    "type",
-    "is_mandatory",
-    "is_unique",
-    "position",
-)
-_FIELD_UPDATE_COLUMNS = list(_FIELD_ROW[2:])
 
 
 class InvalidTemplate(ValueError):
@@ -88,7 +75,6 @@ class RunTakenOver(Exception):
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 _PRICE_MAX = Decimal("999999999999.99")  # pass_price: 14 digits, 2 after the point
 _TEXT_LIMITS = {f.name: f.max_length for f in PassTemplate._meta.fields if f.max_length}
-_FIELD_TEXT_LIMITS = {f.name: f.max_length for f in TemplateInputField._meta.fields if f.max_length}
 
 
 def content_hash(item: dict) -> str:
@@ -182,9 +168,9 @@ def _canonical_id(item) -> str | None:
         return None
 
 
-def _mirror_rows(item, *, template_id: str | None, digest: str, dumped: bytes) -> tuple[tuple, list[tuple]]:
-    """The template's row (see _TEMPLATE_ROW) and its input fields' rows (see _FIELD_ROW) for one API
-    object, its canonical id (see _canonical_id) and its fingerprint.
+def _mirror_row(item, *, template_id: str | None, digest: str, dumped: bytes) -> tuple:
+    """The template's row (see _TEMPLATE_ROW) for one API object, its canonical id (see _canonical_id) and
+    its fingerprint.
 
     What does not fit a column is made to fit (NUL bytes removed, text cut to the column's length,
     numbers held at the column's bounds); an object the mirror cannot store at all raises InvalidTemplate.
@@ -231,38 +217,20 @@ def _mirror_rows(item, *, template_id: str | None, digest: str, dumped: bytes) -
         digest,
         dumped,
     )
-    return row, _input_field_rows(template_id, get("inputFields"))
+    _check_input_fields(template_id, get("inputFields"))
+    return row
 
 
-def _input_field_rows(template_id: str, fields) -> list[tuple]:
-    """The rows of a template's input fields (no NUL bytes in them: see _mirror_rows)."""
+def _check_input_fields(template_id: str, fields) -> None:
+    """Refuse a template whose input fields the portal could not ask for (PassTemplate.input_fields reads
+    them from `raw`)."""
     if not fields:
-        return []
+        return
     if not isinstance(fields, list):
         raise InvalidTemplate(f"Template {template_id} has input fields that are not a list.")
-    rows, identifiers, limits = [], set(), _FIELD_TEXT_LIMITS
-    for position, entry in enumerate(fields):
-        if not isinstance(entry, dict) or (identifier := entry.get("identifier")) is None:
+    for entry in fields:
+        if not isinstance(entry, dict) or entry.get("identifier") is None:
             raise InvalidTemplate(f"Template {template_id} has an input field without an identifier.")
-        identifier = _fit(identifier, limits["identifier"])
-        if identifier in identifiers:
-            continue  # identifiers are unique per template; a repeat is kept in `raw` only
-        identifiers.add(identifier)
-        get = entry.get
-        rows.append(
-            (
-                template_id,
-                identifier,
-                _fit(get("label"), limits["label"]),
-                _fit(get("description"), None),
-                _fit(get("format"), limits["format"]),
-                _fit(get("type"), limits["type"]),
-                bool(get("isMandatory")),
-                bool(get("isUnique")),
-                position,
-            )
-        )
-    return rows
 
 
 def _template_dicts(templates: list[tuple], *, now: datetime, raw) -> list[dict]:
@@ -278,11 +246,7 @@ def _template_dicts(templates: list[tuple], *, now: datetime, raw) -> list[dict]
     ]
 
 
-def _field_dicts(fields: list[tuple]) -> list[dict]:
-    return [dict(zip(_FIELD_ROW, row, strict=True)) for row in fields]
-
-
-def _write_with_orm(templates: list[tuple], fields: list[tuple], *, replaced: list[str], now: datetime) -> None:
+def _write_with_orm(templates: list[tuple], *, now: datetime) -> None:
     # One INSERT … ON CONFLICT for new and changed rows alike; first_seen_at stays as it was.
     PassTemplate.objects.bulk_create(
         [PassTemplate(first_seen_at=now, **row) for row in _template_dicts(templates, now=now, raw=orjson.loads)],
@@ -290,67 +254,41 @@ def _write_with_orm(templates: list[tuple], fields: list[tuple], *, replaced: li
         unique_fields=["id"],
         update_fields=_UPDATE_FIELDS,
     )
-    if replaced:
-        TemplateInputField.objects.filter(template_id__in=replaced).delete()
-    # An upsert, not a plain insert: a single-template refresh may have written a "new" template's fields
-    # while this run was reading its page.
-    TemplateInputField.objects.bulk_create(
-        [TemplateInputField(**row) for row in _field_dicts(fields)],
-        update_conflicts=True,
-        unique_fields=["template", "identifier"],
-        update_fields=_FIELD_UPDATE_COLUMNS,
-    )
 
 
 def _write_with_postgresql(
-    templates: list[tuple],
-    fields: list[tuple],
-    *,
-    replaced: list[str],
-    now: datetime,
-    copy_text: tuple[bytes, bytes] | None = None,
+    templates: list[tuple], *, changed: list[str], now: datetime, copy_text: bytes | None = None
 ) -> None:
     """The same writes as _write_with_orm, in a transaction the caller opened.
 
-    New templates and their input fields are COPYed straight into their tables (the bulk of a first sync:
-    a third less of PostgreSQL's time than an INSERT … SELECT, which parses each page's JSON twice), from
-    `copy_text` when it was made already (see _copy_texts); should one exist after all, the COPY raises
-    IntegrityError (see _write). Changed templates are upserted from one JSON document per page
-    (json_to_recordset), their input fields replaced.
+    New templates are COPYed straight into the table (the bulk of a first sync: a third less of PostgreSQL's
+    time than an INSERT … SELECT, which parses each page's JSON twice), from `copy_text` when it was made
+    already (see _copy_text_of_new); should one exist after all, the COPY raises IntegrityError (see _write).
+    Changed templates are upserted from one JSON document per page (json_to_recordset).
     """
-    changed_ids = set(replaced)
+    changed_ids = set(changed)
     if len(changed_ids) < len(templates):
-        _copy_rows(copy_text or _copy_texts(templates, fields, replaced=replaced, now=now))
+        _copy_rows(copy_text or _copy_text_of_new(templates, changed=changed, now=now))
     if changed_ids:
-        changed = [row for row in templates if row[0] in changed_ids]
-        changed_fields = [row for row in fields if row[0] in changed_ids]
-        _upsert_with_postgresql(changed, changed_fields, replaced=replaced, now=now)
+        _upsert_with_postgresql([row for row in templates if row[0] in changed_ids], now=now)
 
 
-def _copy_texts(
-    templates: list[tuple], fields: list[tuple], *, replaced: list[str], now: datetime
-) -> tuple[bytes, bytes]:
-    """The new templates (those not `replaced`) and their input fields in COPY's text format."""
-    if replaced:
-        changed_ids = set(replaced)
+def _copy_text_of_new(templates: list[tuple], *, changed: list[str], now: datetime) -> bytes:
+    """The new templates (those not `changed`) in COPY's text format."""
+    if changed:
+        changed_ids = set(changed)
         templates = [row for row in templates if row[0] not in changed_ids]
-        fields = [row for row in fields if row[0] not in changed_ids]
-    return _copy_template_text(templates, now=now), _copy_field_text(fields) if fields else b""
+    return _copy_template_text(templates, now=now)
 
 
-def _copy_rows(copy_text: tuple[bytes, bytes]) -> None:
-    template_text, field_text = copy_text
-    template_statement, field_statement = _copy_statements()
+def _copy_rows(copy_text: bytes) -> None:
     with connection.cursor() as cursor, connection.wrap_database_errors:
-        with cursor.cursor.copy(template_statement) as copy:
-            copy.write(template_text)
-        if field_text:
-            with cursor.cursor.copy(field_statement) as copy:
-                copy.write(field_text)
+        with cursor.cursor.copy(_copy_statement()) as copy:
+            copy.write(copy_text)
 
 
 # COPY's text format built here (psycopg's write_row took twice the Python time). No value holds a NUL byte
-# (see _mirror_rows), so a row's values are joined with NUL, checked once for what COPY escapes, and the NULs
+# (see _mirror_row), so a row's values are joined with NUL, checked once for what COPY escapes, and the NULs
 # made tabs; a row with a backslash, tab or line break in a text has its texts escaped one by one. Only text
 # columns can hold those: ids, flags, numbers, dates and hashes cannot, and JSON escapes its own.
 _NULL = "\\N"
@@ -399,43 +337,18 @@ def _copy_template_text(templates: list[tuple], *, now: datetime) -> bytes:
     return b"".join(lines)
 
 
-def _copy_field_text(fields: list[tuple]) -> bytes:
-    texts = slice(1, 6)
-    lines = [
-        _copy_line(
-            (*row[:6], "t" if row[-3] else "f", "t" if row[-2] else "f", str(row[-1])),
-            texts,
-        )
-        for row in fields
-    ]
-    return ("\n".join(lines) + "\n").encode()
-
-
 @functools.cache
-def _copy_statements() -> tuple[str, str]:
-    def copy(model, names) -> str:
-        columns = ", ".join(model._meta.get_field(name).column for name in names)
-        return f"COPY {model._meta.db_table} ({columns}) FROM STDIN"
-
-    templates = [*_TEMPLATE_ROW[:-1], "changed_at", "removed_at", "first_seen_at", "raw"]
-    return copy(PassTemplate, templates), copy(TemplateInputField, _FIELD_ROW)
+def _copy_statement() -> str:
+    names = [*_TEMPLATE_ROW[:-1], "changed_at", "removed_at", "first_seen_at", "raw"]
+    columns = ", ".join(PassTemplate._meta.get_field(name).column for name in names)
+    return f"COPY {PassTemplate._meta.db_table} ({columns}) FROM STDIN"
 
 
-def _upsert_with_postgresql(templates: list[tuple], fields: list[tuple], *, replaced: list[str], now: datetime) -> None:
-    """Each page sent as one JSON document that PostgreSQL unpacks (json_to_recordset): building model
+def _upsert_with_postgresql(templates: list[tuple], *, now: datetime) -> None:
+    """The page sent as one JSON document that PostgreSQL unpacks (json_to_recordset): building model
     instances and per-value parameters cost about ten times the fetch of the page itself."""
-    template_sql, field_sql = _postgresql_statements()
     with connection.cursor() as cursor:
-        cursor.execute(template_sql, [now, _json_text(_template_dicts(templates, now=now, raw=orjson.Fragment))])
-        if replaced:
-            # The id list goes as one JSON text too: psycopg adapts a list of UUIDs element by element.
-            cursor.execute(
-                f"DELETE FROM {TemplateInputField._meta.db_table} "
-                "WHERE template_id IN (SELECT value::uuid FROM json_array_elements_text(%s::json))",
-                [orjson.dumps(replaced).decode()],
-            )
-        if fields:
-            cursor.execute(field_sql, [_json_text(_field_dicts(fields))])
+        cursor.execute(_upsert_statement(), [now, _json_text(_template_dicts(templates, now=now, raw=orjson.Fragment))])
 
 
 def _json_text(value) -> str:
@@ -444,33 +357,17 @@ def _json_text(value) -> str:
 
 
 @functools.cache
-def _postgresql_statements() -> tuple[str, str]:
-    """INSERT … SELECT FROM json_to_recordset statements built from the models' own columns."""
-
-    def insert(model, columns: list[str], *, extra: str = "", conflict: str = "") -> str:
-        fields = [model._meta.get_field(name) for name in columns]
-        record = ", ".join(f"{f.column} {f.db_type(connection)}" for f in fields)
-        names = ", ".join(f.column for f in fields)
-        return (
-            f"INSERT INTO {model._meta.db_table} ({names}{', ' + extra if extra else ''}) "
-            f"SELECT {names}{', %s' if extra else ''} FROM json_to_recordset(%s::json) AS t({record}) {conflict}"
-        )
-
-    template_columns = ["id", *_UPDATE_FIELDS]
-    updates = ", ".join(
-        f"{PassTemplate._meta.get_field(name).column} = EXCLUDED.{PassTemplate._meta.get_field(name).column}"
-        for name in _UPDATE_FIELDS
+def _upsert_statement() -> str:
+    """INSERT … SELECT FROM json_to_recordset … ON CONFLICT, built from the model's own columns."""
+    fields = [PassTemplate._meta.get_field(name) for name in ["id", *_UPDATE_FIELDS]]
+    record = ", ".join(f"{f.column} {f.db_type(connection)}" for f in fields)
+    names = ", ".join(f.column for f in fields)
+    updates = ", ".join(f"{f.column} = EXCLUDED.{f.column}" for f in fields[1:])
+    return (
+        f"INSERT INTO {PassTemplate._meta.db_table} ({names}, first_seen_at) "
+        f"SELECT {names}, %s FROM json_to_recordset(%s::json) AS t({record}) "
+        f"ON CONFLICT (id) DO UPDATE SET {updates}"
     )
-    template_sql = insert(
-        PassTemplate, template_columns, extra="first_seen_at", conflict=f"ON CONFLICT (id) DO UPDATE SET {updates}"
-    )
-    field_updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in _FIELD_UPDATE_COLUMNS)
-    field_sql = insert(
-        TemplateInputField,
-        list(_FIELD_ROW),
-        conflict=f"ON CONFLICT (template_id, identifier) DO UPDATE SET {field_updates}",
-    )
-    return template_sql, field_sql
 
 
 def _mirror_state(ids: list[str] | None = None) -> dict[str, tuple[str, bool]]:
@@ -497,13 +394,12 @@ class PreparedPage:
     """What one page of API objects means for the mirror, worked out before anything is written."""
 
     templates: list[tuple] = field(default_factory=list)  # rows to insert or rewrite (see _TEMPLATE_ROW)
-    fields: list[tuple] = field(default_factory=list)  # their input-field rows (see _FIELD_ROW)
-    replaced: list[str] = field(default_factory=list)  # known templates whose input-field rows are rewritten
+    changed: list[str] = field(default_factory=list)  # ids of the known templates among them (rewritten)
     created: int = 0
     updated: int = 0
     unchanged: int = 0
     skipped: list[str] = field(default_factory=list)  # why each template that cannot be stored was left out
-    copy_text: tuple[bytes, bytes] | None = None  # new templates' rows for COPY, if made ahead (PageWriter.make_ready)
+    copy_text: bytes | None = None  # new templates' rows for COPY, if made ahead (PageWriter.make_ready)
 
 
 def _prepare(items: list, *, known: dict[str, tuple[str, bool]], now: datetime) -> PreparedPage:
@@ -520,18 +416,17 @@ def _prepare(items: list, *, known: dict[str, tuple[str, bool]], now: datetime) 
             if state == (digest, False):
                 page.unchanged += 1
                 continue
-            row, fields = _mirror_rows(item, template_id=template_id, digest=digest, dumped=dumped)
+            row = _mirror_row(item, template_id=template_id, digest=digest, dumped=dumped)
         except (InvalidTemplate, orjson.JSONEncodeError) as exc:
             page.skipped.append(str(exc))
             continue
         known[template_id] = (digest, False)
         page.templates.append(row)
-        page.fields.extend(fields)
         if state is None:
             page.created += 1
         else:
             page.updated += 1
-            page.replaced.append(template_id)
+            page.changed.append(template_id)
     return page
 
 
@@ -546,16 +441,14 @@ def _write(page: PreparedPage, *, now: datetime) -> None:
         return
     if connection.vendor != "postgresql":
         with transaction.atomic():
-            _write_with_orm(page.templates, page.fields, replaced=page.replaced, now=now)
+            _write_with_orm(page.templates, now=now)
         return
     try:
         with transaction.atomic():
-            _write_with_postgresql(
-                page.templates, page.fields, replaced=page.replaced, now=now, copy_text=page.copy_text
-            )
+            _write_with_postgresql(page.templates, changed=page.changed, now=now, copy_text=page.copy_text)
     except IntegrityError:
         with transaction.atomic():
-            _upsert_with_postgresql(page.templates, page.fields, replaced=page.replaced, now=now)
+            _upsert_with_postgresql(page.templates, now=now)
 
 
 def _store(items: list, *, known: dict[str, tuple[str, bool]], now: datetime) -> PreparedPage:
@@ -577,15 +470,11 @@ def _joined(pages: list[tuple[PreparedPage, datetime]]) -> tuple[PreparedPage, d
     if len(pages) == 1:
         return pages[0]
     joined = PreparedPage()
-    if all(page.copy_text for page, _ in pages):
-        joined.copy_text = (
-            b"".join(page.copy_text[0] for page, _ in pages),
-            b"".join(page.copy_text[1] for page, _ in pages),
-        )
+    if all(page.copy_text is not None for page, _ in pages):
+        joined.copy_text = b"".join(page.copy_text for page, _ in pages)
     for page, _ in pages:
         joined.templates += page.templates
-        joined.fields += page.fields
-        joined.replaced += page.replaced
+        joined.changed += page.changed
         joined.created += page.created
         joined.updated += page.updated
         joined.unchanged += page.unchanged
@@ -644,7 +533,7 @@ class PageWriter:
         """Make what the writer thread will send (the COPY text) in the caller's thread, ahead of `put`: the
         writer thread then only sends it, and every statement it waits on costs it a wait for the GIL too."""
         if self._thread is not None and page.copy_text is None:
-            page.copy_text = _copy_texts(page.templates, page.fields, replaced=page.replaced, now=now)
+            page.copy_text = _copy_text_of_new(page.templates, changed=page.changed, now=now)
 
     def __enter__(self) -> PageWriter:
         return self

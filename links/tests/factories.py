@@ -13,7 +13,7 @@ from django.utils import timezone
 from links import services
 from links.models import LinkBatch
 from templates_sync import sync
-from templates_sync.models import PassTemplate, TemplateInputField
+from templates_sync.models import PassTemplate
 from templates_sync.sandbox import DEMO_TEMPLATE_ID
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -64,6 +64,10 @@ def template_with_fields(
         "allowedEmailDomains": [{"sortOrder": i, "emailDomain": d} for i, d in enumerate(allowed_domains or [])],
         "useEmailDomainVerification": bool(allowed_domains),
         "kennitalaAgeVerification": min_age,
+        "inputFields": [
+            {"identifier": identifier, "label": label, "format": fmt, "type": kind, "isMandatory": mandatory}
+            for identifier, label, fmt, kind, mandatory in fields
+        ],
     }
     now = timezone.now()
     template = PassTemplate.objects.create(
@@ -79,16 +83,6 @@ def template_with_fields(
         kennitala_age_verification=min_age,
         **columns,
     )
-    for position, (identifier, label, fmt, kind, mandatory) in enumerate(fields):
-        TemplateInputField.objects.create(
-            template=template,
-            position=position,
-            identifier=identifier,
-            label=label,
-            format=fmt,
-            type=kind,
-            is_mandatory=mandatory,
-        )
     return template
 
 

@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 
 from conftest import wait_for
 from templates_sync import sync
-from templates_sync.models import PassTemplate, SyncRun, TemplateInputField
+from templates_sync.models import InputField, PassTemplate, SyncRun, input_fields_of
 from templates_sync.sandbox import Faults
 
 pytestmark = pytest.mark.django_db
@@ -34,9 +34,7 @@ def test_a_multi_page_sync_mirrors_every_field_exactly(sandbox, settings):
         expected_price = upstream.get("passPrice")
         assert mirrored.pass_price == (Decimal(str(expected_price)) if expected_price is not None else None)
         assert mirrored.delivery_page_url == upstream["deliveryPageUrl"]
-        fields = list(
-            mirrored.input_fields.values_list("identifier", "label", "format", "type", "is_mandatory", "is_unique")
-        )
+        fields = [(f.identifier, f.label, f.format, f.type, f.is_mandatory, f.is_unique) for f in mirrored.input_fields]
         assert fields == [
             (f["identifier"], f["label"], f["format"], f["type"], f["isMandatory"], f["isUnique"])
             for f in upstream["inputFields"]
@@ -63,7 +61,7 @@ def test_an_unchanged_resync_writes_no_template_row(sandbox, settings):
         q["sql"]
         for q in queries.captured_queries
         if q["sql"].split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE")
-        and ("templates_sync_passtemplate" in q["sql"] or "templates_sync_templateinputfield" in q["sql"])
+        and "templates_sync_passtemplate" in q["sql"]
     ]
     assert mirror_writes == []
     assert dict(PassTemplate.objects.values_list("id", "changed_at")) == changed_before
@@ -95,7 +93,7 @@ def test_changed_added_and_removed_templates_are_mirrored(sandbox):
     assert (run.status, run.created_count, run.updated_count, run.removed) == ("succeeded", 1, 1, 1)
     renamed = PassTemplate.objects.get(pk=first)
     assert renamed.name == "Nýtt nafn"
-    assert list(renamed.input_fields.values_list("identifier", flat=True)) == ["netfang"]
+    assert [f.identifier for f in renamed.input_fields] == ["netfang"]
     assert PassTemplate.objects.filter(pk=added["id"]).exists()
     gone = PassTemplate.objects.get(pk=second)  # kept, never hard-deleted
     assert gone.removed_at is not None and gone.is_removed
@@ -241,9 +239,22 @@ def test_an_abandoned_run_does_not_block_the_next_one_forever(sandbox, settings)
     assert SyncRun.objects.get(trigger="beat").status == "failed"
 
 
-def test_input_field_rows_follow_upstream_order(sandbox):
-    sync.templates_sync_all()
-    assert TemplateInputField.objects.filter(template_id=sandbox.template_ids()[0]).first().position == 0
+def test_input_fields_are_read_from_raw_in_upstream_order_once_per_identifier():
+    raw = {
+        "inputFields": [
+            {"identifier": "email", "label": "Netfang", "format": "EMAIL", "type": "ISSUER", "isMandatory": True},
+            "not a field",
+            {"label": "no identifier"},
+            {"identifier": "email", "label": "Again"},
+            {"identifier": 7, "label": None, "description": "A number as identifier", "isUnique": 1},
+        ]
+    }
+    assert input_fields_of(raw) == (
+        InputField(position=0, identifier="email", label="Netfang", format="EMAIL", type="ISSUER", is_mandatory=True),
+        InputField(position=4, identifier="7", description="A number as identifier", is_unique=True),
+    )
+    assert input_fields_of({}) == input_fields_of({"inputFields": "oops"}) == input_fields_of([]) == ()
+    assert str(input_fields_of(raw)[0]) == "Netfang" and str(input_fields_of(raw)[1]) == "7"
 
 
 def test_the_postgresql_writer_stores_exactly_what_the_orm_writer_stores(sandbox):
@@ -255,43 +266,25 @@ def test_the_postgresql_writer_stores_exactly_what_the_orm_writer_stores(sandbox
     sandbox.update_template(sandbox.template_ids()[3], name=tricky, description=tricky)
     items = [sandbox.get_template(template_id) for template_id in sandbox.template_ids()]
     items[3]["inputFields"][0].update(label=tricky, description=tricky, identifier="back\\slash\tand tab")
-    templates, fields = [], []
+    templates = []
     for item in items:
         digest, dumped = sync._fingerprint(item)
-        template, its_fields = sync._mirror_rows(
-            item, template_id=sync._canonical_id(item), digest=digest, dumped=dumped
-        )
-        templates.append(template)
-        fields.extend(its_fields)
+        templates.append(sync._mirror_row(item, template_id=sync._canonical_id(item), digest=digest, dumped=dumped))
 
     def snapshot():
-        return (
-            list(PassTemplate.objects.order_by("id").values()),
-            list(
-                TemplateInputField.objects.order_by("template_id", "position").values(
-                    "template_id",
-                    "position",
-                    "identifier",
-                    "label",
-                    "description",
-                    "is_mandatory",
-                    "is_unique",
-                    "format",
-                    "type",
-                )
-            ),
-        )
+        return list(PassTemplate.objects.order_by("id").values())
 
-    sync._write_with_orm(templates, fields, replaced=[], now=now)
+    sync._write_with_orm(templates, now=now)
     through_orm = snapshot()
     PassTemplate.objects.all().delete()
-    sync._write_with_postgresql(templates, fields, replaced=[], now=now)
+    sync._write_with_postgresql(templates, changed=[], now=now)  # COPY
     assert snapshot() == through_orm
-    sync._write_with_postgresql(templates, fields, replaced=[template[0] for template in templates], now=now)
+    sync._write_with_postgresql(templates, changed=[template[0] for template in templates], now=now)  # upsert
     assert snapshot() == through_orm
-    assert len(through_orm[0]) == 25 and len(through_orm[1]) > 25
-    assert PassTemplate.objects.get(pk=sandbox.template_ids()[3]).name == tricky
-    tricky_field = TemplateInputField.objects.get(template_id=sandbox.template_ids()[3], position=0)
+    assert len(through_orm) == 25
+    mirrored = PassTemplate.objects.get(pk=sandbox.template_ids()[3])
+    assert mirrored.name == tricky and mirrored.raw == items[3]
+    tricky_field = mirrored.input_fields[0]
     assert (tricky_field.identifier, tricky_field.label, tricky_field.description) == (
         "back\\slash\tand tab",
         tricky,
@@ -302,7 +295,7 @@ def test_the_postgresql_writer_stores_exactly_what_the_orm_writer_stores(sandbox
 @pytest.mark.django_db(transaction=True)
 def test_pages_that_queue_up_for_the_writer_thread_are_all_written_and_counted(sandbox):
     """Pages put faster than the writer thread writes them go into one transaction together: every
-    template, input field and count still arrives, new and changed templates alike."""
+    template and count still arrives, new and changed templates alike."""
     from django.utils import timezone
 
     items = [sandbox.get_template(template_id) for template_id in sandbox.template_ids()]
@@ -320,8 +313,7 @@ def test_pages_that_queue_up_for_the_writer_thread_are_all_written_and_counted(s
     assert (writer.created, writer.updated, writer.unchanged, writer.skipped) == (20, 5, 0, [])
     assert PassTemplate.objects.count() == 25
     assert PassTemplate.objects.filter(name__startswith="Changed ").count() == 5
-    upstream_fields = sum(len(item["inputFields"]) for item in items)
-    assert TemplateInputField.objects.count() == upstream_fields
+    assert {str(t.pk): t.raw for t in PassTemplate.objects.all()} == {item["id"]: item for item in items}
 
 
 def test_the_sync_command_refreshes_one_template_and_rejects_a_non_uuid(sandbox, capsys):
@@ -344,15 +336,13 @@ def test_a_full_sync_and_a_refresh_writing_the_same_new_template_do_not_collide(
 
     template_id = sandbox.template_ids()[0]
     known_before = sync._mirror_state()  # the full run's view: the template is not there yet
-    sync.template_refresh(template_id=template_id)  # meanwhile, a refresh stores it with its fields
+    sync.template_refresh(template_id=template_id)  # meanwhile, a refresh stores it
 
     page = sync._store([sandbox.get_template(template_id)], known=known_before, now=timezone.now())
 
     assert (page.created, page.updated, page.unchanged) == (1, 0, 0)
     upstream_fields = [f["identifier"] for f in sandbox.get_template(template_id)["inputFields"]]
-    assert list(TemplateInputField.objects.filter(template_id=template_id).values_list("identifier", flat=True)) == (
-        upstream_fields
-    )
+    assert [f.identifier for f in PassTemplate.objects.get(pk=template_id).input_fields] == upstream_fields
 
 
 def test_a_repeated_input_field_identifier_is_kept_in_raw_but_mirrored_once(sandbox):
@@ -365,7 +355,8 @@ def test_a_repeated_input_field_identifier_is_kept_in_raw_but_mirrored_once(sand
     assert run.status == "succeeded"
     template = PassTemplate.objects.get(pk=template_id)
     assert len(template.raw["inputFields"]) == len(fields) + 1
-    assert template.input_fields.count() == len(fields)
+    assert [f.identifier for f in template.input_fields] == [f["identifier"] for f in fields]
+    assert template.input_fields[0].label == fields[0]["label"]  # the first of the two wins
 
 
 def test_a_refresh_asked_for_by_a_refused_claim_is_recorded_as_such(sandbox):
@@ -403,8 +394,9 @@ def test_hostile_upstream_data_is_made_to_fit_or_skipped_and_the_run_finishes(sa
     assert hostile.issue_refusal_reason  # still a sold pass, however large its price
     assert hostile.when_last_update_sent is None
     assert hostile.raw["nested"] == {"key": ["value"]} and hostile.raw["stamps"] == 10**11
-    fields = list(hostile.input_fields.values_list("identifier", "label", "format"))
-    assert fields == [("x" * 200, "A", "TEXT" * 8)]  # both identifiers are the same once cut to 200
+    fields = [(f.identifier, f.label, f.format) for f in hostile.input_fields]
+    # Identifiers are kept whole (they name the values SmartPages takes); a NUL byte is gone as everywhere.
+    assert fields == [("x" * 300 + "a", "A", "TEXT" * 10), ("x" * 300 + "b", "B", "TEXT")]
 
     again = sync.templates_sync_all()  # the lock was released; nothing changed, so nothing is written
     assert (again.status, again.created_count, again.updated_count, again.unchanged) == ("succeeded", 0, 0, 26)
