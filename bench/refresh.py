@@ -212,7 +212,7 @@ def main() -> None:
     expected = args.members / args.rate
     print(
         f"\nrun #{run.pk}: {run.status}, checked {run.checked:,}, changed {run.changed:,}, errors {run.errors:,}, "
-        f"{run.chunks} chunks over {args.workers} workers × {args.concurrency} processes (broker {broker})"
+        f"{run.chunks_total} chunks over {args.workers} workers × {args.concurrency} processes (broker {broker})"
     )
     print(f"configured rate                      {args.rate:8.1f} req/s")
     achieved = len(times) / span

@@ -198,7 +198,7 @@ class MemberRefreshRun(BackgroundRun):
     checked = models.PositiveIntegerField(default=0)
     changed = models.PositiveIntegerField(default=0)
     errors = models.PositiveIntegerField(default=0)
-    chunks = models.PositiveIntegerField(default=0)
+    chunks_total = models.PositiveIntegerField(default=0)
     chunks_done = models.PositiveIntegerField(default=0)
     # The first few member errors, [{"member": id, "error": text}], for the history page.
     error_samples = models.JSONField(default=list, blank=True)
@@ -236,7 +236,7 @@ class MemberRefreshChunk(models.Model):
         RUNNING = "running", "Running"
         DONE = "done", "Done"
 
-    run = models.ForeignKey(MemberRefreshRun, on_delete=models.CASCADE, related_name="chunk_rows")
+    run = models.ForeignKey(MemberRefreshRun, on_delete=models.CASCADE, related_name="chunks")
     member_ids = models.JSONField(default=list)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     # Raised each time a worker takes the chunk: a worker's heartbeat and its final write hold only while the

@@ -91,8 +91,8 @@ def member_refresh_run_start(
             (MemberRefreshChunk(run=run, member_ids=ids[start : start + size]) for start in range(0, len(ids), size)),
             batch_size=1000,
         )
-        MemberRefreshRun.objects.filter(pk=run.pk).update(total=len(ids), chunks=len(chunks))
-        run.total, run.chunks = len(ids), len(chunks)
+        MemberRefreshRun.objects.filter(pk=run.pk).update(total=len(ids), chunks_total=len(chunks))
+        run.total, run.chunks_total = len(ids), len(chunks)
         if not chunks:
             _run_finish(run_id=run.pk)
         elif not inline:
@@ -187,9 +187,9 @@ def member_refresh_chunk(
             chunk.member_ids = [member_id for member_id in chunk.member_ids if member_id not in left]
             MemberRefreshChunk.objects.filter(pk=chunk.pk).update(member_ids=chunk.member_ids)
             _send_chunk(MemberRefreshChunk.objects.create(run=run, member_ids=rest))
-            run.chunks += 1
-        run.save(update_fields=["checked", "changed", "errors", "chunks", "chunks_done", "error_samples"])
-        if run.chunks_done >= run.chunks:
+            run.chunks_total += 1
+        run.save(update_fields=["checked", "changed", "errors", "chunks_total", "chunks_done", "error_samples"])
+        if run.chunks_done >= run.chunks_total:
             _run_finish(run_id=run.pk)
 
 
@@ -207,7 +207,7 @@ def member_refresh_runs_sweep() -> int:
     sent += requeue_stale(chunks, _send_chunk)
     # A silent run with no chunk left to do was recorded before its chunks were rows: nothing can finish it.
     silent_runs.exclude(
-        chunk_rows__status__in=[MemberRefreshChunk.Status.QUEUED, MemberRefreshChunk.Status.RUNNING]
+        chunks__status__in=[MemberRefreshChunk.Status.QUEUED, MemberRefreshChunk.Status.RUNNING]
     ).update(
         status=MemberRefreshRun.Status.FAILED,
         finished_at=timezone.now(),

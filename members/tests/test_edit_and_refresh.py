@@ -152,7 +152,7 @@ def test_the_refresh_command_reads_what_changed_on_smartpages(club, sandbox):
     order = [path.rsplit("/", 1)[1] for path in sandbox.request_paths("GET", "/api/v1/pass/")]
     assert order == [str(m.pass_id) for m in (voided, redeemed, edited, same)]
     run = MemberRefreshRun.objects.get()
-    assert (run.trigger, run.total, run.chunks, run.chunks_done) == ("command", 4, 1, 1)
+    assert (run.trigger, run.total, run.chunks_total, run.chunks_done) == ("command", 4, 1, 1)
     # A second run has nothing voided to read again; redeemed passes are still read (they may be voided).
     out = StringIO()
     call_command("refresh_members", "--json", "--template", str(club.pk), stdout=out)
@@ -167,7 +167,7 @@ def test_a_pass_missing_upstream_is_an_error_of_the_run_not_a_failure(
     ghost = make_member(club, name="Ghost")  # a Pass ID SmartPages never made
     with django_capture_on_commit_callbacks(execute=True):
         run = refresh.member_refresh_run_start(trigger="command", inline=True)
-    assert (run.status, run.checked, run.errors, run.chunks) == ("succeeded", 1, 1, 2)
+    assert (run.status, run.checked, run.errors, run.chunks_total) == ("succeeded", 1, 1, 2)
     assert run.error_samples[0]["member"] == ghost.pk and "404" in run.error_samples[0]["error"]
     # The run reconciled the kept member count (the factory's member was written without counting it).
     assert TemplateMemberCount.objects.get(template=club).members == 2

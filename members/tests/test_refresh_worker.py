@@ -49,7 +49,7 @@ def test_the_refresh_run_keeps_one_rate_across_two_worker_processes(two_workers,
     live_sandbox.reset_counts()
 
     run = refresh.member_refresh_run_start(trigger=MemberRefreshRun.Trigger.MANUAL)
-    assert (run.status, run.total, run.chunks) == ("running", 80, 20)
+    assert (run.status, run.total, run.chunks_total) == ("running", 80, 20)
     wait_for(lambda: MemberRefreshRun.objects.get(pk=run.pk).is_finished, timeout=90, message="the refresh run")
 
     run.refresh_from_db()

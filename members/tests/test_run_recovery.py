@@ -218,7 +218,7 @@ def test_a_worker_killed_mid_refresh_run_costs_its_chunks_and_the_run_finishes_w
 
     run.refresh_from_db()
     # Each member counted once, whichever worker read it; the chunks made before the kill were not made again.
-    assert (run.status, run.total, run.checked, run.errors, run.chunks, run.chunks_done) == (
+    assert (run.status, run.total, run.checked, run.errors, run.chunks_total, run.chunks_done) == (
         "succeeded",
         40,
         40,

@@ -220,11 +220,11 @@ def test_a_refresh_chunk_out_of_time_hands_its_unread_members_to_a_chunk_of_thei
         refresh.member_refresh_chunk(chunk_id=MemberRefreshChunk.objects.get(run=run).pk)
     assert len(sends) == 1
     run.refresh_from_db()
-    assert (run.status, run.checked, run.chunks, run.chunks_done) == ("running", 1, 2, 1)
+    assert (run.status, run.checked, run.chunks_total, run.chunks_done) == ("running", 1, 2, 1)
     while chunk := MemberRefreshChunk.objects.filter(run=run, status="queued").first():
         refresh.member_refresh_chunk(chunk_id=chunk.pk)
     run.refresh_from_db()
-    assert (run.status, run.total, run.checked, run.changed, run.chunks, run.chunks_done) == (
+    assert (run.status, run.total, run.checked, run.changed, run.chunks_total, run.chunks_done) == (
         "succeeded",
         3,
         3,
