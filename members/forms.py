@@ -2,7 +2,7 @@
 
 from django import forms
 
-from templates_sync.models import PassTemplate
+from templates_sync.models import FORMAT_LABELS, PassTemplate
 
 from . import selectors
 from .models import AUTOFILL_FIELD_FORMATS, AutofillSource
@@ -86,11 +86,12 @@ class AutofillSettingForm(forms.Form):
     def __init__(self, *args, template: PassTemplate, **kwargs):
         super().__init__(*args, **kwargs)
         self.template = template
-        choices = [("", "(the only one of its kind)")]
+        choices = [("", "(chosen for you when the template has only one)")]
         self.unavailable: dict[str, str] = {}
         for source, fmt in AUTOFILL_FIELD_FORMATS.items():
             fields = selectors.autofill_candidate_fields(template=template, source=source)
-            choices += [(f.identifier, f"{f.label or f.identifier} ({f.identifier}, {fmt})") for f in fields]
+            kind = FORMAT_LABELS[fmt].lower()
+            choices += [(f.identifier, f"{f.label or f.identifier} ({f.identifier}, {kind})") for f in fields]
             if not fields:
-                self.unavailable[source] = f"This template has no {fmt} input field, so it cannot use this source."
+                self.unavailable[source] = f"This template has no {kind} input field, so it cannot use this source."
         self.fields["field_identifier"].choices = choices

@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.db.models.functions import Upper
 from django.utils import timezone
 
-from templates_sync.models import BackgroundRun, PassTemplate
+from templates_sync.models import IDENTIFIER_MAX_LENGTH, BackgroundRun, PassTemplate
 
 
 class Member(models.Model):
@@ -341,7 +341,9 @@ class AutofillSetting(models.Model):
 
     template = models.OneToOneField(PassTemplate, on_delete=models.PROTECT, related_name="autofill_setting")
     source = models.CharField(max_length=8, choices=AutofillSource.choices, default=AutofillSource.OFF)
-    field_identifier = models.CharField(max_length=200, blank=True, help_text="The input field the value is read from.")
+    field_identifier = models.CharField(
+        max_length=IDENTIFIER_MAX_LENGTH, blank=True, help_text="The input field the value is read from."
+    )
     already_enrolled_message = models.TextField(blank=True, help_text="Shown to a holder who already has a pass.")
     updated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -370,8 +372,8 @@ class AutofillChange(models.Model):
     changed_at = models.DateTimeField(auto_now_add=True)
     old_source = models.CharField(max_length=8)
     new_source = models.CharField(max_length=8)
-    old_field_identifier = models.CharField(max_length=200, blank=True)
-    new_field_identifier = models.CharField(max_length=200, blank=True)
+    old_field_identifier = models.CharField(max_length=IDENTIFIER_MAX_LENGTH, blank=True)
+    new_field_identifier = models.CharField(max_length=IDENTIFIER_MAX_LENGTH, blank=True)
     old_message = models.TextField(blank=True)
     new_message = models.TextField(blank=True)
 
@@ -404,7 +406,7 @@ class AutofillBackfill(BackgroundJob):
 
     template = models.ForeignKey(PassTemplate, on_delete=models.PROTECT, related_name="autofill_backfills")
     source = models.CharField(max_length=8, choices=AutofillSource.choices)
-    field_identifier = models.CharField(max_length=200, blank=True)
+    field_identifier = models.CharField(max_length=IDENTIFIER_MAX_LENGTH, blank=True)
     filled = models.PositiveIntegerField(default=0)
     conflicts = models.PositiveIntegerField(default=0)
     invalid = models.PositiveIntegerField(default=0)

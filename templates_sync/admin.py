@@ -18,9 +18,16 @@ class PassTemplateAdmin(admin.ModelAdmin):
         return (
             format_html_join(
                 "",
-                "<div>{} · {} · {}{}</div>",
+                "<div>{} (<code>{}</code>) · {} · entered by {}{}{}</div>",
                 (
-                    (f.identifier, f.format, f.type, " · mandatory" if f.is_mandatory else "")
+                    (
+                        f.label,
+                        f.identifier,
+                        f.format_label,
+                        f.type.lower() or "?",
+                        " · mandatory" if f.is_mandatory else "",
+                        " · unique" if f.is_unique else "",
+                    )
                     for f in template.input_fields
                 ),
             )

@@ -26,6 +26,21 @@ class JSONTextField(models.JSONField):
         return super().from_db_value(value, expression, connection)
 
 
+# The longest input-field identifier the portal keeps: the columns that name a field (the autofill setting's,
+# say) hold this many characters, as the mirror's did. A longer one is cut, and so names no field upstream.
+IDENTIFIER_MAX_LENGTH = 200
+
+FORMAT_LABELS = {
+    "TEXT": "Text",
+    "NUMBER": "Number",
+    "DATE": "Date",
+    "EMAIL": "Email",
+    "URL": "Web address",
+    "KENNITALA": "Kennitala",
+    "PHONE_NUMBER": "Phone number",
+}
+
+
 @dataclass(frozen=True)
 class InputField:
     """An input field of a template, as its API object lists it (`inputFields`)."""
@@ -42,6 +57,11 @@ class InputField:
     def __str__(self) -> str:
         return self.label or self.identifier
 
+    @property
+    def format_label(self) -> str:
+        """ "Phone number", not PHONE_NUMBER; a format the portal does not know yet, as SmartPages writes it."""
+        return FORMAT_LABELS.get(self.format.upper(), self.format)
+
 
 def _field_text(value) -> str:
     return "" if value is None else str(value)
@@ -49,7 +69,7 @@ def _field_text(value) -> str:
 
 def input_fields_of(raw) -> tuple[InputField, ...]:
     """The input fields of a template's API object, in upstream order, one per identifier (a repeat is ignored:
-    identifiers name the values a pass holds). What is not a field at all is passed over; the sync refuses such
+    identifiers name the values a pass holds; see IDENTIFIER_MAX_LENGTH). What is not a field at all is passed over; the sync refuses such
     a template anyway (see templates_sync.sync)."""
     entries = raw.get("inputFields") if isinstance(raw, dict) else None
     if not isinstance(entries, list):
@@ -58,7 +78,7 @@ def input_fields_of(raw) -> tuple[InputField, ...]:
     for position, entry in enumerate(entries):
         if not isinstance(entry, dict) or entry.get("identifier") is None:
             continue
-        identifier = _field_text(entry["identifier"])
+        identifier = _field_text(entry["identifier"])[:IDENTIFIER_MAX_LENGTH]
         if identifier in identifiers:
             continue
         identifiers.add(identifier)

@@ -13,11 +13,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 from templates_sync.enqueue import enqueue_after_commit
-from templates_sync.models import PassTemplate
+from templates_sync.models import FORMAT_LABELS, PassTemplate
 from templates_sync.recovery import resend_waiting
 
 from .. import selectors
 from ..models import (
+    AUTOFILL_FIELD_FORMATS,
     AutofillBackfill,
     AutofillChange,
     AutofillSetting,
@@ -55,8 +56,8 @@ def autofill_setting_change(
         candidates = [f.identifier for f in selectors.autofill_candidate_fields(template=template, source=source)]
         label = AutofillSource(source).label.lower()
         if not candidates:
-            fmt = "EMAIL" if source == AutofillSource.EMAIL else "PHONE_NUMBER"
-            raise AutofillSettingError(f"This template has no {fmt} input field, so the {label} cannot be the source.")
+            kind = FORMAT_LABELS[AUTOFILL_FIELD_FORMATS[source]].lower()
+            raise AutofillSettingError(f"This template has no {kind} input field, so the {label} cannot be the source.")
         if not field_identifier and len(candidates) == 1:
             field_identifier = candidates[0]
         if field_identifier not in candidates:

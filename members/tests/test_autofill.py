@@ -60,7 +60,7 @@ def test_the_setting_derives_normalised_external_ids_and_refuses_invalid_values(
 
 def test_a_template_without_a_phone_field_cannot_choose_phone(sandbox):
     pupils = mirror_template(sandbox.template_ids()[2])  # two EMAIL fields, no PHONE_NUMBER
-    with pytest.raises(services.AutofillSettingError, match="no PHONE_NUMBER input field"):
+    with pytest.raises(services.AutofillSettingError, match="no phone number input field"):
         autofill.autofill_setting_change(template=pupils, source="phone")
     with pytest.raises(services.AutofillSettingError, match="Choose which input field"):
         autofill.autofill_setting_change(template=pupils, source="email")
@@ -175,8 +175,8 @@ def test_the_page_refuses_a_source_the_template_cannot_use(sandbox, manager, cli
     pupils = mirror_template(sandbox.template_ids()[2])
     client.force_login(manager)
     page = client.post(reverse("members:autofill_settings", args=[pupils.pk]), {"source": "phone"})
-    assert "no PHONE_NUMBER input field" in page.content.decode()
-    assert "This template has no PHONE_NUMBER input field, so it cannot use this source." in page.content.decode()
+    assert "no phone number input field" in page.content.decode()
+    assert "This template has no phone number input field, so it cannot use this source." in page.content.decode()
 
 
 def test_the_command_shows_and_sets_the_setting(club, capsys):

@@ -1,6 +1,7 @@
 """Staff pages: member list search, filters and pagination, CSV export, detail, add and void."""
 
 import csv
+import html
 import io
 from datetime import timedelta
 
@@ -164,6 +165,14 @@ def test_detail_shows_values_by_label_and_the_status_history(client, viewer, clu
     )
     assert "Pass created on SmartPages." in text
     assert "member_void" not in text and "/void/" not in text  # viewers see no manager buttons
+    # SmartPages' last reply as the JSON it was (null, true, "…"), not Python's repr of it.
+    member.upstream = {"id": str(member.pass_id), "expiryDate": None, "isVoided": False, "note": "<b>hi</b>"}
+    member.save(update_fields=["upstream"])
+    text = client.get(reverse("members:member_detail", args=[member.pk])).content.decode()
+    reply = text.split("Last reply from SmartPages")[1]
+    assert "&lt;b&gt;hi&lt;/b&gt;" in reply and "<b>" not in reply  # escaped like any upstream text
+    assert '"expiryDate": null' in html.unescape(reply) and '"isVoided": false' in html.unescape(reply)
+    assert "None" not in reply
 
 
 def test_a_manager_adds_a_member_and_autofill_stops_a_duplicate(client, manager, club, sandbox):

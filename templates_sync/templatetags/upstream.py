@@ -1,5 +1,6 @@
 """Template filters for values that come from SmartPages, which the portal does not control."""
 
+import json
 from urllib.parse import urlsplit
 
 from django import template
@@ -17,3 +18,10 @@ def http_url(value) -> str:
     except ValueError:  # e.g. an unbalanced IPv6 bracket
         return ""
     return text if parts.scheme.lower() in ("http", "https") and parts.netloc else ""
+
+
+@register.filter
+def as_json(value) -> str:
+    """An upstream object as indented JSON, as SmartPages wrote it (not Python's repr: null, not None). The
+    template escapes it like any other text."""
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)

@@ -247,12 +247,15 @@ def test_input_fields_are_read_from_raw_in_upstream_order_once_per_identifier():
             {"label": "no identifier"},
             {"identifier": "email", "label": "Again"},
             {"identifier": 7, "label": None, "description": "A number as identifier", "isUnique": 1},
+            {"identifier": "y" * 250, "format": "SIGNATURE"},  # cut to what the portal's columns hold
         ]
     }
     assert input_fields_of(raw) == (
         InputField(position=0, identifier="email", label="Netfang", format="EMAIL", type="ISSUER", is_mandatory=True),
         InputField(position=4, identifier="7", description="A number as identifier", is_unique=True),
+        InputField(position=5, identifier="y" * 200, format="SIGNATURE"),
     )
+    assert [f.format_label for f in input_fields_of(raw)] == ["Email", "", "SIGNATURE"]
     assert input_fields_of({}) == input_fields_of({"inputFields": "oops"}) == input_fields_of([]) == ()
     assert str(input_fields_of(raw)[0]) == "Netfang" and str(input_fields_of(raw)[1]) == "7"
 
@@ -395,8 +398,7 @@ def test_hostile_upstream_data_is_made_to_fit_or_skipped_and_the_run_finishes(sa
     assert hostile.when_last_update_sent is None
     assert hostile.raw["nested"] == {"key": ["value"]} and hostile.raw["stamps"] == 10**11
     fields = [(f.identifier, f.label, f.format) for f in hostile.input_fields]
-    # Identifiers are kept whole (they name the values SmartPages takes); a NUL byte is gone as everywhere.
-    assert fields == [("x" * 300 + "a", "A", "TEXT" * 10), ("x" * 300 + "b", "B", "TEXT")]
+    assert fields == [("x" * 200, "A", "TEXT" * 10)]  # both identifiers are the same once cut to 200; NUL gone
 
     again = sync.templates_sync_all()  # the lock was released; nothing changed, so nothing is written
     assert (again.status, again.created_count, again.updated_count, again.unchanged) == ("succeeded", 0, 0, 26)
