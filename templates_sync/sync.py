@@ -565,7 +565,7 @@ class PageWriter:
                 cursor.execute("SET synchronous_commit TO OFF")
             while not ended:
                 # Pages that queued up while the last write went on are written together, in one transaction
-                # and one COPY per table: when the database is what the run waits for, fewer, larger writes.
+                # and one COPY: when the database is what the run waits for, fewer, larger writes.
                 batch = [self._pages.get()]
                 while batch[-1] is not None and len(batch) < PAGES_PER_WRITE:
                     try:

@@ -348,7 +348,7 @@ def test_a_full_sync_and_a_refresh_writing_the_same_new_template_do_not_collide(
     assert [f.identifier for f in PassTemplate.objects.get(pk=template_id).input_fields] == upstream_fields
 
 
-def test_a_repeated_input_field_identifier_is_kept_in_raw_but_mirrored_once(sandbox):
+def test_a_repeated_input_field_identifier_is_kept_in_raw_but_read_once(sandbox):
     template_id = sandbox.template_ids()[0]
     fields = sandbox.get_template(template_id)["inputFields"]
     sandbox.update_template(template_id, inputFields=[*fields, dict(fields[0], label="Again")])
@@ -610,3 +610,30 @@ def test_raw_reads_back_as_it_was_stored_whatever_json_it_holds():
             changed_at=now,
         )
         assert PassTemplate.objects.get(pk=template.pk).raw == document
+
+
+@pytest.mark.django_db(transaction=True)
+def test_going_back_before_0008_rebuilds_the_input_field_rows_from_raw(sandbox):
+    """Migration 0008 drops the input fields' table; going back must not leave it empty, as the old sync would
+    take every template for unchanged and never fill it."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    sync.templates_sync_all()
+    expected = {
+        (str(template.pk), field.position, field.identifier, field.label, field.format, field.is_mandatory)
+        for template in PassTemplate.objects.all()
+        for field in template.input_fields
+    }
+    try:
+        MigrationExecutor(connection).migrate([("templates_sync", "0007_raw_kept_as_json_text")])
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT template_id::text, position, identifier, label, format, is_mandatory "
+                "FROM templates_sync_templateinputfield"
+            )
+            assert set(cursor.fetchall()) == expected
+        assert len(expected) > 25
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+    assert "templates_sync_templateinputfield" not in connection.introspection.table_names()
