@@ -32,6 +32,7 @@ from django.utils.dateparse import parse_datetime
 from .client import NotFound, SmartPagesClient, SmartPagesError, TemplatePage, smartpages_client
 from .heap import existing_objects_out_of_gc
 from .models import PassTemplate, SyncRun
+from .recovery import Heartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -863,6 +864,7 @@ def _sync_every_page(run: SyncRun, *, client: SmartPagesClient) -> None:
         writer.make_ready(prepared, now=now)
         return prepared, now
 
+    gone: list[str] = []
     try:
         with existing_objects_out_of_gc(), PageWriter(**heartbeat) as writer:
             progress.writer = writer
@@ -871,7 +873,10 @@ def _sync_every_page(run: SyncRun, *, client: SmartPagesClient) -> None:
                     writer.put(prepared, now=now)
                     progress.tick()
             if clean and len(listed) == first_total:
-                _mark_removed(progress, client=client, known=known, seen=seen)
+                gone = _confirmed_gone(progress, client=client, known=known, seen=seen)
+        # Every page is written: only now, and only while the run is still this worker's, is anything removed.
+        if gone:
+            _mark_removed(progress, gone)
     finally:
         progress.count()  # what was written, also when the run failed part of the way
     if not clean or len(listed) != first_total:
@@ -939,25 +944,43 @@ def _record_outcome(run: SyncRun) -> None:
         logger.exception("template sync run %s: could not record a failure either; it will be taken over", run.pk)
 
 
-def _mark_removed(progress: _Progress, *, client: SmartPagesClient, known: dict, seen: set[str]) -> None:
-    """Mark templates missing from a clean run as removed, each confirmed by a 404 from SmartPages.
+def _confirmed_gone(progress: _Progress, *, client: SmartPagesClient, known: dict, seen: set[str]) -> list[str]:
+    """The templates a clean run did not read that SmartPages confirms are gone (404); one it still has is
+    written again.
 
     The list can shift under a run (an item deleted on an earlier page pushes a later item back onto
-    a page already read), so absence from the pages alone is not proof.
+    a page already read), so absence from the pages alone is not proof. One call may take minutes (retries,
+    Retry-After): a thread beats for the run meanwhile, so that the sweep does not take a live run over.
     """
     run = progress.run
     missing = [template_id for template_id, (_, removed) in known.items() if not removed and template_id not in seen]
-    for template_id in missing:
+    gone = []
+    heartbeat = Heartbeat(
+        SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING),
+        every=settings.TEMPLATE_SYNC_HEARTBEAT_SECONDS,
+    )
+    with heartbeat.keep_beating():
+        for template_id in missing:
+            progress.beat()
+            try:
+                item = client.get_template(template_id)
+            except NotFound:
+                gone.append(template_id)
+                continue
+            now = timezone.now()
+            progress.writer.put(_prepare([item], known=known, now=now), now=now)
+    return gone
+
+
+def _mark_removed(progress: _Progress, gone: list[str]) -> None:
+    """Mark `gone` removed, in one transaction with the run's heartbeat: a run taken over meanwhile raises
+    RunTakenOver and removes nothing, and a sweep cannot take the run over until the marks are committed (its
+    row stays locked, and its heartbeat is then new)."""
+    with transaction.atomic():
         progress.beat()
-        try:
-            item = client.get_template(template_id)
-        except NotFound:
-            run.removed += PassTemplate.objects.filter(pk=template_id, removed_at__isnull=True).update(
-                removed_at=timezone.now()
-            )
-            continue
-        now = timezone.now()
-        progress.writer.put(_prepare([item], known=known, now=now), now=now)
+        progress.run.removed += PassTemplate.objects.filter(pk__in=gone, removed_at__isnull=True).update(
+            removed_at=timezone.now()
+        )
 
 
 def template_refresh(

@@ -141,6 +141,70 @@ def test_broken_json_on_the_last_page_fails_the_run_and_removes_nothing(sandbox,
     assert PassTemplate.objects.count() == 25
 
 
+def test_a_run_that_fails_while_confirming_removals_removes_nothing(sandbox, settings):
+    """Two templates gone upstream: the first is confirmed by its 404, then SmartPages fails for good. The run
+    fails, and the confirmed one stays in the mirror until a run that ends well (README: a failed run removes
+    nothing)."""
+    from templates_sync.client import SmartPagesClient, request_retry
+
+    sync.templates_sync_all()
+    for template_id in sandbox.template_ids()[:2]:
+        sandbox.remove_template(template_id)
+
+    class FailingAfterTheFirstCheck(SmartPagesClient):
+        def get_template(self, template_id):
+            try:
+                return super().get_template(template_id)
+            finally:
+                sandbox.faults = Faults(error_rate=1.0)  # every request from now on is a 503
+
+    client = FailingAfterTheFirstCheck(
+        base_url=settings.SMARTPAGES_API_URL,
+        key_id=settings.SMARTPAGES_KEY_ID,
+        key_token=settings.SMARTPAGES_KEY_TOKEN,
+        retry=request_retry(),
+    )
+    run = sync.templates_sync_all(client=client)
+
+    assert (run.status, run.removed) == ("failed", 0), run.error
+    assert "503" in run.error
+    assert not PassTemplate.objects.filter(removed_at__isnull=False).exists()
+    sandbox.faults = Faults()
+    again = sync.templates_sync_all()
+    assert (again.status, again.removed) == ("succeeded", 2)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_live_run_waiting_on_slow_removal_checks_is_not_taken_over(sandbox, settings):
+    """Each GET of a template that left the list takes longer than a run may stay silent: the run beats while
+    it waits, so a sweep running meanwhile leaves it alone and it removes the template itself."""
+    settings.TEMPLATE_SYNC_HEARTBEAT_SECONDS = 0.1
+    settings.TEMPLATE_SYNC_STALE_SECONDS = 0.5
+    sync.templates_sync_all()
+    sandbox.remove_template(sandbox.template_ids()[0])
+    sandbox.faults = Faults(slow_seconds=1.0)  # the one list page and the one check: a second each
+
+    taken_over, stop = [], threading.Event()
+
+    def sweep_meanwhile():
+        try:
+            while not stop.wait(0.05):
+                taken_over.extend(sync.sync_runs_take_over_stale())
+        finally:
+            connection.close()
+
+    sweeper = threading.Thread(target=sweep_meanwhile)
+    sweeper.start()
+    try:
+        run = sync.templates_sync_all()
+    finally:
+        stop.set()
+        sweeper.join()
+
+    assert (run.status, run.removed, taken_over) == ("succeeded", 1, []), run.error
+    assert SyncRun.objects.get(pk=run.pk).status == "succeeded"
+
+
 def test_wrong_credentials_give_a_message_a_person_can_act_on(sandbox, settings):
     settings.SMARTPAGES_KEY_TOKEN = "not-the-token"
     run = sync.templates_sync_all()
