@@ -24,7 +24,7 @@ from decimal import Decimal, InvalidOperation
 
 import orjson
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -615,6 +615,9 @@ def sync_run_skip(*, trigger: str, triggered_by=None) -> SyncRun:
 
 
 _SKIPPED_WARNING = "Skipped: another full sync was already running."
+_DATABASE_LOST_ERROR = (
+    "The connection to the database was lost during the run; what was written stays, and the next run writes the rest."
+)
 _ABANDONED_ERROR = "Abandoned: its worker stopped beating (no heartbeat for {seconds} s); taken over."
 _COUNTS_AFRESH = {
     "pages": 0,
@@ -900,6 +903,9 @@ def _run_to_outcome(run: SyncRun, work, *, client: SmartPagesClient | None) -> S
     except (SmartPagesError, InvalidTemplate) as exc:
         run.status, run.error = SyncRun.Status.FAILED, str(exc)
         logger.warning("template sync run %s failed: %s", run.pk, exc)
+    except (OperationalError, InterfaceError):  # the connection was lost or refused, not a fault of the code
+        run.status, run.error = SyncRun.Status.FAILED, _DATABASE_LOST_ERROR
+        logger.exception("template sync run %s failed: the database connection was lost", run.pk)
     except Exception:
         run.status, run.error = SyncRun.Status.FAILED, "Unexpected error; see the worker log."
         logger.exception("template sync run %s failed unexpectedly", run.pk)
