@@ -960,6 +960,8 @@ def _confirmed_gone(progress: _Progress, *, client: SmartPagesClient, known: dic
     """
     run = progress.run
     missing = [template_id for template_id, (_, removed) in known.items() if not removed and template_id not in seen]
+    if not missing:
+        return []
     gone = []
     heartbeat = Heartbeat(
         SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING),
