@@ -67,16 +67,21 @@ def _field_text(value) -> str:
     return "" if value is None else str(value)
 
 
+def is_input_field(entry) -> bool:
+    """Whether an entry of an API object's `inputFields` is a field at all: an object with an identifier."""
+    return isinstance(entry, dict) and entry.get("identifier") is not None
+
+
 def input_fields_of(raw) -> tuple[InputField, ...]:
     """The input fields of a template's API object, in upstream order, one per identifier (a repeat is ignored:
-    identifiers name the values a pass holds; see IDENTIFIER_MAX_LENGTH). What is not a field at all is passed over; the sync refuses such
-    a template anyway (see templates_sync.sync)."""
+    identifiers name the values a pass holds; see IDENTIFIER_MAX_LENGTH). What is not a field at all is passed
+    over; the sync refuses such a template anyway (see templates_sync.sync)."""
     entries = raw.get("inputFields") if isinstance(raw, dict) else None
     if not isinstance(entries, list):
         return ()
     fields, identifiers = [], set()
     for position, entry in enumerate(entries):
-        if not isinstance(entry, dict) or entry.get("identifier") is None:
+        if not is_input_field(entry):
             continue
         identifier = _field_text(entry["identifier"])[:IDENTIFIER_MAX_LENGTH]
         if identifier in identifiers:

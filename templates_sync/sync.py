@@ -31,7 +31,7 @@ from django.utils.dateparse import parse_datetime
 
 from .client import NotFound, SmartPagesClient, SmartPagesError, TemplatePage, smartpages_client
 from .heap import existing_objects_out_of_gc
-from .models import PassTemplate, SyncRun
+from .models import PassTemplate, SyncRun, is_input_field
 from .recovery import Heartbeat
 
 logger = logging.getLogger(__name__)
@@ -229,9 +229,8 @@ def _check_input_fields(template_id: str, fields) -> None:
         return
     if not isinstance(fields, list):
         raise InvalidTemplate(f"Template {template_id} has input fields that are not a list.")
-    for entry in fields:
-        if not isinstance(entry, dict) or entry.get("identifier") is None:
-            raise InvalidTemplate(f"Template {template_id} has an input field without an identifier.")
+    if not all(map(is_input_field, fields)):
+        raise InvalidTemplate(f"Template {template_id} has an input field without an identifier.")
 
 
 def _template_dicts(templates: list[tuple], *, now: datetime, raw) -> list[dict]:
