@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from hypothesis import settings as hypothesis_settings
 
-from templates_sync.sandbox import Faults, SmartPagesSandbox
+from sandbox import Faults, SmartPagesSandbox
 
 # Property tests judge correctness, not speed: a loaded CI machine must not fail them on a deadline.
 hypothesis_settings.register_profile("portal", deadline=None)

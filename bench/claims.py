@@ -45,7 +45,7 @@ CSRF_RE = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
 # --- the sandbox process --------------------------------------------------------------------------------------
 def _sandbox_main(conn) -> None:
-    from templates_sync.sandbox import DEMO_TEMPLATE_ID, SmartPagesSandbox
+    from sandbox import DEMO_TEMPLATE_ID, SmartPagesSandbox
 
     sandbox = SmartPagesSandbox(templates=3, key_id=KEY_ID, key_token=KEY_TOKEN).start()
     # A second copy of the club card: autofill will be on for it, off for the first.

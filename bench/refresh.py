@@ -35,7 +35,7 @@ KEY_ID, KEY_TOKEN = "bench", "bench-secret"
 def serve_sandbox(conn, members: int) -> None:
     """The sandbox in a process of its own (as the real upstream is: it must not share this process's GIL).
     Answers over `conn`: its URL, template and pass ids first, then "times" and "reset" until "stop"."""
-    from templates_sync.sandbox import SmartPagesSandbox
+    from sandbox import SmartPagesSandbox
 
     sandbox = SmartPagesSandbox(templates=1, key_id=KEY_ID, key_token=KEY_TOKEN).start()
     template_id = sandbox.template_ids()[0]
@@ -139,9 +139,9 @@ def main() -> None:
     setup_django(DATABASE)
     from django.conf import settings
 
+    from background.rate_limit import most_in_one_second
     from members.models import MemberRefreshRun
     from members.services import refresh
-    from templates_sync.rate_limit import most_in_one_second
 
     began = time.perf_counter()
     conn, child_conn = multiprocessing.Pipe()

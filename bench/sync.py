@@ -105,7 +105,7 @@ class SandboxProcess:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         code = (
-            "from templates_sync.sandbox import SmartPagesSandbox; "
+            "from sandbox import SmartPagesSandbox; "
             f"SmartPagesSandbox(templates={templates}, port={port}, key_id='bench', key_token='bench-secret').serve_forever()"
         )
         self.process = subprocess.Popen([sys.executable, "-c", code], cwd=str(Path(__file__).resolve().parent.parent))

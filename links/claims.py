@@ -21,6 +21,7 @@ from django.conf import settings
 from django.core import signing
 from django.db.models import F
 
+from background.enqueue import enqueue_after_commit
 from members import selectors as member_selectors
 from members.identity import InvalidIdentity
 from members.models import Member
@@ -28,7 +29,6 @@ from members.services import InvalidMemberValues, IssueRefused
 from members.services.issuing import IssueKind, member_issue, member_reissue_failed
 from members.validation import FieldSpec, TemplateRules, validate_values
 from templates_sync.client import SmartPagesClient
-from templates_sync.enqueue import enqueue_after_commit
 from templates_sync.models import PassTemplate, SyncRun
 
 from . import tokens

@@ -30,11 +30,11 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 from django.db.models import Q, Subquery, Sum
 from django.utils import timezone
 
+from background.enqueue import enqueue_after_commit
+from background.heap import existing_objects_out_of_gc
+from background.recovery import requeue_stale, resend_waiting, take
 from members.selectors import external_ids_in_use
-from templates_sync.enqueue import enqueue_after_commit
-from templates_sync.heap import existing_objects_out_of_gc
 from templates_sync.models import PassTemplate
-from templates_sync.recovery import requeue_stale, resend_waiting, take
 
 from . import selectors
 from .csv_files import (
@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 SNIFF_BYTES = 64 * 1024
 LINK_COLUMN = "smartpass_link"
 ERROR_COLUMN = "error"
-# The tasks this module sends (links/tasks.py), by name: see templates_sync.enqueue.
+# The tasks this module sends (links/tasks.py), by name: see background.enqueue.
 BATCH_TASK = "links.process_link_batch"
 CHUNK_TASK = "links.process_link_chunk"
 FINISH_TASK = "links.finish_link_batch"
@@ -1075,7 +1075,7 @@ def link_batch_cancel(*, batch: LinkBatch, user) -> LinkBatch:
 
 
 def link_batches_sweep() -> dict[str, int]:
-    """Send again the work whose message was lost (templates_sync.recovery): batches queued for long (the
+    """Send again the work whose message was lost (background.recovery): batches queued for long (the
     broker was down when they were confirmed), chunks whose worker stopped beating (killed), chunks waiting
     while their batch shows no life, and batches whose chunks are all done but were never assembled. Each is
     sent at most once per LINKS_STALE_SECONDS; a chunk or batch already taken is left alone by the task."""

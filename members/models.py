@@ -11,7 +11,8 @@ from django.db.models import Q
 from django.db.models.functions import Upper
 from django.utils import timezone
 
-from templates_sync.models import IDENTIFIER_MAX_LENGTH, BackgroundRun, PassTemplate
+from background.models import BackgroundRun
+from templates_sync.models import IDENTIFIER_MAX_LENGTH, PassTemplate
 
 
 class Member(models.Model):

@@ -6,6 +6,7 @@ the README's Configuration table. Defaults are safe for production; conveniences
 
 import base64
 import hashlib
+import importlib.util
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -38,10 +39,15 @@ INSTALLED_APPS = [
     "axes",
     "csp",
     "portal",
+    "background",
     "templates_sync",
     "members",
     "links",
 ]
+# The local SmartPages stand-in (its `smartpages_sandbox` command) wherever it is present: the production image
+# leaves the folder out, and nothing in the product imports it.
+if importlib.util.find_spec("sandbox") is not None:
+    INSTALLED_APPS.append("sandbox")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -258,7 +264,7 @@ if not CELERY_BROKER_URL.startswith("filesystem"):
         "socket_connect_timeout": 2,
     }
 # A request that records work and sends its task must not hang on a down broker: two quick tries, then the
-# row waits for its sweeper (templates_sync.enqueue logs the failure).
+# row waits for its sweeper (background.enqueue logs the failure).
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 CELERY_TIMEZONE = TIME_ZONE
@@ -305,7 +311,7 @@ RUN_STALE_SECONDS = env.float("RUN_STALE_SECONDS", default=120.0)
 # task of itself. With one upstream call bounded (templates_sync.client: about five minutes at worst), a task
 # stays well inside CELERY_TASK_SOFT_TIME_LIMIT however large the action.
 RUN_SLICE_SECONDS = env.float("RUN_SLICE_SECONDS", default=600.0)
-# The sweeps of templates_sync.recovery, by name: beat's one entry sends each as a task of its own.
+# The sweeps of background.recovery, by name: beat's one entry sends each as a task of its own.
 RECOVERY_SWEEPS = {
     "sync-runs-queued": "templates_sync.services.sync_runs_resend_queued",
     "sync-runs-stale": "templates_sync.services.sync_runs_recover_stale",
@@ -322,7 +328,7 @@ CELERY_BEAT_SCHEDULE = {
         "kwargs": {"trigger": "beat"},
     },
     # Work is recorded in a row before its task is sent; this sends again what a lost task left behind.
-    "sweep-recorded-work": {"task": "templates_sync.sweep_recorded_work", "schedule": SWEEP_INTERVAL},
+    "sweep-recorded-work": {"task": "background.sweep_recorded_work", "schedule": SWEEP_INTERVAL},
 }
 # A restarted beat never sends an entry twice within its interval (portal/beat.py).
 CELERY_BEAT_SCHEDULER = "portal.beat.OnceScheduler"

@@ -1,9 +1,10 @@
 """Requests for sync work from people: record a queued run, hand it to a worker after commit; and the sweep that
 sends again the runs whose task never came (the broker was away when they were asked for)."""
 
-from .enqueue import enqueue_after_commit
+from background.enqueue import enqueue_after_commit
+from background.recovery import resend_waiting
+
 from .models import PassTemplate, SyncRun
-from .recovery import resend_waiting
 from .selectors import running_full_sync
 from .sync import sync_run_queue, sync_run_skip, sync_runs_take_over_stale
 
@@ -26,7 +27,7 @@ def sync_request_refresh(*, template: PassTemplate, user) -> SyncRun:
 
 
 def sync_runs_resend_queued() -> int:
-    """A sweep (templates_sync.recovery): runs left queued because their task was lost are sent again."""
+    """A sweep (background.recovery): runs left queued because their task was lost are sent again."""
     return resend_waiting(SyncRun.objects.all(), _send)
 
 

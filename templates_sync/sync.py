@@ -29,10 +29,11 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from background.heap import existing_objects_out_of_gc
+from background.recovery import Heartbeat
+
 from .client import NotFound, SmartPagesClient, SmartPagesError, TemplatePage, smartpages_client
-from .heap import existing_objects_out_of_gc
 from .models import PassTemplate, SyncRun, is_input_field
-from .recovery import Heartbeat
 
 logger = logging.getLogger(__name__)
 

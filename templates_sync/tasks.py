@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.contrib.auth import get_user_model
 
-from . import recovery, sync
+from . import sync
 from .models import SyncRun
 
 
@@ -27,14 +27,3 @@ def refresh_template(
     run = SyncRun.objects.filter(pk=run_id).first() if run_id else None
     user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
     return sync.template_refresh(template_id=template_id, run=run, triggered_by=user, trigger=trigger).status
-
-
-@shared_task(name="templates_sync.sweep_recorded_work", ignore_result=True)
-def sweep_recorded_work() -> int:
-    """Beat, every SWEEP_INTERVAL: one task per recovery sweep, each sending again the work its app lost."""
-    return recovery.sweeps_send_all()
-
-
-@shared_task(name="templates_sync.run_sweep", ignore_result=True)
-def run_sweep(name: str):
-    return recovery.sweep_run(name)

@@ -10,9 +10,9 @@ import requests
 
 from links import tokens
 from links.keyring import link_keys
+from sandbox import DEMO_TEMPLATE_ID
 from templates_sync import sync
 from templates_sync.models import PassTemplate
-from templates_sync.sandbox import DEMO_TEMPLATE_ID
 
 PERCY = {"name": "Percy PassKit", "email": "percy@passkit.com", "phone": "+44 7911 123456"}
 LAURA = {"name": "Laura Loopy", "email": " Laura.Loopy@Example.COM", "phone": "555 1234"}

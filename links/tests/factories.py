@@ -12,9 +12,9 @@ from django.utils import timezone
 
 from links import services
 from links.models import LinkBatch
+from sandbox import DEMO_TEMPLATE_ID
 from templates_sync import sync
 from templates_sync.models import PassTemplate
-from templates_sync.sandbox import DEMO_TEMPLATE_ID
 
 DATA = Path(__file__).resolve().parent / "data"
 

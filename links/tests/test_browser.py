@@ -18,9 +18,9 @@ from links import services
 from links.keyring import link_keys
 from links.models import LinkBatch
 from links.tokens import decode
+from sandbox import DEMO_TEMPLATE_ID
 from templates_sync import sync
 from templates_sync.models import PassTemplate
-from templates_sync.sandbox import DEMO_TEMPLATE_ID
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker]
 

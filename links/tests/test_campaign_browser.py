@@ -10,8 +10,8 @@ from playwright.sync_api import expect
 from conftest import login
 from links.models import LinkBatch, LinkBatchEvent
 from members.models import Member
+from sandbox import DEMO_TEMPLATE_ID
 from templates_sync import sync
-from templates_sync.sandbox import DEMO_TEMPLATE_ID
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker]
 

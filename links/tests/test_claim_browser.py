@@ -12,9 +12,9 @@ from conftest import login
 from links import services as link_services
 from links.models import LinkBatch
 from members.models import Member
+from sandbox import DEMO_TEMPLATE_ID
 from templates_sync import sync
 from templates_sync.models import PassTemplate
-from templates_sync.sandbox import DEMO_TEMPLATE_ID
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

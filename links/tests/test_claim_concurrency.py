@@ -12,7 +12,7 @@ from links.keyring import link_keys
 from links.models import LinkClaim
 from members.models import Member
 from members.services import autofill, issuing
-from templates_sync.sandbox import DEMO_TEMPLATE_ID, Faults
+from sandbox import DEMO_TEMPLATE_ID, Faults
 
 from .claim_factories import CSRF_RE, LAURA, add_member_field_template, link_path, mirror, nonce_of
 

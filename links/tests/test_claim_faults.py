@@ -20,7 +20,7 @@ from conftest import SANDBOX_KEY_ID, SANDBOX_KEY_TOKEN, login, start_gunicorn, s
 from links.claims import pass_page_key
 from members.models import Member
 from members.services import MemberError, issuing
-from templates_sync.sandbox import DEMO_TEMPLATE_ID, Faults
+from sandbox import DEMO_TEMPLATE_ID, Faults
 
 from .claim_factories import claim_over_http, link_path, mirror, open_and_claim
 

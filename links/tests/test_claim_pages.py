@@ -15,9 +15,9 @@ from links.keyring import link_keys
 from links.models import LinkBatch
 from members.models import Member
 from members.services import autofill, issuing, passes
+from sandbox import DEMO_TEMPLATE_ID, Faults
 from templates_sync import sync
 from templates_sync.client import client_from_settings
-from templates_sync.sandbox import DEMO_TEMPLATE_ID, Faults
 
 from .claim_factories import LAURA, PERCY, add_member_field_template, link_path, mirror, nonce_of, open_and_claim
 

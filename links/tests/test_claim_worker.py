@@ -4,7 +4,7 @@ import pytest
 
 from conftest import wait_for
 from members.models import Member
-from templates_sync.sandbox import Faults
+from sandbox import Faults
 
 from .claim_factories import PERCY, link_path, mirror, open_and_claim
 

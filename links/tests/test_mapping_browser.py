@@ -9,8 +9,8 @@ from playwright.sync_api import expect
 from conftest import login, wait_for
 from links import services
 from links.models import LinkBatch
+from sandbox import DEMO_TEMPLATE_ID
 from templates_sync import sync
-from templates_sync.sandbox import DEMO_TEMPLATE_ID
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

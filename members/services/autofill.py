@@ -12,9 +12,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from templates_sync.enqueue import enqueue_after_commit
+from background.enqueue import enqueue_after_commit
+from background.recovery import resend_waiting
 from templates_sync.models import FORMAT_LABELS, PassTemplate
-from templates_sync.recovery import resend_waiting
 
 from .. import selectors
 from ..models import (
@@ -161,7 +161,7 @@ def autofill_backfill_request(*, template: PassTemplate, user) -> AutofillBackfi
 
 
 def autofill_backfills_resend_queued() -> int:
-    """A sweep (templates_sync.recovery): backfills left queued because their task was lost are sent again."""
+    """A sweep (background.recovery): backfills left queued because their task was lost are sent again."""
     return resend_waiting(
         AutofillBackfill.objects.all(), lambda backfill: enqueue_after_commit(BACKFILL_TASK, backfill.pk)
     )

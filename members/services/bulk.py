@@ -21,10 +21,10 @@ from django.db.models import F, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from background.enqueue import enqueue_after_commit
+from background.rate_limit import SharedRateLimiter
+from background.recovery import MAX_ATTEMPTS, requeue_stale, resend_waiting, take
 from templates_sync.client import SmartPagesClient, smartpages_client
-from templates_sync.enqueue import enqueue_after_commit
-from templates_sync.rate_limit import SharedRateLimiter
-from templates_sync.recovery import MAX_ATTEMPTS, requeue_stale, resend_waiting, take
 
 from ..models import Member, MemberBulkAction, MemberBulkOutcome
 from . import MemberError
@@ -109,7 +109,7 @@ def _waiting_rows(waiting: QuerySet[MemberBulkOutcome]) -> Iterator[MemberBulkOu
 
 
 def member_bulk_actions_sweep() -> int:
-    """A sweep (templates_sync.recovery): actions left queued because their task was lost, and actions whose
+    """A sweep (background.recovery): actions left queued because their task was lost, and actions whose
     worker stopped beating, are sent again; each goes on from its members still waiting."""
     actions = MemberBulkAction.objects.all()
     return resend_waiting(actions, _send) + requeue_stale(actions, _send)

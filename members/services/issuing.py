@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
+from background.enqueue import enqueue_after_commit
 from templates_sync.client import (
     Conflict,
     NotFound,
@@ -25,7 +26,6 @@ from templates_sync.client import (
     TransientError,
     smartpages_client,
 )
-from templates_sync.enqueue import enqueue_after_commit
 from templates_sync.models import PassTemplate
 
 from .. import selectors

@@ -3,7 +3,7 @@ voided, redeemed or edited there.
 
 A run reads every member whose pass SmartPages holds (issued or redeemed), stalest first, in chunks of
 MEMBER_REFRESH_CHUNK members, each chunk a Celery task, so several workers share the work. Every read waits
-for the shared limiter (templates_sync.rate_limit): MEMBER_REFRESH_RATE requests per second across all workers
+for the shared limiter (background.rate_limit): MEMBER_REFRESH_RATE requests per second across all workers
 together. Changes land in each member's history (passes.member_apply_pass). The run row holds counts and the
 first errors, like a template sync; the last chunk to finish closes it and reconciles the member counts. Each
 chunk is a row (MemberRefreshChunk), so the recovery sweep sends again a chunk whose task was lost.
@@ -21,10 +21,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from background.enqueue import enqueue_after_commit
+from background.rate_limit import SharedRateLimiter
+from background.recovery import MAX_ATTEMPTS, requeue_stale, resend_waiting, take
 from templates_sync.client import SmartPagesClient, SmartPagesError, smartpages_client
-from templates_sync.enqueue import enqueue_after_commit
-from templates_sync.rate_limit import SharedRateLimiter
-from templates_sync.recovery import MAX_ATTEMPTS, requeue_stale, resend_waiting, take
 
 from ..models import Member, MemberRefreshChunk, MemberRefreshRun
 from .counts import template_member_counts_reconcile
@@ -194,7 +194,7 @@ def member_refresh_chunk(
 
 
 def member_refresh_runs_sweep() -> int:
-    """A sweep (templates_sync.recovery): chunks whose worker stopped beating are queued and sent again, and
+    """A sweep (background.recovery): chunks whose worker stopped beating are queued and sent again, and
     so are the chunks still waiting while their run shows no life for RUN_STALE_SECONDS (their messages were
     lost: the broker was away, or a dead worker held them; or the command running them inline was stopped).
     Returns how many chunks were sent."""

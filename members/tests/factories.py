@@ -7,9 +7,9 @@ import uuid
 
 from members.models import Member
 from members.search_text import member_search_text
+from sandbox import DEMO_TEMPLATE_ID
 from templates_sync import sync
 from templates_sync.models import PassTemplate
-from templates_sync.sandbox import DEMO_TEMPLATE_ID
 
 _rows = itertools.count(1)
 

@@ -13,7 +13,7 @@ from members import selectors, services
 from members.identity import InvalidIdentity
 from members.models import AutofillBackfill, AutofillChange, AutofillSetting, Member
 from members.services import autofill, issuing
-from templates_sync.sandbox import DEMO_TEMPLATE_ID
+from sandbox import DEMO_TEMPLATE_ID
 
 from .factories import make_member, mirror_template
 

@@ -9,6 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
+from background.rate_limit import SharedRateLimiter
 from members import services
 from members.models import (
     Member,
@@ -19,7 +20,6 @@ from members.models import (
     TemplateMemberCount,
 )
 from members.services import autofill, bulk, issuing, passes, refresh
-from templates_sync.rate_limit import SharedRateLimiter
 
 from .factories import make_member, mirror_template
 

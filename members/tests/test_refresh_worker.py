@@ -6,10 +6,10 @@ import uuid
 import pytest
 from django.urls import reverse
 
+from background.rate_limit import most_in_one_second
 from conftest import ARTIFACTS, SANDBOX_KEY_ID, SANDBOX_KEY_TOKEN, start_celery, stop_process, wait_for
 from members.models import Member, MemberBulkAction, MemberRefreshRun
 from members.services import refresh
-from templates_sync.rate_limit import most_in_one_second
 
 from .factories import make_member, mirror_template
 

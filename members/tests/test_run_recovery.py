@@ -28,7 +28,7 @@ from members.models import (
     MemberRefreshRun,
     MemberStatusChange,
 )
-from templates_sync.sandbox import Faults
+from sandbox import Faults
 
 from .factories import make_member, mirror_template
 

@@ -7,10 +7,10 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
+from background import recovery
 from conftest import login
 from members.models import MemberBulkAction, MemberBulkOutcome
 from members.services import bulk
-from templates_sync import recovery
 
 from .factories import mirror_template
 from .test_browser_daily import issue, look

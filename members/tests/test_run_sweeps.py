@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from background import recovery
 from members.models import Member, MemberBulkAction, MemberBulkOutcome, MemberRefreshChunk, MemberRefreshRun
 from members.services import bulk, issuing, refresh
-from templates_sync import recovery
 
 from .factories import mirror_template
 
@@ -111,7 +111,7 @@ def test_the_chunks_of_a_silent_refresh_run_are_sent_again_once_and_each_member_
 
 
 def _no_wait():
-    from templates_sync.rate_limit import SharedRateLimiter
+    from background.rate_limit import SharedRateLimiter
 
     return SharedRateLimiter(name="sweep-test", rate=10_000, fallback_rate=10_000, redis_url=None)
 

@@ -7,8 +7,8 @@ import pytest
 from members import services
 from members.models import Member
 from members.services import issuing, passes
+from sandbox import DEMO_TEMPLATE_ID, Faults
 from templates_sync.client import client_from_settings
-from templates_sync.sandbox import DEMO_TEMPLATE_ID, Faults
 
 from .factories import mirror_template
 

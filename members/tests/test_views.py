@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from members.models import Member
 from members.services import autofill, counts, issuing
-from templates_sync.sandbox import DEMO_TEMPLATE_ID
+from sandbox import DEMO_TEMPLATE_ID
 
 from .factories import make_member, mirror_template
 

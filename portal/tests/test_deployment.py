@@ -88,9 +88,8 @@ def _ignored(path: str) -> bool:
         "links/tests/test_views.py",
         "conftest.py",
         "links/__pycache__/views.cpython-311.pyc",
-        "templates_sync/sandbox.py",
-        "templates_sync/sandbox/server.py",
-        "templates_sync/management/commands/smartpages_sandbox.py",
+        "sandbox/server.py",
+        "sandbox/management/commands/smartpages_sandbox.py",
     ],
 )
 def test_secrets_local_data_tests_and_the_sandbox_stay_out_of_the_image(path):
@@ -135,7 +134,7 @@ def test_the_image_starts_from_an_empty_env_file_to_a_healthy_web(image_files):
     link_key = made.stdout.strip()
     collected = _run([sys.executable, "manage.py", "collectstatic", "--no-input"], cwd=image_files, env=bare)
     assert collected.returncode == 0, collected.stderr
-    assert not any(image_files.glob("templates_sync/sandbox*"))
+    assert not (image_files / "sandbox").exists()
 
     # .env.example filled in as the README says, under docker-compose.yml's environment for web; only the
     # addresses of PostgreSQL and Redis are this machine's instead of the compose network's.

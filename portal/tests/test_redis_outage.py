@@ -18,8 +18,8 @@ from conftest import own_redis_env, start_celery, start_gunicorn, stop_process, 
 from links.models import LinkBatch
 from links.tests.claim_factories import CSRF_RE, claim_over_http, link_path, mirror
 from members.models import Member
+from sandbox import Faults
 from templates_sync.models import SyncRun
-from templates_sync.sandbox import Faults
 
 pytestmark = pytest.mark.slow
 

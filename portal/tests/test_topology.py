@@ -29,7 +29,7 @@ from conftest import (
     tls_certificate,
 )
 from members.models import Member
-from templates_sync.sandbox import DEMO_TEMPLATE_ID, SmartPagesSandbox
+from sandbox import DEMO_TEMPLATE_ID, SmartPagesSandbox
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 PASSWORD = "basalt columns at dawn"

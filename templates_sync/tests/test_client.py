@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from conftest import SANDBOX_KEY_ID, SANDBOX_KEY_TOKEN
+from sandbox import DEMO_TEMPLATE_ID, Faults
 from templates_sync.client import (
     NotFound,
     PermanentError,
@@ -16,7 +17,6 @@ from templates_sync.client import (
     client_from_settings,
     default_retry,
 )
-from templates_sync.sandbox import DEMO_TEMPLATE_ID, Faults
 
 
 def test_a_retry_after_longer_than_the_cap_is_waited_out_only_for_the_cap(sandbox, settings):

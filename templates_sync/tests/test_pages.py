@@ -5,9 +5,9 @@ import re
 import pytest
 from django.urls import reverse
 
+from sandbox import HOSTILE_TEMPLATE_ID, Faults
 from templates_sync import sync
 from templates_sync.models import PassTemplate, SyncRun
-from templates_sync.sandbox import HOSTILE_TEMPLATE_ID, Faults
 from templates_sync.templatetags.upstream import http_url
 
 pytestmark = pytest.mark.django_db

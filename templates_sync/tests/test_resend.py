@@ -49,7 +49,7 @@ def test_a_second_delivery_of_a_runs_task_does_not_run_it_again(sandbox):
 
 
 def test_one_beat_entry_sends_every_apps_sweep_and_each_one_runs(settings, django_capture_on_commit_callbacks):
-    from templates_sync import recovery
+    from background import recovery
 
     sweep_entries = [e for e in settings.CELERY_BEAT_SCHEDULE.values() if e["task"].endswith("sweep_recorded_work")]
     assert len(sweep_entries) == 1 and len(settings.CELERY_BEAT_SCHEDULE) == 3  # syncs, member refresh, sweeps

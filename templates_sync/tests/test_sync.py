@@ -8,9 +8,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from conftest import wait_for
+from sandbox import Faults
 from templates_sync import sync
 from templates_sync.models import InputField, PassTemplate, SyncRun, input_fields_of
-from templates_sync.sandbox import Faults
 
 pytestmark = pytest.mark.django_db
 
@@ -437,7 +437,7 @@ def test_a_refresh_asked_for_by_a_refused_claim_is_recorded_as_such(sandbox):
 
 # --- hostile upstream data ----------------------------------------------------------------------------------
 def test_hostile_upstream_data_is_made_to_fit_or_skipped_and_the_run_finishes(sandbox, settings):
-    from templates_sync.sandbox import HOSTILE_TEMPLATE_ID, HOSTILE_UNREADABLE_ID
+    from sandbox import HOSTILE_TEMPLATE_ID, HOSTILE_UNREADABLE_ID
 
     settings.SMARTPAGES_PAGE_SIZE = 10
     sandbox.faults = Faults(hostile_items=True)
@@ -569,7 +569,7 @@ def test_a_task_delivered_again_after_its_worker_died_starts_its_counts_afresh(s
 
 
 def test_the_sweep_takes_over_stale_runs_and_queues_a_fresh_full_one(sandbox, settings):
-    from templates_sync.tasks import run_sweep
+    from background.tasks import run_sweep
 
     settings.TEMPLATE_SYNC_STALE_SECONDS = 120
     full = _running_run(beat_seconds_ago=200)

@@ -13,8 +13,8 @@ from conftest import (
     stop_process,
     wait_for,
 )
+from sandbox import Faults
 from templates_sync.models import PassTemplate, SyncRun
-from templates_sync.sandbox import Faults
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

@@ -8,8 +8,8 @@ import uuid
 import pytest
 import requests
 
-from templates_sync.sandbox import DEMO_TEMPLATE_ID, Faults, SmartPagesSandbox
-from templates_sync.sandbox.data import FIELD_FORMATS, TEMPLATE_TYPES
+from sandbox import DEMO_TEMPLATE_ID, Faults, SmartPagesSandbox
+from sandbox.data import FIELD_FORMATS, TEMPLATE_TYPES
 
 TIMEOUT = 10
 
@@ -542,7 +542,7 @@ def test_a_stopped_sandbox_stops_answering_kept_alive_connections(api):
 
 
 def test_the_hostile_items_switch_serves_data_no_mirror_can_store_as_it_is(sandbox, api):
-    from templates_sync.sandbox import HOSTILE_TEMPLATE_ID, HOSTILE_TOTAL_ITEMS
+    from sandbox import HOSTILE_TEMPLATE_ID, HOSTILE_TOTAL_ITEMS
 
     sandbox.faults = Faults(hostile_items=True)
     url = f"{sandbox.url}/api/v1/pass-template"

@@ -1,6 +1,6 @@
 """Bringing back recorded work whose task was lost, one mechanism for every kind of run.
 
-Work is recorded in a row before its task is sent (templates_sync.enqueue): a task is only a nudge. Two things
+Work is recorded in a row before its task is sent (background.enqueue): a task is only a nudge. Two things
 lose a nudge: the broker was away when it was sent (the row stays QUEUED), or the worker running it died (the
 row stays RUNNING, and its heartbeat stops). One beat entry, every SWEEP_INTERVAL, sends one task per sweep
 named in settings.RECOVERY_SWEEPS; each sweep finds its app's lost work with the helpers below and sends it
@@ -31,7 +31,7 @@ from .enqueue import enqueue_after_commit
 
 logger = logging.getLogger(__name__)
 
-SWEEP_TASK = "templates_sync.run_sweep"
+SWEEP_TASK = "background.run_sweep"
 QUEUED, RUNNING = "queued", "running"
 # Work taken this many times gives up instead of running again: each take after the first follows a worker
 # that died in it, and work that kills every worker it meets must not be handed on for ever.

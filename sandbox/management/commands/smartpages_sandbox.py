@@ -4,7 +4,7 @@ import os
 
 from django.core.management.base import BaseCommand, CommandError
 
-from templates_sync.sandbox import DEMO_TEMPLATE_ID, Faults, SmartPagesSandbox
+from sandbox import DEMO_TEMPLATE_ID, Faults, SmartPagesSandbox
 
 DEFAULT_KEY_ID = "sandbox"
 DEFAULT_KEY_TOKEN = "sandbox-secret"
