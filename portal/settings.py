@@ -1,7 +1,7 @@
 """SmartPass Portal settings.
 
 Every value comes from the environment (optionally a `.env` file beside manage.py); the names are listed in
-the README's Configuration table. Defaults are safe for production; conveniences exist only when DEBUG is on.
+docs/configuration.md. Defaults are safe for production; conveniences exist only when DEBUG is on.
 """
 
 import base64

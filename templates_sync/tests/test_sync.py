@@ -143,7 +143,7 @@ def test_broken_json_on_the_last_page_fails_the_run_and_removes_nothing(sandbox,
 
 def test_a_run_that_fails_while_confirming_removals_removes_nothing(sandbox, settings):
     """Two templates gone upstream: the first is confirmed by its 404, then SmartPages fails for good. The run
-    fails, and the confirmed one stays in the mirror until a run that ends well (README: a failed run removes
+    fails, and the confirmed one stays in the mirror until a run that ends well (docs/architecture.md: a failed run removes
     nothing)."""
     from templates_sync.client import SmartPagesClient, request_retry
 
