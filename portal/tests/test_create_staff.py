@@ -72,6 +72,7 @@ def test_without_a_terminal_or_password_stdin_it_says_what_to_do():
         call_command("create_staff", "dora", "--role", "viewer", stdin=io.StringIO(""))
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_the_password_is_asked_twice_on_a_real_terminal():
     env = suite_env({})

@@ -124,6 +124,7 @@ def _env_file(path) -> dict[str, str]:
     return {key.strip(): value.strip() for key, value in entries}
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_the_image_starts_from_an_empty_env_file_to_a_healthy_web(image_files):
     """The README's steps on the image's files: make a link key with nothing configured, collect static files

@@ -105,6 +105,7 @@ def test_health_reports_database_broker_and_cache_without_secrets(client, settin
     assert settings.SECRET_KEY not in response.content.decode()
 
 
+@pytest.mark.slow
 def test_check_deploy_is_clean_with_production_values():
     env = {
         "PATH": os.environ["PATH"],
@@ -126,6 +127,7 @@ def test_check_deploy_is_clean_with_production_values():
     assert "System check identified no issues" in result.stdout
 
 
+@pytest.mark.slow
 def test_production_settings_refuse_to_start_without_a_secret_key():
     env = {"PATH": os.environ["PATH"], "DJANGO_SETTINGS_MODULE": "portal.settings", "DEBUG": "false"}
     result = subprocess.run(

@@ -9,7 +9,8 @@ import pytest
 from conftest import ROOT, production_env, stop_process, wait_for
 from links.tokens import parse_link_keys
 
-pytestmark = pytest.mark.django_db
+# Every test here starts a process (gunicorn, celery, manage.py).
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 
 def _run(command, env):
