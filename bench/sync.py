@@ -150,6 +150,7 @@ def main() -> None:
 
     from templates_sync import sync
     from templates_sync.models import PassTemplate, SyncRun
+    from templates_sync.sync import running, writing
 
     sandbox = start_sandbox_process(args.templates)
     settings.SMARTPAGES_API_URL, settings.SMARTPAGES_KEY_ID, settings.SMARTPAGES_KEY_TOKEN = (
@@ -193,12 +194,12 @@ def main() -> None:
             with transaction.atomic():
                 before._upsert_with_postgresql(page.templates, page.fields, replaced=page.replaced, now=now)
 
-    current = Step(sync.PageWriter, sync._prepare, sync._write, pages_per_write=sync.PAGES_PER_WRITE)
+    current = Step(sync.PageWriter, writing._prepare, writing._write, pages_per_write=sync.PAGES_PER_WRITE)
     steps = {
         "before: json_to_recordset, written between fetches": Step(
             InlineWriter, before._prepare, write_pages_before, fields_table=True, jsonb_raw=True
         ),
-        "now, but written between fetches, on one connection": Step(InlineWriter, sync._prepare, sync._write),
+        "now, but written between fetches, on one connection": Step(InlineWriter, writing._prepare, writing._write),
         "now: written by a thread of its own while fetching": current,
     }
     if args.now_only:
@@ -206,8 +207,9 @@ def main() -> None:
     templates_table = PassTemplate._meta.db_table
 
     def first_sync(step):
-        sync.PageWriter, sync._prepare, sync._write = step.writer, step.prepare, step.write
-        sync.PAGES_PER_WRITE = step.pages_per_write
+        # The writer's parts are looked up where they are used: the run (running) and the writer (writing).
+        running.PageWriter, running._prepare, writing._write = step.writer, step.prepare, step.write
+        writing.PAGES_PER_WRITE = step.pages_per_write
         with connection.cursor() as cursor:
             if step.fields_table:
                 cursor.execute(before.CREATE_FIELDS_TABLE)
@@ -217,8 +219,8 @@ def main() -> None:
             empty_mirror()
             seconds, cpu, run = cpu_timed(sync.templates_sync_all)
         finally:
-            sync.PageWriter, sync._prepare, sync._write = current.writer, current.prepare, current.write
-            sync.PAGES_PER_WRITE = current.pages_per_write
+            running.PageWriter, running._prepare, writing._write = current.writer, current.prepare, current.write
+            writing.PAGES_PER_WRITE = current.pages_per_write
             with connection.cursor() as cursor:
                 cursor.execute(f"DROP TABLE IF EXISTS {before.FIELDS_TABLE}")
                 cursor.execute(f"ALTER TABLE {templates_table} ALTER raw TYPE json")

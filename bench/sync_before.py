@@ -15,16 +15,16 @@ import orjson
 from django.db import connection
 
 from templates_sync.models import PassTemplate
-from templates_sync.sync import (
+from templates_sync.sync.rows import (
     _TEXT_LIMITS,
     InvalidTemplate,
-    PreparedPage,
     _clamped_int,
     _clamped_price,
     _text,
     _when,
     _without_nul,
 )
+from templates_sync.sync.writing import PreparedPage
 
 FIELDS_TABLE = "templates_sync_templateinputfield"
 # The input fields' table as migrations 0001-0006 left it, with the index (dropped in 0005) and the foreign key

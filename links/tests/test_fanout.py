@@ -21,7 +21,9 @@ from conftest import kill_worker_part_way, start_celery, stop_process, wait_for
 from links import services
 from links.keyring import link_keys
 from links.models import LinkBatch, LinkChunk
+from links.services import assembly, processing
 from links.tokens import decode
+from portal.celery import app as celery_app
 
 from .factories import demo_template, upload
 
@@ -130,7 +132,7 @@ def test_the_assembly_gives_the_same_file_whenever_the_repeats_query_answers(one
     # The query for holders repeated across chunks runs beside the copy of the chunks' files: answering after
     # every chunk was copied as it was, the output is copied again with the repeats put right.
     template, path, expected = one_process
-    answer = services._repeated_on_own_connection
+    answer = assembly._repeated_on_own_connection
     started = threading.Event()
 
     def late(batch_id):
@@ -142,12 +144,13 @@ def test_the_assembly_gives_the_same_file_whenever_the_repeats_query_answers(one
         started.set()
         return answer(batch_id)
 
-    monkeypatch.setattr(services, "_repeated_on_own_connection", late if query == "answers late" else at_once)
-    monkeypatch.setattr(services, "_read_stored", _after(started, services._read_stored, wait=query != "answers late"))
+    # The timing of the assembly's two halves is not reachable through a public function: patched in its module.
+    monkeypatch.setattr(assembly, "_repeated_on_own_connection", late if query == "answers late" else at_once)
+    monkeypatch.setattr(assembly, "_read_stored", _after(started, assembly._read_stored, wait=query != "answers late"))
     copied_again = []
-    check = services._Assembly.copied_unchecked_repeats
+    check = assembly._Assembly.copied_unchecked_repeats
     monkeypatch.setattr(
-        services._Assembly,
+        assembly._Assembly,
         "copied_unchecked_repeats",
         lambda self: copied_again.append(check(self)) or copied_again[-1],
     )
@@ -295,7 +298,7 @@ def test_a_missing_input_file_fails_the_batch_with_the_reason(sandbox, settings,
 def sent(monkeypatch):
     """The tasks the services send, recorded instead of sent: no worker of the session may take them here."""
     tasks: list[tuple] = []
-    monkeypatch.setattr(services, "enqueue_after_commit", lambda name, *args, **options: tasks.append((name, *args)))
+    monkeypatch.setattr(celery_app, "send_task", lambda name, args=(), **options: tasks.append((name, *args)))
     return tasks
 
 
@@ -454,7 +457,7 @@ def test_two_assemblies_at_once_write_one_result(one_process, settings, sent, mo
     batch = make(template, path, settings, chunk_rows=300, jobs=None)
     services.link_batch_process(batch_id=batch.pk, jobs=None)
     with monkeypatch.context() as patched:
-        patched.setattr(services, "link_batch_finish", lambda **_: None)  # the chunks made, the assembly not yet
+        patched.setattr(processing, "link_batch_finish", lambda **_: None)  # the chunks made, the assembly not yet
         for chunk_id in LinkChunk.objects.filter(batch=batch).values_list("pk", flat=True):
             services.link_chunk_process(chunk_id=chunk_id)
     assert LinkBatch.objects.get(pk=batch.pk).status == "running"

@@ -11,6 +11,7 @@ from conftest import wait_for
 from sandbox import Faults
 from templates_sync import sync
 from templates_sync.models import InputField, PassTemplate, SyncRun, input_fields_of
+from templates_sync.sync import rows, writing
 
 pytestmark = pytest.mark.django_db
 
@@ -335,18 +336,18 @@ def test_the_postgresql_writer_stores_exactly_what_the_orm_writer_stores(sandbox
     items[3]["inputFields"][0].update(label=tricky, description=tricky, identifier="back\\slash\tand tab")
     templates = []
     for item in items:
-        digest, dumped = sync._fingerprint(item)
-        templates.append(sync._mirror_row(item, template_id=sync._canonical_id(item), digest=digest, dumped=dumped))
+        digest, dumped = rows._fingerprint(item)
+        templates.append(rows._mirror_row(item, template_id=rows._canonical_id(item), digest=digest, dumped=dumped))
 
     def snapshot():
         return list(PassTemplate.objects.order_by("id").values())
 
-    sync._write_with_orm(templates, now=now)
+    writing._write_with_orm(templates, now=now)
     through_orm = snapshot()
     PassTemplate.objects.all().delete()
-    sync._write_with_postgresql(templates, changed=[], now=now)  # COPY
+    writing._write_with_postgresql(templates, changed=[], now=now)  # COPY
     assert snapshot() == through_orm
-    sync._write_with_postgresql(templates, changed=[template[0] for template in templates], now=now)  # upsert
+    writing._write_with_postgresql(templates, changed=[template[0] for template in templates], now=now)  # upsert
     assert snapshot() == through_orm
     assert len(through_orm) == 25
     mirrored = PassTemplate.objects.get(pk=sandbox.template_ids()[3])
@@ -366,16 +367,16 @@ def test_pages_that_queue_up_for_the_writer_thread_are_all_written_and_counted(s
     from django.utils import timezone
 
     items = [sandbox.get_template(template_id) for template_id in sandbox.template_ids()]
-    sync._store(items[:5], known=sync._mirror_state(), now=timezone.now())  # five known, to be changed
+    writing._store(items[:5], known=writing._mirror_state(), now=timezone.now())  # five known, to be changed
     for item in items[:5]:
         item["name"] = "Changed " + str(item["name"])
-    known = sync._mirror_state()
+    known = writing._mirror_state()
 
     with sync.PageWriter() as writer:
         assert writer._thread is not None  # on its own connection, as in a worker
         for start in range(0, 25, 5):
             now = timezone.now()
-            writer.put(sync._prepare(items[start : start + 5], known=known, now=now), now=now)
+            writer.put(writing._prepare(items[start : start + 5], known=known, now=now), now=now)
 
     assert (writer.created, writer.updated, writer.unchanged, writer.skipped) == (20, 5, 0, [])
     assert PassTemplate.objects.count() == 25
@@ -402,10 +403,10 @@ def test_a_full_sync_and_a_refresh_writing_the_same_new_template_do_not_collide(
     from django.utils import timezone
 
     template_id = sandbox.template_ids()[0]
-    known_before = sync._mirror_state()  # the full run's view: the template is not there yet
+    known_before = writing._mirror_state()  # the full run's view: the template is not there yet
     sync.template_refresh(template_id=template_id)  # meanwhile, a refresh stores it
 
-    page = sync._store([sandbox.get_template(template_id)], known=known_before, now=timezone.now())
+    page = writing._store([sandbox.get_template(template_id)], known=known_before, now=timezone.now())
 
     assert (page.created, page.updated, page.unchanged) == (1, 0, 0)
     upstream_fields = [f["identifier"] for f in sandbox.get_template(template_id)["inputFields"]]
@@ -650,7 +651,7 @@ def test_the_writer_puts_the_thread_switch_interval_back_even_when_the_run_is_ta
         raise sync.RunTakenOver("taken over while the last pages were written")
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sync, "_write", lambda page, *, now: time.sleep(0.5))
+        patch.setattr(writing, "_write", lambda page, *, now: time.sleep(0.5))
         with pytest.raises(sync.RunTakenOver), sync.PageWriter(idle=taken_over, idle_seconds=0.05) as writer:
             assert sys.getswitchinterval() < before
             writer.put(sync.PreparedPage(), now=timezone.now())

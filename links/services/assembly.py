@@ -1,0 +1,264 @@
+"""Putting a batch's chunks together in input order: the output and errors files, counts and summary."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import logging
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import connection, transaction
+from django.utils import timezone
+
+from ..csv_files import (
+    ResultWriter,
+    read_chunk,
+)
+from ..models import LinkBatch, LinkChunk
+from .chunk import ERROR_COLUMN, EXISTING_MEMBER_NOTE, LINK_COLUMN, _Counts, _dialect, _duplicate_note, _RowKeys
+from .summary import RowSummary
+
+logger = logging.getLogger(__name__)
+
+# --- assembly --------------------------------------------------------------------------------------------------
+_DUPLICATE_NOTE_RE = re.compile(r"Warning: the same (External ID|values) as row (\d+)\.\Z")
+
+
+def link_batch_finish(*, batch_id: int) -> None:
+    """Put the chunks' output together in input order: the output and errors files, the counts, the summary.
+
+    Runs once every chunk of a running batch is done (by the worker that made the last one, or sent again by
+    the sweeper), and for a cancelled batch with the chunks made before the cancel: its partial output.
+    """
+    batch = LinkBatch.objects.select_related("template").get(pk=batch_id)
+    if batch.status == LinkBatch.Status.RUNNING:
+        if batch.chunks.exclude(status=LinkChunk.Status.DONE).exists():
+            return
+        finished_status, suffix = LinkBatch.Status.SUCCEEDED, ""
+    elif batch.status == LinkBatch.Status.CANCELLED and not batch.output_file:
+        finished_status, suffix = LinkBatch.Status.CANCELLED, "-partial"
+    else:
+        return
+    # The query for holders repeated across chunks runs on a connection of its own while the output is
+    # copied (below): not inside an outer transaction, whose uncommitted rows another connection cannot see.
+    query_beside = connection.vendor == "postgresql" and not connection.in_atomic_block
+    with transaction.atomic(), ThreadPoolExecutor(1) as beside:
+        # One assembly at a time: the batch row stays locked until it is written, so an assembly sent again
+        # by the sweeper while this one runs (or a cancel) waits or gives up, and never writes the same
+        # files at the same time. A worker killed here releases the lock with its connection.
+        mine = LinkBatch.objects.select_for_update(skip_locked=True).filter(
+            pk=batch.pk, status=batch.status, output_file=""
+        )
+        if not mine.exists():
+            return
+        chunks = list(batch.chunks.filter(status=LinkChunk.Status.DONE).order_by("index"))
+        repeated: Future = Future()
+        if len(batch.plan) <= 1 or not chunks:
+            repeated.set_result({})
+        elif query_beside:
+            repeated = beside.submit(_repeated_on_own_connection, batch.pk)
+        else:
+            repeated.set_result(_RowKeys(batch.pk).repeated())
+        header = _header_bytes(batch)
+        output_path = batch.sibling_path(f"output{suffix}.csv")
+        assembly = _Assembly(batch, chunks, repeated)
+        output_name = _store_stream(assembly.output(header), output_path)
+        if assembly.copied_unchecked_repeats():  # copied before the query answered, and it needed changes
+            default_storage.delete(output_name)
+            assembly = _Assembly(batch, chunks, repeated)
+            output_name = _store_stream(assembly.output(header), output_path)
+        counts, summary = assembly.counts, assembly.summary
+        errors_name = _store_stream(assembly.errors(header), batch.sibling_path(f"errors{suffix}.csv"))
+        totals = {"rows_total": counts.rows_done} if finished_status == LinkBatch.Status.SUCCEEDED else {}
+        finished = LinkBatch.objects.filter(pk=batch.pk, attempt=batch.attempt, status=batch.status).update(
+            status=finished_status,
+            output_file=output_name,
+            errors_file=errors_name,
+            summary=summary.as_json(),
+            finished_at=timezone.now(),
+            **totals,
+            **counts.as_fields(),
+        )
+    if not finished:  # cancelled, or assembled by another worker, in the meantime
+        for name in (output_name, errors_name):
+            default_storage.delete(name)
+    elif finished_status == LinkBatch.Status.SUCCEEDED:
+        _discard_chunks(batch)
+    else:
+        _RowKeys(batch.pk).drop()  # a cancelled batch keeps its chunks (where it stopped) until its re-run
+
+
+def link_batch_write_output(*, batch: LinkBatch, path: str | os.PathLike) -> None:
+    """Write the batch's result file to a local path (`manage.py generate_links`): a storage on this host's
+    disk is copied by the kernel, any other is streamed."""
+    try:
+        stored = default_storage.path(batch.output_file.name)
+    except NotImplementedError:  # not on this host's disk
+        with default_storage.open(batch.output_file.name, "rb") as result, open(path, "wb") as out:
+            shutil.copyfileobj(result, out, _BLOCK_BYTES)
+    else:
+        shutil.copyfile(stored, path)
+
+
+def _header_bytes(batch: LinkBatch) -> bytes:
+    # UTF-8 with a BOM whatever the input was: Excel then shows Icelandic letters, and every other reader
+    # skips the BOM.
+    text = io.StringIO()
+    ResultWriter(text, delimiter=batch.delimiter, header=batch.header + [LINK_COLUMN, ERROR_COLUMN])
+    return codecs.BOM_UTF8 + text.getvalue().encode("utf-8")
+
+
+def _repeated_on_own_connection(batch_id: int) -> dict[int, tuple[int, bool]]:
+    try:
+        with transaction.atomic():
+            return _RowKeys(batch_id).repeated()
+    finally:
+        connection.close()  # this thread's connection
+
+
+class _Assembly:
+    """The chunks' files one after the other; a chunk holding the first row of a holder who came earlier
+    in another chunk is read row by row, and those rows get their "the same values as row N" right.
+
+    Which rows those are comes from a query that may still be running when the copy starts: chunks are
+    copied as they are until it answers, and copied_unchecked_repeats() then says whether one of them
+    needed changes after all (a file with holders repeated across chunks): the caller copies it again."""
+
+    def __init__(self, batch: LinkBatch, chunks: list[LinkChunk], repeated: Future) -> None:
+        self.batch, self.chunks, self.later = batch, chunks, repeated
+        self.repeated: dict[int, tuple[int, bool]] | None = None
+        self.counts, self.summary = _Counts(), RowSummary()
+        for chunk in chunks:
+            self.counts.add(chunk.counts)
+            self.summary.merge(chunk.summary)
+        self.unchecked: list[tuple[int, int | None]] = []  # (row before, last row) of chunks copied unchecked
+
+    def output(self, header: bytes) -> Iterator[bytes]:
+        yield header
+        chunks = self.chunks
+        starts = [chunk.row_before for chunk in chunks[1:]] + [None]
+        for chunk, end in zip(chunks, starts, strict=True):
+            if self.repeated is None and self.later.done():
+                self.repeated = self.later.result()
+            if self.repeated is None:
+                self.unchecked.append((chunk.row_before, end))
+                yield from _read_stored(chunk.output_file)
+            elif any(chunk.row_before < row and (end is None or row <= end) for row in self.repeated):
+                yield from self._rewritten(chunk)
+            else:
+                yield from _read_stored(chunk.output_file)
+
+    def copied_unchecked_repeats(self) -> bool:
+        if self.repeated is None:
+            self.repeated = self.later.result()
+        return any(
+            before < row and (end is None or row <= end) for before, end in self.unchecked for row in self.repeated
+        )
+
+    def errors(self, header: bytes) -> Iterator[bytes]:
+        yield header
+        for chunk in self.chunks:
+            yield from _read_stored(chunk.errors_file)
+
+    def _rewritten(self, chunk: LinkChunk) -> Iterator[bytes]:
+        batch = self.batch
+        dialect = _dialect(batch)
+        text = io.StringIO()
+        writer = csv.writer(text, delimiter=batch.delimiter, lineterminator="\r\n")
+        with (
+            default_storage.open(batch.input_file.name, "rb") as binary,
+            default_storage.open(chunk.output_file, "rb") as stored,
+        ):
+            rows = read_chunk(
+                binary, dialect, width=len(batch.header), start=chunk.start, end=chunk.end, row_before=chunk.row_before
+            )
+            # Every input row gave one output row, in order: the input says which row number each one is.
+            records = csv.reader(io.TextIOWrapper(stored, encoding="utf-8", newline=""), delimiter=batch.delimiter)
+            for (number, _), cells in zip(rows, records, strict=True):
+                if cells[-2]:  # a link: only those rows carry duplicate notes
+                    cells[-1] = self._notes(number, cells[-1])
+                writer.writerow(cells)
+                if text.tell() > _BLOCK_BYTES:
+                    yield text.getvalue().encode("utf-8")
+                    text.seek(0)
+                    text.truncate()
+        yield text.getvalue().encode("utf-8")
+
+    def _notes(self, number: int, notes: str) -> str:
+        existing = notes.endswith(EXISTING_MEMBER_NOTE)
+        body = notes.removesuffix(EXISTING_MEMBER_NOTE).rstrip() if existing else notes
+        if number in self.repeated:  # the first in its chunk, not in the file
+            first, by_id = self.repeated[number]
+            note = _duplicate_note(by_id, first)
+            self.counts.duplicates += 1
+            self.counts.warnings += not notes
+            self.summary.add(RowSummary.WARNING, note, number)
+        else:  # a repeat within its chunk of a row that is itself a repeat: the earliest row is named
+            match = _DUPLICATE_NOTE_RE.search(body)
+            if not match or int(match[2]) not in self.repeated:
+                return notes
+            body = body[: match.start()].rstrip()
+            note = _duplicate_note(match[1] == "External ID", self.repeated[int(match[2])][0])
+            self.summary.replace_example(RowSummary.WARNING, number, note)
+        return " ".join(part for part in (body, note, EXISTING_MEMBER_NOTE if existing else "") if part)
+
+
+def _read_stored(name: str) -> Iterator[bytes]:
+    with default_storage.open(name, "rb") as stored:
+        while block := stored.read(_BLOCK_BYTES):
+            yield block
+
+
+_BLOCK_BYTES = 1024 * 1024
+
+
+class _Pieces(io.RawIOBase):
+    """A readable file over an iterator of bytes: storage saves the assembled output as it is produced,
+    without a temporary file and without holding it in memory."""
+
+    def __init__(self, pieces: Iterator[bytes]) -> None:
+        self.pieces, self.pending = pieces, memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self.pending:
+            piece = next(self.pieces, None)
+            if piece is None:
+                return 0
+            self.pending = memoryview(piece)  # a view: handing out a piece in parts copies each byte once
+        size = min(len(buffer), len(self.pending))
+        buffer[:size] = self.pending[:size]
+        self.pending = self.pending[size:]
+        return size
+
+
+def _store_stream(pieces: Iterator[bytes], name: str) -> str:
+    """Store the bytes under `name`, replacing what an earlier run left there."""
+    if default_storage.exists(name):
+        default_storage.delete(name)
+    content = File(io.BufferedReader(_Pieces(pieces), _BLOCK_BYTES), name=name)
+    content.DEFAULT_CHUNK_SIZE = _BLOCK_BYTES  # storage copies it in blocks of a MB rather than 64 KB
+    return default_storage.save(name, content)
+
+
+def _discard_chunks(batch: LinkBatch) -> None:
+    """Remove what the chunks of an earlier run or of the finished batch left: their rows, keys and files,
+    including a file a worker stored just before it was killed (it is in the folder, in no chunk row)."""
+    folder = batch.sibling_path("chunks")
+    try:
+        _, names = default_storage.listdir(folder)
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        default_storage.delete(f"{folder}/{name}")
+    batch.chunks.all().delete()
+    _RowKeys(batch.pk).drop()

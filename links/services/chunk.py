@@ -1,0 +1,289 @@
+"""Making one chunk of a batch: its rows checked and linked, its output stored, its holders' first rows kept
+for the assembly (a table of the batch's own)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import IO
+
+from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import connection, transaction
+from django.db.models import Subquery, Sum
+from django.utils import timezone
+
+from background.heap import existing_objects_out_of_gc
+from members.selectors import external_ids_in_use
+
+from ..csv_files import (
+    CsvDialect,
+    ResultWriter,
+    RowCount,
+    count_rows,
+    read_chunk,
+    read_rows,
+)
+from ..models import LinkBatch, LinkChunk
+from ..rows import Row, RowRules
+from ..tokens import TokenTooLong
+from .summary import RowSummary
+
+logger = logging.getLogger(__name__)
+
+LINK_COLUMN = "smartpass_link"
+ERROR_COLUMN = "error"
+
+
+@dataclass
+class _Counts:
+    rows_done: int = 0
+    links: int = 0
+    errors: int = 0
+    warnings: int = 0
+    duplicates: int = 0
+    existing_members: int = 0
+
+    def as_fields(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+    def add(self, other: Mapping[str, int]) -> None:
+        for name, value in other.items():
+            setattr(self, name, getattr(self, name) + value)
+
+
+# Rows checked between two looks at the database for existing members: few queries, flat memory.
+GROUP_ROWS = 2000
+EXISTING_MEMBER_NOTE = "Warning: a member with this External ID already exists; the link shows that pass."
+
+
+class _Stopped(Exception):
+    """The batch was cancelled, failed or started again while a chunk was being made: the chunk stops."""
+
+
+def _count_rows(binary: IO[bytes], dialect: CsvDialect, *, start: int, width: int) -> RowCount:
+    return count_rows(
+        binary,
+        dialect,
+        start=start,
+        width=width,
+        chunk_rows=settings.LINKS_CHUNK_ROWS,
+        max_rows=settings.LINKS_MAX_ROWS,
+    )
+
+
+def _plan(binary: IO[bytes], dialect: CsvDialect) -> list[list[int]]:
+    header, rows = read_rows(binary, dialect)
+    return _count_rows(binary, dialect, start=rows.offset, width=len(header)).starts
+
+
+def _dialect(batch: LinkBatch) -> CsvDialect:
+    return CsvDialect(encoding=batch.encoding, delimiter=batch.delimiter, has_bom=batch.encoding == "utf-8-sig")
+
+
+# --- making a chunk --------------------------------------------------------------------------------------------
+class _Beat:
+    """The chunk's progress and heartbeat, written at most every LINKS_HEARTBEAT_SECONDS; raises _Stopped
+    when the batch is no longer running (cancelled, failed) or the chunk was handed to another worker."""
+
+    def __init__(self, chunk: LinkChunk) -> None:
+        self.chunk = chunk
+        self.interval = settings.LINKS_HEARTBEAT_SECONDS
+        self.next_at = time.monotonic() + self.interval
+
+    def __call__(self, rows_done: int) -> None:
+        if time.monotonic() < self.next_at:
+            return
+        chunk, now = self.chunk, timezone.now()
+        mine = LinkChunk.objects.filter(pk=chunk.pk, attempt=chunk.attempt, status=LinkChunk.Status.RUNNING)
+        if not mine.update(heartbeat_at=now, rows_done=rows_done):
+            raise _Stopped()
+        done = LinkChunk.objects.filter(batch_id=chunk.batch_id).values("batch_id").annotate(n=Sum("rows_done"))
+        running = LinkBatch.objects.filter(pk=chunk.batch_id, status=LinkBatch.Status.RUNNING)
+        if not running.update(heartbeat_at=now, rows_done=Subquery(done.values("n"))):
+            raise _Stopped()
+        self.next_at = time.monotonic() + self.interval
+
+
+def _make_chunk(chunk: LinkChunk) -> bool:
+    """Check and link the chunk's rows, store its output; True when it was the batch's last chunk."""
+    batch = chunk.batch
+    dialect = _dialect(batch)
+    made = _ChunkRows(RowRules(batch), dialect.delimiter)
+    beat = _Beat(chunk)
+    with existing_objects_out_of_gc(), default_storage.open(batch.input_file.name, "rb") as binary:
+        rows = read_chunk(
+            binary, dialect, width=len(batch.header), start=chunk.start, end=chunk.end, row_before=chunk.row_before
+        )
+        check_many = made.rules.check_many
+        group: list[tuple[int, list[str]]] = []
+        for item in rows:
+            group.append(item)
+            if len(group) >= GROUP_ROWS:
+                made.write(check_many(group))
+                group = []
+                beat(made.counts.rows_done)
+        made.write(check_many(group))
+    counts, summary, first_rows = made.counts, made.summary, made.first_rows
+    output, errors = made.output, made.errors
+    folder = batch.sibling_path(f"chunks/{chunk.index:05d}-{chunk.attempt}")
+    output_name = output.store(folder + ".csv")
+    errors_name = errors.store(folder + "-errors.csv")
+    try:
+        with transaction.atomic():
+            # The batch row is locked while a chunk is marked done: chunks ending together count the rest
+            # one after the other, so exactly one of them sees none left and assembles the batch.
+            if not LinkBatch.objects.select_for_update().filter(pk=batch.pk, status=LinkBatch.Status.RUNNING).exists():
+                raise _Stopped()
+            if len(batch.plan) > 1:
+                _RowKeys(batch.pk).add(first_rows)
+            done = LinkChunk.objects.filter(pk=chunk.pk, attempt=chunk.attempt, status=LinkChunk.Status.RUNNING).update(
+                status=LinkChunk.Status.DONE,
+                heartbeat_at=timezone.now(),
+                rows_done=counts.rows_done,
+                counts=counts.as_fields(),
+                summary=summary.as_json(),
+                output_file=output_name,
+                errors_file=errors_name,
+            )
+            if not done:
+                raise _Stopped()
+            return not batch.chunks.exclude(status=LinkChunk.Status.DONE).exists()
+    except BaseException:
+        for name in (output_name, errors_name):
+            default_storage.delete(name)
+        raise
+
+
+class _ChunkRows:
+    """What a chunk made so far: its output and error rows, counts, summary, and the first row of each holder."""
+
+    def __init__(self, rules: RowRules, delimiter: str) -> None:
+        self.rules = rules
+        self.output, self.errors = _ChunkFile(delimiter), _ChunkFile(delimiter)
+        self.first_rows: dict[str, tuple[int, bool]] = {}  # digest → (first row with it here, by External ID)
+        self.counts, self.summary = _Counts(), RowSummary()
+
+    def write(self, group: list[Row]) -> None:
+        rules, counts, summary, first_rows = self.rules, self.counts, self.summary, self.first_rows
+        external_ids = [row.external_id for row in group if not row.error and row.external_id]
+        in_use = external_ids_in_use(template=rules.template, external_ids=external_ids) if external_ids else ()
+        make_link = rules.link
+        output: list[list[str]] = []
+        errors: list[list[str]] = []
+        for row in group:
+            link = ""
+            if not row.error:
+                try:
+                    link = make_link(row)
+                except TokenTooLong as exc:
+                    row.error = str(exc)
+            if row.error:
+                counts.errors += 1
+                summary.add(RowSummary.ERROR, row.error, row.number)
+                cells = row.cells + ["", row.error]
+                output.append(cells)
+                errors.append(cells)
+                continue
+            number, notes = row.number, row.notes
+            first = first_rows.setdefault(row.digest, (number, bool(row.external_id)))[0]
+            if first != number:
+                counts.duplicates += 1
+                notes.append(_duplicate_note(bool(row.external_id), first))
+            if in_use and row.external_id in in_use:
+                counts.existing_members += 1
+                notes.append(EXISTING_MEMBER_NOTE)
+            if notes:
+                counts.warnings += 1
+                for note in notes:
+                    summary.add(RowSummary.WARNING, note, number)
+                output.append(row.cells + [link, " ".join(notes)])
+            else:
+                output.append(row.cells + [link, ""])
+        counts.rows_done += len(group)
+        counts.links += len(group) - len(errors)
+        self.output.write_rows(output)
+        if errors:
+            self.errors.write_rows(errors)
+
+
+def _duplicate_note(by_external_id: bool, first: int) -> str:
+    return f"Warning: the same {'External ID' if by_external_id else 'values'} as row {first}."
+
+
+class _ChunkFile:
+    """A chunk's output rows (no header, no BOM), kept in memory: a chunk is a few MB whatever the file's
+    size, and no temporary file is ever left behind on the worker's disk. Rows are written as text a group
+    at a time and encoded once per group: encoding row by row costs more than the rest of the writing."""
+
+    def __init__(self, delimiter: str) -> None:
+        self.buffer = io.BytesIO()
+        self.writer = ResultWriter(io.StringIO(), delimiter=delimiter, header=None)
+
+    def write_rows(self, rows: list[list[str]]) -> None:
+        self.buffer.write(self.writer.rows_text(rows).encode("utf-8"))
+
+    def store(self, name: str) -> str:
+        self.buffer.seek(0)
+        return default_storage.save(name, File(self.buffer, name=name))
+
+
+class _RowKeys:
+    """The first row of each distinct holder in each chunk, in a table of the batch's own.
+
+    Chunks run in any order on any host, so the first row with given values may sit in a chunk made after
+    the row repeating it. Each chunk adds its first rows (one COPY, in the transaction that marks it done);
+    the assembly asks for the keys that more than one chunk holds. A table per batch, unlogged and without
+    an index, is the cheapest to fill and is dropped whole when the batch is assembled.
+    """
+
+    def __init__(self, batch_id: int) -> None:
+        self.table = f"links_rowkeys_{int(batch_id)}"
+
+    def create(self) -> None:
+        postgres = connection.vendor == "postgresql"
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TABLE IF EXISTS {self.table}")
+            cursor.execute(
+                f"CREATE {'UNLOGGED ' if postgres else ''}TABLE {self.table} "
+                f"(key {'uuid' if postgres else 'text'} NOT NULL, first_row integer NOT NULL, by_id boolean NOT NULL)"
+            )
+
+    def drop(self) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TABLE IF EXISTS {self.table}")
+
+    def add(self, first_rows: Mapping[str, tuple[int, bool]]) -> None:
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                data = "".join([f"{key}\t{row}\t{'t' if by_id else 'f'}\n" for key, (row, by_id) in first_rows.items()])
+                # psycopg's copy is not wrapped by Django: its errors become Django's here, like every query's.
+                with (
+                    connection.wrap_database_errors,
+                    cursor.copy(f"COPY {self.table} (key, first_row, by_id) FROM STDIN") as copy,
+                ):
+                    copy.write(data)
+            else:
+                cursor.executemany(
+                    f"INSERT INTO {self.table} (key, first_row, by_id) VALUES (%s, %s, %s)",
+                    [(key, row, by_id) for key, (row, by_id) in first_rows.items()],
+                )
+
+    def repeated(self) -> dict[int, tuple[int, bool]]:
+        """Chunk-first rows whose holder came earlier in another chunk → (that earlier row, by External ID)."""
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute("SET LOCAL work_mem = '64MB'")  # a million keys hash in memory, not on disk
+                # One hash aggregate: the parallel plan (partial aggregates, sorted and merged) took about 1.5×
+                # as long for a million keys, and the chunks' processes want the other cores anyway.
+                cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+            cursor.execute(
+                f"SELECT k.first_row, g.first_row, k.by_id FROM {self.table} k JOIN (SELECT key, MIN(first_row) AS "
+                f"first_row FROM {self.table} GROUP BY key HAVING COUNT(*) > 1) g ON k.key = g.key "
+                "WHERE k.first_row <> g.first_row"
+            )
+            return {row: (first, bool(by_id)) for row, first, by_id in cursor.fetchall()}
