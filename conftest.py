@@ -258,6 +258,26 @@ def celery_worker_process(django_db_setup, django_db_blocker, session_sandbox):
     stop_process(process)
 
 
+@pytest.fixture
+def recovery_beat(celery_worker_process):
+    """`celery beat` alone, sending the recovery sweep every second to the session's worker: retries due later
+    wait in their rows and only a sweep sends them (background.recovery), as beat does in production."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = open(ARTIFACTS / "recovery-beat.log", "w")
+    schedule = ARTIFACTS / "recovery-beat-schedule"
+    schedule.unlink(missing_ok=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "portal", "beat", "--schedule", str(schedule)],
+        env=suite_env({"SWEEP_INTERVAL": "1"}),
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    wait_for(lambda: "Starting..." in (ARTIFACTS / "recovery-beat.log").read_text(), message="celery beat to start")
+    yield process
+    stop_process(process)
+
+
 # --- production-shaped processes (gunicorn, worker and beat with DEBUG off) -----------------------------------
 def free_port() -> int:
     with socket.socket() as probe:

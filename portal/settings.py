@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from portal.renamed_settings import seconds_setting
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
@@ -295,18 +297,27 @@ SMARTPAGES_REQUEST_TIMEOUT = (
 # hours). With it, one call lasts at most 7 tries x (connect + read timeout) + 6 waits: 7 x 35 + 6 x 10 = 305 s.
 SMARTPAGES_RETRY_AFTER_MAX = env.int("SMARTPAGES_RETRY_AFTER_MAX", default=10)
 TEMPLATE_SYNC_INTERVAL = env.int("TEMPLATE_SYNC_INTERVAL", default=900)
-# A running sync beats every TEMPLATE_SYNC_HEARTBEAT_SECONDS; one silent for TEMPLATE_SYNC_STALE_SECONDS lost its
-# worker and is taken over (lock released, a fresh run queued) by the recovery sweep.
-TEMPLATE_SYNC_HEARTBEAT_SECONDS = env.float("TEMPLATE_SYNC_HEARTBEAT_SECONDS", default=10.0)
-TEMPLATE_SYNC_STALE_SECONDS = env.int("TEMPLATE_SYNC_STALE_SECONDS", default=120)
-# Seconds between the beat sweeps that send again recorded work whose task was lost, and how long work may wait
-# (queued, or a pending member past its next attempt) before a sweep sends it again.
-SWEEP_INTERVAL = env.float("SWEEP_INTERVAL", default=60.0)
-SWEEP_OVERDUE_AFTER = env.int("SWEEP_OVERDUE_AFTER", default=60)
-# A running bulk action or member refresh chunk beats every RUN_HEARTBEAT_SECONDS; one silent for RUN_STALE_SECONDS
-# lost its worker and is queued again by the sweep (it goes on from the members still to do).
-RUN_HEARTBEAT_SECONDS = env.float("RUN_HEARTBEAT_SECONDS", default=10.0)
-RUN_STALE_SECONDS = env.float("RUN_STALE_SECONDS", default=120.0)
+
+# --- Background work: heartbeats, take-over, the recovery sweep (docs/operations.md) ------------------------
+# Every kind of recorded work (link chunks and batches, template syncs, member refresh, bulk actions) beats every
+# RUN_HEARTBEAT_SECONDS from a thread of its own while it works; one silent for RUN_STALE_SECONDS lost its worker
+# and is taken over by the next sweep. The sweep runs every SWEEP_INTERVAL, so a dead worker's work starts again
+# within RUN_STALE_SECONDS + SWEEP_INTERVAL (25 s by default). The old LINKS_* and TEMPLATE_SYNC_* pairs are
+# still read, with a DeprecationWarning, for one release.
+RUN_HEARTBEAT_SECONDS = seconds_setting(
+    "RUN_HEARTBEAT_SECONDS", old_names=("LINKS_HEARTBEAT_SECONDS", "TEMPLATE_SYNC_HEARTBEAT_SECONDS"), default=3.0
+)
+RUN_STALE_SECONDS = seconds_setting(
+    "RUN_STALE_SECONDS", old_names=("LINKS_STALE_SECONDS", "TEMPLATE_SYNC_STALE_SECONDS"), default=15.0
+)
+if not 0 < RUN_HEARTBEAT_SECONDS * 2 <= RUN_STALE_SECONDS:
+    # A live worker must be able to miss a beat (a slow query) without looking dead.
+    raise ImproperlyConfigured("RUN_STALE_SECONDS must be at least twice RUN_HEARTBEAT_SECONDS.")
+# Seconds between the beat sweeps that send again recorded work whose task was lost, and how long queued work
+# may wait before a sweep sends it again. Retries due later (pending members, a failed sync) wait in their rows,
+# never as delayed messages a worker holds, and the sweep sends them once they are due.
+SWEEP_INTERVAL = env.float("SWEEP_INTERVAL", default=10.0)
+SWEEP_OVERDUE_AFTER = env.int("SWEEP_OVERDUE_AFTER", default=30)
 # A bulk action or refresh chunk task starts no new member after RUN_SLICE_SECONDS: it hands the rest to a fresh
 # task of itself. With one upstream call bounded (templates_sync.client: about five minutes at worst), a task
 # stays well inside CELERY_TASK_SOFT_TIME_LIMIT however large the action.
@@ -315,6 +326,7 @@ RUN_SLICE_SECONDS = env.float("RUN_SLICE_SECONDS", default=600.0)
 RECOVERY_SWEEPS = {
     "sync-runs-queued": "templates_sync.services.sync_runs_resend_queued",
     "sync-runs-stale": "templates_sync.services.sync_runs_recover_stale",
+    "members-due": "members.services.issuing.member_issue_retries_send_due",
     "members-pending": "members.services.issuing.member_issue_retry_stale",
     "autofill-backfills": "members.services.autofill.autofill_backfills_resend_queued",
     "bulk-actions": "members.services.bulk.member_bulk_actions_sweep",
@@ -361,10 +373,6 @@ LINKS_MAX_COLUMNS = env.int("LINKS_MAX_COLUMNS", default=200)
 # A batch is cut into chunks of this many rows, made by any number of workers in parallel: a worker that
 # dies costs one chunk, and a million rows give the workers 20 pieces to share.
 LINKS_CHUNK_ROWS = env.int("LINKS_CHUNK_ROWS", default=50_000)
-# A worker making a chunk writes its progress (and looks for a cancel) at most this often...
-LINKS_HEARTBEAT_SECONDS = env.float("LINKS_HEARTBEAT_SECONDS", default=0.5)
-# ...and a running chunk without a beat for this long, or a batch queued this long, is sent again.
-LINKS_STALE_SECONDS = env.int("LINKS_STALE_SECONDS", default=120)
 # Claim requests (GET and POST of /p/<token>) allowed per client address before a 429 page.
 CLAIM_RATE = env.str("CLAIM_RATE", default="60/m")
 

@@ -242,7 +242,7 @@ class SyncRun(BackgroundRun):
 
     A full run in status RUNNING is also the lock that keeps runs one at a time: a partial unique
     constraint lets only one such row exist, on SQLite (embedded mode) as on PostgreSQL. A running run whose
-    heartbeat is older than TEMPLATE_SYNC_STALE_SECONDS lost its worker and is taken over (marked failed,
+    heartbeat is older than RUN_STALE_SECONDS lost its worker and is taken over (marked failed,
     which releases the lock).
     """
 
@@ -256,6 +256,7 @@ class SyncRun(BackgroundRun):
         COMMAND = "command", "Command"
         CLAIM = "claim", "Claim refused upstream"
         RECOVERY = "recovery", "Re-run after a stopped worker"
+        RETRY = "retry", "Retry after SmartPages could not be reached"
 
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.FULL)
     template_id = models.UUIDField(null=True, blank=True)
@@ -269,6 +270,9 @@ class SyncRun(BackgroundRun):
     unchanged = models.PositiveIntegerField(default=0)
     removed = models.PositiveIntegerField(default=0)
     warning = models.TextField(blank=True)
+    # A retry of a full sync that failed because SmartPages could not be reached waits in its row until then:
+    # the recovery sweep sends it once due (no delayed message: docs/operations.md).
+    not_before = models.DateTimeField(null=True, blank=True)
 
     class Meta(BackgroundRun.Meta):
         constraints = [
@@ -285,7 +289,7 @@ class SyncRun(BackgroundRun):
     @staticmethod
     def stale_before() -> datetime:
         """A running run whose last heartbeat is older than this lost its worker."""
-        return timezone.now() - timedelta(seconds=settings.TEMPLATE_SYNC_STALE_SECONDS)
+        return timezone.now() - timedelta(seconds=settings.RUN_STALE_SECONDS)
 
     def as_json(self) -> dict:
         return {

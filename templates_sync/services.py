@@ -1,6 +1,9 @@
 """Requests for sync work from people: record a queued run, hand it to a worker after commit; and the sweep that
 sends again the runs whose task never came (the broker was away when they were asked for)."""
 
+from django.db.models import Q
+from django.utils import timezone
+
 from background.enqueue import enqueue_after_commit
 from background.recovery import resend_waiting
 
@@ -27,12 +30,14 @@ def sync_request_refresh(*, template: PassTemplate, user) -> SyncRun:
 
 
 def sync_runs_resend_queued() -> int:
-    """A sweep (background.recovery): runs left queued because their task was lost are sent again."""
-    return resend_waiting(SyncRun.objects.all(), _send)
+    """A sweep (background.recovery): runs left queued because their task was lost are sent again, and so is a
+    retry after an unreachable SmartPages once it is due (`not_before`)."""
+    due = SyncRun.objects.filter(Q(not_before__isnull=True) | Q(not_before__lte=timezone.now()))
+    return resend_waiting(due, _send)
 
 
 def sync_runs_recover_stale() -> int:
-    """Beat's take-over sweep: runs whose worker died (no heartbeat for TEMPLATE_SYNC_STALE_SECONDS) are marked
+    """Beat's take-over sweep: runs whose worker died (no heartbeat for RUN_STALE_SECONDS) are marked
     failed, releasing the lock, and a fresh full run is queued for each full one. Returns how many were taken."""
     taken = sync_runs_take_over_stale()
     for _ in taken:

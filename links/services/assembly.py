@@ -23,6 +23,7 @@ from ..csv_files import (
 )
 from ..models import LinkBatch, LinkChunk
 from .chunk import ERROR_COLUMN, EXISTING_MEMBER_NOTE, LINK_COLUMN, _Counts, _dialect, _duplicate_note, _RowKeys
+from .storage import store
 from .summary import RowSummary
 
 logger = logging.getLogger(__name__)
@@ -247,7 +248,7 @@ def _store_stream(pieces: Iterator[bytes], name: str) -> str:
         default_storage.delete(name)
     content = File(io.BufferedReader(_Pieces(pieces), _BLOCK_BYTES), name=name)
     content.DEFAULT_CHUNK_SIZE = _BLOCK_BYTES  # storage copies it in blocks of a MB rather than 64 KB
-    return default_storage.save(name, content)
+    return store(name, content)
 
 
 def _discard_chunks(batch: LinkBatch) -> None:

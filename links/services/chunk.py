@@ -18,6 +18,7 @@ from django.db.models import Subquery, Sum
 from django.utils import timezone
 
 from background.heap import existing_objects_out_of_gc
+from background.recovery import Heartbeat
 from members.selectors import external_ids_in_use
 
 from ..csv_files import (
@@ -31,6 +32,7 @@ from ..csv_files import (
 from ..models import LinkBatch, LinkChunk
 from ..rows import Row, RowRules
 from ..tokens import TokenTooLong
+from .storage import remove_quietly, store
 from .summary import RowSummary
 
 logger = logging.getLogger(__name__)
@@ -86,36 +88,44 @@ def _dialect(batch: LinkBatch) -> CsvDialect:
 
 
 # --- making a chunk --------------------------------------------------------------------------------------------
-class _Beat:
-    """The chunk's progress and heartbeat, written at most every LINKS_HEARTBEAT_SECONDS; raises _Stopped
-    when the batch is no longer running (cancelled, failed) or the chunk was handed to another worker."""
+PROGRESS_EVERY_SECONDS = 0.5
 
-    def __init__(self, chunk: LinkChunk) -> None:
-        self.chunk = chunk
-        self.interval = settings.LINKS_HEARTBEAT_SECONDS
-        self.next_at = time.monotonic() + self.interval
+
+class _Progress:
+    """The chunk's rows done, written for the progress bar at most every PROGRESS_EVERY_SECONDS; each write
+    also finds out whether the chunk may go on, and raises _Stopped when the batch is no longer running
+    (cancelled, failed: it stops within a second) or the chunk is no longer this worker's (the sweep took it
+    over). Whether the worker is alive is the heartbeat's business (background.recovery), not this one's."""
+
+    def __init__(self, chunk: LinkChunk, heartbeat: Heartbeat) -> None:
+        self.chunk, self.heartbeat = chunk, heartbeat
+        self.next_at = time.monotonic() + PROGRESS_EVERY_SECONDS
 
     def __call__(self, rows_done: int) -> None:
         if time.monotonic() < self.next_at:
             return
-        chunk, now = self.chunk, timezone.now()
-        mine = LinkChunk.objects.filter(pk=chunk.pk, attempt=chunk.attempt, status=LinkChunk.Status.RUNNING)
-        if not mine.update(heartbeat_at=now, rows_done=rows_done):
+        chunk = self.chunk
+        if not self.heartbeat() or not self.heartbeat.mine.update(rows_done=rows_done):
             raise _Stopped()
         done = LinkChunk.objects.filter(batch_id=chunk.batch_id).values("batch_id").annotate(n=Sum("rows_done"))
         running = LinkBatch.objects.filter(pk=chunk.batch_id, status=LinkBatch.Status.RUNNING)
-        if not running.update(heartbeat_at=now, rows_done=Subquery(done.values("n"))):
+        if not running.update(rows_done=Subquery(done.values("n"))):
             raise _Stopped()
-        self.next_at = time.monotonic() + self.interval
+        self.next_at = time.monotonic() + PROGRESS_EVERY_SECONDS
 
 
-def _make_chunk(chunk: LinkChunk) -> bool:
-    """Check and link the chunk's rows, store its output; True when it was the batch's last chunk."""
+def _make_chunk(chunk: LinkChunk, heartbeat: Heartbeat) -> bool:
+    """Check and link the chunk's rows, store its output; True when it was the batch's last chunk. The
+    heartbeat (background.recovery.take) beats for the chunk and its batch from a thread while it works."""
     batch = chunk.batch
     dialect = _dialect(batch)
     made = _ChunkRows(RowRules(batch), dialect.delimiter)
-    beat = _Beat(chunk)
-    with existing_objects_out_of_gc(), default_storage.open(batch.input_file.name, "rb") as binary:
+    beat = _Progress(chunk, heartbeat)
+    with (
+        heartbeat.keep_beating(),
+        existing_objects_out_of_gc(),
+        default_storage.open(batch.input_file.name, "rb") as binary,
+    ):
         rows = read_chunk(
             binary, dialect, width=len(batch.header), start=chunk.start, end=chunk.end, row_before=chunk.row_before
         )
@@ -132,7 +142,11 @@ def _make_chunk(chunk: LinkChunk) -> bool:
     output, errors = made.output, made.errors
     folder = batch.sibling_path(f"chunks/{chunk.index:05d}-{chunk.attempt}")
     output_name = output.store(folder + ".csv")
-    errors_name = errors.store(folder + "-errors.csv")
+    try:
+        errors_name = errors.store(folder + "-errors.csv")
+    except BaseException:
+        remove_quietly(output_name)
+        raise
     try:
         with transaction.atomic():
             # The batch row is locked while a chunk is marked done: chunks ending together count the rest
@@ -229,7 +243,7 @@ class _ChunkFile:
 
     def store(self, name: str) -> str:
         self.buffer.seek(0)
-        return default_storage.save(name, File(self.buffer, name=name))
+        return store(name, File(self.buffer, name=name))
 
 
 class _RowKeys:

@@ -7,17 +7,15 @@ import logging
 import multiprocessing
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
 
 from celery.exceptions import SoftTimeLimitExceeded
-from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import InterfaceError, OperationalError, close_old_connections, connections, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from background.enqueue import enqueue_after_commit
-from background.recovery import take
+from background.failures import failure_message
+from background.recovery import MAX_ATTEMPTS, Heartbeat, requeue_stale, take
 
 from ..csv_files import (
     CsvFormatError,
@@ -41,8 +39,6 @@ FINISH_TASK = "links.finish_link_batch"
 # rows' keys in a table of the batch, and the assembly puts right the few rows whose first sits in an
 # earlier chunk. `--jobs` runs the same chunks in local processes, so every path gives the same file.
 ProgressCallback = Callable[[int, int], None]
-# A chunk whose database connection broke is tried again this many times before the batch fails.
-CHUNK_ATTEMPTS = 3
 
 
 def link_batch_process(
@@ -68,11 +64,9 @@ def link_batch_process(
             _fail(batch=batch, message=MISSING_INPUT)
             return LinkBatch.objects.get(pk=batch.pk)
     elif batch.status == LinkBatch.Status.RUNNING and jobs is not None:
-        stale = timezone.now() - timedelta(seconds=settings.LINKS_STALE_SECONDS)
-        takeover = batch.chunks.exclude(status=LinkChunk.Status.DONE).filter(
-            Q(status=LinkChunk.Status.QUEUED) | Q(heartbeat_at__lt=stale)
-        )
-        takeover.update(status=LinkChunk.Status.QUEUED, queued_at=timezone.now())
+        # The chunks whose worker stopped beating go back to the queue (the sweep's own take-over, without
+        # sending them: they are made here), and are made here with those still waiting.
+        requeue_stale(batch.chunks.all(), lambda chunk: None)
         chunk_ids = list(batch.chunks.filter(status=LinkChunk.Status.QUEUED).values_list("pk", flat=True))
     else:
         return batch
@@ -173,36 +167,43 @@ def _chunk_in_child(chunk_id: int) -> None:
     connections.close_all()
 
 
-def link_chunk_process(*, chunk_id: int) -> None:
+def link_chunk_process(*, chunk_id: int, tries: int = 0) -> None:
     """Make one chunk of a running batch; the worker that makes the last one assembles the batch.
 
-    Safe to deliver twice: a chunk is only taken while queued, and a run whose chunk was handed to another
-    worker in the meantime (it stopped beating) stops at its next beat without writing anything.
+    Safe to deliver twice: a chunk is only taken while queued (background.recovery.take), and a run whose
+    chunk was handed to another worker in the meantime (it stopped beating) stops at its next look without
+    writing anything. A chunk taken more than MAX_ATTEMPTS times (each take after the first follows a worker
+    that died in it or a connection that broke) fails the batch instead of being handed on for ever.
     """
     try:
-        chunk = _take_chunk(chunk_id)
+        taken = _take_chunk(chunk_id)
     except (OperationalError, InterfaceError):
-        # No connection to take it with: the task goes out again (a chunk taken meanwhile ignores it).
-        logger.exception("Link chunk %s: database error while taking it; sent again", chunk_id)
+        # No connection to take it with. Sent again at once a few times (a killed backend: the next connection
+        # works); a database that stays away leaves the chunk queued in its row, for the sweep.
+        logger.exception("Link chunk %s: database error while taking it", chunk_id)
         close_old_connections()
-        enqueue_after_commit(CHUNK_TASK, chunk_id, countdown=1)
+        if tries < RESEND_TRIES:
+            enqueue_after_commit(CHUNK_TASK, chunk_id, tries=tries + 1)
         return
-    if chunk is None:
+    if taken is None:
         return
+    chunk, heartbeat = taken
     batch = chunk.batch
+    if chunk.attempt > MAX_ATTEMPTS:
+        _fail(batch=batch, message=GAVE_UP.format(attempts=MAX_ATTEMPTS, first=chunk.row_before + 1))
+        return
     try:
-        last = _make_chunk(chunk)
+        last = _make_chunk(chunk, heartbeat)
     except _Stopped:
         logger.info("Link batch %s, chunk %s: stopped (cancelled, failed or taken over).", batch.pk, chunk.index)
         return
     except (OperationalError, InterfaceError):
-        # The database connection broke (a restart, a killed backend): a fresh one, and the chunk again.
-        logger.exception("Link batch %s, chunk %s: database error", batch.pk, chunk.index)
+        # The database connection broke (a restart, a killed backend): the chunk goes back to the queue under
+        # the attempt it used, and out again at once, on a fresh connection. MAX_ATTEMPTS bounds the round.
+        logger.exception("Link batch %s, chunk %s: database error; queued again", batch.pk, chunk.index)
         close_old_connections()
-        if chunk.attempt < CHUNK_ATTEMPTS and _requeue_chunk(chunk):
-            enqueue_after_commit(CHUNK_TASK, chunk.pk, countdown=1)
-        else:
-            _fail_with_reference(batch=batch, message=UNEXPECTED_FAILURE)
+        if _requeue_chunk(chunk):
+            enqueue_after_commit(CHUNK_TASK, chunk.pk)
         return
     except CsvFormatError as exc:
         _fail(batch=batch, message=str(exc))
@@ -211,28 +212,46 @@ def link_chunk_process(*, chunk_id: int) -> None:
         _fail(batch=batch, message=MISSING_INPUT)
         return
     except SoftTimeLimitExceeded:
-        _fail_with_reference(batch=batch, message=TOO_LONG)
+        _fail(batch=batch, message=TOO_LONG.format(reference=_logged_reference(batch)))
         return
-    except Exception:  # noqa: BLE001 - any other bug: the batch fails with a reference to the logged traceback
-        _fail_with_reference(batch=batch, message=UNEXPECTED_FAILURE)
+    except Exception as exc:  # noqa: BLE001 - a full disk, or a bug: a sentence for staff, the traceback logged
+        _fail(batch=batch, message=failure_message(exc, what=WHAT, subject=f"Link batch {batch.pk}", logger=logger))
         return
     if last:
-        try:
-            link_batch_finish(batch_id=batch.pk)
-        except (OperationalError, InterfaceError):
-            logger.exception("Link batch %s: database error while assembling; sent again", batch.pk)
-            close_old_connections()
-            enqueue_after_commit(FINISH_TASK, batch.pk, countdown=1)
+        link_batch_finish_or_resend(batch_id=batch.pk, tries=0)
 
 
-def _take_chunk(chunk_id: int) -> LinkChunk | None:
-    """The chunk, now running under a new attempt number; None when it is gone (the batch was started
-    again), not queued (taken already, done) or its batch is no longer running."""
+def link_batch_finish_or_resend(*, batch_id: int, tries: int) -> None:
+    """Assemble the batch; when the database connection breaks meanwhile, send the assembly again at once (a
+    few times), else it waits for the sweep, which assembles every running batch whose chunks are all done."""
+    try:
+        link_batch_finish(batch_id=batch_id)
+    except (OperationalError, InterfaceError):
+        logger.exception("Link batch %s: database error while assembling", batch_id)
+        close_old_connections()
+        if tries < RESEND_TRIES:
+            enqueue_after_commit(FINISH_TASK, batch_id, tries=tries + 1)
+    except Exception as exc:  # noqa: BLE001 - a full disk, or a bug: a sentence for staff, the traceback logged
+        message = failure_message(exc, what=WHAT, subject=f"Link batch {batch_id}", logger=logger)
+        _fail(batch=LinkBatch(pk=batch_id), message=message)
+
+
+# A task that found no database connection sends itself again at once this many times; after that the row
+# waits for the recovery sweep (every SWEEP_INTERVAL). Never a delayed message (a worker holding one dies
+# when Redis goes away: docs/operations.md).
+RESEND_TRIES = 3
+
+
+def _take_chunk(chunk_id: int) -> tuple[LinkChunk, Heartbeat] | None:
+    """The chunk, now running under a new attempt number, and its heartbeat (which beats for the batch too);
+    None when it is gone (the batch was started again), not queued (taken already, done) or its batch is no
+    longer running."""
     chunk = LinkChunk.objects.select_related("batch__template").filter(pk=chunk_id).first()
     if chunk is None:
         return None
-    running_batches = LinkChunk.objects.filter(batch__status=LinkBatch.Status.RUNNING)
-    return chunk if take(chunk, among=running_batches, rows_done=0) is not None else None
+    running = LinkBatch.objects.filter(pk=chunk.batch_id, status=LinkBatch.Status.RUNNING)
+    heartbeat = take(chunk, among=LinkChunk.objects.filter(batch__in=running), also=running, rows_done=0)
+    return None if heartbeat is None else (chunk, heartbeat)
 
 
 def _send_chunk(chunk: LinkChunk) -> None:
@@ -242,22 +261,23 @@ def _send_chunk(chunk: LinkChunk) -> None:
 def _requeue_chunk(chunk: LinkChunk) -> bool:
     return bool(
         LinkChunk.objects.filter(pk=chunk.pk, attempt=chunk.attempt, status=LinkChunk.Status.RUNNING).update(
-            status=LinkChunk.Status.QUEUED, queued_at=timezone.now()
+            status=LinkChunk.Status.QUEUED, queued_at=timezone.now(), heartbeat_at=timezone.now()
         )
     )
 
 
-UNEXPECTED_FAILURE = (
-    "Something went wrong while making the links (reference {reference}). Run it again or contact support."
-)
+WHAT = "while making the links"
 TOO_LONG = "Making the links took too long and was stopped (reference {reference}). Run it again."
+GAVE_UP = (
+    "A worker stopped {attempts} times while making the rows from row {first} on, so the batch was stopped. "
+    "Run it again; if it stops again, contact support."
+)
 
 
-def _fail_with_reference(*, batch: LinkBatch, message: str) -> None:
-    """Fail the batch with `message` naming a reference that is in the log beside the traceback."""
+def _logged_reference(batch: LinkBatch) -> str:
     reference = uuid.uuid4().hex[:8]
     logger.exception("Link batch %s failed (reference %s)", batch.pk, reference)
-    _fail(batch=batch, message=message.format(reference=reference))
+    return reference
 
 
 def _fail(*, batch: LinkBatch, message: str) -> None:

@@ -43,9 +43,9 @@ def link_batches_sweep() -> dict[str, int]:
     """Send again the work whose message was lost (background.recovery): batches queued for long (the
     broker was down when they were confirmed), chunks whose worker stopped beating (killed), chunks waiting
     while their batch shows no life, and batches whose chunks are all done but were never assembled. Each is
-    sent at most once per LINKS_STALE_SECONDS; a chunk or batch already taken is left alone by the task."""
+    sent at most once per RUN_STALE_SECONDS; a chunk or batch already taken is left alone by the task."""
     now = timezone.now()
-    stale_seconds = settings.LINKS_STALE_SECONDS
+    stale_seconds = settings.RUN_STALE_SECONDS
     stale = now - timedelta(seconds=stale_seconds)
     sent = {"assemblies": 0}
     sent["batches"] = resend_waiting(

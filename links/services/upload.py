@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from background.enqueue import enqueue_after_commit
+from background.failures import is_storage_full
 from templates_sync.models import PassTemplate
 
 from .. import selectors
@@ -26,6 +27,7 @@ from ..csv_files import (
 from ..models import LinkBatch, LinkBatchEvent
 from .chunk import _count_rows
 from .processing import BATCH_TASK
+from .storage import remove_quietly, store
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +90,27 @@ def link_batch_create(
         single_use=single_use,
         plan=counted.starts,
     )
-    batch.input_file.save("input.csv", File(binary), save=False)
-    batch.save()
+    try:
+        # The input goes to the media storage under the batch's own folder; a write that fails part of the way
+        # (a full disk) leaves no partial file there.
+        batch.input_file.name = store(batch.input_file.field.generate_filename(batch, "input.csv"), File(binary))
+    except OSError as exc:
+        if is_storage_full(exc):
+            logger.error("Upload of %s refused: the media storage is full (%s)", name, exc)
+            raise LinkUploadError(STORAGE_FULL_UPLOAD) from None
+        raise
+    try:
+        batch.save()
+    except BaseException:
+        remove_quietly(batch.input_file.name)
+        raise
     return batch
+
+
+STORAGE_FULL_UPLOAD = (
+    "The file could not be stored: the portal's media storage is full. Ask whoever runs the portal to free "
+    "space there, then upload it again."
+)
 
 
 def link_batch_confirm(

@@ -83,7 +83,7 @@ def test_a_connection_killed_right_after_the_upstream_post_loses_no_pass_and_mak
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_smartpages_slower_than_the_claim_budget_leaves_the_holder_pending_and_the_retry_adopts_the_one_pass(
-    celery_worker_process, live_sandbox
+    celery_worker_process, recovery_beat, live_sandbox
 ):
     """Through gunicorn, as production serves claims: the claim gives up after its 1 s read budget (the test's
     setting; 10 s in production) while SmartPages takes 2 s and does create the pass, so no holder meets a

@@ -12,7 +12,7 @@ from .claim_factories import PERCY, link_path, mirror, open_and_claim
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_a_claim_made_while_smartpages_is_down_is_issued_later_by_the_retry_task(
-    celery_worker_process, live_sandbox, client, settings
+    celery_worker_process, recovery_beat, live_sandbox, client, settings
 ):
     settings.CLAIM_RATE = "100000/m"
     mirror()
@@ -23,7 +23,7 @@ def test_a_claim_made_while_smartpages_is_down_is_issued_later_by_the_retry_task
     member = Member.objects.get()
     assert member.status == Member.Status.PENDING
     assert "Your pass is being prepared." in client.get(response["Location"]).content.decode()
-    # The worker's first retry (after 2 s) meets SmartPages still down and schedules the next with backoff.
+    # The first retry (due 2 s after the claim, sent by the sweep) meets SmartPages still down; the next waits longer.
     wait_for(lambda: Member.objects.get(pk=member.pk).issue_attempts >= 2, timeout=20, message="the first retry")
     assert Member.objects.get(pk=member.pk).status == Member.Status.PENDING
     live_sandbox.faults = Faults()

@@ -200,7 +200,7 @@ def test_a_worker_killed_mid_batch_costs_its_chunks_and_the_batch_finishes_right
     env = {
         "SMARTPAGES_API_URL": sandbox.url,
         "CELERY_BROKER_URL": own_redis.url(0),
-        "LINKS_STALE_SECONDS": "3",
+        "RUN_STALE_SECONDS": "3",
         "SWEEP_INTERVAL": "1",
         "CACHE_REDIS_URL": own_redis.url(1),
     }
@@ -280,7 +280,7 @@ def test_a_run_killed_in_this_process_is_taken_over_by_the_next_local_run(sandbo
     LinkChunk.objects.filter(batch=batch, index=1).update(status="running", attempt=1, heartbeat_at=first.queued_at)
     # What the killed run stored just before it died, never recorded in its chunk row.
     default_storage.save(batch.sibling_path("chunks/00001-1.csv"), ContentFile(b"half a chunk"))
-    settings.LINKS_STALE_SECONDS = 0
+    settings.RUN_STALE_SECONDS = 0
     batch = services.link_batch_process(batch_id=batch.pk, jobs=1)
     assert comparable(batch) == expected
     assert batch.attempt == 1
@@ -303,7 +303,7 @@ def sent(monkeypatch):
 
 
 def test_the_sweeper_sends_again_what_was_lost(sandbox, settings, tmp_path, sent):
-    settings.LINKS_STALE_SECONDS = 60
+    settings.RUN_STALE_SECONDS = 60
     template = demo_template()
     queued = make(template, campaign(tmp_path / "a.csv", 10), settings, chunk_rows=100, jobs=None)
     running = make(template, campaign(tmp_path / "b.csv", 300), settings, chunk_rows=100, jobs=None)

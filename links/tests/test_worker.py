@@ -76,7 +76,7 @@ def test_a_worker_makes_50000_links_and_the_progress_moves(celery_worker_process
         assert batch.status == "succeeded", batch.error
         assert (batch.rows_done, batch.links, batch.errors) == (ROWS, ROWS - ROWS // 1000, ROWS // 1000)
         assert seen == sorted(seen)
-        # The bar moved on the way: a beat every LINKS_HEARTBEAT_SECONDS (0.5 s), and the chunk takes about a second.
+        # The bar moved on the way: progress written every PROGRESS_EVERY_SECONDS (0.5 s), and the chunk takes about a second.
         assert len([done for done in seen if 0 < done < ROWS]) >= 1, seen
         _check_output(batch)
     finally:
@@ -126,7 +126,7 @@ def test_a_run_killed_mid_file_is_finished_by_the_next_run_with_a_complete_file(
     assert not crashed.output_file  # nothing half-written was ever handed out
 
     # The next local run (here once the dead run's chunk has no heartbeat) makes the chunks not done.
-    settings.LINKS_STALE_SECONDS = 0
+    settings.RUN_STALE_SECONDS = 0
     rerun = services.link_batch_process(batch_id=batch.pk)
     assert rerun.status == "succeeded" and rerun.attempt == 1
     assert (rerun.rows_done, rerun.links, rerun.errors, rerun.duplicates) == (

@@ -252,9 +252,9 @@ ATTEMPT_BUDGET = timedelta(minutes=2)
 
 
 def member_issue_retry_stale(*, limit: int = 500, client: SmartPagesClient | None = None) -> int:
-    """Try again every pending member past its `next_attempt_at` by SWEEP_OVERDUE_AFTER seconds (its retry
-    task could not be sent, or was lost with its worker, or the process making the attempt died); schedule a
-    new chain for those still pending. Returns how many members were tried."""
+    """Try again, here, every pending member past its `next_attempt_at` by SWEEP_OVERDUE_AFTER seconds: the
+    task `member_issue_retries_send_due` sent was lost (with its worker, or with Redis), or the process making
+    the attempt died. Returns how many members were tried."""
     cutoff = timezone.now() - timedelta(seconds=settings.SWEEP_OVERDUE_AFTER)
     stale = list(
         Member.objects.filter(status=Member.Status.PENDING, pass_id__isnull=True, next_attempt_at__lt=cutoff)
@@ -272,12 +272,28 @@ def member_issue_retry_stale(*, limit: int = 500, client: SmartPagesClient | Non
 
 
 def member_retry_later(*, member: Member) -> None:
-    """Send the next attempt of a member left pending (its `next_attempt_at` is already recorded), after
-    commit, with backoff. When the broker is away the member simply stays pending and falls overdue:
-    `member_issue_retry_stale` takes it a minute later."""
-    enqueue_after_commit(
-        RETRY_TASK, member.pk, member.issue_attempts, countdown=issue_retry_delay(member.issue_attempts)
-    )
+    """The next attempt of a member left pending waits in its row (`next_attempt_at`, with backoff), not in a
+    delayed message: a worker holding delayed messages dies when Redis goes away (kombu 5.7), and Redis may come
+    back empty. The recovery sweep sends it once it is due (`member_issue_retries_send_due`)."""
+
+
+def member_issue_retries_send_due(*, limit: int = 500) -> int:
+    """A sweep (background.recovery, every SWEEP_INTERVAL): send the retry task of every pending member whose
+    next attempt is due. Each send moves `next_attempt_at` on by ATTEMPT_BUDGET first (a compare-and-set on
+    the value read), so a member is sent once, however many sweeps run; the attempt then records its own next
+    time. Returns how many were sent."""
+    now = timezone.now()
+    due = Member.objects.filter(status=Member.Status.PENDING, pass_id__isnull=True, next_attempt_at__lte=now)
+    sent = 0
+    for member_id, attempts, due_at in due.order_by("next_attempt_at").values_list(
+        "pk", "issue_attempts", "next_attempt_at"
+    )[:limit]:
+        if Member.objects.filter(pk=member_id, status=Member.Status.PENDING, next_attempt_at=due_at).update(
+            next_attempt_at=now + ATTEMPT_BUDGET
+        ):
+            enqueue_after_commit(RETRY_TASK, member_id, attempts)
+            sent += 1
+    return sent
 
 
 def member_link_pass(*, member: Member, pass_id: str, user, client: SmartPagesClient | None = None) -> Member:

@@ -3,10 +3,12 @@
 import uuid
 
 import pytest
+from django.utils import timezone
 
 from members import services
 from members.models import Member
 from members.services import issuing, passes
+from portal.celery import app as celery_app
 from sandbox import DEMO_TEMPLATE_ID, Faults
 from templates_sync.client import client_from_settings
 
@@ -210,25 +212,37 @@ def test_two_retries_racing_for_one_attempt_post_once_and_only_the_winner_resche
     assert Member.objects.get(pk=member.pk).issue_attempts == 2
 
 
-def test_a_retry_task_that_arrives_after_its_chain_moved_on_neither_posts_nor_reschedules(club, sandbox, monkeypatch):
+def test_a_retry_task_that_arrives_after_its_chain_moved_on_neither_posts_nor_reschedules(
+    club, sandbox, monkeypatch, django_capture_on_commit_callbacks
+):
     from members import tasks
 
-    scheduled = []  # what the retry task hands to the broker: (arguments, countdown)
-    monkeypatch.setattr(
-        issuing, "enqueue_after_commit", lambda name, *args, countdown=None: scheduled.append((args, countdown))
-    )
+    sent = []  # what reaches the broker: (task, arguments, options)
+    monkeypatch.setattr(celery_app, "send_task", lambda name, args=(), **options: sent.append((name, args, options)))
     sandbox.faults = Faults(error_rate=1.0, scope="passes")
-    member = issue(club)  # attempt 1; its retry task carries attempts_so_far=1
+    member = issue(club)  # attempt 1
 
-    assert tasks.member_issue_retry.run(member.pk, 1) == Member.Status.PENDING
-    # The claim's own attempt scheduled attempt 2; the task's attempt 2 scheduled attempt 3.
-    assert scheduled == [((member.pk, 1), issuing.issue_retry_delay(1)), ((member.pk, 2), issuing.issue_retry_delay(2))]
+    assert tasks.member_issue_retry.run(member.pk, 1) == Member.Status.PENDING  # attempt 2
+    # No delayed message anywhere: the next attempt waits in the row, with backoff after attempt 2.
+    assert sent == []
+    member.refresh_from_db()
+    delay = (member.next_attempt_at - timezone.now()).total_seconds()
+    assert issuing.issue_retry_delay(2) - 2 < delay <= issuing.issue_retry_delay(2)
     posts = sandbox.request_count("POST", "/api/v1/pass")
 
     # A redelivered copy of the first task, after the chain made attempt 2.
     assert tasks.member_issue_retry.run(member.pk, 1) == Member.Status.PENDING
-    assert len(scheduled) == 2 and sandbox.request_count("POST", "/api/v1/pass") == posts
+    assert sent == [] and sandbox.request_count("POST", "/api/v1/pass") == posts
     assert Member.objects.get(pk=member.pk).issue_attempts == 2
+
+    # Once due, the sweep sends it, once, without a countdown, whatever the number of sweeps.
+    Member.objects.filter(pk=member.pk).update(next_attempt_at=timezone.now())
+    with django_capture_on_commit_callbacks(execute=True):
+        assert issuing.member_issue_retries_send_due() == 1
+        assert issuing.member_issue_retries_send_due() == 0
+    assert [(name, tuple(args), options.get("countdown")) for name, args, options in sent] == [
+        (issuing.RETRY_TASK, (member.pk, 2), None)
+    ]
 
 
 @pytest.mark.django_db(transaction=True)

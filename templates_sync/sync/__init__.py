@@ -15,7 +15,14 @@ One module per concern, re-exported here (callers write `from templates_sync imp
 
 from .rows import InvalidTemplate, content_hash
 from .running import PROGRESS_EVERY_SECONDS, PagePrefetcher, template_refresh, templates_sync_all
-from .runs import RunTakenOver, sync_run_queue, sync_run_skip, sync_runs_take_over_stale
+from .runs import (
+    RunTakenOver,
+    sync_retry_delay,
+    sync_run_queue,
+    sync_run_retry_later,
+    sync_run_skip,
+    sync_runs_take_over_stale,
+)
 from .writing import PAGES_PER_WRITE, WRITER_SWITCH_INTERVAL, PageWriter, PreparedPage
 
 __all__ = [
@@ -28,7 +35,9 @@ __all__ = [
     "PreparedPage",
     "RunTakenOver",
     "content_hash",
+    "sync_retry_delay",
     "sync_run_queue",
+    "sync_run_retry_later",
     "sync_run_skip",
     "sync_runs_take_over_stale",
     "template_refresh",

@@ -11,23 +11,20 @@ from collections.abc import Iterator
 from datetime import datetime
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
+from background.failures import failure_message
 from background.heap import existing_objects_out_of_gc
 from background.recovery import Heartbeat
 
 from ..client import NotFound, SmartPagesClient, SmartPagesError, TemplatePage, smartpages_client
 from ..models import PassTemplate, SyncRun
 from .rows import _INT_MAX, InvalidTemplate, _canonical_id, _text
-from .runs import RunTakenOver, _claim_lock, sync_run_queue
+from .runs import RunTakenOver, _claim_lock, sync_retries_drop_waiting, sync_run_queue, sync_run_retry_later
 from .writing import PageWriter, PreparedPage, _mirror_state, _prepare, _store
 
 logger = logging.getLogger(__name__)
-
-_DATABASE_LOST_ERROR = (
-    "The connection to the database was lost during the run; what was written stays, and the next run writes the rest."
-)
 
 
 class PagePrefetcher:
@@ -105,7 +102,7 @@ _PROGRESS_FIELDS = [
 
 class _Progress:
     """A running run's counts (as its PageWriter wrote them), saved with its heartbeat: at most every
-    PROGRESS_EVERY_SECONDS while pages arrive, and every TEMPLATE_SYNC_HEARTBEAT_SECONDS whatever happens,
+    PROGRESS_EVERY_SECONDS while pages arrive, and every RUN_HEARTBEAT_SECONDS whatever happens,
     from the thread doing the work — so a live worker beats even while a page is slow to come or to be
     written, and a dead one stops at once."""
 
@@ -174,7 +171,7 @@ def _sync_every_page(run: SyncRun, *, client: SmartPagesClient) -> None:
     listed: set[str] = set()  # ids as listed: whether every announced item was read
     first_total, clean = None, True  # clean: every page announced the same total
     progress = _Progress(run)
-    heartbeat = {"idle": progress.beat, "idle_seconds": settings.TEMPLATE_SYNC_HEARTBEAT_SECONDS}
+    heartbeat = {"idle": progress.beat, "idle_seconds": settings.RUN_HEARTBEAT_SECONDS}
     known = _mirror_state()
 
     def ready(page: TemplatePage) -> tuple[PreparedPage, datetime]:
@@ -225,8 +222,12 @@ def _sync_every_page(run: SyncRun, *, client: SmartPagesClient) -> None:
 
 def _run_to_outcome(run: SyncRun, work, *, client: SmartPagesClient | None) -> SyncRun:
     """Do `work(client)` for a running SyncRun and record how it ended; only known errors are shown."""
+    # Its heartbeat comes from a thread of its own (background.recovery), whatever the work waits on: a page
+    # that is slow to come or to be written, a confirmation call with its retries. Only a dead worker goes silent.
+    heartbeat = Heartbeat(SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING))
+    unreachable = False
     try:
-        with smartpages_client(client) as smartpages:
+        with heartbeat.keep_beating(), smartpages_client(client) as smartpages:
             work(smartpages)
         run.status = SyncRun.Status.SUCCEEDED
     except RunTakenOver:
@@ -236,14 +237,18 @@ def _run_to_outcome(run: SyncRun, work, *, client: SmartPagesClient | None) -> S
     except (SmartPagesError, InvalidTemplate) as exc:
         run.status, run.error = SyncRun.Status.FAILED, str(exc)
         logger.warning("template sync run %s failed: %s", run.pk, exc)
-    except (OperationalError, InterfaceError):  # the connection was lost or refused, not a fault of the code
-        run.status, run.error = SyncRun.Status.FAILED, _DATABASE_LOST_ERROR
-        logger.exception("template sync run %s failed: the database connection was lost", run.pk)
-    except Exception:
-        run.status, run.error = SyncRun.Status.FAILED, "Unexpected error; see the worker log."
-        logger.exception("template sync run %s failed unexpectedly", run.pk)
+        unreachable = getattr(exc, "transient", False)
+    except Exception as exc:  # noqa: BLE001 - a lost database connection, or a bug: a sentence for staff, logged
+        run.status = SyncRun.Status.FAILED
+        run.error = failure_message(
+            exc, what="during the template sync", subject=f"Template sync run {run.pk}", logger=logger
+        )
     run.finished_at = timezone.now()
     _record_outcome(run)
+    if run.kind == SyncRun.Kind.FULL and run.status == SyncRun.Status.SUCCEEDED:
+        sync_retries_drop_waiting(succeeded=run)
+    elif run.kind == SyncRun.Kind.FULL and unreachable:
+        sync_run_retry_later(failed=run)
     return run
 
 
@@ -252,7 +257,7 @@ def _record_outcome(run: SyncRun) -> None:
 
     The values are made to fit their columns; if the write fails anyway (a broken connection, say), a
     failed status alone is written on a fresh connection. Should even that fail, the run stops beating
-    and is taken over as stale (TEMPLATE_SYNC_STALE_SECONDS).
+    and is taken over as stale (RUN_STALE_SECONDS).
     """
     values = {name: getattr(run, name) for name in _PROGRESS_FIELDS}
     values.update(
@@ -289,27 +294,21 @@ def _confirmed_gone(progress: _Progress, *, client: SmartPagesClient, known: dic
 
     The list can shift under a run (an item deleted on an earlier page pushes a later item back onto
     a page already read), so absence from the pages alone is not proof. One call may take minutes (retries,
-    Retry-After): a thread beats for the run meanwhile, so that the sweep does not take a live run over.
+    Retry-After): the run's heartbeat thread (_run_to_outcome) beats meanwhile, so the sweep leaves it be.
     """
-    run = progress.run
     missing = [template_id for template_id, (_, removed) in known.items() if not removed and template_id not in seen]
     if not missing:
         return []
     gone = []
-    heartbeat = Heartbeat(
-        SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING),
-        every=settings.TEMPLATE_SYNC_HEARTBEAT_SECONDS,
-    )
-    with heartbeat.keep_beating():
-        for template_id in missing:
-            progress.beat()
-            try:
-                item = client.get_template(template_id)
-            except NotFound:
-                gone.append(template_id)
-                continue
-            now = timezone.now()
-            progress.writer.put(_prepare([item], known=known, now=now), now=now)
+    for template_id in missing:
+        progress.beat()
+        try:
+            item = client.get_template(template_id)
+        except NotFound:
+            gone.append(template_id)
+            continue
+        now = timezone.now()
+        progress.writer.put(_prepare([item], known=known, now=now), now=now)
     return gone
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -53,7 +54,7 @@ _COUNTS_AFRESH = {
 
 
 def _stale_runs():
-    """Running runs whose worker has not beaten for TEMPLATE_SYNC_STALE_SECONDS."""
+    """Running runs whose worker has not beaten for RUN_STALE_SECONDS."""
     return SyncRun.objects.filter(status=SyncRun.Status.RUNNING).filter(
         Q(heartbeat_at__lt=SyncRun.stale_before()) | Q(heartbeat_at__isnull=True, started_at__lt=SyncRun.stale_before())
     )
@@ -67,7 +68,7 @@ def sync_runs_take_over_stale() -> list[SyncRun]:
     """
     taken = []
     for run in _stale_runs():
-        seconds = settings.TEMPLATE_SYNC_STALE_SECONDS
+        seconds = settings.RUN_STALE_SECONDS
         if SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING, heartbeat_at=run.heartbeat_at).update(
             status=SyncRun.Status.FAILED, error=_ABANDONED_ERROR.format(seconds=seconds), finished_at=timezone.now()
         ):
@@ -115,3 +116,52 @@ def _claim_lock(run: SyncRun) -> bool:
     if claimed:
         run.status = SyncRun.Status.RUNNING
     return bool(claimed)
+
+
+# --- retries after an unreachable SmartPages -----------------------------------------------------------------
+RETRY_FIRST_SECONDS = 60
+_RETRY_WAITING = "Waiting to retry: the last full sync could not reach SmartPages."
+_RETRY_NOT_NEEDED = "Not needed: a later full sync succeeded."
+
+
+def sync_retry_delay(failures: int) -> float:
+    """Seconds before the retry after `failures` failed full syncs in a row: 1, 2, 4 … minutes, never longer
+    than the schedule's own interval (TEMPLATE_SYNC_INTERVAL), which would run one anyway."""
+    return float(min(RETRY_FIRST_SECONDS * 2 ** max(failures - 1, 0), settings.TEMPLATE_SYNC_INTERVAL))
+
+
+def sync_run_retry_later(*, failed: SyncRun) -> SyncRun | None:
+    """Record a queued full run, due after the backoff, for a full run that failed because SmartPages could
+    not be reached; the recovery sweep sends it once due (`not_before`). None when a retry is waiting already."""
+    if SyncRun.objects.filter(
+        kind=SyncRun.Kind.FULL, status=SyncRun.Status.QUEUED, trigger=SyncRun.Trigger.RETRY
+    ).exists():
+        return None
+    recent = (
+        SyncRun.objects.filter(kind=SyncRun.Kind.FULL, status__in=[SyncRun.Status.SUCCEEDED, SyncRun.Status.FAILED])
+        .order_by("-queued_at", "-id")
+        .values_list("status", flat=True)[:20]
+    )
+    failures = 0
+    for status in recent:
+        if status != SyncRun.Status.FAILED:
+            break
+        failures += 1
+    delay = sync_retry_delay(max(failures, 1))
+    retry = SyncRun.objects.create(
+        kind=SyncRun.Kind.FULL,
+        trigger=SyncRun.Trigger.RETRY,
+        not_before=timezone.now() + timedelta(seconds=delay),
+        warning=_RETRY_WAITING,
+    )
+    logger.info("template sync run %s failed (SmartPages unreachable): retry %s in %d s", failed.pk, retry.pk, delay)
+    return retry
+
+
+def sync_retries_drop_waiting(*, succeeded: SyncRun) -> int:
+    """A full sync succeeded: the retries still waiting are not needed any more (recorded as skipped)."""
+    return (
+        SyncRun.objects.filter(kind=SyncRun.Kind.FULL, status=SyncRun.Status.QUEUED, trigger=SyncRun.Trigger.RETRY)
+        .exclude(pk=succeeded.pk)
+        .update(status=SyncRun.Status.SKIPPED, warning=_RETRY_NOT_NEEDED, finished_at=timezone.now())
+    )

@@ -81,7 +81,7 @@ def test_sync_now_starts_a_sync_when_the_running_one_lost_its_worker(client, man
 
     from django.utils import timezone
 
-    long_ago = timezone.now() - timedelta(seconds=settings.TEMPLATE_SYNC_STALE_SECONDS + 1)
+    long_ago = timezone.now() - timedelta(seconds=settings.RUN_STALE_SECONDS + 1)
     SyncRun.objects.create(trigger="beat", status="running", started_at=long_ago, heartbeat_at=long_ago)
     client.force_login(manager)
 

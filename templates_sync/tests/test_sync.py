@@ -179,8 +179,8 @@ def test_a_run_that_fails_while_confirming_removals_removes_nothing(sandbox, set
 def test_a_live_run_waiting_on_slow_removal_checks_is_not_taken_over(sandbox, settings):
     """Each GET of a template that left the list takes longer than a run may stay silent: the run beats while
     it waits, so a sweep running meanwhile leaves it alone and it removes the template itself."""
-    settings.TEMPLATE_SYNC_HEARTBEAT_SECONDS = 0.1
-    settings.TEMPLATE_SYNC_STALE_SECONDS = 0.5
+    settings.RUN_HEARTBEAT_SECONDS = 0.1
+    settings.RUN_STALE_SECONDS = 0.5
     sync.templates_sync_all()
     sandbox.remove_template(sandbox.template_ids()[0])
     sandbox.faults = Faults(slow_seconds=1.0)  # the one list page and the one check: a second each
@@ -529,7 +529,7 @@ def _running_run(*, beat_seconds_ago: float, **values) -> SyncRun:
 
 
 def test_a_stale_run_is_taken_over_and_a_new_run_starts_at_once(sandbox, settings):
-    settings.TEMPLATE_SYNC_STALE_SECONDS = 120
+    settings.RUN_STALE_SECONDS = 120
     dead = _running_run(beat_seconds_ago=121)
 
     run = sync.templates_sync_all()
@@ -541,7 +541,7 @@ def test_a_stale_run_is_taken_over_and_a_new_run_starts_at_once(sandbox, setting
 
 
 def test_a_run_whose_worker_still_beats_holds_the_lock(sandbox, settings):
-    settings.TEMPLATE_SYNC_STALE_SECONDS = 120
+    settings.RUN_STALE_SECONDS = 120
     _running_run(beat_seconds_ago=60)
     assert sync.templates_sync_all().status == "skipped"
 
@@ -549,7 +549,7 @@ def test_a_run_whose_worker_still_beats_holds_the_lock(sandbox, settings):
 def test_a_task_delivered_again_while_its_worker_beats_leaves_the_run_alone(sandbox, settings):
     from templates_sync.tasks import sync_all_templates
 
-    settings.TEMPLATE_SYNC_STALE_SECONDS = 120
+    settings.RUN_STALE_SECONDS = 120
     run = _running_run(beat_seconds_ago=5, pages=7, total_pages=50)
 
     assert sync_all_templates(run_id=run.pk) == "running"
@@ -561,7 +561,7 @@ def test_a_task_delivered_again_after_its_worker_died_starts_its_counts_afresh(s
     from templates_sync.tasks import sync_all_templates
 
     settings.SMARTPAGES_PAGE_SIZE = 10
-    settings.TEMPLATE_SYNC_STALE_SECONDS = 120
+    settings.RUN_STALE_SECONDS = 120
     run = _running_run(beat_seconds_ago=300, pages=71, total_pages=50, created_count=700, unchanged=9)
 
     assert sync_all_templates(run_id=run.pk) == "succeeded"
@@ -572,7 +572,7 @@ def test_a_task_delivered_again_after_its_worker_died_starts_its_counts_afresh(s
 def test_the_sweep_takes_over_stale_runs_and_queues_a_fresh_full_one(sandbox, settings):
     from background.tasks import run_sweep
 
-    settings.TEMPLATE_SYNC_STALE_SECONDS = 120
+    settings.RUN_STALE_SECONDS = 120
     full = _running_run(beat_seconds_ago=200)
     single = _running_run(beat_seconds_ago=200, kind="single", template_id=sandbox.template_ids()[0])
     alive = _running_run(beat_seconds_ago=1, kind="single", template_id=sandbox.template_ids()[1])
@@ -588,7 +588,7 @@ def test_the_sweep_takes_over_stale_runs_and_queues_a_fresh_full_one(sandbox, se
 
 def test_a_run_beats_while_it_waits_for_a_slow_page(sandbox, settings):
     settings.SMARTPAGES_PAGE_SIZE = 100
-    settings.TEMPLATE_SYNC_HEARTBEAT_SECONDS = 0.2
+    settings.RUN_HEARTBEAT_SECONDS = 0.2
     sandbox.faults = Faults(slow_seconds=1.5, scope="templates")
 
     with CaptureQueriesContext(connection) as queries:

@@ -67,8 +67,8 @@ def test_a_sync_whose_worker_is_killed_mid_way_is_taken_over_and_finished_withou
         "SMARTPAGES_KEY_TOKEN": SANDBOX_KEY_TOKEN,
         "SMARTPAGES_PAGE_SIZE": "2",  # 13 pages
         "TEMPLATE_SYNC_INTERVAL": "3600",  # no scheduled sync: only the sweep may start one
-        "TEMPLATE_SYNC_HEARTBEAT_SECONDS": "0.5",
-        "TEMPLATE_SYNC_STALE_SECONDS": "4",
+        "RUN_HEARTBEAT_SECONDS": "0.5",
+        "RUN_STALE_SECONDS": "4",
         "SWEEP_INTERVAL": "1",
     }
     live_sandbox.faults = Faults(slow_seconds=0.4, scope="templates")  # so the kill lands mid-sync

@@ -1,0 +1,57 @@
+"""One way to say why a run of background work failed, in a sentence staff can act on.
+
+Known causes get their own words: a full media storage (ENOSPC, or a quota) and a lost database connection.
+Anything else is a bug or a fault nobody foresaw: the traceback goes to the worker log under a short reference,
+and the sentence names that reference, so support finds the one in the other. No exception text ever reaches a
+page (it may hold paths, values of a holder's row, or SQL).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import uuid
+
+from django.db import InterfaceError, OperationalError
+
+STORAGE_FULL = (
+    "The media storage is full, so nothing more could be written. Free space there (or ask whoever runs the "
+    "portal to), then run it again."
+)
+DATABASE_LOST = (
+    "The connection to the database was lost during the run; what was written stays. Run it again once the "
+    "database answers."
+)
+UNEXPECTED = "Something went wrong {what} (reference {reference}). Run it again or contact support with the reference."
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def is_storage_full(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an exception it was raised from, says the disk (or a quota) is full."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def is_database_lost(exc: BaseException | None) -> bool:
+    return isinstance(exc, (OperationalError, InterfaceError))
+
+
+def failure_message(exc: BaseException, *, what: str, subject: str, logger: logging.Logger) -> str:
+    """The sentence a failed run shows staff for `exc`, and the worker log entry that goes with it.
+
+    `what` finishes "Something went wrong …" ("while making the links"); `subject` names the run in the log
+    ("Link batch 12"). Call it from the `except` block that caught `exc`, so the traceback is logged."""
+    if is_storage_full(exc):
+        logger.error("%s failed: the media storage is full (%s)", subject, exc)
+        return STORAGE_FULL
+    if is_database_lost(exc):
+        logger.exception("%s failed: the database connection was lost", subject)
+        return DATABASE_LOST
+    reference = uuid.uuid4().hex[:8]
+    logger.exception("%s failed (reference %s)", subject, reference)
+    return UNEXPECTED.format(what=what, reference=reference)
