@@ -6,9 +6,12 @@ check failed. The logic lives in links.claims; these views only choose a page.
 
 from __future__ import annotations
 
+import logging
+
 import segno
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
+from django.db import InterfaceError, OperationalError, connection
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -22,6 +25,8 @@ from members.models import Member
 
 from . import claims
 from .public_forms import ClaimForm
+
+logger = logging.getLogger(__name__)
 
 # Seconds between reloads of a pass page whose pass is still being prepared.
 PENDING_REFRESH_SECONDS = 3
@@ -46,7 +51,7 @@ def claim(request: HttpRequest, token: str) -> HttpResponse:
     if request.method == "POST":
         form = ClaimForm(request.POST, asked=context.asked, rules=context.rules)
         if form.is_valid():
-            answer = _claim_answer(request, context=context, form=form)
+            answer = _claim_answer_on_a_live_connection(request, context=context, form=form)
             if answer is not None:
                 return answer
     else:
@@ -68,6 +73,22 @@ def claim(request: HttpRequest, token: str) -> HttpResponse:
     # form and pressing the button again must post the same nonce (and so issue once).
     patch_cache_control(response, private=True)
     return response
+
+
+def _claim_answer_on_a_live_connection(
+    request: HttpRequest, *, context: claims.ClaimContext, form: ClaimForm
+) -> HttpResponse | None:
+    """The claim, tried once more on a fresh database connection when its connection broke part of the way (a
+    database restart, a killed backend): the holder gets their pass instead of an error page. The form's nonce
+    makes the second try the same claim, so nothing is issued twice."""
+    try:
+        return _claim_answer(request, context=context, form=form)
+    except (OperationalError, InterfaceError):
+        if connection.in_atomic_block:
+            raise
+        logger.warning("Claim: the database connection broke; trying once more on a fresh one", exc_info=True)
+        connection.close()
+        return _claim_answer(request, context=context, form=form)
 
 
 def _claim_answer(request: HttpRequest, *, context: claims.ClaimContext, form: ClaimForm) -> HttpResponse | None:

@@ -17,7 +17,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection
 
-from conftest import kill_worker_part_way, start_celery, stop_process, wait_for
+from conftest import kill_with_sigkill, kill_worker_part_way, start_celery, stop_process, wait_for
 from links import services
 from links.keyring import link_keys
 from links.models import LinkBatch, LinkChunk
@@ -200,6 +200,7 @@ def test_a_worker_killed_mid_batch_costs_its_chunks_and_the_batch_finishes_right
     env = {
         "SMARTPAGES_API_URL": sandbox.url,
         "CELERY_BROKER_URL": own_redis.url(0),
+        "RUN_HEARTBEAT_SECONDS": "0.5",
         "RUN_STALE_SECONDS": "3",
         "SWEEP_INTERVAL": "1",
         "CACHE_REDIS_URL": own_redis.url(1),
@@ -261,6 +262,77 @@ def test_a_worker_killed_mid_batch_costs_its_chunks_and_the_batch_finishes_right
     batch.refresh_from_db()
     assert comparable(batch) == expected
     assert batch.attempt == 1  # the batch was not started over: only the lost chunks were made again
+
+
+def _send_chunks_on(env: dict[str, str], batch: LinkBatch) -> None:
+    """The batch's chunks sent on the broker of `env` (the task's path), from a process that uses it."""
+    code = (
+        "import django; django.setup(); from links import services; "
+        f"services.link_batch_process(batch_id={batch.pk}, jobs=None)"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "portal.settings_test", **env, "DATABASE_URL": _database_url()},
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+
+
+@pytest.mark.worker
+def test_a_worker_killed_mid_batch_beside_a_second_worker_costs_seconds_not_minutes(
+    sandbox, own_redis, settings, tmp_path
+):
+    """Two workers, the production defaults (a beat every RUN_HEARTBEAT_SECONDS, stale after RUN_STALE_SECONDS,
+    a sweep every SWEEP_INTERVAL): one is SIGKILLed in the middle of a 200,000-row batch; the other takes its
+    chunks over and the batch is complete, every row in order, within a minute of the kill."""
+    template = demo_template()
+    path = campaign(tmp_path / "campaign.csv", 200_000)
+    expected = comparable(make(template, path, settings, chunk_rows=10**9, jobs=1))
+    env = {
+        "SMARTPAGES_API_URL": sandbox.url,
+        "CELERY_BROKER_URL": own_redis.url(0),
+        "CACHE_REDIS_URL": own_redis.url(1),
+        "LINKS_CHUNK_ROWS": "20000",
+    }
+    doomed = start_celery(env, log_name="links-doomed")
+    survivor = start_celery(env, beat=True, log_name="links-survivor")
+    try:
+        batch = make(template, path, settings, chunk_rows=20_000, jobs=None)
+        _send_chunks_on(env, batch)
+        # More chunks running than the survivor (concurrency 2) can hold: the doomed worker holds one at least.
+        wait_for(
+            lambda: LinkChunk.objects.filter(batch=batch, status="running").count() >= 3,
+            timeout=120,
+            interval=0.05,
+            message="both workers making chunks",
+        )
+        kill_with_sigkill(doomed)
+        killed_at = time.monotonic()
+        lost = set(LinkChunk.objects.filter(batch=batch, status="running").values_list("index", flat=True))
+        taken_over = wait_for(
+            lambda: LinkChunk.objects.filter(batch=batch, attempt__gte=2).exists() and time.monotonic(),
+            timeout=60,
+            interval=0.1,
+            message="a lost chunk to be taken over",
+        )
+        wait_for(
+            lambda: LinkBatch.objects.get(pk=batch.pk).is_finished,
+            timeout=max(1.0, 60 - (time.monotonic() - killed_at)),
+            interval=0.1,
+            message="the batch to finish within 60 s of the kill",
+        )
+        finished_after = time.monotonic() - killed_at
+    finally:
+        stop_process(survivor)
+    batch.refresh_from_db()
+    print(
+        f"\nSIGKILL mid-batch (200,000 rows, {len(lost)} chunks running): taken over after "
+        f"{taken_over - killed_at:.1f} s, batch finished {finished_after:.1f} s after the kill "
+        f"(RUN_STALE_SECONDS {settings.RUN_STALE_SECONDS:g}, SWEEP_INTERVAL {settings.SWEEP_INTERVAL:g})"
+    )
+    assert batch.status == "succeeded" and finished_after <= 60
+    assert comparable(batch) == expected  # every row, in order, each link once
+    assert taken_over - killed_at <= 30
 
 
 def _database_url() -> str:
