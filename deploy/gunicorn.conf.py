@@ -35,3 +35,24 @@ class SecretRedactingLogger(Logger):
 
 
 logger_class = SecretRedactingLogger
+
+
+def when_ready(server) -> None:
+    """The master cleans the upload temporary folder every ten minutes (portal/uploads.py): files a worker killed
+    mid-upload left there are gone within the hour and ten minutes."""
+    import threading
+    from pathlib import Path
+
+    from portal.uploads import upload_temp_dir_clean
+
+    folder = os.environ.get("FILE_UPLOAD_TEMP_DIR") or str(Path(__file__).resolve().parent.parent / "var" / "uploads")
+
+    def clean_every_ten_minutes() -> None:
+        while True:
+            try:
+                upload_temp_dir_clean(folder)
+            except OSError as exc:
+                server.log.warning("Could not clean the upload temporary folder %s: %s", folder, exc)
+            threading.Event().wait(600)
+
+    threading.Thread(target=clean_every_ten_minutes, daemon=True, name="upload-temp-cleaner").start()

@@ -357,6 +357,20 @@ CELERY_BEAT_SCHEDULE["refresh-members"] = {
     "kwargs": {"trigger": "beat"},
 }
 
+# --- Uploads ---------------------------------------------------------------------------------------------
+# An upload above FILE_UPLOAD_MAX_MEMORY_SIZE waits in a temporary file of the portal's own folder, which the web
+# process cleans of files older than an hour (portal/uploads.py): a web worker killed mid-upload leaves no
+# holder data behind for long.
+FILE_UPLOAD_TEMP_DIR = env.str("FILE_UPLOAD_TEMP_DIR", default=str(BASE_DIR / "var" / "uploads"))
+try:  # Django's system check (files.E001) wants it to exist before any upload arrives
+    Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
+except OSError:
+    pass  # a read-only place: the check names it, which is the right message
+FILE_UPLOAD_HANDLERS = [
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "portal.uploads.CleaningTemporaryFileUploadHandler",
+]
+
 # --- SmartPass links --------------------------------------------------------------------------------------
 SMARTPASS_LINK_KEYS = env.str("SMARTPASS_LINK_KEYS", default="")
 if not SMARTPASS_LINK_KEYS and DEBUG:
