@@ -1,6 +1,7 @@
 """Real Celery worker processes on the Redis broker, against the sandbox and the test database."""
 
 import os
+import time
 
 import pytest
 
@@ -105,3 +106,65 @@ def test_a_sync_whose_worker_is_killed_mid_way_is_taken_over_and_finished_withou
     assert recovery.created_count + recovery.updated_count + recovery.unchanged == 25
     assert PassTemplate.objects.filter(removed_at__isnull=True).count() == 25
     assert not SyncRun.objects.filter(status="running").exists()
+
+
+@pytest.mark.slow
+def test_a_sync_of_10000_templates_killed_mid_way_is_taken_over_by_a_second_worker_within_30_seconds(settings, manager):
+    """The production defaults (a beat every RUN_HEARTBEAT_SECONDS, stale after RUN_STALE_SECONDS, a sweep every
+    SWEEP_INTERVAL): a worker SIGKILLed in the middle of a sync of 10,000 templates costs seconds."""
+    from conftest import ARTIFACTS, kill_with_sigkill
+    from sandbox import SmartPagesSandbox
+    from templates_sync import sync
+    from templates_sync.tasks import sync_all_templates
+
+    upstream = SmartPagesSandbox(templates=10_000, key_id=SANDBOX_KEY_ID, key_token=SANDBOX_KEY_TOKEN).start()
+    queue = f"sync-takeover-defaults-{os.getpid()}"
+    env = {
+        "CELERY_QUEUE": queue,
+        "SMARTPAGES_API_URL": upstream.url,
+        "SMARTPAGES_KEY_ID": SANDBOX_KEY_ID,
+        "SMARTPAGES_KEY_TOKEN": SANDBOX_KEY_TOKEN,
+        "SMARTPAGES_PAGE_SIZE": "100",  # 100 pages
+        "TEMPLATE_SYNC_INTERVAL": "3600",  # no scheduled sync: only the sweep may start one
+    }
+    upstream.faults = Faults(slow_seconds=0.3, scope="templates")  # about 30 s of pages: the kill lands mid-sync
+    survivor = None
+    doomed = start_celery(env, log_name="sync-doomed-worker")
+    try:
+        run = sync.sync_run_queue(trigger="manual", triggered_by=manager)
+        sync_all_templates.apply_async(kwargs={"run_id": run.pk, "trigger": "manual"}, queue=queue)
+        wait_for(lambda: SyncRun.objects.filter(pk=run.pk, status="running").exists(), message="the sync to start")
+        (ARTIFACTS / "sync-survivor-worker-beat-schedule").unlink(missing_ok=True)
+        survivor = start_celery(env, beat=True, log_name="sync-survivor-worker")
+        wait_for(lambda: SyncRun.objects.filter(pk=run.pk, pages__gte=10).exists(), timeout=60, message="ten pages in")
+        kill_with_sigkill(doomed)
+        killed_at = time.monotonic()
+        taken_over = wait_for(
+            lambda: (
+                SyncRun.objects.filter(kind="full", status="running").exclude(pk=run.pk).exists() and time.monotonic()
+            ),
+            timeout=60,
+            interval=0.1,
+            message="a fresh run to take the dead one over",
+        )
+        recovery = wait_for(
+            lambda: SyncRun.objects.filter(kind="full", status="succeeded").exclude(pk=run.pk).first(),
+            timeout=120,
+            message="the fresh run to finish",
+        )
+        finished_after = time.monotonic() - killed_at
+    finally:
+        if survivor is not None:
+            stop_process(survivor)
+        if doomed.poll() is None:
+            stop_process(doomed)
+        upstream.stop()
+    print(
+        f"\nSIGKILL mid-sync (10,000 templates, at page {SyncRun.objects.get(pk=run.pk).pages} of 100): "
+        f"taken over after {taken_over - killed_at:.1f} s, finished {finished_after:.1f} s after the kill "
+        f"(RUN_STALE_SECONDS {settings.RUN_STALE_SECONDS:g}, SWEEP_INTERVAL {settings.SWEEP_INTERVAL:g})"
+    )
+    assert taken_over - killed_at <= 30
+    assert SyncRun.objects.get(pk=run.pk).status == "failed"
+    assert (recovery.trigger, recovery.pages) == ("recovery", 100)
+    assert PassTemplate.objects.filter(removed_at__isnull=True).count() == 10_000
