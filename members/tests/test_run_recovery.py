@@ -281,3 +281,75 @@ def test_a_worker_waiting_on_a_call_longer_than_the_stale_bound_keeps_its_action
     assert (action.status, action.attempt, action.done, action.succeeded) == ("succeeded", 1, 3, 3)
     assert Counter(sandbox.request_paths("PUT", PASSES)) == {f"{PASSES}{member.pass_id}": 1 for member in members}
     assert sandbox.request_count("GET", PASSES) == 0  # no take-over: no worker had to read a pass back
+
+
+@pytest.mark.slow
+def test_a_refresh_of_2000_members_whose_worker_is_killed_is_taken_over_within_30_seconds(own_redis, sandbox, settings):
+    """Two workers at the production defaults (a beat every RUN_HEARTBEAT_SECONDS, stale after RUN_STALE_SECONDS, a
+    sweep every SWEEP_INTERVAL), MEMBER_REFRESH_RATE=100 across both: the one SIGKILLed part-way costs seconds,
+    and every member is read, its chunk counted once."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ARTIFACTS, ROOT, kill_with_sigkill, start_celery, wait_for
+
+    members = _issued_members(sandbox, 2000)
+    env = {
+        **own_redis_env(own_redis, sandbox),
+        "MEMBER_REFRESH_RATE": "100",
+        "TEMPLATE_SYNC_INTERVAL": "3600",
+        "MEMBER_REFRESH_INTERVAL": "3600",
+    }
+    doomed = start_celery(env, log_name="refresh-doomed-worker")
+    (ARTIFACTS / "refresh-survivor-worker-beat-schedule").unlink(missing_ok=True)
+    survivor = start_celery(env, beat=True, log_name="refresh-survivor-worker")
+    try:
+        # The run's chunks go out on the test's own broker, from a process that uses it (the task's path).
+        code = (
+            "import django; django.setup(); from members.services import refresh; "
+            "refresh.member_refresh_run_start(trigger='manual')"
+        )
+        subprocess.run(
+            [sys.executable, "-c", code], env=suite_env(env), check=True, cwd=ROOT, capture_output=True, timeout=120
+        )
+        # More chunks running than the survivor (concurrency 2) can hold: the doomed worker holds one at least.
+        wait_for(
+            lambda: MemberRefreshChunk.objects.filter(status="running").count() >= 3,
+            timeout=60,
+            interval=0.05,
+            message="both workers reading chunks",
+        )
+        time.sleep(2)
+        kill_with_sigkill(doomed)
+        killed_at = time.monotonic()
+        taken_over = wait_for(
+            lambda: MemberRefreshChunk.objects.filter(attempt__gte=2).exists() and time.monotonic(),
+            timeout=60,
+            interval=0.1,
+            message="a lost chunk to be taken over",
+        )
+        run = wait_for(
+            lambda: MemberRefreshRun.objects.filter(status__in=["succeeded", "failed"]).first(),
+            timeout=120,
+            message="the run to finish",
+        )
+        finished_after = time.monotonic() - killed_at
+    finally:
+        stop_process(survivor)
+        if doomed.poll() is None:
+            stop_process(doomed)
+    print(
+        f"\nSIGKILL mid-refresh (2,000 members at 100/s): taken over after {taken_over - killed_at:.1f} s, run "
+        f"finished {finished_after:.1f} s after the kill (RUN_STALE_SECONDS {settings.RUN_STALE_SECONDS:g}, "
+        f"SWEEP_INTERVAL {settings.SWEEP_INTERVAL:g})"
+    )
+    assert taken_over - killed_at <= 30
+    assert (run.status, run.checked, run.errors, run.chunks_done, run.chunks_total) == (
+        "succeeded",
+        len(members),
+        0,
+        run.chunks_total,
+        run.chunks_total,
+    )
+    assert not Member.objects.filter(pk__in=[m.pk for m in members], refreshed_at__isnull=True).exists()
