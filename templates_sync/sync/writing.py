@@ -3,11 +3,13 @@ ones on PostgreSQL, the ORM elsewhere; PageWriter writes from a thread of its ow
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import queue
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -252,6 +254,18 @@ PAGES_PER_WRITE = 4
 WRITER_SWITCH_INTERVAL = 0.0001
 
 
+@contextlib.contextmanager
+def thread_switch_interval(seconds: float) -> Iterator[None]:
+    """Inside the block, this process's threads hand the GIL over at least every `seconds` (never less often than
+    they did); after it, as before, whatever happened inside."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, seconds))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
 def _joined(pages: list[tuple[PreparedPage, datetime]]) -> tuple[PreparedPage, datetime]:
     """Prepared pages as one, dated when the first of them was read."""
     if len(pages) == 1:
@@ -289,14 +303,7 @@ class PageWriter:
         self._idle, self._idle_seconds = idle, idle_seconds
         self._error: BaseException | None = None
         self._thread = None
-        self._switch_interval = None
-        if self._writes_in_thread():
-            self._pages: queue.Queue = queue.Queue(maxsize=PAGES_PER_WRITE)
-            self._thread = threading.Thread(target=self._write_pages, daemon=True, name="template-page-writer")
-            self._thread.start()
-            # Put back in __exit__, whatever happens there; lowered only once there is a thread to put it back.
-            self._switch_interval = sys.getswitchinterval()
-            sys.setswitchinterval(min(self._switch_interval, WRITER_SWITCH_INTERVAL))
+        self._scope = contextlib.ExitStack()  # what __enter__ changed for the block, undone by __exit__
 
     @staticmethod
     def _writes_in_thread() -> bool:
@@ -323,6 +330,11 @@ class PageWriter:
             page.copy_text = _copy_text_of_new(page.templates, changed=page.changed, now=now)
 
     def __enter__(self) -> PageWriter:
+        if self._writes_in_thread():
+            self._pages: queue.Queue = queue.Queue(maxsize=PAGES_PER_WRITE)
+            self._thread = threading.Thread(target=self._write_pages, daemon=True, name="template-page-writer")
+            self._scope.enter_context(thread_switch_interval(WRITER_SWITCH_INTERVAL))
+            self._thread.start()
         return self
 
     def __exit__(self, exc_type, *exc_info) -> None:
@@ -338,7 +350,7 @@ class PageWriter:
                         self._idle()  # may raise (the run taken over): the interval is put back all the same
             finally:
                 self._thread = None
-                sys.setswitchinterval(self._switch_interval)
+                self._scope.close()  # the switch interval as it was before the block
         if exc_type is None:
             self._raise_error()
 
