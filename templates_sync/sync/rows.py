@@ -8,6 +8,7 @@ import re
 import uuid
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from typing import NamedTuple
 
 import orjson
 from django.utils.dateparse import parse_datetime
@@ -17,30 +18,33 @@ from ..models import PassTemplate, is_input_field
 logger = logging.getLogger(__name__)
 
 
-# A template's row: the columns that come from its API object, in this order (see _mirror_row): its id,
-# texts, flags, then the rest. The other columns are the page's: changed_at and first_seen_at are when it was
-# read, removed_at is empty.
-_TEMPLATE_ROW = (
-    "id",
-    "type",
-    "name",
-    "description",
-    "status",
-    "delivery_page_url",
-    "disable_issue",
-    "pos_distribution_only",
-    "lock_input_fields",
-    "deliver_by_kennitala",
-    "use_email_domain_verification",
-    "has_dynamic_barcode",
-    "supports_google_wallet",
-    "stamps",
-    "pass_price",
-    "kennitala_age_verification",
-    "when_last_update_sent",
-    "content_hash",
-    "raw",  # the API object as JSON text (bytes), last: COPY takes it as it is, backslashes doubled
-)
+class TemplateRow(NamedTuple):
+    """A template's row: the columns that come from its API object, in this order (see _mirror_row): its id,
+    texts, flags, then the rest. The other columns are the page's: changed_at and first_seen_at are when it was
+    read, removed_at is empty. Texts hold no NUL byte (_mirror_row removes them)."""
+
+    id: str
+    type: str
+    name: str
+    description: str
+    status: str
+    delivery_page_url: str
+    disable_issue: bool
+    pos_distribution_only: bool
+    lock_input_fields: bool
+    deliver_by_kennitala: bool
+    use_email_domain_verification: bool
+    has_dynamic_barcode: bool
+    supports_google_wallet: bool
+    stamps: int | None
+    pass_price: Decimal | None
+    kennitala_age_verification: int | None
+    when_last_update_sent: datetime | None
+    content_hash: str
+    raw: bytes  # the API object as JSON text, last: COPY takes it as it is, backslashes doubled
+
+
+_TEMPLATE_ROW = TemplateRow._fields
 # Columns rewritten when a template's content changes (everything but id and first_seen_at).
 _UPDATE_FIELDS = [*_TEMPLATE_ROW[1:], "changed_at", "removed_at"]
 
@@ -174,7 +178,7 @@ def _mirror_row(item, *, template_id: str | None, digest: str, dumped: bytes) ->
     stamps, age, price = numbers
     get = item.get
     limits = _TEXT_LIMITS
-    row = (  # in _TEMPLATE_ROW's order; NUL bytes are gone (see above)
+    row = TemplateRow(  # NUL bytes are gone (see above)
         template_id,
         _fit(get("type"), limits["type"]),
         _fit(get("name"), limits["name"]),

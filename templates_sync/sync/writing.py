@@ -17,7 +17,7 @@ import orjson
 from django.db import IntegrityError, connection, transaction
 
 from ..models import PassTemplate
-from .rows import _TEMPLATE_ROW, _UPDATE_FIELDS, InvalidTemplate, _canonical_id, _fingerprint, _mirror_row
+from .rows import _TEMPLATE_ROW, _UPDATE_FIELDS, InvalidTemplate, TemplateRow, _canonical_id, _fingerprint, _mirror_row
 
 logger = logging.getLogger(__name__)
 
@@ -100,29 +100,29 @@ def _copy_line(values: tuple[str, ...], texts: slice) -> str:
     return line.replace("\x00", "\t")
 
 
-def _copy_template_text(templates: list[tuple], *, now: datetime) -> bytes:
+def _copy_template_text(templates: list[TemplateRow], *, now: datetime) -> bytes:
     moment = now.isoformat()
     page = f"\t{moment}\t{_NULL}\t{moment}\t"  # changed_at, removed_at, first_seen_at; then raw
-    texts = slice(1, 6)
+    texts = slice(1, 6)  # type … delivery_page_url
     lines = []
-    for row in templates:  # see _TEMPLATE_ROW
+    for row in templates:
         values = (
-            *row[:6],
-            "t" if row[6] else "f",
-            "t" if row[7] else "f",
-            "t" if row[8] else "f",
-            "t" if row[9] else "f",
-            "t" if row[10] else "f",
-            "t" if row[11] else "f",
-            "t" if row[12] else "f",
-            _NULL if row[13] is None else str(row[13]),
-            _NULL if row[14] is None else str(row[14]),
-            _NULL if row[15] is None else str(row[15]),
-            _NULL if row[16] is None else row[16].isoformat(),
-            row[17],
+            *row[:6],  # id and the texts
+            "t" if row.disable_issue else "f",
+            "t" if row.pos_distribution_only else "f",
+            "t" if row.lock_input_fields else "f",
+            "t" if row.deliver_by_kennitala else "f",
+            "t" if row.use_email_domain_verification else "f",
+            "t" if row.has_dynamic_barcode else "f",
+            "t" if row.supports_google_wallet else "f",
+            _NULL if row.stamps is None else str(row.stamps),
+            _NULL if row.pass_price is None else str(row.pass_price),
+            _NULL if row.kennitala_age_verification is None else str(row.kennitala_age_verification),
+            _NULL if row.when_last_update_sent is None else row.when_last_update_sent.isoformat(),
+            row.content_hash,
         )
         # JSON text holds no raw tab or line break (JSON escapes them): only its backslashes need doubling.
-        lines += ((_copy_line(values, texts) + page).encode(), row[18].replace(b"\\", b"\\\\"), b"\n")
+        lines += ((_copy_line(values, texts) + page).encode(), row.raw.replace(b"\\", b"\\\\"), b"\n")
     return b"".join(lines)
 
 
@@ -182,7 +182,7 @@ def _mirror_state(ids: list[str] | None = None) -> dict[str, tuple[str, bool]]:
 class PreparedPage:
     """What one page of API objects means for the mirror, worked out before anything is written."""
 
-    templates: list[tuple] = field(default_factory=list)  # rows to insert or rewrite (see _TEMPLATE_ROW)
+    templates: list[TemplateRow] = field(default_factory=list)  # rows to insert or rewrite
     changed: list[str] = field(default_factory=list)  # ids of the known templates among them (rewritten)
     created: int = 0
     updated: int = 0
