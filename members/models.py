@@ -67,9 +67,10 @@ class Member(models.Model):
     # When the current attempt's POST began; cleared when its outcome is written. Set on a pending member
     # long after that, it means the process making the attempt died.
     send_started_at = models.DateTimeField(null=True, blank=True)
-    # When this pending member is due for its next attempt: the retry's countdown, or the end of the
-    # current attempt's time budget. A pending member overdue by a minute lost its retry (the broker was
-    # away, the process died) and the sweep tries it (issuing.member_issue_retry_stale). Null once finished.
+    # When this pending member is due for its next attempt (with backoff), or the end of the current attempt's
+    # time budget. The retry waits here, not in a delayed message: the recovery sweep sends it once due
+    # (issuing.member_issue_retries_send_due), and tries one overdue by SWEEP_OVERDUE_AFTER itself (its sent
+    # retry was lost: issuing.member_issue_retry_stale). Null once finished.
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, help_text="The last transient upstream error while pending.")
     created_by = models.ForeignKey(
