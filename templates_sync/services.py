@@ -1,15 +1,19 @@
 """Requests for sync work from people: record a queued run, hand it to a worker after commit; and the sweep that
 sends again the runs whose task never came (the broker was away when they were asked for)."""
 
+import logging
+
 from django.db.models import Q
 from django.utils import timezone
 
 from background.enqueue import enqueue_after_commit
-from background.recovery import resend_waiting
+from background.recovery import MAX_ATTEMPTS, resend_waiting
 
 from .models import PassTemplate, SyncRun
 from .selectors import running_full_sync
-from .sync import sync_run_queue, sync_run_skip, sync_runs_take_over_stale
+from .sync.runs import sync_run_queue, sync_run_skip, sync_runs_abandoned_in_a_row, sync_runs_take_over_stale
+
+logger = logging.getLogger(__name__)
 
 
 def sync_request_full(*, user) -> SyncRun:
@@ -40,6 +44,11 @@ def sync_runs_recover_stale() -> int:
     """Beat's take-over sweep: runs whose worker died (no heartbeat for RUN_STALE_SECONDS) are marked
     failed, releasing the lock, and a fresh full run is queued for each full one. Returns how many were taken."""
     taken = sync_runs_take_over_stale()
+    if taken and sync_runs_abandoned_in_a_row() >= MAX_ATTEMPTS:
+        # The one attempts rule of background.recovery: a sync that kills every worker it meets is not handed
+        # on for ever. The schedule's next run tries again; the runs page shows why they failed.
+        logger.error("The last %d full syncs all lost their worker; no fresh run queued", MAX_ATTEMPTS)
+        return len(taken)
     for _ in taken:
         _send(sync_run_queue(trigger=SyncRun.Trigger.RECOVERY))
     return len(taken)

@@ -165,3 +165,18 @@ def sync_retries_drop_waiting(*, succeeded: SyncRun) -> int:
         .exclude(pk=succeeded.pk)
         .update(status=SyncRun.Status.SKIPPED, warning=_RETRY_NOT_NEEDED, finished_at=timezone.now())
     )
+
+
+def sync_runs_abandoned_in_a_row() -> int:
+    """How many of the latest finished full runs in a row were taken over because their worker died."""
+    recent = (
+        SyncRun.objects.filter(kind=SyncRun.Kind.FULL, status__in=[SyncRun.Status.SUCCEEDED, SyncRun.Status.FAILED])
+        .order_by("-finished_at", "-id")
+        .values_list("error", flat=True)[:20]
+    )
+    abandoned = 0
+    for error in recent:
+        if not error.startswith(_ABANDONED_ERROR.split(" (", 1)[0]):
+            break
+        abandoned += 1
+    return abandoned

@@ -586,6 +586,30 @@ def test_the_sweep_takes_over_stale_runs_and_queues_a_fresh_full_one(sandbox, se
     assert run_sweep("sync-runs-stale") == 0  # each dead run is taken over once
 
 
+def test_a_sync_that_killed_its_worker_max_attempts_times_in_a_row_is_not_queued_again(sandbox, settings):
+    """background.recovery's one attempts rule: MAX_ATTEMPTS full syncs in a row lost their worker, so the sweep
+    takes the dead run over but queues no fresh one (the schedule tries again later)."""
+    from background.recovery import MAX_ATTEMPTS
+    from background.tasks import run_sweep
+
+    settings.RUN_STALE_SECONDS = 120
+    for _ in range(MAX_ATTEMPTS - 1):
+        _running_run(beat_seconds_ago=200)
+        assert run_sweep("sync-runs-stale") == 1
+        SyncRun.objects.filter(trigger="recovery", status="queued").delete()  # as if it ran and died again
+    assert SyncRun.objects.filter(error__startswith="Abandoned").count() == MAX_ATTEMPTS - 1
+    _running_run(beat_seconds_ago=200)  # the fifth death in a row
+
+    assert run_sweep("sync-runs-stale") == 1
+    assert SyncRun.objects.filter(error__startswith="Abandoned").count() == MAX_ATTEMPTS
+    assert not SyncRun.objects.filter(status="queued").exists()
+
+    sync.templates_sync_all()  # the schedule's next run succeeds: the count starts again
+    _running_run(beat_seconds_ago=200)
+    assert run_sweep("sync-runs-stale") == 1
+    assert SyncRun.objects.filter(trigger="recovery", status="queued").count() == 1
+
+
 def test_a_run_beats_while_it_waits_for_a_slow_page(sandbox, settings):
     settings.SMARTPAGES_PAGE_SIZE = 100
     settings.RUN_HEARTBEAT_SECONDS = 0.2
