@@ -9,6 +9,7 @@ must be re-posted from the back button with the same nonce).
 import time
 
 from django.contrib import messages
+from django.contrib.auth import SESSION_KEY, get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.views import redirect_to_login
 from django.urls import reverse
@@ -47,7 +48,18 @@ class StaffSessionLifetimeMiddleware:
     def __call__(self, request):
         if request.user.is_authenticated:
             self._check(request)
+        elif SESSION_KEY in request.session:
+            # Django refuses the login of a disabled account but keeps its session: end it here.
+            self._end(request, user=None, reason="the account is disabled")
         return self.get_response(request)
+
+    def _end(self, request, *, user, reason: str) -> None:
+        if user is None:
+            user = get_user_model()._default_manager.filter(pk=request.session.get(SESSION_KEY)).first()
+        auth_event_record(kind=AuthEvent.Kind.SESSION_ENDED, request=request, user=user, detail=reason)
+        request.session.flush()
+        request.user = AnonymousUser()
+        messages.info(request, "Your session has ended. Please log in again.")
 
     def _check(self, request) -> None:
         from django.conf import settings
@@ -69,10 +81,7 @@ class StaffSessionLifetimeMiddleware:
             if cutoff is not None and cutoff.timestamp() > login_at:
                 reason = "ended by a change to the account"
         if reason:
-            auth_event_record(kind=AuthEvent.Kind.SESSION_ENDED, request=request, user=request.user, detail=reason)
-            session.flush()
-            request.user = AnonymousUser()
-            messages.info(request, "Your session has ended. Please log in again.")
+            self._end(request, user=request.user, reason=reason)
         elif now - seen_at > min(60, settings.SESSION_IDLE_SECONDS / 10):
             session[SESSION_SEEN_AT] = now
 
