@@ -1,5 +1,6 @@
 """Staff pages of the audit records: filter, page through, export as CSV. Reading only; nothing here writes."""
 
+from django.conf import settings
 from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
 from django.http import StreamingHttpResponse
@@ -31,6 +32,7 @@ def auth_event_list(request):
         "page": Paginator(events, 100).get_page(request.GET.get("page")),
         "filters": filters,
         "kinds": AuthEvent.Kind.choices,
+        "retention_days": settings.AUTH_EVENTS_DAYS,
         "export_query": request.GET.urlencode(),
     }
     return render(request, "audit/auth_event_list.html", context)
