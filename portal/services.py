@@ -155,3 +155,115 @@ def second_factor_reset(*, user, actor=None, request: HttpRequest | None = None,
         request=request,
     )
     return removed
+
+
+# --- staff management by admins -------------------------------------------------------------------------------
+class StaffChangeRefused(Exception):
+    """A staff change the rules forbid; the message is for the admin who asked."""
+
+
+def _active_admins():
+    return get_user_model().objects.filter(is_active=True, groups__name=ADMIN)
+
+
+def _guard(*, actor, user, removes_admin: bool, what: str) -> None:
+    """Nobody changes their own role or account here, and the last active admin stays one."""
+    if actor is not None and actor.pk == user.pk:
+        raise StaffChangeRefused(f"You cannot {what} your own account; ask another admin.")
+    if removes_admin:
+        # Lock the admin group's row: two admins demoting each other at once cannot both pass this count.
+        Group.objects.select_for_update().get(name=ADMIN)
+        if user.is_active and _active_admins().filter(pk=user.pk).exists() and _active_admins().count() <= 1:
+            raise StaffChangeRefused(f"{user.get_username()} is the last active admin: make another admin first.")
+
+
+def _staff_state(user) -> dict:
+    return {"role": _role_of(user), "active": user.is_active, "email": user.email}
+
+
+@transaction.atomic
+def staff_role_change(*, user, role: str, actor, request: HttpRequest | None = None) -> None:
+    """Put `user` in `role` (their sessions end: portal.receivers), recorded with before and after."""
+    if role not in ROLES:
+        raise StaffChangeRefused(f"The role must be one of: {', '.join(ROLES)}.")
+    before = _staff_state(user)
+    if before["role"] == role:
+        return
+    _guard(actor=actor, user=user, removes_admin=before["role"] == ADMIN, what="change the role of")
+    user.groups.set([Group.objects.get(name=role)])
+    user.is_staff = role in (MANAGER, ADMIN)
+    user.save(update_fields=["is_staff"])
+    staff_action_record(
+        actor=actor, action="staff.role_changed", target=user, before=before, after=_staff_state(user), request=request
+    )
+
+
+@transaction.atomic
+def staff_active_set(*, user, active: bool, actor, request: HttpRequest | None = None) -> None:
+    """Disable (every open session is refused at its next request) or enable an account, recorded."""
+    before = _staff_state(user)
+    if user.is_active == active:
+        return
+    if not active:
+        _guard(actor=actor, user=user, removes_admin=True, what="disable")
+    user.is_active = active
+    user.save(update_fields=["is_active"])
+    staff_sessions_end(user=user)
+    staff_action_record(
+        actor=actor,
+        action="staff.enabled" if active else "staff.disabled",
+        target=user,
+        before=before,
+        after=_staff_state(user),
+        request=request,
+    )
+
+
+@transaction.atomic
+def staff_invite(*, username: str, email: str, role: str, actor, request: HttpRequest | None = None):
+    """A new account in `role` with no usable password, and an email to `email` with a one-time link to set one.
+
+    The link is Django's password-reset token: it stops working once a password is set (the token covers the
+    password hash) and after PASSWORD_RESET_TIMEOUT seconds. It is never logged or recorded.
+    """
+    from django.contrib.auth.tokens import default_token_generator
+    from django.core.mail import send_mail
+    from django.urls import reverse
+    from django.utils.encoding import force_bytes
+    from django.utils.http import urlsafe_base64_encode
+
+    user_model = get_user_model()
+    username = username.strip()
+    if role not in ROLES:
+        raise StaffChangeRefused(f"The role must be one of: {', '.join(ROLES)}.")
+    if user_model.objects.filter(username__iexact=username).exists():
+        raise StaffChangeRefused(f"There is already an account named {username}.")
+    sync_role_permissions()
+    user = user_model(username=username, email=user_model.objects.normalize_email(email))
+    user.set_unusable_password()
+    user.is_staff = role in (MANAGER, ADMIN)
+    user.save()
+    user.groups.set([Group.objects.get(name=role)])
+    link = settings.PUBLIC_BASE_URL + reverse(
+        "staff_set_password",
+        kwargs={
+            "uidb64": urlsafe_base64_encode(force_bytes(user.pk)),
+            "token": default_token_generator.make_token(user),
+        },
+    )
+    hours = settings.PASSWORD_RESET_TIMEOUT // 3600
+    inviter = actor.get_username() if actor is not None else "An administrator"
+    body = (
+        f"{inviter} invited you to SmartPass Portal as {role} (user name: {username}).\n\n"
+        f"Choose your password here (the link works once, for {hours} hours):\n{link}\n\n"
+        + (
+            "At your first login you will set up a second factor with an authenticator app.\n"
+            if settings.MFA_REQUIRED
+            else ""
+        )
+    )
+    send_mail("Your SmartPass Portal account", body, None, [user.email])
+    staff_action_record(
+        actor=actor, action="staff.invited", target=user, before=None, after=_staff_state(user), request=request
+    )
+    return user

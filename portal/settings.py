@@ -206,7 +206,19 @@ AUDIT_DAYS = env.int("AUDIT_DAYS", default=0)
 # How the audit app learns a request's client address (it imports nothing of the product).
 AUDIT_CLIENT_IP_CALLABLE = "portal.client_ip.client_ip"
 # Changing requests the staff action log leaves out: signing in and out are sign-in events instead.
-AUDIT_UNRECORDED_VIEWS = {"login", "logout", "second_factor_verify", "second_factor_enrol", "set_language"}
+# Staff account changes are recorded by their services, with before and after.
+AUDIT_UNRECORDED_VIEWS = {
+    "login",
+    "logout",
+    "second_factor_verify",
+    "second_factor_enrol",
+    "set_language",
+    "staff_invite",
+    "staff_role",
+    "staff_active",
+    "staff_reset_mfa",
+    "staff_set_password",
+}
 
 # --- Security (production values by default; `check --deploy` passes) -----------------------------------
 # Trusted because web is reachable only through the TLS proxy, which sets the header (docker-compose.yml keeps

@@ -4,7 +4,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 from django.views.i18n import set_language
 
-from . import account_views, health, views
+from . import account_views, health, staff_views, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -20,6 +20,17 @@ urlpatterns = [
     path("members/", include("members.urls")),
     path("links/", include("links.urls")),
     path("audit/", include("audit.urls")),
+    path("staff/", staff_views.staff_list, name="staff_list"),
+    path("staff/invite/", staff_views.staff_invite, name="staff_invite"),
+    path("staff/<int:user_id>/role/", staff_views.staff_role, name="staff_role"),
+    path("staff/<int:user_id>/active/", staff_views.staff_active, name="staff_active"),
+    path("staff/<int:user_id>/reset-second-factor/", staff_views.staff_reset_second_factor, name="staff_reset_mfa"),
+    # The invitation link (public: the invited person has no password yet).
+    path(
+        "staff/set-password/<uidb64>/<token>/",
+        staff_views.StaffSetPasswordView.as_view(),
+        name="staff_set_password",
+    ),
     path("admin/login/", account_views.admin_login, name="admin_login"),
     path("admin/", admin.site.urls),
     # The holder's side: SmartPass links (/p/<token>) and pass pages, public.

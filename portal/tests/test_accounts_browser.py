@@ -131,3 +131,39 @@ def test_wrong_codes_lock_out_and_an_admin_sees_every_attempt_with_name_and_addr
     page.get_by_role("button", name="Filter").click()
     expect(table.locator("tbody tr")).to_have_count(2)
     assert admin.pk
+
+
+def test_an_admin_disables_a_manager_whose_open_session_is_refused_at_its_next_click(
+    browser, page, live_server, manager, make_user
+):
+    base = live_server.url
+    marias = browser.new_context().new_page()
+    maria_device = second_factor_device("maria")
+    _password_step(marias, base, "maria")
+    marias.fill("input[name=code]", second_factor_code(maria_device))
+    marias.get_by_role("button", name="Verify").click()
+    expect(marias.locator("h1")).to_have_text("Dashboard")
+
+    make_user("ada", "admin")
+    device = second_factor_device("ada")
+    _password_step(page, base, "ada")
+    page.fill("input[name=code]", second_factor_code(device))
+    page.get_by_role("button", name="Verify").click()
+    page.click("nav >> text=Staff")
+    expect(page.locator("h1")).to_have_text("Staff")
+    _shoot(page, "staff")
+    row = page.locator("tr[data-user=maria]")
+    expect(row).to_contain_text("set up")
+    row.get_by_role("button", name="Disable").click()
+    expect(page.locator(".messages")).to_contain_text("maria is disabled; their open sessions have ended.")
+    expect(page.locator("tr[data-user=maria]")).to_contain_text("disabled")
+    # Herself: no role menu and no Disable button for her own row.
+    expect(page.locator("tr[data-user=ada] button")).to_have_count(0)
+
+    marias.click("nav >> text=Members")
+    expect(marias).to_have_url(re.compile(r"/login/\?next=/members/$"))
+    expect(marias.locator(".messages")).to_contain_text("Your session has ended")
+    marias.context.close()
+
+    page.get_by_role("link", name="Invite someone").click()
+    _shoot(page, "staff-invite")

@@ -27,6 +27,7 @@ PUBLIC_URL_NAMES = {
     "admin_login",
     "second_factor_verify",
     "second_factor_enrol",
+    "staff_set_password",
 }
 # Pages a GET of which already needs the manager (or, for the audit records, the admin) role: a viewer is
 # refused them.
@@ -39,6 +40,8 @@ MANAGER_ONLY_PAGES = {
     "batch_delete",
     "auth_event_list",
     "staff_action_list",
+    "staff_list",
+    "staff_invite",
 }
 SAMPLES = {"int": "1", "uuid": str(uuid.uuid4()), "str": "x", "slug": "x", "path": "x"}
 
