@@ -146,3 +146,15 @@ def test_every_successful_change_a_person_makes_is_a_staff_action(client, manage
     assert (action.actor, action.actor_name, action.action) == (manager, "maria", "templates_sync:sync_now")
     client.post(reverse("logout"))
     assert StaffAction.objects.count() == 1  # signing out is a sign-in event, not a staff action
+
+
+def test_logs_name_the_account_and_address_not_asterisks(client, manager, caplog):
+    caplog.set_level("INFO")
+    client.post(reverse("login"), {"username": "maria", "password": "wrong"}, REMOTE_ADDR="192.0.2.44")
+    client.post(reverse("login"), {"username": "s3cret-typed-here", "password": "x"}, REMOTE_ADDR="192.0.2.45")
+    text = caplog.text
+    assert 'account: "maria", ip_address: "192.0.2.44"' in text  # django-axes' own line
+    assert "auth event login_failed: account=maria ip=192.0.2.44" in text
+    fingerprint = typed_name_fingerprint("s3cret-typed-here")
+    assert f'account: "(unknown) {fingerprint}", ip_address: "192.0.2.45"' in text
+    assert "********" not in text and "s3cret-typed-here" not in text
