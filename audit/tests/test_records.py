@@ -13,11 +13,12 @@ from django.utils import timezone
 
 from audit.models import AppendOnlyError, AuthEvent, StaffAction
 from audit.services import audit_records_delete_expired, auth_event_record, typed_name_fingerprint
+from links.models import LinkBatchEvent
 from members.models import AutofillChange, MemberStatusChange
 from templates_sync.models import SyncRun
 
 pytestmark = pytest.mark.django_db
-HISTORY_MODELS = [SyncRun, MemberStatusChange, AutofillChange, AuthEvent, StaffAction]
+HISTORY_MODELS = [SyncRun, LinkBatchEvent, MemberStatusChange, AutofillChange, AuthEvent, StaffAction]
 
 
 @pytest.fixture(autouse=True)

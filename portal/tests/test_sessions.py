@@ -105,6 +105,7 @@ def test_passwords_need_twelve_characters_and_are_not_common_or_like_the_name(ma
     password_validation.validate_password("Xk9#mQ2pLw7!", user=manager)
 
 
+@pytest.mark.slow  # starts Python processes on the production settings
 def test_production_cookies_carry_the_host_prefix_and_the_set_lifetimes():
     env = {
         "PATH": os.environ["PATH"],
