@@ -5,18 +5,21 @@ sends every staff page there). A wrong code is a failed login to django-axes (us
 second-factor failure), so codes and passwords share one lock-out budget per account and per address.
 """
 
+import time
 from base64 import b32encode
 
 import segno
 from axes.handlers.proxy import AxesProxyHandler
 from django import forms
 from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.signals import user_login_failed
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
+from django.urls import reverse, reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods
@@ -27,6 +30,7 @@ from audit.services import auth_event_record
 
 from . import services
 from .login_throttle import locked_out_response
+from .receivers import SESSION_LOGIN_AT
 
 
 class CodeForm(forms.Form):
@@ -138,3 +142,34 @@ def admin_login(request):
     """The admin's login is the portal's: one password step, one second factor, one lock-out."""
     query = request.GET.urlencode()
     return redirect(f"{reverse('login')}{'?' + query if query else ''}")
+
+
+# --- one's own account ----------------------------------------------------------------------------------------
+@require_http_methods(["GET"])
+def account(request):
+    context = {"enrolled": services.second_factor_enrolled(user=request.user), "mfa_required": settings.MFA_REQUIRED}
+    return render(request, "registration/account.html", context)
+
+
+@require_http_methods(["POST"])
+def recovery_codes_new(request):
+    """Ten fresh recovery codes, shown once; the old ones stop working."""
+    if not services.second_factor_enrolled(user=request.user):
+        return redirect("account")
+    codes = services.recovery_codes_issue(user=request.user)
+    auth_event_record(kind=AuthEvent.Kind.MFA_ENROLLED, request=request, user=request.user, detail="new recovery codes")
+    return render(request, "registration/recovery_codes.html", {"codes": codes, "next": reverse("account")})
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    """Django's password change. Every other session of the account ends (portal.receivers); this one goes on."""
+
+    template_name = "registration/password_change.html"
+    success_url = reverse_lazy("account")
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        # The account's sessions were ended as of now; this session counts as logged in from now on.
+        self.request.session[SESSION_LOGIN_AT] = time.time() + 0.001
+        messages.success(self.request, "Your password is changed. Your other sessions have ended.")
+        return response

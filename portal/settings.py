@@ -218,6 +218,8 @@ AUDIT_UNRECORDED_VIEWS = {
     "staff_active",
     "staff_reset_mfa",
     "staff_set_password",
+    "password_change",
+    "recovery_codes_new",
 }
 
 # --- Security (production values by default; `check --deploy` passes) -----------------------------------

@@ -28,6 +28,10 @@ PUBLIC_URL_NAMES = {
     "second_factor_verify",
     "second_factor_enrol",
     "staff_set_password",
+    # One's own account (password, recovery codes): every login has one, whatever its role.
+    "account",
+    "password_change",
+    "recovery_codes_new",
 }
 # Pages a GET of which already needs the manager (or, for the audit records, the admin) role: a viewer is
 # refused them.

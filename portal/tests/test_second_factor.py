@@ -133,3 +133,15 @@ def test_without_mfa_required_only_people_who_set_one_up_are_asked(client, manag
     settings.MFA_REQUIRED = False
     _password_step(client)
     assert client.get("/")["Location"].startswith(reverse("second_factor_verify"))
+
+
+def test_new_recovery_codes_replace_the_old_ones(client, manager):
+    _password_step(client)
+    _secret, old_codes = _enrol(client)
+    page = client.get(reverse("account")).content.decode()
+    assert "authenticator app" in page and "New recovery codes" in page
+    new = client.post(reverse("recovery_codes_new"))
+    new_codes = re.findall(r"<li><code>([a-z2-7]+)</code></li>", new.content.decode())
+    assert len(new_codes) == 10 and not set(new_codes) & set(old_codes)
+    assert set(StaticToken.objects.filter(device__user=manager).values_list("token", flat=True)) == set(new_codes)
+    assert AuthEvent.objects.filter(kind=AuthEvent.Kind.MFA_ENROLLED, detail="new recovery codes").exists()

@@ -135,3 +135,27 @@ def test_production_cookies_carry_the_host_prefix_and_the_set_lifetimes():
     )
     assert debug.stdout.split()[:3] == ["sessionid", "csrftoken", "False"]
     assert debug.stdout.split()[6] == "False"  # make run's demo logins need no second factor
+
+
+def test_changing_ones_own_password_keeps_this_session_and_ends_the_others(client, manager):
+    _logged_in(client)
+    other = client.__class__()
+    _logged_in(other)
+    time.sleep(0.01)
+    response = client.post(
+        reverse("password_change"),
+        {
+            "old_password": PASSWORD,
+            "new_password1": "a new long passphrase 42",
+            "new_password2": "a new long passphrase 42",
+        },
+    )
+    assert response.status_code == 302 and response["Location"] == reverse("account")
+    assert "Your password is changed" in client.get(reverse("account")).content.decode()
+    assert _refused(other)
+    assert AuthEvent.objects.filter(kind=AuthEvent.Kind.PASSWORD_CHANGED, user=manager).count() == 1
+    refused = client.post(
+        reverse("password_change"),
+        {"old_password": "a new long passphrase 42", "new_password1": "short", "new_password2": "short"},
+    )
+    assert "at least 12 characters" in refused.content.decode()
