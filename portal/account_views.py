@@ -24,6 +24,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods
 from django_otp import login as otp_login
+from django_otp.plugins.otp_static.models import StaticDevice
 
 from audit.models import AuthEvent
 from audit.services import auth_event_record
@@ -86,7 +87,7 @@ def second_factor_verify(request):
         if device is not None:
             otp_login(request, device)
             request.session.cycle_key()
-            used = "recovery code" if device.name == "Recovery codes" else "authenticator app"
+            used = "recovery code" if isinstance(device, StaticDevice) else "authenticator app"
             auth_event_record(kind=AuthEvent.Kind.SECOND_FACTOR, request=request, user=user, detail=used)
             return redirect(_next_url(request))
         _wrong_code(request)

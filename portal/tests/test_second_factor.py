@@ -79,6 +79,7 @@ def test_enrolment_with_a_code_shows_recovery_codes_once_and_opens_the_portal_an
     )
     assert client.get(reverse("members:member_list")).status_code == 200
     assert not StaticToken.objects.filter(token=codes[0]).exists()
+    assert AuthEvent.objects.filter(user=manager, kind=AuthEvent.Kind.SECOND_FACTOR, detail="recovery code").exists()
     client.post(reverse("logout"))
     _password_step(client)
     reused = client.post(reverse("second_factor_verify"), {"code": codes[0]})
