@@ -25,6 +25,8 @@ class StaffActionMiddleware:
             and response.status_code < 400
             and match is not None
             and match.view_name not in settings.AUDIT_UNRECORDED_VIEWS
+            # Public pages (a staff member claiming a pass like any holder) are no staff action.
+            and getattr(match.func, "login_required", True)
             and getattr(request, "user", None) is not None
             and request.user.is_authenticated
         ):
