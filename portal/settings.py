@@ -141,7 +141,7 @@ CLIENT_IP_HEADER = env.str("CLIENT_IP_HEADER", default="")
 RATELIMIT_IP_META_KEY = "portal.client_ip.client_ip"
 
 # --- Auth -------------------------------------------------------------------------------------------------
-# ASVS 2.1.1: at least 12 characters; Django's list of 20,000 common passwords; nothing like the user name.
+# ASVS 2.1.1: at least 12 characters; Django's list of about 20,000 common passwords; nothing like the user name.
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
