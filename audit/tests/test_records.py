@@ -159,3 +159,17 @@ def test_logs_name_the_account_and_address_not_asterisks(client, manager, caplog
     fingerprint = typed_name_fingerprint("s3cret-typed-here")
     assert f'account: "(unknown) {fingerprint}", ip_address: "192.0.2.45"' in text
     assert "********" not in text and "s3cret-typed-here" not in text
+
+
+def test_admins_read_the_records_in_the_django_admin_too(client, admin_user, manager):
+    client.post(reverse("login"), {"username": "maria", "password": "wrong"}, REMOTE_ADDR="203.0.113.60")
+    client.force_login(admin_user)
+    changelist = client.get(reverse("admin:audit_authevent_changelist"), {"kind__exact": "login_failed"})
+    assert changelist.status_code == 200
+    body = changelist.content.decode()
+    assert "203.0.113.60" in body and "maria" in body and "Delete" not in body
+    event = AuthEvent.objects.get(kind=AuthEvent.Kind.LOGIN_FAILED)
+    detail = client.get(reverse("admin:audit_authevent_change", args=[event.pk])).content.decode()
+    assert "203.0.113.60" in detail and 'name="_save"' not in detail
+    for name in ("audit_staffaction", "links_linkbatchevent", "members_memberstatuschange", "members_autofillchange"):
+        assert client.get(reverse(f"admin:{name}_changelist")).status_code == 200, name
