@@ -141,7 +141,7 @@ def second_factor_enrol(request):
 @login_not_required
 def admin_login(request):
     """The admin's login is the portal's: one password step, one second factor, one lock-out."""
-    query = request.GET.urlencode()
+    query = request.GET.urlencode(safe="/")
     return redirect(f"{reverse('login')}{'?' + query if query else ''}")
 
 
