@@ -319,7 +319,8 @@ def _collected_static() -> str:
     return root
 
 
-PRODUCTION_ENV_KEPT = {"PATH", "HOME", "LANG", "DATABASE_URL", "CELERY_BROKER_URL", "CACHE_REDIS_URL"}
+# CELERY_QUEUE too: web must send its tasks to the queue the test's workers (started on suite_env) consume.
+PRODUCTION_ENV_KEPT = {"PATH", "HOME", "LANG", "DATABASE_URL", "CELERY_BROKER_URL", "CACHE_REDIS_URL", "CELERY_QUEUE"}
 
 
 def start_gunicorn(
@@ -565,6 +566,23 @@ def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+def second_factor_device(username: str):
+    """A confirmed authenticator (django-otp TOTP device) for an account, as if its owner had set one up: for
+    tests of production-shaped processes, where MFA_REQUIRED is on."""
+    from django.contrib.auth import get_user_model
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    user = get_user_model().objects.get(username=username)
+    return TOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=True)
+
+
+def second_factor_code(device) -> str:
+    """The code the authenticator app would show now (RFC 6238, as django-otp checks it)."""
+    from django_otp.oath import TOTP
+
+    return f"{TOTP(device.bin_key, device.step, device.t0, device.digits).token():0{device.digits}d}"
 
 
 def login(page, live_server, username: str, password: str = "correct horse battery") -> None:

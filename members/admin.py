@@ -3,18 +3,9 @@ whose services call SmartPages and write the audit rows; the admin would bypass 
 
 from django.contrib import admin
 
+from audit.admin import AppendOnlyAdmin as ReadOnlyAdmin
+
 from .models import AutofillBackfill, AutofillChange, AutofillSetting, Member, MemberStatusChange
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class MemberStatusChangeInline(admin.TabularInline):
@@ -24,6 +15,12 @@ class MemberStatusChangeInline(admin.TabularInline):
     readonly_fields = ("at", "old", "new", "reason", "by")
 
     def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False
 
 
@@ -53,6 +50,13 @@ class MemberAdmin(ReadOnlyAdmin):
 class AutofillSettingAdmin(ReadOnlyAdmin):
     list_display = ("template", "source", "field_identifier", "updated_by", "updated_at")
     list_filter = ("source",)
+
+
+@admin.register(MemberStatusChange)
+class MemberStatusChangeAdmin(ReadOnlyAdmin):
+    list_display = ("member", "at", "old", "new", "reason", "by")
+    list_select_related = ("member",)
+    show_full_result_count = False
 
 
 @admin.register(AutofillChange)

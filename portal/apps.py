@@ -7,8 +7,12 @@ class PortalConfig(AppConfig):
     verbose_name = "SmartPass Portal"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  registers the start-up checks
+        from . import (
+            checks,  # noqa: F401  registers the start-up checks
+            receivers,
+        )
         from .roles import sync_role_permissions
 
         # Permissions appear as apps gain models; keep the two roles' grants current after every migrate.
         post_migrate.connect(sync_role_permissions, dispatch_uid="portal.sync_role_permissions")
+        receivers.connect()

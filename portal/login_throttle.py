@@ -24,3 +24,16 @@ def locked_out_response(request: HttpRequest, original_response, credentials: di
     form = AuthenticationForm(request, initial={"username": (credentials or {}).get("username", "")})
     context = {"form": form, "throttled": True, "next": request.POST.get("next") or request.GET.get("next", "")}
     return render(request, "registration/login.html", context, status=429)
+
+
+def client_str(username: str | None, ip_address: str, user_agent: str, path_info, request: HttpRequest) -> str:
+    """How axes names a client in its log lines: the account and the address, as the sign-in records keep them
+    (axes' default is asterisks). A name that names no account is "(unknown)" with the records' fingerprint."""
+    from audit.models import UNKNOWN_ACCOUNT
+    from audit.services import account_for_typed_name, typed_name_fingerprint
+
+    typed = (request.POST.get("username") if request is not None else None) or username or ""
+    account = account_for_typed_name(typed)
+    name = account.get_username() if account is not None else f"{UNKNOWN_ACCOUNT} {typed_name_fingerprint(typed)}"
+    path = path_info[0] if isinstance(path_info, (list, tuple)) else path_info
+    return f'{{account: "{name}", ip_address: "{ip_address}", path: "{path}"}}'

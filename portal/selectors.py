@@ -1,10 +1,12 @@
-"""Reads that span the apps, for the dashboard and template pages."""
+"""Reads that span the apps, for the dashboard and template pages, and the staff accounts."""
 
 from datetime import timedelta
 
-from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
+from django.contrib.auth import get_user_model
+from django.db.models import Count, Exists, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from links.selectors import link_claims_per_day
 from members.models import Member, TemplateMemberCount
@@ -51,3 +53,14 @@ def stuck_members() -> dict[str, int]:
     stuck = Member.objects.filter(status__in=[Member.Status.PENDING, Member.Status.FAILED], created_at__lt=cutoff)
     counts = dict(stuck.order_by().values_list("status").annotate(n=Count("*")))
     return {status: counts.get(status, 0) for status in (Member.Status.PENDING, Member.Status.FAILED)}
+
+
+def staff_accounts():
+    """Every account with its role and whether it has set up a second factor, for the admin's staff page."""
+    return (
+        get_user_model()
+        .objects.filter(is_superuser=False)
+        .prefetch_related("groups")
+        .annotate(second_factor=Exists(TOTPDevice.objects.filter(user=OuterRef("pk"), confirmed=True)))
+        .order_by("-is_active", "username")
+    )

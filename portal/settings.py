@@ -40,7 +40,11 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "axes",
     "csp",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "portal",
+    "audit",
     "background",
     "templates_sync",
     "members",
@@ -59,12 +63,21 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): whether this session passed the second factor.
+    "django_otp.middleware.OTPMiddleware",
     # Every view needs a login unless it is marked @login_not_required: safe when a page is added.
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    # ...and, for a login, the second factor (MFA_REQUIRED), admin pages included.
+    "portal.middleware.SecondFactorRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Idle and absolute session lifetime, and sessions ended by a password, role or account change
+    # (after the messages middleware: it tells the person why they are at the login page again).
+    "portal.middleware.StaffSessionLifetimeMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "portal.middleware.StaffPagesNotStoredMiddleware",
+    # One StaffAction row per change a logged-in person makes (POST and the like that succeeded).
+    "audit.middleware.StaffActionMiddleware",
     # Last, as django-axes asks: it turns a login refused for too many failures into the 429 page.
     "axes.middleware.AxesMiddleware",
 ]
@@ -130,9 +143,10 @@ CLIENT_IP_HEADER = env.str("CLIENT_IP_HEADER", default="")
 RATELIMIT_IP_META_KEY = "portal.client_ip.client_ip"
 
 # --- Auth -------------------------------------------------------------------------------------------------
+# ASVS 2.1.1: at least 12 characters; Django's list of about 20,000 common passwords; nothing like the user name.
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
@@ -163,6 +177,52 @@ AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
 AXES_USERNAME_CALLABLE = "portal.login_throttle.throttled_username"
 AXES_CLIENT_IP_CALLABLE = "portal.client_ip.client_ip"
 AXES_LOCKOUT_CALLABLE = "portal.login_throttle.locked_out_response"
+# Axes' log lines name the account and the address (its default is asterisks); a name that names no account is
+# logged as "(unknown)" and a fingerprint, as the sign-in records keep it (people type passwords into that box).
+AXES_SENSITIVE_PARAMETERS = ["code"]  # a second-factor code typed in, never stored by axes
+AXES_CLIENT_STR_CALLABLE = "portal.login_throttle.client_str"
+
+# --- Second factor (django-otp: TOTP apps, one-time recovery codes) ---------------------------------------
+# On: every staff login asks for a code (first login: enrolment). Off (the DEBUG default, for `make run`'s demo
+# logins): only people who enrolled are asked.
+MFA_REQUIRED = env.bool("MFA_REQUIRED", default=not DEBUG)
+OTP_TOTP_ISSUER = "SmartPass Portal"
+# One throttle for passwords and codes alike: django-axes (wrong codes are failed logins to it). django-otp's own
+# per-device back-off would refuse a right code typed just after a wrong one and count it as another failure.
+OTP_TOTP_THROTTLE_FACTOR = 0
+OTP_STATIC_THROTTLE_FACTOR = 0
+MFA_RECOVERY_CODES = 10
+
+# --- Sessions (ASVS 3.3) ----------------------------------------------------------------------------------
+# A staff session ends after SESSION_IDLE_SECONDS without a request and SESSION_MAX_SECONDS after its login,
+# whichever comes first (portal.middleware.StaffSessionLifetimeMiddleware).
+SESSION_IDLE_SECONDS = env.int("SESSION_IDLE_SECONDS", default=1800)
+SESSION_MAX_SECONDS = env.int("SESSION_MAX_SECONDS", default=43200)
+SESSION_COOKIE_AGE = SESSION_MAX_SECONDS
+
+# --- Audit records ----------------------------------------------------------------------------------------
+# Sign-in records are deleted AUTH_EVENTS_DAYS after they happened; the staff action log after AUDIT_DAYS
+# (0, the default: kept). A daily beat job deletes what is due.
+AUTH_EVENTS_DAYS = env.int("AUTH_EVENTS_DAYS", default=365)
+AUDIT_DAYS = env.int("AUDIT_DAYS", default=0)
+# How the audit app learns a request's client address (it imports nothing of the product).
+AUDIT_CLIENT_IP_CALLABLE = "portal.client_ip.client_ip"
+# Changing requests the staff action log leaves out: signing in and out are sign-in events instead.
+# Staff account changes are recorded by their services, with before and after.
+AUDIT_UNRECORDED_VIEWS = {
+    "login",
+    "logout",
+    "second_factor_verify",
+    "second_factor_enrol",
+    "set_language",
+    "staff_invite",
+    "staff_role",
+    "staff_active",
+    "staff_reset_mfa",
+    "staff_set_password",
+    "password_change",
+    "recovery_codes_new",
+}
 
 # --- Security (production values by default; `check --deploy` passes) -----------------------------------
 # Trusted because web is reachable only through the TLS proxy, which sets the header (docker-compose.yml keeps
@@ -173,6 +233,10 @@ SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+# The __Host- prefix makes the browser refuse a cookie that is not Secure, has a Domain or another path: a
+# sibling subdomain or a plain-HTTP page cannot plant a session or CSRF cookie.
+SESSION_COOKIE_NAME = "__Host-sessionid" if SESSION_COOKIE_SECURE else "sessionid"
+CSRF_COOKIE_NAME = "__Host-csrftoken" if CSRF_COOKIE_SECURE else "csrftoken"
 SESSION_COOKIE_HTTPONLY = True
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
@@ -341,6 +405,8 @@ CELERY_BEAT_SCHEDULE = {
     },
     # Work is recorded in a row before its task is sent; this sends again what a lost task left behind.
     "sweep-recorded-work": {"task": "background.sweep_recorded_work", "schedule": SWEEP_INTERVAL},
+    # Sign-in records past AUTH_EVENTS_DAYS (and staff actions past AUDIT_DAYS, when set) are deleted.
+    "delete-expired-audit-records": {"task": "audit.delete_expired_records", "schedule": 24 * 3600.0},
 }
 # A restarted beat never sends an entry twice within its interval (portal/beat.py).
 CELERY_BEAT_SCHEDULER = "portal.beat.OnceScheduler"

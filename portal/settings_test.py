@@ -11,6 +11,9 @@ os.environ.setdefault("SMARTPASS_LINK_KEYS", "test:" + "A" * 43 + "=")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 os.environ.setdefault("SESSION_COOKIE_SECURE", "false")
 os.environ.setdefault("CSRF_COOKIE_SECURE", "false")
+# Tests log staff in with force_login or the password form alone; the second-factor tests (portal/tests/
+# test_second_factor*.py) turn it on, and production processes started by tests (production_env) have it on.
+os.environ.setdefault("MFA_REQUIRED", "false")
 os.environ.setdefault("CONN_MAX_AGE", "0")  # threads and live servers must not keep the test database open
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
 # Uploaded and generated files go to a scratch folder; worker processes inherit it through the environment.

@@ -4,19 +4,37 @@ from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 from django.views.i18n import set_language
 
-from . import health, views
+from . import account_views, health, staff_views, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     # Throttled by django-axes (settings.py), like the admin's login.
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("login/second-factor/", account_views.second_factor_verify, name="second_factor_verify"),
+    path("login/set-up-second-factor/", account_views.second_factor_enrol, name="second_factor_enrol"),
+    path("account/", account_views.account, name="account"),
+    path("account/password/", account_views.PasswordChangeView.as_view(), name="password_change"),
+    path("account/recovery-codes/", account_views.recovery_codes_new, name="recovery_codes_new"),
+    path("logout/", account_views.second_factor_exempt(auth_views.LogoutView.as_view()), name="logout"),
     path("healthz", health.healthz, name="healthz"),
     path("templates/", views.template_list, name="template_list"),
     path("templates/<uuid:template_id>/", views.template_detail, name="template_detail"),
     path("sync/", include("templates_sync.urls")),
     path("members/", include("members.urls")),
     path("links/", include("links.urls")),
+    path("audit/", include("audit.urls")),
+    path("staff/", staff_views.staff_list, name="staff_list"),
+    path("staff/invite/", staff_views.staff_invite, name="staff_invite"),
+    path("staff/<int:user_id>/role/", staff_views.staff_role, name="staff_role"),
+    path("staff/<int:user_id>/active/", staff_views.staff_active, name="staff_active"),
+    path("staff/<int:user_id>/reset-second-factor/", staff_views.staff_reset_second_factor, name="staff_reset_mfa"),
+    # The invitation link (public: the invited person has no password yet).
+    path(
+        "staff/set-password/<uidb64>/<token>/",
+        staff_views.StaffSetPasswordView.as_view(),
+        name="staff_set_password",
+    ),
+    path("admin/login/", account_views.admin_login, name="admin_login"),
     path("admin/", admin.site.urls),
     # The holder's side: SmartPass links (/p/<token>) and pass pages, public.
     path("", include("links.public_urls")),

@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.utils.html import format_html_join
 
+from audit.admin import AppendOnlyAdmin
+
 from .models import PassTemplate, SyncRun
 
 
@@ -45,7 +47,9 @@ class PassTemplateAdmin(admin.ModelAdmin):
 
 
 @admin.register(SyncRun)
-class SyncRunAdmin(admin.ModelAdmin):
+class SyncRunAdmin(AppendOnlyAdmin):
+    """History, and the running row holds the sync lock: nobody may change or delete a run here."""
+
     list_display = [
         "id",
         "kind",
@@ -58,9 +62,3 @@ class SyncRunAdmin(admin.ModelAdmin):
         "queued_at",
     ]
     list_filter = ["kind", "status", "trigger"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False

@@ -19,6 +19,8 @@ from conftest import (
     SANDBOX_KEY_TOKEN,
     isolated_broker_env,
     production_env,
+    second_factor_code,
+    second_factor_device,
     start_celery,
     start_gunicorn,
     stop_process,
@@ -46,9 +48,10 @@ class Browserless:
         return self.session.get(self.url + path, verify=self.certfile, allow_redirects=False, timeout=60)
 
     def post(self, path: str, data: dict, files: dict | None = None) -> requests.Response:
-        if "csrftoken" not in self.session.cookies:
+        # Over HTTPS the production settings name the cookie with the __Host- prefix.
+        if "__Host-csrftoken" not in self.session.cookies:
             self.get(path).raise_for_status()  # the first form page sets the CSRF cookie, as in a browser
-        data = {**data, "csrfmiddlewaretoken": self.session.cookies["csrftoken"]}
+        data = {**data, "csrfmiddlewaretoken": self.session.cookies["__Host-csrftoken"]}
         headers = {"Referer": self.url + path}
         return self.session.post(
             self.url + path,
@@ -90,6 +93,7 @@ def test_a_batch_uploaded_on_web_is_processed_by_a_worker_elsewhere_and_download
         check=True,
         capture_output=True,
     )
+    device = second_factor_device("maria")
     certfile, keyfile = tls_certificate(tmp_path)
     command = ["gunicorn", "-c", "deploy/gunicorn.conf.py", "--certfile", certfile, "--keyfile", keyfile]
     web, url, _ = start_gunicorn(web_env, command=command, log_name="s3-web")
@@ -98,6 +102,10 @@ def test_a_batch_uploaded_on_web_is_processed_by_a_worker_elsewhere_and_download
         staff = Browserless(url.replace("http://", "https://"), certfile)
         login = staff.post("/login/", {"username": "maria", "password": PASSWORD})
         assert login.status_code == 302 and login.headers["Location"] == "/"
+        # Production asks for the second factor (MFA_REQUIRED): the code of maria's authenticator.
+        assert staff.get("/").headers["Location"] == "/login/second-factor/?next=/"
+        verified = staff.post("/login/second-factor/", {"code": second_factor_code(device), "next": "/"})
+        assert verified.status_code == 302 and verified.headers["Location"] == "/"
 
         campaign = "name,email,phone\n" + "".join(
             f"Félagi {n},felagi{n}@example.is,+354 82{n:05d}\n" for n in range(1, 301)

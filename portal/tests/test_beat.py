@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from django.conf import settings
 
 from conftest import ARTIFACTS, ROOT, wait_for
 
@@ -61,7 +62,9 @@ def _start_beat(own_redis, schedule: Path, log: Path, scheduler: str) -> subproc
 
 def _sync_messages(broker: redis.Redis) -> int:
     """The sync tasks waiting in the queue (no worker consumes it here): what beat sent."""
-    return sum(json.loads(raw)["headers"]["task"] == SYNC_TASK for raw in broker.lrange("celery", 0, -1))
+    # The queue beat sends to: CELERY_QUEUE of the environment it inherits, as this process's settings read it.
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    return sum(json.loads(raw)["headers"]["task"] == SYNC_TASK for raw in broker.lrange(queue, 0, -1))
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,24 @@ def test_a_new_manager_can_log_in_and_act_but_is_no_superuser():
     assert _logs_in("anna", STRONG)
 
 
+def test_the_first_admin_manages_staff_and_reads_the_audit_records_and_the_creation_is_recorded():
+    from audit.models import StaffAction
+
+    assert _create_staff("ada", "--role", "admin") == "Created ada as admin.\n"
+    user = get_user_model().objects.get(username="ada")
+    assert user.has_perm("portal.manage_staff") and user.has_perm("audit.view_authevent")
+    assert user.has_perm("links.upload_links")  # a manager too
+    assert not user.has_perm("audit.delete_authevent") and not user.has_perm("audit.change_staffaction")
+    assert (user.is_superuser, user.is_staff) == (False, True)
+    created = StaffAction.objects.get(action="staff.created")
+    assert (created.actor_name, created.object_repr, created.after["role"]) == ("", "ada", "admin")
+
+
+def test_reset_mfa_names_an_unknown_account():
+    with pytest.raises(CommandError, match="No account is named 'nobody'"):
+        call_command("reset_mfa", "nobody")
+
+
 def test_an_existing_account_changes_role_and_keeps_its_password_when_none_is_given():
     _create_staff("bjorn", "--role", "manager")
     assert _create_staff("bjorn", "--role", "viewer", password="") == "Updated bjorn as viewer.\n"

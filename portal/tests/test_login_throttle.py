@@ -56,12 +56,17 @@ def test_one_address_trying_many_names_is_locked_out(client, manager):
     assert _login(client, "maria", RIGHT, address="198.51.100.5").status_code == 302  # the name itself is fine
 
 
-def test_the_admin_login_is_throttled_and_shares_the_count(client, manager):
-    admin_login = reverse("admin:login")
-    assert _login(client, "maria", WRONG, "203.0.113.1", url=admin_login).status_code == 200
-    assert _login(client, "MARIA", WRONG, "203.0.113.2", url=admin_login).status_code == 200
-    locked = _login(client, "maria", WRONG, "203.0.113.3")  # the portal's login, third failure for the name
+def test_the_admin_login_is_the_portals_login_and_shares_the_count(client, manager):
+    # The admin's own login form is gone: it sends people to the portal's, with where they were going.
+    response = client.get(reverse("admin:login") + "?next=/admin/")
+    assert response.status_code == 302 and response["Location"] == reverse("login") + "?next=/admin/"
+    assert client.post(reverse("admin:login"), {"username": "maria", "password": RIGHT})["Location"] == "/login/"
+    assert "_auth_user_id" not in client.session
+    assert _login(client, "maria", WRONG, "203.0.113.1").status_code == 200
+    assert _login(client, "MARIA", WRONG, "203.0.113.2").status_code == 200
+    locked = _login(client, "maria", WRONG, "203.0.113.3")  # third failure for the name
     assert locked.status_code == 429
-    refused = _login(client, "maria", RIGHT, "203.0.113.4", url=admin_login)
+    client.get(reverse("admin:login"))
+    refused = _login(client, "maria", RIGHT, "203.0.113.4")
     assert refused.status_code == 429
     assert "Too many login attempts" in refused.content.decode()

@@ -15,10 +15,38 @@ from templates_sync.models import SyncRun
 
 pytestmark = pytest.mark.django_db
 
-# Pages anyone may open (the holder's side, signing in and out) and the admin, which has its own checks.
-PUBLIC_URL_NAMES = {"login", "logout", "healthz", "set_language", "claim", "pass"}
-# Pages a GET of which already needs the manager role: a viewer is refused them.
-MANAGER_ONLY_PAGES = {"member_add_choose", "member_add", "member_edit", "upload", "batch_remap", "batch_delete"}
+# Pages anyone may open (the holder's side, signing in and out, the second factor of a login) and the admin,
+# which has its own checks.
+PUBLIC_URL_NAMES = {
+    "login",
+    "logout",
+    "healthz",
+    "set_language",
+    "claim",
+    "pass",
+    "admin_login",
+    "second_factor_verify",
+    "second_factor_enrol",
+    "staff_set_password",
+    # One's own account (password, recovery codes): every login has one, whatever its role.
+    "account",
+    "password_change",
+    "recovery_codes_new",
+}
+# Pages a GET of which already needs the manager (or, for the audit records, the admin) role: a viewer is
+# refused them.
+MANAGER_ONLY_PAGES = {
+    "member_add_choose",
+    "member_add",
+    "member_edit",
+    "upload",
+    "batch_remap",
+    "batch_delete",
+    "auth_event_list",
+    "staff_action_list",
+    "staff_list",
+    "staff_invite",
+}
 SAMPLES = {"int": "1", "uuid": str(uuid.uuid4()), "str": "x", "slug": "x", "path": "x"}
 
 

@@ -13,7 +13,7 @@ from templates_sync.models import SyncRun
 pytestmark = pytest.mark.django_db
 
 # The holder's side (links.public_urls) is public by design: a SmartPass link and its pass page need no login.
-PUBLIC_URL_NAMES = {"login", "healthz", "set_language", "claim", "pass"}
+PUBLIC_URL_NAMES = {"login", "admin_login", "staff_set_password", "healthz", "set_language", "claim", "pass"}
 
 
 def _staff_urls():

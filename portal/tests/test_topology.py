@@ -23,6 +23,8 @@ from conftest import (
     SANDBOX_KEY_TOKEN,
     isolated_broker_env,
     production_env,
+    second_factor_code,
+    second_factor_device,
     start_celery,
     start_gunicorn,
     stop_process,
@@ -135,10 +137,15 @@ def test_beat_fills_the_mirror_a_manager_makes_links_and_a_holder_claims_one(bro
 
 
 def _manager_makes_links(page, url: str, tmp_path: Path) -> None:
+    device = second_factor_device("maria")  # maria set up her authenticator app earlier
     page.goto(f"{url}/login/")
     page.fill("input[name=username]", "maria")
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
+    # Production asks for the second factor (MFA_REQUIRED): the code of maria's authenticator app.
+    page.wait_for_url(f"{url}/login/second-factor/?next=/")
+    page.fill("input[name=code]", second_factor_code(device))
+    page.get_by_role("button", name="Verify").click()
     page.wait_for_url(f"{url}/")
     # Beat fills the mirror: the demo template appears on the templates page without anyone pressing Sync.
     page.goto(f"{url}/templates/")

@@ -10,8 +10,9 @@ from portal.services import ROLES, staff_account_save
 class Command(BaseCommand):
     stealth_options = ("stdin",)
     help = (
-        "Make or update a staff account in a role: viewer (reads everything) or manager (also syncs, changes "
-        "settings, uploads campaigns, acts on members). The password is asked for on the terminal, or read "
+        "Make or update a staff account in a role: viewer (reads everything), manager (also syncs, changes "
+        "settings, uploads campaigns, acts on members) or admin (a manager who also manages staff and reads the "
+        "sign-in events and staff action log). The password is asked for on the terminal, or read "
         "from the first line of standard input with --password-stdin; it must pass the password rules. For an "
         "existing account an empty password keeps the current one. Never makes a superuser."
     )
