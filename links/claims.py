@@ -20,13 +20,14 @@ from enum import StrEnum
 from django.conf import settings
 from django.core import signing
 from django.db.models import F
+from django.utils import timezone
 
 from background.enqueue import enqueue_after_commit
 from members import selectors as member_selectors
 from members.identity import InvalidIdentity
 from members.models import Member
 from members.services import InvalidMemberValues, IssueRefused
-from members.services.issuing import IssueKind, member_issue, member_reissue_failed
+from members.services.issuing import IssueKind, member_adopt, member_issue, member_reissue_failed
 from members.validation import FieldSpec, TemplateRules, validate_values
 from templates_sync.client import SmartPagesClient
 from templates_sync.models import PassTemplate, SyncRun
@@ -148,7 +149,12 @@ def claim_existing_member(*, context: ClaimContext) -> Member | None:
         return None
     if external_id is None:
         return None
-    return Member.objects.filter(template=context.template, external_id=external_id).first()
+    found = Member.objects.filter(template=context.template, external_id=external_id).first()
+    if found is None:
+        # A pass made before autofill was on, which the claim would adopt (member_adopt).
+        candidates = member_selectors.autofill_adoption_candidates(template=context.template, external_id=external_id)
+        found = candidates[0] if candidates else None
+    return found
 
 
 def single_use_claim_key(*, payload: tokens.LinkPayload) -> str | None:
@@ -257,6 +263,10 @@ def claim_submit(
     typed = external_id is not None and link_external_id is None
 
     existing = _member_for_claim(template=context.template, external_id=external_id, nonce=claim_key)
+    if existing is None and external_id is not None:
+        # The holder's pass from before autofill was on (or read this field): adopt it rather than issue another.
+        adoption = member_adopt(template=context.template, external_id=external_id)
+        existing = adoption.member if adoption is not None else None
     if existing is not None:
         # A member refused upstream is issued again when its holder comes back (the cause may be fixed by now);
         # a conflict, pending or issued member is shown as it is.
@@ -285,6 +295,7 @@ def claim_submit(
         return _found(issued.member, context=context, claim_key=claim_key, single_use=row_key is not None, typed=typed)
     # A pending member already has its retry scheduled by member_issue.
     _schedule_refresh_if_refused(member=issued.member)
+    _mark_claimed(member=issued.member)
     _record_claim(context=context, outcome=LinkClaim.Outcome.NEW)
     return ClaimOutcome(kind=ClaimKind.ISSUED, member=issued.member)
 
@@ -321,8 +332,15 @@ def _member_for_claim(*, template: PassTemplate, external_id: str | None, nonce:
     return found
 
 
+def _mark_claimed(*, member: Member) -> None:
+    """Stamp when a holder last reached this pass: the conflict table's "last claimed"."""
+    member.last_claimed_at = timezone.now()
+    Member.objects.filter(pk=member.pk).update(last_claimed_at=member.last_claimed_at)
+
+
 def _found(member: Member, *, context: ClaimContext, claim_key: str, single_use: bool, typed: bool) -> ClaimOutcome:
     _record_claim(context=context, outcome=LinkClaim.Outcome.EXISTING)
+    _mark_claimed(member=member)
     found_by_external_id = member.claim_nonce != claim_key
     if not found_by_external_id:
         # The same form again, or a single-use row claimed again (its key came from the link, not the holder).
@@ -387,3 +405,18 @@ def pass_page_member(*, key: str) -> Member | None:
     except (signing.BadSignature, ValueError):
         return None
     return Member.objects.select_related("template").filter(pk=member_id).first()
+
+
+def pass_replacement(*, member: Member) -> Member | None:
+    """The pass that replaced a voided one for the same holder (an autofill conflict resolved for another of
+    their passes), followed along a chain of replacements; None when there is none still live."""
+    seen = {member.pk}
+    current = member
+    while current.replaced_by_id is not None and current.replaced_by_id not in seen:
+        seen.add(current.replaced_by_id)
+        current = Member.objects.filter(pk=current.replaced_by_id).first()
+        if current is None:
+            return None
+        if current.status in (Member.Status.ISSUED, Member.Status.PENDING, Member.Status.REDEEMED):
+            return current
+    return None

@@ -106,6 +106,12 @@ def pass_page(request: HttpRequest, key: str) -> HttpResponse:
         context["qr_svg"] = _qr_svg(str(member.pass_id))
     elif member.status == Member.Status.PENDING:
         context["refresh_seconds"] = PENDING_REFRESH_SECONDS
+    elif member.status == Member.Status.VOIDED:
+        replacement = claims.pass_replacement(member=member)
+        if replacement is not None:
+            context["replacement_url"] = reverse(
+                "holder:pass", kwargs={"key": claims.pass_page_key(member=replacement)}
+            )
     elif member.upstream_conflict and not member.pass_link_needed:
         # SmartPages already held a pass with this External ID, made outside the portal. (With
         # `pass_link_needed` that pass is most likely the holder's own: the page says it is nearly ready.)

@@ -72,6 +72,14 @@ class Member(models.Model):
     # away, the process died) and the sweep tries it (issuing.member_issue_retry_stale). Null once finished.
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, help_text="The last transient upstream error while pending.")
+    # When a holder's claim last showed (or made) this member's pass: the conflict table's "last claimed", which
+    # tells staff which of a holder's passes is the one in use.
+    last_claimed_at = models.DateTimeField(null=True, blank=True)
+    # Set when an autofill conflict was resolved against this member: the holder's pass that replaced this one.
+    # Its pass page, once voided, points there instead of ending at "cancelled".
+    replaced_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -141,6 +149,7 @@ class MemberChange(models.Model):
         EDIT = "edit", "Edited by staff"
         REFRESH = "refresh", "Changed on SmartPages"
         AUTOFILL = "autofill", "Autofill conflict resolved"
+        ADOPTED = "adopted", "Found by a claim with autofill on"
 
     member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="changes")
     via = models.CharField(max_length=16, choices=Via.choices)
@@ -400,6 +409,39 @@ class AutofillChange(models.Model):
 def _summary(source: str, field_identifier: str) -> str:
     label = AutofillSource(source).label if source in AutofillSource.values else source
     return f"{label} ({field_identifier})" if source != AutofillSource.OFF and field_identifier else label
+
+
+class ExternalIdConflict(models.Model):
+    """An autofill conflict staff must settle: several members of a template whose autofill value gives one
+    External ID. Opened by a claim that adopted one of them (the suggested keeper), by a backfill or by saving
+    the setting; closed when a manager resolves it. A row, not only the preview's reading of every member, so
+    the dashboard and the template page can count open conflicts cheaply."""
+
+    template = models.ForeignKey(PassTemplate, on_delete=models.PROTECT, related_name="external_id_conflicts")
+    external_id = models.CharField(max_length=254)
+    opened_at = models.DateTimeField(auto_now_add=True)
+    opened_via = models.CharField(max_length=16, default="claim")  # claim | backfill | setting
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    kept = models.ForeignKey(Member, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-opened_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["template", "external_id"],
+                condition=Q(resolved_at__isnull=True),
+                name="one_open_conflict_per_external_id",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["template"], condition=Q(resolved_at__isnull=True), name="open_conflict_template_idx")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.external_id} ({'resolved' if self.resolved_at else 'open'})"
 
 
 class AutofillBackfill(BackgroundJob):

@@ -25,6 +25,7 @@ from .models import (
     AutofillChange,
     AutofillSetting,
     AutofillSource,
+    ExternalIdConflict,
     Member,
     MemberChange,
     MemberStatusChange,
@@ -217,6 +218,124 @@ def autofill_preview(
             preview.conflicts.append(AutofillConflict(external_id, group, taken.get(external_id)))
     preview.conflicts.sort(key=lambda c: c.external_id)
     return preview
+
+
+# The order in which a holder's passes are offered as the one to keep: the earliest live pass first (issued
+# before pending, then oldest), the one most likely already in the holder's wallet.
+KEEPER_ORDER = (
+    # "issued" < "pending" alphabetically, and they are the only BACKFILL_STATUSES.
+    "status",
+    "created_at",
+    "id",
+)
+
+
+def autofill_adoption_candidates(*, template: PassTemplate, external_id: str) -> list[Member]:
+    """Members of the template without an External ID whose autofill value gives `external_id`: the holder's
+    passes made before autofill was on (or before it read this field). Suggested keeper first (KEEPER_ORDER).
+
+    Found through the indexed `email`/`phone` copy when the autofill field is the template's first field of its
+    format (the copy holds that field's value); else through the JSON value, which reads the template's members
+    without an External ID (templates with two email or phone fields are rare). Either way each candidate's
+    own value is checked again, as the backfill derives it."""
+    setting = autofill_setting_for(template=template)
+    identifier = autofill_field_identifier(setting=setting)
+    if identifier is None or not external_id:
+        return []
+    members = Member.objects.filter(
+        template=template, external_id__isnull=True, status__in=BACKFILL_STATUSES, autofill_excluded=False
+    )
+    same_format = [f.identifier for f in autofill_candidate_fields(template=template, source=setting.source)]
+    column = "email" if setting.source == AutofillSource.EMAIL else "phone"
+    if same_format and same_format[0] == identifier:
+        members = members.filter(**{column: external_id})
+    else:
+        members = members.filter(**{f"values__{identifier}": external_id})
+    found = []
+    for member in members.order_by(*KEEPER_ORDER)[:50]:
+        try:
+            value = external_id_for(setting.source, str((member.values or {}).get(identifier) or ""))
+        except InvalidIdentity:
+            continue
+        if value == external_id:
+            found.append(member)
+    return found
+
+
+@dataclass
+class ConflictGroup:
+    """One holder's passes that an autofill value ties together, for the conflict table: the member holding the
+    External ID (if any) first, then those without one, suggested keeper first."""
+
+    external_id: str
+    members: list[Member]
+    holder: Member | None = None
+    open_since: datetime | None = None
+
+    @property
+    def keeper(self) -> Member:
+        """Who should keep the External ID: its holder (an External ID never moves), else the earliest live
+        pass, the one most likely in the holder's wallet."""
+        return self.holder or self.members[0]
+
+    def others(self, keep_id: int) -> list[Member]:
+        return [member for member in self.members if member.pk != keep_id]
+
+
+def autofill_conflict_group(*, template: PassTemplate, external_id: str) -> ConflictGroup | None:
+    """The members in conflict over `external_id` under the saved setting, or None when there is no conflict
+    (any more): a holder of the ID and at least one other member whose value gives it, or two such members."""
+    holder = (
+        Member.objects.filter(template=template, external_id=external_id).select_related("template").first()
+        if external_id
+        else None
+    )
+    candidates = autofill_adoption_candidates(template=template, external_id=external_id)
+    if len(candidates) + (holder is not None) < 2:
+        return None
+    members = ([holder] if holder else []) + candidates
+    return ConflictGroup(external_id=external_id, members=members, holder=holder)
+
+
+def autofill_conflict_groups(*, template: PassTemplate, external_ids: Iterable[str]) -> list[ConflictGroup]:
+    """The conflict table's rows for these External IDs (those still in conflict), with when each was opened."""
+    opened = dict(
+        ExternalIdConflict.objects.filter(template=template, resolved_at__isnull=True).values_list(
+            "external_id", "opened_at"
+        )
+    )
+    groups = []
+    for external_id in dict.fromkeys(external_ids):
+        group = autofill_conflict_group(template=template, external_id=external_id)
+        if group is not None:
+            group.open_since = opened.get(external_id)
+            groups.append(group)
+    return groups
+
+
+def conflict_groups_from_preview(*, preview: AutofillPreview, limit: int = 100) -> list[ConflictGroup]:
+    """The conflict table's rows for a preview (of the saved or of a proposed setting): its first `limit`
+    conflicts, each member loaded with what the table shows, the holder of the ID first."""
+    shown = preview.conflicts[:limit]
+    ids = {member_id for c in shown for member_id, _name in c.members} | {c.taken_by for c in shown if c.taken_by}
+    loaded = Member.objects.in_bulk(list(ids))
+    groups = []
+    for conflict in shown:
+        holder = loaded.get(conflict.taken_by) if conflict.taken_by else None
+        others = sorted(
+            (loaded[member_id] for member_id, _name in conflict.members if member_id in loaded),
+            key=lambda m: (m.status, m.created_at, m.pk),
+        )
+        members = ([holder] if holder else []) + others
+        if members:
+            groups.append(ConflictGroup(external_id=conflict.external_id, members=members, holder=holder))
+    return groups
+
+
+def open_conflicts(*, template: PassTemplate | None = None) -> QuerySet[ExternalIdConflict]:
+    """Conflicts opened by claims, backfills or the setting that no manager has resolved yet (a partial index)."""
+    conflicts = ExternalIdConflict.objects.filter(resolved_at__isnull=True)
+    return conflicts if template is None else conflicts.filter(template=template)
 
 
 # --- the member list ---------------------------------------------------------------------------------------

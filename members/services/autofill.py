@@ -23,6 +23,7 @@ from ..models import (
     AutofillChange,
     AutofillSetting,
     AutofillSource,
+    ExternalIdConflict,
     Member,
     MemberChange,
 )
@@ -198,6 +199,9 @@ def autofill_backfill_run(*, backfill: AutofillBackfill) -> AutofillBackfill:
         backfill.empty = preview.empty
         backfill.done = backfill.conflicts + backfill.invalid + backfill.empty
         backfill.save(update_fields=["total", "conflicts", "invalid", "empty", "done"])
+        external_id_conflicts_open(
+            template=backfill.template, external_ids=[c.external_id for c in preview.conflicts], via="backfill"
+        )
         items = list(preview.fill.items())
         for start in range(0, len(items), BACKFILL_CHUNK):
             chunk = items[start : start + BACKFILL_CHUNK]
@@ -255,22 +259,24 @@ def autofill_conflict_resolve(
     *, template: PassTemplate, external_id: str, keep_member_id: int, void_others: bool, user
 ) -> ConflictResolution:
     """Settle one autofill conflict: the chosen member keeps (or gets) the External ID; the others that share
-    it are left without one and no longer listed (optionally their passes are voided on SmartPages).
+    it are left without one and no longer listed, each pointing to the kept member (`replaced_by`: a voided
+    pass's page leads its holder there); with `void_others` their passes are voided on SmartPages. The
+    caller asks for a confirmation naming them first (the view's confirmation step).
 
     When a member already holds the External ID, it is the one that keeps it: an External ID never moves.
-    Raises AutofillSettingError when the conflict is no longer there or the choice is not part of it."""
-    preview = selectors.autofill_preview(template=template)
-    conflict = next((c for c in preview.conflicts if c.external_id == external_id), None)
-    if conflict is None:
+    Raises AutofillSettingError when the conflict is no longer there (its open record is closed then) or the
+    choice is not part of it."""
+    group = selectors.autofill_conflict_group(template=template, external_id=external_id)
+    if group is None:
+        _conflict_close(template=template, external_id=external_id, kept=None, user=user)
         raise AutofillSettingError(f"There is no conflict over “{external_id}” any more; the list is refreshed.")
-    candidates = {member_id for member_id, _name in conflict.members}
-    if conflict.taken_by is not None and keep_member_id != conflict.taken_by:
+    if group.holder is not None and keep_member_id != group.holder.pk:
         raise AutofillSettingError(
             "A member already holds this External ID, and an External ID never moves: keep that member."
         )
-    if keep_member_id not in candidates | {conflict.taken_by}:
+    if keep_member_id not in {member.pk for member in group.members}:
         raise AutofillSettingError("Choose one of the members in this conflict.")
-    others = sorted(candidates - {keep_member_id})
+    others = [member.pk for member in group.others(keep_member_id)]
     with transaction.atomic():
         kept = Member.objects.select_for_update().get(pk=keep_member_id, template=template)
         if kept.external_id is None:
@@ -283,8 +289,9 @@ def autofill_conflict_resolve(
                 changes={MemberChange.EXTERNAL_ID_KEY: [None, external_id]},
             )
         excluded = Member.objects.filter(pk__in=others, external_id__isnull=True).update(
-            autofill_excluded=True, updated_at=timezone.now()
+            autofill_excluded=True, replaced_by=kept, updated_at=timezone.now()
         )
+        _conflict_close(template=template, external_id=external_id, kept=kept, user=user)
     voided, errors = 0, []
     if void_others:
         for member in Member.objects.filter(pk__in=others, status=Member.Status.ISSUED).select_related("template"):
@@ -295,3 +302,21 @@ def autofill_conflict_resolve(
             else:
                 voided += 1
     return ConflictResolution(kept=kept, excluded=excluded, voided=voided, void_errors=errors)
+
+
+def _conflict_close(*, template: PassTemplate, external_id: str, kept: Member | None, user) -> None:
+    selectors.open_conflicts(template=template).filter(external_id=external_id).update(
+        resolved_at=timezone.now(), resolved_by=acting_user(user), kept=kept
+    )
+
+
+def external_id_conflicts_open(*, template: PassTemplate, external_ids: list[str], via: str) -> None:
+    """Record these conflicts as open (those already open stay as they are), so the dashboard and the
+    template page show them until a manager resolves them."""
+    ExternalIdConflict.objects.bulk_create(
+        [
+            ExternalIdConflict(template=template, external_id=external_id, opened_via=via)
+            for external_id in external_ids
+        ],
+        ignore_conflicts=True,
+    )
