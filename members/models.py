@@ -103,7 +103,7 @@ class Member(models.Model):
             models.Index(Upper("external_id"), name="member_external_id_upper_idx"),  # iexact search
             models.Index(fields=["email"], name="member_email_idx"),
             models.Index(fields=["phone"], name="member_phone_idx"),
-            models.Index(fields=["display_name", "id"], name="member_name_idx"),
+            # The name order is Icelandic (members.collation): its index, in that collation, is migration 0012's.
             # Substring search on search_text (pg_trgm GIN, migration 0005; its anchors' GIN, migration 0007)
             # and the Pass ID prefix search (pass_id::text, text_pattern_ops, 0005): PostgreSQL only.
         ]

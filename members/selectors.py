@@ -12,12 +12,13 @@ from datetime import date, datetime, time, timedelta
 from django.conf import settings
 from django.db import connection
 from django.db.models import BooleanField, F, Func, Q, QuerySet, TextField, Value
-from django.db.models.functions import Cast, StrIndex
+from django.db.models.functions import Cast, Collate, Reverse, StrIndex
 from django.db.models.lookups import GreaterThan
 from django.utils import timezone
 
 from templates_sync.models import InputField, PassTemplate
 
+from .collation import ICELANDIC_COLLATION
 from .identity import InvalidIdentity, display_value, external_id_for, normalise_email, normalise_phone
 from .models import (
     AUTOFILL_FIELD_FORMATS,
@@ -342,8 +343,9 @@ def open_conflicts(*, template: PassTemplate | None = None) -> QuerySet[External
 SORTS = {
     "-created": ("-created_at", "-id"),
     "created": ("created_at", "id"),
-    "name": ("display_name", "id"),
-    "-name": ("-display_name", "-id"),
+    # Icelandic alphabetical order (members.collation), read from the index of migration 0012 on PostgreSQL.
+    "name": (Collate("display_name", ICELANDIC_COLLATION).asc(), "id"),
+    "-name": (Collate("display_name", ICELANDIC_COLLATION).desc(), "-id"),
     "email": ("email", "id"),
     "-email": ("-email", "-id"),
     "status": ("status", "-created_at", "-id"),
@@ -352,6 +354,8 @@ SORTS = {
 
 _PASS_ID_PREFIX = re.compile(r"[0-9a-fA-F][0-9a-fA-F-]*")
 PASS_ID_PREFIX_MIN = 8
+# A query of only digits this long may be the end of a phone number ("581236" for +354 858 1236).
+PHONE_ENDING_DIGITS = (4, 9)
 _PHONE_LIKE = re.compile(r"\+?[0-9 ()./\-\u00a0]{5,40}")
 
 
@@ -397,9 +401,12 @@ def member_search_condition(query: str) -> Q:
       (`gudrun` finds Guðrún): a substring of the folded `search_text`, through its anchors' index when it
       has a separator ("gudrun yr jonsdottir", "simnet.is") and its trigram index when it has not;
     - the External ID, whole, in any case;
-    - a Pass ID, whole or a prefix of 8+ hex characters (what the list shows), through the index on its text
-      (such a query is not also searched as a name);
-    - an email address or phone number in any common spelling, normalised as they are stored.
+    - a Pass ID: whole, in any case, with or without dashes (through the unique index), or a prefix of 8+ hex
+      characters (what the list shows), through the index on its text (such a query is not also searched as a
+      name);
+    - an email address or phone number in any common spelling, normalised as they are stored;
+    - 4 to 9 digits: also the end of a phone number (through the index on the reversed number), merged with
+      the Pass ID prefix the same digits may be.
     """
     query = query.strip()
     condition = Q(external_id__iexact=query)
@@ -412,9 +419,14 @@ def member_search_condition(query: str) -> Q:
             # A whole address: its exact forms only. A substring search of a long string reads many trigram
             # posting lists (~100 ms at a million members) to find what the email index finds in one.
             return condition | Q(email=email) | Q(external_id=email)
+    whole = _whole_pass_id(query)
+    if whole is not None:
+        return condition | Q(pass_id=whole)
     prefix = _pass_id_prefix(query)
     if prefix:
         condition |= Q(pass_id_text__startswith=prefix)
+    if query.isdigit() and PHONE_ENDING_DIGITS[0] <= len(query) <= PHONE_ENDING_DIGITS[1]:
+        condition |= Q(phone_reversed__startswith=query[::-1])
     if _PHONE_LIKE.fullmatch(query) and sum(ch.isdigit() for ch in query) >= 5:
         try:
             phone = normalise_phone(query, region=settings.PHONE_DEFAULT_REGION)
@@ -426,6 +438,17 @@ def member_search_condition(query: str) -> Q:
     if not key or prefix:
         return condition  # 8+ hex characters are a Pass ID (or an External ID), not a name
     return _text_condition(key, condition)
+
+
+def _whole_pass_id(query: str) -> uuid.UUID | None:
+    """The Pass ID a query is in full (32 hex digits, any case, dashed as a UUID or not at all), or None."""
+    digits = query.replace("-", "")
+    if len(digits) != 32 or not _PASS_ID_PREFIX.fullmatch(query):
+        return None
+    try:
+        return uuid.UUID(digits)
+    except ValueError:
+        return None
 
 
 def _text_condition(key: str, condition: Q) -> Q:
@@ -467,6 +490,8 @@ def _pass_id_prefix(query: str) -> str:
     digits = query.replace("-", "").lower()
     if len(digits) < PASS_ID_PREFIX_MIN or len(digits) > 32:
         return ""
+    if connection.vendor != "postgresql":
+        return digits  # SQLite stores a UUID as its 32 hex digits, without dashes
     # Dashes after the 8th, 12th, 16th and 20th hex digit, as uuid::text writes them.
     parts = [digits[start:end] for start, end in ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))]
     return "-".join(part for part in parts if part)
@@ -476,7 +501,9 @@ def member_list(*, filters: MemberFilters = MemberFilters()) -> QuerySet[Member]
     """The staff member list, filtered and sorted; paginate it with `member_page`."""
     members = Member.objects.select_related("template")
     if filters.q:
-        members = members.alias(pass_id_text=Cast("pass_id", TextField())).filter(member_search_condition(filters.q))
+        members = members.alias(pass_id_text=Cast("pass_id", TextField()), phone_reversed=Reverse("phone")).filter(
+            member_search_condition(filters.q)
+        )
     if filters.template:
         try:
             members = members.filter(template_id=uuid.UUID(filters.template))
