@@ -20,7 +20,7 @@ from enum import StrEnum
 from django.conf import settings
 from django.core import signing
 from django.db.models import F
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from background.enqueue import enqueue_after_commit
 from members import selectors as member_selectors
@@ -111,9 +111,11 @@ def claim_context_for(*, payload: tokens.LinkPayload) -> ClaimContext:
     )
 
 
-def already_enrolled_message_for(*, template: PassTemplate) -> str:
-    """The message staff set for holders who already have a pass ('' when none: the page words its own)."""
-    return member_selectors.autofill_setting_for(template=template).already_enrolled_message
+def already_enrolled_message_for(*, template: PassTemplate, language: str | None = None) -> str:
+    """The message staff set for holders who already have a pass, in the page's language (the request's,
+    activated by LocaleMiddleware, unless given), else in the other one; '' when none (the page words its own)."""
+    setting = member_selectors.autofill_setting_for(template=template)
+    return setting.message_for(language or translation.get_language())
 
 
 def masked_value(field_format: str, value: str) -> str:

@@ -354,7 +354,9 @@ class AutofillSetting(models.Model):
     field_identifier = models.CharField(
         max_length=IDENTIFIER_MAX_LENGTH, blank=True, help_text="The input field the value is read from."
     )
-    already_enrolled_message = models.TextField(blank=True, help_text="Shown to a holder who already has a pass.")
+    # Shown to a holder who already has a pass, in their page's language (the other one when that is empty).
+    already_enrolled_message = models.TextField("Message (English)", blank=True)
+    already_enrolled_message_is = models.TextField("Message (Icelandic)", blank=True)
     updated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -369,6 +371,16 @@ class AutofillSetting(models.Model):
     @property
     def is_on(self) -> bool:
         return self.source != AutofillSource.OFF
+
+    def message_for(self, language: str | None) -> str:
+        """The "already enrolled" message in `language` ("is" or "en"), else in the other one; '' when none."""
+        icelandic = (language or "").lower().startswith("is")
+        first, second = (
+            (self.already_enrolled_message_is, self.already_enrolled_message)
+            if icelandic
+            else (self.already_enrolled_message, self.already_enrolled_message_is)
+        )
+        return first or second
 
 
 class AutofillChange(models.Model):
@@ -386,6 +398,8 @@ class AutofillChange(models.Model):
     new_field_identifier = models.CharField(max_length=IDENTIFIER_MAX_LENGTH, blank=True)
     old_message = models.TextField(blank=True)
     new_message = models.TextField(blank=True)
+    old_message_is = models.TextField(blank=True)
+    new_message_is = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-changed_at", "-id"]
@@ -403,7 +417,7 @@ class AutofillChange(models.Model):
 
     @property
     def message_changed(self) -> bool:
-        return self.old_message != self.new_message
+        return self.old_message != self.new_message or self.old_message_is != self.new_message_is
 
 
 def _summary(source: str, field_identifier: str) -> str:

@@ -40,6 +40,7 @@ def autofill_setting_change(
     source: str,
     field_identifier: str = "",
     already_enrolled_message: str = "",
+    already_enrolled_message_is: str | None = None,
     user=None,
     via: str = "page",
 ) -> AutofillSetting:
@@ -47,6 +48,8 @@ def autofill_setting_change(
 
     The field must be one of the template's EMAIL (or PHONE_NUMBER) input fields; with exactly one such field
     it is chosen for the caller. External IDs of existing members are not touched: see `autofill_backfill_*`.
+    `already_enrolled_message` is the English message, `already_enrolled_message_is` the Icelandic one (None
+    keeps it as it is).
     """
     if source not in AutofillSource.values:
         raise AutofillSettingError(f"Unknown autofill source “{source}”.")
@@ -70,10 +73,21 @@ def autofill_setting_change(
     message = (already_enrolled_message or "").strip()
     with transaction.atomic():
         setting, _ = AutofillSetting.objects.select_for_update().get_or_create(template=template)
-        old = (setting.source, setting.field_identifier, setting.already_enrolled_message)
-        if old == (source, field_identifier, message):
+        message_is = (
+            setting.already_enrolled_message_is
+            if already_enrolled_message_is is None
+            else already_enrolled_message_is.strip()
+        )
+        old = (
+            setting.source,
+            setting.field_identifier,
+            setting.already_enrolled_message,
+            setting.already_enrolled_message_is,
+        )
+        if old == (source, field_identifier, message, message_is):
             return setting
         setting.source, setting.field_identifier, setting.already_enrolled_message = source, field_identifier, message
+        setting.already_enrolled_message_is = message_is
         setting.updated_by = acting_user(user)
         setting.updated_at = timezone.now()
         setting.save()
@@ -84,9 +98,11 @@ def autofill_setting_change(
             old_source=old[0],
             old_field_identifier=old[1],
             old_message=old[2],
+            old_message_is=old[3],
             new_source=source,
             new_field_identifier=field_identifier,
             new_message=message,
+            new_message_is=message_is,
         )
     return setting
 
