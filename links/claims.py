@@ -26,7 +26,7 @@ from background.enqueue import enqueue_after_commit
 from members import selectors as member_selectors
 from members.identity import InvalidIdentity
 from members.models import Member
-from members.services import InvalidMemberValues, IssueRefused
+from members.services import InvalidMemberValues, IssueRefused, pass_links
 from members.services.issuing import IssueKind, member_adopt, member_issue, member_reissue_failed
 from members.validation import FieldSpec, TemplateRules, validate_values
 from templates_sync.client import SmartPagesClient
@@ -200,13 +200,27 @@ SHOWS_PASS = frozenset({ClaimKind.ISSUED, ClaimKind.SAME_FORM, ClaimKind.ALREADY
 
 
 @dataclass(frozen=True)
+class SendOffer:
+    """What the ENROLLED_PASS_HIDDEN page offers instead of the pass: to send its link to the member's address
+    on file. `key` names the member for the send form, signed and short-lived; the page shows only masks."""
+
+    key: str
+    email_masked: str
+    phone_masked: str
+    sms_available: bool
+    contact_help: str
+
+
+@dataclass(frozen=True)
 class ClaimOutcome:
-    """What became of a claim: its `kind`, the member whose pass to show (for the SHOWS_PASS kinds) and, for
-    FORM_ERRORS, the asked-field identifier → holder-facing sentence."""
+    """What became of a claim: its `kind`, the member whose pass to show (for the SHOWS_PASS kinds), for
+    FORM_ERRORS the asked-field identifier → holder-facing sentence, and for ENROLLED_PASS_HIDDEN the offer to
+    send the pass to the address on file."""
 
     kind: ClaimKind
     member: Member | None = None
     errors: dict[str, str] = field(default_factory=dict)
+    offer: SendOffer | None = None
 
 
 def claim_submit(
@@ -348,8 +362,9 @@ def _found(member: Member, *, context: ClaimContext, claim_key: str, single_use:
         # The same form again, or a single-use row claimed again (its key came from the link, not the holder).
         return ClaimOutcome(kind=ClaimKind.ALREADY_ENROLLED if single_use else ClaimKind.SAME_FORM, member=member)
     if typed:
-        # Not this form's own member (a double tap would carry its nonce): someone else's pass.
-        return ClaimOutcome(kind=ClaimKind.ENROLLED_PASS_HIDDEN)
+        # Not this form's own member (a double tap would carry its nonce): maybe someone else's pass. Never shown;
+        # its link can go to the address on file, which reaches the real holder whoever typed it.
+        return ClaimOutcome(kind=ClaimKind.ENROLLED_PASS_HIDDEN, offer=send_offer_for(member=member))
     return ClaimOutcome(kind=ClaimKind.ALREADY_ENROLLED, member=member)
 
 
@@ -422,3 +437,41 @@ def pass_replacement(*, member: Member) -> Member | None:
         if current.status in (Member.Status.ISSUED, Member.Status.PENDING, Member.Status.REDEEMED):
             return current
     return None
+
+
+# --- "Send my pass to …" ----------------------------------------------------------------------------------------
+_SEND_OFFER_SALT = "links.send-pass-offer"
+SEND_OFFER_MAX_AGE = 3600  # seconds a send form stays good
+
+
+def send_offer_for(*, member: Member) -> SendOffer:
+    addresses = pass_links.pass_link_addresses(member=member)
+    return SendOffer(
+        key=signing.TimestampSigner(salt=_SEND_OFFER_SALT).sign(f"{member.template_id}:{member.pk}"),
+        email_masked=addresses.email_masked,
+        phone_masked=addresses.phone_masked,
+        sms_available=pass_links.pass_link_channels()[pass_links.SMS],
+        contact_help=pass_links.contact_help_for(member=member),
+    )
+
+
+def _send_offer_member(*, context: ClaimContext, key: str) -> Member | None:
+    try:
+        value = signing.TimestampSigner(salt=_SEND_OFFER_SALT).unsign(key, max_age=SEND_OFFER_MAX_AGE)
+        template_id, member_id = value.split(":")
+    except (signing.BadSignature, ValueError):
+        return None
+    if template_id != str(context.template.pk):
+        return None
+    return Member.objects.select_related("template").filter(pk=int(member_id), template=context.template).first()
+
+
+def claim_send_pass(*, context: ClaimContext, key: str, channel: str, pass_url_for, language: str) -> str | None:
+    """Send the pass link of the member an ENROLLED_PASS_HIDDEN page offered, to its address on file (never to
+    anything in the request). Returns the masked address, or None for an offer key that is not ours, is for
+    another link's template or has expired. Raises members' PassLinkNotSent (rate-limited, no such address,
+    channel unavailable, sending failed). `pass_url_for(member)` builds the absolute pass page URL."""
+    member = _send_offer_member(context=context, key=key)
+    if member is None:
+        return None
+    return pass_links.pass_link_send(member=member, channel=channel, pass_url=pass_url_for(member), language=language)

@@ -90,6 +90,15 @@ class AutofillSettingForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2, "lang": "en"}),
         help_text="Shown on an English page; the Icelandic message when this is empty.",
     )
+    contact_help = forms.CharField(
+        required=False,
+        label="How a holder reaches you",
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Optional. Shown to a holder who typed an address that already has a pass, when the pass "
+        "cannot be sent to them (no email on file, and text messages are not set up): a phone number, an email "
+        "address or opening hours. Empty: the site's text (HOLDER_CONTACT_HELP).",
+    )
 
     def __init__(self, *args, template: PassTemplate, **kwargs):
         super().__init__(*args, **kwargs)

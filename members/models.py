@@ -357,6 +357,9 @@ class AutofillSetting(models.Model):
     # Shown to a holder who already has a pass, in their page's language (the other one when that is empty).
     already_enrolled_message = models.TextField("Message (English)", blank=True)
     already_enrolled_message_is = models.TextField("Message (Icelandic)", blank=True)
+    # How a holder reaches the issuer when their pass link cannot be sent to them (no SMS): shown on the
+    # holder's page; the site's HOLDER_CONTACT_HELP when empty.
+    contact_help = models.TextField("How to reach the issuer", blank=True)
     updated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

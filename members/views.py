@@ -316,6 +316,7 @@ def autofill_settings(request, template_id):
             "field_identifier": setting.field_identifier,
             "already_enrolled_message": setting.already_enrolled_message,
             "already_enrolled_message_is": setting.already_enrolled_message_is,
+            "contact_help": setting.contact_help,
         }
         # "Preview" submits the form by GET: show what the proposed setting would do, without saving it.
         proposed = request.GET.get("source")

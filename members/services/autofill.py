@@ -41,6 +41,7 @@ def autofill_setting_change(
     field_identifier: str = "",
     already_enrolled_message: str = "",
     already_enrolled_message_is: str | None = None,
+    contact_help: str | None = None,
     user=None,
     via: str = "page",
 ) -> AutofillSetting:
@@ -49,7 +50,8 @@ def autofill_setting_change(
     The field must be one of the template's EMAIL (or PHONE_NUMBER) input fields; with exactly one such field
     it is chosen for the caller. External IDs of existing members are not touched: see `autofill_backfill_*`.
     `already_enrolled_message` is the English message, `already_enrolled_message_is` the Icelandic one (None
-    keeps it as it is).
+    keeps it as it is). `contact_help` (None keeps it) is how a holder reaches the issuer where their pass link
+    cannot be sent to them.
     """
     if source not in AutofillSource.values:
         raise AutofillSettingError(f"Unknown autofill source “{source}”.")
@@ -78,6 +80,9 @@ def autofill_setting_change(
             if already_enrolled_message_is is None
             else already_enrolled_message_is.strip()
         )
+        if contact_help is not None and contact_help.strip() != setting.contact_help:
+            setting.contact_help = contact_help.strip()
+            setting.save()  # shown to holders only; not part of the autofill audit
         old = (
             setting.source,
             setting.field_identifier,
