@@ -337,6 +337,7 @@ def autofill_settings(request, template_id):
         "confirming": confirming is not None,
         "previewing_proposal": confirming is not None or (request.method == "GET" and bool(request.GET.get("source"))),
         "conflict_groups": groups,
+        "conflict_source": AutofillSource(preview.source if preview is not None else setting.source).label,
         "open_conflicts": len(open_conflicts),
         "invalid_shown": (preview.invalid[:20] if preview else []),
         "changes": selectors.autofill_changes(template=template)[:50],
