@@ -328,6 +328,10 @@ def autofill_settings(request, template_id):
     else:
         # Conflicts a claim or a backfill opened: listed without reading every member of the template.
         groups = selectors.autofill_conflict_groups(template=template, external_ids=open_conflicts)
+        settled = set(open_conflicts) - {group.external_id for group in groups}
+        if settled:  # settled another way (a member voided or edited, autofill turned off): no longer open
+            autofill.external_id_conflicts_close_settled(template=template, external_ids=settled)
+            open_conflicts = [external_id for external_id in open_conflicts if external_id not in settled]
     context = {
         "template": template,
         "setting": setting,

@@ -209,3 +209,22 @@ def test_a_voided_pass_page_in_icelandic_leads_to_the_current_pass(client, sandb
     first.status = "voided"
     first.save()
     assert 'id="replacement-link"' not in client.get(member_pass_url(second)).content.decode()
+
+
+@pytest.mark.django_db
+def test_a_conflict_settled_another_way_stops_showing_on_the_dashboard(client, sandbox, manager):
+    club = mirror()
+    path = link_path(fields=GUDRUN, batch_id=6, row=3)
+    claim_and_follow(client, path)
+    claim_and_follow(client, path)
+    autofill.autofill_setting_change(template=club, source="email")
+    claim_and_follow(client, path)  # opens the conflict
+    autofill.autofill_setting_change(template=club, source="off")  # no autofill, no conflict
+    client.force_login(manager)
+    assert 'id="dashboard-open-conflicts"' in client.get(reverse("dashboard")).content.decode()
+
+    page = client.get(reverse("members:autofill_settings", args=[club.pk])).content.decode()
+
+    assert 'id="conflicts"' not in page
+    assert not ExternalIdConflict.objects.filter(resolved_at__isnull=True).exists()
+    assert 'id="dashboard-open-conflicts"' not in client.get(reverse("dashboard")).content.decode()

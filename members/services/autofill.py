@@ -331,6 +331,15 @@ def _conflict_close(*, template: PassTemplate, external_id: str, kept: Member | 
     )
 
 
+def external_id_conflicts_close_settled(*, template: PassTemplate, external_ids) -> int:
+    """Close open conflicts that are no longer conflicts (the caller checked: autofill_conflict_group is None)."""
+    return (
+        selectors.open_conflicts(template=template)
+        .filter(external_id__in=list(external_ids))
+        .update(resolved_at=timezone.now())
+    )
+
+
 def external_id_conflicts_open(*, template: PassTemplate, external_ids: list[str], via: str) -> None:
     """Record these conflicts as open (those already open stay as they are), so the dashboard and the
     template page show them until a manager resolves them."""
