@@ -228,3 +228,20 @@ def test_a_conflict_settled_another_way_stops_showing_on_the_dashboard(client, s
     assert 'id="conflicts"' not in page
     assert not ExternalIdConflict.objects.filter(resolved_at__isnull=True).exists()
     assert 'id="dashboard-open-conflicts"' not in client.get(reverse("dashboard")).content.decode()
+
+
+@pytest.mark.django_db
+def test_staff_adding_a_holder_who_claimed_before_autofill_get_her_existing_member(client, sandbox, manager):
+    club = mirror()
+    claim_and_follow(client, link_path(fields=BJORK, batch_id=5, row=1))
+    bjork = Member.objects.get()
+    autofill.autofill_setting_change(template=club, source="email")
+    client.force_login(manager)
+    values = {"field_name": BJORK["name"], "field_email": " BJORK@example.is", "field_phone": "", "external_id": ""}
+
+    added = client.post(reverse("members:member_add", args=[club.pk]), values, follow=True)
+
+    assert Member.objects.count() == 1 and sandbox.request_count("POST", "/api/v1/pass") == 1
+    assert "already exists on this template; no new pass was made" in added.content.decode()
+    bjork.refresh_from_db()
+    assert bjork.external_id == "bjork@example.is"

@@ -198,11 +198,17 @@ def member_add(
 
     The explicit one is normalised like the CSV column and autofill (selectors.explicit_external_id), so a
     holder added by hand and the same holder's link find one member. Raises InvalidIdentity when autofill
-    is on and the typed External ID or the value autofill reads is not valid.
+    is on and the typed External ID or the value autofill reads is not valid. A member made before autofill
+    was on whose value gives the same External ID is adopted (member_adopt) instead of issuing a second pass.
     """
     external_id = selectors.explicit_external_id(template=template, raw=external_id or "")
     if external_id is None:
         external_id = selectors.external_id_for_values(template=template, values=values)
+    if external_id is not None and not Member.objects.filter(template=template, external_id=external_id).exists():
+        # The holder's pass from before autofill was on: the same one pass per holder as a claim gets.
+        adoption = member_adopt(template=template, external_id=external_id)
+        if adoption is not None:
+            return IssueResult(member=adoption.member, kind=IssueKind.ALREADY_ENROLLED)
     return member_issue(
         template=template, values=values, external_id=external_id, source=Member.Source.MANUAL, user=user, client=client
     )
