@@ -425,18 +425,34 @@ def pass_page_member(*, key: str) -> Member | None:
 
 
 def pass_replacement(*, member: Member) -> Member | None:
-    """The pass that replaced a voided one for the same holder (an autofill conflict resolved for another of
-    their passes), followed along a chain of replacements; None when there is none still live."""
+    """The live pass that replaced a voided one for the same holder, or None.
+
+    Recorded when a manager resolved an autofill conflict (`replaced_by`, followed along a chain); for a pass
+    voided otherwise (by hand, or by a resolution made before that was recorded), the member holding the
+    External ID that the template's autofill setting derives from this member's own values — the same holder."""
     seen = {member.pk}
     current = member
     while current.replaced_by_id is not None and current.replaced_by_id not in seen:
         seen.add(current.replaced_by_id)
         current = Member.objects.filter(pk=current.replaced_by_id).first()
         if current is None:
-            return None
-        if current.status in (Member.Status.ISSUED, Member.Status.PENDING, Member.Status.REDEEMED):
+            break
+        if current.status in _LIVE_STATUSES:
             return current
-    return None
+    try:
+        external_id = member_selectors.external_id_for_values(template=member.template, values=member.values or {})
+    except InvalidIdentity:
+        return None
+    if external_id is None:
+        return None
+    return (
+        Member.objects.filter(template=member.template, external_id=external_id, status__in=_LIVE_STATUSES)
+        .exclude(pk__in=seen)
+        .first()
+    )
+
+
+_LIVE_STATUSES = (Member.Status.ISSUED, Member.Status.PENDING, Member.Status.REDEEMED)
 
 
 # --- "Send my pass to …" ----------------------------------------------------------------------------------------

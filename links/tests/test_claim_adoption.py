@@ -247,3 +247,27 @@ def test_staff_adding_a_holder_who_claimed_before_autofill_get_her_existing_memb
     assert "already exists on this template; no new pass was made" in added.content.decode()
     bjork.refresh_from_db()
     assert bjork.external_id == "bjork@example.is"
+
+
+@pytest.mark.django_db
+def test_a_pass_voided_before_replacements_were_recorded_still_leads_to_the_holders_live_pass(client, sandbox):
+    """The issue's Guðrún: her first, installed pass was voided by the old resolution (nothing recorded)."""
+    club = mirror()
+    autofill.autofill_setting_change(template=club, source="email")
+    values = {"name": GUDRUN["name"], "email": "gudrun@example.is"}
+    kept = Member.objects.create(
+        template=club,
+        source="link",
+        status="issued",
+        pass_id=uuid.uuid4(),
+        values=values,
+        external_id="gudrun@example.is",
+    )
+    voided = Member.objects.create(
+        template=club, source="link", status="voided", pass_id=uuid.uuid4(), values=values, autofill_excluded=True
+    )
+    someone_else = Member.objects.create(
+        template=club, source="link", status="voided", pass_id=uuid.uuid4(), values={"email": "other@example.is"}
+    )
+    assert f'href="{member_pass_url(kept)}"' in client.get(member_pass_url(voided)).content.decode()
+    assert 'id="replacement-link"' not in client.get(member_pass_url(someone_else)).content.decode()
