@@ -20,13 +20,14 @@ from enum import StrEnum
 from django.conf import settings
 from django.core import signing
 from django.db.models import F
+from django.utils import timezone, translation
 
 from background.enqueue import enqueue_after_commit
 from members import selectors as member_selectors
 from members.identity import InvalidIdentity
 from members.models import Member
-from members.services import InvalidMemberValues, IssueRefused
-from members.services.issuing import IssueKind, member_issue, member_reissue_failed
+from members.services import InvalidMemberValues, IssueRefused, pass_links
+from members.services.issuing import IssueKind, member_adopt, member_issue, member_reissue_failed
 from members.validation import FieldSpec, TemplateRules, validate_values
 from templates_sync.client import SmartPagesClient
 from templates_sync.models import PassTemplate, SyncRun
@@ -110,9 +111,11 @@ def claim_context_for(*, payload: tokens.LinkPayload) -> ClaimContext:
     )
 
 
-def already_enrolled_message_for(*, template: PassTemplate) -> str:
-    """The message staff set for holders who already have a pass ('' when none: the page words its own)."""
-    return member_selectors.autofill_setting_for(template=template).already_enrolled_message
+def already_enrolled_message_for(*, template: PassTemplate, language: str | None = None) -> str:
+    """The message staff set for holders who already have a pass, in the page's language (the request's,
+    activated by LocaleMiddleware, unless given), else in the other one; '' when none (the page words its own)."""
+    setting = member_selectors.autofill_setting_for(template=template)
+    return setting.message_for(language or translation.get_language())
 
 
 def masked_value(field_format: str, value: str) -> str:
@@ -148,7 +151,12 @@ def claim_existing_member(*, context: ClaimContext) -> Member | None:
         return None
     if external_id is None:
         return None
-    return Member.objects.filter(template=context.template, external_id=external_id).first()
+    found = Member.objects.filter(template=context.template, external_id=external_id).first()
+    if found is None:
+        # A pass made before autofill was on, which the claim would adopt (member_adopt).
+        candidates = member_selectors.autofill_adoption_candidates(template=context.template, external_id=external_id)
+        found = candidates[0] if candidates else None
+    return found
 
 
 def single_use_claim_key(*, payload: tokens.LinkPayload) -> str | None:
@@ -192,13 +200,27 @@ SHOWS_PASS = frozenset({ClaimKind.ISSUED, ClaimKind.SAME_FORM, ClaimKind.ALREADY
 
 
 @dataclass(frozen=True)
+class SendOffer:
+    """What the ENROLLED_PASS_HIDDEN page offers instead of the pass: to send its link to the member's address
+    on file. `key` names the member for the send form, signed and short-lived; the page shows only masks."""
+
+    key: str
+    email_masked: str
+    phone_masked: str
+    sms_available: bool
+    contact_help: str
+
+
+@dataclass(frozen=True)
 class ClaimOutcome:
-    """What became of a claim: its `kind`, the member whose pass to show (for the SHOWS_PASS kinds) and, for
-    FORM_ERRORS, the asked-field identifier → holder-facing sentence."""
+    """What became of a claim: its `kind`, the member whose pass to show (for the SHOWS_PASS kinds), for
+    FORM_ERRORS the asked-field identifier → holder-facing sentence, and for ENROLLED_PASS_HIDDEN the offer to
+    send the pass to the address on file."""
 
     kind: ClaimKind
     member: Member | None = None
     errors: dict[str, str] = field(default_factory=dict)
+    offer: SendOffer | None = None
 
 
 def claim_submit(
@@ -257,6 +279,10 @@ def claim_submit(
     typed = external_id is not None and link_external_id is None
 
     existing = _member_for_claim(template=context.template, external_id=external_id, nonce=claim_key)
+    if existing is None and external_id is not None:
+        # The holder's pass from before autofill was on (or read this field): adopt it rather than issue another.
+        adoption = member_adopt(template=context.template, external_id=external_id)
+        existing = adoption.member if adoption is not None else None
     if existing is not None:
         # A member refused upstream is issued again when its holder comes back (the cause may be fixed by now);
         # a conflict, pending or issued member is shown as it is.
@@ -285,6 +311,7 @@ def claim_submit(
         return _found(issued.member, context=context, claim_key=claim_key, single_use=row_key is not None, typed=typed)
     # A pending member already has its retry scheduled by member_issue.
     _schedule_refresh_if_refused(member=issued.member)
+    _mark_claimed(member=issued.member)
     _record_claim(context=context, outcome=LinkClaim.Outcome.NEW)
     return ClaimOutcome(kind=ClaimKind.ISSUED, member=issued.member)
 
@@ -321,15 +348,23 @@ def _member_for_claim(*, template: PassTemplate, external_id: str | None, nonce:
     return found
 
 
+def _mark_claimed(*, member: Member) -> None:
+    """Stamp when a holder last reached this pass: the conflict table's "last claimed"."""
+    member.last_claimed_at = timezone.now()
+    Member.objects.filter(pk=member.pk).update(last_claimed_at=member.last_claimed_at)
+
+
 def _found(member: Member, *, context: ClaimContext, claim_key: str, single_use: bool, typed: bool) -> ClaimOutcome:
     _record_claim(context=context, outcome=LinkClaim.Outcome.EXISTING)
+    _mark_claimed(member=member)
     found_by_external_id = member.claim_nonce != claim_key
     if not found_by_external_id:
         # The same form again, or a single-use row claimed again (its key came from the link, not the holder).
         return ClaimOutcome(kind=ClaimKind.ALREADY_ENROLLED if single_use else ClaimKind.SAME_FORM, member=member)
     if typed:
-        # Not this form's own member (a double tap would carry its nonce): someone else's pass.
-        return ClaimOutcome(kind=ClaimKind.ENROLLED_PASS_HIDDEN)
+        # Not this form's own member (a double tap would carry its nonce): maybe someone else's pass. Never shown;
+        # its link can go to the address on file, which reaches the real holder whoever typed it.
+        return ClaimOutcome(kind=ClaimKind.ENROLLED_PASS_HIDDEN, offer=send_offer_for(member=member))
     return ClaimOutcome(kind=ClaimKind.ALREADY_ENROLLED, member=member)
 
 
@@ -387,3 +422,72 @@ def pass_page_member(*, key: str) -> Member | None:
     except (signing.BadSignature, ValueError):
         return None
     return Member.objects.select_related("template").filter(pk=member_id).first()
+
+
+def pass_replacement(*, member: Member) -> Member | None:
+    """The live pass that replaced a voided one for the same holder, or None.
+
+    Recorded when a manager resolved an autofill conflict (`replaced_by`, followed along a chain); for a pass
+    voided otherwise (by hand, or by a resolution made before that was recorded), the member holding the
+    External ID that the template's autofill setting derives from this member's own values — the same holder."""
+    seen = {member.pk}
+    current = member
+    while current.replaced_by_id is not None and current.replaced_by_id not in seen:
+        seen.add(current.replaced_by_id)
+        current = Member.objects.filter(pk=current.replaced_by_id).first()
+        if current is None:
+            break
+        if current.status in _LIVE_STATUSES:
+            return current
+    try:
+        external_id = member_selectors.external_id_for_values(template=member.template, values=member.values or {})
+    except InvalidIdentity:
+        return None
+    if external_id is None:
+        return None
+    return (
+        Member.objects.filter(template=member.template, external_id=external_id, status__in=_LIVE_STATUSES)
+        .exclude(pk__in=seen)
+        .first()
+    )
+
+
+_LIVE_STATUSES = (Member.Status.ISSUED, Member.Status.PENDING, Member.Status.REDEEMED)
+
+
+# --- "Send my pass to …" ----------------------------------------------------------------------------------------
+_SEND_OFFER_SALT = "links.send-pass-offer"
+SEND_OFFER_MAX_AGE = 3600  # seconds a send form stays good
+
+
+def send_offer_for(*, member: Member) -> SendOffer:
+    addresses = pass_links.pass_link_addresses(member=member)
+    return SendOffer(
+        key=signing.TimestampSigner(salt=_SEND_OFFER_SALT).sign(f"{member.template_id}:{member.pk}"),
+        email_masked=addresses.email_masked,
+        phone_masked=addresses.phone_masked,
+        sms_available=pass_links.pass_link_channels()[pass_links.SMS],
+        contact_help=pass_links.contact_help_for(member=member),
+    )
+
+
+def _send_offer_member(*, context: ClaimContext, key: str) -> Member | None:
+    try:
+        value = signing.TimestampSigner(salt=_SEND_OFFER_SALT).unsign(key, max_age=SEND_OFFER_MAX_AGE)
+        template_id, member_id = value.split(":")
+    except (signing.BadSignature, ValueError):
+        return None
+    if template_id != str(context.template.pk):
+        return None
+    return Member.objects.select_related("template").filter(pk=int(member_id), template=context.template).first()
+
+
+def claim_send_pass(*, context: ClaimContext, key: str, channel: str, pass_url_for, language: str) -> str | None:
+    """Send the pass link of the member an ENROLLED_PASS_HIDDEN page offered, to its address on file (never to
+    anything in the request). Returns the masked address, or None for an offer key that is not ours, is for
+    another link's template or has expired. Raises members' PassLinkNotSent (rate-limited, no such address,
+    channel unavailable, sending failed). `pass_url_for(member)` builds the absolute pass page URL."""
+    member = _send_offer_member(context=context, key=key)
+    if member is None:
+        return None
+    return pass_links.pass_link_send(member=member, channel=channel, pass_url=pass_url_for(member), language=language)

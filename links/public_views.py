@@ -15,6 +15,7 @@ from django.db import InterfaceError, OperationalError, connection
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import translation
 from django.utils.cache import patch_cache_control
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
@@ -22,6 +23,7 @@ from django.views.decorators.http import require_http_methods
 from django_ratelimit.core import is_ratelimited
 
 from members.models import Member
+from members.services.pass_links import PassLinkNotSent
 
 from . import claims
 from .public_forms import ClaimForm
@@ -48,6 +50,8 @@ def claim(request: HttpRequest, token: str) -> HttpResponse:
         context = claims.claim_context_for(payload=payload)
     except claims.ClaimUnavailable:
         return _unavailable(request, template=None)
+    if request.method == "POST" and request.POST.get("send_offer"):
+        return _send_pass(request, context=context)
     if request.method == "POST":
         form = ClaimForm(request.POST, asked=context.asked, rules=context.rules)
         if form.is_valid():
@@ -97,7 +101,9 @@ def _claim_answer(request: HttpRequest, *, context: claims.ClaimContext, form: C
     kind = outcome.kind
     if kind == claims.ClaimKind.ENROLLED_PASS_HIDDEN:
         # The holder typed an External ID someone already has: no redirect, so no pass page to follow.
-        return _already_enrolled(request, template=context.template, message=context.already_enrolled_message)
+        return _already_enrolled(
+            request, template=context.template, message=context.already_enrolled_message, offer=outcome.offer
+        )
     if kind in claims.SHOWS_PASS:
         url = reverse("holder:pass", kwargs={"key": claims.pass_page_key(member=outcome.member)})
         if kind == claims.ClaimKind.ALREADY_ENROLLED:
@@ -127,6 +133,12 @@ def pass_page(request: HttpRequest, key: str) -> HttpResponse:
         context["qr_svg"] = _qr_svg(str(member.pass_id))
     elif member.status == Member.Status.PENDING:
         context["refresh_seconds"] = PENDING_REFRESH_SECONDS
+    elif member.status == Member.Status.VOIDED:
+        replacement = claims.pass_replacement(member=member)
+        if replacement is not None:
+            context["replacement_url"] = reverse(
+                "holder:pass", kwargs={"key": claims.pass_page_key(member=replacement)}
+            )
     elif member.upstream_conflict and not member.pass_link_needed:
         # SmartPages already held a pass with this External ID, made outside the portal. (With
         # `pass_link_needed` that pass is most likely the holder's own: the page says it is nearly ready.)
@@ -150,8 +162,46 @@ def _unavailable(request: HttpRequest, *, template) -> HttpResponse:
     return render(request, "links/public/unavailable.html", {"template": template}, status=410)
 
 
-def _already_enrolled(request: HttpRequest, *, template, message: str) -> HttpResponse:
-    return render(request, "links/public/already_enrolled.html", {"template": template, "custom_message": message})
+def _already_enrolled(
+    request: HttpRequest, *, template, message: str, offer=None, sent_to: str = "", problem: str = "", status=200
+) -> HttpResponse:
+    context = {"template": template, "custom_message": message, "offer": offer, "sent_to": sent_to, "problem": problem}
+    response = render(request, "links/public/already_enrolled.html", context, status=status)
+    patch_cache_control(response, private=True, no_store=True)  # the offer's key is for this page only
+    return response
+
+
+def _send_pass(request: HttpRequest, *, context: claims.ClaimContext) -> HttpResponse:
+    """The offer to send my pass: its link goes to the member's address on file, never to the page."""
+    try:
+        sent_to = claims.claim_send_pass(
+            context=context,
+            key=request.POST["send_offer"],
+            channel=request.POST.get("channel", ""),
+            pass_url_for=_absolute_pass_url,
+            language=translation.get_language(),
+        )
+    except PassLinkNotSent as exc:
+        status = 429 if exc.reason == "rate_limited" else 200
+        return _already_enrolled(
+            request,
+            template=context.template,
+            message=context.already_enrolled_message,
+            problem=exc.reason,
+            status=status,
+        )
+    if sent_to is None:
+        return _already_enrolled(
+            request, template=context.template, message=context.already_enrolled_message, problem="expired"
+        )
+    return _already_enrolled(
+        request, template=context.template, message=context.already_enrolled_message, sent_to=sent_to
+    )
+
+
+def _absolute_pass_url(member: Member) -> str:
+    path = reverse("holder:pass", kwargs={"key": claims.pass_page_key(member=member)})
+    return settings.PUBLIC_BASE_URL.rstrip("/") + path
 
 
 def _qr_svg(pass_id: str) -> str:

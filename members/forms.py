@@ -75,12 +75,29 @@ class MemberEditForm(MemberAddForm):
 class AutofillSettingForm(forms.Form):
     source = forms.ChoiceField(choices=AutofillSource.choices, widget=forms.RadioSelect, label="Auto fill External ID")
     field_identifier = forms.ChoiceField(required=False, label="Input field it reads")
+    already_enrolled_message_is = forms.CharField(
+        required=False,
+        label="Message for a holder who is already enrolled, in Icelandic",
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 2, "lang": "is"}),
+        help_text="Optional. Shown above the pass when a holder who already has it claims it again, on an "
+        "Icelandic page; the English message when this is empty.",
+    )
     already_enrolled_message = forms.CharField(
         required=False,
-        label="Message for a holder who is already enrolled",
+        label="… in English",
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 2, "lang": "en"}),
+        help_text="Shown on an English page; the Icelandic message when this is empty.",
+    )
+    contact_help = forms.CharField(
+        required=False,
+        label="How a holder reaches you",
         max_length=1000,
         widget=forms.Textarea(attrs={"rows": 2}),
-        help_text="Optional. Shown above the pass when a holder who already has it claims it again.",
+        help_text="Optional. Shown to a holder who typed an address that already has a pass, when the pass "
+        "cannot be sent to them (no email on file, and text messages are not set up): a phone number, an email "
+        "address or opening hours. Empty: the site's text (HOLDER_CONTACT_HELP).",
     )
 
     def __init__(self, *args, template: PassTemplate, **kwargs):

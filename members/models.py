@@ -73,6 +73,14 @@ class Member(models.Model):
     # retry was lost: issuing.member_issue_retry_stale). Null once finished.
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, help_text="The last transient upstream error while pending.")
+    # When a holder's claim last showed (or made) this member's pass: the conflict table's "last claimed", which
+    # tells staff which of a holder's passes is the one in use.
+    last_claimed_at = models.DateTimeField(null=True, blank=True)
+    # Set when an autofill conflict was resolved against this member: the holder's pass that replaced this one.
+    # Its pass page, once voided, points there instead of ending at "cancelled".
+    replaced_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -96,7 +104,7 @@ class Member(models.Model):
             models.Index(Upper("external_id"), name="member_external_id_upper_idx"),  # iexact search
             models.Index(fields=["email"], name="member_email_idx"),
             models.Index(fields=["phone"], name="member_phone_idx"),
-            models.Index(fields=["display_name", "id"], name="member_name_idx"),
+            # The name order is Icelandic (members.collation): its index, in that collation, is migration 0012's.
             # Substring search on search_text (pg_trgm GIN, migration 0005; its anchors' GIN, migration 0007)
             # and the Pass ID prefix search (pass_id::text, text_pattern_ops, 0005): PostgreSQL only.
         ]
@@ -142,6 +150,7 @@ class MemberChange(models.Model):
         EDIT = "edit", "Edited by staff"
         REFRESH = "refresh", "Changed on SmartPages"
         AUTOFILL = "autofill", "Autofill conflict resolved"
+        ADOPTED = "adopted", "Found by a claim with autofill on"
 
     member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="changes")
     via = models.CharField(max_length=16, choices=Via.choices)
@@ -346,7 +355,12 @@ class AutofillSetting(models.Model):
     field_identifier = models.CharField(
         max_length=IDENTIFIER_MAX_LENGTH, blank=True, help_text="The input field the value is read from."
     )
-    already_enrolled_message = models.TextField(blank=True, help_text="Shown to a holder who already has a pass.")
+    # Shown to a holder who already has a pass, in their page's language (the other one when that is empty).
+    already_enrolled_message = models.TextField("Message (English)", blank=True)
+    already_enrolled_message_is = models.TextField("Message (Icelandic)", blank=True)
+    # How a holder reaches the issuer when their pass link cannot be sent to them (no SMS): shown on the
+    # holder's page; the site's HOLDER_CONTACT_HELP when empty.
+    contact_help = models.TextField("How to reach the issuer", blank=True)
     updated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -361,6 +375,16 @@ class AutofillSetting(models.Model):
     @property
     def is_on(self) -> bool:
         return self.source != AutofillSource.OFF
+
+    def message_for(self, language: str | None) -> str:
+        """The "already enrolled" message in `language` ("is" or "en"), else in the other one; '' when none."""
+        icelandic = (language or "").lower().startswith("is")
+        first, second = (
+            (self.already_enrolled_message_is, self.already_enrolled_message)
+            if icelandic
+            else (self.already_enrolled_message, self.already_enrolled_message_is)
+        )
+        return first or second
 
 
 class AutofillChange(models.Model):
@@ -378,6 +402,8 @@ class AutofillChange(models.Model):
     new_field_identifier = models.CharField(max_length=IDENTIFIER_MAX_LENGTH, blank=True)
     old_message = models.TextField(blank=True)
     new_message = models.TextField(blank=True)
+    old_message_is = models.TextField(blank=True)
+    new_message_is = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-changed_at", "-id"]
@@ -395,12 +421,45 @@ class AutofillChange(models.Model):
 
     @property
     def message_changed(self) -> bool:
-        return self.old_message != self.new_message
+        return self.old_message != self.new_message or self.old_message_is != self.new_message_is
 
 
 def _summary(source: str, field_identifier: str) -> str:
     label = AutofillSource(source).label if source in AutofillSource.values else source
     return f"{label} ({field_identifier})" if source != AutofillSource.OFF and field_identifier else label
+
+
+class ExternalIdConflict(models.Model):
+    """An autofill conflict staff must settle: several members of a template whose autofill value gives one
+    External ID. Opened by a claim that adopted one of them (the suggested keeper), by a backfill or by saving
+    the setting; closed when a manager resolves it. A row, not only the preview's reading of every member, so
+    the dashboard and the template page can count open conflicts cheaply."""
+
+    template = models.ForeignKey(PassTemplate, on_delete=models.PROTECT, related_name="external_id_conflicts")
+    external_id = models.CharField(max_length=254)
+    opened_at = models.DateTimeField(auto_now_add=True)
+    opened_via = models.CharField(max_length=16, default="claim")  # claim | backfill | setting
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    kept = models.ForeignKey(Member, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-opened_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["template", "external_id"],
+                condition=Q(resolved_at__isnull=True),
+                name="one_open_conflict_per_external_id",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["template"], condition=Q(resolved_at__isnull=True), name="open_conflict_template_idx")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.external_id} ({'resolved' if self.resolved_at else 'open'})"
 
 
 class AutofillBackfill(BackgroundJob):

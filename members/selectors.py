@@ -12,12 +12,13 @@ from datetime import date, datetime, time, timedelta
 from django.conf import settings
 from django.db import connection
 from django.db.models import BooleanField, F, Func, Q, QuerySet, TextField, Value
-from django.db.models.functions import Cast, StrIndex
+from django.db.models.functions import Cast, Collate, Reverse, StrIndex
 from django.db.models.lookups import GreaterThan
 from django.utils import timezone
 
 from templates_sync.models import InputField, PassTemplate
 
+from .collation import ICELANDIC_COLLATION
 from .identity import InvalidIdentity, display_value, external_id_for, normalise_email, normalise_phone
 from .models import (
     AUTOFILL_FIELD_FORMATS,
@@ -25,6 +26,7 @@ from .models import (
     AutofillChange,
     AutofillSetting,
     AutofillSource,
+    ExternalIdConflict,
     Member,
     MemberChange,
     MemberStatusChange,
@@ -219,12 +221,131 @@ def autofill_preview(
     return preview
 
 
+# The order in which a holder's passes are offered as the one to keep: the earliest live pass first (issued
+# before pending, then oldest), the one most likely already in the holder's wallet.
+KEEPER_ORDER = (
+    # "issued" < "pending" alphabetically, and they are the only BACKFILL_STATUSES.
+    "status",
+    "created_at",
+    "id",
+)
+
+
+def autofill_adoption_candidates(*, template: PassTemplate, external_id: str) -> list[Member]:
+    """Members of the template without an External ID whose autofill value gives `external_id`: the holder's
+    passes made before autofill was on (or before it read this field). Suggested keeper first (KEEPER_ORDER).
+
+    Found through the indexed `email`/`phone` copy when the autofill field is the template's first field of its
+    format (the copy holds that field's value); else through the JSON value, which reads the template's members
+    without an External ID (templates with two email or phone fields are rare). Either way each candidate's
+    own value is checked again, as the backfill derives it."""
+    setting = autofill_setting_for(template=template)
+    identifier = autofill_field_identifier(setting=setting)
+    if identifier is None or not external_id:
+        return []
+    members = Member.objects.filter(
+        template=template, external_id__isnull=True, status__in=BACKFILL_STATUSES, autofill_excluded=False
+    )
+    same_format = [f.identifier for f in autofill_candidate_fields(template=template, source=setting.source)]
+    column = "email" if setting.source == AutofillSource.EMAIL else "phone"
+    if same_format and same_format[0] == identifier:
+        members = members.filter(**{column: external_id})
+    else:
+        members = members.filter(**{f"values__{identifier}": external_id})
+    found = []
+    for member in members.order_by(*KEEPER_ORDER)[:50]:
+        try:
+            value = external_id_for(setting.source, str((member.values or {}).get(identifier) or ""))
+        except InvalidIdentity:
+            continue
+        if value == external_id:
+            found.append(member)
+    return found
+
+
+@dataclass
+class ConflictGroup:
+    """One holder's passes that an autofill value ties together, for the conflict table: the member holding the
+    External ID (if any) first, then those without one, suggested keeper first."""
+
+    external_id: str
+    members: list[Member]
+    holder: Member | None = None
+    open_since: datetime | None = None
+
+    @property
+    def keeper(self) -> Member:
+        """Who should keep the External ID: its holder (an External ID never moves), else the earliest live
+        pass, the one most likely in the holder's wallet."""
+        return self.holder or self.members[0]
+
+    def others(self, keep_id: int) -> list[Member]:
+        return [member for member in self.members if member.pk != keep_id]
+
+
+def autofill_conflict_group(*, template: PassTemplate, external_id: str) -> ConflictGroup | None:
+    """The members in conflict over `external_id` under the saved setting, or None when there is no conflict
+    (any more): a holder of the ID and at least one other member whose value gives it, or two such members."""
+    holder = (
+        Member.objects.filter(template=template, external_id=external_id).select_related("template").first()
+        if external_id
+        else None
+    )
+    candidates = autofill_adoption_candidates(template=template, external_id=external_id)
+    if len(candidates) + (holder is not None) < 2:
+        return None
+    members = ([holder] if holder else []) + candidates
+    return ConflictGroup(external_id=external_id, members=members, holder=holder)
+
+
+def autofill_conflict_groups(*, template: PassTemplate, external_ids: Iterable[str]) -> list[ConflictGroup]:
+    """The conflict table's rows for these External IDs (those still in conflict), with when each was opened."""
+    opened = dict(
+        ExternalIdConflict.objects.filter(template=template, resolved_at__isnull=True).values_list(
+            "external_id", "opened_at"
+        )
+    )
+    groups = []
+    for external_id in dict.fromkeys(external_ids):
+        group = autofill_conflict_group(template=template, external_id=external_id)
+        if group is not None:
+            group.open_since = opened.get(external_id)
+            groups.append(group)
+    return groups
+
+
+def conflict_groups_from_preview(*, preview: AutofillPreview, limit: int = 100) -> list[ConflictGroup]:
+    """The conflict table's rows for a preview (of the saved or of a proposed setting): its first `limit`
+    conflicts, each member loaded with what the table shows, the holder of the ID first."""
+    shown = preview.conflicts[:limit]
+    ids = {member_id for c in shown for member_id, _name in c.members} | {c.taken_by for c in shown if c.taken_by}
+    loaded = Member.objects.in_bulk(list(ids))
+    groups = []
+    for conflict in shown:
+        holder = loaded.get(conflict.taken_by) if conflict.taken_by else None
+        others = sorted(
+            (loaded[member_id] for member_id, _name in conflict.members if member_id in loaded),
+            key=lambda m: (m.status, m.created_at, m.pk),
+        )
+        members = ([holder] if holder else []) + others
+        if members:
+            groups.append(ConflictGroup(external_id=conflict.external_id, members=members, holder=holder))
+    return groups
+
+
+def open_conflicts(*, template: PassTemplate | None = None) -> QuerySet[ExternalIdConflict]:
+    """Conflicts opened by claims, backfills or the setting that no manager has resolved yet (a partial index)."""
+    conflicts = ExternalIdConflict.objects.filter(resolved_at__isnull=True)
+    return conflicts if template is None else conflicts.filter(template=template)
+
+
 # --- the member list ---------------------------------------------------------------------------------------
 SORTS = {
     "-created": ("-created_at", "-id"),
     "created": ("created_at", "id"),
-    "name": ("display_name", "id"),
-    "-name": ("-display_name", "-id"),
+    # Icelandic alphabetical order (members.collation), read from the index of migration 0012 on PostgreSQL.
+    "name": (Collate("display_name", ICELANDIC_COLLATION).asc(), "id"),
+    "-name": (Collate("display_name", ICELANDIC_COLLATION).desc(), "-id"),
     "email": ("email", "id"),
     "-email": ("-email", "-id"),
     "status": ("status", "-created_at", "-id"),
@@ -233,6 +354,8 @@ SORTS = {
 
 _PASS_ID_PREFIX = re.compile(r"[0-9a-fA-F][0-9a-fA-F-]*")
 PASS_ID_PREFIX_MIN = 8
+# A query of only digits this long may be the end of a phone number ("581236" for +354 858 1236).
+PHONE_ENDING_DIGITS = (4, 9)
 _PHONE_LIKE = re.compile(r"\+?[0-9 ()./\-\u00a0]{5,40}")
 
 
@@ -278,9 +401,12 @@ def member_search_condition(query: str) -> Q:
       (`gudrun` finds Guðrún): a substring of the folded `search_text`, through its anchors' index when it
       has a separator ("gudrun yr jonsdottir", "simnet.is") and its trigram index when it has not;
     - the External ID, whole, in any case;
-    - a Pass ID, whole or a prefix of 8+ hex characters (what the list shows), through the index on its text
-      (such a query is not also searched as a name);
-    - an email address or phone number in any common spelling, normalised as they are stored.
+    - a Pass ID: whole, in any case, with or without dashes (through the unique index), or a prefix of 8+ hex
+      characters (what the list shows), through the index on its text (such a query is not also searched as a
+      name);
+    - an email address or phone number in any common spelling, normalised as they are stored;
+    - 4 to 9 digits: also the end of a phone number (through the index on the reversed number), merged with
+      the Pass ID prefix the same digits may be.
     """
     query = query.strip()
     condition = Q(external_id__iexact=query)
@@ -293,9 +419,14 @@ def member_search_condition(query: str) -> Q:
             # A whole address: its exact forms only. A substring search of a long string reads many trigram
             # posting lists (~100 ms at a million members) to find what the email index finds in one.
             return condition | Q(email=email) | Q(external_id=email)
+    whole = _whole_pass_id(query)
+    if whole is not None:
+        return condition | Q(pass_id=whole)
     prefix = _pass_id_prefix(query)
     if prefix:
         condition |= Q(pass_id_text__startswith=prefix)
+    if query.isdigit() and PHONE_ENDING_DIGITS[0] <= len(query) <= PHONE_ENDING_DIGITS[1]:
+        condition |= Q(phone_reversed__startswith=query[::-1])
     if _PHONE_LIKE.fullmatch(query) and sum(ch.isdigit() for ch in query) >= 5:
         try:
             phone = normalise_phone(query, region=settings.PHONE_DEFAULT_REGION)
@@ -307,6 +438,17 @@ def member_search_condition(query: str) -> Q:
     if not key or prefix:
         return condition  # 8+ hex characters are a Pass ID (or an External ID), not a name
     return _text_condition(key, condition)
+
+
+def _whole_pass_id(query: str) -> uuid.UUID | None:
+    """The Pass ID a query is in full (32 hex digits, any case, dashed as a UUID or not at all), or None."""
+    digits = query.replace("-", "")
+    if len(digits) != 32 or not _PASS_ID_PREFIX.fullmatch(query):
+        return None
+    try:
+        return uuid.UUID(digits)
+    except ValueError:
+        return None
 
 
 def _text_condition(key: str, condition: Q) -> Q:
@@ -348,6 +490,8 @@ def _pass_id_prefix(query: str) -> str:
     digits = query.replace("-", "").lower()
     if len(digits) < PASS_ID_PREFIX_MIN or len(digits) > 32:
         return ""
+    if connection.vendor != "postgresql":
+        return digits  # SQLite stores a UUID as its 32 hex digits, without dashes
     # Dashes after the 8th, 12th, 16th and 20th hex digit, as uuid::text writes them.
     parts = [digits[start:end] for start, end in ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))]
     return "-".join(part for part in parts if part)
@@ -357,7 +501,9 @@ def member_list(*, filters: MemberFilters = MemberFilters()) -> QuerySet[Member]
     """The staff member list, filtered and sorted; paginate it with `member_page`."""
     members = Member.objects.select_related("template")
     if filters.q:
-        members = members.alias(pass_id_text=Cast("pass_id", TextField())).filter(member_search_condition(filters.q))
+        members = members.alias(pass_id_text=Cast("pass_id", TextField()), phone_reversed=Reverse("phone")).filter(
+            member_search_condition(filters.q)
+        )
     if filters.template:
         try:
             members = members.filter(template_id=uuid.UUID(filters.template))

@@ -300,44 +300,103 @@ def autofill_settings(request, template_id):
     template = get_object_or_404(PassTemplate, pk=template_id)
     setting = selectors.autofill_setting_for(template=template)
     can_change = request.user.has_perm("members.change_autofill")
+    confirming = None
     if request.method == "POST":
         if not can_change:
             raise PermissionDenied
         form = AutofillSettingForm(request.POST, template=template)
         if form.is_valid():
-            try:
-                autofill.autofill_setting_change(template=template, user=request.user, **form.cleaned_data)
-            except services.AutofillSettingError as exc:
-                form.add_error(None, str(exc))
-            else:
-                messages.success(request, "Autofill setting saved.")
-                url = reverse("members:autofill_settings", args=[template.pk])
-                # Whoever turns autofill on wants to know what it means for the members already there.
-                return redirect(f"{url}?preview=1" if form.cleaned_data["source"] != AutofillSource.OFF else url)
-        preview = None
+            confirming = _autofill_fill_step(request, template, setting, form.cleaned_data)
+            if confirming is None and (saved := _autofill_save(request, template, form)) is not None:
+                return saved
+        preview = confirming
     else:
         initial = {
             "source": setting.source,
             "field_identifier": setting.field_identifier,
             "already_enrolled_message": setting.already_enrolled_message,
+            "already_enrolled_message_is": setting.already_enrolled_message_is,
+            "contact_help": setting.contact_help,
         }
         # "Preview" submits the form by GET: show what the proposed setting would do, without saving it.
         proposed = request.GET.get("source")
         form = AutofillSettingForm(request.GET if proposed else None, initial=initial, template=template)
         preview = _autofill_preview(request, template, proposed)
+    open_conflicts = list(selectors.open_conflicts(template=template).values_list("external_id", flat=True)[:100])
+    if preview is not None and preview.field_identifier:
+        groups = selectors.conflict_groups_from_preview(preview=preview)
+    else:
+        # Conflicts a claim or a backfill opened: listed without reading every member of the template.
+        groups = selectors.autofill_conflict_groups(template=template, external_ids=open_conflicts)
+        settled = set(open_conflicts) - {group.external_id for group in groups}
+        if settled:  # settled another way (a member voided or edited, autofill turned off): no longer open
+            autofill.external_id_conflicts_close_settled(template=template, external_ids=settled)
+            open_conflicts = [external_id for external_id in open_conflicts if external_id not in settled]
     context = {
         "template": template,
         "setting": setting,
         "form": form,
         "can_change": can_change,
         "preview": preview,
-        "previewing_proposal": request.method == "GET" and bool(request.GET.get("source")),
-        "conflicts_shown": (preview.conflicts[:100] if preview else []),
+        "confirming": confirming is not None,
+        "previewing_proposal": confirming is not None or (request.method == "GET" and bool(request.GET.get("source"))),
+        "conflict_groups": groups,
+        "conflict_source": AutofillSource(preview.source if preview is not None else setting.source).label,
+        "open_conflicts": len(open_conflicts),
         "invalid_shown": (preview.invalid[:20] if preview else []),
         "changes": selectors.autofill_changes(template=template)[:50],
         "backfill": selectors.autofill_backfill_latest(template=template),
     }
     return render(request, "members/autofill_settings.html", context)
+
+
+def _autofill_fill_step(request, template, setting, data) -> selectors.AutofillPreview | None:
+    """The preview to confirm before saving, or None to save now: turning autofill on (or onto another field)
+    for a template whose members have no External ID shows, in the same step, how many would get one and the
+    conflicts; the confirmation saves and fills them in."""
+    if data["source"] == AutofillSource.OFF or request.POST.get("confirm") == "1":
+        return None
+    if (data["source"], data["field_identifier"]) == (setting.source, setting.field_identifier):
+        return None  # only the message changed
+    if not Member.objects.filter(
+        template=template, external_id__isnull=True, status__in=selectors.BACKFILL_STATUSES
+    ).exists():
+        return None
+    preview = selectors.autofill_preview(
+        template=template, source=data["source"], field_identifier=data["field_identifier"]
+    )
+    return preview if preview.field_identifier and preview.eligible else None
+
+
+def _autofill_save(request, template, form):
+    """Save the setting (and fill in External IDs when confirmed so); None when refused (the form says why)."""
+    try:
+        autofill.autofill_setting_change(template=template, user=request.user, **form.cleaned_data)
+    except services.AutofillSettingError as exc:
+        form.add_error(None, str(exc))
+        return None
+    url = reverse("members:autofill_settings", args=[template.pk])
+    if request.POST.get("fill") == "1":
+        try:
+            run = autofill.autofill_backfill_request(template=template, user=request.user)
+        except services.AutofillSettingError as exc:
+            messages.error(request, f"Autofill setting saved, but the External IDs were not filled in: {exc}")
+        else:
+            _report_backfill(request, run, saved=True)
+        return redirect(url)
+    messages.success(request, "Autofill setting saved.")
+    # Whoever turns autofill on wants to know what it means for the members already there.
+    return redirect(f"{url}?preview=1" if form.cleaned_data["source"] != AutofillSource.OFF else url)
+
+
+def _report_backfill(request, run: AutofillBackfill, *, saved: bool = False) -> None:
+    lead = "Autofill setting saved. " if saved else ""
+    if run.is_finished:
+        text = f"{lead}{run.filled} External ID{'s' if run.filled != 1 else ''} filled in"
+        text += f"; {run.conflicts} members in conflicts are listed below to resolve." if run.conflicts else "."
+        messages.success(request, text)
+    else:
+        messages.info(request, f"{lead}Filling in External IDs; the progress shows below.")
 
 
 def _autofill_preview(request, template: PassTemplate, proposed: str | None) -> selectors.AutofillPreview | None:
@@ -363,31 +422,29 @@ def autofill_backfill(request, template_id):
     except services.AutofillSettingError as exc:
         messages.error(request, str(exc))
     else:
-        if run.is_finished:
-            messages.success(
-                request,
-                f"Backfill done: {run.filled} External IDs filled in, {run.conflicts} "
-                f"members left alone because of conflicts.",
-            )
-        else:
-            messages.info(request, "Backfill started; its progress shows below.")
+        _report_backfill(request, run)
     return redirect(reverse("members:autofill_settings", args=[template.pk]))
 
 
 @require_POST
 @permission_required("members.change_autofill", raise_exception=True)
 def autofill_conflict_resolve(request, template_id):
+    """Resolve one conflict. Voiding the others' passes asks first, on a page naming each of them."""
     template = get_object_or_404(PassTemplate, pk=template_id)
-    keep = request.POST.get("keep", "")
+    keep, external_id = request.POST.get("keep", ""), request.POST.get("external_id", "")
+    void = request.POST.get("void") == "1"
+    back = f"{reverse('members:autofill_settings', args=[template.pk])}#conflicts"
+    group = selectors.autofill_conflict_group(template=template, external_id=external_id)
+    if void and request.POST.get("confirm") != "1" and group is not None and keep.isdigit():
+        kept = next((member for member in group.members if member.pk == int(keep)), None)
+        if kept is not None:
+            context = {"template": template, "group": group, "kept": kept, "others": group.others(kept.pk)}
+            return render(request, "members/autofill_conflict_confirm.html", context)
     try:
         if not keep.isdigit():
             raise services.AutofillSettingError("Choose the member that keeps the External ID.")
         done = autofill.autofill_conflict_resolve(
-            template=template,
-            external_id=request.POST.get("external_id", ""),
-            keep_member_id=int(keep),
-            void_others=request.POST.get("void") == "1",
-            user=request.user,
+            template=template, external_id=external_id, keep_member_id=int(keep), void_others=void, user=request.user
         )
     except services.AutofillSettingError as exc:
         messages.error(request, str(exc))
@@ -399,7 +456,7 @@ def autofill_conflict_resolve(request, template_id):
         messages.success(request, text)
         for error in done.void_errors:
             messages.error(request, f"Not voided: {error}")
-    return redirect(f"{reverse('members:autofill_settings', args=[template.pk])}?preview=1")
+    return redirect(back)
 
 
 @require_GET

@@ -455,6 +455,11 @@ LINKS_MAX_COLUMNS = env.int("LINKS_MAX_COLUMNS", default=200)
 LINKS_CHUNK_ROWS = env.int("LINKS_CHUNK_ROWS", default=50_000)
 # Claim requests (GET and POST of /p/<token>) allowed per client address before a 429 page.
 CLAIM_RATE = env.str("CLAIM_RATE", default="60/m")
+# "Send my pass to …" (a holder who typed an address that already has a pass): sends allowed per member and,
+# separately, per address on file, per hour.
+PASS_LINK_SENDS_PER_HOUR = env.int("PASS_LINK_SENDS_PER_HOUR", default=3)
+# How a holder reaches the issuer, shown where their pass cannot be sent (no SMS); a template's own text wins.
+HOLDER_CONTACT_HELP = env.str("HOLDER_CONTACT_HELP", default="")
 
 # --- Logging ----------------------------------------------------------------------------------------------
 # One format and one level (LOG_LEVEL) for web and Celery alike (portal/celery.py hands Celery this config).

@@ -7,6 +7,7 @@ import re
 
 import pytest
 from django.core.files.base import ContentFile
+from playwright.sync_api import expect
 
 from conftest import login
 from links import services as link_services
@@ -78,6 +79,9 @@ def test_the_seed_scenario_one_pass_per_click_without_autofill_and_the_same_pass
     page.check("input[name=source][value=email]")
     page.fill("textarea[name=already_enrolled_message]", STAFF_MESSAGE)
     page.click("text=Save setting")
+    # Percy's two passes are already here: the same step shows the conflict before anything is saved.
+    expect(page.locator("#autofill-confirm")).to_contain_text("2 in 1 conflict")
+    page.click("#save-and-fill")
     page.wait_for_selector("text=Autofill setting saved.")
 
     # Laura's link twice: the same Pass ID and QR code both times; the second time with the staff's message.

@@ -23,6 +23,7 @@ from ..models import (
     AutofillChange,
     AutofillSetting,
     AutofillSource,
+    ExternalIdConflict,
     Member,
     MemberChange,
 )
@@ -39,6 +40,8 @@ def autofill_setting_change(
     source: str,
     field_identifier: str = "",
     already_enrolled_message: str = "",
+    already_enrolled_message_is: str | None = None,
+    contact_help: str | None = None,
     user=None,
     via: str = "page",
 ) -> AutofillSetting:
@@ -46,6 +49,9 @@ def autofill_setting_change(
 
     The field must be one of the template's EMAIL (or PHONE_NUMBER) input fields; with exactly one such field
     it is chosen for the caller. External IDs of existing members are not touched: see `autofill_backfill_*`.
+    `already_enrolled_message` is the English message, `already_enrolled_message_is` the Icelandic one (None
+    keeps it as it is). `contact_help` (None keeps it) is how a holder reaches the issuer where their pass link
+    cannot be sent to them.
     """
     if source not in AutofillSource.values:
         raise AutofillSettingError(f"Unknown autofill source “{source}”.")
@@ -69,10 +75,24 @@ def autofill_setting_change(
     message = (already_enrolled_message or "").strip()
     with transaction.atomic():
         setting, _ = AutofillSetting.objects.select_for_update().get_or_create(template=template)
-        old = (setting.source, setting.field_identifier, setting.already_enrolled_message)
-        if old == (source, field_identifier, message):
+        message_is = (
+            setting.already_enrolled_message_is
+            if already_enrolled_message_is is None
+            else already_enrolled_message_is.strip()
+        )
+        if contact_help is not None and contact_help.strip() != setting.contact_help:
+            setting.contact_help = contact_help.strip()
+            setting.save()  # shown to holders only; not part of the autofill audit
+        old = (
+            setting.source,
+            setting.field_identifier,
+            setting.already_enrolled_message,
+            setting.already_enrolled_message_is,
+        )
+        if old == (source, field_identifier, message, message_is):
             return setting
         setting.source, setting.field_identifier, setting.already_enrolled_message = source, field_identifier, message
+        setting.already_enrolled_message_is = message_is
         setting.updated_by = acting_user(user)
         setting.updated_at = timezone.now()
         setting.save()
@@ -83,9 +103,11 @@ def autofill_setting_change(
             old_source=old[0],
             old_field_identifier=old[1],
             old_message=old[2],
+            old_message_is=old[3],
             new_source=source,
             new_field_identifier=field_identifier,
             new_message=message,
+            new_message_is=message_is,
         )
     return setting
 
@@ -198,6 +220,9 @@ def autofill_backfill_run(*, backfill: AutofillBackfill) -> AutofillBackfill:
         backfill.empty = preview.empty
         backfill.done = backfill.conflicts + backfill.invalid + backfill.empty
         backfill.save(update_fields=["total", "conflicts", "invalid", "empty", "done"])
+        external_id_conflicts_open(
+            template=backfill.template, external_ids=[c.external_id for c in preview.conflicts], via="backfill"
+        )
         items = list(preview.fill.items())
         for start in range(0, len(items), BACKFILL_CHUNK):
             chunk = items[start : start + BACKFILL_CHUNK]
@@ -255,22 +280,24 @@ def autofill_conflict_resolve(
     *, template: PassTemplate, external_id: str, keep_member_id: int, void_others: bool, user
 ) -> ConflictResolution:
     """Settle one autofill conflict: the chosen member keeps (or gets) the External ID; the others that share
-    it are left without one and no longer listed (optionally their passes are voided on SmartPages).
+    it are left without one and no longer listed, each pointing to the kept member (`replaced_by`: a voided
+    pass's page leads its holder there); with `void_others` their passes are voided on SmartPages. The
+    caller asks for a confirmation naming them first (the view's confirmation step).
 
     When a member already holds the External ID, it is the one that keeps it: an External ID never moves.
-    Raises AutofillSettingError when the conflict is no longer there or the choice is not part of it."""
-    preview = selectors.autofill_preview(template=template)
-    conflict = next((c for c in preview.conflicts if c.external_id == external_id), None)
-    if conflict is None:
+    Raises AutofillSettingError when the conflict is no longer there (its open record is closed then) or the
+    choice is not part of it."""
+    group = selectors.autofill_conflict_group(template=template, external_id=external_id)
+    if group is None:
+        _conflict_close(template=template, external_id=external_id, kept=None, user=user)
         raise AutofillSettingError(f"There is no conflict over “{external_id}” any more; the list is refreshed.")
-    candidates = {member_id for member_id, _name in conflict.members}
-    if conflict.taken_by is not None and keep_member_id != conflict.taken_by:
+    if group.holder is not None and keep_member_id != group.holder.pk:
         raise AutofillSettingError(
             "A member already holds this External ID, and an External ID never moves: keep that member."
         )
-    if keep_member_id not in candidates | {conflict.taken_by}:
+    if keep_member_id not in {member.pk for member in group.members}:
         raise AutofillSettingError("Choose one of the members in this conflict.")
-    others = sorted(candidates - {keep_member_id})
+    others = [member.pk for member in group.others(keep_member_id)]
     with transaction.atomic():
         kept = Member.objects.select_for_update().get(pk=keep_member_id, template=template)
         if kept.external_id is None:
@@ -283,8 +310,9 @@ def autofill_conflict_resolve(
                 changes={MemberChange.EXTERNAL_ID_KEY: [None, external_id]},
             )
         excluded = Member.objects.filter(pk__in=others, external_id__isnull=True).update(
-            autofill_excluded=True, updated_at=timezone.now()
+            autofill_excluded=True, replaced_by=kept, updated_at=timezone.now()
         )
+        _conflict_close(template=template, external_id=external_id, kept=kept, user=user)
     voided, errors = 0, []
     if void_others:
         for member in Member.objects.filter(pk__in=others, status=Member.Status.ISSUED).select_related("template"):
@@ -295,3 +323,30 @@ def autofill_conflict_resolve(
             else:
                 voided += 1
     return ConflictResolution(kept=kept, excluded=excluded, voided=voided, void_errors=errors)
+
+
+def _conflict_close(*, template: PassTemplate, external_id: str, kept: Member | None, user) -> None:
+    selectors.open_conflicts(template=template).filter(external_id=external_id).update(
+        resolved_at=timezone.now(), resolved_by=acting_user(user), kept=kept
+    )
+
+
+def external_id_conflicts_close_settled(*, template: PassTemplate, external_ids) -> int:
+    """Close open conflicts that are no longer conflicts (the caller checked: autofill_conflict_group is None)."""
+    return (
+        selectors.open_conflicts(template=template)
+        .filter(external_id__in=list(external_ids))
+        .update(resolved_at=timezone.now())
+    )
+
+
+def external_id_conflicts_open(*, template: PassTemplate, external_ids: list[str], via: str) -> None:
+    """Record these conflicts as open (those already open stay as they are), so the dashboard and the
+    template page show them until a manager resolves them."""
+    ExternalIdConflict.objects.bulk_create(
+        [
+            ExternalIdConflict(template=template, external_id=external_id, opened_via=via)
+            for external_id in external_ids
+        ],
+        ignore_conflicts=True,
+    )

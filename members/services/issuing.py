@@ -30,7 +30,9 @@ from templates_sync.models import PassTemplate
 
 from .. import selectors
 from ..models import (
+    ExternalIdConflict,
     Member,
+    MemberChange,
     MemberStatusChange,
 )
 from ..search_text import member_search_fields
@@ -126,6 +128,64 @@ def member_issue(
     return IssueResult(member=member, kind=IssueKind.CREATED)
 
 
+@dataclass(frozen=True)
+class Adoption:
+    """What `member_adopt` did: `member` holds the External ID now (adopted by this call or by a simultaneous
+    one); `conflict` is set when other members of the holder were left for staff to settle."""
+
+    member: Member
+    adopted: bool
+    conflict: ExternalIdConflict | None = None
+
+
+def member_adopt(*, template: PassTemplate, external_id: str) -> Adoption | None:
+    """Give `external_id` to the holder's member made before autofill was on, instead of issuing another pass.
+
+    None when no member without an External ID matches. Of several matches the suggested keeper (the earliest
+    live pass: selectors.KEEPER_ORDER) is adopted and the conflict is opened for staff. Race-safe like issuing:
+    the write is `UPDATE … WHERE external_id IS NULL`, and the unique constraint on (template, external_id)
+    lets only one member hold the ID, so of simultaneous claims (or a claim and a backfill) one adopts and the
+    others find the member that holds it. No call upstream: the pass exists, and the mirror is what answers
+    "does this holder have a pass?" (as after a backfill)."""
+    candidates = selectors.autofill_adoption_candidates(template=template, external_id=external_id)
+    if not candidates:
+        return None
+    keeper = candidates[0]
+    try:
+        with transaction.atomic():
+            won = Member.objects.filter(pk=keeper.pk, external_id__isnull=True).update(
+                external_id=external_id, updated_at=timezone.now()
+            )
+            if won:
+                MemberChange.objects.create(
+                    member=keeper,
+                    via=MemberChange.Via.ADOPTED,
+                    changes={MemberChange.EXTERNAL_ID_KEY: [None, external_id]},
+                )
+    except IntegrityError:
+        won = 0  # a simultaneous claim (or backfill) gave the ID to a member first
+    holder = Member.objects.filter(template=template, external_id=external_id).first()
+    if holder is None:  # the keeper was given another ID meanwhile (a staff edit): nothing adopted
+        return None
+    conflict = None
+    if len(candidates) > 1:
+        conflict = external_id_conflict_open(template=template, external_id=external_id, via="claim")
+    return Adoption(member=holder, adopted=bool(won) and holder.pk == keeper.pk, conflict=conflict)
+
+
+def external_id_conflict_open(*, template: PassTemplate, external_id: str, via: str) -> ExternalIdConflict:
+    """The open conflict over `external_id`, recorded now if it was not already (one open row per ID)."""
+    found = ExternalIdConflict.objects.filter(template=template, external_id=external_id, resolved_at__isnull=True)
+    conflict = found.first()
+    if conflict is not None:
+        return conflict
+    try:
+        with transaction.atomic():
+            return ExternalIdConflict.objects.create(template=template, external_id=external_id, opened_via=via)
+    except IntegrityError:  # opened by a simultaneous claim
+        return found.get()
+
+
 def member_add(
     *,
     template: PassTemplate,
@@ -138,11 +198,17 @@ def member_add(
 
     The explicit one is normalised like the CSV column and autofill (selectors.explicit_external_id), so a
     holder added by hand and the same holder's link find one member. Raises InvalidIdentity when autofill
-    is on and the typed External ID or the value autofill reads is not valid.
+    is on and the typed External ID or the value autofill reads is not valid. A member made before autofill
+    was on whose value gives the same External ID is adopted (member_adopt) instead of issuing a second pass.
     """
     external_id = selectors.explicit_external_id(template=template, raw=external_id or "")
     if external_id is None:
         external_id = selectors.external_id_for_values(template=template, values=values)
+    if external_id is not None and not Member.objects.filter(template=template, external_id=external_id).exists():
+        # The holder's pass from before autofill was on: the same one pass per holder as a claim gets.
+        adoption = member_adopt(template=template, external_id=external_id)
+        if adoption is not None:
+            return IssueResult(member=adoption.member, kind=IssueKind.ALREADY_ENROLLED)
     return member_issue(
         template=template, values=values, external_id=external_id, source=Member.Source.MANUAL, user=user, client=client
     )

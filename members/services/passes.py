@@ -143,7 +143,8 @@ def member_edit(
 
     An External ID, once set, never changes (as in PassKit). Nothing changes locally unless SmartPages took
     the update; its refusal is raised as a MemberError with its reason. Raises InvalidMemberValues for values
-    that fail the template's rules and InvalidIdentity for an External ID autofill cannot accept."""
+    that fail the template's rules and InvalidIdentity for a new External ID autofill cannot accept (one that
+    is unchanged is not checked again)."""
     if member.status not in EDITABLE_STATUSES or member.pass_id is None:
         raise MemberError("Only a member whose pass is issued can be edited.")
     template = member.template
@@ -161,7 +162,13 @@ def member_edit(
         body["inputFields"] = [
             {"identifier": spec.identifier, "value": clean.get(spec.identifier, "")} for spec in specs
         ]
-    new_external_id = selectors.explicit_external_id(template=template, raw=external_id or "")
+    raw_external_id = (external_id or "").strip()
+    if member.external_id is not None and raw_external_id in ("", member.external_id):
+        # Unchanged, so not validated again: an External ID made under an earlier autofill source (an email
+        # while autofill now reads phones) must not freeze the member's values.
+        new_external_id = member.external_id
+    else:
+        new_external_id = selectors.explicit_external_id(template=template, raw=raw_external_id)
     if member.external_id is not None and new_external_id not in (None, member.external_id):
         raise MemberError("The External ID cannot be changed once set.")
     if member.external_id is None and new_external_id is not None:

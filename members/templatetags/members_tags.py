@@ -15,6 +15,7 @@ def members_template_summary(template) -> dict:
         "pending": counts["pending"],
         "failed": counts["failed"],
         "setting": selectors.autofill_setting_for(template=template),
+        "open_conflicts": selectors.open_conflicts(template=template).count(),
     }
 
 
@@ -22,4 +23,13 @@ def members_template_summary(template) -> dict:
 def members_dashboard_stats() -> dict:
     total, exact = selectors.member_total()
     counts = selectors.member_status_counts()
-    return {"total": total, "exact": exact, "pending": counts["pending"], "failed": counts["failed"]}
+    conflicts = selectors.open_conflicts()
+    oldest = conflicts.order_by("opened_at").values_list("template_id", flat=True).first()
+    return {
+        "total": total,
+        "exact": exact,
+        "pending": counts["pending"],
+        "failed": counts["failed"],
+        "open_conflicts": conflicts.count(),
+        "conflict_template_id": oldest,
+    }

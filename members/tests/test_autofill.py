@@ -158,8 +158,14 @@ def test_a_manager_changes_the_setting_on_the_page_and_sees_the_audit_line(club,
     assert b"Preview of the proposed setting" in preview.content
     assert not AutofillSetting.objects.filter(template=club).exists()  # previewing saves nothing
 
+    # Members without an External ID: saving asks first, showing what the setting means for them.
+    step = client.post(url, {"source": "email", "field_identifier": "", "already_enrolled_message": ""})
+    assert 'id="autofill-confirm"' in step.content.decode()
+    assert not AutofillSetting.objects.filter(template=club).exists()
     response = client.post(
-        url, {"source": "email", "field_identifier": "", "already_enrolled_message": ""}, follow=True
+        url,
+        {"source": "email", "field_identifier": "", "already_enrolled_message": "", "confirm": "1", "fill": "0"},
+        follow=True,
     )
     text = response.content.decode()
     assert "Autofill setting saved." in text
@@ -167,7 +173,7 @@ def test_a_manager_changes_the_setting_on_the_page_and_sees_the_audit_line(club,
     assert 'data-count="fill">1<' in text and 'id="backfill-button"' in text
 
     done = client.post(reverse("members:autofill_backfill", args=[club.pk]), follow=True)
-    assert "1 External IDs filled in" in done.content.decode()
+    assert "1 External ID filled in" in done.content.decode()
     assert Member.objects.get(template=club).external_id == "a@example.com"
 
 

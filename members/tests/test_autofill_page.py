@@ -92,11 +92,13 @@ def test_saving_a_setting_that_is_on_shows_what_it_means_for_existing_members(cl
     client.force_login(manager)
     url = reverse("members:autofill_settings", args=[club.pk])
 
-    saved = client.post(url, {"source": "email", "field_identifier": "", "already_enrolled_message": ""})
+    saved = client.post(
+        url, {"source": "email", "field_identifier": "", "already_enrolled_message": "", "confirm": "1", "fill": "0"}
+    )
     assert saved["Location"] == f"{url}?preview=1"
     turned_off = client.post(url, {"source": "off", "field_identifier": "", "already_enrolled_message": ""})
     assert turned_off["Location"] == url
-    assert previews == []  # saving itself previews nothing; the page it leads to does, once
+    assert previews == []  # a confirmed save previews nothing; the page it leads to does, once
 
 
 def test_a_viewer_sees_the_page_without_a_preview(client, viewer, autofill_on, previews):

@@ -130,12 +130,12 @@ def test_a_managers_day_with_members(page, live_server, sandbox, manager):
     # Settle Percy's two passes that share an email, from the autofill conflict list.
     autofill.autofill_setting_change(template=club, source="email")
     page.goto(f"{live_server.url}/members/autofill/{club.pk}/?preview=1")
-    expect(page.locator("#autofill-conflicts tbody tr")).to_have_count(1)
+    expect(page.locator("#conflicts .conflict-group")).to_have_count(1)
     look(page, "autofill-conflicts")
-    page.locator("#autofill-conflicts input[name=keep]").first.check()
-    page.click("#autofill-conflicts button:has-text('Resolve')")
+    page.locator("#conflicts input[name=keep]").first.check()
+    page.click("#conflicts button:has-text('Resolve')")
     page.wait_for_selector("text=keeps External ID “percy@example.com”")
-    expect(page.locator("#autofill-conflicts")).to_have_count(0)
+    expect(page.locator("#conflicts")).to_have_count(0)
 
     # Templates read well: human type labels, short ids, reasons beside "(cannot issue)".
     page.goto(f"{live_server.url}/templates/")

@@ -11,6 +11,7 @@ from django.urls import reverse
 
 from background.rate_limit import SharedRateLimiter
 from members import services
+from members.identity import InvalidIdentity
 from members.models import (
     Member,
     MemberBulkAction,
@@ -128,6 +129,31 @@ def test_the_edit_page_saves_and_the_history_shows_it(club, sandbox, manager, cl
     body = response.content.decode()
     assert "Saved on SmartPages and here." in body
     assert "Laura B. Loopy" in body and "Edited by staff" in body and "maria" in body
+
+
+def test_a_member_whose_external_id_predates_the_autofill_source_can_still_be_edited(club, sandbox, manager, client):
+    """Issue 20: autofill moved from email to phone; a member whose External ID is an email was frozen ("not a
+    valid phone number") on every edit, though the External ID was not being changed."""
+    autofill.autofill_setting_change(template=club, source="email")
+    member = issued(club, external_id="laura@example.com")
+    autofill.autofill_setting_change(template=club, source="phone")
+    client.force_login(manager)
+    url = reverse("members:member_edit", args=[member.pk])
+    posted = {"field_name": "Laura Loopy Jr", "field_email": "laura@example.com", "field_phone": "555 1234"}
+
+    response = client.post(url, {**posted, "external_id": "laura@example.com"}, follow=True)
+
+    body = response.content.decode()
+    assert "Saved on SmartPages and here." in body and "not a valid phone number" not in body
+    member.refresh_from_db()
+    assert (member.display_name, member.external_id) == ("Laura Loopy Jr", "laura@example.com")
+    assert upstream_values(sandbox, member)["name"] == "Laura Loopy Jr"
+    # The disabled input posts nothing; the service is called with the stored External ID then too.
+    passes.member_edit(member=member, values={**LAURA, "name": "Laura L."}, external_id=None, user=manager)
+    # A new External ID is still checked against the current source.
+    blank = issued(club, values={**LAURA, "name": "Other"})
+    with pytest.raises(InvalidIdentity, match="not a valid phone number"):
+        passes.member_edit(member=blank, values=LAURA, external_id="someone@example.com", user=manager)
 
 
 # --- refresh ------------------------------------------------------------------------------------------------
@@ -249,7 +275,9 @@ def test_a_manager_picks_who_keeps_the_external_id_and_the_others_are_voided(clu
     client.force_login(manager)
     page = client.get(reverse("members:autofill_settings", args=[club.pk]), {"preview": "1"}).content.decode()
     assert f'name="keep" value="{second.pk}"' in page
-    body = client.post(url, form, follow=True).content.decode()
+    asked = client.post(url, form).content.decode()  # voiding asks first, naming the pass it voids
+    assert "Void 1 pass?" in asked and str(first.pass_id) in asked
+    body = client.post(url, {**form, "confirm": "1"}, follow=True).content.decode()
 
     assert "keeps External ID “percy@example.com”; 1 other member(s) left without it, 1 voided" in body
     first.refresh_from_db(), second.refresh_from_db()

@@ -11,9 +11,10 @@ from templates_sync.models import PassTemplate
 
 class Command(BaseCommand):
     help = (
-        'Show a template\'s "Auto fill External ID" setting, or set it with --source. The change is audited '
-        "like one made on the settings page. Existing members' External IDs are not touched (use the page's "
-        "backfill)."
+        'Show a template\'s "Auto fill External ID" setting, or set it with --source and/or the "already '
+        'enrolled" message (--message-is, --message-en; --message sets both). A holder sees the message in '
+        "their page's language, else the other. The change is audited like one made on the settings page. "
+        "Existing members' External IDs are not touched (use the page's backfill)."
     )
 
     def add_arguments(self, parser):
@@ -25,7 +26,11 @@ class Command(BaseCommand):
             metavar="IDENTIFIER",
             help="the input field to read, when the template has several of that format",
         )
-        parser.add_argument("--message", default=None, help="message for a holder who is already enrolled")
+        parser.add_argument(
+            "--message", default=None, help="message for a holder who is already enrolled, in both languages"
+        )
+        parser.add_argument("--message-is", default=None, help="that message in Icelandic (overrides --message)")
+        parser.add_argument("--message-en", default=None, help="that message in English (overrides --message)")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     def handle(self, *args, **options):
@@ -37,27 +42,31 @@ class Command(BaseCommand):
             ) from None
         setting = selectors.autofill_setting_for(template=template)
         changed = False
-        if options["source"] is not None:
-            before = setting.pk, setting.source, setting.field_identifier, setting.already_enrolled_message
-            message = setting.already_enrolled_message if options["message"] is None else options["message"]
+        both = options["message"]
+        message_en = options["message_en"] if options["message_en"] is not None else both
+        message_is = options["message_is"] if options["message_is"] is not None else both
+        if options["source"] is not None or message_en is not None or message_is is not None:
+            before = self._state(setting)
             try:
                 setting = autofill.autofill_setting_change(
                     template=template,
-                    source=options["source"],
-                    field_identifier=options["field"],
-                    already_enrolled_message=message,
+                    source=setting.source if options["source"] is None else options["source"],
+                    field_identifier=(setting.field_identifier if options["source"] is None else options["field"]),
+                    already_enrolled_message=setting.already_enrolled_message if message_en is None else message_en,
+                    already_enrolled_message_is=message_is,
                     via="command",
                 )
             except services.AutofillSettingError as exc:
                 raise CommandError(str(exc)) from None
-            after = setting.pk, setting.source, setting.field_identifier, setting.already_enrolled_message
-            changed = before[1:] != after[1:]
+            changed = before != self._state(setting)
         preview = selectors.autofill_preview(template=template)
         outcome = {
             "template": str(template.pk),
             "source": setting.source,
             "field_identifier": selectors.autofill_field_identifier(setting=setting) or "",
             "already_enrolled_message": setting.already_enrolled_message,
+            "already_enrolled_message_is": setting.already_enrolled_message_is,
+            "already_enrolled_message_en": setting.already_enrolled_message,
             "changed": changed,
             "members_without_external_id": preview.eligible,
             "would_fill": preview.would_fill,
@@ -75,3 +84,12 @@ class Command(BaseCommand):
                     f"{preview.eligible} members without External ID: {preview.would_fill} could be "
                     f"filled, {preview.conflicting_members} in conflict."
                 )
+
+    @staticmethod
+    def _state(setting) -> tuple:
+        return (
+            setting.source,
+            setting.field_identifier,
+            setting.already_enrolled_message,
+            setting.already_enrolled_message_is,
+        )

@@ -1,0 +1,273 @@
+"""Issue 20, goals 1 and 2: claims find the holder whatever the order of events, and resolving a conflict keeps
+the holder's pass. Against the sandbox over HTTP, through the real claim pages."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.urls import reverse
+
+from links import claims
+from links.public_views import ALREADY_ENROLLED_FLAG
+from members.models import AutofillSetting, ExternalIdConflict, Member
+from members.services import autofill
+
+from .claim_factories import link_path, mirror, open_and_claim
+from .test_claim_concurrency import payload_of
+
+BJORK = {"name": "Björk Guðmundsdóttir", "email": "bjork@example.is", "phone": "858 1235"}
+GUDRUN = {"name": "Guðrún Jónsdóttir", "email": "gudrun@example.is", "phone": "699 1234"}
+
+
+@pytest.fixture(autouse=True)
+def generous_claim_rate(settings):
+    settings.CLAIM_RATE = "100000/m"
+
+
+def claim_and_follow(client, path: str):
+    """A holder's click: open the link, press the button, land on the page it leads to."""
+    posted = open_and_claim(client, path)
+    assert posted.status_code == 302, posted.content.decode()[:500]
+    return client.get(posted["Location"]), posted["Location"]
+
+
+def member_pass_url(member: Member) -> str:
+    return reverse("holder:pass", kwargs={"key": claims.pass_page_key(member=member)})
+
+
+@pytest.mark.django_db
+def test_bjork_claimed_before_autofill_her_next_click_after_it_shows_her_original_pass(client, sandbox):
+    club = mirror()
+    path = link_path(fields=BJORK, batch_id=5, row=1)
+    first, _ = claim_and_follow(client, path)
+    bjork = Member.objects.get()
+    assert bjork.external_id is None and bjork.status == Member.Status.ISSUED
+
+    autofill.autofill_setting_change(template=club, source="phone")  # staff switch autofill on mid-campaign
+    page, location = claim_and_follow(client, path)
+
+    assert Member.objects.count() == 1, "the second click made a second member"
+    bjork.refresh_from_db()
+    assert bjork.external_id == "+3548581235"  # adopted: her External ID filled from her phone
+    assert location == f"{member_pass_url(bjork)}?{ALREADY_ENROLLED_FLAG}=1"
+    assert str(bjork.pass_id) in page.content.decode()
+    assert sandbox.request_count("POST", "/api/v1/pass") == 1 and len(sandbox.passes()) == 1
+    assert bjork.changes.get().via == "adopted"
+    assert bjork.last_claimed_at is not None
+    assert not ExternalIdConflict.objects.exists()  # one pass: nothing for staff to settle
+
+
+@pytest.mark.django_db
+def test_gudrun_with_two_passes_gets_her_first_one_and_staff_see_the_conflict(client, sandbox, manager):
+    club = mirror()
+    path = link_path(fields=GUDRUN, batch_id=6, row=3)
+    claim_and_follow(client, path)
+    claim_and_follow(client, path)  # autofill off: the seed's behaviour, a second pass
+    first, second = Member.objects.order_by("created_at", "id")
+
+    autofill.autofill_setting_change(template=club, source="email")  # with that conflict open
+    page, location = claim_and_follow(client, path)
+
+    assert Member.objects.count() == 2, "a third pass was made"
+    assert sandbox.request_count("POST", "/api/v1/pass") == 2
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.external_id, second.external_id) == ("gudrun@example.is", None)  # the earliest live pass
+    assert location.startswith(member_pass_url(first)) and str(first.pass_id) in page.content.decode()
+    conflict = ExternalIdConflict.objects.get()
+    assert (conflict.external_id, conflict.resolved_at, conflict.opened_via) == ("gudrun@example.is", None, "claim")
+
+    # Staff see it on the dashboard and the template page until it is resolved.
+    client.force_login(manager)
+    assert 'id="dashboard-open-conflicts"' in client.get(reverse("dashboard")).content.decode()
+    template_page = client.get(reverse("template_detail", args=[club.pk])).content.decode()
+    assert 'id="template-open-conflicts"' in template_page and "1 to resolve" in template_page
+
+
+@pytest.mark.django_db
+def test_the_conflict_table_suggests_the_earliest_active_pass_and_voids_only_after_a_confirmation_naming_them(
+    client, sandbox, manager
+):
+    club = mirror()
+    path = link_path(fields=GUDRUN, batch_id=6, row=3)
+    claim_and_follow(client, path)
+    claim_and_follow(client, path)
+    first, second = Member.objects.order_by("created_at", "id")
+    autofill.autofill_setting_change(template=club, source="email")
+    claim_and_follow(client, path)  # adopts the first, opens the conflict
+    client.force_login(manager)
+
+    page = client.get(reverse("members:autofill_settings", args=[club.pk])).content.decode()
+    table = page[page.index('id="conflicts"') :]
+    for member in (first, second):
+        assert str(member.pass_id) in table and f'data-member="{member.pk}"' in table
+    assert "#6</a>" in table  # source batch
+    assert "Last claimed" in table and "Created" in table and "Issued" in table
+    assert f'<tr class="suggested" data-member="{first.pk}">' in table
+    assert f'value="{first.pk}" aria-label="Keep' in table
+
+    resolve = reverse("members:autofill_conflict_resolve", args=[club.pk])
+    ask = client.post(resolve, {"external_id": "gudrun@example.is", "keep": first.pk, "void": "1"})
+    assert ask.status_code == 200
+    asked = ask.content.decode()
+    assert "Void 1 pass?" in asked and str(second.pass_id) in asked and str(first.pass_id) in asked
+    second.refresh_from_db()
+    assert second.status == Member.Status.ISSUED, "voided before the confirmation"
+
+    done = client.post(resolve, {"external_id": "gudrun@example.is", "keep": first.pk, "void": "1", "confirm": "1"})
+    assert done.status_code == 302
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.status == Member.Status.ISSUED and second.status == Member.Status.VOIDED
+    assert second.replaced_by_id == first.pk
+    detail = client.get(reverse("members:member_detail", args=[second.pk])).content.decode()
+    assert f'replaced by <a href="{reverse("members:member_detail", args=[first.pk])}">member #{first.pk}</a>' in detail
+    assert ExternalIdConflict.objects.get().resolved_at is not None
+    assert 'id="dashboard-open-conflicts"' not in client.get(reverse("dashboard")).content.decode()
+
+    # The holder's voided pass (the second one, perhaps in her wallet) leads to the valid one.
+    client.logout()
+    voided_page = client.get(member_pass_url(second)).content.decode()
+    assert "cancelled by the issuer" in voided_page
+    assert f'id="replacement-link" href="{member_pass_url(first)}"' in voided_page
+    active = [p for p in sandbox.passes() if not p.get("isVoided")]
+    assert [p["id"] for p in active] == [str(first.pass_id)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_simultaneous_claims_after_autofill_is_switched_on_adopt_one_member_and_make_no_pass(sandbox, run_at_a_barrier):
+    club = mirror()
+    path = link_path(fields=GUDRUN, batch_id=7, row=1)
+    payload = payload_of(path)
+    for _ in range(2):  # two passes from before autofill
+        context = claims.claim_context_for(payload=payload)
+        claims.claim_submit(context=context, answers={}, nonce=claims.new_claim_nonce())
+    first, second = Member.objects.order_by("created_at", "id")
+    autofill.autofill_setting_change(template=club, source="email")
+
+    def claim(barrier):
+        context = claims.claim_context_for(payload=payload)
+        nonce = claims.new_claim_nonce()
+        barrier.wait(timeout=30)
+        return claims.claim_submit(context=context, answers={}, nonce=nonce)
+
+    outcomes, errors = run_at_a_barrier(50, claim)
+
+    assert errors == [] and len(outcomes) == 50
+    assert Member.objects.count() == 2
+    assert sandbox.request_count("POST", "/api/v1/pass") == 2
+    assert {outcome.member.pk for outcome in outcomes} == {first.pk}
+    assert {outcome.kind for outcome in outcomes} == {claims.ClaimKind.ALREADY_ENROLLED}
+    assert Member.objects.get(pk=first.pk).external_id == "gudrun@example.is"
+    assert ExternalIdConflict.objects.filter(resolved_at__isnull=True).count() == 1
+
+
+@pytest.mark.django_db
+def test_saving_autofill_on_a_template_with_members_shows_what_it_would_fill_and_fills_when_confirmed(
+    client, sandbox, manager
+):
+    club = mirror()
+    claim_and_follow(client, link_path(fields=BJORK, batch_id=5, row=1))
+    gudrun = link_path(fields=GUDRUN, batch_id=5, row=2)
+    claim_and_follow(client, gudrun)
+    claim_and_follow(client, gudrun)
+    client.force_login(manager)
+    url = reverse("members:autofill_settings", args=[club.pk])
+
+    step = client.post(url, {"source": "email", "field_identifier": "", "already_enrolled_message": ""})
+
+    assert step.status_code == 200
+    text = step.content.decode()
+    assert 'id="autofill-confirm"' in text
+    assert '<strong data-count="fill">1</strong> would get an External ID.' in text
+    assert '<strong data-count="conflicts">2</strong> in 1 conflict' in text
+    assert "Save and fill in 1 External ID<" in text and "gudrun@example.is" in text
+    assert not AutofillSetting.objects.filter(template=club, source="email").exists()  # not saved yet
+    assert not Member.objects.filter(external_id__isnull=False).exists()
+
+    done = client.post(
+        url, {"source": "email", "field_identifier": "", "already_enrolled_message": "", "confirm": "1", "fill": "1"}
+    )
+
+    assert done.status_code == 302
+    assert Member.objects.get(display_name=BJORK["name"]).external_id == "bjork@example.is"
+    assert ExternalIdConflict.objects.get(resolved_at__isnull=True).external_id == "gudrun@example.is"
+    follow = client.get(done["Location"]).content.decode()
+    assert "Autofill setting saved. 1 External ID filled in" in follow
+    assert 'id="conflicts"' in follow and "gudrun@example.is" in follow
+
+
+@pytest.mark.django_db
+def test_a_voided_pass_page_in_icelandic_leads_to_the_current_pass(client, sandbox):
+    club = mirror()
+    first = Member.objects.create(template=club, source="link", status="issued", pass_id=uuid.uuid4())
+    second = Member.objects.create(
+        template=club, source="link", status="voided", pass_id=uuid.uuid4(), replaced_by=first
+    )
+    page = client.get(member_pass_url(second), HTTP_ACCEPT_LANGUAGE="is").content.decode()
+    assert "Útgefandinn hefur ógilt þetta kort." in page and "Opna kortið mitt" in page
+    assert member_pass_url(first) in page
+    first.status = "voided"
+    first.save()
+    assert 'id="replacement-link"' not in client.get(member_pass_url(second)).content.decode()
+
+
+@pytest.mark.django_db
+def test_a_conflict_settled_another_way_stops_showing_on_the_dashboard(client, sandbox, manager):
+    club = mirror()
+    path = link_path(fields=GUDRUN, batch_id=6, row=3)
+    claim_and_follow(client, path)
+    claim_and_follow(client, path)
+    autofill.autofill_setting_change(template=club, source="email")
+    claim_and_follow(client, path)  # opens the conflict
+    autofill.autofill_setting_change(template=club, source="off")  # no autofill, no conflict
+    client.force_login(manager)
+    assert 'id="dashboard-open-conflicts"' in client.get(reverse("dashboard")).content.decode()
+
+    page = client.get(reverse("members:autofill_settings", args=[club.pk])).content.decode()
+
+    assert 'id="conflicts"' not in page
+    assert not ExternalIdConflict.objects.filter(resolved_at__isnull=True).exists()
+    assert 'id="dashboard-open-conflicts"' not in client.get(reverse("dashboard")).content.decode()
+
+
+@pytest.mark.django_db
+def test_staff_adding_a_holder_who_claimed_before_autofill_get_her_existing_member(client, sandbox, manager):
+    club = mirror()
+    claim_and_follow(client, link_path(fields=BJORK, batch_id=5, row=1))
+    bjork = Member.objects.get()
+    autofill.autofill_setting_change(template=club, source="email")
+    client.force_login(manager)
+    values = {"field_name": BJORK["name"], "field_email": " BJORK@example.is", "field_phone": "", "external_id": ""}
+
+    added = client.post(reverse("members:member_add", args=[club.pk]), values, follow=True)
+
+    assert Member.objects.count() == 1 and sandbox.request_count("POST", "/api/v1/pass") == 1
+    assert "already exists on this template; no new pass was made" in added.content.decode()
+    bjork.refresh_from_db()
+    assert bjork.external_id == "bjork@example.is"
+
+
+@pytest.mark.django_db
+def test_a_pass_voided_before_replacements_were_recorded_still_leads_to_the_holders_live_pass(client, sandbox):
+    """The issue's Guðrún: her first, installed pass was voided by the old resolution (nothing recorded)."""
+    club = mirror()
+    autofill.autofill_setting_change(template=club, source="email")
+    values = {"name": GUDRUN["name"], "email": "gudrun@example.is"}
+    kept = Member.objects.create(
+        template=club,
+        source="link",
+        status="issued",
+        pass_id=uuid.uuid4(),
+        values=values,
+        external_id="gudrun@example.is",
+    )
+    voided = Member.objects.create(
+        template=club, source="link", status="voided", pass_id=uuid.uuid4(), values=values, autofill_excluded=True
+    )
+    someone_else = Member.objects.create(
+        template=club, source="link", status="voided", pass_id=uuid.uuid4(), values={"email": "other@example.is"}
+    )
+    assert f'href="{member_pass_url(kept)}"' in client.get(member_pass_url(voided)).content.decode()
+    assert 'id="replacement-link"' not in client.get(member_pass_url(someone_else)).content.decode()
