@@ -52,7 +52,9 @@ def test_one_beat_entry_sends_every_apps_sweep_and_each_one_runs(settings, djang
     from background import recovery
 
     sweep_entries = [e for e in settings.CELERY_BEAT_SCHEDULE.values() if e["task"].endswith("sweep_recorded_work")]
-    assert len(sweep_entries) == 1 and len(settings.CELERY_BEAT_SCHEDULE) == 3  # syncs, member refresh, sweeps
+    assert (
+        len(sweep_entries) == 1 and len(settings.CELERY_BEAT_SCHEDULE) == 4
+    )  # syncs, member refresh, sweeps, sign-in records
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         assert recovery.sweeps_send_all() == len(settings.RECOVERY_SWEEPS)
     assert len(callbacks) == len(settings.RECOVERY_SWEEPS)  # one task a sweep, sent after commit
