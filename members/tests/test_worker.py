@@ -22,7 +22,7 @@ def test_a_large_backfill_runs_in_the_worker(celery_worker_process, live_sandbox
     client.force_login(manager)
 
     response = client.post(reverse("members:autofill_backfill", args=[club.pk]), follow=True)
-    assert "Backfill started" in response.content.decode()
+    assert "Filling in External IDs; the progress shows below." in response.content.decode()
     backfill = AutofillBackfill.objects.get()
     assert (
         'data-run-status="{}"'.format(reverse("members:backfill_status", args=[backfill.pk]))
