@@ -19,6 +19,7 @@ from enum import StrEnum
 
 from django.conf import settings
 from django.core import signing
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone, translation
 
@@ -35,6 +36,7 @@ from templates_sync.models import PassTemplate, SyncRun
 from . import tokens
 from .keyring import link_keys
 from .models import LinkBatch, LinkClaim
+from .services.claim_days import claim_day_add
 
 logger = logging.getLogger(__name__)
 
@@ -385,7 +387,11 @@ def _record_claim(*, context: ClaimContext, outcome: str) -> None:
     batch page). A link outlives its batch: no row, nothing to count. One UPDATE with F(): concurrent claims
     never lose a count."""
     payload = context.payload
-    LinkClaim.objects.create(template=context.template, batch_id=payload.batch_id, row=payload.row, outcome=outcome)
+    with transaction.atomic():  # the claim and its day's count (the dashboard's roll-up) together or not at all
+        claim = LinkClaim.objects.create(
+            template=context.template, batch_id=payload.batch_id, row=payload.row, outcome=outcome
+        )
+        claim_day_add(day=timezone.localdate(claim.at))
     if outcome == LinkClaim.Outcome.EXISTING and payload.batch_id is not None:
         LinkBatch.objects.filter(pk=payload.batch_id).update(duplicate_claims=F("duplicate_claims") + 1)
 

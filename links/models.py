@@ -269,3 +269,19 @@ class LinkClaim(models.Model):
 
     def __str__(self) -> str:
         return f"{self.outcome} claim at {self.at:%Y-%m-%d %H:%M}"
+
+
+class ClaimDay(models.Model):
+    """How many claims each day had (in the portal's time zone), kept by `_record_claim` in the transaction that
+    records the claim, so the dashboard's chart reads 30 rows instead of grouping a month of claims (0.35 s at a
+    million claims, bench/charts.py). The reconcile job (links.services.claim_days) sets each day to a real
+    count, correcting drift from claims written outside the claim flow (an import, a manual fix)."""
+
+    day = models.DateField(primary_key=True)
+    claims = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["day"]
+
+    def __str__(self) -> str:
+        return f"{self.day}: {self.claims}"

@@ -17,7 +17,7 @@ from members.validation import FieldSpec
 from templates_sync.models import PassTemplate
 
 from .csv_files import CsvDialect, CsvFormatError, read_rows
-from .models import EXTERNAL_ID_TARGET, LinkBatch, LinkBatchEvent, LinkClaim
+from .models import EXTERNAL_ID_TARGET, ClaimDay, LinkBatch, LinkBatchEvent, LinkClaim
 
 EXTERNAL_ID_LABEL = "External ID"
 PREVIEW_ROWS = 10
@@ -54,13 +54,16 @@ CHART_DAYS = 30
 def link_claims_per_day(*, days: int = CHART_DAYS, batch_id: int | None = None) -> list[tuple[date, int]]:
     """(day, claims) for each of the last `days` days, today last, days without claims included as 0.
 
-    One query: a range on the indexed `at` (with batch_id first for one batch) grouped by day.
+    Every claim: the daily roll-up (ClaimDay, links.services.claim_days). One batch's: a range on the
+    indexed (batch_id, at) grouped by day (~3,000 claims a batch; 18 ms, bench/charts.py).
     """
     today = timezone.localdate()
     first_day = today - timedelta(days=days - 1)
+    if batch_id is None:
+        counts = dict(ClaimDay.objects.filter(day__gte=first_day).values_list("day", "claims"))
+        return [(day, counts.get(day, 0)) for day in (first_day + timedelta(days=i) for i in range(days))]
     claims = LinkClaim.objects.filter(at__gte=timezone.make_aware(datetime.combine(first_day, time.min)))
-    if batch_id is not None:
-        claims = claims.filter(batch_id=batch_id)
+    claims = claims.filter(batch_id=batch_id)
     by_day = claims.order_by().annotate(day=TruncDate("at")).values("day").annotate(n=Count("*"))
     counts = dict(by_day.values_list("day", "n"))
     return [(day, counts.get(day, 0)) for day in (first_day + timedelta(days=i) for i in range(days))]

@@ -187,6 +187,26 @@ class TemplateMemberCount(models.Model):
         return f"{self.template_id}: {self.members}"
 
 
+class MemberStatusCount(models.Model):
+    """How many members of a template are in each status, kept by database triggers on members_member
+    (migration 0015: a statement-level trigger with transition tables on PostgreSQL, one upsert per statement
+    whatever number of rows it touched; row-level triggers on SQLite), in the transaction of every insert,
+    status change or delete, whichever code path made it. The dashboard reads these rows instead of grouping
+    a million members (0.34 s, bench/charts.py). Triggers, not the services: a status changes in a dozen
+    places (issue, retry, refresh, void, bulk, conflicts …), and one that forgot would drift. The reconcile job
+    (members.services.counts.member_status_counts_reconcile) sets them to real counts all the same."""
+
+    template = models.ForeignKey(PassTemplate, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=16, choices=Member.Status.choices)
+    members = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["template", "status"], name="member_status_count_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.template_id} {self.status}: {self.members}"
+
+
 class MemberRefreshRun(BackgroundRun):
     """One run of the refresh job: every issued member's pass read again from SmartPages, stalest first, in
     chunks (MemberRefreshChunk) spread over the workers. Recorded like a template sync: counts, errors, who or

@@ -11,7 +11,7 @@ from datetime import date, datetime, time, timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import BooleanField, F, Func, Q, QuerySet, TextField, Value
+from django.db.models import BooleanField, Count, F, Func, Q, QuerySet, Sum, TextField, Value
 from django.db.models.functions import Cast, Collate, Reverse, StrIndex
 from django.db.models.lookups import GreaterThan
 from django.utils import timezone
@@ -30,6 +30,7 @@ from .models import (
     Member,
     MemberChange,
     MemberStatusChange,
+    MemberStatusCount,
     TemplateMemberCount,
 )
 from .search_text import anchors_tsquery, search_key
@@ -643,3 +644,16 @@ def member_status_counts(*, template: PassTemplate | None = None) -> dict[str, i
 def template_member_count(*, template: PassTemplate) -> int:
     """The count kept per template (members.services.counts), not a COUNT(*) over its members."""
     return TemplateMemberCount.objects.filter(template=template).values_list("members", flat=True).first() or 0
+
+
+def member_counts_by_status() -> dict[str, int]:
+    """Members in each status across templates, from the counts the triggers keep (MemberStatusCount): a few
+    rows per template instead of grouping every member (0.34 s at a million, bench/charts.py)."""
+    kept = MemberStatusCount.objects.order_by().values_list("status").annotate(n=Sum("members"))
+    return {status: int(n) for status, n in kept}
+
+
+def members_created_since(*, since: datetime, statuses: Iterable[str]) -> dict[str, int]:
+    """Members in `statuses` created at or after `since`, by status: a short range of the status index."""
+    recent = Member.objects.filter(status__in=list(statuses), created_at__gte=since).order_by()
+    return dict(recent.values_list("status").annotate(n=Count("*")))

@@ -407,6 +407,9 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-recorded-work": {"task": "background.sweep_recorded_work", "schedule": SWEEP_INTERVAL},
     # Sign-in records past AUTH_EVENTS_DAYS (and staff actions past AUDIT_DAYS, when set) are deleted.
     "delete-expired-audit-records": {"task": "audit.delete_expired_records", "schedule": 24 * 3600.0},
+    # The dashboard's counts kept as claims and members change (per day, per status), checked against real
+    # counts: drift from writes outside the portal (an import, a manual fix) lasts an hour at most.
+    "reconcile-dashboard-counts": {"task": "portal.reconcile_dashboard_counts", "schedule": 3600.0},
 }
 # A restarted beat never sends an entry twice within its interval (portal/beat.py).
 CELERY_BEAT_SCHEDULER = "portal.beat.OnceScheduler"

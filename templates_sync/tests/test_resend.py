@@ -53,8 +53,8 @@ def test_one_beat_entry_sends_every_apps_sweep_and_each_one_runs(settings, djang
 
     sweep_entries = [e for e in settings.CELERY_BEAT_SCHEDULE.values() if e["task"].endswith("sweep_recorded_work")]
     assert (
-        len(sweep_entries) == 1 and len(settings.CELERY_BEAT_SCHEDULE) == 4
-    )  # syncs, member refresh, sweeps, sign-in records
+        len(sweep_entries) == 1 and len(settings.CELERY_BEAT_SCHEDULE) == 5
+    )  # syncs, member refresh, sweeps, sign-in records, the dashboard's counts
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         assert recovery.sweeps_send_all() == len(settings.RECOVERY_SWEEPS)
     assert len(callbacks) == len(settings.RECOVERY_SWEEPS)  # one task a sweep, sent after commit
