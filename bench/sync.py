@@ -8,7 +8,11 @@ re-sync as PostgreSQL counts them (goal: 0). Each timing is the median of --repe
 the wall time, the CPU seconds of this process, of PostgreSQL and of the sandbox, and
 their sum's ratio to the bare loop's (which other work on the machine hardly moves).
 
-    .venv/bin/python bench/sync.py [--templates 10000] [--repeat 3] [--now-only]
+Then the same against a SQLite mirror (the embedded default; a process of its own, the same sandbox): the bare
+fetch, the first sync into an empty mirror and an unchanged re-sync, medians of --repeat interleaved runs, and
+the mirror rows the re-sync wrote (goal 0).
+
+    .venv/bin/python bench/sync.py [--templates 10000] [--repeat 3] [--now-only] [--no-sqlite]
 """
 
 import argparse
@@ -141,7 +145,12 @@ def main() -> None:
     parser.add_argument("--page-size", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--now-only", action="store_true", help="time only the current first sync, not its steps")
+    parser.add_argument("--no-sqlite", action="store_true", help="skip the SQLite mirror (the embedded default)")
+    parser.add_argument("--sqlite-child", metavar="SANDBOX_URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.sqlite_child:
+        sqlite_child(args)
+        return
 
     setup_django("smartpass_bench_sync")
     import sync_before as before
@@ -267,6 +276,8 @@ def main() -> None:
     first_commits, resync_commits = commits_first - commits_before - 1, commits_resync - commits_first - 1
     resync_rows = written_after - written_before
 
+    sqlite = None if args.no_sqlite else run_sqlite_child(sandbox.url, args)
+    loads.append(os.getloadavg()[0])
     sandbox.process.terminate()
     b, b_cpu = median_of(bare)
     print(
@@ -294,6 +305,114 @@ def main() -> None:
     print(f"transactions per page, full sync                      {first_commits / pages:7.2f}")
     print(f"transactions per page, re-sync                        {resync_commits / pages:7.2f}")
     print(f"mirror rows written by re-sync                        {resync_rows:7d}   (goal 0)")
+    if sqlite is not None:
+        print("SQLite (the embedded default), a file on this disk, in a process of its own, against the same sandbox:")
+        sb = sqlite["bare"]
+        for label, key, goal in (
+            ("bare fetch (requests + json)", "bare", ""),
+            ("first full sync into an empty mirror", "first", " (goal <= 2)"),
+            ("unchanged re-sync", "resync", " (goal <= 1.25)"),
+        ):
+            print(f"  {label:54s}{sqlite[key]:7.3f}s{sqlite[key] / sb:7.2f}{goal}")
+        print(f"  mirror rows written by re-sync                      {sqlite['resync_rows']:7d}   (goal 0)")
+        print(f"  load average during the SQLite runs {sqlite['load_min']:.1f}-{sqlite['load_max']:.1f}")
+
+
+def run_sqlite_child(sandbox_url: str, args) -> dict:
+    """The SQLite figures, from this script run again in a process of its own (Django set up on SQLite)."""
+    import json
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable,
+        __file__,
+        "--sqlite-child",
+        sandbox_url,
+        "--templates",
+        str(args.templates),
+        "--page-size",
+        str(args.page_size),
+        "--repeat",
+        str(args.repeat),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"the SQLite run failed:\n{result.stderr[-3000:]}")
+    output = result.stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def sqlite_child(args) -> None:
+    """Bare fetch, first sync into an empty SQLite mirror and unchanged re-sync, interleaved --repeat times;
+    prints their medians (and the mirror rows the re-sync wrote, counted by temporary triggers) as JSON."""
+    import json
+    import sys
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="bench-sync-sqlite-")
+    os.environ["DATABASE_URL"] = f"sqlite:///{folder}/db.sqlite3"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings_test")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connection
+
+    from templates_sync import sync
+    from templates_sync.models import PassTemplate, SyncRun
+
+    call_command("migrate", verbosity=0)
+    settings.SMARTPAGES_API_URL, settings.SMARTPAGES_KEY_ID, settings.SMARTPAGES_KEY_TOKEN = (
+        args.sqlite_child,
+        "bench",
+        "bench-secret",
+    )
+    settings.SMARTPAGES_PAGE_SIZE = args.page_size
+    table = PassTemplate._meta.db_table
+
+    def timed(fn):
+        start = time.perf_counter()
+        result = fn()
+        return time.perf_counter() - start, result
+
+    bare_fetch(args.sqlite_child, "bench", "bench-secret", args.page_size)
+    bare, first, resync, loads = [], [], [], [os.getloadavg()[0]]
+    for _ in range(args.repeat):
+        bare.append(timed(lambda: bare_fetch(args.sqlite_child, "bench", "bench-secret", args.page_size))[0])
+        with connection.cursor() as cursor:  # an empty mirror, as a newly installed portal's
+            cursor.execute(f"DELETE FROM {table}")
+        SyncRun.objects.all().delete()
+        seconds, run = timed(sync.templates_sync_all)
+        assert run.status == "succeeded" and run.created_count == args.templates, (run.status, run.error)
+        first.append(seconds)
+        seconds, run = timed(sync.templates_sync_all)
+        assert run.unchanged == args.templates, run.unchanged
+        resync.append(seconds)
+        loads.append(os.getloadavg()[0])
+    with connection.cursor() as cursor:  # triggers of the throw-away database count the mirror's row writes
+        cursor.execute("CREATE TABLE bench_written (n INTEGER)")
+        cursor.execute("INSERT INTO bench_written VALUES (0)")
+        for operation in ("INSERT", "UPDATE", "DELETE"):
+            cursor.execute(
+                f"CREATE TRIGGER bench_count_{operation.lower()} AFTER {operation} ON {table} "
+                "BEGIN UPDATE bench_written SET n = n + 1; END"
+            )
+    sync.templates_sync_all()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT n FROM bench_written")
+        resync_rows = cursor.fetchone()[0]
+    figures = {
+        "bare": statistics.median(bare),
+        "first": statistics.median(first),
+        "resync": statistics.median(resync),
+        "resync_rows": resync_rows,
+        "load_min": min(loads),
+        "load_max": max(loads),
+    }
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

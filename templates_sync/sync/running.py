@@ -22,7 +22,7 @@ from ..client import NotFound, SmartPagesClient, SmartPagesError, TemplatePage, 
 from ..models import PassTemplate, SyncRun
 from .rows import _INT_MAX, InvalidTemplate, _canonical_id, _text
 from .runs import RunTakenOver, _claim_lock, sync_retries_drop_waiting, sync_run_queue, sync_run_retry_later
-from .writing import PageWriter, PreparedPage, _mirror_state, _prepare, _store
+from .writing import SQLITE_ROWS_PER_WRITE, PageWriter, PreparedPage, _mirror_state, _prepare, _store
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class PagePrefetcher:
     """The template pages in order, each fetched and made ready (`ready(page)`) by a thread that stays a page
     ahead of the consumer.
 
-    The network, the upstream's work and the comparing overlap with the database writes of the page before;
+    The network, the upstream's work and the comparing overlap with the database writes of the pages before;
     the consumer only hands ready pages on, and beats while it waits. (Fetching in one thread and comparing
     in another cost more: the two took turns with the GIL for nothing, bench/sync.py.) Pages are followed by
     what the server says (its totalPages), and an empty page ends the list whatever it claims. A fetch error is
@@ -39,8 +39,10 @@ class PagePrefetcher:
     every `idle_seconds` (the run's heartbeat). Use it as a context manager so the thread always ends.
     """
 
-    def __init__(self, client: SmartPagesClient, *, page_size: int, ready, idle=None, idle_seconds: float = 5.0):
-        self._pages: queue.Queue = queue.Queue(maxsize=2)
+    def __init__(
+        self, client: SmartPagesClient, *, page_size: int, ready, idle=None, idle_seconds: float = 5.0, ahead: int = 2
+    ):
+        self._pages: queue.Queue = queue.Queue(maxsize=ahead)
         self._stop = threading.Event()
         self._idle, self._idle_seconds = idle, idle_seconds
         self._thread = threading.Thread(
@@ -201,7 +203,9 @@ def _sync_every_page(run: SyncRun, *, client: SmartPagesClient) -> None:
     try:
         with existing_objects_out_of_gc(), PageWriter(**heartbeat) as writer:
             progress.writer = writer
-            with PagePrefetcher(client, page_size=settings.SMARTPAGES_PAGE_SIZE, ready=ready, **heartbeat) as pages:
+            with PagePrefetcher(
+                client, page_size=settings.SMARTPAGES_PAGE_SIZE, ready=ready, ahead=_pages_ahead(), **heartbeat
+            ) as pages:
                 for prepared, now in pages:
                     writer.put(prepared, now=now)
                     progress.tick()
@@ -218,6 +222,15 @@ def _sync_every_page(run: SyncRun, *, client: SmartPagesClient) -> None:
             "no template was marked removed; the next run will settle it."
         )
         run.warning = "\n".join(filter(None, [run.warning, changed]))
+
+
+def _pages_ahead() -> int:
+    """Pages the fetcher may read ahead of the writing. PostgreSQL's writer is a thread of its own: two. SQLite's
+    pages are written inline, a few thousand templates at a time (writing.SQLITE_ROWS_PER_WRITE): the fetcher
+    goes on meanwhile (sqlite3 lets go of the GIL while it writes) with room for as many pages as one write."""
+    if connection.vendor == "sqlite":
+        return max(2, SQLITE_ROWS_PER_WRITE // max(1, settings.SMARTPAGES_PAGE_SIZE) + 1)
+    return 2
 
 
 def _run_to_outcome(run: SyncRun, work, *, client: SmartPagesClient | None) -> SyncRun:

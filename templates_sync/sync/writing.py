@@ -1,5 +1,6 @@
 """Writing prepared pages of templates to the mirror: COPY for new templates and one JSON upsert for changed
-ones on PostgreSQL, the ORM elsewhere; PageWriter writes from a thread of its own while the next page is read."""
+ones on PostgreSQL, one executemany upsert on SQLite, the ORM elsewhere; PageWriter writes from a thread of its
+own while the next page is read (PostgreSQL), or gathers pages into fewer transactions (SQLite)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,45 @@ def _write_with_orm(templates: list[tuple], *, now: datetime) -> None:
         update_conflicts=True,
         unique_fields=["id"],
         update_fields=_UPDATE_FIELDS,
+    )
+
+
+def _write_with_sqlite(templates: list[TemplateRow], *, now: datetime) -> None:
+    """The same writes as _write_with_orm on SQLite, in a transaction the caller opened: one INSERT … ON CONFLICT
+    statement run by executemany over plain tuples. The ORM's bulk_create made a model instance per template and
+    prepared each of its 22 values through its field (and `raw` parsed, then serialised again with json):
+    nine tenths of a first sync's time on SQLite (bench/sync.py). Values are adapted as Django's SQLite backend
+    stores them: UUIDs as 32 hex digits, datetimes as naive UTC text, flags as 0/1, `raw` as the JSON text
+    fetched (already canonical: see _fingerprint)."""
+    ops = connection.ops
+    moment = ops.adapt_datetimefield_value(now)
+    price_field = PassTemplate._meta.get_field("pass_price")
+    page = (moment, None, moment)  # changed_at, removed_at, first_seen_at
+    rows = []
+    for row in templates:
+        values = list(row)
+        values[0] = row.id.replace("-", "")
+        if row.pass_price is not None:
+            values[14] = price_field.get_db_prep_save(row.pass_price, connection)
+        if row.when_last_update_sent is not None:
+            values[16] = ops.adapt_datetimefield_value(row.when_last_update_sent)
+        values[18] = row.raw.decode()
+        rows.append((*values, *page))
+    with connection.cursor() as cursor:
+        cursor.executemany(_sqlite_upsert_statement(), rows)
+
+
+@functools.cache
+def _sqlite_upsert_statement() -> str:
+    names = [*_TEMPLATE_ROW, "changed_at", "removed_at", "first_seen_at"]
+    columns = [PassTemplate._meta.get_field(name).column for name in names]
+    updates = ", ".join(
+        f"{PassTemplate._meta.get_field(name).column} = excluded.{PassTemplate._meta.get_field(name).column}"
+        for name in _UPDATE_FIELDS
+    )
+    return (
+        f"INSERT INTO {PassTemplate._meta.db_table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "
+        f"ON CONFLICT (id) DO UPDATE SET {updates}"
     )
 
 
@@ -171,6 +211,14 @@ def _mirror_state(ids: list[str] | None = None) -> dict[str, tuple[str, bool]]:
                 params,
             )
             return {template_id: (digest, removed) for template_id, digest, removed in cursor.fetchall()}
+    if connection.vendor == "sqlite" and ids is None:
+        # Likewise: the 32 hex digits SQLite holds, dashed by slicing (a tenth of uuid.UUID's time).
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT id, content_hash, removed_at IS NOT NULL FROM {PassTemplate._meta.db_table}")
+            return {
+                f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}": (digest, bool(removed))
+                for h, digest, removed in cursor.fetchall()
+            }
     templates = PassTemplate.objects.all() if ids is None else PassTemplate.objects.filter(id__in=ids)
     return {
         str(pk): (digest, removed_at is not None)
@@ -228,6 +276,10 @@ def _write(page: PreparedPage, *, now: datetime) -> None:
     """
     if not page.templates:
         return
+    if connection.vendor == "sqlite":
+        with transaction.atomic():
+            _write_with_sqlite(page.templates, now=now)
+        return
     if connection.vendor != "postgresql":
         with transaction.atomic():
             _write_with_orm(page.templates, now=now)
@@ -248,6 +300,10 @@ def _store(items: list, *, known: dict[str, tuple[str, bool]], now: datetime) ->
 
 
 PAGES_PER_WRITE = 4
+# On SQLite pages are written inline, gathered into transactions of this many templates at least: each commit
+# waits for the disk (fsync), which was half of a first sync's time there when each page was its own (one
+# writer at a time: 2,500 templates are ~0.2 s of other writers' wait, bench/sync.py).
+SQLITE_ROWS_PER_WRITE = 2500
 # While the writer thread works, this process's threads hand the GIL over every 0.1 ms instead of every 5 ms:
 # the writer waits on PostgreSQL several times a page, and each wait ends in a wait for the GIL, which the
 # thread fetching and comparing pages would otherwise keep for up to the whole interval (bench/sync.py).
@@ -289,7 +345,8 @@ class PageWriter:
 
     On PostgreSQL outside a transaction (a worker, the command) it writes from a thread on a database
     connection of its own, each page (or the few that queued up meanwhile) in a short transaction of its own;
-    inside a caller's transaction, or on SQLite, it writes inline, on the caller's connection. A write error
+    inside a caller's transaction it writes inline, on the caller's connection. On SQLite it writes inline,
+    SQLITE_ROWS_PER_WRITE templates (and at the end what is left) per transaction. A write error
     is raised to the consumer at its next `put` or at the end. `idle` is called every `idle_seconds` while
     the consumer waits on it.
 
@@ -303,13 +360,31 @@ class PageWriter:
         self._idle, self._idle_seconds = idle, idle_seconds
         self._error: BaseException | None = None
         self._thread = None
+        self._gathered: list[tuple[PreparedPage, datetime]] = []  # SQLite: pages not yet written
+        self._gathered_rows = 0
         self._scope = contextlib.ExitStack()  # what __enter__ changed for the block, undone by __exit__
 
     @staticmethod
     def _writes_in_thread() -> bool:
         return connection.vendor == "postgresql" and not connection.in_atomic_block
 
+    @staticmethod
+    def _gathers() -> bool:
+        return connection.vendor == "sqlite"
+
+    def _write_gathered(self) -> None:
+        """The pages gathered so far, in one transaction (SQLite)."""
+        if self._gathered:
+            pages, self._gathered, self._gathered_rows = self._gathered, [], 0
+            self._write(*_joined(pages))
+
     def put(self, page: PreparedPage, *, now: datetime) -> None:
+        if self._gathers():
+            self._gathered.append((page, now))
+            self._gathered_rows += len(page.templates)
+            if self._gathered_rows >= SQLITE_ROWS_PER_WRITE:
+                self._write_gathered()
+            return
         if self._thread is None:
             self._write(page, now)
             return
@@ -339,7 +414,10 @@ class PageWriter:
 
     def __exit__(self, exc_type, *exc_info) -> None:
         """Wait until every page is written and raise the first write error; after an error of the
-        consumer's own, only stop the thread."""
+        consumer's own, only stop the thread (SQLite: drop the pages gathered, as a run taken over must)."""
+        if exc_type is None:
+            self._write_gathered()
+        self._gathered = []
         if self._thread is not None:
             try:
                 if self._thread.is_alive():
