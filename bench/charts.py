@@ -10,7 +10,7 @@ job, which is timed), runs VACUUM ANALYZE, then times, each the median of --repe
   - claims per day of one batch (the batch page).
 and prints the plans' top lines, so the index each query uses is visible.
 
-    .venv/bin/python bench/charts.py [--claims 1000000] [--members 1000000] [--repeat 5] [--database NAME]
+    .venv/bin/python bench/charts.py [--claims 1000000] [--members 1000000] [--repeat 5] [--database NAME] [--keep]
 """
 
 import argparse
@@ -44,9 +44,10 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--database", default=DATABASE, help="the throw-away database (dropped and made again)")
+    parser.add_argument("--keep", action="store_true", help="reuse the claims and members an earlier run wrote")
     args = parser.parse_args()
     load_before = os.getloadavg()
-    setup_django(args.database)
+    kept = setup_django(args.database, keep=args.keep)
 
     from django.db import connection
     from django.utils import timezone
@@ -58,29 +59,13 @@ def main() -> None:
     from portal import selectors as dashboard
     from portal.selectors import members_by_status, stuck_members
 
-    template = mirror_template("Bench")
-    started = time.perf_counter()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO links_linkclaim (template_id, batch_id, row, outcome, at) "
-            "SELECT %s, 1 + i %% 100, i, CASE WHEN i %% 4 = 0 THEN 'existing' ELSE 'new' END, "
-            "now() - (random() * interval '90 days') FROM generate_series(1, %s) AS i",
-            [template.pk, args.claims],
-        )
-        cursor.execute(
-            "INSERT INTO members_member (template_id, external_id, values, display_name, email, phone, source, "
-            "status, failure_reason, upstream_conflict, upstream, issue_attempts, last_error, created_at, updated_at, "
-            "pass_link_needed, autofill_excluded, search_text) "
-            "SELECT %s, NULL, '{}', 'Member ' || i, '', '', 'link', "
-            "(ARRAY['issued','issued','issued','issued','issued','issued','issued','pending','failed','voided'])"
-            "[1 + i %% 10], '', false, '{}', 0, '', now() - (random() * interval '90 days'), now(), "
-            "false, false, 'member ' || i FROM generate_series(1, %s) AS i",
-            [template.pk, args.members],
-        )
-        # What autovacuum does on a live database: statistics, and the visibility map for index-only scans.
-        cursor.execute("VACUUM ANALYZE links_linkclaim")
-        cursor.execute("VACUUM ANALYZE members_member")
-    print(f"{args.claims:,} claims and {args.members:,} members written in {time.perf_counter() - started:.1f} s")
+    if kept:
+        print("kept the claims and members an earlier run wrote (--keep)")
+    else:
+        started = time.perf_counter()
+        with connection.cursor() as cursor:
+            _fill(cursor, args)
+        print(f"{args.claims:,} claims and {args.members:,} members written in {time.perf_counter() - started:.1f} s")
 
     started = time.perf_counter()
     wrong_days = claim_days_reconcile()
@@ -153,6 +138,29 @@ def main() -> None:
             print(label + ":", " / ".join(row[0].strip() for row in cursor.fetchall()[:4]))
 
 
+def _fill(cursor, args) -> None:
+    template = mirror_template("Bench")
+    cursor.execute(
+        "INSERT INTO links_linkclaim (template_id, batch_id, row, outcome, at) "
+        "SELECT %s, 1 + i %% 100, i, CASE WHEN i %% 4 = 0 THEN 'existing' ELSE 'new' END, "
+        "now() - (random() * interval '90 days') FROM generate_series(1, %s) AS i",
+        [template.pk, args.claims],
+    )
+    cursor.execute(
+        "INSERT INTO members_member (template_id, external_id, values, display_name, email, phone, source, "
+        "status, failure_reason, upstream_conflict, upstream, issue_attempts, last_error, created_at, updated_at, "
+        "pass_link_needed, autofill_excluded, search_text) "
+        "SELECT %s, NULL, '{}', 'Member ' || i, '', '', 'link', "
+        "(ARRAY['issued','issued','issued','issued','issued','issued','issued','pending','failed','voided'])"
+        "[1 + i %% 10], '', false, '{}', 0, '', now() - (random() * interval '90 days'), now(), "
+        "false, false, 'member ' || i FROM generate_series(1, %s) AS i",
+        [template.pk, args.members],
+    )
+    # What autovacuum does on a live database: statistics, and the visibility map for index-only scans.
+    cursor.execute("VACUUM ANALYZE links_linkclaim")
+    cursor.execute("VACUUM ANALYZE members_member")
+
+
 def _charts_before() -> dict:
     """The dashboard's three charts as they were before the kept counts: GROUP BY over claims and members."""
     from datetime import datetime, time, timedelta
@@ -215,7 +223,8 @@ def _dashboard_request():
     from django.test import Client
     from django.urls import reverse
 
-    user = get_user_model().objects.create_superuser("bench", password="bench-password-123")
+    user = get_user_model().objects.filter(username="bench").first()
+    user = user or get_user_model().objects.create_superuser("bench", password="bench-password-123")
     client = Client()
     client.force_login(user)
     url = reverse("dashboard")
