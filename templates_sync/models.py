@@ -242,8 +242,8 @@ class SyncRun(BackgroundRun):
 
     A full run in status RUNNING is also the lock that keeps runs one at a time: a partial unique
     constraint lets only one such row exist, on SQLite (embedded mode) as on PostgreSQL. A running run whose
-    heartbeat is older than RUN_STALE_SECONDS lost its worker and is taken over (marked failed,
-    which releases the lock).
+    heartbeat is older than RUN_STALE_SECONDS lost its worker: the recovery sweep queues it again (which
+    releases the lock) and the next worker takes it under the next attempt (background.recovery).
     """
 
     class Kind(models.TextChoices):
@@ -273,6 +273,9 @@ class SyncRun(BackgroundRun):
     # A retry of a full sync that failed because SmartPages could not be reached waits in its row until then:
     # the recovery sweep sends it once due (no delayed message: docs/operations.md).
     not_before = models.DateTimeField(null=True, blank=True)
+    # How many times a worker took it (background.recovery.take): each take after the first followed a worker
+    # that died in it, and a run taken more than MAX_ATTEMPTS times fails instead of running again.
+    attempt = models.PositiveIntegerField(default=0)
 
     class Meta(BackgroundRun.Meta):
         constraints = [

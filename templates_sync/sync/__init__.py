@@ -9,7 +9,7 @@ One module per concern, re-exported here (callers write `from templates_sync imp
 
 - rows: a template's row made from its API object (cleaned, fingerprinted);
 - writing: prepared pages written to the mirror (COPY / JSON upsert / ORM), the PageWriter thread;
-- runs: SyncRun records, taking over a dead worker's run, the one-full-run lock;
+- runs: SyncRun records, taken and queued again through background.recovery, the one-full-run lock;
 - running: a full sync or one template's refresh, run to its recorded outcome.
 """
 
@@ -20,8 +20,10 @@ from .runs import (
     sync_retry_delay,
     sync_run_queue,
     sync_run_retry_later,
+    sync_run_send,
     sync_run_skip,
-    sync_runs_take_over_stale,
+    sync_run_take,
+    sync_runs_requeue_stale,
 )
 from .writing import PAGES_PER_WRITE, WRITER_SWITCH_INTERVAL, PageWriter, PreparedPage
 
@@ -39,7 +41,9 @@ __all__ = [
     "sync_run_queue",
     "sync_run_retry_later",
     "sync_run_skip",
-    "sync_runs_take_over_stale",
+    "sync_run_send",
+    "sync_run_take",
+    "sync_runs_requeue_stale",
     "template_refresh",
     "templates_sync_all",
 ]

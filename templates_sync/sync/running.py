@@ -21,7 +21,7 @@ from background.recovery import Heartbeat
 from ..client import NotFound, SmartPagesClient, SmartPagesError, TemplatePage, smartpages_client
 from ..models import PassTemplate, SyncRun
 from .rows import _INT_MAX, InvalidTemplate, _canonical_id, _text
-from .runs import RunTakenOver, _claim_lock, sync_retries_drop_waiting, sync_run_queue, sync_run_retry_later
+from .runs import RunTakenOver, sync_retries_drop_waiting, sync_run_queue, sync_run_retry_later, sync_run_take
 from .writing import SQLITE_ROWS_PER_WRITE, PageWriter, PreparedPage, _mirror_state, _prepare, _store
 
 logger = logging.getLogger(__name__)
@@ -108,8 +108,8 @@ class _Progress:
     from the thread doing the work — so a live worker beats even while a page is slow to come or to be
     written, and a dead one stops at once."""
 
-    def __init__(self, run: SyncRun):
-        self.run = run
+    def __init__(self, run: SyncRun, heartbeat: Heartbeat):
+        self.run, self.mine = run, heartbeat.mine  # the run while it is this worker's (this attempt's)
         self.writer: PageWriter | None = None
         self._saved = time.monotonic()
 
@@ -131,9 +131,7 @@ class _Progress:
         self.count()
         values = {name: getattr(run, name) for name in _PROGRESS_FIELDS}
         values["total_pages"], values["total_items"] = _column_count(run.total_pages), _column_count(run.total_items)
-        if not SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(
-            heartbeat_at=timezone.now(), **values
-        ):
+        if not self.mine.update(heartbeat_at=timezone.now(), **values):
             raise RunTakenOver(f"Run {run.pk} was taken over by another worker.")
         self._saved = time.monotonic()
 
@@ -162,17 +160,21 @@ def templates_sync_all(
 ) -> SyncRun:
     """Run a full sync (or record it as skipped when one is running). Returns the finished SyncRun."""
     run = run or sync_run_queue(trigger=trigger, triggered_by=triggered_by)
-    if not _claim_lock(run):
-        logger.info("template sync %s not started (%s): another run holds it or the lock", run.pk, run.status)
+    heartbeat = sync_run_take(run)
+    if heartbeat is None:
+        logger.info("template sync %s not started (%s): another worker has it, or the lock", run.pk, run.status)
+        run.refresh_from_db()
         return run
-    return _run_to_outcome(run, lambda smartpages: _sync_every_page(run, client=smartpages), client=client)
+    return _run_to_outcome(
+        run, heartbeat, lambda smartpages: _sync_every_page(run, heartbeat, client=smartpages), client=client
+    )
 
 
-def _sync_every_page(run: SyncRun, *, client: SmartPagesClient) -> None:
+def _sync_every_page(run: SyncRun, heartbeat_row: Heartbeat, *, client: SmartPagesClient) -> None:
     seen: set[str] = set()  # canonical ids read: what _mark_removed compares the mirror with
     listed: set[str] = set()  # ids as listed: whether every announced item was read
     first_total, clean = None, True  # clean: every page announced the same total
-    progress = _Progress(run)
+    progress = _Progress(run, heartbeat_row)
     heartbeat = {"idle": progress.beat, "idle_seconds": settings.RUN_HEARTBEAT_SECONDS}
     known = _mirror_state()
 
@@ -233,11 +235,11 @@ def _pages_ahead() -> int:
     return 2
 
 
-def _run_to_outcome(run: SyncRun, work, *, client: SmartPagesClient | None) -> SyncRun:
-    """Do `work(client)` for a running SyncRun and record how it ended; only known errors are shown."""
+def _run_to_outcome(run: SyncRun, heartbeat: Heartbeat, work, *, client: SmartPagesClient | None) -> SyncRun:
+    """Do `work(client)` for a SyncRun this worker took (`heartbeat`, from sync_run_take) and record how it
+    ended; only known errors are shown."""
     # Its heartbeat comes from a thread of its own (background.recovery), whatever the work waits on: a page
     # that is slow to come or to be written, a confirmation call with its retries. Only a dead worker goes silent.
-    heartbeat = Heartbeat(SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING))
     unreachable = False
     try:
         with heartbeat.keep_beating(), smartpages_client(client) as smartpages:
@@ -257,7 +259,7 @@ def _run_to_outcome(run: SyncRun, work, *, client: SmartPagesClient | None) -> S
             exc, what="during the template sync", subject=f"Template sync run {run.pk}", logger=logger
         )
     run.finished_at = timezone.now()
-    _record_outcome(run)
+    _record_outcome(run, heartbeat.mine)
     if run.kind == SyncRun.Kind.FULL and run.status == SyncRun.Status.SUCCEEDED:
         sync_retries_drop_waiting(succeeded=run)
     elif run.kind == SyncRun.Kind.FULL and unreachable:
@@ -265,7 +267,7 @@ def _run_to_outcome(run: SyncRun, work, *, client: SmartPagesClient | None) -> S
     return run
 
 
-def _record_outcome(run: SyncRun) -> None:
+def _record_outcome(run: SyncRun, running) -> None:
     """Write a finished run's status, which also releases the lock — and cannot fail for the data.
 
     The values are made to fit their columns; if the write fails anyway (a broken connection, say), a
@@ -282,7 +284,6 @@ def _record_outcome(run: SyncRun) -> None:
         finished_at=run.finished_at,
         heartbeat_at=run.finished_at,
     )
-    running = SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING)
     if not connection.in_atomic_block:
         connection.close_if_unusable_or_obsolete()  # a connection the failure broke is replaced, not written on
     try:
@@ -348,14 +349,12 @@ def template_refresh(
     run = run or sync_run_queue(
         trigger=trigger, triggered_by=triggered_by, kind=SyncRun.Kind.SINGLE, template_id=template_id
     )
-    now = timezone.now()
-    if not SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.QUEUED).update(
-        status=SyncRun.Status.RUNNING, started_at=now, heartbeat_at=now
-    ):
-        return run  # delivered again after it ran, or taken over: nothing to do
-    run.status, run.started_at, run.heartbeat_at = SyncRun.Status.RUNNING, now, now
+    heartbeat = sync_run_take(run)
+    if heartbeat is None:
+        run.refresh_from_db()
+        return run  # delivered again after it ran, or another worker has it: nothing to do
     return _run_to_outcome(
-        run, lambda smartpages: _refresh_one(run, str(template_id), client=smartpages), client=client
+        run, heartbeat, lambda smartpages: _refresh_one(run, str(template_id), client=smartpages), client=client
     )
 
 

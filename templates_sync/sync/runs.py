@@ -1,4 +1,6 @@
-"""SyncRun records: queued, skipped, taken over when their worker died, and the one-full-run-at-a-time lock."""
+"""SyncRun records: queued, skipped, taken by a worker and queued again when it died (background.recovery's take,
+Heartbeat and requeue_stale, with its one attempts rule, as every other kind of recorded work), and the
+one-full-run-at-a-time lock."""
 
 from __future__ import annotations
 
@@ -7,8 +9,10 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.utils import timezone
+
+from background.enqueue import enqueue_after_commit
+from background.recovery import MAX_ATTEMPTS, Heartbeat, requeue_stale, take
 
 from ..models import SyncRun
 
@@ -39,7 +43,7 @@ def sync_run_skip(*, trigger: str, triggered_by=None) -> SyncRun:
 
 
 _SKIPPED_WARNING = "Skipped: another full sync was already running."
-_ABANDONED_ERROR = "Abandoned: its worker stopped beating (no heartbeat for {seconds} s); taken over."
+_GAVE_UP = "Not done: a worker stopped {attempts} times while running this sync; the schedule's next run tries again."
 _COUNTS_AFRESH = {
     "pages": 0,
     "created_count": 0,
@@ -53,69 +57,66 @@ _COUNTS_AFRESH = {
 }
 
 
-def _stale_runs():
-    """Running runs whose worker has not beaten for RUN_STALE_SECONDS."""
-    return SyncRun.objects.filter(status=SyncRun.Status.RUNNING).filter(
-        Q(heartbeat_at__lt=SyncRun.stale_before()) | Q(heartbeat_at__isnull=True, started_at__lt=SyncRun.stale_before())
-    )
-
-
-def sync_runs_take_over_stale() -> list[SyncRun]:
-    """Mark every stale running run failed (which releases the full-sync lock at once).
-
-    Returns the full runs taken over, each only once even when two sweeps race: the caller queues a
-    fresh run in their place.
-    """
-    taken = []
-    for run in _stale_runs():
-        seconds = settings.RUN_STALE_SECONDS
-        if SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING, heartbeat_at=run.heartbeat_at).update(
-            status=SyncRun.Status.FAILED, error=_ABANDONED_ERROR.format(seconds=seconds), finished_at=timezone.now()
-        ):
-            logger.warning("template sync run %s taken over: no heartbeat for %s s", run.pk, seconds)
-            if run.kind == SyncRun.Kind.FULL:
-                taken.append(run)
-    return taken
-
-
-def _claim_lock(run: SyncRun) -> bool:
-    """Move `run` to RUNNING; False when it must not run now.
-
-    A finished run (say, taken over while its task waited in the broker) is left as it is; a run that is
-    RUNNING already is a task delivered again: left alone while its worker still beats, restarted with
-    its counts afresh once it went stale. When another full run holds the lock, `run` is SKIPPED.
-    """
-    now = timezone.now()
-    if run.status == SyncRun.Status.RUNNING:
-        restarted = (
-            SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING)
-            .filter(Q(heartbeat_at__lt=SyncRun.stale_before()) | Q(heartbeat_at__isnull=True))
-            .update(started_at=now, heartbeat_at=now, **_COUNTS_AFRESH)
+def sync_run_send(run: SyncRun) -> None:
+    """Send the task that runs `run` (after commit)."""
+    if run.kind == SyncRun.Kind.SINGLE:
+        enqueue_after_commit(
+            "templates_sync.refresh_template",
+            str(run.template_id),
+            run_id=run.pk,
+            user_id=run.triggered_by_id,
+            trigger=run.trigger,
         )
-        if not restarted:
-            return False
-        for name, value in _COUNTS_AFRESH.items():
-            setattr(run, name, value)
-        run.started_at = run.heartbeat_at = now
-        return True
+    else:
+        enqueue_after_commit(
+            "templates_sync.sync_all_templates", run_id=run.pk, trigger=run.trigger, user_id=run.triggered_by_id
+        )
+
+
+def sync_runs_requeue_stale() -> int:
+    """background.recovery's one path for work whose worker died: every running run silent for RUN_STALE_SECONDS
+    goes back to QUEUED (which releases the one-full-sync lock at once) and its task is sent again; the worker
+    that takes it starts its counts afresh under the next attempt number. Returns how many were queued again."""
+    return requeue_stale(SyncRun.objects.all(), sync_run_send)
+
+
+def sync_run_take(run: SyncRun) -> Heartbeat | None:
+    """Take a QUEUED run for this worker (background.recovery.take: RUNNING under the next attempt, counts
+    afresh); its heartbeat, or None when it must not run now.
+
+    A run that is not QUEUED is left as it is: one finished, or a task delivered again while its worker still
+    beats (a run whose worker died is queued again by the sweep, sync_runs_requeue_stale). A full run while
+    another holds the lock is recorded as SKIPPED — unless the holder's worker died: that run is queued again
+    first (to be skipped in its turn) and this one runs. A run taken more than MAX_ATTEMPTS times (each take
+    after the first follows a worker that died in it) fails with the reason instead of running again.
+    """
     if run.status != SyncRun.Status.QUEUED:
-        return False
-    sync_runs_take_over_stale()  # a dead worker's run no longer holds the lock; this run replaces it
-    run.started_at = run.heartbeat_at = now
-    try:
-        with transaction.atomic():
-            claimed = SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.QUEUED).update(
-                status=SyncRun.Status.RUNNING, started_at=now, heartbeat_at=now
+        return None
+    now = timezone.now()
+    for first_try in (True, False):
+        try:
+            with transaction.atomic():
+                beat = take(run, started_at=now, finished_at=None, **_COUNTS_AFRESH)
+            break
+        except IntegrityError:  # another full run is RUNNING: the lock is held
+            if first_try and requeue_stale(SyncRun.objects.filter(kind=SyncRun.Kind.FULL), sync_run_send):
+                continue
+            run.status, run.warning, run.finished_at = SyncRun.Status.SKIPPED, _SKIPPED_WARNING, timezone.now()
+            SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.QUEUED).update(
+                status=run.status, warning=run.warning, started_at=now, finished_at=run.finished_at
             )
-    except IntegrityError:
-        run.status, run.warning, run.finished_at = SyncRun.Status.SKIPPED, _SKIPPED_WARNING, timezone.now()
-        SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.QUEUED).update(
-            status=run.status, warning=run.warning, started_at=now, finished_at=run.finished_at
-        )
-        return False
-    if claimed:
-        run.status = SyncRun.Status.RUNNING
-    return bool(claimed)
+            return None
+    if beat is None:
+        return None
+    for name, value in _COUNTS_AFRESH.items():
+        setattr(run, name, value)
+    run.started_at, run.finished_at = now, None
+    if run.attempt > MAX_ATTEMPTS:
+        run.status, run.error, run.finished_at = SyncRun.Status.FAILED, _GAVE_UP.format(attempts=MAX_ATTEMPTS), now
+        beat.mine.update(status=run.status, error=run.error, finished_at=now, heartbeat_at=now)
+        logger.error("template sync run %s: %s", run.pk, run.error)
+        return None
+    return beat
 
 
 # --- retries after an unreachable SmartPages -----------------------------------------------------------------
@@ -165,18 +166,3 @@ def sync_retries_drop_waiting(*, succeeded: SyncRun) -> int:
         .exclude(pk=succeeded.pk)
         .update(status=SyncRun.Status.SKIPPED, warning=_RETRY_NOT_NEEDED, finished_at=timezone.now())
     )
-
-
-def sync_runs_abandoned_in_a_row() -> int:
-    """How many of the latest finished full runs in a row were taken over because their worker died."""
-    recent = (
-        SyncRun.objects.filter(kind=SyncRun.Kind.FULL, status__in=[SyncRun.Status.SUCCEEDED, SyncRun.Status.FAILED])
-        .order_by("-finished_at", "-id")
-        .values_list("error", flat=True)[:20]
-    )
-    abandoned = 0
-    for error in recent:
-        if not error.startswith(_ABANDONED_ERROR.split(" (", 1)[0]):
-            break
-        abandoned += 1
-    return abandoned

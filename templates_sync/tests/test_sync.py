@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 
 from conftest import wait_for
@@ -190,7 +191,8 @@ def test_a_live_run_waiting_on_slow_removal_checks_is_not_taken_over(sandbox, se
     def sweep_meanwhile():
         try:
             while not stop.wait(0.05):
-                taken_over.extend(sync.sync_runs_take_over_stale())
+                if requeued := sync.sync_runs_requeue_stale():
+                    taken_over.append(requeued)
         finally:
             connection.close()
 
@@ -301,7 +303,8 @@ def test_an_abandoned_run_does_not_block_the_next_one_forever(sandbox, settings)
     SyncRun.objects.create(trigger="beat", status="running", started_at=timezone.now() - timedelta(hours=2))
     run = sync.templates_sync_all()
     assert run.status == "succeeded"
-    assert SyncRun.objects.get(trigger="beat").status == "failed"
+    # The dead run was queued again (background.recovery.requeue_stale) before this one took the lock.
+    assert SyncRun.objects.get(trigger="beat").status == "queued"
 
 
 def test_input_fields_are_read_from_raw_in_upstream_order_once_per_identifier():
@@ -528,16 +531,19 @@ def _running_run(*, beat_seconds_ago: float, **values) -> SyncRun:
     return SyncRun.objects.create(trigger="beat", status="running", started_at=beat, heartbeat_at=beat, **values)
 
 
-def test_a_stale_run_is_taken_over_and_a_new_run_starts_at_once(sandbox, settings):
+def test_a_stale_run_is_queued_again_and_a_new_run_starts_at_once(sandbox, settings):
     settings.RUN_STALE_SECONDS = 120
-    dead = _running_run(beat_seconds_ago=121)
+    dead = _running_run(beat_seconds_ago=121, attempt=1)
 
     run = sync.templates_sync_all()
 
     assert run.status == "succeeded"
     dead.refresh_from_db()
-    assert dead.status == "failed"
-    assert dead.error == "Abandoned: its worker stopped beating (no heartbeat for 120 s); taken over."
+    assert (dead.status, dead.attempt, dead.error) == ("queued", 1, "")
+    # Its task, sent again, finds the lock free by then and runs it under the next attempt.
+    assert sync.templates_sync_all(run=dead).status == "succeeded"
+    dead.refresh_from_db()
+    assert (dead.status, dead.attempt, dead.unchanged) == ("succeeded", 2, 25)
 
 
 def test_a_run_whose_worker_still_beats_holds_the_lock(sandbox, settings):
@@ -557,19 +563,22 @@ def test_a_task_delivered_again_while_its_worker_beats_leaves_the_run_alone(sand
     assert (run.status, run.pages) == ("running", 7)
 
 
-def test_a_task_delivered_again_after_its_worker_died_starts_its_counts_afresh(sandbox, settings):
+def test_a_run_queued_again_after_its_worker_died_starts_its_counts_afresh_under_the_next_attempt(sandbox, settings):
+    from background.tasks import run_sweep
     from templates_sync.tasks import sync_all_templates
 
     settings.SMARTPAGES_PAGE_SIZE = 10
     settings.RUN_STALE_SECONDS = 120
-    run = _running_run(beat_seconds_ago=300, pages=71, total_pages=50, created_count=700, unchanged=9)
+    run = _running_run(beat_seconds_ago=300, pages=71, total_pages=50, created_count=700, unchanged=9, attempt=1)
+    assert sync_all_templates(run_id=run.pk) == "running"  # still RUNNING: only the sweep hands it on
 
+    assert run_sweep("sync-runs-stale") == 1
     assert sync_all_templates(run_id=run.pk) == "succeeded"
     run.refresh_from_db()
-    assert (run.pages, run.total_pages, run.created_count, run.unchanged) == (3, 3, 25, 0)
+    assert (run.pages, run.total_pages, run.created_count, run.unchanged, run.attempt) == (3, 3, 25, 0, 2)
 
 
-def test_the_sweep_takes_over_stale_runs_and_queues_a_fresh_full_one(sandbox, settings):
+def test_the_sweep_queues_stale_runs_again_and_sends_their_tasks(sandbox, settings, django_capture_on_commit_callbacks):
     from background.tasks import run_sweep
 
     settings.RUN_STALE_SECONDS = 120
@@ -577,37 +586,54 @@ def test_the_sweep_takes_over_stale_runs_and_queues_a_fresh_full_one(sandbox, se
     single = _running_run(beat_seconds_ago=200, kind="single", template_id=sandbox.template_ids()[0])
     alive = _running_run(beat_seconds_ago=1, kind="single", template_id=sandbox.template_ids()[1])
 
-    assert run_sweep("sync-runs-stale") == 1
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        assert run_sweep("sync-runs-stale") == 2
 
+    assert len(sent) == 2  # each run's own task, sent again after commit
     statuses = dict(SyncRun.objects.values_list("pk", "status"))
-    assert (statuses[full.pk], statuses[single.pk], statuses[alive.pk]) == ("failed", "failed", "running")
-    fresh = SyncRun.objects.get(trigger="recovery")
-    assert (fresh.kind, fresh.status) == ("full", "queued")
-    assert run_sweep("sync-runs-stale") == 0  # each dead run is taken over once
+    assert (statuses[full.pk], statuses[single.pk], statuses[alive.pk]) == ("queued", "queued", "running")
+    assert SyncRun.objects.count() == 3  # no fresh run: the same rows go on
+    assert run_sweep("sync-runs-stale") == 0  # each death is taken over once
 
 
-def test_a_sync_that_killed_its_worker_max_attempts_times_in_a_row_is_not_queued_again(sandbox, settings):
-    """background.recovery's one attempts rule: MAX_ATTEMPTS full syncs in a row lost their worker, so the sweep
-    takes the dead run over but queues no fresh one (the schedule tries again later)."""
+def test_a_sync_that_killed_its_worker_max_attempts_times_fails_instead_of_running_again(sandbox, settings):
+    """background.recovery's one attempts rule: a run taken more than MAX_ATTEMPTS times (each take after the
+    first followed a worker that died in it) fails with the reason; the schedule's next run tries again."""
     from background.recovery import MAX_ATTEMPTS
     from background.tasks import run_sweep
 
     settings.RUN_STALE_SECONDS = 120
-    for _ in range(MAX_ATTEMPTS - 1):
-        _running_run(beat_seconds_ago=200)
-        assert run_sweep("sync-runs-stale") == 1
-        SyncRun.objects.filter(trigger="recovery", status="queued").delete()  # as if it ran and died again
-    assert SyncRun.objects.filter(error__startswith="Abandoned").count() == MAX_ATTEMPTS - 1
-    _running_run(beat_seconds_ago=200)  # the fifth death in a row
-
+    last_chance = _running_run(beat_seconds_ago=200, attempt=MAX_ATTEMPTS - 1)
     assert run_sweep("sync-runs-stale") == 1
-    assert SyncRun.objects.filter(error__startswith="Abandoned").count() == MAX_ATTEMPTS
-    assert not SyncRun.objects.filter(status="queued").exists()
+    assert sync.templates_sync_all(run=SyncRun.objects.get(pk=last_chance.pk)).status == "succeeded"
 
-    sync.templates_sync_all()  # the schedule's next run succeeds: the count starts again
-    _running_run(beat_seconds_ago=200)
+    doomed = _running_run(beat_seconds_ago=200, attempt=MAX_ATTEMPTS)
     assert run_sweep("sync-runs-stale") == 1
-    assert SyncRun.objects.filter(trigger="recovery", status="queued").count() == 1
+    run = sync.templates_sync_all(run=SyncRun.objects.get(pk=doomed.pk))
+
+    assert (run.status, run.attempt) == ("failed", MAX_ATTEMPTS + 1)
+    assert run.error == (
+        f"Not done: a worker stopped {MAX_ATTEMPTS} times while running this sync; the schedule's next run tries again."
+    )
+    assert not SyncRun.objects.filter(status__in=["queued", "running"]).exists()  # the lock is free
+    assert sync.templates_sync_all().status == "succeeded"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_queued_again_and_taken_by_another_worker_stops_the_first_one(sandbox, settings):
+    """A worker cut off (not dead) finds at its next beat that the run is another attempt's: it stops writing."""
+    settings.SMARTPAGES_PAGE_SIZE = 5
+    sandbox.faults = Faults(slow_seconds=0.3, scope="templates")
+
+    def requeued_and_taken_elsewhere():
+        SyncRun.objects.filter(status="running").update(status="queued")
+        SyncRun.objects.filter(status="queued").update(status="running", attempt=F("attempt") + 1)
+
+    run = _sync_while(pages=1, action=requeued_and_taken_elsewhere)
+
+    stored = SyncRun.objects.get(pk=run.pk)
+    assert (stored.status, stored.attempt) == ("running", 2)  # left to the attempt that holds it
+    assert run.pages < 5
 
 
 def test_a_run_beats_while_it_waits_for_a_slow_page(sandbox, settings):
