@@ -141,6 +141,7 @@ def test_a_sync_of_10000_templates_killed_mid_way_is_taken_over_by_a_second_work
         wait_for(lambda: SyncRun.objects.filter(pk=run.pk, pages__gte=10).exists(), timeout=60, message="ten pages in")
         kill_with_sigkill(doomed)
         killed_at = time.monotonic()
+        killed_at_page = SyncRun.objects.get(pk=run.pk).pages
         taken_over = wait_for(
             lambda: SyncRun.objects.filter(pk=run.pk, status="running", attempt=2).exists() and time.monotonic(),
             timeout=60,
@@ -160,7 +161,7 @@ def test_a_sync_of_10000_templates_killed_mid_way_is_taken_over_by_a_second_work
             stop_process(doomed)
         upstream.stop()
     print(
-        f"\nSIGKILL mid-sync (10,000 templates, at page {SyncRun.objects.get(pk=run.pk).pages} of 100): "
+        f"\nSIGKILL mid-sync (10,000 templates, at page {killed_at_page} of 100): "
         f"taken over after {taken_over - killed_at:.1f} s, finished {finished_after:.1f} s after the kill "
         f"(RUN_STALE_SECONDS {settings.RUN_STALE_SECONDS:g}, SWEEP_INTERVAL {settings.SWEEP_INTERVAL:g})"
     )
