@@ -29,13 +29,28 @@ sys.path.insert(0, str(ROOT))
 DATABASE = "smartpass_bench_charts"
 
 
-def _median_seconds(function, repeat: int) -> float:
-    times = []
+def _median_seconds(function, repeat: int) -> tuple[float, float]:
+    """(median wall seconds, CPU seconds per run): this process's plus its PostgreSQL backend's (/proc), which
+    other work on the machine inflates far less than the wall time."""
+    from django.db import connection
+
+    function()  # warm: plans cached, the connection open
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    times, cpu = [], time.process_time() + _backend_cpu(backend)
     for _ in range(repeat):
         start = time.perf_counter()
         function()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    cpu = (time.process_time() + _backend_cpu(backend) - cpu) / repeat
+    return statistics.median(times), cpu
+
+
+def _backend_cpu(pid: int) -> float:
+    """Seconds of CPU (user + system) the PostgreSQL backend `pid` used so far (same machine only)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -93,6 +108,9 @@ def main() -> None:
     assert before["members by status"]() == members_by_status() and before["stuck"]() == stuck_members()
 
     request = _dashboard_request()
+    with connection.cursor() as cursor:
+        # Parallel workers are processes of their own: their CPU would be missing from the backend's.
+        cursor.execute("SET max_parallel_workers_per_gather = 0")
     measured = {"baseline: COUNT(*) of 30 days of claims": _median_seconds(bare_count, args.repeat)}
     for name in charts_now:
         measured[f"{name}, before (GROUP BY)"] = _median_seconds(before[name], args.repeat)
@@ -103,20 +121,23 @@ def main() -> None:
     measured["claims per day of one batch (batch page)"] = _median_seconds(
         lambda: link_claims_per_day(batch_id=7), args.repeat
     )
-    baseline = measured["baseline: COUNT(*) of 30 days of claims"]
+    baseline, baseline_cpu = measured["baseline: COUNT(*) of 30 days of claims"]
     load_after = os.getloadavg()
     print(
-        f"median of {args.repeat} runs; load average (1, 5 min) before {load_before[0]:.2f} {load_before[1]:.2f}, "
-        f"after {load_after[0]:.2f} {load_after[1]:.2f} ({os.cpu_count()} CPUs)"
+        f"median of {args.repeat} runs (CPU: this process + its PostgreSQL backend, per run); load average "
+        f"(1, 5 min) before {load_before[0]:.2f} {load_before[1]:.2f}, after {load_after[0]:.2f} "
+        f"{load_after[1]:.2f} ({os.cpu_count()} CPUs)"
     )
-    for name, seconds in measured.items():
-        print(f"{name:45s} {seconds * 1000:8.1f} ms   ratio {seconds / baseline:5.2f}")
-    now_total = sum(measured[f"{name}, now (kept counts)"] for name in charts_now)
-    before_total = sum(measured[f"{name}, before (GROUP BY)"] for name in charts_now)
+    print(f"{'':45s} {'wall ms':>9s} {'ratio':>6s} {'CPU ms':>8s} {'ratio':>6s}")
+    for name, (seconds, cpu) in measured.items():
+        print(f"{name:45s} {seconds * 1000:9.1f} {seconds / baseline:6.2f} {cpu * 1000:8.1f} {cpu / baseline_cpu:6.2f}")
+    now_total = sum(measured[f"{name}, now (kept counts)"][0] for name in charts_now)
+    before_total = sum(measured[f"{name}, before (GROUP BY)"][0] for name in charts_now)
+    request, request_cpu = measured["dashboard request, now"]
     print(
         f"the three charts: before {before_total * 1000:.1f} ms, now {now_total * 1000:.1f} ms; "
-        f"goal: the dashboard < 50 ms: {'met' if measured['dashboard request, now'] < 0.05 else 'NOT met'} "
-        f"({measured['dashboard request, now'] * 1000:.1f} ms)"
+        f"goal: the dashboard < 50 ms: {'met' if request < 0.05 else 'NOT met'} by wall time "
+        f"({request * 1000:.1f} ms), {'met' if request_cpu < 0.05 else 'NOT met'} by CPU ({request_cpu * 1000:.1f} ms)"
     )
 
     from django.db.models import Count
