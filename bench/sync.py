@@ -310,6 +310,7 @@ def main() -> None:
         sb = sqlite["bare"]
         for label, key, goal in (
             ("bare fetch (requests + json)", "bare", ""),
+            ("first full sync, before: ORM bulk_create, page commits", "before", ""),
             ("first full sync into an empty mirror", "first", " (goal <= 2)"),
             ("unchanged re-sync", "resync", " (goal <= 1.25)"),
         ):
@@ -378,16 +379,33 @@ def sqlite_child(args) -> None:
         result = fn()
         return time.perf_counter() - start, result
 
-    bare_fetch(args.sqlite_child, "bench", "bench-secret", args.page_size)
-    bare, first, resync, loads = [], [], [], [os.getloadavg()[0]]
-    for _ in range(args.repeat):
-        bare.append(timed(lambda: bare_fetch(args.sqlite_child, "bench", "bench-secret", args.page_size))[0])
+    from templates_sync.sync import running, writing
+
+    def first_sync() -> float:
         with connection.cursor() as cursor:  # an empty mirror, as a newly installed portal's
             cursor.execute(f"DELETE FROM {table}")
         SyncRun.objects.all().delete()
         seconds, run = timed(sync.templates_sync_all)
         assert run.status == "succeeded" and run.created_count == args.templates, (run.status, run.error)
-        first.append(seconds)
+        return seconds
+
+    def first_sync_before() -> float:
+        """As before this work: the ORM's bulk_create per page, each page its own transaction, two pages ahead."""
+        saved = writing._write_with_sqlite, writing.PageWriter._gathers, running._pages_ahead
+        writing._write_with_sqlite = writing._write_with_orm
+        writing.PageWriter._gathers = staticmethod(lambda: False)
+        running._pages_ahead = lambda: 2
+        try:
+            return first_sync()
+        finally:
+            writing._write_with_sqlite, writing.PageWriter._gathers, running._pages_ahead = saved
+
+    bare_fetch(args.sqlite_child, "bench", "bench-secret", args.page_size)
+    bare, before, first, resync, loads = [], [], [], [], [os.getloadavg()[0]]
+    for _ in range(args.repeat):
+        bare.append(timed(lambda: bare_fetch(args.sqlite_child, "bench", "bench-secret", args.page_size))[0])
+        before.append(first_sync_before())
+        first.append(first_sync())
         seconds, run = timed(sync.templates_sync_all)
         assert run.unchanged == args.templates, run.unchanged
         resync.append(seconds)
@@ -406,6 +424,7 @@ def sqlite_child(args) -> None:
         resync_rows = cursor.fetchone()[0]
     figures = {
         "bare": statistics.median(bare),
+        "before": statistics.median(before),
         "first": statistics.median(first),
         "resync": statistics.median(resync),
         "resync_rows": resync_rows,
