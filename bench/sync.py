@@ -391,7 +391,7 @@ def sqlite_child(args) -> None:
 
     def first_sync_before() -> float:
         """As before this work: the ORM's bulk_create per page, each page its own transaction, two pages ahead."""
-        saved = writing._write_with_sqlite, writing.PageWriter._gathers, running._pages_ahead
+        saved = writing._write_with_sqlite, writing.PageWriter.__dict__["_gathers"], running._pages_ahead
         writing._write_with_sqlite = writing._write_with_orm
         writing.PageWriter._gathers = staticmethod(lambda: False)
         running._pages_ahead = lambda: 2
