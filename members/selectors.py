@@ -603,6 +603,15 @@ def member_status_history(*, member: Member) -> QuerySet[MemberStatusChange]:
     return member.status_changes.select_related("by")
 
 
+def member_messages(*, member: Member, limit: int = 50):
+    """The messages the outbox sent (or tried to send) this member, newest first."""
+    from delivery import selectors as delivery_selectors
+
+    from .services.pass_links import member_subject_prefix
+
+    return delivery_selectors.messages(key_prefix=member_subject_prefix(member.pk))[:limit]
+
+
 def member_changes(*, member: Member) -> QuerySet[MemberChange]:
     return member.changes.select_related("by")
 
