@@ -17,11 +17,6 @@ from .factories import mirror_template
 LAURA = {"name": "Laura Loopy", "email": "Laura.Loopy@Example.COM ", "phone": "555 1234"}
 
 
-@pytest.fixture
-def club(db, sandbox):
-    return mirror_template()
-
-
 def issue_result(template, values=LAURA, external_id=None, **kwargs):
     return issuing.member_issue(template=template, values=values, external_id=external_id, source="link", **kwargs)
 
