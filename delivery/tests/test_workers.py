@@ -162,6 +162,23 @@ def test_two_workers_together_keep_to_email_rate(own_redis, own_queue, session_s
     assert all("delivery.send_queued" in log and "succeeded" in log for log in logs)  # both workers sent
 
 
+def test_cancel_stops_a_running_send_at_the_next_message(own_redis, own_queue, session_sandbox, smtp_server):
+    env = _env(own_redis, session_sandbox, EMAIL_URL=smtp_server.url, EMAIL_RATE=10, DELIVERY_SENDERS=2)
+    worker = start_celery(env, log_name="delivery-cancel-worker")
+    try:
+        services.queue_messages(email(n) for n in range(100))
+        wait_for(lambda: _sent() >= 10, timeout=60, interval=0.1, message="10 messages sent")
+        cancelled = services.cancel("batch:9:")
+        at_cancel = 100 - cancelled
+        time.sleep(2)  # twenty slots at EMAIL_RATE: nothing more may go
+    finally:
+        stop_process(worker)
+    sent = _sent()
+    assert at_cancel - 2 <= sent <= at_cancel  # the messages in hand at the cancel (one per sender) finished
+    assert Message.objects.filter(status=Message.SKIPPED, reason=services.CANCELLED).count() == cancelled
+    assert smtp_server.count() == sent
+
+
 def test_sms_through_the_twilio_stand_in_with_429_5xx_and_stop(own_redis, own_queue, session_sandbox, twilio):
     total = 400
     env = _env(own_redis, session_sandbox, SMS_URL=twilio.sms_url(), SMS_RATE=100000)

@@ -12,7 +12,7 @@ from delivery import sending
 from delivery.models import EMAIL, SMS, Message
 from members.services import pass_links
 
-from .factories import make_member, mirror_template
+from .factories import make_member
 
 pytestmark = pytest.mark.django_db
 
@@ -22,11 +22,6 @@ def quick(settings):
     settings.PUBLIC_BASE_URL = "https://passar.example.is"
     settings.DEFAULT_FROM_EMAIL = "passar@issuer.example"
     settings.EMAIL_RATE = settings.SMS_RATE = 1000
-
-
-@pytest.fixture
-def club(sandbox):
-    return mirror_template()
 
 
 def holder(club, *, distribution_url: str = "https://wallet.example/p/abc", **fields):
