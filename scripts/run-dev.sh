@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 export DEBUG="${DEBUG:-1}"
-mkdir -p var/celery/queue var/celery/processed var/cache var/media
+mkdir -p var/celery/queue var/celery/processed var/cache var/media var/outbox
 
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -32,5 +32,7 @@ echo "Celery worker + beat (embedded broker in var/celery) — log in var/worker
 for _ in $(seq 50); do $PY -c "import socket,sys; socket.create_connection(('127.0.0.1', 8001), 0.2)" 2>/dev/null && break; sleep 0.2; done
 $PY manage.py sync_templates || echo "First sync failed; see the Templates page and var/worker.log."
 
+[ -z "${EMAIL_URL:-}${ANYMAIL_BACKEND:-}" ] && echo "Email goes to the local outbox (var/outbox/, Delivery → Outbox), not to anyone."
+[ -z "${SMS_URL:-}" ] && echo "SMS goes to the local outbox too."
 echo "Portal on http://127.0.0.1:8000 — Ctrl-C stops everything."
 $PY manage.py runserver 127.0.0.1:8000
