@@ -107,6 +107,34 @@ def unique_value_clashes(
     }
 
 
+def unique_value_clashes_many(
+    *, template: PassTemplate, rows: list[tuple[Mapping[str, str] | None, str | None]]
+) -> dict[int, str]:
+    """unique_value_clashes for many (values, External ID) pairs at once (a CSV chunk), one query per unique
+    field: {position in `rows`: the sentence(s) saying which values another member holds}."""
+    unique = [field for field in template.input_fields if field.is_unique]
+    if not unique:
+        return {}
+    held = unique_values_held(
+        template=template,
+        values_by_field={
+            field.identifier: [values.get(field.identifier) for values, _ in rows if values] for field in unique
+        },
+    )
+    clashes: dict[int, str] = {}
+    for position, (values, external_id) in enumerate(rows):
+        messages = [
+            unique_value_taken_message(str(field), values[field.identifier])
+            for field in unique
+            if values
+            and values.get(field.identifier) in held.get(field.identifier, {})
+            and (external_id is None or held[field.identifier][values[field.identifier]] != external_id)
+        ]
+        if messages:
+            clashes[position] = " ".join(messages)
+    return clashes
+
+
 def unique_value_taken_message(label: str, value: str) -> str:
     return (
         f"{label}: “{value}” is already held by another member of this template, and the field is unique on SmartPages."
