@@ -34,6 +34,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from .data import (
@@ -114,6 +115,7 @@ class SmartPagesSandbox:
         port: int = 0,
         faults: Faults | None = None,
         verbose: bool = False,
+        passes_file: str | os.PathLike | None = None,
     ) -> None:
         if templates < 0 or page_size_cap < 1:
             raise ValueError("templates must be >= 0 and page_size_cap >= 1")
@@ -148,6 +150,11 @@ class SmartPagesSandbox:
         self.after_pass_created = None
         for _ in range(templates):
             self._append_generated_template()
+        # Passes kept on disk (the demo's `make run`: refresh works after a restart); None keeps them in memory
+        # only, as tests and benchmarks want. One JSON line per pass written; the last line of a pass wins.
+        self._passes_file = Path(passes_file) if passes_file is not None else None
+        if self._passes_file is not None:
+            self._load_passes()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -325,6 +332,7 @@ class SmartPagesSandbox:
                     "distributionUrl": f"{self.url}/distribution/pass/{pass_id}",
                     "createdAt": utc_timestamp(datetime.now(UTC)),
                 }
+                self._remember(self._passes[pass_id])
                 made.append(pass_id)
         return made
 
@@ -339,7 +347,39 @@ class SmartPagesSandbox:
                 found["status"], found["isVoided"] = status, status == "VOIDED"
             if values:
                 _merge_input_fields(found, [{"identifier": key, "value": value} for key, value in values.items()])
+            self._remember(found)
             return json.loads(json.dumps(found))
+
+    # ------------------------------------------------------------------ passes on disk
+
+    def _load_passes(self) -> None:
+        """Read the passes file (a line cut short by a killed sandbox is skipped), then write it anew with one
+        line per pass, so it does not grow for ever."""
+        path = self._passes_file
+        if path.exists():
+            with path.open(encoding="utf-8") as lines:
+                for line in lines:
+                    try:
+                        found = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    if isinstance(found, dict) and isinstance(found.get("id"), str):
+                        self._passes[found["id"]] = found
+            for found in self._passes.values():
+                if found.get("externalIdentifier") is not None:
+                    self._pass_id_by_external_id[(found["passTemplateId"], found["externalIdentifier"])] = found["id"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = path.with_name(path.name + ".new")
+        with fresh.open("w", encoding="utf-8") as out:
+            for found in self._passes.values():
+                out.write(json.dumps(found, ensure_ascii=False) + "\n")
+        os.replace(fresh, path)
+
+    def _remember(self, found: dict) -> None:
+        """Append a pass as it is now to the passes file (call with the lock held)."""
+        if self._passes_file is not None:
+            with self._passes_file.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(found, ensure_ascii=False) + "\n")
 
     # ------------------------------------------------------------------ internals (call with the lock held)
 
@@ -483,6 +523,7 @@ class SmartPagesSandbox:
             self._passes[pass_id] = new_pass
             if external_id is not None:
                 self._pass_id_by_external_id[(template_id, external_id)] = pass_id
+            self._remember(new_pass)
             return 201, json.loads(json.dumps(new_pass))
 
     def _unique_clash(self, template: dict, input_fields: list[dict], *, except_pass_id: str | None) -> dict | None:
@@ -567,6 +608,7 @@ class SmartPagesSandbox:
             for key in ("validFrom", "expirationDate", "stampsLeft", "alreadyPaid", "backFields"):
                 if key in body:
                     found[key] = body[key]
+            self._remember(found)
             return 200, json.loads(json.dumps(found))
 
     def _distribution_page(self, pass_id: str) -> tuple[int, str]:

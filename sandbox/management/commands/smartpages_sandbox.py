@@ -85,6 +85,12 @@ class Command(BaseCommand):
             help="Serve hostile template data: the first list page also carries over-long texts, NUL bytes, "
             "numbers out of range, a javascript: URL and items no mirror can store, and totalItems says 10**11.",
         )
+        parser.add_argument(
+            "--passes-file",
+            metavar="PATH",
+            help="Keep the passes in this file (one JSON line per pass written), so they survive a restart; "
+            "`make run` uses var/sandbox-passes.jsonl. Default: in memory only.",
+        )
         parser.add_argument("--verbose", action="store_true", help="Print one line per request.")
 
     def handle(self, *args, **options):
@@ -108,6 +114,7 @@ class Command(BaseCommand):
                 port=options["port"],
                 faults=faults,
                 verbose=options["verbose"],
+                passes_file=options["passes_file"],
             )
         except ValueError as error:
             raise CommandError(str(error)) from error
@@ -122,6 +129,7 @@ class Command(BaseCommand):
             f"  accepts   SMARTPAGES_KEY_ID={options['key_id']}  SMARTPAGES_KEY_TOKEN={shown_token}\n"
             f"  use with  SMARTPAGES_API_URL={sandbox.url}\n"
             f"  faults:   {_describe_faults(faults)}\n"
+            f"  passes:   {options['passes_file'] or 'in memory (lost when it stops)'}\n"
             "Quit with CONTROL-C."
         )
         try:
