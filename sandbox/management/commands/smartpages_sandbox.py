@@ -74,6 +74,25 @@ class Command(BaseCommand):
             help="Sleep this long before every API answer (default 0).",
         )
         parser.add_argument(
+            "--drip",
+            type=float,
+            default=0.0,
+            metavar="SECONDS",
+            help="Send every API answer one byte at a time, this many seconds apart (default 0: off).",
+        )
+        parser.add_argument(
+            "--gzip-bomb",
+            type=int,
+            default=0,
+            metavar="BYTES",
+            help="Answer every API request with gzip that inflates to this many bytes, e.g. 500000000 (default 0).",
+        )
+        parser.add_argument(
+            "--redirect-to",
+            metavar="URL",
+            help="Answer every API request with a 302 to this origin plus the asked path (default: off).",
+        )
+        parser.add_argument(
             "--fault-scope",
             choices=("all", "templates", "passes"),
             default="all",
@@ -103,6 +122,9 @@ class Command(BaseCommand):
                 slow_seconds=options["slow"],
                 scope=options["fault_scope"],
                 hostile_items=options["hostile"],
+                drip_seconds=options["drip"],
+                gzip_bomb_bytes=options["gzip_bomb"],
+                redirect_to=options["redirect_to"],
             )
             sandbox = SmartPagesSandbox(
                 templates=options["templates"],
@@ -149,6 +171,9 @@ def _describe_faults(faults: Faults) -> str:
             ("429 rate", faults.rate_limit_rate),
             ("reset rate", faults.reset_rate),
             ("slow seconds", faults.slow_seconds),
+            ("drip seconds", faults.drip_seconds),
+            ("gzip bomb bytes", faults.gzip_bomb_bytes),
+            ("redirect to", faults.redirect_to),
         )
         if value
     ]
