@@ -5,6 +5,7 @@ deadlines set low. The sandbox's faults: drip_seconds, gzip_bomb_bytes, redirect
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from pathlib import Path
@@ -141,11 +142,24 @@ def test_a_claim_on_a_dripping_upstream_is_answered_within_its_deadline(live_san
     assert Member.objects.get().status == Member.Status.PENDING
 
 
-def _worker_env(sandbox, **extra) -> dict[str, str]:
+@pytest.fixture
+def own_queue(monkeypatch) -> str:
+    """A queue of the test's own for its worker, and this process's tasks sent there: the session's worker
+    (on the session sandbox, without faults) consumes the suite's queue and would take them."""
+    from celery import current_app
+
+    queue = f"{os.environ.get('CELERY_QUEUE', 'celery')}-hostile-{uuid.uuid4().hex[:8]}"
+    send_task = current_app.send_task
+    monkeypatch.setattr(current_app, "send_task", lambda *args, **options: send_task(*args, **options, queue=queue))
+    return queue
+
+
+def _worker_env(sandbox, queue: str, **extra) -> dict[str, str]:
     return {
         "SMARTPAGES_API_URL": sandbox.url,
         "SMARTPAGES_KEY_ID": SANDBOX_KEY_ID,
         "SMARTPAGES_KEY_TOKEN": SANDBOX_KEY_TOKEN,
+        "CELERY_QUEUE": queue,
         **extra,
     }
 
@@ -157,9 +171,11 @@ def _finished(run: SyncRun) -> SyncRun | None:
 
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
-def test_a_sync_on_a_dripping_upstream_fails_within_its_deadline_and_releases_the_lock(sandbox, manager):
+def test_a_sync_on_a_dripping_upstream_fails_within_its_deadline_and_releases_the_lock(sandbox, manager, own_queue):
     deadline = 3.0
-    worker = start_celery(_worker_env(sandbox, SMARTPAGES_DEADLINE=str(deadline)), log_name="drip-sync-worker")
+    worker = start_celery(
+        _worker_env(sandbox, own_queue, SMARTPAGES_DEADLINE=str(deadline)), log_name="drip-sync-worker"
+    )
     try:
         sandbox.faults = Faults(drip_seconds=DRIP, scope="templates")
         stalled = services.sync_request_full(user=manager)
@@ -187,12 +203,12 @@ def _peak_rss_mb(pid: int) -> float:
 
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
-def test_a_gzip_bomb_fails_the_sync_with_the_reason_and_the_worker_stays_small(sandbox, manager):
+def test_a_gzip_bomb_fails_the_sync_with_the_reason_and_the_worker_stays_small(sandbox, manager, own_queue):
     """498 kB inflating to 500 MB took 1.1 GB of a worker's memory; now the page is refused at the 20 MB cap
     (the default) and the worker's peak resident memory stays under 200 MB."""
     sandbox.faults = Faults(gzip_bomb_bytes=BOMB, scope="templates")
     sandbox.get_template(DEMO_TEMPLATE_ID)
-    worker = start_celery(_worker_env(sandbox), log_name="bomb-sync-worker")
+    worker = start_celery(_worker_env(sandbox, own_queue), log_name="bomb-sync-worker")
     try:
         run = services.sync_request_full(user=manager)
         wait_for(lambda: _finished(run), timeout=120, message="the bombed sync to end")
