@@ -13,7 +13,8 @@ trap cleanup EXIT INT TERM
 
 if [ -z "${SMARTPAGES_KEY_ID:-}" ]; then
   export SMARTPAGES_API_URL="http://127.0.0.1:8001" SMARTPAGES_KEY_ID="sandbox" SMARTPAGES_KEY_TOKEN="sandbox-secret"
-  $PY manage.py smartpages_sandbox --port 8001 --templates 25 > var/sandbox.log 2>&1 &
+  # Its passes are kept in var/ so that members issued in the demo can still be refreshed after a restart.
+  $PY manage.py smartpages_sandbox --port 8001 --templates 25 --passes-file var/sandbox-passes.jsonl > var/sandbox.log 2>&1 &
   pids+=($!)
   echo "SmartPages sandbox (not the real service) on $SMARTPAGES_API_URL — log in var/sandbox.log"
 fi
