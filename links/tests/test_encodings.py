@@ -114,7 +114,7 @@ def test_a_utf16_file_is_read_and_shown_as_it_was_written(demo, tmp_path, client
     client.force_login(manager)
     page = client.get(f"/links/{pending.pk}/").content.decode()
     assert "UTF-16, converted to UTF-8" in page and "<td>Þórður Ævarsson</td>" in page
-    assert 'action="/links/%d/encoding/"' % pending.pk not in page  # converted: no other reading of it
+    assert f'action="/links/{pending.pk}/encoding/"' not in page  # converted: no other reading of it
     without_bom = tmp_path / "no-bom.csv"
     without_bom.write_bytes(campaign("utf-16-le", names=NAMES[:1]))
     from django.core.files import File
