@@ -331,7 +331,7 @@ def _explicit_external_id(*, context: ClaimContext) -> str | None:
     all three name one holder alike (the CSV already normalised it: doing it again changes nothing)."""
     raw = context.payload.external_id or ""
     try:
-        return member_selectors.explicit_external_id(template=context.template, raw=raw)
+        return member_selectors.explicit_external_id(template=context.template, raw=raw, issuer_ids=True)
     except InvalidIdentity:
         # The link was made while autofill read another format (or none): the CSV checked its External ID
         # against the setting of that day. The issuer's ID still names the holder, as it did then.

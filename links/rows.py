@@ -183,7 +183,10 @@ class RowRules:
         if self.external_id_column is not None:
             try:
                 explicit = explicit_external_id(
-                    template=self.template, raw=cells[self.external_id_column], setting=self.autofill_setting
+                    template=self.template,
+                    raw=cells[self.external_id_column],
+                    setting=self.autofill_setting,
+                    issuer_ids=True,
                 )
             except InvalidIdentity as exc:
                 errors[EXTERNAL_ID_TARGET] = f"External ID: {exc}"
@@ -232,7 +235,10 @@ class RowRules:
         if self.person_external_id_column is not None and EXTERNAL_ID_TARGET not in errors:
             try:
                 person = explicit_external_id(
-                    template=self.template, raw=cells[self.person_external_id_column], setting=self.autofill_setting
+                    template=self.template,
+                    raw=cells[self.person_external_id_column],
+                    setting=self.autofill_setting,
+                    issuer_ids=True,
                 )
             except InvalidIdentity as exc:
                 errors[EXTERNAL_ID_TARGET] = f"External ID: {exc}"
