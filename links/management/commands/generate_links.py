@@ -32,8 +32,11 @@ class Command(BaseCommand):
             action="append",
             default=[],
             metavar="COL=IDENT",
-            help=f"put column COL into input field IDENT ({EXTERNAL_ID_TARGET} or members.member.externalId for the External ID, empty to "
-            "leave the column out); columns not named keep their automatic match",
+            help=f"put column COL into input field IDENT ({EXTERNAL_ID_TARGET} or members.member.externalId for the External ID; "
+            "@external_id_person: the External ID where the program's column is empty; @expirationDate, @validFrom: "
+            "the pass's dates; @back: a back field labelled with the column's name; @forename:FIELD, "
+            "@othernames:FIELD, @surname:FIELD: parts of a name field; empty to leave the column out); columns not "
+            "named keep their automatic match",
         )
         parser.add_argument("--delimiter", choices=[",", ";", "tab"], help="override the detected delimiter")
         parser.add_argument(
