@@ -53,6 +53,13 @@ def test_passkits_file_on_the_mapping_page_names_every_column_that_reaches_no_pa
     expect(page.get_by_label("meta.customField")).to_have_value("@back")
     expect(page.get_by_label("Read the file as")).to_have_value("utf-8")
     shots(page, "mapping-passkit-member")
+    # Choosing a place for a column takes it off the list at once; leaving a column out puts it on.
+    page.get_by_label("person.salutation").select_option("@back")
+    expect(unused).to_contain_text("18 columns will not reach the pass")
+    expect(unused.locator("li", has_text="person.salutation")).to_be_hidden()
+    page.get_by_label("meta.customField").select_option("")
+    expect(unused.locator("li", has_text="meta.customField")).to_be_visible()
+    expect(unused).to_contain_text("19 columns will not reach the pass")
     batch = LinkBatch.objects.get()
     assert batch.output_format == "passkit"
 
