@@ -75,6 +75,8 @@ def link_batch_finish(*, batch_id: int) -> None:
             return
         chunks = list(batch.chunks.order_by("index"))
         if finished_status == LinkBatch.Status.CANCELLED:
+            if batch.started_at is None or (batch.queued_at and batch.started_at < batch.queued_at):
+                chunks = []  # cancelled before this run started: the chunks left are an earlier run's
             chunks = _slices(batch, chunks)
         repeated: Future = Future()
         if len(batch.plan) <= 1 or not any(chunk.output_file for chunk in chunks):
