@@ -191,7 +191,7 @@ class TemplateMemberCount(models.Model):
 
 class MemberStatusCount(models.Model):
     """How many members of a template are in each status, kept by database triggers on members_member
-    (migration 0015: a statement-level trigger with transition tables on PostgreSQL, one upsert per statement
+    (migration 0016: a statement-level trigger with transition tables on PostgreSQL, one upsert per statement
     whatever number of rows it touched; row-level triggers on SQLite), in the transaction of every insert,
     status change or delete, whichever code path made it. The dashboard reads these rows instead of grouping
     a million members (0.34 s, bench/charts.py). Triggers, not the services: a status changes in a dozen

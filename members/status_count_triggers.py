@@ -1,4 +1,4 @@
-"""The database triggers that keep MemberStatusCount (see its docstring), for migration 0015 and for SQLite.
+"""The database triggers that keep MemberStatusCount (see its docstring), for migration 0016 and for SQLite.
 
 PostgreSQL: one statement-level trigger per operation with transition tables, so a COPY or bulk UPDATE of
 50,000 members costs one grouped upsert, not 50,000; an UPDATE that changes no status writes nothing (deltas
@@ -66,6 +66,6 @@ def sqlite_triggers_ensure(using: str = "default", **kwargs) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = %s", [COUNTS])
         if cursor.fetchone() is None:
-            return  # before migration 0015
+            return  # before migration 0016
         for statement in SQLITE:
             cursor.execute(statement)

@@ -29,7 +29,7 @@ def backwards(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("members", "0014_autofill_contact_help"),
+        ("members", "0015_passkit_columns"),
         ("templates_sync", "0009_syncrun_retry_not_before"),
     ]
 

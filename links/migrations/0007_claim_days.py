@@ -16,7 +16,7 @@ def fill(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('links', '0005_chunks_heartbeat_summary_cancel'),
+        ('links', '0006_passkit_columns'),
     ]
 
     operations = [
