@@ -76,6 +76,8 @@ class LinkBatch(models.Model):
     # "One pass per row": the first claim of a row issues, every later claim of that row shows that pass. The
     # links carry the flag themselves (tokens.LinkPayload.single_use), so this column only records the choice.
     single_use = models.BooleanField("one pass per row", default=False)
+    # Links of the form {PUBLIC_BASE_URL}/s/{code}: each row's code is stored (ShortLink) with its long token.
+    short_links = models.BooleanField("short links", default=False)
     error = models.TextField(blank=True, help_text="Why the whole batch failed (a sentence for staff).")
     # Errors and warnings grouped by reason, gathered while the rows are made: see services.RowSummary.
     summary = models.JSONField(default=list, blank=True)
@@ -269,3 +271,37 @@ class LinkClaim(models.Model):
 
     def __str__(self) -> str:
         return f"{self.outcome} claim at {self.at:%Y-%m-%d %H:%M}"
+
+
+class ShortLink(models.Model):
+    """A short link's code and the long token it stands for: /s/{code} opens exactly what /p/{token} opens.
+
+    Made with its batch's rows, a COPY per chunk. No foreign key to the batch (nor its check on every row
+    copied): like a long link, a short link outlives its batch record.
+    """
+
+    code = models.CharField(max_length=16, primary_key=True)
+    batch_id = models.BigIntegerField()
+    row = models.PositiveIntegerField()
+    token = models.TextField()
+
+    def __str__(self) -> str:
+        return f"short link of batch {self.batch_id} row {self.row}"
+
+
+class LinkOpen(models.Model):
+    """The first time a batch row's claim page was opened (a GET by a browser, not a preview or a HEAD).
+
+    Keyed by batch and row only: the token itself is never stored. One row per (batch, row); later opens
+    are not counted.
+    """
+
+    batch_id = models.BigIntegerField()
+    row = models.PositiveIntegerField()
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["batch_id", "row"], name="linkopen_batch_row_unique")]
+
+    def __str__(self) -> str:
+        return f"batch {self.batch_id} row {self.row} opened {self.at:%Y-%m-%d %H:%M}"

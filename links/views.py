@@ -59,6 +59,7 @@ def upload(request, template_id):
                 file=form.cleaned_data["file"],
                 delimiter=form.cleaned_data["delimiter"] or None,
                 single_use=form.cleaned_data["single_use"],
+                short_links=form.cleaned_data["short_links"],
             )
         except services.LinkUploadError as exc:
             form.add_error("file", str(exc))

@@ -48,10 +48,12 @@ def link_batch_create(
     original_name: str | None = None,
     via: str = LinkBatch.Via.PAGE,
     single_use: bool = False,
+    short_links: bool = False,
 ) -> LinkBatch:
     """Check an uploaded CSV from end to end and store it as a batch waiting for its column mapping.
 
     `single_use`: one pass per row (the first claim of a row's link issues, every later one shows that pass).
+    `short_links`: links of the form {PUBLIC_BASE_URL}/s/{code} (short enough for one SMS).
 
     The whole file is read once here, so every file-level problem (size, encoding, delimiter, row and column
     limits, a quotation mark never closed) is reported on the upload form instead of failing later in a worker.
@@ -88,6 +90,7 @@ def link_batch_create(
         mapping=selectors.link_columns_auto_match(template=template, header=header),
         rows_total=counted.rows,
         single_use=single_use,
+        short_links=short_links,
         plan=counted.starts,
     )
     try:
@@ -219,6 +222,7 @@ def link_batch_delete(*, batch: LinkBatch, user) -> LinkBatchEvent:
         "links": batch.links,
         "errors": batch.errors,
         "single_use": batch.single_use,
+        "short_links": batch.short_links,
         "uploaded_at": batch.created_at.isoformat(),
         "uploaded_by": batch.uploaded_by.get_username() if batch.uploaded_by else batch.created_via,
     }
