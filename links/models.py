@@ -100,6 +100,8 @@ class LinkBatch(models.Model):
             ("upload_links", "Can upload campaign CSVs and generate SmartPass links"),
             # A links file is a list of bearer secrets: whoever holds a link can claim its pass.
             ("download_links", "Can download the generated SmartPass links"),
+            # Sending links by email and SMS reaches holders in the issuer's name: a manager's act.
+            ("send_links", "Can send a batch's links to its holders by email and SMS"),
         ]
 
     def __str__(self) -> str:
@@ -305,3 +307,29 @@ class LinkOpen(models.Model):
 
     def __str__(self) -> str:
         return f"batch {self.batch_id} row {self.row} opened {self.at:%Y-%m-%d %H:%M}"
+
+
+class LinkBatchSend(models.Model):
+    """One press of "Send to N holders" (or one `manage.py send_links`): what was asked and what came of it.
+
+    The messages themselves are the outbox's (delivery.Message, keyed `batch:<pk>:row:<n>`); this keeps what
+    the outbox never sees: the rows not sent at all (no address, an error, an SMS too long), counted by reason.
+    """
+
+    batch = models.ForeignKey(LinkBatch, on_delete=models.CASCADE, related_name="sends")
+    channels = models.CharField(max_length=16, help_text="email, sms or email,sms (each row by the first it has)")
+    default_language = models.CharField(max_length=2)
+    queued = models.PositiveIntegerField(default=0)
+    already = models.PositiveIntegerField(default=0, help_text="Rows sent or queued by an earlier send.")
+    skipped = models.PositiveIntegerField(default=0)
+    # Rows not sent, grouped by reason (links.services.RowSummary entries, kind "skipped").
+    skipped_summary = models.JSONField(default=list, blank=True)
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    by_name = models.CharField(max_length=150, blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"send of batch {self.batch_id} by {self.by_name or 'command'} at {self.at:%Y-%m-%d %H:%M}"
