@@ -44,7 +44,9 @@ def write_campaign(path: Path, rows: int) -> None:
         writer = csv.writer(out)
         writer.writerow(HEADER)
         for number in range(1, rows + 1):
-            writer.writerow([f"felagi{number}@example.is", f"Guðrún Jónsdóttir {number}", f"+354 {8200001 + number % 50000}"])
+            writer.writerow(
+                [f"felagi{number}@example.is", f"Guðrún Jónsdóttir {number}", f"+354 {8200001 + number % 50000}"]
+            )
 
 
 def _cpu_seconds() -> float:
@@ -123,7 +125,9 @@ def bench_short_links(rows: int, repeat: int) -> None:
         tmp = Path(tmp)
         source = tmp / "campaign.csv"
         write_campaign(source, rows)
-        print(f"\nshort links against plain links: {rows:,} rows, generate_links --jobs 2, {repeat} runs each, interleaved")
+        print(
+            f"\nshort links against plain links: {rows:,} rows, generate_links --jobs 2, {repeat} runs each, interleaved"
+        )
         runs: dict[bool, list[dict]] = {False: [], True: []}
         for _ in range(repeat):
             for short in (False, True):

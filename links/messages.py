@@ -38,13 +38,15 @@ DEFAULT_MESSAGES = {
     "is": LanguageMessage(
         subject="Kortið þitt er tilbúið",
         body="Hæ {name},\n\nHér er kortið þitt í símann: {link}\n\nOpnaðu hlekkinn í símanum og bættu kortinu í veskið.",
-        sms="Hæ {name}, kortið þitt: {link}",
+        # No name in the default SMS: an Icelandic SMS is UCS-2 (70 characters a segment), and with a short link
+        # (≤ 40 characters) this stays one segment whatever the name.
+        sms="Kortið þitt í símann: {link}",
     ),
     "en": LanguageMessage(
         subject="Your pass is ready",
         body="Hi {name},\n\nHere is your pass for your phone: {link}\n\nOpen the link on your phone and add the pass "
         "to your wallet.",
-        sms="Hi {name}, your pass: {link}",
+        sms="Your pass for your phone: {link}",
     ),
 }
 
@@ -54,7 +56,9 @@ def check_message(text: str, *, what: str, needs_link: bool = True) -> None:
     try:
         parts = list(string.Formatter().parse(text))
     except ValueError:
-        raise MessageError(f"{what} has a “{{” or “}}” without its pair; write {{{{ or }}}} for a brace itself.") from None
+        raise MessageError(
+            f"{what} has a “{{” or “}}” without its pair; write {{{{ or }}}} for a brace itself."
+        ) from None
     used = set()
     for _, field, spec, conversion in parts:
         if field is None:

@@ -64,10 +64,22 @@ class SendForm(forms.Form):
                 help_text=PLACEHOLDER_HELP,
                 max_length=1600,
             )
+        if guess.email and guess.phone:
+            self.fields["channels"].initial = "email,sms"
+        else:
+            self.fields["channels"].initial = "sms" if guess.phone else "email"
         if user is not None and getattr(user, "email", ""):
             self.fields["test_email"].initial = user.email
 
-    AUDIENCE = ("channels", "email_column", "phone_column", "name_column", "language_column", "default_language", "max_segments")
+    AUDIENCE = (
+        "channels",
+        "email_column",
+        "phone_column",
+        "name_column",
+        "language_column",
+        "default_language",
+        "max_segments",
+    )
 
     def audience_fields(self):
         return [self[name] for name in self.AUDIENCE]
@@ -75,7 +87,8 @@ class SendForm(forms.Form):
     def language_fields(self):
         """(language name, subject, body, SMS) bound fields, for the page's layout."""
         return [
-            (name, self[f"subject_{code}"], self[f"body_{code}"], self[f"sms_{code}"]) for code, name in LANGUAGES.items()
+            (name, self[f"subject_{code}"], self[f"body_{code}"], self[f"sms_{code}"])
+            for code, name in LANGUAGES.items()
         ]
 
     def options(self) -> SendOptions:

@@ -83,7 +83,9 @@ def batch_funnel(*, batch: LinkBatch) -> BatchFunnel:
 def batch_messages(*, batch: LinkBatch, status: str | None = None) -> QuerySet[Message]:
     """The batch's messages, newest first; `status` one of Message.STATUSES (anything else: all)."""
     known = {value for value, _ in STATUS_CHOICES}
-    return delivery_selectors.messages(key_prefix=batch_key_prefix(batch.pk), status=status if status in known else None)
+    return delivery_selectors.messages(
+        key_prefix=batch_key_prefix(batch.pk), status=status if status in known else None
+    )
 
 
 def batch_sends(*, batch: LinkBatch) -> QuerySet[LinkBatchSend]:

@@ -20,6 +20,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 
 from audit.services import staff_action_record
+from delivery import addresses as delivery_addresses
 from delivery import selectors as delivery_selectors
 from delivery import services as delivery
 from delivery import sms as delivery_sms
@@ -124,7 +125,9 @@ def send_options_check(*, batch: LinkBatch, options: SendOptions) -> None:
     columns = options.columns
     for channel, column in ((EMAIL, columns.email), (SMS, columns.phone)):
         if channel in options.channels and not column:
-            raise SendError(f"Choose the column that holds the {'email address' if channel == EMAIL else 'phone number'}.")
+            raise SendError(
+                f"Choose the column that holds the {'email address' if channel == EMAIL else 'phone number'}."
+            )
     for column in (columns.email, columns.phone, columns.name, columns.language):
         if column and column not in batch.header:
             raise SendError(f"The upload has no column “{column}”.")
@@ -207,10 +210,20 @@ def row_message(*, batch: LinkBatch, row: BatchRow, options: SendOptions, to: st
         return RowMessage(row=row, reason=f"The row has an error: {row.error}")
     if not row.link:
         return RowMessage(row=row, reason="The row has no link.")
-    channel = next((c for c in options.channels if (row.email if c == EMAIL else row.phone)), None)
+    # The first channel with an address the outbox can take: an invalid email falls through to the phone.
+    channel = problem = None
+    for candidate in options.channels:
+        address = row.email if candidate == EMAIL else row.phone
+        if not address:
+            continue
+        _normalised, why = delivery_addresses.normalise(candidate, address)
+        if not why:
+            channel = candidate
+            break
+        problem = problem or f"{why.rstrip('.')}: {address}"
     if channel is None:
-        wanted = " or ".join("an email address" if c == EMAIL else "a phone number" for c in options.channels)
-        return RowMessage(row=row, reason=f"No address: the row has no {wanted.removeprefix('an ').removeprefix('a ')}.")
+        wanted = " or ".join("email address" if c == EMAIL else "phone number" for c in options.channels)
+        return RowMessage(row=row, reason=problem or f"No address: the row has no {wanted}.")
     message = options.messages[row.language]
     key = row_key(batch.pk, row.number)
     if channel == EMAIL:
@@ -276,7 +289,9 @@ def batch_send_plan(*, batch: LinkBatch, options: SendOptions) -> SendPlan:
             summary.add(SKIPPED, made.reason, row.number)
         else:
             by_channel[made.spec.channel] += 1
-    return SendPlan(messages=sum(by_channel.values()), by_channel=by_channel, not_sent=not_sent, summary=summary.as_json())
+    return SendPlan(
+        messages=sum(by_channel.values()), by_channel=by_channel, not_sent=not_sent, summary=summary.as_json()
+    )
 
 
 @dataclass
@@ -287,7 +302,9 @@ class TestSendOutcome:
     reason: str = ""
 
 
-def batch_send_test(*, batch: LinkBatch, options: SendOptions, email: str = "", phone: str = "") -> list[TestSendOutcome]:
+def batch_send_test(
+    *, batch: LinkBatch, options: SendOptions, email: str = "", phone: str = ""
+) -> list[TestSendOutcome]:
     """Send the first preview row's message to the manager's own address and/or phone, now, recorded nowhere in
     the batch's funnel: one per chosen channel the manager gave an address for."""
     send_options_check(batch=batch, options=options)
@@ -366,20 +383,26 @@ def batch_send(*, batch: LinkBatch, options: SendOptions, user=None, request=Non
             after={"channels": send.channels, "queued": send.queued, "already": send.already, "skipped": skipped},
             request=request,
         )
-    return SendResult(batch=batch.pk, queued=queued.queued, already=queued.already, skipped=skipped, summary=send.skipped_summary)
+    return SendResult(
+        batch=batch.pk, queued=queued.queued, already=queued.already, skipped=skipped, summary=send.skipped_summary
+    )
 
 
 def batch_send_cancel(*, batch: LinkBatch, user=None, request=None) -> int:
     """Stop the batch's messages not sent yet (a message being sent now finishes)."""
     count = delivery.cancel(batch_key_prefix(batch.pk))
-    staff_action_record(actor=user, action="links.batch_send_cancel", target=batch, after={"cancelled": count}, request=request)
+    staff_action_record(
+        actor=user, action="links.batch_send_cancel", target=batch, after={"cancelled": count}, request=request
+    )
     return count
 
 
 def batch_send_again(*, batch: LinkBatch, user=None, request=None) -> int:
     """Queue the batch's failed messages again (failed ones only: sent, bounced and skipped stay as they are)."""
     count = delivery.retry_failed(batch_key_prefix(batch.pk))
-    staff_action_record(actor=user, action="links.batch_send_again", target=batch, after={"queued": count}, request=request)
+    staff_action_record(
+        actor=user, action="links.batch_send_again", target=batch, after={"queued": count}, request=request
+    )
     return count
 
 
