@@ -203,6 +203,14 @@ class RowMessage:
     reason: str = ""
     shape: delivery_sms.SmsShape | None = None
 
+    @property
+    def html_body(self) -> str:
+        """The email's HTML part inside its <body>, for showing in the staff page (made by messages.render_html
+        from escaped text: nothing from the upload is markup)."""
+        html = self.spec.html if self.spec is not None else ""
+        start, end = html.find(">", html.find("<body")) + 1, html.rfind("</body>")
+        return html[start:end] if 0 < start <= end else ""
+
 
 def row_message(*, batch: LinkBatch, row: BatchRow, options: SendOptions, to: str | None = None) -> RowMessage:
     """The message of one row exactly as it is sent (`to` replaces its address: the test send)."""
