@@ -331,11 +331,11 @@ class LinkBatchSend(models.Model):
     class Meta:
         ordering = ["-at", "-id"]
 
-    @property
-    def channels_label(self) -> str:
-        names = {"email": "email", "sms": "SMS"}
-        order = [names.get(channel, channel) for channel in self.channels.split(",")]
-        return ", else ".join(order)
-
     def __str__(self) -> str:
         return f"send of batch {self.batch_id} by {self.by_name or 'command'} at {self.at:%Y-%m-%d %H:%M}"
+
+    @property
+    def channels_label(self) -> str:
+        """ "email, else SMS": the channels in the order tried."""
+        names = {"email": "email", "sms": "SMS"}
+        return ", else ".join(names.get(channel, channel) for channel in self.channels.split(","))
