@@ -28,7 +28,9 @@ def card(media):
     )
 
 
-def test_a_manager_previews_tests_and_sends_a_batchs_links(page, live_server, manager, card, tmp_path, smtp_server, settings):
+def test_a_manager_previews_tests_and_sends_a_batchs_links(
+    page, live_server, manager, card, tmp_path, smtp_server, settings
+):
     settings.SMS_URL = "twilio+http://AC0123:secret@127.0.0.1:9?from=Passar"
     settings.DEFAULT_FROM_EMAIL = "passar@issuer.example"
     batch = make_batch(card, tmp_path)
