@@ -151,6 +151,17 @@ def smtp_server(smtp_process, settings):
     smtp_process.clear()
 
 
+@pytest.fixture
+def twilio(settings):
+    """A local server speaking Twilio's Messages API (sandbox/twilio.py) on a free port, with SMS_URL on it."""
+    from sandbox.twilio import TwilioSandbox
+
+    server = TwilioSandbox().start()
+    settings.SMS_URL = server.sms_url()
+    yield server
+    server.stop()
+
+
 # --- races -----------------------------------------------------------------------------------------------
 def _run_at_a_barrier(count: int, work) -> tuple[list, list]:
     """Run `work(barrier)` in `count` threads that meet at one barrier; returns (results, errors).

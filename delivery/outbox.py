@@ -62,7 +62,7 @@ def outbox_entries(limit: int = 200) -> list[OutboxEntry]:
     ]
     entries = []
     for path in files:
-        at = datetime.strptime(path.name[:22], "%Y%m%dT%H%M%S%f").replace(tzinfo=UTC)
+        at = datetime.strptime(path.name.split("-")[0], "%Y%m%dT%H%M%S%f").replace(tzinfo=UTC)
         if path.suffix == ".json":
             record = json.loads(path.read_text())
             entries.append(OutboxEntry("sms", path.name, at, record["to"], "", record["body"], False))

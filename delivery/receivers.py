@@ -21,9 +21,15 @@ _EVENTS = {
 
 @receiver(tracking, dispatch_uid="delivery.anymail_tracking")
 def anymail_tracking_record(sender, event, esp_name, **kwargs) -> None:
+    if event.event_type == "unsubscribed" and event.recipient:  # the service's own unsubscribe link
+        services.suppression_add(channel=EMAIL, address=event.recipient, reason=Suppression.OPT_OUT, detail=esp_name)
+        return
     status, suppress = _EVENTS.get(event.event_type, (None, None))
     if status is None:
         return
+    esp_event = event.esp_event if isinstance(event.esp_event, dict) else {}
+    if status == Message.BOUNCED and "soft" in str(esp_event.get("Type", "")).lower():
+        suppress = None  # a full mailbox: the message bounced, the address may take the next one
     reason = {
         Message.DELIVERED: "",
         Message.BOUNCED: f"Bounced ({esp_name}): {event.description or event.reject_reason or 'refused'}",

@@ -99,6 +99,27 @@ def send_queued(channel: str, *, limit: int | None = None) -> int:
     return sent
 
 
+def send_now(message: Message) -> Message:
+    """Send this one queued message in this process (a person waits for it: a holder's "send my pass"),
+    under the same rules as a worker's run: taken from queued to sending first, once. A transient failure
+    leaves it queued for the workers to try again. Returns the row as it ended."""
+    run = SendingRun.objects.create(channel=message.channel, status=SendingRun.RUNNING, heartbeat_at=timezone.now())
+    transport = transport_for(message.channel)
+    try:
+        now = timezone.now()
+        if Message.objects.filter(pk=message.pk, status=Message.QUEUED).update(
+            status=Message.SENDING, attempts=message.attempts + 1, run=run, sending_at=now, updated_at=now
+        ):
+            message.attempts += 1
+            limiter_for(message.channel).wait()
+            _send_one(message, transport, run)
+    finally:
+        transport.close()
+        SendingRun.objects.filter(pk=run.pk).update(status=SendingRun.FINISHED, finished_at=timezone.now())
+    message.refresh_from_db()
+    return message
+
+
 def _wait_for_next_due(channel: str) -> bool:
     """Sleep until the next retry of `channel` if it is due within WAIT_IN_PLACE_SECONDS; False if none is."""
     soon = timezone.now() + timedelta(seconds=WAIT_IN_PLACE_SECONDS)

@@ -171,6 +171,19 @@ def _suppressed(pairs: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
     return {(row.channel, row.address): row.reason for row in Suppression.objects.filter(query)}
 
 
+def send_one_now(spec: MessageSpec) -> Message:
+    """Record one message and send it in this process (a person waits: a holder's "send my pass"). Its subject
+    key must be new. Returns the row: sent, queued (a transient failure: the workers try again), failed or
+    skipped, with the reason."""
+    from .sending import send_now
+
+    _queue_batch([spec], QueueResult(), set())  # no nudge: this process sends it
+    message = Message.objects.get(subject_key=spec.subject_key, channel=spec.channel)
+    if message.status != Message.QUEUED:
+        return message
+    return send_now(message)
+
+
 def nudge_senders(channel: str) -> None:
     """Send DELIVERY_SENDERS tasks for `channel` after commit: that many workers may send in parallel (the
     shared limiter holds their sum to the channel's rate); a task that finds nothing due ends at once."""

@@ -57,7 +57,7 @@ class EmailTransport:
         if not sent:
             raise DeliveryFailure("The mail backend did not take the message.", transient=True)
         status = getattr(email, "anymail_status", None)  # django-anymail: the service's own message id
-        if status is not None and status.message_id:
+        if status is not None and status.message_id not in (None, ""):
             return str(status.message_id)
         return email.extra_headers["Message-ID"]
 

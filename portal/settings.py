@@ -360,8 +360,15 @@ SMARTPAGES_REQUEST_TIMEOUT = (
     env.float("SMARTPAGES_REQUEST_READ_TIMEOUT", default=10.0),
 )
 # The longest Retry-After a worker's call waits out before its next try (urllib3 alone would wait up to six
-# hours). With it, one call lasts at most 7 tries x (connect + read timeout) + 6 waits: 7 x 35 + 6 x 10 = 305 s.
+# hours); SMARTPAGES_DEADLINE below bounds the whole call.
 SMARTPAGES_RETRY_AFTER_MAX = env.int("SMARTPAGES_RETRY_AFTER_MAX", default=10)
+# The total time one SmartPages call may take, its retries and Retry-After waits included (the timeouts above
+# are per attempt, and a read timeout per socket read: an upstream dripping a byte at a time never trips it).
+# While a person waits (claims, "Add member"): then the member waits as pending for the retry task.
+SMARTPAGES_REQUEST_DEADLINE = env.float("SMARTPAGES_REQUEST_DEADLINE", default=12.0)
+SMARTPAGES_DEADLINE = env.float("SMARTPAGES_DEADLINE", default=120.0)
+# The largest reply accepted, counted after decompression (a template page of 100 is ~200 kB).
+SMARTPAGES_MAX_REPLY_BYTES = env.int("SMARTPAGES_MAX_REPLY_BYTES", default=20_000_000)
 TEMPLATE_SYNC_INTERVAL = env.int("TEMPLATE_SYNC_INTERVAL", default=900)
 
 # --- Background work: heartbeats, take-over, the recovery sweep (docs/operations.md) ------------------------

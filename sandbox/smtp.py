@@ -6,7 +6,8 @@ Each message it accepts is written to the folder (one .eml file, with an `X-Enve
 answers 250, so a sender that saw 250 finds the file. Faults by recipient, so one run mixes them:
 `refuse-…@` 550 at RCPT (an address that does not exist), `defer-…@` 451 at RCPT every time, `deferonce-…@`
 451 the first time for each Message-ID, `dropone-…@` the connection closed at the first DATA of each
-Message-ID (nothing accepted), `slow-…@` no answer to DATA for 60 s (a relay that hangs).
+Message-ID (nothing accepted), `slow-…@` no answer to DATA for 60 s (a relay that hangs), `lag-…@` 0.3 s
+before the 250 (a relay on a real network).
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class FolderInbox:
             return "421 4.4.2 Connection dropped"
         if local.startswith("slow-"):
             await asyncio.sleep(60)
+        if local.startswith("lag-"):
+            await asyncio.sleep(0.3)
         name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
         header = ("X-Envelope-To: " + ", ".join(envelope.rcpt_tos) + "\r\n").encode()
         temporary = self.folder / f".{name}.tmp"

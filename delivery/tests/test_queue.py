@@ -130,3 +130,25 @@ def test_a_relay_that_is_down_leaves_the_rows_queued_for_later(settings):
 )
 def test_sms_segments(text, encoding, characters, count):
     assert sms.segments(text) == sms.SmsShape(encoding, characters, count)
+
+
+def test_a_test_send_goes_out_now_recorded_nowhere(smtp_server):
+    outcome = services.send_test(spec(1, to="maria@issuer.example", subject_key="test:maria"))
+    assert outcome.sent and outcome.provider_id
+    assert [recipients for recipients, _ in smtp_server.messages] == [["maria@issuer.example"]]
+    assert not Message.objects.exists()
+    assert services.send_test(spec(2, to="refuse-2@example.is")).reason.startswith("The mail relay refused the address")
+    assert services.send_test(spec(3, to="nope")) == services.SendOutcome(sent=False, reason="Not an email address.")
+
+
+def test_through_django_anymail_the_services_message_id_is_recorded(settings):
+    """anymail's own test backend stands in for an email service's API here (no service is reachable from the
+    suite); what is tested is that the outbox keeps the id the service gave, which its webhooks name."""
+    from django.core import mail
+
+    settings.EMAIL_BACKEND = "anymail.backends.test.EmailBackend"
+    services.queue_messages([spec(1)])
+    sending.send_queued(EMAIL)
+    row = Message.objects.get()
+    [sent] = mail.outbox
+    assert row.status == Message.SENT and row.provider_id == str(sent.anymail_status.message_id)

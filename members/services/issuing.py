@@ -93,6 +93,10 @@ def member_issue(
     if errors:
         raise InvalidMemberValues(errors)
     external_id = (external_id or "").strip() or None
+    # A unique field's value another member holds: refused here, before SmartPages is asked.
+    clashes = selectors.unique_value_clashes(template=template, values=clean, external_id=external_id)
+    if clashes:
+        raise InvalidMemberValues(clashes)
     member = Member(
         template=template,
         external_id=external_id,
@@ -123,8 +127,7 @@ def member_issue(
         return IssueResult(member=existing, kind=IssueKind.ALREADY_ENROLLED)
     with smartpages_client(client, in_request=True) as smartpages:
         member = _member_send(member=member, client=smartpages)
-    if member.status == Member.Status.PENDING:
-        member_retry_later(member=member)
+    # A member left pending waits in its row (`next_attempt_at`); the recovery sweep sends its retry when due.
     return IssueResult(member=member, kind=IssueKind.CREATED)
 
 
@@ -234,13 +237,6 @@ class IssueRetry:
     # retry of the same member got there first) or found nothing to try made no attempt.
     attempted: bool
 
-    @property
-    def retry_later(self) -> bool:
-        """Whether this caller should schedule the next attempt. Only the one that made this attempt does, so
-        a redelivered task or the stale sweep racing a live chain never starts a second chain (two chains
-        would spend ISSUE_MAX_ATTEMPTS in half the time and fail a member that could still be issued)."""
-        return self.attempted and self.member.status == Member.Status.PENDING
-
 
 def member_issue_retry(
     *, member: Member, client: SmartPagesClient | None = None, expected_attempts: int | None = None
@@ -250,7 +246,7 @@ def member_issue_retry(
     The attempt is claimed first by bumping `issue_attempts` from the value this caller read: of two retries
     that read the same state (a redelivered task and its original), only one POSTs, so a member without an
     External ID (which SmartPages cannot deduplicate) does not get two passes. The result says whether this
-    caller made the attempt; only then may it schedule the next one (`IssueRetry.retry_later`).
+    caller made the attempt. The next attempt's time is recorded in the row by the one that made it.
 
     `expected_attempts` (a retry task passes the count its scheduler left) makes the claim stricter: a task
     that arrives after its chain already moved on finds another count and makes no attempt.
@@ -307,8 +303,6 @@ def member_reissue_failed(*, member: Member, client: SmartPagesClient | None = N
         return member
     with smartpages_client(client, in_request=True) as smartpages:
         retry = member_issue_retry(member=member, client=smartpages)
-    if retry.retry_later:
-        member_retry_later(member=retry.member)
     return retry.member
 
 
@@ -331,16 +325,8 @@ def member_issue_retry_stale(*, limit: int = 500, client: SmartPagesClient | Non
         return 0
     with smartpages_client(client) as smartpages:
         for member in stale:
-            retry = member_issue_retry(member=member, client=smartpages)
-            if retry.retry_later:
-                member_retry_later(member=retry.member)
+            member_issue_retry(member=member, client=smartpages)
     return len(stale)
-
-
-def member_retry_later(*, member: Member) -> None:
-    """The next attempt of a member left pending waits in its row (`next_attempt_at`, with backoff), not in a
-    delayed message: a worker holding delayed messages dies when Redis goes away (kombu 5.7), and Redis may come
-    back empty. The recovery sweep sends it once it is due (`member_issue_retries_send_due`)."""
 
 
 def member_issue_retries_send_due(*, limit: int = 500) -> int:
@@ -489,8 +475,14 @@ def _member_send(*, member: Member, client: SmartPagesClient | None) -> Member:
         # An earlier attempt of ours may have made this pass (only its reply was lost), and the 409 did not
         # name it: most likely the holder's own pass, so a manager links it rather than the holder being told
         # someone else has it.
-        member.pass_link_needed = member.issue_attempts > 1
-        if member.pass_link_needed:
+        member.pass_link_needed = member.issue_attempts > 1 and member.external_id is not None
+        if member.external_id is None or _conflict_names_a_field(exc):
+            # Not about an External ID (the member has none, or SmartPages named a unique field): say what clashed.
+            member.pass_link_needed = False
+            reason = (
+                f"SmartPages refused the pass as a conflict with another pass of this template: {_conflict_detail(exc)}"
+            )
+        elif member.pass_link_needed:
             reason = (
                 f"SmartPages already has a pass with External ID “{member.external_id}” on this template, most "
                 "likely made by an earlier attempt of the portal whose reply was lost; SmartPages did not say "
@@ -534,6 +526,18 @@ def _member_send(*, member: Member, client: SmartPagesClient | None) -> Member:
 
     _write_outcome(write, member=member)
     return member
+
+
+def _conflict_names_a_field(error: Conflict) -> bool:
+    return isinstance(error.body, dict) and bool(error.body.get("field") or error.body.get("identifier"))
+
+
+def _conflict_detail(error: Conflict) -> str:
+    """What SmartPages said clashed (its error body is undocumented: its message, and the field if named)."""
+    body = error.body if isinstance(error.body, dict) else {}
+    message = str(body.get("error") or body.get("message") or "no reason given").strip()[:300]
+    field = body.get("field") or body.get("identifier")
+    return f"{message} (field “{field}”)." if field else f"{message}."
 
 
 def _adopt_after_lost_reply(*, member: Member, smartpages: SmartPagesClient, error: Conflict) -> dict | None:
