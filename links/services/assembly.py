@@ -22,7 +22,17 @@ from ..csv_files import (
     read_chunk,
 )
 from ..models import LinkBatch, LinkChunk
-from .chunk import ERROR_COLUMN, EXISTING_MEMBER_NOTE, LINK_COLUMN, _Counts, _dialect, _duplicate_note, _RowKeys
+from .chunk import (
+    ERROR_COLUMN,
+    EXISTING_MEMBER_NOTE,
+    LINK_COLUMN,
+    PASSKIT_LINK_COLUMN,
+    _Counts,
+    _dialect,
+    _duplicate_note,
+    _line_end,
+    _RowKeys,
+)
 from .storage import store
 from .summary import RowSummary
 
@@ -67,16 +77,24 @@ def link_batch_finish(*, batch_id: int) -> None:
             repeated = beside.submit(_repeated_on_own_connection, batch.pk)
         else:
             repeated.set_result(_RowKeys(batch.pk).repeated())
-        header = _header_bytes(batch)
         output_path = batch.sibling_path(f"output{suffix}.csv")
         assembly = _Assembly(batch, chunks, repeated)
+        # PassKit's format has its error column only when some row has something in it.
+        assembly.drop_error = (
+            batch.output_format == LinkBatch.OutputFormat.PASSKIT
+            and not assembly.counts.errors
+            and not assembly.counts.warnings
+            and not repeated.result()
+        )
+        header = _header_bytes(batch, with_error=not assembly.drop_error)
         output_name = _store_stream(assembly.output(header), output_path)
         if assembly.copied_unchecked_repeats():  # copied before the query answered, and it needed changes
             default_storage.delete(output_name)
             assembly = _Assembly(batch, chunks, repeated)
             output_name = _store_stream(assembly.output(header), output_path)
         counts, summary = assembly.counts, assembly.summary
-        errors_name = _store_stream(assembly.errors(header), batch.sibling_path(f"errors{suffix}.csv"))
+        errors_header = _header_bytes(batch, with_error=True)
+        errors_name = _store_stream(assembly.errors(errors_header), batch.sibling_path(f"errors{suffix}.csv"))
         totals = {"rows_total": counts.rows_done} if finished_status == LinkBatch.Status.SUCCEEDED else {}
         finished = LinkBatch.objects.filter(pk=batch.pk, attempt=batch.attempt, status=batch.status).update(
             status=finished_status,
@@ -108,12 +126,14 @@ def link_batch_write_output(*, batch: LinkBatch, path: str | os.PathLike) -> Non
         shutil.copyfile(stored, path)
 
 
-def _header_bytes(batch: LinkBatch) -> bytes:
+def _header_bytes(batch: LinkBatch, *, with_error: bool) -> bytes:
     # UTF-8 with a BOM whatever the input was: Excel then shows Icelandic letters, and every other reader
-    # skips the BOM.
+    # skips the BOM. PassKit's format: UTF-8 without BOM, its link column name, LF.
     text = io.StringIO()
-    ResultWriter(text, delimiter=batch.delimiter, header=batch.header + [LINK_COLUMN, ERROR_COLUMN])
-    return codecs.BOM_UTF8 + text.getvalue().encode("utf-8")
+    passkit = batch.output_format == LinkBatch.OutputFormat.PASSKIT
+    added = [PASSKIT_LINK_COLUMN if passkit else LINK_COLUMN] + ([ERROR_COLUMN] if with_error else [])
+    ResultWriter(text, delimiter=batch.delimiter, header=batch.header + added, line_end=_line_end(batch))
+    return (b"" if passkit else codecs.BOM_UTF8) + text.getvalue().encode("utf-8")
 
 
 def _repeated_on_own_connection(batch_id: int) -> dict[int, tuple[int, bool]]:
@@ -140,9 +160,14 @@ class _Assembly:
             self.counts.add(chunk.counts)
             self.summary.merge(chunk.summary)
         self.unchecked: list[tuple[int, int | None]] = []  # (row before, last row) of chunks copied unchecked
+        self.drop_error = False  # PassKit's format without a row that has an error or warning
 
     def output(self, header: bytes) -> Iterator[bytes]:
         yield header
+        if self.drop_error:
+            for chunk in self.chunks:
+                yield from self._without_error(chunk)
+            return
         chunks = self.chunks
         starts = [chunk.row_before for chunk in chunks[1:]] + [None]
         for chunk, end in zip(chunks, starts, strict=True):
@@ -168,11 +193,26 @@ class _Assembly:
         for chunk in self.chunks:
             yield from _read_stored(chunk.errors_file)
 
+    def _without_error(self, chunk: LinkChunk) -> Iterator[bytes]:
+        """A chunk's rows without their (empty) last cell. Without a quotation mark in the chunk, no cell
+        holds a line break and every line ends in a delimiter before LF: that delimiter goes."""
+        delimiter = self.batch.delimiter
+        with default_storage.open(chunk.output_file, "rb") as stored:
+            data = stored.read()  # a chunk is a few MB
+        if b'"' not in data:
+            yield data.replace(delimiter.encode() + b"\n", b"\n")
+            return
+        text = io.StringIO()
+        writer = csv.writer(text, delimiter=delimiter, lineterminator="\n")
+        for cells in csv.reader(io.StringIO(data.decode("utf-8"), newline=""), delimiter=delimiter):
+            writer.writerow(cells[:-1])
+        yield text.getvalue().encode("utf-8")
+
     def _rewritten(self, chunk: LinkChunk) -> Iterator[bytes]:
         batch = self.batch
         dialect = _dialect(batch)
         text = io.StringIO()
-        writer = csv.writer(text, delimiter=batch.delimiter, lineterminator="\r\n")
+        writer = csv.writer(text, delimiter=batch.delimiter, lineterminator=_line_end(batch))
         with (
             default_storage.open(batch.input_file.name, "rb") as binary,
             default_storage.open(chunk.output_file, "rb") as stored,

@@ -39,6 +39,7 @@ from .summary import RowSummary
 logger = logging.getLogger(__name__)
 
 LINK_COLUMN = "smartpass_link"
+PASSKIT_LINK_COLUMN = "smartUrl"  # what mail merges written for PassKit's generator read
 ERROR_COLUMN = "error"
 
 
@@ -84,6 +85,11 @@ def _plan(binary: IO[bytes], dialect: CsvDialect) -> list[list[int]]:
     return _count_rows(binary, dialect, start=rows.offset, width=len(header)).starts
 
 
+def _line_end(batch: LinkBatch) -> str:
+    """PassKit's format ends lines with LF, the portal's with CRLF (as Excel writes them)."""
+    return "\n" if batch.output_format == LinkBatch.OutputFormat.PASSKIT else "\r\n"
+
+
 def _dialect(batch: LinkBatch) -> CsvDialect:
     return CsvDialect(encoding=batch.encoding, delimiter=batch.delimiter, has_bom=batch.encoding == "utf-8-sig")
 
@@ -120,7 +126,7 @@ def _make_chunk(chunk: LinkChunk, heartbeat: Heartbeat) -> bool:
     heartbeat (background.recovery.take) beats for the chunk and its batch from a thread while it works."""
     batch = chunk.batch
     dialect = _dialect(batch)
-    made = _ChunkRows(RowRules(batch), dialect.delimiter)
+    made = _ChunkRows(RowRules(batch), dialect.delimiter, _line_end(batch))
     short_links = ShortLinkMaker.for_batch(batch, made.rules)
     if short_links is not None:
         made.make_link = short_links.link
@@ -182,10 +188,10 @@ def _make_chunk(chunk: LinkChunk, heartbeat: Heartbeat) -> bool:
 class _ChunkRows:
     """What a chunk made so far: its output and error rows, counts, summary, and the first row of each holder."""
 
-    def __init__(self, rules: RowRules, delimiter: str) -> None:
+    def __init__(self, rules: RowRules, delimiter: str, line_end: str = "\r\n") -> None:
         self.rules = rules
         self.make_link = rules.link  # or a ShortLinkMaker's
-        self.output, self.errors = _ChunkFile(delimiter), _ChunkFile(delimiter)
+        self.output, self.errors = _ChunkFile(delimiter, line_end), _ChunkFile(delimiter, line_end)
         self.first_rows: dict[str, tuple[int, bool]] = {}  # digest → (first row with it here, by External ID)
         self.counts, self.summary = _Counts(), RowSummary()
 
@@ -241,9 +247,9 @@ class _ChunkFile:
     size, and no temporary file is ever left behind on the worker's disk. Rows are written as text a group
     at a time and encoded once per group: encoding row by row costs more than the rest of the writing."""
 
-    def __init__(self, delimiter: str) -> None:
+    def __init__(self, delimiter: str, line_end: str) -> None:
         self.buffer = io.BytesIO()
-        self.writer = ResultWriter(io.StringIO(), delimiter=delimiter, header=None)
+        self.writer = ResultWriter(io.StringIO(), delimiter=delimiter, header=None, line_end=line_end)
 
     def write_rows(self, rows: list[list[str]]) -> None:
         self.buffer.write(self.writer.rows_text(rows).encode("utf-8"))

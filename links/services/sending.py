@@ -38,7 +38,7 @@ from ..messages import (
     row_language,
 )
 from ..models import LinkBatch, LinkBatchSend
-from .chunk import ERROR_COLUMN, LINK_COLUMN
+from .chunk import ERROR_COLUMN, LINK_COLUMN, PASSKIT_LINK_COLUMN
 from .summary import RowSummary
 
 EMAIL, SMS = "email", "sms"
@@ -179,7 +179,10 @@ def batch_rows(*, batch: LinkBatch, options: SendOptions) -> Iterator[BatchRow]:
         text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
         reader = csv.reader(text, delimiter=batch.delimiter)
         file_header = next(reader, None)
-        if file_header is None or file_header[-2:] != [LINK_COLUMN, ERROR_COLUMN]:
+        # The portal's format ends in smartpass_link and error; PassKit's in smartUrl, and error only when
+        # some row has one.
+        added = file_header[width:] if file_header is not None else []
+        if not added or added[0] not in (LINK_COLUMN, PASSKIT_LINK_COLUMN) or added[1:] not in ([], [ERROR_COLUMN]):
             raise SendError("The links file of this batch cannot be read; make the links again.")
         for number, cells in enumerate(reader, start=1):
             padded = cells + [""] * (width + 2 - len(cells))

@@ -72,7 +72,7 @@ def test_a_manager_uploads_a_csv_and_downloads_one_link_per_good_row(
     page.set_input_files("input[type=file]", str(tmp_path / "vorherferð.csv"))
     page.get_by_role("button", name="Upload and preview").click()
     expect(page.locator("h1")).to_have_text("vorherferð.csv")
-    expect(page.get_by_text(f"{ROWS:,} rows read (semicolon-separated, utf-8-sig)")).to_be_visible()
+    expect(page.get_by_text(f"{ROWS:,} rows read (semicolon-separated, UTF-8 with BOM)")).to_be_visible()
     expect(page.locator("table.preview tbody tr")).to_have_count(10)
     # The columns were matched by label; the group column stays out of the links.
     expect(page.get_by_label("Nafn")).to_have_value("name")

@@ -22,6 +22,6 @@ def codes_in_byte_order(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("links", "0006_short_links_opens_sending")]
+    dependencies = [("links", "0007_short_links_opens_sending")]
 
     operations = [migrations.RunPython(codes_in_byte_order, migrations.RunPython.noop)]
