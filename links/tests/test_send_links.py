@@ -345,3 +345,14 @@ def test_the_funnel_counts_sent_delivered_opened_and_claimed_and_the_table_filte
     assert rows[0][:5] == ["row", "channel", "to", "language", "status"]
     assert [row[:5] for row in rows[1:]] == [["3", "sms", "+3548250003", "is", "failed"]]
     assert rows[1][5] == "Twilio said 21610: =STOP"  # no formula: only a cell starting with = is guarded
+
+
+def test_a_batch_in_passkits_format_is_sent_from_its_smarturl_column(demo, tmp_path):
+    batch = make_batch(demo, tmp_path, HOLDERS[:3], "--short-links", "--format", "passkit")
+    assert batch.output_format == "passkit"
+
+    assert send_command(batch, "--channel", "email,sms")["queued"] == 3
+
+    links = links_of(batch)
+    assert all(links[n].startswith("http://127.0.0.1:8000/s/") for n in (1, 2, 3))
+    assert links[1] in Message.objects.get(subject_key=f"batch:{batch.pk}:row:1").text
