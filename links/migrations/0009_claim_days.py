@@ -16,7 +16,7 @@ def fill(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('links', '0006_passkit_columns'),
+        ('links', '0008_short_link_codes_byte_order'),
     ]
 
     operations = [
