@@ -24,6 +24,7 @@ PUBLIC_URL_NAMES = {
     "set_language",
     "claim",
     "pass",
+    "short_link",
     "admin_login",
     "second_factor_verify",
     "second_factor_enrol",
@@ -46,6 +47,7 @@ MANAGER_ONLY_PAGES = {
     "upload",
     "batch_remap",
     "batch_delete",
+    "batch_send",  # sending a batch's links needs the send permission, a manager's
     "auth_event_list",
     "staff_action_list",
     "staff_list",
@@ -164,6 +166,8 @@ def test_a_viewer_opens_every_read_page(client, viewer, sandbox, settings, tmp_p
         # The errors file (its header names the link column); the links file itself is a manager's.
         "batch_download": (reverse("links:batch_download", args=[batch.pk, "errors"]), "smartpass_link"),
         "template_sample": (reverse("links:template_sample", args=[template.pk]), "Guðrún Jónsdóttir"),
+        # The batch's delivery table (no message texts, so no links): its header row.
+        "batch_messages_csv": (reverse("links:batch_messages_csv", args=[batch.pk]), "channel"),
         "suppression_list": (reverse("delivery:suppression_list"), "No address is suppressed"),
     }
     client.force_login(viewer)
