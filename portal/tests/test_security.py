@@ -13,7 +13,16 @@ from templates_sync.models import SyncRun
 pytestmark = pytest.mark.django_db
 
 # The holder's side (links.public_urls) is public by design: a SmartPass link and its pass page need no login.
-PUBLIC_URL_NAMES = {"login", "admin_login", "staff_set_password", "healthz", "set_language", "claim", "pass", "short_link"}
+PUBLIC_URL_NAMES = {
+    "login",
+    "admin_login",
+    "staff_set_password",
+    "healthz",
+    "set_language",
+    "claim",
+    "pass",
+    "short_link",
+}
 # The outbox's public ends: the signed unsubscribe link, and Twilio's webhooks (checked by their signature;
 # delivery/tests/test_webhooks.py). django-anymail's webhooks (anymail/…) check ANYMAIL_WEBHOOK_SECRET.
 PUBLIC_URL_NAMES |= {"unsubscribe", "twilio_status", "twilio_inbound"}
