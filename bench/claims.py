@@ -315,6 +315,9 @@ def surge_run(name: str, extra_args: list[str], env: dict, sandbox: "SandboxProc
 
     from members.models import Member
 
+    # ENV:KEY=VALUE among a configuration's arguments sets the web processes' environment, not gunicorn's flags.
+    env = {**env, **dict(arg[4:].split("=", 1) for arg in extra_args if arg.startswith("ENV:"))}
+    extra_args = [arg for arg in extra_args if not arg.startswith("ENV:")]
     process, host, port = start_production_gunicorn(extra_args, env)
     proxy = {"X-Forwarded-Proto": "https", "Origin": f"https://{host}:{port}", "X-Real-IP": "127.0.0.1"}
     base = ""  # paths only: the connection knows the host
