@@ -37,7 +37,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
 sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)
 
-DATABASE = "smartpass_bench_claims"
+DATABASE = os.environ.get("BENCH_CLAIMS_DATABASE", "smartpass_bench_claims")
 KEY_ID, KEY_TOKEN = "sandbox", "sandbox-secret"
 NONCE_RE = re.compile(r'name="nonce" value="([^"]+)"')
 CSRF_RE = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
@@ -308,32 +308,36 @@ def start_production_gunicorn(extra_args: list[str], env: dict) -> tuple[subproc
     sys.exit("gunicorn did not start in 60 s")
 
 
-def surge_run(name: str, extra_args: list[str], env: dict, sandbox: "SandboxProcess", args, run_tag: str) -> dict:
-    """One serving configuration: `args.links` distinct links at `args.concurrency` holders at a time, then
-    `args.one_link` holders on one fresh autofill link at once. Prints and returns the figures."""
-    import asyncio
+class Served:
+    """One serving configuration, running: gunicorn as deploy/gunicorn.conf.py configures it plus `extra_args`
+    (ENV:KEY=VALUE among them sets the web processes' environment instead), and the holders' side for it."""
 
-    from members.models import Member
+    def __init__(self, name: str, extra_args: list[str], env: dict):
+        env = {**env, **dict(arg[4:].split("=", 1) for arg in extra_args if arg.startswith("ENV:"))}
+        flags = [arg for arg in extra_args if not arg.startswith("ENV:")]
+        self.name = name
+        self.process, self.host, self.port = start_production_gunicorn(flags, env)
+        self.workers = gunicorn_workers(self.process.pid)
+        self.proxy = {
+            "X-Forwarded-Proto": "https",
+            "Origin": f"https://{self.host}:{self.port}",
+            "X-Real-IP": "127.0.0.1",
+        }
+        self.latencies, self.errors, self.wall, self.cpu, self.claims = [], [], 0.0, 0.0, 0
+        self.loads: list[str] = []
 
-    # ENV:KEY=VALUE among a configuration's arguments sets the web processes' environment, not gunicorn's flags.
-    env = {**env, **dict(arg[4:].split("=", 1) for arg in extra_args if arg.startswith("ENV:"))}
-    extra_args = [arg for arg in extra_args if not arg.startswith("ENV:")]
-    process, host, port = start_production_gunicorn(extra_args, env)
-    proxy = {"X-Forwarded-Proto": "https", "Origin": f"https://{host}:{port}", "X-Real-IP": "127.0.0.1"}
-    base = ""  # paths only: the connection knows the host
-
-    def path_of(template_id: str, fields: dict) -> str:
-        return link_url(base, template_id, fields)
-
-    async def one_claim(path: str) -> str:
-        conn = HttpConnection(host, port)
+    async def claim(self, path: str) -> str:
+        conn = HttpConnection(self.host, self.port)
         try:
-            form, cookie = await surge_open_form(conn, path, proxy)
-            return await surge_press_and_follow(conn, path, form, cookie, proxy)
+            form, cookie = await surge_open_form(conn, path, self.proxy)
+            return await surge_press_and_follow(conn, path, form, cookie, self.proxy)
         finally:
             conn.close()
 
-    async def surge(paths: list[str], concurrency: int) -> tuple[list[float], list[str]]:
+    async def surge(self, paths: list[str], concurrency: int) -> tuple[list[float], list[str]]:
+        """`concurrency` holders at a time, each claiming the next link as soon as its last claim ended."""
+        import asyncio
+
         queue = iter(paths)
         latencies, errors = [], []
 
@@ -341,7 +345,7 @@ def surge_run(name: str, extra_args: list[str], env: dict, sandbox: "SandboxProc
             for path in queue:
                 started = time.perf_counter()
                 try:
-                    await asyncio.wait_for(one_claim(path), 120)
+                    await asyncio.wait_for(self.claim(path), 120)
                     latencies.append(time.perf_counter() - started)
                 except Exception as exc:  # noqa: BLE001 - every failure is counted and shown, none ends the run
                     errors.append(f"{type(exc).__name__}: {exc}")
@@ -349,112 +353,57 @@ def surge_run(name: str, extra_args: list[str], env: dict, sandbox: "SandboxProc
         await asyncio.gather(*(holder() for _ in range(concurrency)))
         return latencies, errors
 
-    async def one_link_at_once(path: str, holders: int) -> tuple[list[float], list[str], set[str]]:
+    def surge_round(self, paths: list[str], concurrency: int) -> None:
+        import asyncio
+
+        self.loads.append(load_average().removeprefix("load average "))
+        cpu_before = sum(cpu_seconds(pid) for pid in self.workers)
+        started = time.perf_counter()
+        latencies, errors = asyncio.run(self.surge(paths, concurrency))
+        self.wall += time.perf_counter() - started
+        self.cpu += sum(cpu_seconds(pid) for pid in self.workers) - cpu_before
+        self.latencies += latencies
+        self.errors += errors
+        self.claims += len(paths)
+
+    async def one_link_at_once(self, path: str, holders: int) -> tuple[list[float], list[str], set[str]]:
         """Every holder opens the link, then all press the button together (an Event, like a Barrier)."""
+        import asyncio
+
         opened, go = [], asyncio.Event()
         latencies, errors, pages = [], [], set()
 
+        def one_more_opened() -> None:
+            opened.append(1)
+            if len(opened) == holders:
+                go.set()
+
         async def holder() -> None:
-            conn = HttpConnection(host, port)
+            conn = HttpConnection(self.host, self.port)
             try:
-                form, cookie = await asyncio.wait_for(surge_open_form(conn, path, proxy), 120)
-                conn.close()  # a fresh connection for the press: the wait outlasts keep-alive
-                opened.append(1)
-                if len(opened) == holders:
-                    go.set()
+                form, cookie = await asyncio.wait_for(surge_open_form(conn, path, self.proxy), 120)
+                conn.close()  # a fresh connection for the press: the wait may outlast keep-alive
+                one_more_opened()
                 await asyncio.wait_for(go.wait(), 120)
                 started = time.perf_counter()
-                pages.add(await asyncio.wait_for(surge_press_and_follow(conn, path, form, cookie, proxy), 120))
+                pages.add(await asyncio.wait_for(surge_press_and_follow(conn, path, form, cookie, self.proxy), 120))
                 latencies.append(time.perf_counter() - started)
             except Exception as exc:  # noqa: BLE001
                 errors.append(f"{type(exc).__name__}: {exc}")
-                opened.append(1)
-                if len(opened) == holders:
-                    go.set()
+                if not go.is_set() and len(latencies) + len(errors) <= len(opened):
+                    one_more_opened()
             finally:
                 conn.close()
 
         await asyncio.gather(*(holder() for _ in range(holders)))
         return latencies, errors, pages
 
-    workers = gunicorn_workers(process.pid)
-    try:
-        # Warm-up: every worker (and thread) loads its code, templates and connections before the clock starts.
-        warm = [
-            path_of(sandbox.plain_template_id, {"name": f"Upphitun {n}", "email": f"warm{n}-{run_tag}@example.is"})
-            for n in range(40)
-        ]
-        asyncio.run(surge(warm, 20))
-        rss_before = [rss_mib(pid) for pid in workers]
-        cpu_before = sum(cpu_seconds(pid) for pid in workers)
-        paths = [
-            path_of(
-                sandbox.plain_template_id,
-                {"name": f"Félagi {n}", "email": f"felagi{n}-{name}-{run_tag}@example.is"},
-            )
-            for n in range(args.before_links if name == "before" else args.links)
-        ]
-        members_before, posts_before = Member.objects.count(), sandbox.ask("posts")
-        load_before = load_average()
-        started = time.perf_counter()
-        latencies, errors = asyncio.run(surge(paths, args.concurrency))
-        wall = time.perf_counter() - started
-        load_after = load_average()
-        cpu_used = sum(cpu_seconds(pid) for pid in workers) - cpu_before
-        rss_after = [rss_mib(pid) for pid in workers]
-        made = Member.objects.count() - members_before
-        posts = sandbox.ask("posts") - posts_before
-        rate = len(latencies) / wall
-        p50 = percentile(latencies, 0.5) if latencies else float("nan")
-        p95 = percentile(latencies, 0.95) if latencies else float("nan")
-        print(
-            f"[{name}] {len(paths)} links at {args.concurrency} at a time: {rate:.1f} claims/s "
-            f"({len(latencies)} in {wall:.1f} s), errors {len(errors)}, claim p50 {p50 * 1000:.0f} ms p95 "
-            f"{p95 * 1000:.0f} ms; members made {made}, upstream creates {posts}; web CPU "
-            f"{cpu_used / max(len(latencies), 1) * 1000:.1f} ms/claim; {load_before} → {load_after}",
-            flush=True,
-        )
-        if errors:
-            print(f"[{name}]   first errors: {sorted(set(errors))[:5]}", flush=True)
-        print(
-            f"[{name}]   RSS per web process MiB before/after: "
-            + ", ".join(f"{b:.0f}→{a:.0f}" for b, a in zip(rss_before, rss_after, strict=True)),
-            flush=True,
-        )
+    def rss(self) -> list[float]:
+        return [rss_mib(pid) for pid in self.workers]
 
-        email = f"surge-{name}-{run_tag}@example.is"
-        one = path_of(sandbox.autofill_template_id, {"name": "Percy PassKit", "email": email})
-        posts_before = sandbox.ask("posts")
-        load_before = load_average()
-        one_latencies, one_errors, pages = asyncio.run(one_link_at_once(one, args.one_link))
-        members_for_link = Member.objects.filter(external_id=email).count()
-        passes_for_link = sandbox.ask("passes_for", email)
-        one_p95 = percentile(one_latencies, 0.95) if one_latencies else float("nan")
-        print(
-            f"[{name}] {args.one_link} holders on one autofill link at once: members {members_for_link}, upstream "
-            f"passes {passes_for_link} (creates {sandbox.ask('posts') - posts_before}), pass pages "
-            f"{len(pages)}, errors {len(one_errors)}, press→pass page p50 "
-            f"{percentile(one_latencies, 0.5) * 1000 if one_latencies else float('nan'):.0f} ms p95 "
-            f"{one_p95 * 1000:.0f} ms; {load_before} → {load_average()}",
-            flush=True,
-        )
-        if one_errors:
-            print(f"[{name}]   first errors: {sorted(set(one_errors))[:5]}", flush=True)
-        return {
-            "name": name,
-            "rate": rate,
-            "p95": p95,
-            "errors": len(errors),
-            "made": made,
-            "one_members": members_for_link,
-            "one_passes": passes_for_link,
-            "one_p95": one_p95,
-            "one_errors": len(one_errors),
-            "rss": list(zip(rss_before, rss_after, strict=True)),
-        }
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
 
 
 # Serving configurations measured side by side. "before" is the config issue 24 measured: 3 sync workers.
@@ -464,7 +413,25 @@ SURGE_CONFIGS = {
 }
 
 
+def surge_report(served: Served, args) -> dict:
+    rate = len(served.latencies) / served.wall if served.wall else 0.0
+    p50 = percentile(served.latencies, 0.5) if served.latencies else float("nan")
+    p95 = percentile(served.latencies, 0.95) if served.latencies else float("nan")
+    print(
+        f"[{served.name}] {served.claims} links at {args.concurrency} at a time: {rate:.1f} claims/s "
+        f"({len(served.latencies)} in {served.wall:.1f} s), errors {len(served.errors)}, claim p50 {p50 * 1000:.0f} ms "
+        f"p95 {p95 * 1000:.0f} ms; web CPU {served.cpu / max(len(served.latencies), 1) * 1000:.1f} ms/claim; "
+        f"load average (1, 5, 15 min) at each round's start: {' | '.join(served.loads)}",
+        flush=True,
+    )
+    if served.errors:
+        print(f"[{served.name}]   first errors: {sorted(set(served.errors))[:5]}", flush=True)
+    return {"name": served.name, "rate": rate, "p95": p95}
+
+
 def surge_main(args) -> None:
+    import asyncio
+
     sandbox = SandboxProcess()
     sandbox.ask("latency", args.upstream_ms / 1000)
     os.environ.update(
@@ -477,6 +444,7 @@ def surge_main(args) -> None:
     )
     os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/5")
     setup_django(DATABASE)
+    from members.models import Member
     from members.services import autofill
     from templates_sync import sync
     from templates_sync.models import PassTemplate
@@ -508,7 +476,6 @@ def surge_main(args) -> None:
             "PYTHONUNBUFFERED": "1",
         }
     )
-    env.update(dict(item.split("=", 1) for item in args.env))
     # Production serves the hashed names collectstatic writes (as the image build does).
     subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--no-input", "-v", "0"],
@@ -518,7 +485,8 @@ def surge_main(args) -> None:
     )
     run_tag = uuid.uuid4().hex[:6]
     print(
-        f"surge: upstream create {args.upstream_ms} ms, {args.links} links at {args.concurrency} at a time, "
+        f"surge: upstream create {args.upstream_ms} ms, {args.links} links at {args.concurrency} at a time "
+        f"({args.before_links} for 'before'), in {args.rounds} interleaved rounds per configuration; "
         f"{args.one_link} holders on one link; {os.cpu_count()} CPUs; {load_average()}",
         flush=True,
     )
@@ -526,17 +494,71 @@ def surge_main(args) -> None:
     for spec in args.config:
         label, _, extra = spec.partition("=")
         configs[label] = extra.split()
-    results = []
+    names = args.only or list(configs)
+    every, results = [], []
     try:
-        for name in args.only or list(configs):
-            results.append(surge_run(name, configs[name], env, sandbox, args, run_tag))
+        every = [Served(name, configs[name], env) for name in names]
+
+        def paths_for(served: Served, count: int, round_no: int) -> list[str]:
+            return [
+                link_url(
+                    "",
+                    sandbox.plain_template_id,
+                    {"name": f"Félagi {n}", "email": f"felagi{n}-{served.name}-{round_no}-{run_tag}@example.is"},
+                )
+                for n in range(count)
+            ]
+
+        # Warm-up: every worker (and thread) loads its code, templates and connections before the clock starts.
+        for served in every:
+            served.surge_round(paths_for(served, 40, -1), 20)
+            served.latencies, served.errors, served.wall, served.cpu, served.claims, served.loads = [], [], 0, 0, 0, []
+        rss_before = {served.name: served.rss() for served in every}
+        members_before, posts_before = Member.objects.count(), sandbox.ask("posts")
+        # Rounds interleaved (and their order turned each round), so a change in the machine's load falls on
+        # every configuration alike.
+        for round_no in range(args.rounds):
+            for served in every if round_no % 2 == 0 else every[::-1]:
+                count = (args.before_links if served.name == "before" else args.links) // args.rounds
+                served.surge_round(paths_for(served, count, round_no), args.concurrency)
+        made, posts = Member.objects.count() - members_before, sandbox.ask("posts") - posts_before
+        results = [surge_report(served, args) for served in every]
+        claimed = sum(len(served.latencies) for served in every)
+        print(f"members made {made}, upstream creates {posts}, successful claims {claimed}", flush=True)
+        for served in every:
+            print(
+                f"[{served.name}] RSS per web process MiB, before → after the surge: "
+                + ", ".join(f"{b:.0f} → {a:.0f}" for b, a in zip(rss_before[served.name], served.rss(), strict=True)),
+                flush=True,
+            )
+
+        for served in every:
+            email = f"surge-{served.name}-{run_tag}@example.is"
+            one = link_url("", sandbox.autofill_template_id, {"name": "Percy PassKit", "email": email})
+            posts_before = sandbox.ask("posts")
+            load_before = load_average()
+            latencies, errors, pages = asyncio.run(served.one_link_at_once(one, args.one_link))
+            p50 = percentile(latencies, 0.5) if latencies else float("nan")
+            p95 = percentile(latencies, 0.95) if latencies else float("nan")
+            print(
+                f"[{served.name}] {args.one_link} holders on one autofill link at once: members "
+                f"{Member.objects.filter(external_id=email).count()}, upstream passes "
+                f"{sandbox.ask('passes_for', email)} (creates {sandbox.ask('posts') - posts_before}), pass pages "
+                f"{len(pages)}, errors {len(errors)}, press → pass page p50 {p50 * 1000:.0f} ms p95 {p95 * 1000:.0f} "
+                f"ms; {load_before} → {load_average()}",
+                flush=True,
+            )
+            if errors:
+                print(f"[{served.name}]   first errors: {sorted(set(errors))[:5]}", flush=True)
     finally:
+        for served in every:
+            served.stop()
         sandbox.stop()
     baseline = results[0]
     for result in results[1:] if baseline["rate"] else []:
         print(
-            f"{result['name']} vs {baseline['name']}: {result['rate'] / baseline['rate']:.2f}× the claims/s, p95 "
-            f"{result['p95']:.2f} s vs {baseline['p95']:.2f} s",
+            f"{result['name']} vs {baseline['name']}: {result['rate'] / baseline['rate']:.2f}× the claims/s, "
+            f"p95 {result['p95']:.2f} s vs {baseline['p95']:.2f} s",
             flush=True,
         )
 
@@ -555,6 +577,7 @@ def main() -> None:
     surge.add_argument(
         "--before-links", type=int, default=1000, help="distinct links for the slow baseline (default 1000)"
     )
+    surge.add_argument("--rounds", type=int, default=5, help="interleaved rounds per configuration (default 5)")
     surge.add_argument("--surge-concurrency", dest="surge_concurrency", type=int, default=200)
     surge.add_argument("--one-link", type=int, default=500, help="holders on one autofill link at once")
     surge.add_argument("--upstream-ms", type=int, default=100, help="the sandbox's answer time per create")

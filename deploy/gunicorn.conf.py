@@ -27,6 +27,8 @@ control_socket_disable = True
 # Above the longest request's own budget: a claim calls SmartPages with
 # SMARTPAGES_REQUEST_TIMEOUT (connect 3 s, read 10 s, one quick second try: at most about 16 s for the POST, and
 # as much again when it reads an existing pass after a 409), then hands what is unfinished to the retry task.
+# (A threaded worker reports alive from its main loop, so a thread waiting on SmartPages is never the cause of a
+# timeout; the margin still matters to anyone running with `--worker-class sync`.)
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = 30
 accesslog = "-"

@@ -108,12 +108,6 @@ DATABASES = {"default": env.db_url("DATABASE_URL", default="sqlite:///db.sqlite3
 # Reuse connections across requests (a claim is a handful of queries; connecting costs as much again).
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-# DATABASE_POOL > 0 (PostgreSQL): psycopg's pool of that many connections per process instead of one persistent
-# connection per thread (bench/README.md "Claim surge" measured both for gunicorn's threads: docs/operations.md).
-_pool_size = env.int("DATABASE_POOL", default=0)
-if _pool_size and DATABASES["default"]["ENGINE"].endswith("postgresql"):
-    DATABASES["default"]["CONN_MAX_AGE"] = 0  # Django hands each request's connection back to the pool
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 2, "max_size": _pool_size, "timeout": 10}
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # The embedded mode runs web, worker and beat against one SQLite file: wait for its lock, don't fail.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
