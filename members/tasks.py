@@ -32,10 +32,8 @@ def member_issue_retry(member_id: int, attempts_so_far: int | None = None) -> st
     member = Member.objects.select_related("template").filter(pk=member_id).first()
     if member is None:
         return "missing"
-    retry = issuing.member_issue_retry(member=member, expected_attempts=attempts_so_far)
-    if retry.retry_later:
-        issuing.member_retry_later(member=retry.member)
-    return retry.member.status
+    # A retry that must wait again records its next time in the row; the recovery sweep sends it when due.
+    return issuing.member_issue_retry(member=member, expected_attempts=attempts_so_far).member.status
 
 
 @shared_task(name="members.member_refresh_start")

@@ -10,21 +10,13 @@ import requests
 
 from links import tokens
 from links.keyring import link_keys
+from members.tests.factories import mirror_template as mirror  # noqa: F401 (the links tests' name for it)
 from sandbox import DEMO_TEMPLATE_ID
-from templates_sync import sync
-from templates_sync.models import PassTemplate
 
 PERCY = {"name": "Percy PassKit", "email": "percy@passkit.com", "phone": "+44 7911 123456"}
 LAURA = {"name": "Laura Loopy", "email": " Laura.Loopy@Example.COM", "phone": "555 1234"}
 NONCE_RE = re.compile(r'name="nonce" value="([^"]+)"')
 CSRF_RE = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
-
-
-def mirror(template_id: str = DEMO_TEMPLATE_ID) -> PassTemplate:
-    """Mirror one sandbox template through the real sync (the settings point at the sandbox)."""
-    run = sync.template_refresh(template_id=str(template_id))
-    assert run.status == "succeeded", run.error
-    return PassTemplate.objects.get(pk=template_id)
 
 
 def add_member_field_template(sandbox, **overrides) -> str:

@@ -123,8 +123,7 @@ def member_issue(
         return IssueResult(member=existing, kind=IssueKind.ALREADY_ENROLLED)
     with smartpages_client(client, in_request=True) as smartpages:
         member = _member_send(member=member, client=smartpages)
-    if member.status == Member.Status.PENDING:
-        member_retry_later(member=member)
+    # A member left pending waits in its row (`next_attempt_at`); the recovery sweep sends its retry when due.
     return IssueResult(member=member, kind=IssueKind.CREATED)
 
 
@@ -234,13 +233,6 @@ class IssueRetry:
     # retry of the same member got there first) or found nothing to try made no attempt.
     attempted: bool
 
-    @property
-    def retry_later(self) -> bool:
-        """Whether this caller should schedule the next attempt. Only the one that made this attempt does, so
-        a redelivered task or the stale sweep racing a live chain never starts a second chain (two chains
-        would spend ISSUE_MAX_ATTEMPTS in half the time and fail a member that could still be issued)."""
-        return self.attempted and self.member.status == Member.Status.PENDING
-
 
 def member_issue_retry(
     *, member: Member, client: SmartPagesClient | None = None, expected_attempts: int | None = None
@@ -250,7 +242,7 @@ def member_issue_retry(
     The attempt is claimed first by bumping `issue_attempts` from the value this caller read: of two retries
     that read the same state (a redelivered task and its original), only one POSTs, so a member without an
     External ID (which SmartPages cannot deduplicate) does not get two passes. The result says whether this
-    caller made the attempt; only then may it schedule the next one (`IssueRetry.retry_later`).
+    caller made the attempt. The next attempt's time is recorded in the row by the one that made it.
 
     `expected_attempts` (a retry task passes the count its scheduler left) makes the claim stricter: a task
     that arrives after its chain already moved on finds another count and makes no attempt.
@@ -307,8 +299,6 @@ def member_reissue_failed(*, member: Member, client: SmartPagesClient | None = N
         return member
     with smartpages_client(client, in_request=True) as smartpages:
         retry = member_issue_retry(member=member, client=smartpages)
-    if retry.retry_later:
-        member_retry_later(member=retry.member)
     return retry.member
 
 
@@ -331,16 +321,8 @@ def member_issue_retry_stale(*, limit: int = 500, client: SmartPagesClient | Non
         return 0
     with smartpages_client(client) as smartpages:
         for member in stale:
-            retry = member_issue_retry(member=member, client=smartpages)
-            if retry.retry_later:
-                member_retry_later(member=retry.member)
+            member_issue_retry(member=member, client=smartpages)
     return len(stale)
-
-
-def member_retry_later(*, member: Member) -> None:
-    """The next attempt of a member left pending waits in its row (`next_attempt_at`, with backoff), not in a
-    delayed message: a worker holding delayed messages dies when Redis goes away (kombu 5.7), and Redis may come
-    back empty. The recovery sweep sends it once it is due (`member_issue_retries_send_due`)."""
 
 
 def member_issue_retries_send_due(*, limit: int = 500) -> int:

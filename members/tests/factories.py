@@ -16,7 +16,7 @@ _rows = itertools.count(1)
 
 def mirror_template(template_id: str = DEMO_TEMPLATE_ID) -> PassTemplate:
     """Mirror one sandbox template (the `sandbox` fixture points the settings at it)."""
-    run = sync.template_refresh(template_id=template_id)
+    run = sync.template_refresh(template_id=str(template_id))
     assert run.status == "succeeded", run.error
     return PassTemplate.objects.get(pk=template_id)
 

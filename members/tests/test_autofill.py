@@ -20,11 +20,6 @@ from .factories import make_member, mirror_template
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def club(sandbox):
-    return mirror_template()
-
-
 def test_a_template_without_a_setting_reads_as_off_and_derives_nothing(club):
     setting = selectors.autofill_setting_for(template=club)
     assert setting.pk is None and setting.source == "off"

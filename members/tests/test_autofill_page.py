@@ -7,14 +7,9 @@ from members import selectors
 from members.models import AutofillSetting
 from members.services import autofill
 
-from .factories import make_member, mirror_template
+from .factories import make_member
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def club(sandbox):
-    return mirror_template()
 
 
 @pytest.fixture

@@ -22,16 +22,11 @@ from members.models import (
 )
 from members.services import autofill, bulk, issuing, passes, refresh
 
-from .factories import make_member, mirror_template
+from .factories import make_member
 
 pytestmark = pytest.mark.django_db
 
 LAURA = {"name": "Laura Loopy", "email": "laura@example.com", "phone": "555 1234"}
-
-
-@pytest.fixture
-def club(sandbox):
-    return mirror_template()
 
 
 def issued(template, values=LAURA, external_id=None) -> Member:

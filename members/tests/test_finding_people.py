@@ -12,7 +12,7 @@ import pytest
 from members.collation import icelandic_compare, icelandic_sort_key
 from members.selectors import MemberFilters, member_list
 
-from .factories import make_member, mirror_template
+from .factories import make_member
 
 NAMES_IN_ICELANDIC_ORDER = [
     "Anna",
@@ -38,11 +38,6 @@ PASS_ID = uuid.UUID("48581236-9c1e-4b7a-8f00-3a9d2c7b1e55")
 
 def found(q: str) -> list[str]:
     return sorted(member.display_name for member in member_list(filters=MemberFilters(q=q)))
-
-
-@pytest.fixture
-def club(sandbox):
-    return mirror_template()
 
 
 @pytest.mark.django_db

@@ -12,16 +12,9 @@ from background import recovery
 from members.models import Member, MemberBulkAction, MemberBulkOutcome, MemberRefreshChunk, MemberRefreshRun
 from members.services import bulk, issuing, refresh
 
-from .factories import mirror_template
-
 pytestmark = pytest.mark.django_db
 
 PASSES = "/api/v1/pass/"
-
-
-@pytest.fixture
-def club(sandbox):
-    return mirror_template()
 
 
 def issued(template, n: int) -> Member:

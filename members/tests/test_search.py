@@ -27,7 +27,7 @@ from members.search_text import (
 from members.selectors import MemberFilters, member_list
 from members.services import counts, issuing
 
-from .factories import make_member, mirror_template
+from .factories import make_member
 
 ICELANDIC = "aábdðeéfghiíjklmnoóprstuúvxyýþæöAÁBDÐEÉFGHIÍJKLMNOÓPRSTUÚVXYÝÞÆÖ -"
 
@@ -148,11 +148,6 @@ def test_a_typed_part_of_a_name_finds_the_member_on_postgresql(club, name, more,
 
 
 # --- the search box on PostgreSQL ---------------------------------------------------------------------------
-@pytest.fixture
-def club(sandbox):
-    return mirror_template()
-
-
 @pytest.fixture
 def people(club):
     return {

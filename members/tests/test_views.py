@@ -21,11 +21,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def club(sandbox):
-    return mirror_template()
-
-
-@pytest.fixture
 def people(club):
     return {
         "laura": make_member(
