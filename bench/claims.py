@@ -13,6 +13,19 @@ Prints:
 
     .venv/bin/python bench/claims.py [--workers 2] [--threads 4] [--new 400] [--existing 400]
                                      [--concurrency 16] [--race 200]
+
+With --surge (issue 24), instead: serving configurations side by side, each gunicorn started with the production
+config (deploy/gunicorn.conf.py) and production settings, the sandbox answering each pass create after
+--upstream-ms: --links distinct links claimed --surge-concurrency at a time (a claim: open the link, press the
+button, reach the pass page), in interleaved rounds, by asyncio holders on raw sockets; then --one-link holders
+pressing together on one fresh autofill link. Prints claims/s, p50/p95, errors, web CPU per claim, RSS per web
+process and the load average; "before" (3 sync workers) is the baseline. bench/README.md "Claim surge".
+
+    .venv/bin/python bench/claims.py --surge [--links 5000] [--before-links 1000] [--rounds 5] [--one-link 500]
+                                     [--config "NAME=gunicorn flags"] ...
+
+Longer than ~600 lines: the two modes share the sandbox process, the link tokens and the percentiles, and a
+benchmark reads best in one file.
 """
 
 import argparse
@@ -476,6 +489,7 @@ def surge_main(args) -> None:
             "PYTHONUNBUFFERED": "1",
         }
     )
+    env.update(dict(item.split("=", 1) for item in args.env))
     # Production serves the hashed names collectstatic writes (as the image build does).
     subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--no-input", "-v", "0"],
@@ -578,14 +592,18 @@ def main() -> None:
         "--before-links", type=int, default=1000, help="distinct links for the slow baseline (default 1000)"
     )
     surge.add_argument("--rounds", type=int, default=5, help="interleaved rounds per configuration (default 5)")
-    surge.add_argument("--surge-concurrency", dest="surge_concurrency", type=int, default=200)
+    surge.add_argument(
+        "--surge-concurrency", dest="surge_concurrency", type=int, default=200, help="holders at a time (default 200)"
+    )
     surge.add_argument("--one-link", type=int, default=500, help="holders on one autofill link at once")
     surge.add_argument("--upstream-ms", type=int, default=100, help="the sandbox's answer time per create")
     surge.add_argument(
         "--config", action="append", default=[], help="another configuration: NAME='gunicorn args' (repeatable)"
     )
     surge.add_argument("--only", action="append", help="run only these configurations, in this order")
-    surge.add_argument("--env", action="append", default=[], help="KEY=VALUE for the web processes (repeatable)")
+    surge.add_argument(
+        "--env", action="append", default=[], help="KEY=VALUE for every configuration's web processes (repeatable)"
+    )
     args = parser.parse_args()
     if args.surge:
         args.concurrency = args.surge_concurrency
