@@ -338,6 +338,7 @@ class Served:
         }
         self.latencies, self.errors, self.wall, self.cpu, self.claims = [], [], 0.0, 0.0, 0
         self.loads: list[str] = []
+        self.rss_rounds: list[float] = []  # mean RSS of the web processes after each round, MiB
 
     async def claim(self, path: str) -> str:
         conn = HttpConnection(self.host, self.port)
@@ -378,6 +379,7 @@ class Served:
         self.latencies += latencies
         self.errors += errors
         self.claims += len(paths)
+        self.rss_rounds.append(sum(self.rss()) / len(self.workers))
 
     async def one_link_at_once(self, path: str, holders: int) -> tuple[list[float], list[str], set[str]]:
         """Every holder opens the link, then all press the button together (an Event, like a Barrier)."""
@@ -526,7 +528,8 @@ def surge_main(args) -> None:
         # Warm-up: every worker (and thread) loads its code, templates and connections before the clock starts.
         for served in every:
             served.surge_round(paths_for(served, 40, -1), 20)
-            served.latencies, served.errors, served.wall, served.cpu, served.claims, served.loads = [], [], 0, 0, 0, []
+            served.latencies, served.errors, served.wall, served.cpu, served.claims = [], [], 0, 0, 0
+            served.loads, served.rss_rounds = [], []
         rss_before = {served.name: served.rss() for served in every}
         members_before, posts_before = Member.objects.count(), sandbox.ask("posts")
         # Rounds interleaved (and their order turned each round), so a change in the machine's load falls on
@@ -542,7 +545,9 @@ def surge_main(args) -> None:
         for served in every:
             print(
                 f"[{served.name}] RSS per web process MiB, before → after the surge: "
-                + ", ".join(f"{b:.0f} → {a:.0f}" for b, a in zip(rss_before[served.name], served.rss(), strict=True)),
+                + ", ".join(f"{b:.0f} → {a:.0f}" for b, a in zip(rss_before[served.name], served.rss(), strict=True))
+                + "; mean after each round: "
+                + " → ".join(f"{rss:.1f}" for rss in served.rss_rounds),
                 flush=True,
             )
 
