@@ -78,6 +78,90 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
 
 
+# --- a real SMTP server ----------------------------------------------------------------------------------------
+class SmtpInbox:
+    """What the SMTP server of `smtp_process` accepted: `messages` is [(envelope recipients, parsed message)] in
+    the order they arrived. Faults by recipient are described in sandbox/smtp.py."""
+
+    def __init__(self, port: int, folder: Path):
+        self.port, self.folder = port, folder
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    @property
+    def messages(self) -> list:
+        from email import message_from_bytes, policy
+
+        found = []
+        for path in sorted(self.folder.glob("*.eml"), key=lambda item: int(item.name.split("-")[0])):
+            first, _newline, rest = path.read_bytes().partition(b"\r\n")
+            recipients = first.decode().removeprefix("X-Envelope-To: ").split(", ")
+            found.append((recipients, message_from_bytes(rest, policy=policy.default)))
+        return found
+
+    def count(self) -> int:
+        return sum(1 for _ in self.folder.glob("*.eml"))
+
+    def clear(self) -> None:
+        for path in self.folder.glob("*.eml"):
+            path.unlink()
+
+
+@pytest.fixture(scope="session")
+def smtp_process():
+    """aiosmtpd in a process of its own (sandbox/smtp.py), once a session, writing what it accepts to a folder."""
+    port, folder = free_port(), Path(tempfile.mkdtemp(prefix="smartpass-smtp-"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    with open(ARTIFACTS / "smtp.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sandbox.smtp", "--port", str(port), "--folder", str(folder)],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    wait_for(lambda: _answers(port) or process.poll() is not None, timeout=30, message="the SMTP server to start")
+    if process.poll() is not None:
+        pytest.fail(f"The SMTP server exited; see {ARTIFACTS / 'smtp.log'}")
+    yield SmtpInbox(port, folder)
+    stop_process(process)
+
+
+def _answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def smtp_server(smtp_process, settings):
+    """The session's SMTP server, emptied, with this process's email settings pointed at it (the same as
+    EMAIL_URL=smtp://127.0.0.1:PORT; `smtp_server.url` is that URL for worker processes)."""
+    smtp_process.clear()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", smtp_process.port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    settings.EMAIL_TIMEOUT = 3
+    settings.EMAIL_CONFIGURED = True
+    yield smtp_process
+    smtp_process.clear()
+
+
+@pytest.fixture
+def twilio(settings):
+    """A local server speaking Twilio's Messages API (sandbox/twilio.py) on a free port, with SMS_URL on it."""
+    from sandbox.twilio import TwilioSandbox
+
+    server = TwilioSandbox().start()
+    settings.SMS_URL = server.sms_url()
+    yield server
+    server.stop()
+
+
 # --- races -----------------------------------------------------------------------------------------------
 def _run_at_a_barrier(count: int, work) -> tuple[list, list]:
     """Run `work(barrier)` in `count` threads that meet at one barrier; returns (results, errors).

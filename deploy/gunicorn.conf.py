@@ -8,13 +8,13 @@ import os
 
 from gunicorn.glogging import Logger
 
-from portal.log_redaction import redact_secret_paths
+from portal.log_redaction import SecretRedactingFormatter, redact_secret_paths
 
 wsgi_app = "portal.wsgi:application"
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # Threaded workers (gthread): a claim spends most of its time waiting for SmartPages (~100 ms a create) with the
 # GIL released, so one process per CPU with many threads serves a surge of holders; sync workers held one worker
-# per claim for its whole upstream call (3 of them: ~10 claims/s, bench/README.md "Claim surge"). Threads only
+# per claim for its whole upstream call (3 of them: at most ~25 claims/s, bench/README.md "Claim surge"). Threads only
 # wait on I/O here: more of them cost a little memory each, not CPU.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
@@ -38,8 +38,16 @@ access_log_format = '%({x-real-ip}i)s %(h)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%
 
 
 class SecretRedactingLogger(Logger):
-    """The access log with claim tokens and pass-page keys cut to a prefix in every field: the request line,
-    the path and the Referer (a claim page's own requests name it as their referrer)."""
+    """Claim tokens and pass-page keys cut to a prefix in both of gunicorn's logs, whatever the worker class:
+    the access log in every field (the request line, the path and the Referer, which a claim page's own
+    requests name), and the error log in whole lines, tracebacks included ("Error handling request POST
+    /p/<token>" when a worker times out mid-claim or a request fails)."""
+
+    def setup(self, cfg):
+        super().setup(cfg)  # also run again on a configuration reload (SIGHUP), which makes new handlers
+        for handler in self.error_log.handlers:
+            if not isinstance(handler.formatter, SecretRedactingFormatter):
+                handler.setFormatter(SecretRedactingFormatter(handler.formatter))
 
     def atoms(self, resp, req, environ, request_time):
         atoms = super().atoms(resp, req, environ, request_time)

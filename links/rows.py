@@ -22,6 +22,7 @@ from members.selectors import (
     explicit_external_id,
     template_field_specs,
     template_rules,
+    unique_value_clashes_many,
 )
 from members.validation import MAX_LENGTH, ValuesValidator
 
@@ -185,7 +186,7 @@ class RowRules:
         fast path a column at a time, and a row whose every value passed it skips validation. Any other row
         (a value the fast path is unsure of, a required value missing, too many cells) goes through check()."""
         if not self.fast_fields:
-            return [self.check(number, cells) for number, cells in items]
+            return self._refuse_held_unique_values([self.check(number, cells) for number, cells in items])
         region, limit = self.region, MAX_LENGTH
         columns = []
         validator = self.validator
@@ -230,6 +231,17 @@ class RowRules:
                 key = "x\x00" + row.external_id
             row.digest = blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
             rows.append(row)
+        return self._refuse_held_unique_values(rows)
+
+    def _refuse_held_unique_values(self, rows: list[Row]) -> list[Row]:
+        """Rows whose value of a unique (isUnique) field another member already holds get no link (the rule
+        lives in members.selectors)."""
+        checked = [row for row in rows if not row.error]
+        clashes = unique_value_clashes_many(
+            template=self.template, rows=[(row.fields, row.external_id) for row in checked]
+        )
+        for position, message in clashes.items():
+            checked[position].error = message
         return rows
 
     def link(self, row: Row) -> str:

@@ -12,6 +12,7 @@ from datetime import date, datetime, time, timedelta
 from django.conf import settings
 from django.db import connection
 from django.db.models import BooleanField, F, Func, Q, QuerySet, TextField, Value
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Collate, Reverse, StrIndex
 from django.db.models.lookups import GreaterThan
 from django.utils import timezone
@@ -50,6 +51,94 @@ def template_field_specs(*, template: PassTemplate) -> list[FieldSpec]:
 def template_rules(*, template: PassTemplate) -> TemplateRules:
     domains = tuple(template.allowed_email_domains) if template.use_email_domain_verification else ()
     return TemplateRules(allowed_email_domains=domains, kennitala_min_age=template.kennitala_age_verification or None)
+
+
+# --- unique input fields (isUnique) ----------------------------------------------------------------------------
+# Members whose pass is live or on its way: a failed member holds no pass and a voided one is void, so their
+# values block nobody (should SmartPages think otherwise, its 409 is still handled).
+VALUE_HOLDING_STATUSES = (Member.Status.PENDING, Member.Status.ISSUED, Member.Status.REDEEMED)
+
+
+def unique_values_held(
+    *, template: PassTemplate, values_by_field: Mapping[str, Iterable[str]], exclude_member_id: int | None = None
+) -> dict[str, dict[str, str | None]]:
+    """For each of the template's unique (`isUnique`) fields, which of the given values a member of the mirror
+    already holds: {identifier: {value: that member's External ID or None}}. One query per unique field that
+    has values; fields that are not unique are not looked at. SmartPages refuses such a value itself; asking
+    the mirror first refuses it before any upstream call, with a reason staff and holders can read."""
+    unique = {field.identifier for field in template.input_fields if field.is_unique}
+    held: dict[str, dict[str, str | None]] = {}
+    for identifier, values in values_by_field.items():
+        wanted = sorted({value for value in values if value not in (None, "")})
+        if identifier not in unique or not wanted:
+            continue
+        # values ->> 'identifier': any identifier, whatever characters it has (no lookup path is parsed).
+        members = (
+            Member.objects.filter(template=template, status__in=VALUE_HOLDING_STATUSES)
+            .annotate(held_value=KeyTextTransform(identifier, "values"))
+            .filter(held_value__in=wanted)
+        )
+        if exclude_member_id is not None:
+            members = members.exclude(pk=exclude_member_id)
+        for value, external_id in members.values_list("held_value", "external_id"):
+            held.setdefault(identifier, {})[str(value)] = external_id
+    return held
+
+
+def unique_value_clashes(
+    *,
+    template: PassTemplate,
+    values: Mapping[str, str],
+    external_id: str | None = None,
+    exclude_member_id: int | None = None,
+) -> dict[str, str]:
+    """{identifier: the sentence saying so} for each unique field whose value another member of the template
+    holds. A member with the same `external_id` is this holder, not another (their own pass is shown)."""
+    held = unique_values_held(
+        template=template,
+        values_by_field={identifier: [value] for identifier, value in values.items()},
+        exclude_member_id=exclude_member_id,
+    )
+    labels = {field.identifier: str(field) for field in template.input_fields}
+    return {
+        identifier: unique_value_taken_message(labels.get(identifier, identifier), values[identifier])
+        for identifier, holders in held.items()
+        if values[identifier] in holders and (external_id is None or holders[values[identifier]] != external_id)
+    }
+
+
+def unique_value_clashes_many(
+    *, template: PassTemplate, rows: list[tuple[Mapping[str, str] | None, str | None]]
+) -> dict[int, str]:
+    """unique_value_clashes for many (values, External ID) pairs at once (a CSV chunk), one query per unique
+    field: {position in `rows`: the sentence(s) saying which values another member holds}."""
+    unique = [field for field in template.input_fields if field.is_unique]
+    if not unique:
+        return {}
+    held = unique_values_held(
+        template=template,
+        values_by_field={
+            field.identifier: [values.get(field.identifier) for values, _ in rows if values] for field in unique
+        },
+    )
+    clashes: dict[int, str] = {}
+    for position, (values, external_id) in enumerate(rows):
+        messages = [
+            unique_value_taken_message(str(field), values[field.identifier])
+            for field in unique
+            if values
+            and values.get(field.identifier) in held.get(field.identifier, {})
+            and (external_id is None or held[field.identifier][values[field.identifier]] != external_id)
+        ]
+        if messages:
+            clashes[position] = " ".join(messages)
+    return clashes
+
+
+def unique_value_taken_message(label: str, value: str) -> str:
+    return (
+        f"{label}: “{value}” is already held by another member of this template, and the field is unique on SmartPages."
+    )
 
 
 # --- autofill ------------------------------------------------------------------------------------------------
@@ -604,6 +693,15 @@ def member_detail(*, member_id: int) -> Member:
 
 def member_status_history(*, member: Member) -> QuerySet[MemberStatusChange]:
     return member.status_changes.select_related("by")
+
+
+def member_messages(*, member: Member, limit: int = 50):
+    """The messages the outbox sent (or tried to send) this member, newest first."""
+    from delivery import selectors as delivery_selectors
+
+    from .services.pass_links import member_subject_prefix
+
+    return delivery_selectors.messages(key_prefix=member_subject_prefix(member.pk))[:limit]
 
 
 def member_changes(*, member: Member) -> QuerySet[MemberChange]:

@@ -13,6 +13,7 @@ urlpatterns = [
     path("<int:member_id>/refresh/", views.member_refresh, name="member_refresh"),
     path("<int:member_id>/link-pass/", views.member_link_pass, name="member_link_pass"),
     path("<int:member_id>/edit/", views.member_edit, name="member_edit"),
+    path("<int:member_id>/send-link/", views.member_send_link, name="member_send_link"),
     path("bulk/", views.member_bulk, name="member_bulk"),
     path("bulk/<int:bulk_id>/", views.bulk_detail, name="bulk_detail"),
     path("bulk/<int:bulk_id>/status.json", views.bulk_status, name="bulk_status"),

@@ -21,7 +21,7 @@ from .csv_export import member_csv_lines
 from .forms import AutofillSettingForm, MemberAddForm, MemberEditForm
 from .identity import InvalidIdentity
 from .models import AutofillBackfill, AutofillSource, Member, MemberBulkAction, MemberRefreshRun
-from .services import autofill, bulk, issuing, passes, refresh
+from .services import autofill, bulk, issuing, pass_links, passes, refresh
 
 # Reading needs a role too, not just a login: these pages hold every member's personal data.
 VIEW_MEMBERS = "members.view_member"
@@ -114,8 +114,39 @@ def member_detail(request, member_id):
         "history": selectors.member_status_history(member=member),
         "changes": selectors.member_changes(member=member),
         "autofill": selectors.autofill_setting_for(template=member.template),
+        "sent_messages": selectors.member_messages(member=member),
+        "pass_link_addresses": pass_links.pass_link_addresses(member=member),
+        "pass_link_channels": pass_links.pass_link_channels(),
     }
     return render(request, "members/member_detail.html", context)
+
+
+@require_POST
+@permission_required("members.manage_members", raise_exception=True)
+def member_send_link(request, member_id):
+    """ "Send pass link again": the member's pass link to the address on file, by the channel chosen."""
+    member = get_object_or_404(Member.objects.select_related("template"), pk=member_id)
+    _queue_pass_links(request, [member], request.POST.get("channel", ""))
+    return redirect("members:member_detail", member.pk)
+
+
+def _queue_pass_links(request, members, channel: str) -> None:
+    wanted = {"email": ("email",), "sms": ("sms",), "email,sms": ("email", "sms")}.get(channel, ())
+    available = pass_links.pass_link_channels()
+    channels = tuple(name for name in wanted if available[name])  # email,sms: by SMS only where it is set up
+    if not channels:
+        messages.error(request, "That channel is not set up; nothing was sent.")
+        return
+    language = request.POST.get("language") if request.POST.get("language") in ("is", "en") else "is"
+    result = pass_links.pass_links_queue(members=members, channels=channels, language=language)
+    if result.queued:
+        messages.success(request, f"Pass link queued for {result.queued} member(s); it goes out in a moment.")
+    if result.already:
+        messages.info(request, f"{result.already} already queued.")
+    for _key, reason in result.skipped[:5]:
+        messages.warning(request, f"Not sent: {reason}")
+    if len(result.skipped) > 5:
+        messages.warning(request, f"… and {len(result.skipped) - 5} more not sent.")
 
 
 def _ticked_ids(query) -> list[int]:
@@ -128,6 +159,16 @@ def member_bulk(request):
     """Void or refresh the ticked members, or every member the list's filter matches (all=1)."""
     filters = selectors.MemberFilters.from_query(request.POST)
     every = request.POST.get("all") == "1"
+    if request.POST.get("action") == "send_link":
+        chosen = (
+            selectors.member_list(filters=filters) if every else Member.objects.filter(pk__in=_ticked_ids(request.POST))
+        )
+        chosen = list(chosen.select_related("template")[: bulk.BULK_MAX])
+        if not chosen:
+            messages.error(request, "No members are selected.")
+        else:
+            _queue_pass_links(request, chosen, request.POST.get("channel", "email"))
+        return redirect(f"{reverse('members:member_list')}?{_filter_query(filters)}")
     try:
         action = bulk.member_bulk_request(
             action=request.POST.get("action", ""),

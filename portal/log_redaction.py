@@ -29,3 +29,16 @@ class SecretPathFilter(logging.Filter):
         if redacted != message:
             record.msg, record.args = redacted, None
         return True
+
+
+class SecretRedactingFormatter(logging.Formatter):
+    """Wraps a handler's formatter and cuts secrets short in the whole formatted record: the message and any
+    traceback printed with it. For loggers whose messages this project does not write (gunicorn's error log:
+    "Error handling request POST /p/<token>")."""
+
+    def __init__(self, wrapped: logging.Formatter | None):
+        super().__init__()
+        self.wrapped = wrapped or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_secret_paths(self.wrapped.format(record))

@@ -10,7 +10,7 @@ VIEWER = "viewer"
 MANAGER = "manager"
 ADMIN = "admin"
 ROLES = (VIEWER, MANAGER, ADMIN)
-PORTAL_APPS = ("templates_sync", "members", "links")
+PORTAL_APPS = ("templates_sync", "members", "links", "delivery")
 # What makes an admin more than a manager: the staff pages, and reading the audit records (sign-in events name
 # accounts and addresses: for the people who manage accounts, not for every campaign manager).
 ADMIN_PERMISSIONS = ("portal.manage_staff", "audit.view_authevent", "audit.view_staffaction")

@@ -49,6 +49,8 @@ INSTALLED_APPS = [
     "templates_sync",
     "members",
     "links",
+    "delivery",
+    "anymail",
 ]
 # The local SmartPages stand-in (its `smartpages_sandbox` command) wherever it is present: the production image
 # leaves the folder out, and nothing in the product imports it.
@@ -358,8 +360,15 @@ SMARTPAGES_REQUEST_TIMEOUT = (
     env.float("SMARTPAGES_REQUEST_READ_TIMEOUT", default=10.0),
 )
 # The longest Retry-After a worker's call waits out before its next try (urllib3 alone would wait up to six
-# hours). With it, one call lasts at most 7 tries x (connect + read timeout) + 6 waits: 7 x 35 + 6 x 10 = 305 s.
+# hours); SMARTPAGES_DEADLINE below bounds the whole call.
 SMARTPAGES_RETRY_AFTER_MAX = env.int("SMARTPAGES_RETRY_AFTER_MAX", default=10)
+# The total time one SmartPages call may take, its retries and Retry-After waits included (the timeouts above
+# are per attempt, and a read timeout per socket read: an upstream dripping a byte at a time never trips it).
+# While a person waits (claims, "Add member"): then the member waits as pending for the retry task.
+SMARTPAGES_REQUEST_DEADLINE = env.float("SMARTPAGES_REQUEST_DEADLINE", default=12.0)
+SMARTPAGES_DEADLINE = env.float("SMARTPAGES_DEADLINE", default=120.0)
+# The largest reply accepted, counted after decompression (a template page of 100 is ~200 kB).
+SMARTPAGES_MAX_REPLY_BYTES = env.int("SMARTPAGES_MAX_REPLY_BYTES", default=20_000_000)
 TEMPLATE_SYNC_INTERVAL = env.int("TEMPLATE_SYNC_INTERVAL", default=900)
 
 # --- Background work: heartbeats, take-over, the recovery sweep (docs/operations.md) ------------------------
@@ -396,6 +405,7 @@ RECOVERY_SWEEPS = {
     "bulk-actions": "members.services.bulk.member_bulk_actions_sweep",
     "member-refresh-runs": "members.services.refresh.member_refresh_runs_sweep",
     "link-batches": "links.services.link_batches_sweep",
+    "delivery": "delivery.sending.delivery_sweep",
 }
 CELERY_BEAT_SCHEDULE = {
     "sync-all-templates": {
@@ -460,6 +470,46 @@ CLAIM_RATE = env.str("CLAIM_RATE", default="60/m")
 PASS_LINK_SENDS_PER_HOUR = env.int("PASS_LINK_SENDS_PER_HOUR", default=3)
 # How a holder reaches the issuer, shown where their pass cannot be sent (no SMS); a template's own text wins.
 HOLDER_CONTACT_HELP = env.str("HOLDER_CONTACT_HELP", default="")
+
+# --- Delivery: email and SMS to holders (docs/configuration.md, "Delivery") -----------------------------------
+# Email goes through Django's email framework: an SMTP relay named by EMAIL_URL (django-environ's email_url:
+# smtp://, smtp+tls://, smtp+ssl://), or an email service through django-anymail (ANYMAIL_BACKEND, with its
+# settings as ANYMAIL_<NAME> variables: ANYMAIL_POSTMARK_SERVER_TOKEN, ANYMAIL_WEBHOOK_SECRET …). In DEBUG with
+# neither, every email (and SMS) is written to the local outbox, OUTBOX_DIR, listed on the Outbox page.
+EMAIL_URL = env.str("EMAIL_URL", default="")
+ANYMAIL_BACKEND = env.str("ANYMAIL_BACKEND", default="")
+OUTBOX_DIR = env.str("OUTBOX_DIR", default=str(BASE_DIR / "var" / "outbox"))
+if ANYMAIL_BACKEND:
+    EMAIL_BACKEND = ANYMAIL_BACKEND
+elif EMAIL_URL:
+    globals().update(environ.Env.email_url_config(EMAIL_URL))
+elif DEBUG:
+    EMAIL_BACKEND = "delivery.outbox.OutboxEmailBackend"
+EMAIL_CONFIGURED = bool(EMAIL_URL or ANYMAIL_BACKEND)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)  # seconds for each SMTP exchange: a hung relay fails fast
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="webmaster@localhost")
+ANYMAIL = {
+    name.removeprefix("ANYMAIL_"): value
+    for name, value in env.ENVIRON.items()
+    if name.startswith("ANYMAIL_") and name != "ANYMAIL_BACKEND"
+}
+# SMS through Twilio's Messages REST API: twilio://ACCOUNT_SID:AUTH_TOKEN@api.twilio.com?from=SENDER (or
+# twilio+http://…@127.0.0.1:PORT for a local server that speaks the same API). Unset: SMS is off (DEBUG: outbox).
+SMS_URL = env.str("SMS_URL", default="")
+if SMS_URL:
+    from delivery.sms import parse_sms_url  # noqa: E402 - checked at start: a wrong URL must not wait for a send
+
+    try:
+        parse_sms_url(SMS_URL)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"SMS_URL: {exc}") from None
+# Messages a second across every worker together (the shared limiter of background.rate_limit).
+EMAIL_RATE = env.float("EMAIL_RATE", default=20.0)
+SMS_RATE = env.float("SMS_RATE", default=5.0)
+# Tasks sent for each queued send: how many workers may send one channel in parallel (the rate still holds).
+DELIVERY_SENDERS = env.int("DELIVERY_SENDERS", default=2)
+# First wait before a transient failure is tried again; it doubles each time, MAX_ATTEMPTS tries in all.
+DELIVERY_RETRY_SECONDS = env.float("DELIVERY_RETRY_SECONDS", default=30.0)
 
 # --- Logging ----------------------------------------------------------------------------------------------
 # One format and one level (LOG_LEVEL) for web and Celery alike (portal/celery.py hands Celery this config).

@@ -19,6 +19,11 @@ os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
 # Uploaded and generated files go to a scratch folder; worker processes inherit it through the environment.
 os.environ.setdefault("MEDIA_ROOT", tempfile.mkdtemp(prefix="smartpass-test-media-"))
 
+# Email counts as set up (the tests' SMTP server, conftest.smtp_server, sets where it goes); SMS only where a
+# test points SMS_URL at the local Twilio stand-in.
+os.environ.setdefault("EMAIL_URL", "smtp://127.0.0.1:25")
+os.environ.setdefault("OUTBOX_DIR", tempfile.mkdtemp(prefix="smartpass-test-outbox-"))
+
 from .settings import *  # noqa: E402,F403
 
 STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405

@@ -23,6 +23,9 @@ urlpatterns = [
     path("members/", include("members.urls")),
     path("links/", include("links.urls")),
     path("audit/", include("audit.urls")),
+    path("delivery/", include("delivery.urls")),
+    # django-anymail's status webhooks (public; checked against ANYMAIL_WEBHOOK_SECRET).
+    path("anymail/", include("delivery.anymail_urls")),
     path("staff/", staff_views.staff_list, name="staff_list"),
     path("staff/invite/", staff_views.staff_invite, name="staff_invite"),
     path("staff/<int:user_id>/role/", staff_views.staff_role, name="staff_role"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
 import html
 import json
@@ -28,10 +29,12 @@ import struct
 import threading
 import time
 import uuid
+import zlib
 from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from .data import (
@@ -73,6 +76,12 @@ class Faults:
     # A 409 for a used externalIdentifier leaves out the existing pass's id (the API reference does not
     # document the error body, so the real service may not name it).
     conflict_without_pass_id: bool = False
+    # Hostile upstreams (issue 22): every in-scope answer, status line and headers included, sent one byte
+    # every drip_seconds; a gzip-encoded answer that inflates to gzip_bomb_bytes of blanks; a 302 to
+    # redirect_to + the asked path (e.g. another host).
+    drip_seconds: float = 0.0
+    gzip_bomb_bytes: int = 0
+    redirect_to: str | None = None
     seed: int = 0  # faults drawn from random.Random(seed) so runs are repeatable
 
     def __post_init__(self) -> None:
@@ -84,8 +93,8 @@ class Faults:
             raise ValueError("error_rate + rate_limit_rate + reset_rate must not exceed 1")
         if self.scope not in FAULT_SCOPES:
             raise ValueError(f"scope must be one of {FAULT_SCOPES}, got {self.scope!r}")
-        if self.slow_seconds < 0 or self.retry_after < 0:
-            raise ValueError("slow_seconds and retry_after must not be negative")
+        if self.slow_seconds < 0 or self.retry_after < 0 or self.drip_seconds < 0 or self.gzip_bomb_bytes < 0:
+            raise ValueError("slow_seconds, retry_after, drip_seconds and gzip_bomb_bytes must not be negative")
 
 
 class SmartPagesSandbox:
@@ -106,6 +115,7 @@ class SmartPagesSandbox:
         port: int = 0,
         faults: Faults | None = None,
         verbose: bool = False,
+        passes_file: str | os.PathLike | None = None,
     ) -> None:
         if templates < 0 or page_size_cap < 1:
             raise ValueError("templates must be >= 0 and page_size_cap >= 1")
@@ -140,6 +150,11 @@ class SmartPagesSandbox:
         self.after_pass_created = None
         for _ in range(templates):
             self._append_generated_template()
+        # Passes kept on disk (the demo's `make run`: refresh works after a restart); None keeps them in memory
+        # only, as tests and benchmarks want. One JSON line per pass written; the last line of a pass wins.
+        self._passes_file = Path(passes_file) if passes_file is not None else None
+        if self._passes_file is not None:
+            self._load_passes()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -317,6 +332,7 @@ class SmartPagesSandbox:
                     "distributionUrl": f"{self.url}/distribution/pass/{pass_id}",
                     "createdAt": utc_timestamp(datetime.now(UTC)),
                 }
+                self._remember(self._passes[pass_id])
                 made.append(pass_id)
         return made
 
@@ -331,7 +347,39 @@ class SmartPagesSandbox:
                 found["status"], found["isVoided"] = status, status == "VOIDED"
             if values:
                 _merge_input_fields(found, [{"identifier": key, "value": value} for key, value in values.items()])
+            self._remember(found)
             return json.loads(json.dumps(found))
+
+    # ------------------------------------------------------------------ passes on disk
+
+    def _load_passes(self) -> None:
+        """Read the passes file (a line cut short by a killed sandbox is skipped), then write it anew with one
+        line per pass, so it does not grow for ever."""
+        path = self._passes_file
+        if path.exists():
+            with path.open(encoding="utf-8") as lines:
+                for line in lines:
+                    try:
+                        found = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    if isinstance(found, dict) and isinstance(found.get("id"), str):
+                        self._passes[found["id"]] = found
+            for found in self._passes.values():
+                if found.get("externalIdentifier") is not None:
+                    self._pass_id_by_external_id[(found["passTemplateId"], found["externalIdentifier"])] = found["id"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = path.with_name(path.name + ".new")
+        with fresh.open("w", encoding="utf-8") as out:
+            for found in self._passes.values():
+                out.write(json.dumps(found, ensure_ascii=False) + "\n")
+        os.replace(fresh, path)
+
+    def _remember(self, found: dict) -> None:
+        """Append a pass as it is now to the passes file (call with the lock held)."""
+        if self._passes_file is not None:
+            with self._passes_file.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(found, ensure_ascii=False) + "\n")
 
     # ------------------------------------------------------------------ internals (call with the lock held)
 
@@ -448,6 +496,9 @@ class SmartPagesSandbox:
             refusal = _issue_refusal(template, input_fields)
             if refusal:
                 return 400, {"error": refusal}
+            clash = self._unique_clash(template, input_fields, except_pass_id=None)
+            if clash:
+                return 409, clash
             if external_id is not None:
                 existing_pass_id = self._pass_id_by_external_id.get((template_id, external_id))
                 if existing_pass_id is not None:
@@ -472,7 +523,26 @@ class SmartPagesSandbox:
             self._passes[pass_id] = new_pass
             if external_id is not None:
                 self._pass_id_by_external_id[(template_id, external_id)] = pass_id
+            self._remember(new_pass)
             return 201, json.loads(json.dumps(new_pass))
+
+    def _unique_clash(self, template: dict, input_fields: list[dict], *, except_pass_id: str | None) -> dict | None:
+        """The 409 body when a value of a unique (isUnique) field is held by another live pass of the template."""
+        unique = {f["identifier"] for f in template.get("inputFields", []) if isinstance(f, dict) and f.get("isUnique")}
+        wanted = {f["identifier"]: f.get("value") for f in input_fields if f["identifier"] in unique and f.get("value")}
+        if not wanted:
+            return None
+        for other in self._passes.values():
+            if other["passTemplateId"] != template["id"] or other["id"] == except_pass_id or other["isVoided"]:
+                continue
+            for field in other["inputFields"]:
+                if field["identifier"] in wanted and field.get("value") == wanted[field["identifier"]]:
+                    return {
+                        "error": "value of a unique input field already in use for this pass template",
+                        "field": field["identifier"],
+                        "passId": other["id"],
+                    }
+        return None
 
     def _create_pass_and_notify(self, body: object) -> tuple[int, dict]:
         status, reply = self._create_pass(body)
@@ -516,6 +586,12 @@ class SmartPagesSandbox:
                 refusal = _field_refusal(template, [{"identifier": k, "value": v} for k, v in merged.items()])
                 if refusal:
                     return 400, {"error": refusal}
+                current = {f["identifier"]: f.get("value") for f in found["inputFields"]}
+                if template.get("lockInputFields") and merged != current:
+                    return 400, {"error": "editing input values on passes is disabled for this pass template"}
+                clash = self._unique_clash(template, input_fields, except_pass_id=pass_id)
+                if clash:
+                    return 409, clash
             if external_id is not None and external_id != found.get("externalIdentifier"):
                 if found.get("externalIdentifier") is not None:
                     return 400, {"error": "externalIdentifier cannot be changed once set"}
@@ -532,6 +608,7 @@ class SmartPagesSandbox:
             for key in ("validFrom", "expirationDate", "stampsLeft", "alreadyPaid", "backFields"):
                 if key in body:
                     found[key] = body[key]
+            self._remember(found)
             return 200, json.loads(json.dumps(found))
 
     def _distribution_page(self, pass_id: str) -> tuple[int, str]:
@@ -655,6 +732,8 @@ class _SandboxRequestHandler(BaseHTTPRequestHandler):
         if fault == "error":
             self._send_json(503, {"error": "service unavailable (sandbox fault)"})
             return
+        if _in_fault_scope(path, faults.scope) and self._send_hostile_answer(faults, path, query):
+            return
 
         if not sandbox._is_authorised(self.headers.get("Authorization")):
             self._send_json(401, {"error": "missing or invalid Authorization: Bearer base64(KEY_ID:KEY_TOKEN)"})
@@ -773,6 +852,36 @@ class _SandboxRequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _send_hostile_answer(self, faults: Faults, path: str, query: str) -> bool:
+        """A redirect, a gzip bomb or a dripped answer when those faults are on; False when none is."""
+        if faults.redirect_to:
+            target = faults.redirect_to.rstrip("/") + path + (f"?{query}" if query else "")
+            self._send_json(302, {"error": "moved (sandbox fault)"}, headers={"Location": target})
+            return True
+        if faults.gzip_bomb_bytes:
+            self._send_body(
+                200, _gzip_bomb(faults.gzip_bomb_bytes), "application/json", headers={"Content-Encoding": "gzip"}
+            )
+            return True
+        if faults.drip_seconds:
+            body = _encode_json({"error": "dripped (sandbox fault)"})
+            answer = (
+                f"HTTP/1.1 200 OK\r\nServer: {SERVER_NAME}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
+            self.close_connection = True
+            try:
+                for index in range(len(answer)):
+                    self.wfile.write(answer[index : index + 1])
+                    self.wfile.flush()
+                    if self.server.sandbox._stopped:
+                        break
+                    time.sleep(faults.drip_seconds)
+            except OSError:
+                pass  # the client gave up, as it should
+            return True
+        return False
+
     def _reset_connection(self) -> None:
         # SO_LINGER with a zero timeout makes close() send RST instead of FIN: the client gets
         # "connection reset by peer" with no response at all, like a crashing proxy.
@@ -784,6 +893,18 @@ class _SandboxRequestHandler(BaseHTTPRequestHandler):
 
 
 # ---------------------------------------------------------------------- small functions
+
+
+@functools.cache
+def _gzip_bomb(inflated_bytes: int) -> bytes:
+    """Blanks (valid JSON whitespace) gzip-compressed: 500 MB become about half a megabyte."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = b" " * (1 << 20)
+    parts = []
+    for start in range(0, inflated_bytes, len(block)):
+        parts.append(compressor.compress(block[: inflated_bytes - start]))
+    parts.append(compressor.flush())
+    return b"".join(parts)
 
 
 def _encode_json(value: object) -> bytes:

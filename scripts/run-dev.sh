@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 export DEBUG="${DEBUG:-1}"
-mkdir -p var/celery/queue var/celery/processed var/cache var/media
+mkdir -p var/celery/queue var/celery/processed var/cache var/media var/outbox
 
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -13,7 +13,8 @@ trap cleanup EXIT INT TERM
 
 if [ -z "${SMARTPAGES_KEY_ID:-}" ]; then
   export SMARTPAGES_API_URL="http://127.0.0.1:8001" SMARTPAGES_KEY_ID="sandbox" SMARTPAGES_KEY_TOKEN="sandbox-secret"
-  $PY manage.py smartpages_sandbox --port 8001 --templates 25 > var/sandbox.log 2>&1 &
+  # Its passes are kept in var/ so that members issued in the demo can still be refreshed after a restart.
+  $PY manage.py smartpages_sandbox --port 8001 --templates 25 --passes-file var/sandbox-passes.jsonl > var/sandbox.log 2>&1 &
   pids+=($!)
   echo "SmartPages sandbox (not the real service) on $SMARTPAGES_API_URL — log in var/sandbox.log"
 fi
@@ -32,5 +33,7 @@ echo "Celery worker + beat (embedded broker in var/celery) — log in var/worker
 for _ in $(seq 50); do $PY -c "import socket,sys; socket.create_connection(('127.0.0.1', 8001), 0.2)" 2>/dev/null && break; sleep 0.2; done
 $PY manage.py sync_templates || echo "First sync failed; see the Templates page and var/worker.log."
 
+[ -z "${EMAIL_URL:-}${ANYMAIL_BACKEND:-}" ] && echo "Email goes to the local outbox (var/outbox/, Delivery → Outbox), not to anyone."
+[ -z "${SMS_URL:-}" ] && echo "SMS goes to the local outbox too."
 echo "Portal on http://127.0.0.1:8000 — Ctrl-C stops everything."
 $PY manage.py runserver 127.0.0.1:8000

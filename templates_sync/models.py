@@ -104,6 +104,24 @@ def input_fields_of(raw) -> tuple[InputField, ...]:
     return tuple(fields)
 
 
+def allowed_email_domains_of(entries) -> list[str]:
+    """`allowedEmailDomains` as a list of domain names, whatever its entries' shape (see
+    PassTemplate.allowed_email_domains)."""
+    if not isinstance(entries, list):
+        return []
+    ordered = []
+    for position, entry in enumerate(entries):
+        if isinstance(entry, dict):
+            domain, order = entry.get("emailDomain"), entry.get("sortOrder")
+        else:
+            domain, order = entry, None
+        if not isinstance(domain, str) or not domain.strip():
+            continue
+        sort_key = order if isinstance(order, int | float) and not isinstance(order, bool) else position
+        ordered.append((sort_key, position, domain.strip()))
+    return [domain for _order, _position, domain in sorted(ordered)]
+
+
 class PassTemplate(models.Model):
     """One SmartPages pass template, as last read upstream.
 
@@ -191,6 +209,9 @@ class PassTemplate(models.Model):
             return "This template no longer exists on SmartPages."
         if self.status == self.Status.VOIDED:
             return "This template is voided on SmartPages."
+        if self.status != self.Status.ACTIVE:
+            # A status the API reference does not list (DRAFT, say): only ACTIVE templates are known to issue.
+            return f"This template's status on SmartPages is “{self.status}”; only ACTIVE templates issue passes."
         if self.disable_issue:
             return "Issuing new passes is disabled for this template on SmartPages."
         if self.pos_distribution_only:
@@ -201,8 +222,10 @@ class PassTemplate(models.Model):
 
     @property
     def allowed_email_domains(self) -> list[str]:
-        domains = sorted(self.raw.get("allowedEmailDomains") or [], key=lambda d: d.get("sortOrder") or 0)
-        return [d.get("emailDomain", "") for d in domains if d.get("emailDomain")]
+        """The domains in their sort order, read from any shape upstream sends: the reference's objects
+        ({sortOrder, emailDomain}), plain strings (["c.is"], seen in reality), and nulls or odd entries, which
+        are passed over."""
+        return allowed_email_domains_of(self.raw.get("allowedEmailDomains") if isinstance(self.raw, dict) else None)
 
     @property
     def locations(self) -> list[dict]:

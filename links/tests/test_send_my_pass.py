@@ -6,15 +6,11 @@ the holder's language; where it cannot be sent (SMS not set up), the page says h
 from __future__ import annotations
 
 import re
-import threading
 import uuid
-from email import message_from_bytes, policy
 
 import pytest
-from aiosmtpd.controller import Controller
 from django.core.cache import cache
 
-from conftest import free_port
 from links import claims
 from members.models import Member
 from members.services import autofill
@@ -27,30 +23,11 @@ pytestmark = pytest.mark.django_db
 JON = {"field_0": "010130-2989", "field_1": "Jon@skoli.is"}  # the kennitala and school email the holder types
 
 
-class Inbox:
-    """aiosmtpd handler: every message the portal sends, parsed."""
-
-    def __init__(self):
-        self.messages = []
-        self.lock = threading.Lock()
-
-    async def handle_DATA(self, server, session, envelope):
-        with self.lock:
-            message = message_from_bytes(envelope.content, policy=policy.default)
-            self.messages.append((list(envelope.rcpt_tos), message))
-        return "250 OK"
-
-
 @pytest.fixture
-def smtp(settings):
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", controller.port
+def smtp(smtp_server, settings):
+    """The suite's SMTP server (aiosmtpd in a process of its own: conftest.smtp_server)."""
     settings.DEFAULT_FROM_EMAIL = "passar@issuer.example"
-    yield inbox
-    controller.stop()
+    return smtp_server
 
 
 @pytest.fixture(autouse=True)

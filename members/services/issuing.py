@@ -93,6 +93,10 @@ def member_issue(
     if errors:
         raise InvalidMemberValues(errors)
     external_id = (external_id or "").strip() or None
+    # A unique field's value another member holds: refused here, before SmartPages is asked.
+    clashes = selectors.unique_value_clashes(template=template, values=clean, external_id=external_id)
+    if clashes:
+        raise InvalidMemberValues(clashes)
     member = Member(
         template=template,
         external_id=external_id,
@@ -471,8 +475,14 @@ def _member_send(*, member: Member, client: SmartPagesClient | None) -> Member:
         # An earlier attempt of ours may have made this pass (only its reply was lost), and the 409 did not
         # name it: most likely the holder's own pass, so a manager links it rather than the holder being told
         # someone else has it.
-        member.pass_link_needed = member.issue_attempts > 1
-        if member.pass_link_needed:
+        member.pass_link_needed = member.issue_attempts > 1 and member.external_id is not None
+        if member.external_id is None or _conflict_names_a_field(exc):
+            # Not about an External ID (the member has none, or SmartPages named a unique field): say what clashed.
+            member.pass_link_needed = False
+            reason = (
+                f"SmartPages refused the pass as a conflict with another pass of this template: {_conflict_detail(exc)}"
+            )
+        elif member.pass_link_needed:
             reason = (
                 f"SmartPages already has a pass with External ID “{member.external_id}” on this template, most "
                 "likely made by an earlier attempt of the portal whose reply was lost; SmartPages did not say "
@@ -516,6 +526,18 @@ def _member_send(*, member: Member, client: SmartPagesClient | None) -> Member:
 
     _write_outcome(write, member=member)
     return member
+
+
+def _conflict_names_a_field(error: Conflict) -> bool:
+    return isinstance(error.body, dict) and bool(error.body.get("field") or error.body.get("identifier"))
+
+
+def _conflict_detail(error: Conflict) -> str:
+    """What SmartPages said clashed (its error body is undocumented: its message, and the field if named)."""
+    body = error.body if isinstance(error.body, dict) else {}
+    message = str(body.get("error") or body.get("message") or "no reason given").strip()[:300]
+    field = body.get("field") or body.get("identifier")
+    return f"{message} (field “{field}”)." if field else f"{message}."
 
 
 def _adopt_after_lost_reply(*, member: Member, smartpages: SmartPagesClient, error: Conflict) -> dict | None:

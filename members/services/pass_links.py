@@ -1,24 +1,29 @@
-"""Sending a holder the link to their pass page, to the address the member has on file.
+"""Sending a holder the link to their pass, to the address the member has on file, through the outbox
+(delivery): email, or SMS where SMS_URL is set up; each send a message record under the member's subject key
+(`member:<pk>:<n>`), shown on the member page. Where a channel is off, a holder who has only that address is
+told how to reach the issuer instead (`contact_help`).
 
-One small function (`pass_link_send`) on purpose: the delivery app (email and SMS with message records,
-suppression lists and rates) is being built beside this one; at merge this function is the one place to
-route through it. Until then email goes out with Django's `send_mail` and SMS is not available, so a holder
-who has only a phone number on file is told how to reach the issuer instead (`contact_help`).
+Three ways in: the holder's "send my pass" (`pass_link_send`, rate-limited per member and per address, sent in
+the request so the page can say it went), and staff's "Send pass link again" on a member page or for ticked
+members (`pass_links_queue`, queued for the workers at the channel's rate).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import smtplib
 import time
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
-from django.core.mail import send_mail
 from django.utils import translation
 from django.utils.translation import gettext as _
+
+from delivery import services as delivery
+from delivery.models import Message
 
 from .. import selectors
 from ..models import Member
@@ -39,8 +44,18 @@ class PassLinkNotSent(MemberError):
 
 
 def pass_link_channels() -> dict[str, bool]:
-    """Which channels can send a pass link now. SMS arrives with the delivery app."""
-    return {EMAIL: True, SMS: False}
+    """Which channels can send a pass link now (SMS only where SMS_URL is set up, or the DEBUG outbox)."""
+    return {EMAIL: delivery.channel_available(EMAIL), SMS: delivery.channel_available(SMS)}
+
+
+def member_subject_prefix(member_id: int) -> str:
+    """The subject keys of a member's messages start with this (`member:42:`); the delivery app counts and
+    lists them by it."""
+    return f"member:{member_id}:"
+
+
+def _subject_key(member_id: int) -> str:
+    return f"{member_subject_prefix(member_id)}{uuid.uuid4().hex[:12]}"
 
 
 @dataclass(frozen=True)
@@ -103,20 +118,71 @@ def pass_link_send(*, member: Member, channel: str, pass_url: str, language: str
     limit = settings.PASS_LINK_SENDS_PER_HOUR
     if not (_allowed(f"member:{member.pk}", limit) and _allowed(f"{channel}:{address}", limit)):
         raise PassLinkNotSent("rate_limited")
-    with translation.override(language):
-        subject = _("Your pass: %(name)s") % {"name": member.template.name}
-        body = _(
-            "Open your pass here:\n%(url)s\n\n"
-            "Someone asked for this link on the sign-up page of %(name)s. If it was not you, you can ignore this "
-            "message: the pass was not shown to them."
-        ) % {"url": pass_url, "name": member.template.name}
-    try:
-        send_mail(subject, body, None, [address], fail_silently=False)
-    except (OSError, smtplib.SMTPException) as exc:
-        logger.warning("Pass link of member %s not sent by %s: %s", member.pk, channel, exc)
-        raise PassLinkNotSent("failed") from exc
-    logger.info("Pass link of member %s sent by %s", member.pk, channel)
+    spec = pass_link_message(member=member, channel=channel, address=address, url=pass_url, language=language)
+    message = delivery.send_one_now(spec)
+    if message.status in (Message.FAILED, Message.SKIPPED):
+        logger.warning("Pass link of member %s not sent by %s: %s", member.pk, channel, message.reason)
+        raise PassLinkNotSent("failed")
+    # Sent, or queued again after a transient failure (the workers try again in a moment).
+    logger.info("Pass link of member %s sent by %s (%s)", member.pk, channel, message.status)
     return addresses.email_masked if channel == EMAIL else addresses.phone_masked
+
+
+def pass_link_message(
+    *, member: Member, channel: str, address: str, url: str, language: str, subject_key: str = ""
+) -> delivery.MessageSpec:
+    """The message that carries a member's pass link, worded in `language`."""
+    with translation.override(language):
+        name = member.template.name
+        if channel == SMS:
+            subject = ""
+            text = _("Your pass %(name)s: %(url)s") % {"name": name, "url": url}
+        else:
+            subject = _("Your pass: %(name)s") % {"name": name}
+            text = _(
+                "Open your pass here:\n%(url)s\n\n"
+                "Someone asked for this link on the sign-up page of %(name)s. If it was not you, you can ignore "
+                "this message: the pass was not shown to them."
+            ) % {"url": url, "name": name}
+    return delivery.MessageSpec(
+        subject_key=subject_key or _subject_key(member.pk),
+        channel=channel,
+        to=address,
+        subject=subject,
+        text=text,
+        language=language,
+    )
+
+
+def pass_links_queue(*, members: Iterable[Member], channels: tuple[str, ...], language: str) -> delivery.QueueResult:
+    """Staff's "Send pass link again": each member's wallet link (from SmartPages) to the address on file, by
+    the first of `channels` it has an address for; queued for the workers. Members without a link or an
+    address are listed in the result's `skipped` with the reason."""
+    specs, result_skipped = [], []
+    for member in members:
+        key = _subject_key(member.pk)
+        if not member.distribution_url:
+            result_skipped.append((key, "No pass link from SmartPages yet."))
+            continue
+        addresses = pass_link_addresses(member=member)
+        channel = next((c for c in channels if (addresses.email if c == EMAIL else addresses.phone)), "")
+        if not channel:
+            result_skipped.append((key, "No address on file for " + " or ".join(channels) + "."))
+            continue
+        address = addresses.email if channel == EMAIL else addresses.phone
+        specs.append(
+            pass_link_message(
+                member=member,
+                channel=channel,
+                address=address,
+                url=member.distribution_url,
+                language=language,
+                subject_key=key,
+            )
+        )
+    result = delivery.queue_messages(specs)
+    result.skipped = result_skipped + result.skipped
+    return result
 
 
 def _allowed(key: str, limit: int) -> bool:

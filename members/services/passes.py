@@ -131,6 +131,11 @@ def _value_changes(old: Mapping[str, object], new: Mapping[str, object]) -> dict
     return {key: [old.get(key), new.get(key)] for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)}
 
 
+# The template's lockInputFields, in SmartPages' words ("editing input values on passes is disabled").
+LOCKED_VALUES_MESSAGE = (
+    "This template locks its input fields on SmartPages (editing input values on passes is disabled), so the "
+    "values cannot be changed; nothing was changed. Voiding the pass is still possible."
+)
 # Statuses whose pass can still be edited on SmartPages.
 EDITABLE_STATUSES = (Member.Status.ISSUED, Member.Status.REDEEMED)
 
@@ -156,6 +161,16 @@ def member_edit(
         raise InvalidMemberValues(errors)
     new_values = {key: value for key, value in clean.items() if value != ""}
     changes = _value_changes(member.values or {}, new_values)
+    if changes and template.lock_input_fields:
+        raise MemberError(LOCKED_VALUES_MESSAGE)
+    if changes:
+        clashes = selectors.unique_value_clashes(
+            template=template,
+            values={key: value for key, value in new_values.items() if key in changes},
+            exclude_member_id=member.pk,
+        )
+        if clashes:
+            raise InvalidMemberValues(clashes)
     body: dict = {}
     if changes:
         # Every field, emptied ones as "", so SmartPages drops what staff removed.
@@ -185,6 +200,13 @@ def member_edit(
         logger.warning("Editing member %s: %s", member.pk, exc)
         raise MemberError("SmartPages could not be reached; nothing was changed. Try again in a minute.") from exc
     except Conflict as exc:
+        if "externalIdentifier" not in body or (isinstance(exc.body, dict) and exc.body.get("field")):
+            detail = exc.body.get("error") if isinstance(exc.body, dict) else None
+            field = exc.body.get("field") if isinstance(exc.body, dict) else None
+            raise MemberError(
+                f"SmartPages refused the change as a conflict with another pass of this template: "
+                f"{detail or 'no reason given'}{f' (field “{field}”)' if field else ''}; nothing was changed."
+            ) from exc
         raise MemberError(
             f"SmartPages already has another pass with External ID “{new_external_id}” on this "
             "template; nothing was changed."

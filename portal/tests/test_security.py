@@ -14,6 +14,10 @@ pytestmark = pytest.mark.django_db
 
 # The holder's side (links.public_urls) is public by design: a SmartPass link and its pass page need no login.
 PUBLIC_URL_NAMES = {"login", "admin_login", "staff_set_password", "healthz", "set_language", "claim", "pass"}
+# The outbox's public ends: the signed unsubscribe link, and Twilio's webhooks (checked by their signature;
+# delivery/tests/test_webhooks.py). django-anymail's webhooks (anymail/…) check ANYMAIL_WEBHOOK_SECRET.
+PUBLIC_URL_NAMES |= {"unsubscribe", "twilio_status", "twilio_inbound"}
+PUBLIC_PREFIXES = ("admin/", "anymail/")
 
 
 def _staff_urls():
@@ -23,7 +27,7 @@ def _staff_urls():
     def walk(resolver, prefix=""):
         for entry in resolver.url_patterns:
             if isinstance(entry, URLResolver):
-                if str(entry.pattern).startswith("admin/"):
+                if str(entry.pattern).startswith(PUBLIC_PREFIXES):
                     continue
                 yield from walk(entry, prefix + str(entry.pattern))
             elif isinstance(entry, URLPattern):

@@ -1,44 +1,28 @@
 """The admin role's staff pages: invitations by email through a real SMTP server (aiosmtpd), role changes,
 disabling, second-factor resets, and the rules about oneself and the last admin."""
 
-import email
 import re
 import time
 
 import pytest
-from aiosmtpd.controller import Controller
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from audit.models import StaffAction
-from conftest import free_port, second_factor_device
+from conftest import second_factor_device
 from portal.services import StaffChangeRefused, staff_role_change
 
 pytestmark = pytest.mark.django_db
 NEW_PASSWORD = "lava fields under snow"
 
 
-class Inbox:
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append((envelope.rcpt_tos, email.message_from_bytes(envelope.content)))
-        return "250 OK"
-
-
 @pytest.fixture
-def smtp(settings):
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", controller.port
+def smtp(smtp_server, settings):
+    """The suite's SMTP server (aiosmtpd in a process of its own: conftest.smtp_server)."""
     settings.DEFAULT_FROM_EMAIL = "portal@example.is"
     settings.PUBLIC_BASE_URL = "http://testserver"
-    yield inbox
-    controller.stop()
+    return smtp_server
 
 
 @pytest.fixture

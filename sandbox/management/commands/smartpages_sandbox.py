@@ -74,6 +74,25 @@ class Command(BaseCommand):
             help="Sleep this long before every API answer (default 0).",
         )
         parser.add_argument(
+            "--drip",
+            type=float,
+            default=0.0,
+            metavar="SECONDS",
+            help="Send every API answer one byte at a time, this many seconds apart (default 0: off).",
+        )
+        parser.add_argument(
+            "--gzip-bomb",
+            type=int,
+            default=0,
+            metavar="BYTES",
+            help="Answer every API request with gzip that inflates to this many bytes, e.g. 500000000 (default 0).",
+        )
+        parser.add_argument(
+            "--redirect-to",
+            metavar="URL",
+            help="Answer every API request with a 302 to this origin plus the asked path (default: off).",
+        )
+        parser.add_argument(
             "--fault-scope",
             choices=("all", "templates", "passes"),
             default="all",
@@ -84,6 +103,12 @@ class Command(BaseCommand):
             action="store_true",
             help="Serve hostile template data: the first list page also carries over-long texts, NUL bytes, "
             "numbers out of range, a javascript: URL and items no mirror can store, and totalItems says 10**11.",
+        )
+        parser.add_argument(
+            "--passes-file",
+            metavar="PATH",
+            help="Keep the passes in this file (one JSON line per pass written), so they survive a restart; "
+            "`make run` uses var/sandbox-passes.jsonl. Default: in memory only.",
         )
         parser.add_argument("--verbose", action="store_true", help="Print one line per request.")
 
@@ -97,6 +122,9 @@ class Command(BaseCommand):
                 slow_seconds=options["slow"],
                 scope=options["fault_scope"],
                 hostile_items=options["hostile"],
+                drip_seconds=options["drip"],
+                gzip_bomb_bytes=options["gzip_bomb"],
+                redirect_to=options["redirect_to"],
             )
             sandbox = SmartPagesSandbox(
                 templates=options["templates"],
@@ -108,6 +136,7 @@ class Command(BaseCommand):
                 port=options["port"],
                 faults=faults,
                 verbose=options["verbose"],
+                passes_file=options["passes_file"],
             )
         except ValueError as error:
             raise CommandError(str(error)) from error
@@ -122,6 +151,7 @@ class Command(BaseCommand):
             f"  accepts   SMARTPAGES_KEY_ID={options['key_id']}  SMARTPAGES_KEY_TOKEN={shown_token}\n"
             f"  use with  SMARTPAGES_API_URL={sandbox.url}\n"
             f"  faults:   {_describe_faults(faults)}\n"
+            f"  passes:   {options['passes_file'] or 'in memory (lost when it stops)'}\n"
             "Quit with CONTROL-C."
         )
         try:
@@ -141,6 +171,9 @@ def _describe_faults(faults: Faults) -> str:
             ("429 rate", faults.rate_limit_rate),
             ("reset rate", faults.reset_rate),
             ("slow seconds", faults.slow_seconds),
+            ("drip seconds", faults.drip_seconds),
+            ("gzip bomb bytes", faults.gzip_bomb_bytes),
+            ("redirect to", faults.redirect_to),
         )
         if value
     ]
