@@ -423,7 +423,8 @@ class Served:
 
 # Serving configurations measured side by side. "before" is the config issue 24 measured: 3 sync workers.
 SURGE_CONFIGS = {
-    "before": ["--worker-class", "sync", "--workers", "3"],
+    # --threads 1 as well: with the config file's threads > 1, gunicorn silently runs gthread for "sync".
+    "before": ["--worker-class", "sync", "--workers", "3", "--threads", "1"],
     "now": [],  # deploy/gunicorn.conf.py as it is
 }
 

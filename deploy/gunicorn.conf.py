@@ -14,7 +14,7 @@ wsgi_app = "portal.wsgi:application"
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # Threaded workers (gthread): a claim spends most of its time waiting for SmartPages (~100 ms a create) with the
 # GIL released, so one process per CPU with many threads serves a surge of holders; sync workers held one worker
-# per claim for its whole upstream call (3 of them: at most ~25 claims/s, bench/README.md "Claim surge"). Threads only
+# per claim for its whole upstream call (3 of them: 13 claims/s, 2 x 16 threads 36, bench/README.md "Claim surge"). Threads only
 # wait on I/O here: more of them cost a little memory each, not CPU.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
