@@ -1,18 +1,20 @@
-"""Benchmark: SmartPass link generation against a bare CSV + AES-GCM loop, side by side in one run.
+"""Benchmark: SmartPass link generation against PassKit's own Go generator and a bare CSV + AES-GCM loop, side
+by side in one run.
 
 One CSV of --rows rows (PassKit's header names person.emailAddress, person.displayName, person.mobileNumber;
-unique values) and one of 100,000 rows are generated in a temporary directory. Each measured run is a child
-process doing exactly what `manage.py generate_links --jobs N` does (upload check, confirm, make the chunks
-in N processes, copy the result out), timed end to end (wall) and by phase; its peak memory per process is
-the largest ru_maxrss of the child and of the processes it forked. Runs: --jobs 1 and --jobs 2 on both
-files. The bare loop (csv read → AES-256-GCM of the row → base64url → csv write, nothing else) runs in this
-process on the big file. Prints rows/second, the wall times against PassKit's 5.7 s per million (goal for
---jobs 2 on 2 cores: ≤ 11.5 s), the CPU seconds of each run (the command's processes, and the PostgreSQL
-backends serving the bench database, read from /proc while it runs) with the load average before and after:
-on a shared machine those are the steadier figures. Then the peak memory at 100k and at --rows rows (goal:
-flat) and the median link length.
+unique values) is generated in a temporary directory (and one of 100,000 rows with --memory). Each
+generate_links run is a child process on the production settings (portal.settings, DEBUG off; --debug adds
+the same run with DEBUG on) doing exactly what `manage.py generate_links --jobs N` does (upload check,
+confirm, make the chunks in N processes, copy the result out), timed end to end (wall) and by phase.
+PassKit's generator (github.com/PassKit/smart-pass-link-from-csv-generator, its prebuilt
+bin/smartpass-link-gen-linux-x86-64; the path in PASSKIT_GEN or --passkit; never committed) runs on the same
+file. The pair runs --repeat times, interleaved (the order alternates), each figure printed with the load
+average of that moment: the claim is the ratio within one pair (goal: --jobs 2 ≤ 1.5 × PassKit). Each run's
+CPU seconds (the command's processes; the PostgreSQL backends serving the bench database, read from /proc
+while it runs) are printed too: on a shared machine those are the steadier figures. The bare loop (csv read →
+AES-256-GCM of the row → base64url → csv write, nothing else) runs in this process once.
 
-    .venv/bin/python bench/links.py [--rows 1000000]
+    PASSKIT_GEN=/path/to/smartpass-link-gen-linux-x86-64 .venv/bin/python bench/links.py [--rows 1000000] [--repeat 3]
 
 PostgreSQL on 127.0.0.1:5432 (BENCH_PG); a throw-away database, `smartpass_bench_links` unless --database.
 """
@@ -189,7 +191,7 @@ class BackendCpu(threading.Thread):
         return sum(self.seen.values()) / os.sysconf("SC_CLK_TCK")
 
 
-def run_child(template_id: str, source: Path, media: Path, jobs: int, database: str) -> dict:
+def run_child(template_id: str, source: Path, media: Path, jobs: int, database: str, env: dict[str, str]) -> dict:
     backends = BackendCpu(database)
     backends.look()
     before = dict(backends.seen)  # backends already there (this process's own connection) count from now
@@ -198,7 +200,7 @@ def run_child(template_id: str, source: Path, media: Path, jobs: int, database: 
         [sys.executable, __file__, "--child", template_id, str(source), str(media), str(jobs)],
         capture_output=True,
         text=True,
-        env=os.environ.copy(),
+        env=env,
     )
     if result.returncode:
         sys.exit(f"the service run failed:\n{result.stderr}")
@@ -208,77 +210,141 @@ def run_child(template_id: str, source: Path, media: Path, jobs: int, database: 
     return figures
 
 
+def run_passkit(binary: str, source: Path, target: Path) -> dict:
+    """PassKit's generator on the same file: AES-256-CBC of each row's JSON, one link per row. Wall seconds and
+    the CPU seconds of its process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    result = subprocess.run(
+        [binary, "-in", str(source), "-out", str(target), "-url", "https://pub1.pskt.io/c/bench", "-key", "ab" * 32],
+        capture_output=True,
+        text=True,
+    )
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result.returncode:
+        sys.exit(f"PassKit's generator failed:\n{result.stderr}")
+    with target.open("rb") as out:
+        lines = sum(block.count(b"\n") for block in iter(lambda: out.read(1 << 20), b""))
+    target.unlink()
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return {"wall_seconds": wall, "cpu_seconds": cpu, "lines": lines}
+
+
+def production_env(*, debug: bool) -> dict[str, str]:
+    """The command's environment: portal.settings (what `manage.py generate_links` runs on), DEBUG as asked."""
+    env = os.environ.copy()
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "portal.settings",
+            "DEBUG": "true" if debug else "false",
+            "SECRET_KEY": env.get("SECRET_KEY") or "bench-" + "k" * 60,
+            "SMARTPASS_LINK_KEYS": env.get("SMARTPASS_LINK_KEYS")
+            or "bench:" + base64.b64encode(os.urandom(32)).decode(),
+            "ALLOWED_HOSTS": "127.0.0.1",
+        }
+    )
+    return env
+
+
+def load() -> str:
+    return f"load {os.getloadavg()[0]:.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3, help="pairs of PassKit and --jobs 2 runs, interleaved")
+    parser.add_argument("--passkit", default=os.environ.get("PASSKIT_GEN", ""), help="PassKit's generator binary")
+    parser.add_argument("--debug", action="store_true", help="also run --jobs 2 with DEBUG on, in each round")
+    parser.add_argument("--jobs1", action="store_true", help="also run --jobs 1 once")
+    parser.add_argument("--memory", action="store_true", help="also run on 100,000 rows: peak memory is flat")
     parser.add_argument("--database", default=DATABASE, help=f"the throw-away database (default {DATABASE})")
     parser.add_argument("--child", nargs=4, metavar=("TEMPLATE", "CSV", "MEDIA", "JOBS"), help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.child:
         sys.path.insert(0, str(HERE.parent))
         return child(*options.child)
+    if not options.passkit or not os.access(options.passkit, os.X_OK):
+        sys.exit("Set PASSKIT_GEN (or --passkit) to PassKit's smartpass-link-gen-linux-x86-64.")
 
     from _db import mirror_template, setup_django
 
-    load_before = os.getloadavg()[0]
+    print(f"{load()} at the start, on {os.cpu_count()} CPUs")
     setup_django(options.database)
 
     formats = [("EMAIL", True), ("TEXT", True), ("PHONE_NUMBER", False)]
     template = mirror_template(
         "Bench", [(identifier, fmt, mandatory) for identifier, (fmt, mandatory) in zip(FIELDS, formats, strict=True)]
     )
+    rows = options.rows
+    production, debug = production_env(debug=False), production_env(debug=True)
+
+    def generate(path: Path, jobs: int, env: dict[str, str]) -> dict:
+        run = run_child(str(template.pk), path, tmp / "media", jobs, options.database, env)
+        assert run["links"] == run["rows"], run  # every valid row linked
+        return run
+
+    def line(what: str, run: dict, count: int) -> str:
+        return (
+            f"{what}: {run['wall_seconds']:.2f} s wall ({run['check_seconds']:.2f} s upload check, "
+            f"{run['make_seconds']:.2f} s making {run['chunks']} chunks, {run['copy_seconds']:.2f} s copying out); "
+            f"CPU {run['cpu_seconds']:.2f} s = {count / run['cpu_seconds']:,.0f} rows per CPU-second "
+            f"+ {run['postgres_cpu_seconds']:.2f} s PostgreSQL; {load()}"
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        small, big = tmp / "small.csv", tmp / "big.csv"
-        write_campaign(small, 100_000)
-        write_campaign(big, options.rows)
-        print(
-            f"input: {options.rows:,} rows, {big.stat().st_size / 1e6:.1f} MB "
-            "(person.emailAddress, person.displayName, person.mobileNumber)"
-        )
+        big = tmp / "big.csv"
+        write_campaign(big, rows)
+        print(f"input: {rows:,} rows, {big.stat().st_size / 1e6:.1f} MB ({', '.join(HEADER)})")
         bare_seconds, bare_cpu_seconds = bare_loop(big, tmp / "bare.csv")
-        runs = {
-            (rows, jobs): run_child(str(template.pk), path, tmp / "media", jobs, options.database)
-            for rows, path in ((100_000, small), (options.rows, big))
-            for jobs in (1, 2)
-        }
-        per_row_validation = validation_only(big, 50_000)
-
-    print(
-        f"load average (1 min) before the run {load_before:.2f}, after {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
-    )
-    passkit = 5.7 * options.rows / 1_000_000
-    bare_rate = options.rows / bare_seconds
-    print(
-        f"bare loop (csv → AES-GCM → csv, one process): {bare_seconds:.1f} s = {bare_rate:,.0f} rows/s "
-        f"({bare_cpu_seconds:.1f} CPU-s)"
-    )
-    for jobs in (1, 2):
-        run = runs[(options.rows, jobs)]
-        assert run["links"] == options.rows, run  # every valid row linked
-        wall = run["wall_seconds"]
         print(
-            f"generate_links --jobs {jobs}: {wall:.1f} s wall = {options.rows / wall:,.0f} rows/s "
-            f"({run['check_seconds']:.1f} s upload check, {run['make_seconds']:.1f} s making {run['chunks']} chunks, "
-            f"{run['copy_seconds']:.1f} s copying the result out); {wall / passkit:.2f} × PassKit's {passkit:.1f} s"
+            f"bare loop (csv → AES-GCM → csv, one process): {bare_seconds:.2f} s = {rows / bare_seconds:,.0f} rows/s "
+            f"({bare_cpu_seconds:.2f} CPU-s); {load()}"
         )
+        ratios = []
+        for round_number in range(1, options.repeat + 1):
+            print(f"round {round_number}:")
+            order = ("passkit", "jobs2") if round_number % 2 else ("jobs2", "passkit")
+            figures = {}
+            for what in order:
+                if what == "passkit":
+                    figures[what] = run_passkit(options.passkit, big, tmp / "passkit.csv")
+                    assert figures[what]["lines"] == rows + 1, figures[what]
+                    passkit = figures[what]
+                    print(
+                        f"  PassKit's Go generator: {passkit['wall_seconds']:.2f} s wall, "
+                        f"CPU {passkit['cpu_seconds']:.2f} s, {rows:,} links; {load()}"
+                    )
+                else:
+                    figures[what] = generate(big, 2, production)
+                    print("  " + line("generate_links --jobs 2", figures[what], rows))
+            ratio = figures["jobs2"]["wall_seconds"] / figures["passkit"]["wall_seconds"]
+            ratios.append(ratio)
+            verdict = "met" if ratio <= 1.5 else "NOT met"
+            print(f"  ratio --jobs 2 / PassKit = {ratio:.2f} (goal ≤ 1.5: {verdict})")
+            if options.debug:
+                on = generate(big, 2, debug)
+                print("  " + line("generate_links --jobs 2 with DEBUG on", on, rows))
+                print(f"  DEBUG on / off = {on['wall_seconds'] / figures['jobs2']['wall_seconds']:.2f} (wall)")
+        print(f"ratios --jobs 2 / PassKit, each in its own round: {', '.join(f'{ratio:.2f}' for ratio in ratios)}")
+        if options.jobs1:
+            print(line("generate_links --jobs 1", generate(big, 1, production), rows))
         print(
-            f"    CPU: {run['cpu_seconds']:.1f} s in the command's processes ({run['check_cpu_seconds']:.1f} s of it "
-            f"the upload check) = {options.rows / run['cpu_seconds']:,.0f} rows per CPU-second; "
-            f"{run['postgres_cpu_seconds']:.1f} s in PostgreSQL"
+            f"field validation alone (members.validation, email + name + phone): "
+            f"{validation_only(big, 50_000) * 1e6:.1f} µs/row; {load()}"
         )
-    two = runs[(options.rows, 2)]["wall_seconds"]
-    verdict = "met" if two <= 2 * passkit else "NOT met"
-    print(f"goal --jobs 2 ≤ 2 × PassKit = {2 * passkit:.1f} s: {verdict} ({two:.1f} s)")
-    print(f"field validation alone (members.validation, email + name + phone): {per_row_validation * 1e6:.1f} µs/row")
-    for jobs in (1, 2):
-        small_mib, big_mib = (runs[(rows, jobs)]["maxrss_kib"] / 1024 for rows in (100_000, options.rows))
-        print(
-            f"peak memory per process, --jobs {jobs}: 100,000 rows {small_mib:.0f} MiB; "
-            f"{options.rows:,} rows {big_mib:.0f} MiB"
-        )
-    print(f"median link length: {runs[(options.rows, 2)]['median_link_length']:.0f} characters")
+        if options.memory:
+            small = tmp / "small.csv"
+            write_campaign(small, 100_000)
+            for jobs in (1, 2):
+                small_mib = generate(small, jobs, production)["maxrss_kib"] / 1024
+                big_mib = generate(big, jobs, production)["maxrss_kib"] / 1024
+                print(
+                    f"peak memory per process, --jobs {jobs}: 100,000 rows {small_mib:.0f} MiB; {rows:,} rows {big_mib:.0f} MiB"
+                )
+    print(f"{load()} at the end")
 
 
 if __name__ == "__main__":

@@ -140,7 +140,8 @@ def _queue_batch(specs: list[MessageSpec], result: QueueResult, channels_queued:
             else:
                 result.queued += 1
                 channels_queued.add(row.channel)
-        Message.objects.bulk_create(new, batch_size=1000)
+        # A key queued by two requests at once: the unique constraint keeps one row, the other is dropped.
+        Message.objects.bulk_create(new, batch_size=1000, ignore_conflicts=True)
         if again:
             for row in again:
                 row.attempts, row.not_before, row.provider_id = 0, None, ""

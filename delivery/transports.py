@@ -141,6 +141,8 @@ class SmsTransport:
 
     def send(self, message: Message) -> str:
         if self.client is None:
+            if not settings.DEBUG:  # queued while SMS_URL was set, which it no longer is: nothing leaves
+                raise DeliveryFailure("SMS is not set up (SMS_URL).", transient=False)
             return outbox.sms_write(to=message.to, body=message.text, language=message.language)
         callback = settings.PUBLIC_BASE_URL + reverse("delivery:twilio_status")
         try:

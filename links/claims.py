@@ -32,7 +32,7 @@ from members.validation import FieldSpec, TemplateRules, validate_values
 from templates_sync.client import SmartPagesClient
 from templates_sync.models import PassTemplate, SyncRun
 
-from . import tokens
+from . import passkit, tokens
 from .keyring import link_keys
 from .models import LinkBatch, LinkClaim
 
@@ -253,7 +253,8 @@ def claim_submit(
     row_key = single_use_claim_key(payload=context.payload)
     claim_key = row_key or nonce
     asked = {spec.identifier for spec in context.asked}
-    values = dict(context.payload.fields)
+    link_values, pass_values = passkit.split_pass_values(context.payload.fields)
+    values = dict(link_values)
     values.update({key: value for key, value in answers.items() if key in asked})
 
     # Validate here, before any lookup, so a value that cannot issue is reported on the right side: the
@@ -306,6 +307,7 @@ def claim_submit(
             source_batch_id=context.payload.batch_id,
             source_row=context.payload.row,
             claim_nonce=claim_key,
+            pass_values=pass_values,
             client=client,
         )
     except IssueRefused as exc:
@@ -339,7 +341,9 @@ def _explicit_external_id(*, context: ClaimContext) -> str | None:
     all three name one holder alike (the CSV already normalised it: doing it again changes nothing)."""
     raw = context.payload.external_id or ""
     try:
-        return member_selectors.explicit_external_id(template=context.template, raw=raw, setting=context.autofill)
+        return member_selectors.explicit_external_id(
+            template=context.template, raw=raw, setting=context.autofill, issuer_ids=True
+        )
     except InvalidIdentity:
         # The link was made while autofill read another format (or none): the CSV checked its External ID
         # against the setting of that day. The issuer's ID still names the holder, as it did then.

@@ -6,12 +6,19 @@ file size: rows are read and written as a stream.
 
 Rules, so that results are predictable:
 
-* Encoding: a UTF-8 BOM means ``utf-8-sig``; otherwise text that decodes as
-  UTF-8 is UTF-8; anything else is read as Windows-1252 (what older Excel
-  versions save).  A row further down that is not valid in the chosen
-  encoding raises CsvFormatError naming that row, rather than silently
-  turning letters into replacement characters.
-* Delimiter: comma, semicolon or tab; detected or given.
+* Encoding: given by the uploader, or detected: a UTF-8 BOM means
+  ``utf-8-sig``; text that decodes as UTF-8 is UTF-8; anything else is read
+  as whichever of Windows-1252, Mac Roman, Mac Icelandic and cp850 (DOS)
+  gives the most Icelandic letters and the fewest stray symbols (Mac Excel
+  and old DOS tools save the last three).  UTF-16 (a BOM, or chosen) is
+  converted to UTF-8 by ``utf16_to_utf8`` before anything else reads it:
+  lines are split as bytes.  A row further down that is not valid in the
+  chosen encoding raises CsvFormatError naming that row, rather than
+  silently turning letters into replacement characters.
+* Delimiter: comma, semicolon or tab; given, else named by Excel's
+  ``sep=X`` first line (which is then no row), else detected.
+* A Ctrl-Z at the very end (DOS's end-of-file mark) is no row:
+  ``without_end_of_file_mark`` drops it before the file is stored.
 * The first record is the header.  Header cells are stripped; empty cells at
   the end of the header are dropped (Excel writes them for formatted but
   empty columns); any other empty or repeated (case-insensitively) name is
@@ -37,6 +44,7 @@ import csv
 import io
 import math
 import re
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import chain
@@ -49,6 +57,11 @@ __all__ = [
     "CsvFormatError",
     "CsvDialect",
     "DELIMITERS",
+    "ENCODINGS",
+    "encoding_name",
+    "is_utf16",
+    "utf16_to_utf8",
+    "without_end_of_file_mark",
     "sniff",
     "read_rows",
     "read_chunk",
@@ -81,22 +94,128 @@ class CsvFormatError(ValueError):
 
 @dataclass(frozen=True)
 class CsvDialect:
-    encoding: str  # "utf-8-sig" | "utf-8" | "cp1252"
+    encoding: str  # a key of ENCODINGS other than "utf-16" (converted to UTF-8 first)
     delimiter: str  # "," ";" "\t"
     has_bom: bool
+
+
+# The encodings an upload may be read in, as Python names them, with the names staff know them by.
+ENCODINGS = {
+    "utf-8": "UTF-8",
+    "utf-8-sig": "UTF-8 with BOM",
+    "cp1252": "Windows-1252",
+    "mac_roman": "Mac Roman",
+    "mac_iceland": "Mac Icelandic",
+    "cp850": "cp850 (DOS)",
+    "utf-16": "UTF-16",
+}
+# Tried in this order when a file is not UTF-8; the first of equal scores wins.
+_SINGLE_BYTE = ("cp1252", "mac_roman", "mac_iceland", "cp850")
+_ICELANDIC_LETTERS = frozenset("áéíóúýþðæöÁÉÍÓÚÝÞÐÆÖ")
+# Excel's first line naming the delimiter; what follows it is the header.
+_SEP_LINE_RE = re.compile(rb"(?:\xef\xbb\xbf)?sep=(.)(?:\r\n|\n|\r)")
+END_OF_FILE_MARK = b"\x1a"
+
+
+def encoding_name(encoding: str) -> str:
+    return ENCODINGS.get(encoding, encoding)
+
+
+def _icelandic_score(text: str) -> int:
+    """How much a reading looks like Icelandic (or any Latin) text: Icelandic letters count for it, symbols
+    and control characters (what a wrong code page makes of letters) against it; other letters are neutral."""
+    score = 0
+    for char in text:
+        if char < "\x80":
+            continue
+        if char in _ICELANDIC_LETTERS:
+            score += 2
+        elif not char.isalpha():
+            score -= 2
+    return score
+
+
+def _single_byte_encoding(body: bytes) -> str:
+    # Only the bytes above 127 differ between the candidates: scoring those characters alone is enough.
+    high = bytes(byte for byte in body if byte > 127) if len(body) < 4096 else None
+    sample = high if high is not None else body
+    return max(_SINGLE_BYTE, key=lambda name: _icelandic_score(sample.decode(name, "replace")))
+
+
+def sep_line_length(head: bytes) -> int:
+    """The byte length of Excel's ``sep=X`` first line (with a BOM before it), 0 when there is none."""
+    match = _SEP_LINE_RE.match(head)
+    return match.end() if match else 0
+
+
+def is_utf16(head: bytes, encoding: str | None) -> bool:
+    return encoding == "utf-16" or (encoding is None and head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)))
+
+
+def utf16_to_utf8(binary: IO[bytes]) -> IO[bytes]:
+    """A UTF-16 file (with a BOM, or without: then its NUL bytes say the byte order) as UTF-8 in a temporary
+    file: line ends are found as bytes, which UTF-16 does not allow."""
+    binary.seek(0)
+    head = binary.read(4096)
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        codec = "utf-16"
+    else:
+        codec = "utf-16-le" if head[1::2].count(0) >= head[0::2].count(0) else "utf-16-be"
+    binary.seek(0)
+    decoder = codecs.getincrementaldecoder(codec)()
+    out = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)
+    try:
+        while True:
+            block = binary.read(_BLOCK_BYTES)
+            out.write(decoder.decode(block, final=not block).encode("utf-8"))
+            if not block:
+                break
+    except UnicodeError:
+        out.close()
+        raise CsvFormatError("This file is not valid UTF-16 text; choose its encoding and upload it again.") from None
+    out.seek(0)
+    return out
+
+
+def without_end_of_file_mark(binary: IO[bytes], size: int) -> IO[bytes]:
+    """The file without a trailing Ctrl-Z (and the line end after it, if any): the file itself when it has
+    none, else a temporary copy."""
+    binary.seek(max(0, size - 3))
+    tail = binary.read()
+    mark = tail.rfind(END_OF_FILE_MARK)
+    if mark < 0 or tail[mark + 1 :].strip(b"\r\n"):
+        binary.seek(0)
+        return binary
+    keep = size - (len(tail) - mark)
+    binary.seek(0)
+    out = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)
+    while keep > 0 and (block := binary.read(min(_BLOCK_BYTES, keep))):
+        out.write(block)
+        keep -= len(block)
+    out.seek(0)
+    return out
 
 
 # --- sniffing ---------------------------------------------------------------
 
 
-def _decode_head(head: bytes) -> tuple[str, str, bool]:
-    """(encoding, decoded text, has_bom) for the first bytes of a file."""
+def _decode_head(head: bytes, encoding: str | None = None) -> tuple[str, str, bool]:
+    """(encoding, decoded text, has_bom) for the first bytes of a file, in `encoding` when it is given."""
+    if encoding is not None:
+        if encoding not in ENCODINGS or encoding == "utf-16":
+            raise CsvFormatError(f"The portal cannot read the encoding “{encoding}”.")
+        has_bom = head.startswith(codecs.BOM_UTF8) and encoding.startswith("utf-8")
+        if has_bom:
+            encoding, head = "utf-8-sig", head[len(codecs.BOM_UTF8) :]
+        elif encoding == "utf-8-sig":
+            encoding = "utf-8"
+        return encoding, head.decode(encoding, "surrogateescape"), has_bom
     if head.startswith(codecs.BOM_UTF8):
         encoding, has_bom, body = "utf-8-sig", True, head[len(codecs.BOM_UTF8) :]
     else:
         encoding, has_bom, body = "utf-8", False, head
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise CsvFormatError("This file is saved as UTF-16 text; save it as “CSV UTF-8” and upload it again.")
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # utf16_to_utf8 comes first
+        raise CsvFormatError("This file is saved as UTF-16 text; choose UTF-16 as its encoding.")
     if head.startswith(b"PK\x03\x04") or head.startswith(b"\xd0\xcf\x11\xe0"):
         # .xlsx is a ZIP archive, .xls an OLE2 compound file: the usual mistake.
         raise CsvFormatError(
@@ -114,7 +233,7 @@ def _decode_head(head: bytes) -> tuple[str, str, bool]:
         # name the row holding them: cp1252 leaves five byte values undefined,
         # and a file with a UTF-8 BOM stays UTF-8 whatever follows.
         if not has_bom:
-            encoding = "cp1252"
+            encoding = _single_byte_encoding(body)
         text = body.decode(encoding, errors="surrogateescape")
     # Random binary data decodes as cp1252 happily; what gives it away is the
     # share of control characters, which a real CSV does not contain.
@@ -161,16 +280,24 @@ def _detect_delimiter(text: str) -> str:
     return max(DELIMITERS, key=lambda candidate: header_counts[candidate])
 
 
-def sniff(head: bytes, *, delimiter: str | None = None) -> CsvDialect:
+def sniff(head: bytes, *, delimiter: str | None = None, encoding: str | None = None) -> CsvDialect:
     """Guess encoding and delimiter from the first bytes (~64 KiB) of a file.
 
-    ``delimiter`` overrides detection (the encoding is still detected).
-    An empty head gives UTF-8 and a comma; read_rows then reports the
-    empty file.
+    ``delimiter`` and ``encoding`` override detection; Excel's ``sep=X`` first line names the delimiter
+    when none is given. An empty head gives UTF-8 and a comma; read_rows then reports the empty file.
     """
     if delimiter is not None and delimiter not in DELIMITERS:
         raise CsvFormatError("The delimiter must be a comma, a semicolon or a tab.")
-    encoding, text, has_bom = _decode_head(head)
+    sep_line = _SEP_LINE_RE.match(head)
+    if sep_line and delimiter is None:
+        named = sep_line[1].decode("latin-1")
+        if named not in DELIMITERS:
+            raise CsvFormatError(
+                f"The file's first line “sep={named}” names a delimiter the portal does not read; "
+                "use a comma, a semicolon or a tab."
+            )
+        delimiter = named
+    encoding, text, has_bom = _decode_head(head, encoding)
     if delimiter is None:
         delimiter = _detect_delimiter(text)
     return CsvDialect(encoding=encoding, delimiter=delimiter, has_bom=has_bom)
@@ -185,9 +312,9 @@ def _where(row_number: int) -> str:
 
 def _check_decoded(cells: list[str], dialect: CsvDialect, row_number: int) -> None:
     if _UNDECODABLE_RE.search("".join(cells)):
-        name = "Windows-1252" if dialect.encoding == "cp1252" else "UTF-8"
         raise CsvFormatError(
-            f"The file is not valid {name} text {_where(row_number)}; save it as “CSV UTF-8” and upload it again."
+            f"The file is not valid {encoding_name(dialect.encoding.removesuffix('-sig'))} text {_where(row_number)}; choose its "
+            "encoding, or save it as “CSV UTF-8” and upload it again."
         )
 
 
@@ -310,7 +437,9 @@ def read_rows(
     module's field size limit) raise it from the iterator.
     """
     binary_file.seek(0)
-    lines = _Lines(binary_file, dialect.encoding, start=0, end=None)
+    start = sep_line_length(binary_file.read(16))
+    binary_file.seek(start)
+    lines = _Lines(binary_file, dialect.encoding, start=start, end=None)
     reader = csv.reader(lines, delimiter=dialect.delimiter)
     try:
         first = next(reader, None)
@@ -543,13 +672,18 @@ class ResultWriter:
     ``utf-8-sig``.
     """
 
-    def __init__(self, text_stream: IO[str], *, delimiter: str, header: list[str] | None) -> None:
+    def __init__(
+        self, text_stream: IO[str], *, delimiter: str, header: list[str] | None, line_end: str = "\r\n"
+    ) -> None:
         if delimiter not in DELIMITERS:
             raise ValueError(f"delimiter must be one of {DELIMITERS!r}")
-        # CRLF as RFC 4180 and Excel write it; quoting only where needed.
-        self._writer = csv.writer(text_stream, delimiter=delimiter, lineterminator="\r\n")
+        if line_end not in ("\r\n", "\n"):
+            raise ValueError("line_end must be CRLF or LF")
+        # CRLF as RFC 4180 and Excel write it (LF for PassKit's format); quoting only where needed.
+        self._writer = csv.writer(text_stream, delimiter=delimiter, lineterminator=line_end)
         self._stream = text_stream
         self._delimiter = delimiter
+        self._line_end = line_end
         if header is not None:  # None: rows to be put after a header written elsewhere
             self._writer.writerow(safe_cells(header))
 
@@ -565,18 +699,18 @@ class ResultWriter:
         delimiter or line break inside a cell) are joined as they are: csv.writer costs a few microseconds a
         row, a join a fraction of one."""
         rows = [safe_cells(cells) for cells in rows]
-        delimiter = self._delimiter
-        text = "\r\n".join(chain(map(delimiter.join, rows), ("",)))  # the "" ends the last line too
+        delimiter, line_end = self._delimiter, self._line_end
+        text = line_end.join(chain(map(delimiter.join, rows), ("",)))  # the "" ends the last line too
         lines = len(rows)
         plain = (
             '"' not in text
             and text.count("\n") == lines
-            and text.count("\r") == lines
+            and text.count("\r") == (lines if line_end == "\r\n" else 0)
             and text.count(delimiter) == sum(map(len, rows)) - lines
             and min(map(len, rows), default=2) > 1  # csv.writer writes a lone empty cell as "" (else a blank line)
         )
         if plain:
             return text
         out = io.StringIO()
-        csv.writer(out, delimiter=delimiter, lineterminator="\r\n").writerows(rows)
+        csv.writer(out, delimiter=delimiter, lineterminator=line_end).writerows(rows)
         return out.getvalue()

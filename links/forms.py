@@ -3,9 +3,11 @@ from django.conf import settings
 from django.template.defaultfilters import filesizeformat
 
 from . import selectors
+from .csv_files import ENCODINGS
 from .models import LinkBatch
 
 DELIMITER_CHOICES = [("", "Detect automatically"), (",", "Comma ( , )"), (";", "Semicolon ( ; )"), ("\t", "Tab")]
+ENCODING_CHOICES = [("", "Detect automatically")] + list(ENCODINGS.items())
 
 
 class UploadForm(forms.Form):
@@ -15,6 +17,19 @@ class UploadForm(forms.Form):
         error_messages={"required": "Choose a CSV file to upload.", "empty": "The file is empty."},
     )
     delimiter = forms.ChoiceField(label="Delimiter", choices=DELIMITER_CHOICES, required=False)
+    encoding = forms.ChoiceField(
+        label="Encoding",
+        choices=ENCODING_CHOICES,
+        required=False,
+        help_text="Detected from the file (Excel for Mac and old DOS files included); the next page shows the "
+        "first rows as read, and lets you choose again.",
+    )
+    passkit_format = forms.BooleanField(
+        label="PassKit-compatible result file",
+        required=False,
+        help_text="The link column is called smartUrl (as PassKit's generator names it), an error column only "
+        "when some row has one, LF line ends, no BOM: for mail merges written for PassKit.",
+    )
     single_use = forms.BooleanField(
         label="One pass per row",
         required=False,
@@ -25,7 +40,7 @@ class UploadForm(forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["file"].help_text = (
-            f"UTF-8 (with or without BOM) or Windows-1252, a header row, one row per pass holder. "
+            f"Any encoding below, a header row (Excel's sep= line first is fine), one row per pass holder. "
             f"At most {filesizeformat(settings.LINKS_MAX_UPLOAD_BYTES)}, {settings.LINKS_MAX_ROWS:,} rows and "
             f"{settings.LINKS_MAX_COLUMNS:,} columns."
         )
@@ -50,6 +65,12 @@ class MappingForm(forms.Form):
             initial=batch.strict,
         )
 
+    def current_mapping(self) -> dict[str, str]:
+        """Column → target as the page shows it: what was posted, else the saved mapping."""
+        if not self.is_bound:
+            return dict(self.batch.mapping)
+        return {column: self[f"col_{index}"].value() or "" for index, column in enumerate(self.batch.header)}
+
     def columns(self):
         """(column name, bound field) pairs for the template's table."""
         return [(column, self[f"col_{index}"]) for index, column in enumerate(self.batch.header)]
@@ -65,3 +86,11 @@ class MappingForm(forms.Form):
             raise forms.ValidationError(problems)
         cleaned["mapping"] = mapping
         return cleaned
+
+
+class EncodingForm(forms.Form):
+    """Read an upload again in another encoding, before its columns are confirmed."""
+
+    encoding = forms.ChoiceField(
+        label="Read the file as", choices=[(key, name) for key, name in ENCODINGS.items() if key != "utf-16"]
+    )

@@ -13,6 +13,8 @@ from django.utils import timezone
 
 from templates_sync.models import PassTemplate
 
+from .csv_files import encoding_name
+
 # The mapping target that puts a column into the link as its explicit External ID, not as a field value.
 # Input-field identifiers come from SmartPages and never start with "@".
 EXTERNAL_ID_TARGET = "@external_id"
@@ -47,8 +49,10 @@ class LinkBatch(models.Model):
     output_file = models.FileField(max_length=300, blank=True)
     errors_file = models.FileField(max_length=300, blank=True)
     size_bytes = models.BigIntegerField(default=0)
-    # How the input is read: detected at upload (the delimiter may be chosen by the uploader).
+    # How the stored input is read: detected at upload (the uploader may choose encoding and delimiter).
     encoding = models.CharField(max_length=16)
+    # The encoding of the file as it came, when the stored input differs: UTF-16 is stored as UTF-8.
+    source_encoding = models.CharField(max_length=16, blank=True)
     delimiter = models.CharField(max_length=1)
     header = models.JSONField(default=list, help_text="The column names of the input, in order.")
     # Column name → input-field identifier or EXTERNAL_ID_TARGET; a column not named here is left out of links.
@@ -76,6 +80,12 @@ class LinkBatch(models.Model):
     # "One pass per row": the first claim of a row issues, every later claim of that row shows that pass. The
     # links carry the flag themselves (tokens.LinkPayload.single_use), so this column only records the choice.
     single_use = models.BooleanField("one pass per row", default=False)
+
+    class OutputFormat(models.TextChoices):
+        PORTAL = "portal", "Portal (smartpass_link and error, UTF-8 with BOM, CRLF)"
+        PASSKIT = "passkit", "PassKit (smartUrl, error only when a row has one, LF, no BOM)"
+
+    output_format = models.CharField(max_length=8, choices=OutputFormat.choices, default=OutputFormat.PORTAL)
     error = models.TextField(blank=True, help_text="Why the whole batch failed (a sentence for staff).")
     # Errors and warnings grouped by reason, gathered while the rows are made: see services.RowSummary.
     summary = models.JSONField(default=list, blank=True)
@@ -141,6 +151,12 @@ class LinkBatch(models.Model):
         if self.status == self.Status.SUCCEEDED:
             return 100
         return int(self.rows_done * 100 / self.rows_total) if self.rows_total else 0
+
+    @property
+    def encoding_label(self) -> str:
+        if self.source_encoding and self.source_encoding != self.encoding:
+            return f"{encoding_name(self.source_encoding)}, converted to UTF-8"
+        return encoding_name(self.encoding)
 
     @property
     def delimiter_name(self) -> str:

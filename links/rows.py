@@ -8,7 +8,7 @@ run once per row.
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime
 from hashlib import blake2b
 from itertools import chain
 
@@ -26,6 +26,7 @@ from members.selectors import (
 )
 from members.validation import MAX_LENGTH, ValuesValidator
 
+from . import passkit
 from .csv_files import is_empty
 from .keyring import link_keys
 from .models import EXTERNAL_ID_TARGET, LinkBatch
@@ -75,23 +76,53 @@ class RowRules:
             for spec in specs
             if not spec.is_mandatory and not rules.applies_to(spec) and spec.identifier != self.autofill_field
         )
+        # A pass date that is not a date costs the row that date, as an optional field's value would.
+        forgivable = chain(forgivable, passkit.PASS_DATE_KEYS)
         self.forgiven = frozenset() if batch.strict else frozenset(forgivable)
         header = batch.header
         self.width = len(header)
         self.field_columns: list[tuple[int, str]] = []
         self.external_id_column: int | None = None
+        # PassKit's other columns (links.passkit), read only when mapped: a row of a file without them costs
+        # nothing more.
+        self.person_external_id_column: int | None = None
+        self.date_columns: list[tuple[int, str, str]] = []  # (index, column, target)
+        self.back_columns: list[tuple[int, str]] = []  # (index, the token key: "@back:" + label)
+        parts: dict[str, list[tuple[int, int]]] = {}  # field → [(part's order, column index)]
         for index, column in enumerate(header):
             target = batch.mapping.get(column)
+            if not target:
+                continue
             if target == EXTERNAL_ID_TARGET:
                 self.external_id_column = index
-            elif target:
+            elif target == passkit.PERSON_EXTERNAL_ID_TARGET:
+                self.person_external_id_column = index
+            elif target in passkit.PASS_DATE_KEYS:
+                self.date_columns.append((index, column, target))
+            elif target == passkit.BACK_FIELD_TARGET:
+                self.back_columns.append((index, passkit.BACK_FIELD_KEY + passkit.back_field_label(column)))
+            elif part := passkit.name_part(target):
+                parts.setdefault(part[1], []).append((passkit.NAME_PART_PREFIXES.index(part[0]), index))
+            else:
                 self.field_columns.append((index, target))
         # Each validated field's column (None: not mapped), so a row's values are picked in the validator's order.
         by_identifier = {identifier: index for index, identifier in self.field_columns}
         self.value_columns = [by_identifier.get(identifier) for identifier in self.validator.identifiers]
+        # Fields made of name parts, for rows whose own column for the field is empty or absent:
+        # (the field's place among the validator's values, the parts' columns in order).
+        self.name_parts = [
+            (position, [index for _, index in sorted(parts[identifier])])
+            for position, identifier in enumerate(self.validator.identifiers)
+            if identifier in parts
+        ]
+        self.has_pass_columns = bool(
+            self.name_parts or self.date_columns or self.back_columns or self.person_external_id_column is not None
+        )
+        self.now = datetime.now(UTC)
         # The link's fields in the order of the columns; when that is the validator's order, they are taken
         # straight from its clean values.
         self.field_order = [identifier for _, identifier in self.field_columns]
+        self.field_order += [identifier for identifier in parts if identifier not in by_identifier]
         self.fields_in_clean_order = self.field_order == self.validator.identifiers
         # The duplicate key of a row with a value in every field, as a format: the names sorted, values between.
         self.sorted_fields = sorted(set(self.field_order) & set(self.validator.identifiers))
@@ -114,6 +145,7 @@ class RowRules:
             and None not in self.value_columns
             and None not in validator.fast
             and self.external_id_column is None
+            and not self.has_pass_columns
             and (self.autofill_field is None or self.autofill_position is not None)
         )
         self.encoder = LinkEncoder(
@@ -135,9 +167,11 @@ class RowRules:
                 "Check it for a stray delimiter or a missing quotation mark."
             )
             return row
-        clean, errors, warnings = self.validator.validate_in_order(
-            [None if index is None else cells[index] for index in self.value_columns]
-        )
+        values = [None if index is None else cells[index] for index in self.value_columns]
+        for position, indexes in self.name_parts:
+            if not (values[position] or "").strip():
+                values[position] = " ".join(part for index in indexes if (part := cells[index].strip()))
+        clean, errors, warnings = self.validator.validate_in_order(values)
         if self.fields_in_clean_order:
             fields = {identifier: value for identifier, value in clean.items() if value}
         else:
@@ -150,10 +184,16 @@ class RowRules:
         if self.external_id_column is not None:
             try:
                 explicit = explicit_external_id(
-                    template=self.template, raw=cells[self.external_id_column], setting=self.autofill_setting
+                    template=self.template,
+                    raw=cells[self.external_id_column],
+                    setting=self.autofill_setting,
+                    issuer_ids=True,
                 )
             except InvalidIdentity as exc:
                 errors[EXTERNAL_ID_TARGET] = f"External ID: {exc}"
+        pass_values: dict[str, str] = {}
+        if self.has_pass_columns:
+            explicit = self._pass_columns(cells, explicit, errors, warnings, pass_values)
         if errors:
             if not errors.keys() <= self.forgiven:
                 row.error = " ".join(errors.values())  # every problem of the row, forgivable ones too
@@ -179,7 +219,55 @@ class RowRules:
         else:
             key = "v\x00" + "\x00".join(chain.from_iterable(sorted(fields.items())))
         row.digest = blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
+        if pass_values:  # after the key: two rows are the same holder whatever their pass dates and back fields
+            fields.update(pass_values)
         return row
+
+    def _pass_columns(
+        self,
+        cells: list[str],
+        explicit: str | None,
+        errors: dict[str, str],
+        warnings: dict[str, str],
+        pass_values: dict[str, str],
+    ) -> str | None:
+        """The row's PassKit columns besides input fields: person.externalId (when the program's External ID
+        is empty), the pass's dates and back fields, into `pass_values` by token key. Returns the External ID."""
+        if self.person_external_id_column is not None and EXTERNAL_ID_TARGET not in errors:
+            try:
+                person = explicit_external_id(
+                    template=self.template,
+                    raw=cells[self.person_external_id_column],
+                    setting=self.autofill_setting,
+                    issuer_ids=True,
+                )
+            except InvalidIdentity as exc:
+                errors[EXTERNAL_ID_TARGET] = f"External ID: {exc}"
+                person = None
+            if explicit is None:
+                explicit = person
+            elif person is not None and person != explicit:
+                warnings["@person_external_id"] = (
+                    f"the program's External ID “{explicit}” and person.externalId “{person}” differ; "
+                    f"the link uses “{explicit}”."
+                )
+        for index, column, target in self.date_columns:
+            text = cells[index].strip()
+            if not text:
+                continue
+            value, error, warning = passkit.pass_date_problem(
+                column, text, end_of_day=target == passkit.EXPIRATION_TARGET, now=self.now
+            )
+            if error:
+                errors[target] = error
+                continue
+            pass_values[target] = value
+            if warning:
+                warnings[target] = warning
+        for index, key in self.back_columns:
+            if value := cells[index].strip():
+                pass_values[key] = value
+        return explicit
 
     def check_many(self, items: list[tuple[int, list[str]]]) -> list[Row]:
         """check() for many rows, the same Rows: the values of each field are first put through the format's

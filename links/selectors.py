@@ -16,6 +16,7 @@ from members.selectors import template_field_specs
 from members.validation import FieldSpec
 from templates_sync.models import PassTemplate
 
+from . import passkit
 from .csv_files import CsvDialect, CsvFormatError, read_rows
 from .models import EXTERNAL_ID_TARGET, LinkBatch, LinkBatchEvent, LinkClaim
 
@@ -77,15 +78,41 @@ _EMAIL_ALIASES = ("person.emailAddress", "emailAddress", "email", "e-mail", "net
 _PHONE_ALIASES = ("person.mobileNumber", "mobileNumber", "mobile", "phone", "phoneNumber", "sími", "símanúmer")
 _NAME_ALIASES = ("person.displayName", "displayName", "name", "fullName", "nafn")
 _NAME_IDENTIFIERS = ("name", "fullname", "displayname", "personname")
-_EXTERNAL_ID_ALIASES = ("members.member.externalId", "externalId", "external id", "externalIdentifier")
+_EXTERNAL_ID_ALIASES = (
+    "members.member.externalId",
+    "singleUseCoupons.coupon.externalId",
+    "externalId",
+    "external id",
+    "externalIdentifier",
+)
+_FORENAME_IDENTIFIERS = ("firstname", "forename", "givenname")
+_SURNAME_IDENTIFIERS = ("lastname", "surname", "familyname")
+# Targets that are no input field: the pass's own values (links.passkit), the External ID.
+PASS_TARGET_LABELS = {
+    EXTERNAL_ID_TARGET: EXTERNAL_ID_LABEL,
+    passkit.PERSON_EXTERNAL_ID_TARGET: "External ID, when the program's External ID column is empty",
+    passkit.EXPIRATION_TARGET: "The pass's expiry date (expirationDate)",
+    passkit.VALID_FROM_TARGET: "The pass's valid-from date (validFrom)",
+    passkit.BACK_FIELD_TARGET: "Back field, labelled with the column's name",
+}
 
 
 def mapping_targets(*, template: PassTemplate) -> list[tuple[str, str]]:
-    """(value, label) choices for a column: each input field, then the External ID."""
-    choices = [
-        (spec.identifier, f"{spec.name} ({spec.identifier})") for spec in template_field_specs(template=template)
-    ]
-    return choices + [(EXTERNAL_ID_TARGET, EXTERNAL_ID_LABEL)]
+    """(value, label) choices for a column: each input field, the parts of a text field's name (for a row
+    without the field's own column), the External ID, the pass's own dates and a back field."""
+    specs = template_field_specs(template=template)
+    choices = [(spec.identifier, f"{spec.name} ({spec.identifier})") for spec in specs]
+    for spec in specs:
+        if spec.format.upper() == "TEXT":
+            choices += [
+                (prefix + spec.identifier, f"{spec.name}: its {passkit.NAME_PART_LABELS[prefix]}")
+                for prefix in passkit.NAME_PART_PREFIXES
+            ]
+    return choices + list(PASS_TARGET_LABELS.items())
+
+
+def target_label(*, template: PassTemplate, target: str) -> str:
+    return dict(mapping_targets(template=template)).get(target, target)
 
 
 def _match_table(specs: list[FieldSpec]) -> list[dict[str, str]]:
@@ -112,6 +139,21 @@ def _match_table(specs: list[FieldSpec]) -> list[dict[str, str]]:
     name_field = name_field or first_of.get("TEXT")
     if name_field:
         aliases.update({_fold(alias): name_field for alias in _NAME_ALIASES})
+    # PassKit's name parts: a template's own first/last-name field, else parts of the name field.
+    forename = next((s.identifier for s in specs if _fold(s.identifier) in _FORENAME_IDENTIFIERS), None)
+    surname = next((s.identifier for s in specs if _fold(s.identifier) in _SURNAME_IDENTIFIERS), None)
+    parts = (
+        (passkit.FORENAME_ALIASES, forename, "@forename:"),
+        (passkit.OTHER_NAMES_ALIASES, None, "@othernames:"),
+        (passkit.SURNAME_ALIASES, surname, "@surname:"),
+    )
+    for names, own_field, prefix in parts:
+        target = own_field or (prefix + name_field if name_field and not (forename and surname) else None)
+        if target:
+            aliases.update({_fold(alias): target for alias in names})
+    aliases.update({_fold(alias): passkit.EXPIRATION_TARGET for alias in passkit.EXPIRATION_ALIASES})
+    aliases.update({_fold(alias): passkit.VALID_FROM_TARGET for alias in passkit.VALID_FROM_ALIASES})
+    aliases.update({_fold(alias): passkit.PERSON_EXTERNAL_ID_TARGET for alias in passkit.PERSON_EXTERNAL_ID_ALIASES})
     return [by_identifier, by_label, aliases]
 
 
@@ -132,30 +174,45 @@ def link_columns_auto_match(*, template: PassTemplate, header: Iterable[str]) ->
             if target and target not in taken:
                 mapping[column] = target
                 taken.add(target)
+    for column in header:
+        # PassKit's meta.KEY columns: back fields labelled KEY (any number of them).
+        if column not in mapping and column.startswith(passkit.META_PREFIX):
+            mapping[column] = passkit.BACK_FIELD_TARGET
     return {column: mapping[column] for column in header if column in mapping}
+
+
+def link_unused_columns(*, header: Iterable[str], mapping: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(column, why) for each column of an upload whose values reach no pass, in the file's order."""
+    return [(column, passkit.unused_reason(column)) for column in header if not mapping.get(column)]
 
 
 def link_mapping_problems(*, template: PassTemplate, header: list[str], mapping: Mapping[str, str]) -> list[str]:
     """Sentences saying why a mapping cannot be used ([] when it can)."""
     specs = template_field_specs(template=template)
-    valid_targets = {spec.identifier for spec in specs} | {EXTERNAL_ID_TARGET}
+    identifiers = {spec.identifier for spec in specs}
+    valid_targets = identifiers | set(PASS_TARGET_LABELS)
     problems: list[str] = []
     used: dict[str, str] = {}
     for column, target in mapping.items():
         if not target:
             continue
+        part = passkit.name_part(target)
         if column not in header:
             problems.append(f"The file has no column “{column}”.")
-        elif target not in valid_targets:
+        elif target not in valid_targets and (part is None or part[1] not in identifiers):
             problems.append(f"“{target}” is not an input field of this template.")
+        elif target == passkit.BACK_FIELD_TARGET:
+            continue  # any number of back fields
         elif target in used:
-            name = EXTERNAL_ID_LABEL if target == EXTERNAL_ID_TARGET else _spec_name(specs, target)
+            name = PASS_TARGET_LABELS.get(target) or _spec_name(specs, target)
             problems.append(f"The columns “{used[target]}” and “{column}” both fill {name}; choose one.")
         else:
             used[target] = column
+    # A name made of parts fills its field (for rows whose own column for it, if any, is empty).
+    filled = set(used) | {part[1] for target in used if (part := passkit.name_part(target))}
     for spec in specs:
         # Issuer fields are the issuer's to give; a MEMBER field may be left for the holder's claim form.
-        if spec.is_mandatory and spec.type.upper() == "ISSUER" and spec.identifier not in used:
+        if spec.is_mandatory and spec.type.upper() == "ISSUER" and spec.identifier not in filled:
             problems.append(f"Choose the column for {spec.name}: every pass needs it.")
     return problems
 

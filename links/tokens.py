@@ -35,7 +35,6 @@ import base64
 import binascii
 import os
 import re
-import threading
 import uuid
 import zlib
 from dataclasses import dataclass, field
@@ -310,8 +309,10 @@ def _deflate(data: bytes) -> bytes:
 class _Nonces:
     """Random nonces taken from one os.urandom call per few thousand links: a system call per link would cost
     more than the encryption. Random 96-bit nonces as before, from the same source. Two links must never get
-    the same nonce: threads take them under a lock, and the pool is emptied in a forked child, so a parent
-    and its children never hand out the same bytes."""
+    the same nonce: each pool's nonces are cut once into a list and handed out by list.pop(), which one thread
+    at a time does whole (no lock per link: taking and releasing one cost more than the encryption's set-up);
+    a thread finding the list empty makes a new one from a new urandom call. The list is emptied in a forked
+    child, so a parent and its children never hand out the same bytes."""
 
     POOL_NONCES = 4096
 
@@ -319,16 +320,17 @@ class _Nonces:
         self.forget()
 
     def take(self) -> bytes:
-        with self.lock:
-            position = self.position
-            if position >= len(self.pool):
-                self.pool, position = os.urandom(NONCE_BYTES * self.POOL_NONCES), 0
-            self.position = position + NONCE_BYTES
-            return self.pool[position : position + NONCE_BYTES]
+        try:
+            return self.nonces.pop()
+        except IndexError:
+            pool = os.urandom(NONCE_BYTES * self.POOL_NONCES)
+            nonces = [pool[start : start + NONCE_BYTES] for start in range(0, len(pool), NONCE_BYTES)]
+            nonce = nonces.pop()
+            self.nonces = nonces  # another thread's new list may be replaced: its nonces are simply not used
+            return nonce
 
     def forget(self) -> None:
-        self.lock = threading.Lock()  # a new one: another thread may have held the parent's at the fork
-        self.pool, self.position = b"", 0
+        self.nonces: list[bytes] = []
 
 
 _NONCES = _Nonces()

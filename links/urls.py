@@ -10,6 +10,7 @@ urlpatterns = [
     path("template/<uuid:template_id>/sample.csv", views.template_sample, name="template_sample"),
     path("<int:batch_id>/", views.batch_detail, name="batch_detail"),
     path("<int:batch_id>/confirm/", views.batch_confirm, name="batch_confirm"),
+    path("<int:batch_id>/encoding/", views.batch_encoding, name="batch_encoding"),
     path("<int:batch_id>/rerun/", views.batch_rerun, name="batch_rerun"),
     path("<int:batch_id>/columns/", views.batch_remap, name="batch_remap"),
     path("<int:batch_id>/delete/", views.batch_delete, name="batch_delete"),

@@ -13,10 +13,11 @@ from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from members import selectors as member_selectors
 from templates_sync.models import PassTemplate
 
-from . import claims, selectors, services
-from .forms import MappingForm, UploadForm
+from . import claims, passkit, selectors, services
+from .forms import EncodingForm, MappingForm, UploadForm
 from .models import LinkBatch
 from .samples import link_sample_csv
 
@@ -59,6 +60,10 @@ def upload(request, template_id):
                 file=form.cleaned_data["file"],
                 delimiter=form.cleaned_data["delimiter"] or None,
                 single_use=form.cleaned_data["single_use"],
+                encoding=form.cleaned_data["encoding"] or None,
+                output_format=LinkBatch.OutputFormat.PASSKIT
+                if form.cleaned_data["passkit_format"]
+                else LinkBatch.OutputFormat.PORTAL,
             )
         except services.LinkUploadError as exc:
             form.add_error("file", str(exc))
@@ -93,21 +98,45 @@ def batch_confirm(request, batch_id):
     return _detail(request, batch, form, status=400)
 
 
+@require_POST
+@permission_required(UPLOAD, raise_exception=True)
+def batch_encoding(request, batch_id):
+    """Read an upload waiting for its mapping in the encoding staff chose."""
+    batch = get_object_or_404(LinkBatch.objects.select_related("template"), pk=batch_id)
+    form = EncodingForm(request.POST)
+    if form.is_valid():
+        try:
+            services.link_batch_reencode(batch=batch, encoding=form.cleaned_data["encoding"])
+        except services.LinkUploadError as exc:
+            messages.error(request, str(exc))
+    return redirect("links:batch_detail", batch.pk)
+
+
 def _detail(request, batch: LinkBatch, form: MappingForm | None, status: int = 200, remap: bool = False):
     preview = selectors.link_batch_preview(batch=batch) if form is not None else None
     mapping_rows = []
+    mapping = batch.mapping
     if form is not None:
         # Each column beside its first few values: what a person looks at to tell an email from a name.
         samples = [cells for _, cells in preview.rows[:3]]
+        mapping = form.current_mapping()
         mapping_rows = [
-            (column, field, [row[index] for row in samples if index < len(row)])
+            (column, field, [row[index] for row in samples if index < len(row)], passkit.unused_reason(column))
             for index, (column, field) in enumerate(form.columns())
         ]
+    targets = dict(selectors.mapping_targets(template=batch.template))
+    autofill = member_selectors.autofill_setting_for(template=batch.template)
     context = {
         "batch": batch,
         "form": form,
         "preview": preview,
         "mapping_rows": mapping_rows,
+        "mapping_labels": [(column, targets.get(target, target)) for column, target in batch.mapping.items()],
+        "unused_columns": selectors.link_unused_columns(header=batch.header, mapping=mapping),
+        "autofill": autofill if autofill.is_on else None,
+        "encoding_form": EncodingForm(initial={"encoding": batch.encoding})
+        if form is not None and not remap and batch.source_encoding != "utf-16"
+        else None,
         "can_rerun": services.link_batch_can_rerun(batch=batch),
         "remap": remap,
         "mapping_action": reverse("links:batch_remap" if remap else "links:batch_confirm", args=[batch.pk]),

@@ -32,6 +32,8 @@ class Member(models.Model):
     # NULL (never '') when there is none: NULLs never collide in the unique constraint below.
     external_id = models.CharField("External ID", max_length=254, null=True, blank=True)  # noqa: DJ001 - NULL on purpose, see above
     values = models.JSONField(default=dict, blank=True, help_text="Holder field values by input-field identifier.")
+    # The pass's own values from the link (expirationDate, validFrom, backFields), sent with every create.
+    pass_values = models.JSONField(default=dict, blank=True)
     # Normalised copies of what the values hold, for exact search without touching JSON.
     display_name = models.CharField(max_length=500, blank=True)
     email = models.CharField(max_length=254, blank=True)

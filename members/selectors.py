@@ -193,7 +193,9 @@ def external_id_for_values(
 EXTERNAL_ID_MAX_LENGTH = Member._meta.get_field("external_id").max_length
 
 
-def explicit_external_id(*, template: PassTemplate, raw: str, setting: AutofillSetting | None = None) -> str | None:
+def explicit_external_id(
+    *, template: PassTemplate, raw: str, setting: AutofillSetting | None = None, issuer_ids: bool = False
+) -> str | None:
     """An External ID a person typed or a file gave (staff's "Add member", a CSV column, a link), as stored.
 
     With autofill by email or phone it is normalised the same way autofill derives one, so "Laura@X.com"
@@ -201,13 +203,21 @@ def explicit_external_id(*, template: PassTemplate, raw: str, setting: AutofillS
     for an empty value. Raises InvalidIdentity for a value that is not an email address / phone number when
     autofill reads one, and for one too long to store. A caller doing this for many values (a CSV) passes
     the template's `setting`, read once, to save a query per value.
+
+    `issuer_ids` (a CSV's External ID column and the links made from it): a value that is not an address or
+    number is the issuer's own identifier (PassKit's External IDs are member numbers) and is kept as given,
+    trimmed: an explicit External ID wins over autofill for its row.
     """
     text = (raw or "").strip()
     if not text:
         return None
     source = (setting or autofill_setting_for(template=template)).source
     if source in (AutofillSource.EMAIL, AutofillSource.PHONE):
-        return external_id_for(source, text, region=settings.PHONE_DEFAULT_REGION)
+        try:
+            return external_id_for(source, text, region=settings.PHONE_DEFAULT_REGION)
+        except InvalidIdentity:
+            if not issuer_ids:
+                raise
     if len(text) > EXTERNAL_ID_MAX_LENGTH:
         raise InvalidIdentity(f"{display_value(text)} is longer than {EXTERNAL_ID_MAX_LENGTH} characters.")
     return text

@@ -112,7 +112,10 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # The embedded mode runs web, worker and beat against one SQLite file: wait for its lock, don't fail.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # Transactions take the write lock when they begin (IMMEDIATE): a deferred one that read first and then
+    # wrote while another process wrote got "database is locked" at once, without waiting (SQLite's way out
+    # of the deadlock), e.g. a cancelled batch's assembly while the chunk processes stopped.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(timeout=20, transaction_mode="IMMEDIATE")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache (login throttling, claim rate limits) ----------------------------------------------------------

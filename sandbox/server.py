@@ -486,6 +486,9 @@ class SmartPagesSandbox:
         is_voided = body.get("isVoided", False)
         if not isinstance(is_voided, bool):
             return 400, {"error": "isVoided must be a boolean"}
+        problem = _pass_values_problem(body)
+        if problem:
+            return 400, {"error": problem}
 
         # Everything from here to storing the pass happens under the lock, so two concurrent POSTs with the
         # same externalIdentifier cannot both be told 201.
@@ -981,3 +984,27 @@ def _field_refusal(template: dict, input_fields: list[dict]) -> str | None:
     if missing:
         return f"mandatory input field(s) missing: {', '.join(missing)}"
     return None
+
+
+def _pass_values_problem(body: dict) -> str:
+    """Why the pass's own values of a create are malformed ("" when they are not): dates in ISO 8601 with
+    an offset, back fields a list of {label, value} strings."""
+    for key in ("validFrom", "expirationDate"):
+        if key in body and body[key] is not None:
+            value = body[key]
+            try:
+                moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+            except ValueError:
+                moment = None
+            if moment is None or moment.tzinfo is None:
+                return f"{key} must be an ISO 8601 date-time with an offset"
+    back = body.get("backFields")
+    if back is not None and not (
+        isinstance(back, list)
+        and all(
+            isinstance(item, dict) and isinstance(item.get("label"), str) and isinstance(item.get("value"), str)
+            for item in back
+        )
+    ):
+        return "backFields must be a list of {label, value} strings"
+    return ""

@@ -77,3 +77,16 @@ def test_the_unsubscribe_link_suppresses_its_address_on_post_only(client, settin
     assert "You are unsubscribed" in client.post(url, HTTP_ACCEPT_LANGUAGE="en").content.decode()
     assert Suppression.objects.get().address == "anna@example.is"
     assert client.get(reverse("delivery:unsubscribe", args=[token[:-2] + "xx"])).status_code == 404
+
+
+def test_admins_read_messages_and_suppressions_in_the_django_admin_and_change_nothing(client, admin_user):
+    services.queue_messages([MessageSpec("member:1:a", EMAIL, "anna@example.is", "Kortið", "Efni")])
+    services.suppression_add(channel=EMAIL, address="gone@example.is", reason=Suppression.HARD_BOUNCE)
+    client.force_login(admin_user)
+    messages = client.get(reverse("admin:delivery_message_changelist")).content.decode()
+    assert "member:1:a" in messages and "anna@example.is" in messages
+    assert "gone@example.is" in client.get(reverse("admin:delivery_suppression_changelist")).content.decode()
+    assert client.get(reverse("admin:delivery_sendingrun_changelist")).status_code == 200
+    detail = client.get(reverse("admin:delivery_message_change", args=[Message.objects.get().pk])).content.decode()
+    assert 'name="_save"' not in detail
+    assert client.get(reverse("admin:delivery_suppression_add")).status_code == 403

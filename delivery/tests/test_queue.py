@@ -152,3 +152,25 @@ def test_through_django_anymail_the_services_message_id_is_recorded(settings):
     row = Message.objects.get()
     [sent] = mail.outbox
     assert row.status == Message.SENT and row.provider_id == str(sent.anymail_status.message_id)
+
+
+def test_the_sweep_takes_back_a_dead_runs_message_and_nudges_for_due_retries(settings):
+    from datetime import timedelta
+
+    from background.recovery import MAX_ATTEMPTS
+    from delivery.models import SendingRun
+
+    services.queue_messages([spec(1), spec(2), spec(3)])
+    long_ago = timezone.now() - timedelta(seconds=settings.RUN_STALE_SECONDS + 5)
+    dead = SendingRun.objects.create(channel=EMAIL, heartbeat_at=long_ago)
+    Message.objects.filter(subject_key="batch:1:row:1").update(status=Message.SENDING, run=dead, attempts=1)
+    Message.objects.filter(subject_key="batch:1:row:2").update(status=Message.SENDING, run=dead, attempts=MAX_ATTEMPTS)
+    Message.objects.filter(subject_key="batch:1:row:3").update(not_before=timezone.now() - timedelta(seconds=1))
+    assert sending.delivery_sweep() == {"recovered": 1, "nudged": 1}
+    rows = {row.subject_key: row for row in Message.objects.all()}
+    assert (rows["batch:1:row:1"].status, rows["batch:1:row:1"].reason) == (Message.QUEUED, sending.WORKER_DIED)
+    assert rows["batch:1:row:2"].status == Message.FAILED and "5 times" in rows["batch:1:row:2"].reason
+    assert SendingRun.objects.get(pk=dead.pk).status == SendingRun.DIED
+    # A live run of the channel sends what is due itself: no nudge then.
+    SendingRun.objects.create(channel=EMAIL, heartbeat_at=timezone.now())
+    assert sending.delivery_sweep()["nudged"] == 0

@@ -105,8 +105,13 @@ def test_a_number_that_opted_out_at_the_provider_goes_on_the_suppression_list(tw
     assert again.skipped == [("member:5:1", services.SUPPRESSED[Suppression.OPT_OUT])]
 
 
-def test_sms_is_off_without_sms_url_outside_debug(settings):
+def test_sms_is_off_without_sms_url_outside_debug(settings, twilio):
+    services.queue_messages([text(2)])  # queued while SMS was set up
     settings.SMS_URL, settings.DEBUG = "", False
     assert not services.channel_available(SMS)
     result = services.queue_messages([text(1)])
     assert result.skipped == [("batch:2:row:1", "SMS is not set up (SMS_URL).")]
+    sending.send_queued(SMS)
+    row = Message.objects.get(subject_key="batch:2:row:2")
+    assert (row.status, row.reason) == (Message.FAILED, "SMS is not set up (SMS_URL).")
+    assert twilio.messages == []

@@ -36,6 +36,7 @@ from .upload import (
     link_batch_create,
     link_batch_delete,
     link_batch_download_record,
+    link_batch_reencode,
     link_batch_remap,
     link_batch_rerun,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "link_batch_finish",
     "link_batch_finish_or_resend",
     "link_batch_process",
+    "link_batch_reencode",
     "link_batch_remap",
     "link_batch_rerun",
     "link_batch_write_output",

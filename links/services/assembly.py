@@ -5,13 +5,16 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
 import logging
 import os
 import re
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
 
+from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import connection, transaction
@@ -22,7 +25,18 @@ from ..csv_files import (
     read_chunk,
 )
 from ..models import LinkBatch, LinkChunk
-from .chunk import ERROR_COLUMN, EXISTING_MEMBER_NOTE, LINK_COLUMN, _Counts, _dialect, _duplicate_note, _RowKeys
+from .chunk import (
+    ERROR_COLUMN,
+    EXISTING_MEMBER_NOTE,
+    LINK_COLUMN,
+    PASSKIT_LINK_COLUMN,
+    _Counts,
+    _dialect,
+    _duplicate_note,
+    _line_end,
+    _plan,
+    _RowKeys,
+)
 from .storage import store
 from .summary import RowSummary
 
@@ -44,6 +58,8 @@ def link_batch_finish(*, batch_id: int) -> None:
             return
         finished_status, suffix = LinkBatch.Status.SUCCEEDED, ""
     elif batch.status == LinkBatch.Status.CANCELLED and not batch.output_file:
+        if _chunks_still_stopping(batch):
+            return  # the last of them to stop assembles (links.services.processing.link_chunk_process)
         finished_status, suffix = LinkBatch.Status.CANCELLED, "-partial"
     else:
         return
@@ -59,26 +75,41 @@ def link_batch_finish(*, batch_id: int) -> None:
         )
         if not mine.exists():
             return
-        chunks = list(batch.chunks.filter(status=LinkChunk.Status.DONE).order_by("index"))
+        chunks = list(batch.chunks.order_by("index"))
+        if finished_status == LinkBatch.Status.CANCELLED:
+            if batch.started_at is None or (batch.queued_at and batch.started_at < batch.queued_at):
+                chunks = []  # cancelled before this run started: the chunks left are an earlier run's
+            chunks = _slices(batch, chunks)
         repeated: Future = Future()
-        if len(batch.plan) <= 1 or not chunks:
+        if len(batch.plan) <= 1 or not any(chunk.output_file for chunk in chunks):
             repeated.set_result({})
         elif query_beside:
             repeated = beside.submit(_repeated_on_own_connection, batch.pk)
         else:
             repeated.set_result(_RowKeys(batch.pk).repeated())
-        header = _header_bytes(batch)
         output_path = batch.sibling_path(f"output{suffix}.csv")
         assembly = _Assembly(batch, chunks, repeated)
+        # PassKit's format has its error column only when some row has something in it.
+        assembly.drop_error = (
+            batch.output_format == LinkBatch.OutputFormat.PASSKIT
+            and finished_status == LinkBatch.Status.SUCCEEDED  # a partial file's rows not made say why there
+            and not assembly.counts.errors
+            and not assembly.counts.warnings
+            and not repeated.result()
+        )
+        header = _header_bytes(batch, with_error=not assembly.drop_error)
         output_name = _store_stream(assembly.output(header), output_path)
         if assembly.copied_unchecked_repeats():  # copied before the query answered, and it needed changes
             default_storage.delete(output_name)
             assembly = _Assembly(batch, chunks, repeated)
             output_name = _store_stream(assembly.output(header), output_path)
         counts, summary = assembly.counts, assembly.summary
-        errors_name = _store_stream(assembly.errors(header), batch.sibling_path(f"errors{suffix}.csv"))
+        errors_header = _header_bytes(batch, with_error=True)
+        errors_name = _store_stream(assembly.errors(errors_header), batch.sibling_path(f"errors{suffix}.csv"))
         totals = {"rows_total": counts.rows_done} if finished_status == LinkBatch.Status.SUCCEEDED else {}
-        finished = LinkBatch.objects.filter(pk=batch.pk, attempt=batch.attempt, status=batch.status).update(
+        finished = LinkBatch.objects.filter(
+            pk=batch.pk, attempt=batch.attempt, status=batch.status, output_file=""
+        ).update(
             status=finished_status,
             output_file=output_name,
             errors_file=errors_name,
@@ -96,6 +127,31 @@ def link_batch_finish(*, batch_id: int) -> None:
         _RowKeys(batch.pk).drop()  # a cancelled batch keeps its chunks (where it stopped) until its re-run
 
 
+NOT_MADE = "not made: the upload was cancelled"
+
+
+def _chunks_still_stopping(batch: LinkBatch) -> bool:
+    """Whether a chunk of the cancelled batch is still running (it stops at its next beat and keeps what it
+    made); a chunk whose worker stopped beating is not waited for."""
+    alive = timezone.now() - timedelta(seconds=settings.RUN_STALE_SECONDS)
+    return batch.chunks.filter(status=LinkChunk.Status.RUNNING, heartbeat_at__gte=alive).exists()
+
+
+def _slices(batch: LinkBatch, chunks: list[LinkChunk]) -> list[LinkChunk]:
+    """Every slice of a cancelled batch's input in order: its chunk row where one was made, an unsaved
+    LinkChunk (nothing made) for a slice whose chunk never existed (cancelled while queued)."""
+    plan = batch.plan
+    if not plan:  # uploaded before chunks existed, cancelled while queued: the whole file is one slice
+        with default_storage.open(batch.input_file.name, "rb") as binary:
+            plan = _plan(binary, _dialect(batch))[:1]
+    by_index = {chunk.index: chunk for chunk in chunks}
+    ends = [start for start, _ in plan[1:]] + [None]
+    return [
+        by_index.get(index) or LinkChunk(batch=batch, index=index, start=start, end=end, row_before=row_before)
+        for index, ((start, row_before), end) in enumerate(zip(plan, ends, strict=True))
+    ]
+
+
 def link_batch_write_output(*, batch: LinkBatch, path: str | os.PathLike) -> None:
     """Write the batch's result file to a local path (`manage.py generate_links`): a storage on this host's
     disk is copied by the kernel, any other is streamed."""
@@ -108,12 +164,14 @@ def link_batch_write_output(*, batch: LinkBatch, path: str | os.PathLike) -> Non
         shutil.copyfile(stored, path)
 
 
-def _header_bytes(batch: LinkBatch) -> bytes:
+def _header_bytes(batch: LinkBatch, *, with_error: bool) -> bytes:
     # UTF-8 with a BOM whatever the input was: Excel then shows Icelandic letters, and every other reader
-    # skips the BOM.
+    # skips the BOM. PassKit's format: UTF-8 without BOM, its link column name, LF.
     text = io.StringIO()
-    ResultWriter(text, delimiter=batch.delimiter, header=batch.header + [LINK_COLUMN, ERROR_COLUMN])
-    return codecs.BOM_UTF8 + text.getvalue().encode("utf-8")
+    passkit = batch.output_format == LinkBatch.OutputFormat.PASSKIT
+    added = [PASSKIT_LINK_COLUMN if passkit else LINK_COLUMN] + ([ERROR_COLUMN] if with_error else [])
+    ResultWriter(text, delimiter=batch.delimiter, header=batch.header + added, line_end=_line_end(batch))
+    return (b"" if passkit else codecs.BOM_UTF8) + text.getvalue().encode("utf-8")
 
 
 def _repeated_on_own_connection(batch_id: int) -> dict[int, tuple[int, bool]]:
@@ -130,31 +188,45 @@ class _Assembly:
 
     Which rows those are comes from a query that may still be running when the copy starts: chunks are
     copied as they are until it answers, and copied_unchecked_repeats() then says whether one of them
-    needed changes after all (a file with holders repeated across chunks): the caller copies it again."""
+    needed changes after all (a file with holders repeated across chunks): the caller copies it again.
+
+    A cancelled batch's chunks are every slice of its input: one made whole, one stopped part of the way
+    (its first rows_done rows made), one never made. The rows not made come back from the input, in their
+    place, with an empty link and the reason (NOT_MADE)."""
 
     def __init__(self, batch: LinkBatch, chunks: list[LinkChunk], repeated: Future) -> None:
         self.batch, self.chunks, self.later = batch, chunks, repeated
         self.repeated: dict[int, tuple[int, bool]] | None = None
         self.counts, self.summary = _Counts(), RowSummary()
         for chunk in chunks:
-            self.counts.add(chunk.counts)
-            self.summary.merge(chunk.summary)
+            if chunk.output_file:
+                self.counts.add(chunk.counts)
+                self.summary.merge(chunk.summary)
         self.unchecked: list[tuple[int, int | None]] = []  # (row before, last row) of chunks copied unchecked
+        self.drop_error = False  # PassKit's format without a row that has an error or warning
 
     def output(self, header: bytes) -> Iterator[bytes]:
         yield header
+        if self.drop_error:
+            for chunk in self.chunks:
+                yield from self._without_error(chunk)
+            return
         chunks = self.chunks
         starts = [chunk.row_before for chunk in chunks[1:]] + [None]
         for chunk, end in zip(chunks, starts, strict=True):
+            if not chunk.output_file:
+                yield from self._not_made(chunk, made=0)
+                continue
             if self.repeated is None and self.later.done():
                 self.repeated = self.later.result()
             if self.repeated is None:
                 self.unchecked.append((chunk.row_before, end))
-                yield from _read_stored(chunk.output_file)
             elif any(chunk.row_before < row and (end is None or row <= end) for row in self.repeated):
                 yield from self._rewritten(chunk)
-            else:
-                yield from _read_stored(chunk.output_file)
+                continue
+            yield from _read_stored(chunk.output_file)
+            if chunk.status != LinkChunk.Status.DONE:
+                yield from self._not_made(chunk, made=chunk.rows_done)
 
     def copied_unchecked_repeats(self) -> bool:
         if self.repeated is None:
@@ -166,20 +238,55 @@ class _Assembly:
     def errors(self, header: bytes) -> Iterator[bytes]:
         yield header
         for chunk in self.chunks:
-            yield from _read_stored(chunk.errors_file)
+            if chunk.errors_file:
+                yield from _read_stored(chunk.errors_file)
+
+    def _input_rows(self, chunk: LinkChunk, binary) -> Iterator[tuple[int, list[str]]]:
+        batch = self.batch
+        return read_chunk(
+            binary,
+            _dialect(batch),
+            width=len(batch.header),
+            start=chunk.start,
+            end=chunk.end,
+            row_before=chunk.row_before,
+        )
+
+    def _not_made(self, chunk: LinkChunk, *, made: int) -> Iterator[bytes]:
+        """The chunk's input rows after its first `made`, each with an empty link and the reason."""
+        batch = self.batch
+        writer = ResultWriter(io.StringIO(), delimiter=batch.delimiter, header=None, line_end=_line_end(batch))
+        with default_storage.open(batch.input_file.name, "rb") as binary:
+            rows = itertools.islice(self._input_rows(chunk, binary), made, None)
+            while group := [cells + ["", NOT_MADE] for _, cells in itertools.islice(rows, _NOT_MADE_GROUP)]:
+                yield writer.rows_text(group).encode("utf-8")
+
+    def _without_error(self, chunk: LinkChunk) -> Iterator[bytes]:
+        """A chunk's rows without their (empty) last cell. Without a quotation mark in the chunk, no cell
+        holds a line break and every line ends in a delimiter before LF: that delimiter goes."""
+        delimiter = self.batch.delimiter
+        with default_storage.open(chunk.output_file, "rb") as stored:
+            data = stored.read()  # a chunk is a few MB
+        if b'"' not in data:
+            yield data.replace(delimiter.encode() + b"\n", b"\n")
+            return
+        text = io.StringIO()
+        writer = csv.writer(text, delimiter=delimiter, lineterminator="\n")
+        for cells in csv.reader(io.StringIO(data.decode("utf-8"), newline=""), delimiter=delimiter):
+            writer.writerow(cells[:-1])
+        yield text.getvalue().encode("utf-8")
 
     def _rewritten(self, chunk: LinkChunk) -> Iterator[bytes]:
         batch = self.batch
-        dialect = _dialect(batch)
         text = io.StringIO()
-        writer = csv.writer(text, delimiter=batch.delimiter, lineterminator="\r\n")
+        writer = csv.writer(text, delimiter=batch.delimiter, lineterminator=_line_end(batch))
         with (
             default_storage.open(batch.input_file.name, "rb") as binary,
             default_storage.open(chunk.output_file, "rb") as stored,
         ):
-            rows = read_chunk(
-                binary, dialect, width=len(batch.header), start=chunk.start, end=chunk.end, row_before=chunk.row_before
-            )
+            rows = self._input_rows(chunk, binary)
+            if chunk.status != LinkChunk.Status.DONE:  # stopped by a cancel: its first rows_done rows were made
+                rows = itertools.islice(rows, chunk.rows_done)
             # Every input row gave one output row, in order: the input says which row number each one is.
             records = csv.reader(io.TextIOWrapper(stored, encoding="utf-8", newline=""), delimiter=batch.delimiter)
             for (number, _), cells in zip(rows, records, strict=True):
@@ -191,6 +298,8 @@ class _Assembly:
                     text.seek(0)
                     text.truncate()
         yield text.getvalue().encode("utf-8")
+        if chunk.status != LinkChunk.Status.DONE:
+            yield from self._not_made(chunk, made=chunk.rows_done)
 
     def _notes(self, number: int, notes: str) -> str:
         existing = notes.endswith(EXISTING_MEMBER_NOTE)
@@ -218,6 +327,7 @@ def _read_stored(name: str) -> Iterator[bytes]:
 
 
 _BLOCK_BYTES = 1024 * 1024
+_NOT_MADE_GROUP = 2000  # rows not made, written as text a group at a time
 
 
 class _Pieces(io.RawIOBase):

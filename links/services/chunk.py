@@ -38,6 +38,7 @@ from .summary import RowSummary
 logger = logging.getLogger(__name__)
 
 LINK_COLUMN = "smartpass_link"
+PASSKIT_LINK_COLUMN = "smartUrl"  # what mail merges written for PassKit's generator read
 ERROR_COLUMN = "error"
 
 
@@ -83,6 +84,11 @@ def _plan(binary: IO[bytes], dialect: CsvDialect) -> list[list[int]]:
     return _count_rows(binary, dialect, start=rows.offset, width=len(header)).starts
 
 
+def _line_end(batch: LinkBatch) -> str:
+    """PassKit's format ends lines with LF, the portal's with CRLF (as Excel writes them)."""
+    return "\n" if batch.output_format == LinkBatch.OutputFormat.PASSKIT else "\r\n"
+
+
 def _dialect(batch: LinkBatch) -> CsvDialect:
     return CsvDialect(encoding=batch.encoding, delimiter=batch.delimiter, has_bom=batch.encoding == "utf-8-sig")
 
@@ -119,34 +125,31 @@ def _make_chunk(chunk: LinkChunk, heartbeat: Heartbeat) -> bool:
     heartbeat (background.recovery.take) beats for the chunk and its batch from a thread while it works."""
     batch = chunk.batch
     dialect = _dialect(batch)
-    made = _ChunkRows(RowRules(batch), dialect.delimiter)
+    made = _ChunkRows(RowRules(batch), dialect.delimiter, _line_end(batch))
     beat = _Progress(chunk, heartbeat)
-    with (
-        heartbeat.keep_beating(),
-        existing_objects_out_of_gc(),
-        default_storage.open(batch.input_file.name, "rb") as binary,
-    ):
-        rows = read_chunk(
-            binary, dialect, width=len(batch.header), start=chunk.start, end=chunk.end, row_before=chunk.row_before
-        )
-        check_many = made.rules.check_many
-        group: list[tuple[int, list[str]]] = []
-        for item in rows:
-            group.append(item)
-            if len(group) >= GROUP_ROWS:
-                made.write(check_many(group))
-                group = []
-                beat(made.counts.rows_done)
-        made.write(check_many(group))
-    counts, summary, first_rows = made.counts, made.summary, made.first_rows
-    output, errors = made.output, made.errors
-    folder = batch.sibling_path(f"chunks/{chunk.index:05d}-{chunk.attempt}")
-    output_name = output.store(folder + ".csv")
     try:
-        errors_name = errors.store(folder + "-errors.csv")
-    except BaseException:
-        remove_quietly(output_name)
+        with (
+            heartbeat.keep_beating(),
+            existing_objects_out_of_gc(),
+            default_storage.open(batch.input_file.name, "rb") as binary,
+        ):
+            rows = read_chunk(
+                binary, dialect, width=len(batch.header), start=chunk.start, end=chunk.end, row_before=chunk.row_before
+            )
+            check_many = made.rules.check_many
+            group: list[tuple[int, list[str]]] = []
+            for item in rows:
+                group.append(item)
+                if len(group) >= GROUP_ROWS:
+                    made.write(check_many(group))
+                    group = []
+                    beat(made.counts.rows_done)
+            made.write(check_many(group))
+    except _Stopped:
+        _keep_made_rows(chunk, made)
         raise
+    counts, summary, first_rows = made.counts, made.summary, made.first_rows
+    output_name, errors_name = made.store(chunk)
     try:
         with transaction.atomic():
             # The batch row is locked while a chunk is marked done: chunks ending together count the rest
@@ -167,20 +170,64 @@ def _make_chunk(chunk: LinkChunk, heartbeat: Heartbeat) -> bool:
             if not done:
                 raise _Stopped()
             return not batch.chunks.exclude(status=LinkChunk.Status.DONE).exists()
+    except _Stopped:
+        if not _keep_made_rows(chunk, made, stored=(output_name, errors_name)):
+            for name in (output_name, errors_name):
+                default_storage.delete(name)
+        raise
     except BaseException:
         for name in (output_name, errors_name):
             default_storage.delete(name)
         raise
 
 
+def _keep_made_rows(chunk: LinkChunk, made: _ChunkRows, *, stored: tuple[str, str] | None = None) -> bool:
+    """A chunk stopped by a cancel keeps the rows it made until then (the first `rows_done` rows of its
+    slice) for the batch's partial result: its files are stored and it goes back to queued with them, so a
+    re-run starts it afresh. True when kept; False when the batch was not cancelled (failed, started again)
+    or the chunk is no longer this worker's (the sweep handed it on): then nothing is kept."""
+    cancelled = LinkBatch.objects.filter(pk=chunk.batch_id, status=LinkBatch.Status.CANCELLED, output_file="")
+    if not cancelled.exists():
+        return False
+    output_name, errors_name = stored or made.store(chunk)
+    counts = made.counts
+    with transaction.atomic():
+        if len(chunk.batch.plan) > 1:
+            _RowKeys(chunk.batch_id).add(made.first_rows)
+        kept = LinkChunk.objects.filter(pk=chunk.pk, attempt=chunk.attempt, status=LinkChunk.Status.RUNNING).update(
+            status=LinkChunk.Status.QUEUED,
+            heartbeat_at=timezone.now(),
+            rows_done=counts.rows_done,
+            counts=counts.as_fields(),
+            summary=made.summary.as_json(),
+            output_file=output_name,
+            errors_file=errors_name,
+        )
+    if not kept:
+        for name in (output_name, errors_name):
+            remove_quietly(name)
+    return bool(kept)
+
+
 class _ChunkRows:
     """What a chunk made so far: its output and error rows, counts, summary, and the first row of each holder."""
 
-    def __init__(self, rules: RowRules, delimiter: str) -> None:
+    def __init__(self, rules: RowRules, delimiter: str, line_end: str = "\r\n") -> None:
         self.rules = rules
-        self.output, self.errors = _ChunkFile(delimiter), _ChunkFile(delimiter)
+        self.output, self.errors = _ChunkFile(delimiter, line_end), _ChunkFile(delimiter, line_end)
         self.first_rows: dict[str, tuple[int, bool]] = {}  # digest → (first row with it here, by External ID)
         self.counts, self.summary = _Counts(), RowSummary()
+
+    def store(self, chunk: LinkChunk) -> tuple[str, str]:
+        """Store the output and error rows made so far; the names they were stored under."""
+        folder = chunk.batch.sibling_path(f"chunks/{chunk.index:05d}-{chunk.attempt}")
+        output_name = self.output.store(folder + ".csv")
+        try:
+            errors_name = self.errors.store(folder + "-errors.csv")
+        except BaseException:
+            remove_quietly(output_name)
+            raise
+        return output_name, errors_name
 
     def write(self, group: list[Row]) -> None:
         rules, counts, summary, first_rows = self.rules, self.counts, self.summary, self.first_rows
@@ -234,9 +281,9 @@ class _ChunkFile:
     size, and no temporary file is ever left behind on the worker's disk. Rows are written as text a group
     at a time and encoded once per group: encoding row by row costs more than the rest of the writing."""
 
-    def __init__(self, delimiter: str) -> None:
+    def __init__(self, delimiter: str, line_end: str) -> None:
         self.buffer = io.BytesIO()
-        self.writer = ResultWriter(io.StringIO(), delimiter=delimiter, header=None)
+        self.writer = ResultWriter(io.StringIO(), delimiter=delimiter, header=None, line_end=line_end)
 
     def write_rows(self, rows: list[list[str]]) -> None:
         self.buffer.write(self.writer.rows_text(rows).encode("utf-8"))

@@ -196,6 +196,9 @@ def link_chunk_process(*, chunk_id: int, tries: int = 0) -> None:
         last = _make_chunk(chunk, heartbeat)
     except _Stopped:
         logger.info("Link batch %s, chunk %s: stopped (cancelled, failed or taken over).", batch.pk, chunk.index)
+        # Cancelled: the last chunk to stop assembles the partial result (the cancel's own assembly waits
+        # for the chunks still running); otherwise this finds nothing to do.
+        link_batch_finish_or_resend(batch_id=batch.pk, tries=0)
         return
     except (OperationalError, InterfaceError):
         # The database connection broke (a restart, a killed backend): the chunk goes back to the queue under

@@ -21,8 +21,12 @@ from .. import selectors
 from ..csv_files import (
     CsvFormatError,
     check_size,
+    encoding_name,
+    is_utf16,
     read_rows,
     sniff,
+    utf16_to_utf8,
+    without_end_of_file_mark,
 )
 from ..models import LinkBatch, LinkBatchEvent
 from .chunk import _count_rows
@@ -48,10 +52,14 @@ def link_batch_create(
     original_name: str | None = None,
     via: str = LinkBatch.Via.PAGE,
     single_use: bool = False,
+    encoding: str | None = None,
+    output_format: str = LinkBatch.OutputFormat.PORTAL,
 ) -> LinkBatch:
     """Check an uploaded CSV from end to end and store it as a batch waiting for its column mapping.
 
     `single_use`: one pass per row (the first claim of a row's link issues, every later one shows that pass).
+    `encoding` (a key of csv_files.ENCODINGS) overrides detection; a UTF-16 file is stored as UTF-8, and a
+    Ctrl-Z at its very end is dropped. `output_format`: LinkBatch.OutputFormat (PassKit's or the portal's).
 
     The whole file is read once here, so every file-level problem (size, encoding, delimiter, row and column
     limits, a quotation mark never closed) is reported on the upload form instead of failing later in a worker.
@@ -64,18 +72,16 @@ def link_batch_create(
     try:
         check_size(file.size, max_bytes=settings.LINKS_MAX_UPLOAD_BYTES)
         binary.seek(0)
-        dialect = sniff(binary.read(SNIFF_BYTES), delimiter=delimiter or None)
-        binary.seek(0)
-        header, rows = read_rows(binary, dialect, max_columns=settings.LINKS_MAX_COLUMNS)
-        # Where each chunk of the file will start, found in this same reading: workers then seek there.
-        counted = _count_rows(binary, dialect, start=rows.offset, width=len(header))
+        source_encoding = ""
+        if is_utf16(binary.read(2), encoding or None):
+            binary, source_encoding, encoding = utf16_to_utf8(binary), "utf-16", "utf-8"
+        binary.seek(0, os.SEEK_END)
+        binary = without_end_of_file_mark(binary, binary.tell())
+        header, dialect, counted = _read_whole(binary, delimiter=delimiter or None, encoding=encoding or None)
     except CsvFormatError as exc:
         raise LinkUploadError(str(exc)) from None
-    # Empty rows come back in the result with an error; a file of nothing else is refused here instead of
-    # giving a result file that holds errors only.
-    if not counted.filled:
-        raise LinkUploadError("The file has column names but no rows; add one row per pass holder.")
-    binary.seek(0)
+    # Empty rows come back in the result with an error; a file of nothing else is refused (_read_whole)
+    # instead of giving a result file that holds errors only.
     batch = LinkBatch(
         template=template,
         uploaded_by=uploaded_by,
@@ -83,11 +89,13 @@ def link_batch_create(
         original_name=name,
         size_bytes=file.size,
         encoding=dialect.encoding,
+        source_encoding=source_encoding,
         delimiter=dialect.delimiter,
         header=header,
         mapping=selectors.link_columns_auto_match(template=template, header=header),
         rows_total=counted.rows,
         single_use=single_use,
+        output_format=output_format,
         plan=counted.starts,
     )
     try:
@@ -104,6 +112,42 @@ def link_batch_create(
     except BaseException:
         remove_quietly(batch.input_file.name)
         raise
+    return batch
+
+
+def _read_whole(binary, *, delimiter: str | None, encoding: str | None):
+    """(header, dialect, RowCount) of a whole file, every file-level problem raised as CsvFormatError."""
+    binary.seek(0)
+    dialect = sniff(binary.read(SNIFF_BYTES), delimiter=delimiter, encoding=encoding)
+    binary.seek(0)
+    header, rows = read_rows(binary, dialect, max_columns=settings.LINKS_MAX_COLUMNS)
+    # Where each chunk of the file will start, found in this same reading: workers then seek there.
+    counted = _count_rows(binary, dialect, start=rows.offset, width=len(header))
+    if not counted.filled:
+        raise CsvFormatError("The file has column names but no rows; add one row per pass holder.")
+    binary.seek(0)
+    return header, dialect, counted
+
+
+def link_batch_reencode(*, batch: LinkBatch, encoding: str) -> LinkBatch:
+    """Read an upload waiting for its mapping in another encoding (staff saw the letters come out wrong):
+    the whole file is checked again, its header and automatic mapping read anew."""
+    if batch.status != LinkBatch.Status.UPLOADED:
+        raise LinkUploadError("The encoding can only be changed before the links are made.")
+    if batch.source_encoding == "utf-16" or encoding == "utf-16":
+        raise LinkUploadError("A UTF-16 file is converted when it is uploaded; upload it again to choose otherwise.")
+    try:
+        with default_storage.open(batch.input_file.name, "rb") as binary:
+            header, dialect, counted = _read_whole(binary, delimiter=batch.delimiter, encoding=encoding)
+    except CsvFormatError as exc:
+        raise LinkUploadError(f"Read as {encoding_name(encoding)}: {exc}") from None
+    mapping = selectors.link_columns_auto_match(template=batch.template, header=header)
+    updated = LinkBatch.objects.filter(pk=batch.pk, status=LinkBatch.Status.UPLOADED).update(
+        encoding=dialect.encoding, header=header, mapping=mapping, rows_total=counted.rows, plan=counted.starts
+    )
+    if not updated:
+        raise LinkUploadError("The encoding can only be changed before the links are made.")
+    batch.refresh_from_db()
     return batch
 
 

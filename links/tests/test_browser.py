@@ -49,14 +49,17 @@ def _campaign(path):
 SHOTS = Path("/work/shots/engine")
 
 
-def _screenshots(page, name: str) -> None:
+NOTE_SHOTS = Path("/work/notes/shots/issue-24-links")
+
+
+def _screenshots(page, name: str, *, folder: Path = SHOTS) -> None:
     """The page at a desktop and a phone width, for a person to look at (outside the repository)."""
-    if not SHOTS.parent.is_dir():
+    if not folder.parent.is_dir():
         return
-    SHOTS.mkdir(exist_ok=True)
+    folder.mkdir(exist_ok=True)
     for width in (1280, 390):
         page.set_viewport_size({"width": width, "height": 900})
-        page.screenshot(path=str(SHOTS / f"{name}-{width}.png"), full_page=True)
+        page.screenshot(path=str(folder / f"{name}-{width}.png"), full_page=True)
     page.set_viewport_size({"width": 1280, "height": 900})
 
 
@@ -72,7 +75,7 @@ def test_a_manager_uploads_a_csv_and_downloads_one_link_per_good_row(
     page.set_input_files("input[type=file]", str(tmp_path / "vorherferð.csv"))
     page.get_by_role("button", name="Upload and preview").click()
     expect(page.locator("h1")).to_have_text("vorherferð.csv")
-    expect(page.get_by_text(f"{ROWS:,} rows read (semicolon-separated, utf-8-sig)")).to_be_visible()
+    expect(page.get_by_text(f"{ROWS:,} rows read (semicolon-separated, UTF-8 with BOM)")).to_be_visible()
     expect(page.locator("table.preview tbody tr")).to_have_count(10)
     # The columns were matched by label; the group column stays out of the links.
     expect(page.get_by_label("Nafn")).to_have_value("name")
@@ -146,3 +149,18 @@ def test_a_manager_cancels_a_running_batch_from_its_page(page, live_server, sand
     expect(page.get_by_role("button", name="Run again")).to_be_visible()
     _screenshots(page, "batch-cancelled")
     assert LinkBatch.objects.get(pk=batch.pk).status == "cancelled"
+
+    # The cancel's assembly (the task a worker runs; here in this process): no row was made, so the partial
+    # links file holds every input row with an empty link and the reason, and the page offers it.
+    services.link_batch_finish(batch_id=batch.pk)
+    page.reload()
+    download_button = page.get_by_role("link", name="Download partial links")
+    expect(download_button).to_be_visible()
+    _screenshots(page, "batch-cancelled-partial-links")
+    _screenshots(page, "batch-cancelled-partial-links", folder=NOTE_SHOTS)
+    with page.expect_download() as download:
+        download_button.click()
+    rows = list(csv.reader(Path(download.value.path()).read_text(encoding="utf-8-sig").splitlines(), delimiter=";"))
+    assert rows[0] == ["Nafn", "Netfang", "Símanúmer", "Hópur", "smartpass_link", "error"]
+    assert [row[0] for row in rows[1:]] == [f"Félagi {number}" for number in range(1, ROWS + 1)]
+    assert {(row[4], row[5]) for row in rows[1:]} == {("", "not made: the upload was cancelled")}

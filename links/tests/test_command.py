@@ -51,6 +51,8 @@ def test_generate_links_writes_the_same_output_as_the_page_and_prints_json(demo,
         "warnings": 0,
         "duplicates": 0,
         "existing_members": 0,
+        "unused_columns": [],
+        "encoding": "utf-8",
         "batch": batch.pk,
     }
     assert batch.created_via == "command" and batch.uploaded_by is None

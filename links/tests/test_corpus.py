@@ -185,7 +185,7 @@ CASES = [
         form_error="This looks like an Excel workbook, not a CSV file; in Excel choose "
         "Save As › “CSV UTF-8” and upload that file.",
     ),
-    Case("20_utf16.csv", form_error="This file is saved as UTF-16 text; save it as “CSV UTF-8” and upload it again."),
+    Case("20_utf16.csv", rows=1, links=1, values={1: {"name": "Anna", "email": "anna@example.is"}}),
     Case(
         "21_over_byte_limit.csv",
         form_error="The file is 2.2 KB; the limit is 1 KB.",
@@ -198,7 +198,8 @@ CASES = [
     ),
     Case(
         "23_invalid_utf8_late.csv",
-        form_error="The file is not valid UTF-8 text in row 2501; save it as “CSV UTF-8” and upload it again.",
+        form_error="The file is not valid UTF-8 text in row 2501; choose its encoding, or save it as “CSV UTF-8” and "
+        "upload it again.",
     ),
     Case(
         "24_duplicate_header.csv",
@@ -374,7 +375,7 @@ def _is_utf8(raw: bytes) -> bool:
 
 def test_the_corpus_has_at_least_25_files_and_each_has_an_expected_outcome():
     assert len(CASES) >= 25
-    assert {case.file for case in CASES} == {path.name for path in DATA.iterdir()}
+    assert {case.file for case in CASES} == {path.name for path in DATA.iterdir() if path.is_file()}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.file + (" strict" if case.strict else "") for case in CASES])

@@ -87,7 +87,9 @@ def test_a_head_cut_in_the_middle_of_a_utf8_character_still_counts_as_utf8(
 
 def test_invalid_utf8_after_the_sniffed_head_is_a_file_error_not_a_crash(tmp_path: Path) -> None:
     data = b"name\n" + b"a\n" * 40_000 + "þ\n".encode("cp1252")
-    with pytest.raises(CsvFormatError, match="^The file is not valid UTF-8 text in row 40001; save it as"):
+    with pytest.raises(
+        CsvFormatError, match="^The file is not valid UTF-8 text in row 40001; choose its encoding, or save it as"
+    ):
         load(make(tmp_path, data))
 
 

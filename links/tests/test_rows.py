@@ -42,8 +42,24 @@ def test_a_row_refused_for_a_mandatory_value_names_its_optional_problems_too():
 def test_a_bad_external_id_is_never_left_out():
     template = every_format_template()
     AutofillSetting.objects.create(template=template, source="email", field_identifier="email")
-    row = rules_for(template).check(1, ["Anna", "", "", "", "not an address"])
-    assert row.error.startswith("External ID: “not an address” is not a valid email address.")
+    row = rules_for(template).check(1, ["Anna", "", "", "", "x" * 300])
+    assert row.error.startswith("External ID: “xxx")
+    assert "is longer than 254 characters" in row.error
+
+
+def test_an_explicit_external_id_wins_over_autofill_by_email_even_when_it_is_no_email():
+    # PassKit's External IDs are the program's own (member numbers): the column wins for its row, and
+    # autofill fills only the rows without one. An address in the column is still normalised as autofill would.
+    template = every_format_template()
+    AutofillSetting.objects.create(template=template, source="email", field_identifier="email")
+    rules = rules_for(template)
+    member_number = rules.check(1, ["Anna", "", "", "anna@example.is", " M-1001 "])
+    assert (member_number.error, member_number.external_id) == ("", "M-1001")
+    assert member_number.explicit_external_id == "M-1001"
+    address = rules.check(2, ["Anna", "", "", "anna@example.is", "Anna@Example.IS"])
+    assert address.external_id == "anna@example.is"
+    autofilled = rules.check(3, ["Bára", "", "", "Bara@Example.is", ""])
+    assert (autofilled.external_id, autofilled.explicit_external_id) == ("bara@example.is", None)
 
 
 def test_the_field_autofill_reads_is_never_left_out():

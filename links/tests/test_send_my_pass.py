@@ -137,7 +137,8 @@ def test_in_icelandic_the_offer_and_the_email_are_icelandic(client, enrolled, sm
     assert "Opnaðu kortið þitt hér" in message.get_body().get_content()
 
 
-def test_a_typed_phone_without_sms_shows_how_to_reach_the_issuer(client, sandbox, smtp):
+def _phone_card(sandbox):
+    """A punch card whose holders type their mobile number (autofill from the phone)."""
     template = sandbox.get_template(DEMO_TEMPLATE_ID)
     template.update(
         id=str(uuid.uuid4()),
@@ -157,6 +158,11 @@ def test_a_typed_phone_without_sms_shows_how_to_reach_the_issuer(client, sandbox
     autofill.autofill_setting_change(
         template=card, source="phone", contact_help="Hringdu í 555 1234 eða komdu í afgreiðsluna."
     )
+    return card
+
+
+def test_a_typed_phone_without_sms_shows_how_to_reach_the_issuer(client, sandbox, smtp):
+    card = _phone_card(sandbox)
     path = link_path(card.pk, {"name": "Guðrún"})
     typed_claim(client, path, {"field_0": "858 1235"})
 
@@ -165,3 +171,21 @@ def test_a_typed_phone_without_sms_shows_how_to_reach_the_issuer(client, sandbox
     assert "•••• 1235" in html and 'id="send-sms"' not in html
     assert "Hringdu í 555 1234 eða komdu í afgreiðsluna." in html
     assert str(Member.objects.get(template=card).pass_id) not in html
+
+
+def test_with_sms_set_up_the_pass_link_goes_to_the_phone_on_file(client, sandbox, twilio):
+    """Issue 21: "send my pass" goes through the outbox, so with SMS_URL set the holder's phone gets the link
+    (here the local server speaking Twilio's Messages API)."""
+    card = _phone_card(sandbox)
+    path = link_path(card.pk, {"name": "Guðrún"})
+    typed_claim(client, path, {"field_0": "858 1235"})
+    member = Member.objects.get(template=card)
+
+    html = typed_claim(client.__class__(), path, {"field_0": "+354 858 1235"}).content.decode()
+    assert 'id="send-sms"' in html
+    sent = client.post(path, {**offer_form(html), "channel": "sms"})
+
+    assert sent.status_code == 200 and "•••• 1235" in sent.content.decode()
+    [sms] = twilio.messages
+    pass_url = f"https://passar.example.is/pass/{claims.pass_page_key(member=member)}"
+    assert sms["to"] == "+3548581235" and pass_url in sms["body"]

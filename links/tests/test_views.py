@@ -42,7 +42,7 @@ def test_a_manager_uploads_checks_the_columns_and_gets_one_link_per_good_row(
     assert response.url == reverse("links:batch_detail", args=[batch.pk])
 
     page = client.get(response.url)
-    assert "2 rows read (comma-separated, utf-8)" in page.text
+    assert "2 rows read (comma-separated, UTF-8)" in page.text
     assert "Anna Jónsdóttir" in page.text  # the preview
     form = page.context["form"]
     # Labels matched by their Icelandic half ("Nafn / Name"), "Sími" by its alias; "Hópur" matches nothing.

@@ -67,9 +67,13 @@ def member_issue(
     source_row: int | None = None,
     user=None,
     claim_nonce: str | None = None,
+    pass_values: Mapping | None = None,
     client: SmartPagesClient | None = None,
 ) -> IssueResult:
     """Create a member and its pass upstream; the one way a member comes to be.
+
+    `pass_values`: the pass's own values SmartPages' create takes beside the input fields (`expirationDate`,
+    `validFrom`, `backFields`), kept with the member so that a retry sends them too.
 
     Returns an `IssueResult`. When a member of this template already has `external_id`, that member is
     returned as it is, with no upstream call, as `ALREADY_ENROLLED`: callers show the existing pass. The same
@@ -101,6 +105,7 @@ def member_issue(
         template=template,
         external_id=external_id,
         values={key: value for key, value in clean.items() if value != ""},
+        pass_values=dict(pass_values or {}),
         source=source,
         source_batch_id=source_batch_id,
         source_row=source_row,
@@ -445,6 +450,7 @@ def _member_send(*, member: Member, client: SmartPagesClient | None) -> Member:
     }
     if member.external_id is not None:
         body["externalIdentifier"] = member.external_id
+    body.update(member.pass_values or {})
     try:
         with smartpages_client(client) as smartpages:
             try:

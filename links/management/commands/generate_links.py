@@ -7,7 +7,8 @@ from pathlib import Path
 from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError
 
-from links import services
+from links import selectors, services
+from links.csv_files import ENCODINGS
 from links.models import EXTERNAL_ID_TARGET, LinkBatch
 from templates_sync.models import PassTemplate
 
@@ -15,8 +16,11 @@ from templates_sync.models import PassTemplate
 class Command(BaseCommand):
     help = (
         "Make one SmartPass link per row of a campaign CSV, exactly as the upload page does (the batch shows "
-        "in the upload history), and write the result CSV: every input row with smartpass_link and error. A file "
-        "with more columns than LINKS_MAX_COLUMNS (or rows than LINKS_MAX_ROWS) is refused."
+        "in the upload history), and write the result CSV: every input row with smartpass_link and error "
+        "(--format passkit: smartUrl). PassKit's columns go to their SmartPages homes (expiry and valid-from "
+        "dates, name parts, External ID, meta.KEY back fields); the columns that reach no pass are listed "
+        "(unused_columns in --json). A file with more columns than LINKS_MAX_COLUMNS (or rows than "
+        "LINKS_MAX_ROWS) is refused."
     )
 
     def add_arguments(self, parser):
@@ -28,10 +32,27 @@ class Command(BaseCommand):
             action="append",
             default=[],
             metavar="COL=IDENT",
-            help=f"put column COL into input field IDENT ({EXTERNAL_ID_TARGET} or members.member.externalId for the External ID, empty to "
-            "leave the column out); columns not named keep their automatic match",
+            help=f"put column COL into input field IDENT ({EXTERNAL_ID_TARGET} or members.member.externalId for the External ID; "
+            "@external_id_person: the External ID where the program's column is empty; @expirationDate, @validFrom: "
+            "the pass's dates; @back: a back field labelled with the column's name; @forename:FIELD, "
+            "@othernames:FIELD, @surname:FIELD: parts of a name field; empty to leave the column out); columns not "
+            "named keep their automatic match",
         )
         parser.add_argument("--delimiter", choices=[",", ";", "tab"], help="override the detected delimiter")
+        parser.add_argument(
+            "--encoding",
+            choices=list(ENCODINGS),
+            help="read the file in this encoding instead of detecting it (detection knows UTF-8 with or without "
+            "BOM and UTF-16 by their marks, else picks whichever of cp1252, mac_roman, mac_iceland and cp850 "
+            "reads as Icelandic text)",
+        )
+        parser.add_argument(
+            "--format",
+            choices=[choice.value for choice in LinkBatch.OutputFormat],
+            default=LinkBatch.OutputFormat.PORTAL.value,
+            help="portal (default): smartpass_link and error columns, UTF-8 with BOM, CRLF; passkit: PassKit's "
+            "smartUrl column, an error column only when some row has one, LF, no BOM",
+        )
         parser.add_argument(
             "--single-use",
             action="store_true",
@@ -72,6 +93,8 @@ class Command(BaseCommand):
                     delimiter=delimiter,
                     via=LinkBatch.Via.COMMAND,
                     single_use=options["single_use"],
+                    encoding=options["encoding"],
+                    output_format=options["format"],
                 )
             mapping = dict(batch.mapping)
             mapping.update(self._overrides(options["map"], batch.header))
@@ -96,6 +119,10 @@ class Command(BaseCommand):
             "warnings": batch.warnings,
             "duplicates": batch.duplicates,
             "existing_members": batch.existing_members,
+            "unused_columns": [
+                column for column, _ in selectors.link_unused_columns(header=batch.header, mapping=batch.mapping)
+            ],
+            "encoding": batch.source_encoding or batch.encoding,
             "batch": batch.pk,
         }
         if options["json"]:
@@ -106,6 +133,8 @@ class Command(BaseCommand):
                 f"{batch.duplicates} duplicates, {batch.existing_members} already members. "
                 f"Written to {options['output']} (batch #{batch.pk})."
             )
+            for column, why in selectors.link_unused_columns(header=batch.header, mapping=batch.mapping):
+                self.stdout.write(f"Not in the pass: {column} — {why}")
 
     def _template(self, value: str) -> PassTemplate:
         try:
