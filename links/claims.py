@@ -5,7 +5,8 @@ batch is gone. The database decides every race: Member's unique constraints on (
 and on claim_nonce mean two simultaneous claims can never both create a member, and the upstream
 `POST /api/v1/pass` happens only for the one that did (members.services.issuing.member_issue).
 
-GET never writes (mail scanners and link previews open links); only `claim_submit` does.
+GET never creates anything (mail scanners and link previews open links; it only records a row's first open
+for the batch funnel, links.services.opens); only `claim_submit` makes members.
 """
 
 from __future__ import annotations

@@ -36,6 +36,12 @@ class UploadForm(forms.Form):
         help_text="The first claim of a row's link issues its pass; every later claim of that link shows the same "
         "pass. For campaigns without an email or phone to recognise the holder by.",
     )
+    short_links = forms.BooleanField(
+        label="Short links",
+        required=False,
+        help_text="Links like https://example.is/s/Ab3dE6gH9jK (about 40 characters) instead of ~190: one SMS "
+        "holds a greeting and the link. They open exactly what the long links open.",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

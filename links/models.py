@@ -86,6 +86,8 @@ class LinkBatch(models.Model):
         PASSKIT = "passkit", "PassKit (smartUrl, error only when a row has one, LF, no BOM)"
 
     output_format = models.CharField(max_length=8, choices=OutputFormat.choices, default=OutputFormat.PORTAL)
+    # Links of the form {PUBLIC_BASE_URL}/s/{code}: each row's code is stored (ShortLink) with its long token.
+    short_links = models.BooleanField("short links", default=False)
     error = models.TextField(blank=True, help_text="Why the whole batch failed (a sentence for staff).")
     # Errors and warnings grouped by reason, gathered while the rows are made: see services.RowSummary.
     summary = models.JSONField(default=list, blank=True)
@@ -108,6 +110,8 @@ class LinkBatch(models.Model):
             ("upload_links", "Can upload campaign CSVs and generate SmartPass links"),
             # A links file is a list of bearer secrets: whoever holds a link can claim its pass.
             ("download_links", "Can download the generated SmartPass links"),
+            # Sending links by email and SMS reaches holders in the issuer's name: a manager's act.
+            ("send_links", "Can send a batch's links to its holders by email and SMS"),
         ]
 
     def __str__(self) -> str:
@@ -285,3 +289,72 @@ class LinkClaim(models.Model):
 
     def __str__(self) -> str:
         return f"{self.outcome} claim at {self.at:%Y-%m-%d %H:%M}"
+
+
+class ShortLink(models.Model):
+    """A short link's code and the long token it stands for: /s/{code} opens exactly what /p/{token} opens.
+
+    Made with its batch's rows, a COPY per chunk. No foreign key to the batch (nor its check on every row
+    copied): like a long link, a short link outlives its batch record.
+    """
+
+    # On PostgreSQL the column compares in byte order (COLLATE "C", set by migration 0006): codes are compared
+    # on every insert into the index, and a language's collation rules cost several times as much per
+    # comparison for nothing here. (Not db_collation: SQLite, the embedded default, has no "C".)
+    code = models.CharField(max_length=16, primary_key=True)
+    batch_id = models.BigIntegerField()
+    row = models.PositiveIntegerField()
+    token = models.TextField()
+
+    def __str__(self) -> str:
+        return f"short link of batch {self.batch_id} row {self.row}"
+
+
+class LinkOpen(models.Model):
+    """The first time a batch row's claim page was opened (a GET by a browser, not a preview or a HEAD).
+
+    Keyed by batch and row only: the token itself is never stored. One row per (batch, row); later opens
+    are not counted.
+    """
+
+    batch_id = models.BigIntegerField()
+    row = models.PositiveIntegerField()
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["batch_id", "row"], name="linkopen_batch_row_unique")]
+
+    def __str__(self) -> str:
+        return f"batch {self.batch_id} row {self.row} opened {self.at:%Y-%m-%d %H:%M}"
+
+
+class LinkBatchSend(models.Model):
+    """One press of "Send to N holders" (or one `manage.py send_links`): what was asked and what came of it.
+
+    The messages themselves are the outbox's (delivery.Message, keyed `batch:<pk>:row:<n>`); this keeps what
+    the outbox never sees: the rows not sent at all (no address, an error, an SMS too long), counted by reason.
+    """
+
+    batch = models.ForeignKey(LinkBatch, on_delete=models.CASCADE, related_name="sends")
+    channels = models.CharField(max_length=16, help_text="email, sms or email,sms (each row by the first it has)")
+    default_language = models.CharField(max_length=2)
+    queued = models.PositiveIntegerField(default=0)
+    already = models.PositiveIntegerField(default=0, help_text="Rows sent or queued by an earlier send.")
+    skipped = models.PositiveIntegerField(default=0)
+    # Rows not sent, grouped by reason (links.services.RowSummary entries, kind "skipped").
+    skipped_summary = models.JSONField(default=list, blank=True)
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    by_name = models.CharField(max_length=150, blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"send of batch {self.batch_id} by {self.by_name or 'command'} at {self.at:%Y-%m-%d %H:%M}"
+
+    @property
+    def channels_label(self) -> str:
+        """ "email, else SMS": the channels in the order tried."""
+        names = {"email": "email", "sms": "SMS"}
+        return ", else ".join(names.get(channel, channel) for channel in self.channels.split(","))

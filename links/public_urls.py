@@ -7,5 +7,6 @@ from . import public_views
 app_name = "holder"
 urlpatterns = [
     path("p/<str:token>", public_views.claim, name="claim"),
+    path("s/<str:code>", public_views.short_link, name="short_link"),
     path("pass/<str:key>", public_views.pass_page, name="pass"),
 ]

@@ -28,6 +28,8 @@ from members.services.pass_links import PassLinkNotSent
 
 from . import claims
 from .public_forms import ClaimForm
+from .services.opens import link_open_record
+from .services.short_links import short_link_token
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +42,40 @@ ALREADY_ENROLLED_FLAG = "enrolled"
 @login_not_required
 @require_http_methods(["GET", "HEAD", "POST"])  # link previews send HEAD
 def claim(request: HttpRequest, token: str) -> HttpResponse:
-    if is_ratelimited(request, group="claim", key="ip", rate=settings.CLAIM_RATE, increment=True):
-        response = render(request, "links/public/rate_limited.html", status=429)
-        response["Retry-After"] = "60"
-        return response
+    if _rate_limited(request):
+        return _rate_limited_page(request)
+    return _claim_page(request, token=token)
+
+
+@login_not_required
+@require_http_methods(["GET", "HEAD", "POST"])
+def short_link(request: HttpRequest, code: str) -> HttpResponse:
+    """/s/{code}: the claim page of the long token the code stands for, answered here (no redirect, so the
+    long token never shows in the address bar or in a referrer). Lookups count against the claim rate:
+    guessing codes costs as much as guessing tokens."""
+    if _rate_limited(request):
+        return _rate_limited_page(request)
+    token = short_link_token(code=code)
+    if token is None:
+        return link_not_found(request)
+    return _claim_page(request, token=token)
+
+
+def _rate_limited(request: HttpRequest) -> bool:
+    return is_ratelimited(request, group="claim", key="ip", rate=settings.CLAIM_RATE, increment=True)
+
+
+def _rate_limited_page(request: HttpRequest) -> HttpResponse:
+    response = render(request, "links/public/rate_limited.html", status=429)
+    response["Retry-After"] = "60"
+    return response
+
+
+def _claim_page(request: HttpRequest, *, token: str) -> HttpResponse:
     payload = claims.claim_payload_from_token(token=token)
     if payload is None:
         return link_not_found(request)
+    link_open_record(payload=payload, method=request.method, user_agent=request.headers.get("User-Agent", ""))
     try:
         context = claims.claim_context_for(payload=payload)
     except claims.ClaimUnavailable:

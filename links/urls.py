@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import send_views, views
 
 app_name = "links"
 urlpatterns = [
@@ -17,4 +17,8 @@ urlpatterns = [
     path("<int:batch_id>/cancel/", views.batch_cancel, name="batch_cancel"),
     path("<int:batch_id>/status.json", views.batch_status, name="batch_status"),
     path("<int:batch_id>/download/<str:kind>/", views.batch_download, name="batch_download"),
+    path("<int:batch_id>/send/", send_views.batch_send, name="batch_send"),
+    path("<int:batch_id>/send/cancel/", send_views.batch_send_cancel, name="batch_send_cancel"),
+    path("<int:batch_id>/send/again/", send_views.batch_send_again, name="batch_send_again"),
+    path("<int:batch_id>/messages.csv", send_views.batch_messages_csv, name="batch_messages_csv"),
 ]

@@ -60,6 +60,7 @@ def upload(request, template_id):
                 file=form.cleaned_data["file"],
                 delimiter=form.cleaned_data["delimiter"] or None,
                 single_use=form.cleaned_data["single_use"],
+                short_links=form.cleaned_data["short_links"],
                 encoding=form.cleaned_data["encoding"] or None,
                 output_format=LinkBatch.OutputFormat.PASSKIT
                 if form.cleaned_data["passkit_format"]

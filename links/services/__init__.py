@@ -9,7 +9,11 @@ writing `from links import services; services.link_batch_create(...)`:
 - chunk: making one chunk (rows checked and linked, output stored, holders' first rows kept);
 - summary: errors and warnings grouped by reason;
 - assembly: the chunks put together in input order;
-- sweep: cancel, and the recovery sweep for link work whose message was lost.
+- sweep: cancel, and the recovery sweep for link work whose message was lost;
+- short_links: short links made with a chunk's rows, stored in one COPY, looked up for /s/{code};
+- opens: the first open of each row's claim page (the batch funnel);
+- sending: a finished batch's links sent by email and SMS through the outbox (imported as
+  `links.services.sending`, not re-exported: it needs the delivery app).
 """
 
 from .assembly import link_batch_finish, link_batch_write_output

@@ -32,6 +32,7 @@ from ..csv_files import (
 from ..models import LinkBatch, LinkChunk
 from ..rows import Row, RowRules
 from ..tokens import TokenTooLong
+from .short_links import ShortLinkMaker
 from .storage import remove_quietly, store
 from .summary import RowSummary
 
@@ -126,6 +127,9 @@ def _make_chunk(chunk: LinkChunk, heartbeat: Heartbeat) -> bool:
     batch = chunk.batch
     dialect = _dialect(batch)
     made = _ChunkRows(RowRules(batch), dialect.delimiter, _line_end(batch))
+    short_links = ShortLinkMaker.for_batch(batch, made.rules)
+    if short_links is not None:
+        made.make_link = short_links.link
     beat = _Progress(chunk, heartbeat)
     try:
         with (
@@ -152,6 +156,8 @@ def _make_chunk(chunk: LinkChunk, heartbeat: Heartbeat) -> bool:
     output_name, errors_name = made.store(chunk)
     try:
         with transaction.atomic():
+            if short_links is not None:
+                short_links.store()  # before the batch row's lock: other chunks wait for that one
             # The batch row is locked while a chunk is marked done: chunks ending together count the rest
             # one after the other, so exactly one of them sees none left and assembles the batch.
             if not LinkBatch.objects.select_for_update().filter(pk=batch.pk, status=LinkBatch.Status.RUNNING).exists():
@@ -214,6 +220,7 @@ class _ChunkRows:
 
     def __init__(self, rules: RowRules, delimiter: str, line_end: str = "\r\n") -> None:
         self.rules = rules
+        self.make_link = rules.link  # or a ShortLinkMaker's
         self.output, self.errors = _ChunkFile(delimiter, line_end), _ChunkFile(delimiter, line_end)
         self.first_rows: dict[str, tuple[int, bool]] = {}  # digest → (first row with it here, by External ID)
         self.counts, self.summary = _Counts(), RowSummary()
@@ -233,7 +240,7 @@ class _ChunkRows:
         rules, counts, summary, first_rows = self.rules, self.counts, self.summary, self.first_rows
         external_ids = [row.external_id for row in group if not row.error and row.external_id]
         in_use = external_ids_in_use(template=rules.template, external_ids=external_ids) if external_ids else ()
-        make_link = rules.link
+        make_link = self.make_link
         output: list[list[str]] = []
         errors: list[list[str]] = []
         for row in group:

@@ -52,12 +52,14 @@ def link_batch_create(
     original_name: str | None = None,
     via: str = LinkBatch.Via.PAGE,
     single_use: bool = False,
+    short_links: bool = False,
     encoding: str | None = None,
     output_format: str = LinkBatch.OutputFormat.PORTAL,
 ) -> LinkBatch:
     """Check an uploaded CSV from end to end and store it as a batch waiting for its column mapping.
 
     `single_use`: one pass per row (the first claim of a row's link issues, every later one shows that pass).
+    `short_links`: links of the form {PUBLIC_BASE_URL}/s/{code} (short enough for one SMS).
     `encoding` (a key of csv_files.ENCODINGS) overrides detection; a UTF-16 file is stored as UTF-8, and a
     Ctrl-Z at its very end is dropped. `output_format`: LinkBatch.OutputFormat (PassKit's or the portal's).
 
@@ -95,6 +97,7 @@ def link_batch_create(
         mapping=selectors.link_columns_auto_match(template=template, header=header),
         rows_total=counted.rows,
         single_use=single_use,
+        short_links=short_links,
         output_format=output_format,
         plan=counted.starts,
     )
@@ -263,6 +266,7 @@ def link_batch_delete(*, batch: LinkBatch, user) -> LinkBatchEvent:
         "links": batch.links,
         "errors": batch.errors,
         "single_use": batch.single_use,
+        "short_links": batch.short_links,
         "uploaded_at": batch.created_at.isoformat(),
         "uploaded_by": batch.uploaded_by.get_username() if batch.uploaded_by else batch.created_via,
     }

@@ -3,7 +3,7 @@ the staff batch page."""
 
 from django import template
 
-from links import claims, selectors
+from links import claims, selectors, send_selectors
 
 register = template.Library()
 
@@ -14,4 +14,5 @@ def batch_claim_counts(batch) -> dict:
         "batch": batch,
         "counts": claims.link_batch_claim_counts(batch=batch),
         "per_day": selectors.link_claims_per_day(batch_id=batch.pk),
+        "funnel": send_selectors.batch_funnel(batch=batch),
     }

@@ -59,6 +59,12 @@ class Command(BaseCommand):
             help="one pass per row: the first claim of a row's link issues, every later claim shows that pass",
         )
         parser.add_argument(
+            "--short-links",
+            action="store_true",
+            help="links of the form {PUBLIC_BASE_URL}/s/{code} (about 40 characters), opening exactly what the "
+            "long links open",
+        )
+        parser.add_argument(
             "--strict",
             action="store_true",
             help="no link for a row with an invalid optional value (by default the row gets its link without "
@@ -93,6 +99,7 @@ class Command(BaseCommand):
                     delimiter=delimiter,
                     via=LinkBatch.Via.COMMAND,
                     single_use=options["single_use"],
+                    short_links=options["short_links"],
                     encoding=options["encoding"],
                     output_format=options["format"],
                 )

@@ -40,9 +40,12 @@
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll('[data-run-status][data-finished="false"]').forEach(follow);
   });
-  // A form with data-confirm asks first (the Content-Security-Policy forbids inline onsubmit handlers).
+  // A form with data-confirm asks first (the Content-Security-Policy forbids inline onsubmit handlers); so does
+  // a form's one button with data-confirm-button (the other buttons of that form do not ask).
   document.addEventListener("submit", function (event) {
-    var question = event.target.getAttribute("data-confirm");
+    var button = event.submitter;
+    var question = event.target.getAttribute("data-confirm") ||
+      (button && button.getAttribute("data-confirm-button"));
     if (question && !window.confirm(question)) { event.preventDefault(); }
   });
 })();

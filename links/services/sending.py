@@ -1,0 +1,421 @@
+"""Sending a finished batch's links to its holders by email and/or SMS: the one service behind the send page and
+`manage.py send_links`.
+
+Each row gets at most one message: by the first of the chosen channels it has an address for, in its language
+(a language column, else the default), with its own name and link. The outbox (delivery) records one message
+per (row, channel) under the key `batch:<pk>:row:<n>` and never queues a key twice, so sending again queues
+only the rows not queued before. Rows without an address, with an error, or whose SMS would be too long are
+not handed to the outbox: they are counted by reason on a LinkBatchSend record. Suppressed and invalid
+addresses are the outbox's to refuse: they come back as skipped messages with the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from django.core.files.storage import default_storage
+from django.db import transaction
+
+from audit.services import staff_action_record
+from delivery import addresses as delivery_addresses
+from delivery import selectors as delivery_selectors
+from delivery import services as delivery
+from delivery import sms as delivery_sms
+from members.csv_cells import safe_cell
+
+from ..messages import (
+    DEFAULT_MAX_SEGMENTS,
+    DEFAULT_MESSAGES,
+    LANGUAGES,
+    LanguageMessage,
+    MessageError,
+    check_language_message,
+    render,
+    render_html,
+    row_language,
+)
+from ..models import LinkBatch, LinkBatchSend
+from .chunk import ERROR_COLUMN, LINK_COLUMN, PASSKIT_LINK_COLUMN
+from .summary import RowSummary
+
+EMAIL, SMS = "email", "sms"
+CHANNEL_CHOICES = {
+    EMAIL: (EMAIL,),
+    SMS: (SMS,),
+    "email,sms": (EMAIL, SMS),
+    "sms,email": (SMS, EMAIL),
+}
+SKIPPED = "skipped"
+PREVIEW_ROWS = 3
+
+# Column names that hold a holder's language, name (lower-cased, compared whole).
+_LANGUAGE_COLUMNS = {"language", "lang", "locale", "tungumál", "tungumal", "mál", "person.language"}
+_NAME_WORDS = ("name", "nafn")
+
+
+class SendError(ValueError):
+    """A send that cannot go ahead; the text is a sentence for the manager."""
+
+
+def row_key(batch_id: int, row: int) -> str:
+    return f"batch:{batch_id}:row:{row}"
+
+
+def batch_key_prefix(batch_id: int) -> str:
+    # The trailing ":row:" keeps batch 7's prefix from matching batch 70's keys.
+    return f"batch:{batch_id}:row:"
+
+
+def row_of_key(subject_key: str) -> int | None:
+    tail = subject_key.rpartition(":row:")[2]
+    return int(tail) if tail.isdigit() else None
+
+
+# --- what is sent --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SendColumns:
+    """The columns of the upload that hold each holder's address, name and language ("" when none)."""
+
+    email: str = ""
+    phone: str = ""
+    name: str = ""
+    language: str = ""
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    channels: tuple[str, ...] = (EMAIL,)
+    columns: SendColumns = SendColumns()
+    default_language: str = "is"
+    messages: dict[str, LanguageMessage] = field(default_factory=lambda: dict(DEFAULT_MESSAGES))
+    max_segments: int = DEFAULT_MAX_SEGMENTS
+
+
+def send_columns_guess(*, batch: LinkBatch) -> SendColumns:
+    """The columns mapped to the template's email and phone fields, a name column, a language column."""
+    formats = {field.identifier: field.format.upper() for field in batch.template.input_fields}
+    email = phone = name = language = ""
+    for column in batch.header:
+        target = batch.mapping.get(column, "")
+        fmt = formats.get(target, "")
+        lowered = column.strip().lower()
+        if fmt == "EMAIL" and not email:
+            email = column
+        elif fmt == "PHONE_NUMBER" and not phone:
+            phone = column
+        elif not name and any(word in lowered or word in target.lower() for word in _NAME_WORDS):
+            name = column
+        elif not language and lowered in _LANGUAGE_COLUMNS:
+            language = column
+    return SendColumns(email=email, phone=phone, name=name, language=language)
+
+
+def send_options_check(*, batch: LinkBatch, options: SendOptions) -> None:
+    """Refuse what cannot be sent, with a sentence that says what to change."""
+    if batch.status != LinkBatch.Status.SUCCEEDED or not batch.output_file:
+        raise SendError("Links can be sent once the batch has finished making them.")
+    if not options.channels or any(channel not in (EMAIL, SMS) for channel in options.channels):
+        raise SendError("Choose email, SMS, or both.")
+    for channel in options.channels:
+        if not delivery.channel_available(channel):
+            raise SendError(delivery.UNAVAILABLE[channel])
+    columns = options.columns
+    for channel, column in ((EMAIL, columns.email), (SMS, columns.phone)):
+        if channel in options.channels and not column:
+            raise SendError(
+                f"Choose the column that holds the {'email address' if channel == EMAIL else 'phone number'}."
+            )
+    for column in (columns.email, columns.phone, columns.name, columns.language):
+        if column and column not in batch.header:
+            raise SendError(f"The upload has no column “{column}”.")
+    if options.default_language not in LANGUAGES:
+        raise SendError("The default language is Icelandic (is) or English (en).")
+    if not 1 <= options.max_segments <= 10:
+        raise SendError("The SMS length allowed is 1 to 10 segments.")
+    for language in LANGUAGES:
+        message = options.messages.get(language)
+        if message is None:
+            raise SendError(f"The {LANGUAGES[language]} message is missing.")
+        try:
+            check_language_message(message, language=language)
+        except MessageError as exc:
+            raise SendError(str(exc)) from None
+
+
+@dataclass
+class BatchRow:
+    number: int
+    link: str
+    error: str
+    name: str = ""
+    email: str = ""
+    phone: str = ""
+    language: str = "is"
+
+
+def _unguarded(cell: str) -> str:
+    """A cell as it was uploaded: the links file gives a cell a spreadsheet would evaluate a leading apostrophe
+    (members.csv_cells.safe_cell); a holder's name must not carry it into a message."""
+    if cell[:1] == "'" and safe_cell(cell[1:]) == cell:
+        return cell[1:]
+    return cell
+
+
+def batch_rows(*, batch: LinkBatch, options: SendOptions) -> Iterator[BatchRow]:
+    """Every row of the batch's links file, in order, with what sending needs."""
+    header = batch.header
+    width = len(header)
+    position = {column: index for index, column in enumerate(header)}
+    columns = options.columns
+
+    def cell(cells: list[str], column: str) -> str:
+        index = position.get(column)
+        return _unguarded(cells[index]).strip() if index is not None and index < len(cells) else ""
+
+    with default_storage.open(batch.output_file.name, "rb") as binary:
+        text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
+        reader = csv.reader(text, delimiter=batch.delimiter)
+        file_header = next(reader, None)
+        # The portal's format ends in smartpass_link and error; PassKit's in smartUrl, and error only when
+        # some row has one.
+        added = file_header[width:] if file_header is not None else []
+        if not added or added[0] not in (LINK_COLUMN, PASSKIT_LINK_COLUMN) or added[1:] not in ([], [ERROR_COLUMN]):
+            raise SendError("The links file of this batch cannot be read; make the links again.")
+        for number, cells in enumerate(reader, start=1):
+            padded = cells + [""] * (width + 2 - len(cells))
+            yield BatchRow(
+                number=number,
+                link=padded[width],
+                error=padded[width + 1] if not padded[width + 1].startswith("Warning:") else "",
+                name=cell(cells, columns.name),
+                email=cell(cells, columns.email),
+                phone=cell(cells, columns.phone),
+                language=row_language(cell(cells, columns.language), default=options.default_language),
+            )
+
+
+@dataclass
+class RowMessage:
+    """What one row gets (spec), or why it gets nothing (reason); the SMS's shape when it is an SMS."""
+
+    row: BatchRow
+    spec: delivery.MessageSpec | None = None
+    reason: str = ""
+    shape: delivery_sms.SmsShape | None = None
+
+    @property
+    def html_body(self) -> str:
+        """The email's HTML part inside its <body>, for showing in the staff page (made by messages.render_html
+        from escaped text: nothing from the upload is markup)."""
+        html = self.spec.html if self.spec is not None else ""
+        start, end = html.find(">", html.find("<body")) + 1, html.rfind("</body>")
+        return html[start:end] if 0 < start <= end else ""
+
+
+def row_message(*, batch: LinkBatch, row: BatchRow, options: SendOptions, to: str | None = None) -> RowMessage:
+    """The message of one row exactly as it is sent (`to` replaces its address: the test send)."""
+    if row.error:
+        return RowMessage(row=row, reason=f"The row has an error: {row.error}")
+    if not row.link:
+        return RowMessage(row=row, reason="The row has no link.")
+    # The first channel with an address the outbox can take: an invalid email falls through to the phone.
+    channel = problem = None
+    for candidate in options.channels:
+        address = row.email if candidate == EMAIL else row.phone
+        if not address:
+            continue
+        _normalised, why = delivery_addresses.normalise(candidate, address)
+        if not why:
+            channel = candidate
+            break
+        problem = problem or f"{why.rstrip('.')}: {address}"
+    if channel is None:
+        wanted = " or ".join("email address" if c == EMAIL else "phone number" for c in options.channels)
+        return RowMessage(row=row, reason=problem or f"No address: the row has no {wanted}.")
+    message = options.messages[row.language]
+    key = row_key(batch.pk, row.number)
+    if channel == EMAIL:
+        spec = delivery.MessageSpec(
+            subject_key=key,
+            channel=EMAIL,
+            to=to or row.email,
+            subject=render(message.subject, name=row.name, link=row.link).replace("\n", " ").strip(),
+            text=render(message.body, name=row.name, link=row.link),
+            html=render_html(message.body, name=row.name, link=row.link),
+            language=row.language,
+        )
+        return RowMessage(row=row, spec=spec)
+    text = render(message.sms, name=row.name, link=row.link)
+    shape = delivery_sms.segments(text)
+    spec = delivery.MessageSpec(subject_key=key, channel=SMS, to=to or row.phone, text=text, language=row.language)
+    if shape.segments > options.max_segments:
+        return RowMessage(
+            row=row,
+            spec=spec,
+            shape=shape,
+            reason=f"The SMS would take {shape.segments} segments ({shape.characters} characters, {shape.encoding}); "
+            f"at most {options.max_segments} are allowed.",
+        )
+    return RowMessage(row=row, spec=spec, shape=shape)
+
+
+def batch_send_preview(*, batch: LinkBatch, options: SendOptions, count: int = PREVIEW_ROWS) -> list[RowMessage]:
+    """The first `count` rows that get a message, rendered exactly as they will be sent (or, when fewer rows
+    have one, the first rows with their reasons)."""
+    send_options_check(batch=batch, options=options)
+    chosen, refused = [], []
+    for row in batch_rows(batch=batch, options=options):
+        made = row_message(batch=batch, row=row, options=options)
+        if made.spec is not None:
+            chosen.append(made)
+            if len(chosen) >= count:
+                break
+        elif len(refused) < count:
+            refused.append(made)
+    return chosen or refused
+
+
+@dataclass
+class SendPlan:
+    """What a send would do, before it does it: how many rows get a message, and why the others would not."""
+
+    messages: int
+    by_channel: dict[str, int]
+    not_sent: int
+    summary: list[dict]
+
+
+def batch_send_plan(*, batch: LinkBatch, options: SendOptions) -> SendPlan:
+    """Every row rendered as a send would, nothing queued: the count on the "Send to N holders" button and the
+    rows that would be left out. (Suppressed addresses are known only to the outbox: they are listed after.)"""
+    send_options_check(batch=batch, options=options)
+    summary, by_channel, not_sent = RowSummary(), {EMAIL: 0, SMS: 0}, 0
+    for row in batch_rows(batch=batch, options=options):
+        made = row_message(batch=batch, row=row, options=options)
+        if made.reason:
+            not_sent += 1
+            summary.add(SKIPPED, made.reason, row.number)
+        else:
+            by_channel[made.spec.channel] += 1
+    return SendPlan(
+        messages=sum(by_channel.values()), by_channel=by_channel, not_sent=not_sent, summary=summary.as_json()
+    )
+
+
+@dataclass
+class TestSendOutcome:
+    channel: str
+    to: str
+    sent: bool
+    reason: str = ""
+
+
+def batch_send_test(
+    *, batch: LinkBatch, options: SendOptions, email: str = "", phone: str = ""
+) -> list[TestSendOutcome]:
+    """Send the first preview row's message to the manager's own address and/or phone, now, recorded nowhere in
+    the batch's funnel: one per chosen channel the manager gave an address for."""
+    send_options_check(batch=batch, options=options)
+    rows = batch_send_preview(batch=batch, options=options, count=1)
+    if not rows or rows[0].spec is None:
+        raise SendError("No row of this batch gets a message to test with.")
+    row = rows[0].row
+    outcomes = []
+    for channel, address in ((EMAIL, email), (SMS, phone)):
+        if channel not in options.channels or not address.strip():
+            continue
+        # The row's message on this channel, whatever address the row has.
+        one = SendOptions(**{**options.__dict__, "channels": (channel,)})
+        forced = BatchRow(**{**row.__dict__, "email": row.email or address, "phone": row.phone or address})
+        made = row_message(batch=batch, row=forced, options=one, to=address.strip())
+        if made.reason:
+            outcomes.append(TestSendOutcome(channel=channel, to=address, sent=False, reason=made.reason))
+            continue
+        spec = delivery.MessageSpec(**{**made.spec.__dict__, "subject_key": f"test:{made.spec.subject_key}"})
+        outcome = delivery.send_test(spec)
+        outcomes.append(TestSendOutcome(channel=channel, to=address, sent=outcome.sent, reason=outcome.reason))
+    if not outcomes:
+        raise SendError("Give your own email address or phone number for the chosen channel.")
+    return outcomes
+
+
+@dataclass
+class SendResult:
+    batch: int
+    queued: int
+    already: int
+    skipped: int
+    summary: list[dict]
+
+    def as_json(self) -> dict:
+        return {"queued": self.queued, "skipped": self.skipped, "already": self.already, "batch": self.batch}
+
+
+def batch_send(*, batch: LinkBatch, options: SendOptions, user=None, request=None) -> SendResult:
+    """Queue one message per row by the first chosen channel it has an address for; rows queued by an earlier
+    send stay as they are. Rows not sent are counted by reason and kept on a LinkBatchSend record."""
+    send_options_check(batch=batch, options=options)
+    summary = RowSummary()
+    not_sent = 0
+
+    def specs() -> Iterator[delivery.MessageSpec]:
+        nonlocal not_sent
+        for row in batch_rows(batch=batch, options=options):
+            made = row_message(batch=batch, row=row, options=options)
+            if made.reason:
+                not_sent += 1
+                summary.add(SKIPPED, made.reason, row.number)
+            else:
+                yield made.spec
+
+    with transaction.atomic():
+        queued = delivery.queue_messages(specs())
+        for key, reason in queued.skipped:
+            summary.add(SKIPPED, reason, row_of_key(key) or 0)
+        skipped = not_sent + len(queued.skipped)
+        send = LinkBatchSend.objects.create(
+            batch=batch,
+            channels=",".join(options.channels),
+            default_language=options.default_language,
+            queued=queued.queued,
+            already=queued.already,
+            skipped=skipped,
+            skipped_summary=summary.as_json(),
+            by=user,
+            by_name=user.get_username() if user is not None else "",
+        )
+        staff_action_record(
+            actor=user,
+            action="links.batch_send",
+            target=batch,
+            after={"channels": send.channels, "queued": send.queued, "already": send.already, "skipped": skipped},
+            request=request,
+        )
+    return SendResult(
+        batch=batch.pk, queued=queued.queued, already=queued.already, skipped=skipped, summary=send.skipped_summary
+    )
+
+
+def batch_send_cancel(*, batch: LinkBatch, user=None, request=None) -> int:
+    """Stop the batch's messages not sent yet (a message being sent now finishes)."""
+    count = delivery.cancel(batch_key_prefix(batch.pk))
+    staff_action_record(
+        actor=user, action="links.batch_send_cancel", target=batch, after={"cancelled": count}, request=request
+    )
+    return count
+
+
+def batch_send_again(*, batch: LinkBatch, user=None, request=None) -> int:
+    """Queue the batch's failed messages again (failed ones only: sent, bounced and skipped stay as they are)."""
+    count = delivery.retry_failed(batch_key_prefix(batch.pk))
+    staff_action_record(
+        actor=user, action="links.batch_send_again", target=batch, after={"queued": count}, request=request
+    )
+    return count
+
+
+def batch_delivery_counts(*, batch: LinkBatch) -> dict[str, dict[str, int]]:
+    return delivery_selectors.status_counts(batch_key_prefix(batch.pk))

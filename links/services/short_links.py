@@ -1,0 +1,71 @@
+"""Short links: made with a chunk's rows, stored in one COPY per chunk, looked up by the public /s/ page.
+
+A short link stands for the row's long token, stored beside its code (links.models.ShortLink): the code
+opens exactly what the long link opens (claim page, one pass per row, autofill, expiry), because the claim
+page is handed that very token.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import connection
+
+from ..models import LinkBatch, ShortLink
+from ..rows import Row, RowRules
+from ..short_codes import is_code, new_code
+
+SHORT_PATH = "/s/"
+
+
+class ShortLinkMaker:
+    """Makes a chunk's short links in place of its long ones, keeping (code, row, token) until `store`."""
+
+    def __init__(self, batch: LinkBatch, rules: RowRules) -> None:
+        self.batch_id = batch.pk
+        self.long_link = rules.link
+        self.prefix = len(rules.base_url)
+        self.base = settings.PUBLIC_BASE_URL.rstrip("/") + SHORT_PATH
+        self.made: list[str] = []  # COPY lines, made as the rows are
+
+    @classmethod
+    def for_batch(cls, batch: LinkBatch, rules: RowRules) -> ShortLinkMaker | None:
+        return cls(batch, rules) if batch.short_links else None
+
+    def link(self, row: Row) -> str:
+        token = self.long_link(row)[self.prefix :]
+        code = new_code()
+        # Codes and tokens are letters, digits, "-" and "_": nothing in a line needs COPY's escaping.
+        self.made.append(f"{code}\t{self.batch_id}\t{row.number}\t{token}\n")
+        return self.base + code
+
+    def store(self) -> None:
+        """Write the chunk's short links (in the transaction that marks the chunk done, so a chunk made twice
+        leaves only the codes of the output that was kept)."""
+        if not self.made:
+            return
+        table = ShortLink._meta.db_table
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                # The chunk's transaction need not wait for its WAL to reach the disk: a crash before it does
+                # loses the whole transaction (these codes and the chunk's "done" together), and the sweep makes
+                # the chunk again; nothing was handed out meanwhile.
+                cursor.execute("SET LOCAL synchronous_commit = off")
+                with (
+                    connection.wrap_database_errors,
+                    cursor.copy(f"COPY {table} (code, batch_id, row, token) FROM STDIN") as copy,
+                ):
+                    copy.write("".join(self.made))
+            else:
+                lines = (line.rstrip("\n").split("\t") for line in self.made)
+                cursor.executemany(
+                    f"INSERT INTO {table} (code, batch_id, row, token) VALUES (%s, %s, %s, %s)",
+                    [(code, int(batch), int(row), token) for code, batch, row, token in lines],
+                )
+        self.made = []
+
+
+def short_link_token(*, code: str) -> str | None:
+    """The long token a short code stands for; None for a malformed or unknown code (one 404 for both)."""
+    if not is_code(code):
+        return None
+    return ShortLink.objects.filter(code=code).values_list("token", flat=True).first()

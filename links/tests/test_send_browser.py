@@ -1,0 +1,76 @@
+"""The Send links page in Chromium: the preview of real rows, a placeholder refused, a test send to the
+manager's own address (the suite's real SMTP server), then "Send to N holders" with its confirmation, and the
+batch page's funnel and delivery table."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from conftest import login
+from delivery.models import Message
+
+from .test_send_links import make_batch, template_with_fields
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def card(media):
+    return template_with_fields(
+        [
+            ("name", "Nafn", "TEXT", "ISSUER", True),
+            ("email", "Netfang", "EMAIL", "ISSUER", False),
+            ("phone", "Farsími", "PHONE_NUMBER", "ISSUER", False),
+        ]
+    )
+
+
+def test_a_manager_previews_tests_and_sends_a_batchs_links(
+    page, live_server, manager, card, tmp_path, smtp_server, settings
+):
+    settings.SMS_URL = "twilio+http://AC0123:secret@127.0.0.1:9?from=Passar"
+    settings.DEFAULT_FROM_EMAIL = "passar@issuer.example"
+    batch = make_batch(card, tmp_path)
+    login(page, live_server, "maria")
+
+    page.goto(f"{live_server.url}/links/{batch.pk}/")
+    page.locator("#send-links").click()
+    expect(page.locator(".preview-message")).to_have_count(3)
+    expect(page.locator(".preview-subject").first).to_have_text("Kortið þitt er tilbúið")
+    expect(page.locator(".preview-shape").first).to_contain_text("1 segment · UCS-2")
+    expect(page.locator("#plan-count")).to_have_text("3")
+    expect(page.locator("#not-sent")).to_contain_text("No address: the row has no email address or phone number.")
+
+    page.get_by_label("SMS text (English)").fill("Hi {first_name}: {link}")
+    page.locator("#preview-button").click()
+    expect(page.locator("#send-errors")).to_contain_text("uses {first_name}, which is not a placeholder")
+    page.get_by_label("SMS text (English)").fill("Hi {name}: {link}")
+    page.locator("#preview-button").click()
+
+    page.get_by_label("Your email address").fill("maria@issuer.example")
+    page.locator("#test-button").click()
+    expect(page.locator(".test-outcomes")).to_contain_text("EMAIL to maria@issuer.example: sent")
+    assert [recipients for recipients, _ in smtp_server.messages] == [["maria@issuer.example"]]
+    assert not Message.objects.exists()
+
+    questions = []
+    page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.accept()))
+    page.locator("#send-button").click()
+    page.wait_for_url(re.compile(rf"/links/{batch.pk}/#delivery$"))
+    assert questions and questions[0].startswith("Send 3 messages to holders now?")
+    expect(page.locator("#delivery-table tbody tr")).to_have_count(3)
+    expect(page.locator("#send-history")).to_contain_text("3 queued, 3 not sent")
+    assert Message.objects.filter(status=Message.QUEUED).count() == 3
+
+    page.select_option("#delivery-status", "sent")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("#delivery-table tbody")).to_contain_text("No messages with this status")
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{live_server.url}/links/{batch.pk}/send/")
+    expect(page.locator(".preview-message")).to_have_count(3)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the send page scrolls sideways on a phone ({width}px)"
