@@ -1,6 +1,7 @@
 """gunicorn settings for the web process (Dockerfile and docker-compose.yml run `gunicorn -c` with this file).
 
-PORT (default 8000) and WEB_CONCURRENCY (worker processes, default 3) come from the environment.
+PORT (default 8000), WEB_CONCURRENCY (worker processes, default 2) and WEB_THREADS (threads per worker, default
+16) come from the environment.
 """
 
 import os
@@ -11,12 +12,23 @@ from portal.log_redaction import SecretRedactingFormatter, redact_secret_paths
 
 wsgi_app = "portal.wsgi:application"
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "3"))
+# Threaded workers (gthread): a claim spends most of its time waiting for SmartPages (~100 ms a create) with the
+# GIL released, so one process per CPU with many threads serves a surge of holders; sync workers held one worker
+# per claim for its whole upstream call (3 of them: 13 claims/s, 2 x 16 threads 36, bench/README.md "Claim surge"). Threads only
+# wait on I/O here: more of them cost a little memory each, not CPU.
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("WEB_THREADS", "16"))
+# Room for the connections of a surge (a holder's phone keeps its own open): the default backlog of 2048 and
+# 1000 connections per worker, with idle ones dropped after 5 s so they do not hold a slot.
+keepalive = 5
 # Nobody runs gunicornc in the container, and its default socket path needs a home directory the user lacks.
 control_socket_disable = True
-# Above the longest request's own budget, or gunicorn kills a worker mid-claim: a claim calls SmartPages with
+# Above the longest request's own budget: a claim calls SmartPages with
 # SMARTPAGES_REQUEST_TIMEOUT (connect 3 s, read 10 s, one quick second try: at most about 16 s for the POST, and
 # as much again when it reads an existing pass after a 409), then hands what is unfinished to the retry task.
+# (A threaded worker reports alive from its main loop, so a thread waiting on SmartPages is never the cause of a
+# timeout; the margin still matters to anyone running with `--worker-class sync`.)
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = 30
 accesslog = "-"

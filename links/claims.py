@@ -27,7 +27,7 @@ from django.utils import timezone, translation
 from background.enqueue import enqueue_after_commit
 from members import selectors as member_selectors
 from members.identity import InvalidIdentity
-from members.models import Member
+from members.models import AutofillSetting, Member
 from members.services import InvalidMemberValues, IssueRefused, pass_links
 from members.services.issuing import IssueKind, member_adopt, member_issue, member_reissue_failed
 from members.validation import FieldSpec, TemplateRules, validate_values
@@ -84,6 +84,8 @@ class ClaimContext:
     asked: list[FieldSpec]
     # The template's "already enrolled" message ('' when staff set none).
     already_enrolled_message: str = ""
+    # The template's autofill setting, read once per request (the page, the claim and its External ID use it).
+    autofill: AutofillSetting | None = None
 
 
 def claim_context_for(*, payload: tokens.LinkPayload) -> ClaimContext:
@@ -96,6 +98,7 @@ def claim_context_for(*, payload: tokens.LinkPayload) -> ClaimContext:
     if refusal:
         raise ClaimUnavailable(refusal)
     specs = member_selectors.template_field_specs(template=template)
+    autofill = member_selectors.autofill_setting_for(template=template)
     prefilled, asked = [], []
     for spec in specs:
         value = (payload.fields.get(spec.identifier) or "").strip()
@@ -110,14 +113,17 @@ def claim_context_for(*, payload: tokens.LinkPayload) -> ClaimContext:
         rules=member_selectors.template_rules(template=template),
         prefilled=prefilled,
         asked=asked,
-        already_enrolled_message=already_enrolled_message_for(template=template),
+        already_enrolled_message=already_enrolled_message_for(template=template, setting=autofill),
+        autofill=autofill,
     )
 
 
-def already_enrolled_message_for(*, template: PassTemplate, language: str | None = None) -> str:
+def already_enrolled_message_for(
+    *, template: PassTemplate, language: str | None = None, setting: AutofillSetting | None = None
+) -> str:
     """The message staff set for holders who already have a pass, in the page's language (the request's,
     activated by LocaleMiddleware, unless given), else in the other one; '' when none (the page words its own)."""
-    setting = member_selectors.autofill_setting_for(template=template)
+    setting = setting or member_selectors.autofill_setting_for(template=template)
     return setting.message_for(language or translation.get_language())
 
 
@@ -274,7 +280,9 @@ def claim_submit(
         external_id = link_external_id
         if external_id is None and asked:
             # The autofill field may be one the holder was asked for.
-            external_id = member_selectors.external_id_for_values(template=context.template, values=values)
+            external_id = member_selectors.external_id_for_values(
+                template=context.template, values=values, setting=context.autofill
+            )
     except InvalidIdentity as exc:
         logger.warning("SmartPass link for template %s: the autofill value is unusable: %s", context.template.pk, exc)
         return ClaimOutcome(kind=ClaimKind.LINK_PROBLEM)
@@ -326,7 +334,9 @@ def _link_external_id(*, context: ClaimContext) -> str | None:
     explicit = _explicit_external_id(context=context)
     if explicit is not None:
         return explicit
-    return member_selectors.external_id_for_values(template=context.template, values=context.payload.fields)
+    return member_selectors.external_id_for_values(
+        template=context.template, values=context.payload.fields, setting=context.autofill
+    )
 
 
 def _explicit_external_id(*, context: ClaimContext) -> str | None:
@@ -334,7 +344,9 @@ def _explicit_external_id(*, context: ClaimContext) -> str | None:
     all three name one holder alike (the CSV already normalised it: doing it again changes nothing)."""
     raw = context.payload.external_id or ""
     try:
-        return member_selectors.explicit_external_id(template=context.template, raw=raw, issuer_ids=True)
+        return member_selectors.explicit_external_id(
+            template=context.template, raw=raw, setting=context.autofill, issuer_ids=True
+        )
     except InvalidIdentity:
         # The link was made while autofill read another format (or none): the CSV checked its External ID
         # against the setting of that day. The issuer's ID still names the holder, as it did then.

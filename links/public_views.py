@@ -6,6 +6,7 @@ check failed. The logic lives in links.claims; these views only choose a page.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import segno
@@ -234,6 +235,15 @@ def _absolute_pass_url(member: Member) -> str:
 
 
 def _qr_svg(pass_id: str) -> str:
+    return _qr_svg_in(pass_id, translation.get_language())
+
+
+# The QR code is the pass page's largest cost (~3 ms of segno choosing the best of eight masks): a pass page is
+# opened again and again (a pending page refreshes into it, holders come back, everyone who claimed one autofill
+# link lands on it), so the last few hundred are kept, per language (the title is translated). At ~10 KB each,
+# at most a few MB per process.
+@functools.lru_cache(maxsize=256)
+def _qr_svg_in(pass_id: str, _language: str) -> str:
     # segno writes the SVG from the Pass ID alone (a UUID we stored), so marking it safe cannot inject markup.
     qr = segno.make(pass_id, error="m")
     return mark_safe(

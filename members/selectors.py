@@ -183,13 +183,16 @@ def autofill_field_identifier(*, setting: AutofillSetting) -> str | None:
     return candidates[0] if len(candidates) == 1 else None
 
 
-def external_id_for_values(*, template: PassTemplate, values: Mapping[str, str]) -> str | None:
+def external_id_for_values(
+    *, template: PassTemplate, values: Mapping[str, str], setting: AutofillSetting | None = None
+) -> str | None:
     """The External ID the template's autofill setting derives from a holder's values.
 
     None when autofill is off or the value is empty; raises InvalidIdentity for a value that is not an
-    email address / phone number (issuing without an External ID would allow duplicates).
+    email address / phone number (issuing without an External ID would allow duplicates). A caller that has
+    read the template's setting already passes it (a claim reads it once per request).
     """
-    setting = autofill_setting_for(template=template)
+    setting = setting or autofill_setting_for(template=template)
     identifier = autofill_field_identifier(setting=setting)
     if identifier is None:
         return None
