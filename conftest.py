@@ -343,6 +343,23 @@ def celery_worker_process(django_db_setup, django_db_blocker, session_sandbox):
 
 
 @pytest.fixture
+def own_queue(monkeypatch) -> str:
+    """A Celery queue of the test's own. This process sends its tasks there, and so does every process the test
+    starts (suite_env passes CELERY_QUEUE on): the session's worker, left running by an earlier test on other
+    settings, consumes the suite's queue and would otherwise take the test's tasks. Not for tests that use
+    `celery_worker_process`, which consumes the suite's queue."""
+    from celery import current_app
+
+    queue = f"{os.environ.get('CELERY_QUEUE', 'celery')}-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("CELERY_QUEUE", queue)
+    send_task = current_app.send_task
+    monkeypatch.setattr(
+        current_app, "send_task", lambda *args, **options: send_task(*args, **{"queue": queue, **options})
+    )
+    return queue
+
+
+@pytest.fixture
 def recovery_beat(celery_worker_process):
     """`celery beat` alone, sending the recovery sweep every second to the session's worker: retries due later
     wait in their rows and only a sweep sends them (background.recovery), as beat does in production."""

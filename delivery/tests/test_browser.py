@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from django.urls import reverse
+from playwright.sync_api import expect
 
 from conftest import ARTIFACTS, login
 from delivery import sending, services
@@ -13,7 +14,7 @@ from delivery.models import EMAIL, SMS, Message, Suppression
 from delivery.services import MessageSpec
 from members.tests.factories import make_member, mirror_template
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("own_queue")]
 SHOTS = ARTIFACTS / "delivery-shots"
 
 
@@ -72,7 +73,7 @@ def test_outbox_suppressions_and_member_messages_in_the_browser(page, live_serve
     page.goto(live_server.url + reverse("delivery:outbox"))
     assert page.locator("#outbox tbody tr").count() == 2
     page.locator("#outbox summary").first.click()
-    assert page.get_by_text("Kortið þitt: http://127.0.0.1:8000/s/Zx8Wv7Ut6Sr").first.is_visible() or True
+    expect(page.get_by_text("Kortið þitt: http://127.0.0.1:8000/s/Zx8Wv7Ut6Sr").first).to_be_visible()
     shoot(page, "outbox")
 
     page.goto(live_server.url + reverse("delivery:suppression_list"))

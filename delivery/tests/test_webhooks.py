@@ -14,6 +14,8 @@ from delivery import sending, services
 from delivery.models import EMAIL, SMS, Message, Suppression
 from delivery.services import MessageSpec
 
+pytestmark = pytest.mark.usefixtures("own_queue")
+
 STATUS_PATH = "/delivery/webhooks/twilio/status/"
 INBOUND_PATH = "/delivery/webhooks/twilio/inbound/"
 

@@ -47,7 +47,7 @@ def _env(own_redis, session_sandbox, **extra) -> dict[str, str]:
 
 
 @pytest.fixture
-def own_queue(own_redis, monkeypatch):
+def own_broker(own_redis, monkeypatch):
     """This process sends its tasks where the test's workers listen (the test's own redis-server)."""
     from portal.celery import app
 
@@ -78,7 +78,7 @@ def _sent(channel: str = EMAIL) -> int:
 
 
 def test_two_thousand_emails_arrive_exactly_once_each_multipart_in_their_language(
-    own_redis, own_queue, session_sandbox, smtp_server
+    own_redis, own_broker, session_sandbox, smtp_server
 ):
     env = _env(own_redis, session_sandbox, EMAIL_URL=smtp_server.url, EMAIL_RATE=100000, DELIVERY_SENDERS=2)
     worker = start_celery(env, log_name="delivery-2000-worker")
@@ -107,7 +107,7 @@ def test_two_thousand_emails_arrive_exactly_once_each_multipart_in_their_languag
 
 
 def test_a_worker_killed_mid_send_costs_at_most_the_message_it_was_sending(
-    own_redis, own_queue, session_sandbox, smtp_server
+    own_redis, own_broker, session_sandbox, smtp_server
 ):
     env = _env(
         own_redis,
@@ -144,7 +144,7 @@ def test_a_worker_killed_mid_send_costs_at_most_the_message_it_was_sending(
     print(f"in flight at the kill: {len(in_flight)}; delivered twice: {len(repeated)}")
 
 
-def test_two_workers_together_keep_to_email_rate(own_redis, own_queue, session_sandbox, smtp_server):
+def test_two_workers_together_keep_to_email_rate(own_redis, own_broker, session_sandbox, smtp_server):
     env = _env(own_redis, session_sandbox, EMAIL_URL=smtp_server.url, EMAIL_RATE=20, DELIVERY_SENDERS=4)
     workers = [start_celery(env, log_name=f"delivery-rate-worker-{n}") for n in (1, 2)]
     try:
@@ -162,7 +162,7 @@ def test_two_workers_together_keep_to_email_rate(own_redis, own_queue, session_s
     assert all("delivery.send_queued" in log and "succeeded" in log for log in logs)  # both workers sent
 
 
-def test_cancel_stops_a_running_send_at_the_next_message(own_redis, own_queue, session_sandbox, smtp_server):
+def test_cancel_stops_a_running_send_at_the_next_message(own_redis, own_broker, session_sandbox, smtp_server):
     env = _env(own_redis, session_sandbox, EMAIL_URL=smtp_server.url, EMAIL_RATE=10, DELIVERY_SENDERS=2)
     worker = start_celery(env, log_name="delivery-cancel-worker")
     try:
@@ -179,7 +179,7 @@ def test_cancel_stops_a_running_send_at_the_next_message(own_redis, own_queue, s
     assert smtp_server.count() == sent
 
 
-def test_sms_through_the_twilio_stand_in_with_429_5xx_and_stop(own_redis, own_queue, session_sandbox, twilio):
+def test_sms_through_the_twilio_stand_in_with_429_5xx_and_stop(own_redis, own_broker, session_sandbox, twilio):
     total = 400
     env = _env(own_redis, session_sandbox, SMS_URL=twilio.sms_url(), SMS_RATE=100000)
     twilio.opt_out("+3546700007")  # replied STOP earlier: Twilio refuses it (21610)

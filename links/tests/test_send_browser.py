@@ -14,7 +14,7 @@ from delivery.models import Message
 
 from .test_send_links import make_batch, template_with_fields
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("own_queue")]
 
 
 @pytest.fixture
