@@ -35,6 +35,9 @@ Rules, so that results are predictable:
 * Short rows are padded with ``''`` to the header's width.  Empty cells past
   the header's width are dropped; a row that is still longer than the header
   keeps its extra cells, and the caller reports it as a row error.
+
+One module of about 700 lines because reading and writing share these rules (the encodings, the dialect, the
+formula guard) and must stay pure Python for the worker's hot loop; its sections follow the order above.
 """
 
 from __future__ import annotations

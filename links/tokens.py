@@ -27,6 +27,9 @@ byte length followed by UTF-8.  A field key is written as a varint ``h``:
 of the name), ``h`` even means "a literal name of ``h >> 1`` bytes follows".
 A binary format rather than JSON because every byte costs 4/3 of a
 character in the link, and links end up in SMS messages and QR codes.
+
+About 600 lines in one module because the encoder and decoder must agree byte for byte: the format, the
+well-known identifier table, the nonce supply and the key ring's use are kept side by side.
 """
 
 from __future__ import annotations

@@ -9,6 +9,11 @@ It is pure standard library on purpose: the benchmark imports it without Django,
 bottleneck of a sync of 10,000 templates, so every template is serialised once and list pages are built by
 joining the cached bytes.
 
+It is one module of about a thousand lines on purpose: the state (`SmartPagesSandbox`) and the request
+handler that serves it share private helpers and the fault switches, and the benchmark and `make run` start it
+as one file with no Django. Its sections: faults, the sandbox's state and pass rules, the HTTP server and
+handler, small functions.
+
 It never pretends to be the real service: it says "smartpages-sandbox" in its Server header, its
 distribution pages say they are a stand-in, and its URLs point at itself.
 """
