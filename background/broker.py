@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import uuid
+from time import monotonic
 
 logger = logging.getLogger(__name__)
 _PATCHED = "_smartpass_keeps_worker"
@@ -67,4 +70,39 @@ def keep_worker_through_broker_loss() -> bool:
     qos.restore_unacked = guarded(qos.restore_unacked, "give back")
     qos.ack = guarded(qos.ack, "acknowledge")
     qos.reject = guarded(qos.reject, "acknowledge")
+    return True
+
+
+def write_filesystem_messages_whole() -> bool:
+    """Make kombu's filesystem transport (the embedded mode of `make run`) write each message whole.
+
+    kombu 5.7.0 creates the message file under its final name and only then writes it, so a worker listing the
+    folder at that moment reads an empty file, and its JSONDecodeError stops the worker ("Unrecoverable
+    error"; seen within seconds of a start, when beat, the sweeps and the web process all send at once). Here
+    the message is written to a file whose name the reader never takes (no `.QUEUE.msg` ending) and renamed to
+    its final name, which is atomic on one filesystem. True when applied."""
+    from kombu.exceptions import ChannelError
+    from kombu.transport import filesystem
+    from kombu.utils.encoding import str_to_bytes
+    from kombu.utils.json import dumps
+
+    channel = filesystem.Channel
+    if getattr(channel._put, _PATCHED, False):
+        return True
+
+    def _put(self, queue, payload, **kwargs):
+        name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"  # kombu's own name: same order
+        final = os.path.join(self.data_folder_out, name)
+        partial = os.path.join(self.data_folder_out, f"writing-{uuid.uuid4().hex}")
+        try:
+            with open(partial, "wb") as file:
+                file.write(str_to_bytes(dumps(payload)))
+            os.replace(partial, final)
+        except OSError as exc:
+            if os.path.exists(partial):
+                os.remove(partial)
+            raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+    setattr(_put, _PATCHED, True)
+    channel._put = _put
     return True

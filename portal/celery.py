@@ -12,14 +12,16 @@ from celery.signals import beat_init, setup_logging, worker_init
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from background.broker import keep_worker_through_broker_loss
+from background.broker import keep_worker_through_broker_loss, write_filesystem_messages_whole
 
 from .checks import refuse_to_start_misconfigured
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
-# A worker must outlive a Redis outage even while it holds an unacknowledged message (background/broker.py).
+# A worker must outlive a Redis outage even while it holds an unacknowledged message, and the embedded mode's
+# worker must never read a message file half written (background/broker.py).
 keep_worker_through_broker_loss()
+write_filesystem_messages_whole()
 
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
