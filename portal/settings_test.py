@@ -24,6 +24,19 @@ os.environ.setdefault("MEDIA_ROOT", tempfile.mkdtemp(prefix="smartpass-test-medi
 os.environ.setdefault("EMAIL_URL", "smtp://127.0.0.1:25")
 os.environ.setdefault("OUTBOX_DIR", tempfile.mkdtemp(prefix="smartpass-test-outbox-"))
 
+# Under pytest-xdist (`make test` runs the quick suite on two processes) each test process gets a pair of
+# Redis databases of its own below the configured one (gw0: 14 and 15, gw1: 12 and 13), as pytest-django gives
+# it a database of its own: one process's purge or cache clear must not reach the other's.
+_xdist_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _xdist_worker.startswith("gw") and os.environ.get("CELERY_BROKER_URL", "").startswith("redis"):
+    from urllib.parse import urlsplit as _urlsplit
+
+    _broker = _urlsplit(os.environ["CELERY_BROKER_URL"])
+    _db = int(_broker.path.strip("/") or 0) - 2 * int(_xdist_worker[2:])
+    if _db < 0:
+        raise RuntimeError(f"Too many test processes for the Redis databases below {os.environ['CELERY_BROKER_URL']}")
+    os.environ["CELERY_BROKER_URL"] = _broker._replace(path=f"/{_db}").geturl()
+
 from .settings import *  # noqa: E402,F403
 
 STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405
