@@ -22,7 +22,7 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
@@ -81,13 +81,11 @@ def send_queued(channel: str, *, limit: int | None = None) -> int:
                 if time.monotonic() > slice_ends:
                     services.nudge_senders(channel)
                     break
-                if not due(channel).exists():
-                    if not _wait_for_next_due(channel):
-                        break
-                    continue
                 limiter.wait()
                 message = _take_next(channel, run)
                 if message is None:
+                    if not _wait_for_next_due(channel):
+                        break
                     continue
                 if _send_one(message, transport, run):
                     sent += 1
@@ -136,19 +134,24 @@ def _wait_for_next_due(channel: str) -> bool:
 
 
 def _take_next(channel: str, run: SendingRun) -> Message | None:
-    """Mark the oldest due message `sending` for this run and commit; None when another worker was quicker."""
-    with transaction.atomic():
-        message = due(channel).select_for_update(skip_locked=True).order_by("pk").first()
-        if message is None:
-            return None
-        now = timezone.now()
-        taken = Message.objects.filter(pk=message.pk, status=Message.QUEUED).update(
-            status=Message.SENDING, attempts=message.attempts + 1, run=run, sending_at=now, updated_at=now
+    """Mark the oldest due message `sending` for this run, committed, in one statement (one round trip: the
+    worker's own cost per message is what limits a send's speed); None when none is due or free.
+
+    Under PostgreSQL the inner SELECT locks the row it picks and skips rows another worker holds (two workers
+    never take one row); SQLite has no row locks, but runs one writing statement at a time, and the outer
+    `status` check keeps the compare-and-set either way."""
+    table = Message._meta.db_table
+    lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    taken = list(
+        Message.objects.raw(
+            f"UPDATE {table} SET status = %s, attempts = attempts + 1, run_id = %s, sending_at = %s, updated_at = %s "
+            f"WHERE id = (SELECT id FROM {table} WHERE channel = %s AND status = %s "
+            f"AND (not_before IS NULL OR not_before <= %s) ORDER BY id LIMIT 1{lock}) AND status = %s RETURNING *",
+            [Message.SENDING, run.pk, now, now, channel, Message.QUEUED, now, Message.QUEUED],
         )
-    if not taken:  # SQLite has no row locks: the compare-and-set is what keeps it to one worker there
-        return None
-    message.status, message.attempts, message.run_id = Message.SENDING, message.attempts + 1, run.pk
-    return message
+    )
+    return taken[0] if taken else None
 
 
 def _send_one(message: Message, transport, run: SendingRun) -> bool:
