@@ -1,8 +1,9 @@
 """Codes of short links (`{PUBLIC_BASE_URL}/s/{code}`): random, unguessable, safe at the end of a link.
 
-A code is CODE_LENGTH characters of the 62 letters and digits: 11 × log2(62) ≈ 65.5 random bits (the issue
-asks for at least 58), so guessing one of a million live codes takes ~2^45 tries against a rate-limited
-lookup. Letters and digits only: no autolinker drops one from the end of a link, no mail client breaks a line
+A code is CODE_LENGTH characters of the 62 letters and digits. The first is drawn once for a chunk of a batch
+and shared by its codes (links.services.short_links: a chunk's codes then go into one stretch of the index,
+not all over it); the other 10 are each code's own: 10 × log2(62) ≈ 59.5 random bits (the issue asks for at
+least 58), so guessing one of a million live codes takes ~2^40 tries against a rate-limited lookup. Letters and digits only: no autolinker drops one from the end of a link, no mail client breaks a line
 at one, and nothing needs escaping anywhere. With a 24-character PUBLIC_BASE_URL a short link is 38 characters.
 
 Codes come from os.urandom in pools (a system call per code would cost more than the rest of the code), by
@@ -39,13 +40,13 @@ class _CodePool:
     def __init__(self) -> None:
         self.forget()
 
-    def take(self) -> str:
+    def take(self, count: int) -> str:
         with self.lock:
             position = self.position
-            if position + CODE_LENGTH > len(self.pool):
+            if position + count > len(self.pool):
                 self.pool, position = self._fill(), 0
-            self.position = position + CODE_LENGTH
-            return self.pool[position : position + CODE_LENGTH]
+            self.position = position + count
+            return self.pool[position : position + count]
 
     def _fill(self) -> str:
         wanted = CODE_LENGTH * self.POOL_CODES
@@ -64,5 +65,11 @@ _POOL = _CodePool()
 os.register_at_fork(after_in_child=_POOL.forget)
 
 
-def new_code() -> str:
-    return _POOL.take()
+def new_lead() -> str:
+    """The first character of the codes of one chunk."""
+    return _POOL.take(1)
+
+
+def new_code(lead: str) -> str:
+    """A code starting with `lead` (a new_lead())."""
+    return lead + _POOL.take(CODE_LENGTH - 1)

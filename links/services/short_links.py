@@ -12,7 +12,7 @@ from django.db import connection
 
 from ..models import LinkBatch, ShortLink
 from ..rows import Row, RowRules
-from ..short_codes import is_code, new_code
+from ..short_codes import is_code, new_code, new_lead
 
 SHORT_PATH = "/s/"
 
@@ -26,6 +26,7 @@ class ShortLinkMaker:
         self.prefix = len(rules.base_url)
         self.base = settings.PUBLIC_BASE_URL.rstrip("/") + SHORT_PATH
         self.made: list[str] = []  # COPY lines, made as the rows are
+        self.lead = new_lead()  # the first character of every code of this chunk (links.short_codes)
 
     @classmethod
     def for_batch(cls, batch: LinkBatch, rules: RowRules) -> ShortLinkMaker | None:
@@ -33,7 +34,7 @@ class ShortLinkMaker:
 
     def link(self, row: Row) -> str:
         token = self.long_link(row)[self.prefix :]
-        code = new_code()
+        code = new_code(self.lead)
         # Codes and tokens are letters, digits, "-" and "_": nothing in a line needs COPY's escaping.
         self.made.append(f"{code}\t{self.batch_id}\t{row.number}\t{token}\n")
         return self.base + code
@@ -43,6 +44,11 @@ class ShortLinkMaker:
         leaves only the codes of the output that was kept)."""
         if not self.made:
             return
+        # In code order (the lines start with the code), all under the chunk's one first character: the primary
+        # key's entries go in as a walk through one stretch of the index instead of a jump to a random page of
+        # it each. PostgreSQL's COPY of a million codes in 50,000-row chunks: 5.5-6.0 s at random, 3.4-3.9 s
+        # sorted, 2.8-3.0 s sorted under one first character per chunk (the sort: 0.4 CPU-s; bench/README.md).
+        self.made.sort()
         table = ShortLink._meta.db_table
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":

@@ -17,7 +17,7 @@ from links import tokens
 from links.keyring import link_keys
 from links.models import LinkBatch, LinkOpen, ShortLink
 from links.services.opens import is_preview_agent
-from links.short_codes import ALPHABET, CODE_LENGTH, new_code
+from links.short_codes import ALPHABET, CODE_LENGTH, new_code, new_lead
 from members.models import Member
 from members.services import autofill
 
@@ -110,7 +110,7 @@ def test_unknown_and_malformed_codes_get_the_same_404_page_as_a_tampered_token(c
     good = link_path(fields=PERCY).removeprefix("/p/")
     tampered = client.get("/p/" + good[:-3] + ("AAA" if good[-3:] != "AAA" else "BBB"))
     assert tampered.status_code == 404
-    for code in [new_code(), "short", "a" * 40, "abc_def-ghi", "0000000000."]:
+    for code in [new_code(new_lead()), "short", "a" * 40, "abc_def-ghi", "0000000000."]:
         answer = client.get("/s/" + code)
         assert answer.status_code == 404 and answer.content == tampered.content, code
     assert not LinkOpen.objects.exists()
@@ -123,9 +123,9 @@ def test_short_link_lookups_are_rate_limited_with_the_claims(settings, demo, tmp
     client = Client(REMOTE_ADDR=f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}")
     short = path_of(rows[0]["smartpass_link"])
 
-    codes = [client.get(short).status_code, client.get("/s/" + new_code()).status_code]
+    codes = [client.get(short).status_code, client.get("/s/" + new_code(new_lead())).status_code]
     codes += [client.get(link_path(fields=PERCY)).status_code, client.get(short).status_code]
-    codes += [client.get("/s/" + new_code()).status_code, client.get(short).status_code]
+    codes += [client.get("/s/" + new_code(new_lead())).status_code, client.get(short).status_code]
 
     assert codes == [200, 404, 200, 200, 429, 429]
 
@@ -145,9 +145,11 @@ def test_short_links_of_a_batch_cut_into_chunks_in_two_processes_are_all_stored(
 
 
 def test_codes_use_letters_and_digits_only_and_carry_at_least_58_random_bits():
-    codes = [new_code() for _ in range(20000)]
-    assert len(ALPHABET) == 62 and CODE_LENGTH * 5.954 >= 58  # log2(62) = 5.954
-    assert all(len(code) == CODE_LENGTH and set(code) <= set(ALPHABET) for code in codes)
+    lead = new_lead()
+    codes = [new_code(lead) for _ in range(20000)]
+    # The first character is the chunk's; each code's own random part is the rest.
+    assert len(ALPHABET) == 62 and (CODE_LENGTH - 1) * 5.954 >= 58  # log2(62) = 5.954
+    assert all(len(code) == CODE_LENGTH and code[0] == lead and set(code) <= set(ALPHABET) for code in codes)
     assert len(set(codes)) == len(codes)
     # Every character is used about equally in every position (a byte-modulo bias would show here).
     last = [code[-1] for code in codes]
