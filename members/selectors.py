@@ -82,10 +82,13 @@ def unique_values_held(
         wanted = sorted({value for value in values if value not in (None, "")})
         if identifier not in unique or not wanted:
             continue
-        # values ->> 'identifier': any identifier, whatever characters it has (no lookup path is parsed).
+        # values ->> 'identifier': any identifier, whatever characters it has (no lookup path is parsed). Cast to
+        # text so that `__in` compares plain text: on a key transform Django's SQLite `__in` wraps every value in
+        # JSON_EXTRACT(value, '$'), and a phone number or email is not JSON ("malformed JSON", a 500 on every
+        # claim after the first in `make run`).
         members = (
             Member.objects.filter(template=template, status__in=VALUE_HOLDING_STATUSES)
-            .annotate(held_value=KeyTextTransform(identifier, "values"))
+            .annotate(held_value=Cast(KeyTextTransform(identifier, "values"), output_field=TextField()))
             .filter(held_value__in=wanted)
         )
         if exclude_member_id is not None:
