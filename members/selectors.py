@@ -719,12 +719,17 @@ def member_status_history(*, member: Member) -> QuerySet[MemberStatusChange]:
 
 
 def member_messages(*, member: Member, limit: int = 50):
-    """The messages the outbox sent (or tried to send) this member, newest first."""
+    """The messages the outbox sent (or tried to send) this member's holder, newest first: the pass links sent
+    to the member, and the link of the batch row the member was claimed from."""
     from delivery import selectors as delivery_selectors
 
-    from .services.pass_links import member_subject_prefix
+    from .services.pass_links import batch_row_subject_key, member_subject_prefix
 
-    return delivery_selectors.messages(key_prefix=member_subject_prefix(member.pk))[:limit]
+    messages = delivery_selectors.messages(key_prefix=member_subject_prefix(member.pk))
+    if member.source_batch_id is not None and member.source_row is not None:
+        row_key = batch_row_subject_key(member.source_batch_id, member.source_row)
+        messages = messages | delivery_selectors.messages(subject_key=row_key)
+    return messages[:limit]
 
 
 def member_changes(*, member: Member) -> QuerySet[MemberChange]:

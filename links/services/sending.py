@@ -25,6 +25,7 @@ from delivery import selectors as delivery_selectors
 from delivery import services as delivery
 from delivery import sms as delivery_sms
 from members.csv_cells import safe_cell
+from members.services.pass_links import batch_row_subject_key
 
 from ..messages import (
     DEFAULT_MAX_SEGMENTS,
@@ -61,7 +62,7 @@ class SendError(ValueError):
 
 
 def row_key(batch_id: int, row: int) -> str:
-    return f"batch:{batch_id}:row:{row}"
+    return batch_row_subject_key(batch_id, row)
 
 
 def batch_key_prefix(batch_id: int) -> str:

@@ -54,6 +54,12 @@ def member_subject_prefix(member_id: int) -> str:
     return f"member:{member_id}:"
 
 
+def batch_row_subject_key(batch_id: int, row: int) -> str:
+    """The subject key of the message that sent a batch row's link (`batch:7:row:15`): the links app sends it,
+    and a member made from that row lists it among the messages to its holder."""
+    return f"batch:{batch_id}:row:{row}"
+
+
 def _subject_key(member_id: int) -> str:
     return f"{member_subject_prefix(member_id)}{uuid.uuid4().hex[:12]}"
 

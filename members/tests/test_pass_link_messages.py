@@ -19,6 +19,11 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def quick(settings):
+    from django.core.cache import cache
+
+    # The hourly limits per address live in the cache (Redis): a run within the hour of the last one must not
+    # start with its counts.
+    cache.clear()
     settings.PUBLIC_BASE_URL = "https://passar.example.is"
     settings.DEFAULT_FROM_EMAIL = "passar@issuer.example"
     settings.EMAIL_RATE = settings.SMS_RATE = 1000
@@ -46,6 +51,29 @@ def test_send_pass_link_again_by_email_is_listed_on_the_member_page(client, mana
     assert "https://wallet.example/p/abc" in message.get_body(preferencelist=("plain",)).get_content()
     page = client.get(reverse("members:member_detail", args=[anna.pk])).content.decode()
     assert "anna@example.is" in page and "badge status-sent" in page
+
+
+def test_the_member_page_lists_the_batch_message_that_sent_the_link_it_was_claimed_from(
+    client, manager, club, smtp_server
+):
+    """Found by a walk through `make run`: the holder's campaign email was missing from their member page."""
+    from delivery import services as delivery
+
+    anna = holder(club, email="anna@example.is")
+    anna.source_batch_id, anna.source_row = 7, 3
+    anna.save(update_fields=["source_batch_id", "source_row"])
+    link_email = delivery.MessageSpec(
+        subject_key=pass_links.batch_row_subject_key(7, 3), channel=EMAIL, to="anna@example.is", text="https://x/s/1"
+    )
+    other_row = delivery.MessageSpec(
+        subject_key=pass_links.batch_row_subject_key(7, 4), channel=EMAIL, to="bjork@example.is", text="https://x/s/2"
+    )
+    delivery.queue_messages([link_email, other_row])
+    sending.send_queued(EMAIL)
+    client.force_login(manager)
+    page = client.get(reverse("members:member_detail", args=[anna.pk])).content.decode()
+    assert "anna@example.is</code>" in page and "badge status-sent" in page
+    assert "bjork@example.is" not in page and "No message sent to this holder yet." not in page
 
 
 def test_send_again_by_sms_when_it_is_set_up_and_not_when_it_is_not(client, manager, club, twilio, settings):
