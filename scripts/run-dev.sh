@@ -8,7 +8,17 @@ export DEBUG="${DEBUG:-1}"
 mkdir -p var/celery/queue var/celery/processed var/cache var/media var/outbox
 
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+# Ctrl-C stops everything within seconds: the worker's warm shutdown would wait for a sending run or a sync to
+# end its slice; killed, its recorded work is taken over by the sweep at the next start.
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    alive=0; for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break; sleep 0.1
+  done
+  for pid in "${pids[@]}"; do pkill -KILL -P "$pid" 2>/dev/null || true; kill -KILL "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
 trap cleanup EXIT INT TERM
 
 if [ -z "${SMARTPAGES_KEY_ID:-}" ]; then

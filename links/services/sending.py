@@ -335,7 +335,11 @@ def batch_send_test(
         if made.reason:
             outcomes.append(TestSendOutcome(channel=channel, to=address, sent=False, reason=made.reason))
             continue
-        spec = delivery.MessageSpec(**{**made.spec.__dict__, "subject_key": f"test:{made.spec.subject_key}"})
+        # Marked where a mail client shows it first: the manager's inbox may hold many tests of many batches.
+        subject = f"[Test] {made.spec.subject}" if made.spec.subject else ""
+        spec = delivery.MessageSpec(
+            **{**made.spec.__dict__, "subject_key": f"test:{made.spec.subject_key}", "subject": subject}
+        )
         outcome = delivery.send_test(spec)
         outcomes.append(TestSendOutcome(channel=channel, to=address, sent=outcome.sent, reason=outcome.reason))
     if not outcomes:

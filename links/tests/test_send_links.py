@@ -266,7 +266,7 @@ def test_a_test_send_reaches_the_managers_own_address_and_is_not_counted(client,
 
     assert answer.status_code == 200 and "EMAIL to maria@issuer.example: sent" in answer.content.decode()
     [(recipients, message)] = smtp_server.messages
-    assert recipients == ["maria@issuer.example"] and message["Subject"] == "Kortið þitt er tilbúið"
+    assert recipients == ["maria@issuer.example"] and message["Subject"] == "[Test] Kortið þitt er tilbúið"
     assert links_of(batch)[1] in message.get_body(preferencelist=("plain",)).get_content()
     assert message.get_content_type() == "multipart/alternative"
     assert not Message.objects.exists()

@@ -137,12 +137,19 @@ def pass_link_send(*, member: Member, channel: str, pass_url: str, language: str
 def pass_link_message(
     *, member: Member, channel: str, address: str, url: str, language: str, subject_key: str = ""
 ) -> delivery.MessageSpec:
-    """The message that carries a member's pass link, worded in `language`."""
+    """The message that carries a member's pass link, worded in `language`: asked for by someone on the
+    template's sign-up page (the holder's "send my pass", no `subject_key`), or sent by the issuer's staff."""
     with translation.override(language):
         name = member.template.name
         if channel == SMS:
             subject = ""
             text = _("Your pass %(name)s: %(url)s") % {"name": name, "url": url}
+        elif subject_key:
+            subject = _("Your pass: %(name)s") % {"name": name}
+            text = _("Open your pass here:\n%(url)s\n\nThe issuer of %(name)s sent you this link.") % {
+                "url": url,
+                "name": name,
+            }
         else:
             subject = _("Your pass: %(name)s") % {"name": name}
             text = _(

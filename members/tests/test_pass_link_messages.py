@@ -48,9 +48,16 @@ def test_send_pass_link_again_by_email_is_listed_on_the_member_page(client, mana
     sending.send_queued(EMAIL)
     [(recipients, message)] = smtp_server.messages
     assert recipients == ["anna@example.is"] and message["Subject"] == f"Your pass: {club.name}"
-    assert "https://wallet.example/p/abc" in message.get_body(preferencelist=("plain",)).get_content()
+    body = message.get_body(preferencelist=("plain",)).get_content()
+    assert "https://wallet.example/p/abc" in body
+    # Staff sent it: the holder is not told that someone asked for it on the sign-up page.
+    assert f"The issuer of {club.name} sent you this link." in body and "Someone asked" not in body
     page = client.get(reverse("members:member_detail", args=[anna.pk])).content.decode()
     assert "anna@example.is" in page and "badge status-sent" in page
+    client.post(reverse("members:member_send_link", args=[anna.pk]), {"channel": "email", "language": "is"})
+    sending.send_queued(EMAIL)
+    icelandic = smtp_server.messages[-1][1].get_body(preferencelist=("plain",)).get_content()
+    assert f"Útgefandi {club.name} sendi þér þennan tengil." in icelandic
 
 
 def test_the_member_page_lists_the_batch_message_that_sent_the_link_it_was_claimed_from(
