@@ -380,6 +380,23 @@ def recovery_beat(celery_worker_process):
 
 
 # --- production-shaped processes (gunicorn, worker and beat with DEBUG off) -----------------------------------
+def run_on_sqlite(script: str, tmp_path: Path, *, timeout: float = 120, **env: str) -> list[str]:
+    """Run `script` with `manage.py shell` in a process of its own on a fresh SQLite file in `tmp_path` (the
+    embedded default `make run` uses), with `env` added to its environment: the lines it printed. A failed run
+    fails the test with the process's stderr."""
+    environment = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", **env}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", script],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

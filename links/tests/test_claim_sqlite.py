@@ -4,12 +4,9 @@ taking claims after its first member. Found by a walk through `make run`: the un
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from conftest import run_on_sqlite
 
 SQLITE_CLAIMS = """
 from django.conf import settings
@@ -46,17 +43,8 @@ upstream.stop()
 
 @pytest.mark.slow  # a process of its own, on a SQLite file
 def test_a_template_with_a_unique_field_keeps_taking_claims_on_sqlite(tmp_path):
-    environment = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "MEDIA_ROOT": str(tmp_path)}
-    result = subprocess.run(
-        [sys.executable, "manage.py", "shell", "--no-imports", "-c", SQLITE_CLAIMS],
-        cwd=Path(__file__).resolve().parents[2],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [
+    printed = run_on_sqlite(SQLITE_CLAIMS, tmp_path, MEDIA_ROOT=str(tmp_path))
+    assert printed == [
         "gudrun 302 False",
         "jon 302 False",
         # The phone is Guðrún's: the link's own values are refused (the issuer must fix them), no pass made.

@@ -5,13 +5,9 @@ default) through the same migrations."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections import Counter
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -19,6 +15,7 @@ from django.db.models import Count
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from conftest import run_on_sqlite
 from links import claims
 from links.models import ClaimDay, LinkClaim
 from links.services.claim_days import claim_days_reconcile
@@ -207,14 +204,5 @@ print(dict(members_by_status())["Pending"], member_status_counts_reconcile())
 
 @pytest.mark.slow
 def test_status_counts_are_kept_on_sqlite_too(tmp_path):
-    environment = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
-    result = subprocess.run(
-        [sys.executable, "manage.py", "shell", "--no-imports", "-c", SQLITE_COUNTS],
-        cwd=Path(__file__).resolve().parents[2],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["True [('failed', 1), ('issued', 2), ('pending', 2)]", "2 0"]
+    printed = run_on_sqlite(SQLITE_COUNTS, tmp_path)
+    assert printed == ["True [('failed', 1), ('issued', 2), ('pending', 2)]", "2 0"]

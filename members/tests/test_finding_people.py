@@ -1,14 +1,11 @@
 """Issue 20, goal 5: staff find the holder as they have them — a Pass ID in any spelling, the end of a phone
 number — and names sort in Icelandic alphabetical order, on PostgreSQL here and on SQLite in a subprocess."""
 
-import os
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
+from conftest import run_on_sqlite
 from members.collation import icelandic_compare, icelandic_sort_key
 from members.selectors import MemberFilters, member_list
 
@@ -122,19 +119,10 @@ print("reverse ok" if shown(sort="-name") == names[::-1] else shown(sort="-name"
 
 @pytest.mark.slow
 def test_pass_ids_phone_endings_and_icelandic_order_on_sqlite(tmp_path):
-    environment = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
     script = SQLITE_FINDING % {"names": NAMES_IN_ICELANDIC_ORDER}
-    result = subprocess.run(
-        [sys.executable, "manage.py", "shell", "--no-imports", "-c", script],
-        cwd=Path(__file__).resolve().parents[2],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
+    printed = run_on_sqlite(script, tmp_path)
     hex_id = PASS_ID.hex
-    assert result.stdout.splitlines() == [
+    assert printed == [
         f"{PASS_ID} = ['Björk']",
         f"{str(PASS_ID).upper()} = ['Björk']",
         f"{hex_id} = ['Björk']",

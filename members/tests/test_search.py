@@ -1,11 +1,7 @@
 """The member search box (issue 9 item 1) and the member counts kept per template (issue 12 item 5)."""
 
 import importlib
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -13,6 +9,7 @@ from django.urls import reverse
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from conftest import run_on_sqlite
 from members.models import Member, TemplateMemberCount
 from members.search_text import (
     SEPARATOR,
@@ -265,17 +262,8 @@ for typed in ("gudrun yr jons", "simnet.is", "thora@", "bjork", "nobody here"):
 
 @pytest.mark.slow
 def test_search_works_on_sqlite_without_the_postgresql_indexes(tmp_path):
-    environment = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
-    result = subprocess.run(
-        [sys.executable, "manage.py", "shell", "--no-imports", "-c", SQLITE_SEARCH],
-        cwd=Path(__file__).resolve().parents[2],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [
+    printed = run_on_sqlite(SQLITE_SEARCH, tmp_path)
+    assert printed == [
         "gudrun yr jons = ['Guðrún Ýr Jónsdóttir']",
         "simnet.is = ['Guðrún Ýr Jónsdóttir']",
         "thora@ = ['Þóra Björk']",

@@ -2,12 +2,9 @@
 the executemany writer stores exactly what the ORM would (text that COPY would escape, prices, dates, raw),
 and an unchanged re-sync writes nothing."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from conftest import run_on_sqlite
 
 SQLITE_SYNC = """
 import json
@@ -60,17 +57,8 @@ server.stop()
 
 @pytest.mark.slow
 def test_the_sqlite_writer_stores_what_the_orm_would_and_a_resync_writes_nothing(tmp_path):
-    environment = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
-    result = subprocess.run(
-        [sys.executable, "manage.py", "shell", "--no-imports", "-c", SQLITE_SYNC],
-        cwd=Path(__file__).resolve().parents[2],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [
+    printed = run_on_sqlite(SQLITE_SYNC, tmp_path, timeout=180)
+    assert printed == [
         "same as the ORM True 40",
         "upsert keeps rows True",
         "succeeded 40 6",
