@@ -28,7 +28,7 @@ from background.enqueue import enqueue_after_commit
 from members import selectors as member_selectors
 from members.identity import InvalidIdentity
 from members.models import AutofillSetting, Member
-from members.services import InvalidMemberValues, IssueRefused, pass_links
+from members.services import InvalidMemberValues, IssueRefused, UniqueValuesTaken, pass_links
 from members.services.issuing import IssueKind, member_adopt, member_issue, member_reissue_failed
 from members.validation import FieldSpec, TemplateRules, validate_values
 from templates_sync.client import SmartPagesClient
@@ -230,6 +230,8 @@ class ClaimOutcome:
     member: Member | None = None
     errors: dict[str, str] = field(default_factory=dict)
     offer: SendOffer | None = None
+    # Unique fields whose value another member already holds (FORM_ERRORS: the holder's; LINK_PROBLEM: the link's).
+    taken: frozenset[str] = frozenset()
 
 
 def claim_submit(
@@ -316,6 +318,14 @@ def claim_submit(
     except IssueRefused as exc:
         logger.info("Claim on template %s refused: %s", context.template.pk, exc)
         return ClaimOutcome(kind=ClaimKind.UNAVAILABLE)
+    except UniqueValuesTaken as exc:
+        # Another member holds a value of a unique field: the holder's own answer is theirs to change; a value
+        # the link carries only the issuer can change.
+        taken = frozenset(exc.errors)
+        logger.info("Claim on template %s: unique values taken: %s", context.template.pk, ", ".join(sorted(taken)))
+        if taken <= asked:
+            return ClaimOutcome(kind=ClaimKind.FORM_ERRORS, errors=exc.errors, taken=taken)
+        return ClaimOutcome(kind=ClaimKind.LINK_PROBLEM, taken=taken - asked)
     except InvalidMemberValues as exc:  # validated above; only a template changed mid-claim gets here
         logger.warning("Claim on template %s: values refused: %s", context.template.pk, exc)
         return ClaimOutcome(kind=ClaimKind.LINK_PROBLEM)

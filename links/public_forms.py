@@ -60,12 +60,17 @@ class ClaimForm(forms.Form):
         """The holder's values by input-field identifier (valid form only)."""
         return {spec.identifier: self.cleaned_data.get(name, "") for name, spec in self.specs.items()}
 
-    def add_claim_errors(self, errors: dict[str, str]) -> None:
-        """Errors the claim service found in the holder's answers (worded here, in the holder's language)."""
+    def add_claim_errors(self, errors: dict[str, str], *, taken: frozenset[str] = frozenset()) -> None:
+        """Errors the claim service found in the holder's answers (worded here, in the holder's language);
+        `taken`: answers that are valid but already another pass's value of a unique field."""
         by_identifier = {spec.identifier: name for name, spec in self.specs.items()}
         for identifier in errors:
             name = by_identifier.get(identifier)
-            if name is not None:
+            if name is None:
+                continue
+            if identifier in taken:
+                self.add_error(name, _("Another pass of this card already has this value."))
+            else:
                 spec = self.specs[name]
                 self.add_error(name, holder_message(spec=spec, raw=str(self.data.get(name, "")), rules=self.rules))
 

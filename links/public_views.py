@@ -144,8 +144,11 @@ def _claim_answer(request: HttpRequest, *, context: claims.ClaimContext, form: C
     if kind == claims.ClaimKind.UNAVAILABLE:
         return _unavailable(request, template=context.template)
     if kind == claims.ClaimKind.LINK_PROBLEM:
-        return render(request, "links/public/link_problem.html", {"template": context.template}, status=400)
-    form.add_claim_errors(outcome.errors)
+        labels = {spec.identifier: spec.label for spec in context.specs}
+        taken = sorted(labels.get(identifier, identifier) for identifier in outcome.taken)
+        context_data = {"template": context.template, "taken": taken}
+        return render(request, "links/public/link_problem.html", context_data, status=400)
+    form.add_claim_errors(outcome.errors, taken=outcome.taken)
     return None
 
 

@@ -26,6 +26,10 @@ class InvalidMemberValues(MemberError):
         self.errors = dict(errors)
 
 
+class UniqueValuesTaken(InvalidMemberValues):
+    """Valid values of unique (`isUnique`) fields that another member of the template already holds."""
+
+
 class AutofillSettingError(MemberError):
     pass
 

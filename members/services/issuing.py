@@ -37,7 +37,7 @@ from ..models import (
 )
 from ..search_text import member_search_fields
 from ..validation import validate_values
-from . import InvalidMemberValues, IssueRefused, MemberError, acting_user
+from . import InvalidMemberValues, IssueRefused, MemberError, UniqueValuesTaken, acting_user
 from .counts import template_member_count_add
 
 logger = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def member_issue(
     # A unique field's value another member holds: refused here, before SmartPages is asked.
     clashes = selectors.unique_value_clashes(template=template, values=clean, external_id=external_id)
     if clashes:
-        raise InvalidMemberValues(clashes)
+        raise UniqueValuesTaken(clashes)
     member = Member(
         template=template,
         external_id=external_id,

@@ -6,6 +6,7 @@ sandbox over HTTP, which refuses the same things."""
 
 import csv
 import json
+import re
 from io import StringIO
 
 import pytest
@@ -103,9 +104,32 @@ def test_a_claim_with_a_unique_value_another_member_holds_makes_no_pass(sandbox,
     posts = sandbox.request_count("POST")
     path = link_path(fields={"name": "Another Laura", "email": LAURA["email"]})
     page = client.get(path)
-    client.post(path, {"nonce": nonce_of(page.content.decode())})
+    answer = client.post(path, {"nonce": nonce_of(page.content.decode())})
     assert sandbox.request_count("POST") == posts
     assert Member.objects.count() == 1
+    # The value came with the link: only the issuer can change it, and the holder is told why, not the value.
+    text = answer.content.decode()
+    assert answer.status_code == 400 and "This link cannot be used" in text
+    assert "Another pass of this card already has the Netfang / Email in this link" in text
+    assert LAURA["email"] not in text
+
+
+def test_a_typed_unique_value_another_member_holds_is_a_form_error_for_the_holder(sandbox, client, settings):
+    settings.CLAIM_RATE = "100000/m"
+    fields = [
+        dict(field, type="MEMBER") if field["identifier"] == "email" else field
+        for field in _unique_email_fields(sandbox)
+    ]
+    club = _club_with(sandbox, inputFields=fields)
+    _issued(club, LAURA)
+    path = link_path(fields={"name": "Another Laura"})
+    page = client.get(path)
+    [asked] = re.findall(r'name="(field_\d+)"', page.content.decode())  # the one field the holder fills in
+    answer = client.post(path, {"nonce": nonce_of(page.content.decode()), asked: LAURA["email"]})
+    assert "Another pass of this card already has this value." in answer.content.decode()
+    assert Member.objects.count() == 1
+    answer = client.post(path, {"nonce": nonce_of(page.content.decode()), asked: "other.laura@example.com"})
+    assert answer.status_code == 302 and Member.objects.count() == 2
 
 
 def test_an_upload_row_with_a_unique_value_another_member_holds_gets_no_link(sandbox, settings, tmp_path):
