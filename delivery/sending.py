@@ -81,12 +81,13 @@ def send_queued(channel: str, *, limit: int | None = None) -> int:
                 if time.monotonic() > slice_ends:
                     services.nudge_senders(channel)
                     break
-                limiter.wait()
                 message = _take_next(channel, run)
                 if message is None:
                     if not _wait_for_next_due(channel):
                         break
                     continue
+                # The slot is booked once a message is in hand: a run that finds none spends no one's slot.
+                limiter.wait()
                 if _send_one(message, transport, run):
                     sent += 1
     finally:
@@ -143,15 +144,22 @@ def _take_next(channel: str, run: SendingRun) -> Message | None:
     table = Message._meta.db_table
     lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
     now = connection.ops.adapt_datetimefield_value(timezone.now())
-    taken = list(
-        Message.objects.raw(
-            f"UPDATE {table} SET status = %s, attempts = attempts + 1, run_id = %s, sending_at = %s, updated_at = %s "
-            f"WHERE id = (SELECT id FROM {table} WHERE channel = %s AND status = %s "
-            f"AND (not_before IS NULL OR not_before <= %s) ORDER BY id LIMIT 1{lock}) AND status = %s RETURNING *",
-            [Message.SENDING, run.pk, now, now, channel, Message.QUEUED, now, Message.QUEUED],
-        )
+    update = (
+        f"UPDATE {table} SET status = %s, attempts = attempts + 1, run_id = %s, sending_at = %s, updated_at = %s "
+        f"WHERE id = (SELECT id FROM {table} WHERE channel = %s AND status = %s "
+        f"AND (not_before IS NULL OR not_before <= %s) ORDER BY id LIMIT 1{lock}) AND status = %s"
     )
-    return taken[0] if taken else None
+    params = [Message.SENDING, run.pk, now, now, channel, Message.QUEUED, now, Message.QUEUED]
+    if connection.features.can_return_columns_from_insert:
+        taken = list(Message.objects.raw(update + " RETURNING *", params))
+        return taken[0] if taken else None
+    # SQLite before 3.35 (which Django 5.2 still accepts) has no RETURNING: the run holds one message at a time,
+    # so the one in `sending` for this run is the one just taken.
+    with connection.cursor() as cursor:
+        cursor.execute(update, params)
+        if not cursor.rowcount:
+            return None
+    return Message.objects.filter(run=run, status=Message.SENDING).order_by("-pk").first()
 
 
 def _send_one(message: Message, transport, run: SendingRun) -> bool:

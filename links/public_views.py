@@ -144,7 +144,7 @@ def _claim_answer(request: HttpRequest, *, context: claims.ClaimContext, form: C
     if kind == claims.ClaimKind.UNAVAILABLE:
         return _unavailable(request, template=context.template)
     if kind == claims.ClaimKind.LINK_PROBLEM:
-        labels = {spec.identifier: spec.label for spec in context.specs}
+        labels = {spec.identifier: spec.name for spec in context.specs}
         taken = sorted(labels.get(identifier, identifier) for identifier in outcome.taken)
         context_data = {"template": context.template, "taken": taken}
         return render(request, "links/public/link_problem.html", context_data, status=400)

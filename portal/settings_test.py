@@ -28,7 +28,13 @@ os.environ.setdefault("OUTBOX_DIR", tempfile.mkdtemp(prefix="smartpass-test-outb
 # Redis databases of its own below the configured one (gw0: 14 and 15, gw1: 12 and 13), as pytest-django gives
 # it a database of its own: one process's purge or cache clear must not reach the other's.
 _xdist_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-if _xdist_worker.startswith("gw") and os.environ.get("CELERY_BROKER_URL", "").startswith("redis"):
+# Once: processes a test starts (workers, SQLite scripts) inherit the shifted URL with the worker's name.
+if (
+    _xdist_worker.startswith("gw")
+    and os.environ.get("CELERY_BROKER_URL", "").startswith("redis")
+    and not os.environ.get("SMARTPASS_TEST_BROKER_SHIFTED")
+):
+    os.environ["SMARTPASS_TEST_BROKER_SHIFTED"] = "1"
     from urllib.parse import urlsplit as _urlsplit
 
     _broker = _urlsplit(os.environ["CELERY_BROKER_URL"])

@@ -11,6 +11,7 @@ pids=()
 # Ctrl-C stops everything within seconds: the worker's warm shutdown would wait for a sending run or a sync to
 # end its slice; killed, its recorded work is taken over by the sweep at the next start.
 cleanup() {
+  trap - EXIT INT TERM  # once: an INT or TERM is followed by EXIT, and reaped PIDs may be reused
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for _ in $(seq 50); do
     alive=0; for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
@@ -18,8 +19,12 @@ cleanup() {
   done
   for pid in "${pids[@]}"; do pkill -KILL -P "$pid" 2>/dev/null || true; kill -KILL "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  pids=()
 }
-trap cleanup EXIT INT TERM
+# Ctrl-C during the start-up steps ends the script too, rather than going on to runserver alone.
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
+trap cleanup EXIT
 
 if [ -z "${SMARTPAGES_KEY_ID:-}" ]; then
   export SMARTPAGES_API_URL="http://127.0.0.1:8001" SMARTPAGES_KEY_ID="sandbox" SMARTPAGES_KEY_TOKEN="sandbox-secret"
