@@ -41,6 +41,68 @@ ARTIFACTS = ROOT / "test-artifacts"
 SANDBOX_KEY_ID, SANDBOX_KEY_TOKEN = "sandbox", "sandbox-secret"
 
 
+# --- the test database ------------------------------------------------------------------------------------
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # The quick suite's processes (pytest-xdist): the first to need a database migrates a template database
+    # (unless the one a run before made came from the same migration files), and each copies it (CREATE
+    # DATABASE … TEMPLATE, a fraction of a second) rather than migrating a database of its own — 10 s of CPU
+    # per process, on a machine of two cores. Run in one process (the whole suite), pytest-django's own
+    # django_db_setup is used unchanged.
+    @pytest.fixture(scope="session")
+    def django_db_setup(
+        request, django_test_environment, django_db_blocker, django_db_modify_db_settings, tmp_path_factory
+    ):
+        import fcntl
+
+        from django.conf import settings
+        from django.db import connection
+
+        assert connection.vendor == "postgresql", "the quick suite on several processes runs on PostgreSQL"
+        verbosity = request.config.option.verbose
+        worker = os.environ["PYTEST_XDIST_WORKER"]
+        own = connection.settings_dict["TEST"]["NAME"]  # pytest-django's name for this process: test_…_gw0
+        template = own.removesuffix(f"_{worker}") + "_template"
+        configured = connection.settings_dict["NAME"]
+        run_folder = tmp_path_factory.getbasetemp().parent  # one per run, shared by its processes
+        with django_db_blocker.unblock(), open(run_folder / "template-database.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # held until this process has its copy
+            made = run_folder / "template-database.made"
+            if not made.exists():
+                migrations = _migrations_fingerprint()
+                if _database_comment(connection, template) != migrations:
+                    connection.settings_dict["TEST"]["NAME"] = template
+                    connection.creation.create_test_db(verbosity=verbosity, autoclobber=True, serialize=False)
+                    with connection.cursor() as cursor:
+                        cursor.execute(f'COMMENT ON DATABASE "{template}" IS %s', [migrations])
+                made.touch()
+            connection.close()  # no session may be open on a template while it is copied
+            with connection.creation._nodb_cursor() as cursor:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{own}"')
+                cursor.execute(f'CREATE DATABASE "{own}" TEMPLATE "{template}"')
+            settings.DATABASES["default"]["NAME"] = connection.settings_dict["NAME"] = own
+        yield
+        with django_db_blocker.unblock():
+            connection.creation.destroy_test_db(old_database_name=configured, verbosity=verbosity)
+
+    def _migrations_fingerprint() -> str:
+        """A digest of every migration file of every installed app (Django's own included): a template made from
+        the same files is the same database, so a later run copies it without migrating."""
+        import hashlib
+
+        from django.db.migrations.loader import MigrationLoader
+
+        digest = hashlib.sha256()
+        for key, migration in sorted(MigrationLoader(None, ignore_no_migrations=True).disk_migrations.items()):
+            digest.update(repr(key).encode() + Path(sys.modules[migration.__module__].__file__).read_bytes())
+        return digest.hexdigest()
+
+    def _database_comment(connection, name: str) -> str | None:
+        with connection.creation._nodb_cursor() as cursor:
+            cursor.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", [name])
+            found = cursor.fetchone()
+        return found[0] if found else None
+
+
 # --- the upstream -----------------------------------------------------------------------------------------
 @pytest.fixture
 def sandbox(settings):
@@ -69,6 +131,14 @@ def live_sandbox(session_sandbox, settings):
     settings.SMARTPAGES_KEY_ID = SANDBOX_KEY_ID
     settings.SMARTPAGES_KEY_TOKEN = SANDBOX_KEY_TOKEN
     return session_sandbox
+
+
+@pytest.fixture
+def club(db, sandbox):
+    """The sandbox's demo template (the seed's club card) in the mirror, as a sync would have stored it."""
+    from members.tests.factories import mirror_template
+
+    return mirror_template()
 
 
 def pytest_collection_modifyitems(items):

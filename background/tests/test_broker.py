@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from kombu import Connection
 
 from background.broker import write_filesystem_messages_whole
@@ -11,6 +12,7 @@ from background.broker import write_filesystem_messages_whole
 MESSAGES = 3000
 
 
+@pytest.mark.slow  # takes seconds
 def test_a_reader_draining_the_folder_while_two_writers_send_gets_every_message_whole(tmp_path):
     """kombu 5.7.0 names the file before writing it, and a reader that lists the folder in between reads an
     empty file and its worker stops. Written under another name and renamed, every message arrives whole."""

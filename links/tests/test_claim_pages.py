@@ -30,11 +30,6 @@ def generous_claim_rate(settings):
     settings.CLAIM_RATE = "100000/m"
 
 
-@pytest.fixture
-def club(db, sandbox):
-    return mirror()
-
-
 def upstream_posts(sandbox) -> int:
     return sandbox.request_count(*POST_PASS)
 

@@ -323,6 +323,7 @@ def test_safe_cell_defuses_formulas_but_leaves_plain_numbers_alone(value: str, e
     assert safe_cell(value) == expected
 
 
+@pytest.mark.slow  # starts processes
 def test_the_formula_guard_is_the_member_exports_and_reading_csv_needs_no_django() -> None:
     from members import csv_cells
 

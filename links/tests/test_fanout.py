@@ -104,6 +104,7 @@ def one_process(sandbox, settings, tmp_path):
     return template, path, comparable(batch)
 
 
+@pytest.mark.slow  # starts processes
 def test_chunks_in_two_local_processes_give_the_one_process_file(one_process, settings):
     template, path, expected = one_process
     batch = make(template, path, settings, chunk_rows=300, jobs=2)
@@ -127,6 +128,7 @@ def test_chunks_in_two_local_processes_give_the_one_process_file(one_process, se
     assert not default_storage.listdir(batch.sibling_path("chunks"))[1]
 
 
+@pytest.mark.slow  # takes seconds
 @pytest.mark.parametrize("query", ["answers late", "answers at once"])
 def test_the_assembly_gives_the_same_file_whenever_the_repeats_query_answers(one_process, settings, monkeypatch, query):
     # The query for holders repeated across chunks runs beside the copy of the chunks' files: answering after
@@ -171,6 +173,7 @@ def _after(started: threading.Event, read, *, wait: bool):
     return reading
 
 
+@pytest.mark.slow  # takes seconds
 def test_one_chunk_per_row_gives_the_same_file(one_process, settings, tmp_path):
     template, _, _ = one_process
     path = campaign(tmp_path / "small.csv", 120)

@@ -1,5 +1,6 @@
 """The plain-address fast path of normalise_email must agree with email_validator on everything it takes."""
 
+import pytest
 from email_validator import EmailNotValidError, validate_email
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,6 +18,7 @@ plain_looking = st.builds(
 )
 
 
+@pytest.mark.slow  # takes seconds
 @settings(max_examples=500)
 @given(plain_looking)
 def test_every_address_the_fast_path_takes_is_one_email_validator_accepts_unchanged(address):

@@ -91,6 +91,7 @@ def plain_numbers(draw: st.DrawFn, regions: list[str]) -> tuple[str, str]:
     return region, draw(st.sampled_from(["", " "])) + prefix + national
 
 
+@pytest.mark.slow  # takes seconds
 @settings(max_examples=EXAMPLES)
 @given(plain_numbers(REGIONS))
 def test_every_number_the_fast_path_takes_is_one_phonenumbers_takes_with_the_same_e164(case):
@@ -155,6 +156,7 @@ def test_what_the_fast_path_leaves_to_phonenumbers(text, region):
     assert _plain_phone(text, region) is None
 
 
+@pytest.mark.slow  # takes seconds
 @settings(max_examples=EXAMPLES)
 @given(st.data())
 def test_a_column_of_numbers_gets_what_each_number_gets(data):

@@ -23,6 +23,7 @@ def _get(url, **headers):
         return exc.code
 
 
+@pytest.mark.slow  # starts processes
 def test_claim_tokens_and_pass_keys_reach_the_logs_only_as_a_prefix():
     token = secrets.token_urlsafe(90)
     key = "4711:" + secrets.token_urlsafe(27)

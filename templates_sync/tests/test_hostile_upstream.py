@@ -54,6 +54,7 @@ def _timed(call) -> tuple[Exception | None, float]:
 
 
 # --- the client alone, against the sandbox over HTTP ---------------------------------------------------------
+@pytest.mark.slow  # takes seconds
 def test_a_dripping_upstream_is_cut_off_at_the_calls_deadline(sandbox):
     """A byte every 8 s never trips a 10 s read timeout (it is per socket read): only the deadline ends it."""
     sandbox.faults = Faults(drip_seconds=DRIP)

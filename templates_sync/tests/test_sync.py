@@ -176,6 +176,7 @@ def test_a_run_that_fails_while_confirming_removals_removes_nothing(sandbox, set
     assert (again.status, again.removed) == ("succeeded", 2)
 
 
+@pytest.mark.slow  # takes seconds
 @pytest.mark.django_db(transaction=True)
 def test_a_live_run_waiting_on_slow_removal_checks_is_not_taken_over(sandbox, settings):
     """Each GET of a template that left the list takes longer than a run may stay silent: the run beats while
@@ -502,6 +503,7 @@ def _sync_while(*, pages: int, action) -> SyncRun:
         thread.join()
 
 
+@pytest.mark.slow  # takes seconds
 @pytest.mark.django_db(transaction=True)
 def test_a_database_connection_killed_mid_run_still_ends_the_run_and_releases_the_lock(sandbox, settings):
     settings.SMARTPAGES_PAGE_SIZE = 5
@@ -620,6 +622,7 @@ def test_a_sync_that_killed_its_worker_max_attempts_times_fails_instead_of_runni
     assert sync.templates_sync_all().status == "succeeded"
 
 
+@pytest.mark.slow  # takes seconds
 @pytest.mark.django_db(transaction=True)
 def test_a_run_queued_again_and_taken_by_another_worker_stops_the_first_one(sandbox, settings):
     """A worker cut off (not dead) finds at its next beat that the run is another attempt's: it stops writing."""
@@ -637,6 +640,7 @@ def test_a_run_queued_again_and_taken_by_another_worker_stops_the_first_one(sand
     assert run.pages < 5
 
 
+@pytest.mark.slow  # takes seconds
 def test_a_run_beats_while_it_waits_for_a_slow_page(sandbox, settings):
     settings.SMARTPAGES_PAGE_SIZE = 100
     settings.RUN_HEARTBEAT_SECONDS = 0.2
@@ -651,6 +655,7 @@ def test_a_run_beats_while_it_waits_for_a_slow_page(sandbox, settings):
     assert len(beats) >= 4  # one every 0.2 s of the 1.5 s wait, besides the progress saves
 
 
+@pytest.mark.slow  # takes seconds
 @pytest.mark.django_db(transaction=True)
 def test_a_run_taken_over_while_it_works_stops_writing(sandbox, settings):
     settings.SMARTPAGES_PAGE_SIZE = 5
@@ -729,6 +734,7 @@ def test_raw_reads_back_as_it_was_stored_whatever_json_it_holds():
         assert PassTemplate.objects.get(pk=template.pk).raw == document
 
 
+@pytest.mark.slow  # takes seconds
 @pytest.mark.django_db(transaction=True)
 def test_going_back_before_0008_rebuilds_the_input_field_rows_from_raw(sandbox):
     """Migration 0008 drops the input fields' table; going back must not leave it empty, as the old sync would
