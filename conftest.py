@@ -1,5 +1,10 @@
 """Shared test fixtures: the SmartPages sandbox over real HTTP, staff users by role, a real Celery worker
-process on the configured broker (Redis in CI), and Chromium through Playwright."""
+process on the configured broker (Redis in CI), and Chromium through Playwright.
+
+One module of ~780 lines because pytest reads fixtures shared across apps from the root conftest only; each
+app's own fixtures are in its tests/conftest.py. Its sections: the test database, the upstream, a real SMTP
+server, races, people, a real Celery worker, production-shaped processes, S3-compatible media, processes a
+fault test stops and starts, the browser."""
 
 from __future__ import annotations
 

@@ -5,6 +5,9 @@ create), gunicorn serving the portal (a subprocess, `portal.settings_test` on a 
 this process, the load: threads with `requests` on 127.0.0.1 doing what a holder's browser does — fetch the
 claim page, then POST the form with its CSRF cookie/token and one-time nonce.
 
+One script of ~750 lines because bench/README's commands run it as one file; its sections: the sandbox
+process, gunicorn, the load, the surge (--surge).
+
 Prints:
   - claims per second for new members (GET + POST, autofill off, every link a different holder);
   - p50/p95 of the POST on the existing-pass path (autofill on, the link already claimed);

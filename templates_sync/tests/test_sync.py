@@ -1,4 +1,7 @@
-"""The template mirror against the sandbox over real HTTP, on the test database."""
+"""The template mirror against the sandbox over real HTTP, on the test database.
+
+One module of ~760 lines, as templates_sync/sync/ is one service: its sections follow a run's life — a full
+sync and what it writes, hostile upstream data, heartbeat and take-over."""
 
 import threading
 from decimal import Decimal
