@@ -1,10 +1,14 @@
 """Codes of short links (`{PUBLIC_BASE_URL}/s/{code}`): random, unguessable, safe at the end of a link.
 
-A code is CODE_LENGTH characters of the 62 letters and digits. The first is drawn once for a chunk of a batch
-and shared by its codes (links.services.short_links: a chunk's codes then go into one stretch of the index,
-not all over it); the other 10 are each code's own: 10 × log2(62) ≈ 59.5 random bits (the issue asks for at
-least 58), so guessing one of a million live codes takes ~2^40 tries against a rate-limited lookup. Letters and digits only: no autolinker drops one from the end of a link, no mail client breaks a line
-at one, and nothing needs escaping anywhere. With a 24-character PUBLIC_BASE_URL a short link is 38 characters.
+A code is CODE_LENGTH (12) characters of the 62 letters and digits: two that name the chunk of a batch it was
+made in (`stretch`: the chunk's id, modulo 62²), then RANDOM_LENGTH (10) of its own: 10 × log2(62) ≈ 59.5
+random bits (the issue asks for at least 58), so guessing one of a million live codes takes ~2^40 tries
+against a rate-limited lookup. The two first characters are not secret; they put a chunk's codes into a
+stretch of the primary key's index that no recent chunk wrote to, so that a chunk's sorted COPY fills fresh
+pages instead of splitting pages all over an index that grows with every campaign (bench/README.md, short
+links). Codes of 11 characters (one random first character per chunk, the first format) still resolve.
+Letters and digits only: no autolinker drops one from the end of a link, no mail client breaks a line at one,
+and nothing needs escaping anywhere. With a 24-character PUBLIC_BASE_URL a short link is 39 characters.
 
 Codes come from os.urandom in pools (a system call per code would cost more than the rest of the code), by
 rejection: a random byte below 248 (= 4 × 62) picks ALPHABET[byte % 62] — every character equally likely —
@@ -19,8 +23,9 @@ import string
 import threading
 
 ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase
-CODE_LENGTH = 11
-CODE_RE = re.compile(rf"[0-9A-Za-z]{{{CODE_LENGTH}}}\Z")
+STRETCH_LENGTH, RANDOM_LENGTH = 2, 10
+CODE_LENGTH = STRETCH_LENGTH + RANDOM_LENGTH
+CODE_RE = re.compile(rf"[0-9A-Za-z]{{{CODE_LENGTH - 1},{CODE_LENGTH}}}\Z")  # 11: the first format's codes
 _KEPT = 4 * len(ALPHABET)  # 248
 _TABLE = bytes(ord(ALPHABET[byte % len(ALPHABET)]) if byte < _KEPT else 0 for byte in range(256))
 _REJECTED = bytes(range(_KEPT, 256))
@@ -65,11 +70,12 @@ _POOL = _CodePool()
 os.register_at_fork(after_in_child=_POOL.forget)
 
 
-def new_lead() -> str:
-    """The first character of the codes of one chunk."""
-    return _POOL.take(1)
+def stretch(number: int) -> str:
+    """The first characters of the codes of chunk `number` (its id): consecutive chunks, consecutive stretches."""
+    number %= len(ALPHABET) ** STRETCH_LENGTH
+    return ALPHABET[number // len(ALPHABET)] + ALPHABET[number % len(ALPHABET)]
 
 
 def new_code(lead: str) -> str:
-    """A code starting with `lead` (a new_lead())."""
-    return lead + _POOL.take(CODE_LENGTH - 1)
+    """A code starting with `lead` (a stretch())."""
+    return lead + _POOL.take(RANDOM_LENGTH)

@@ -127,7 +127,7 @@ def _make_chunk(chunk: LinkChunk, heartbeat: Heartbeat) -> bool:
     batch = chunk.batch
     dialect = _dialect(batch)
     made = _ChunkRows(RowRules(batch), dialect.delimiter, _line_end(batch))
-    short_links = ShortLinkMaker.for_batch(batch, made.rules)
+    short_links = ShortLinkMaker.for_chunk(chunk, made.rules)
     if short_links is not None:
         made.make_link = short_links.link
     beat = _Progress(chunk, heartbeat)

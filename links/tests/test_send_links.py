@@ -158,9 +158,9 @@ def test_an_sms_over_the_allowed_segments_is_refused_and_listed(demo, tmp_path):
     )
     preview = sending.batch_send_preview(batch=batch, options=options)
     gudrun = next(item for item in preview if item.row.number == 3)
-    assert (gudrun.shape.encoding, gudrun.shape.characters, gudrun.shape.segments) == ("UCS-2", 162, 3)
+    assert (gudrun.shape.encoding, gudrun.shape.characters, gudrun.shape.segments) == ("UCS-2", 163, 3)
     assert (
-        gudrun.reason.startswith("The SMS would take 3 segments (162 characters, UCS-2)")
+        gudrun.reason.startswith("The SMS would take 3 segments (163 characters, UCS-2)")
         and "at most 2 are allowed" in gudrun.reason
     )
     result = sending.batch_send(batch=batch, options=options)
@@ -173,7 +173,7 @@ def test_short_links_fit_an_icelandic_sms_in_one_segment(demo, tmp_path, setting
     batch = make_batch(demo, tmp_path, HOLDERS, "--short-links")
     options = sending.SendOptions(channels=(SMS,), columns=sending.send_columns_guess(batch=batch))
     gudrun = next(item for item in sending.batch_send_preview(batch=batch, options=options) if item.row.number == 3)
-    assert len(gudrun.row.link) == 38 and gudrun.shape.encoding == "UCS-2" and gudrun.shape.segments == 1
+    assert len(gudrun.row.link) == 39 and gudrun.shape.encoding == "UCS-2" and gudrun.shape.segments == 1
     # With the holder's name in front too, as a manager may write it:
     named = sending.SendOptions(
         channels=(SMS,),

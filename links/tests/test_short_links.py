@@ -17,13 +17,13 @@ from links import tokens
 from links.keyring import link_keys
 from links.models import LinkBatch, LinkOpen, ShortLink
 from links.services.opens import is_preview_agent
-from links.short_codes import ALPHABET, CODE_LENGTH, new_code, new_lead
+from links.short_codes import ALPHABET, CODE_LENGTH, RANDOM_LENGTH, new_code, stretch
 from members.models import Member
 from members.services import autofill
 
 from .claim_factories import LAURA, PERCY, link_path, open_and_claim
 
-SHORT_RE = re.compile(r"http://127\.0\.0\.1:8000/s/([0-9A-Za-z]{11})\Z")
+SHORT_RE = re.compile(rf"http://127\.0\.0\.1:8000/s/([0-9A-Za-z]{{{CODE_LENGTH}}})\Z")
 POST_PASS = ("POST", "/api/v1/pass")
 
 
@@ -61,7 +61,8 @@ def test_short_links_are_stored_with_their_batch_row_and_stand_for_that_rows_lon
 
     assert batch.short_links and batch.links == 3
     codes = [SHORT_RE.match(row["smartpass_link"]).group(1) for row in rows]
-    assert all(len(row["smartpass_link"]) <= 24 + 3 + CODE_LENGTH + 3 for row in rows)  # "http://127.0.0.1:8000" is 21
+    assert all(len(row["smartpass_link"]) == len("http://127.0.0.1:8000/s/") + CODE_LENGTH for row in rows)
+    assert 24 + len("/s/") + CODE_LENGTH <= 40  # the issue's bound, with a 24-character PUBLIC_BASE_URL
     stored = {link.code: link for link in ShortLink.objects.filter(batch_id=batch.pk)}
     assert sorted(stored) == sorted(codes)
     for number, (code, person) in enumerate(zip(codes, PEOPLE, strict=True), start=1):
@@ -91,6 +92,20 @@ def test_a_short_link_is_single_use_as_its_long_link_is(client, demo, tmp_path, 
 
 
 @pytest.mark.django_db
+def test_a_code_of_the_first_format_still_opens_its_rows_claim_page(client, demo, tmp_path, sandbox):
+    """Codes were 11 characters (one random first character per chunk) before the chunk's stretch; links sent
+    with them keep working."""
+    batch, _ = generate(demo, tmp_path, PEOPLE[:1], "--short-links", "--jobs", "1")
+    made = ShortLink.objects.get(batch_id=batch.pk)
+    first_format = ShortLink.objects.create(code="Q" + new_code(""), batch_id=batch.pk, row=1, token=made.token)
+    assert len(first_format.code) == CODE_LENGTH - 1
+
+    assert open_and_claim(client, "/s/" + first_format.code).status_code == 302
+    assert open_and_claim(Client(), "/s/" + made.code).status_code == 302
+    assert Member.objects.count() == 2 and sandbox.request_count(*POST_PASS) == 2  # two claims, as two long links
+
+
+@pytest.mark.django_db
 def test_a_short_link_with_autofill_shows_the_same_pass_on_every_claim(client, demo, tmp_path, sandbox):
     autofill.autofill_setting_change(template=demo, source="email")
     _, rows = generate(demo, tmp_path, [{"name": LAURA["name"], "email": LAURA["email"]}], "--short-links")
@@ -110,7 +125,7 @@ def test_unknown_and_malformed_codes_get_the_same_404_page_as_a_tampered_token(c
     good = link_path(fields=PERCY).removeprefix("/p/")
     tampered = client.get("/p/" + good[:-3] + ("AAA" if good[-3:] != "AAA" else "BBB"))
     assert tampered.status_code == 404
-    for code in [new_code(new_lead()), "short", "a" * 40, "abc_def-ghi", "0000000000."]:
+    for code in [new_code(stretch(7)), "short", "a" * 40, "abc_def-ghi", "0000000000."]:
         answer = client.get("/s/" + code)
         assert answer.status_code == 404 and answer.content == tampered.content, code
     assert not LinkOpen.objects.exists()
@@ -123,9 +138,9 @@ def test_short_link_lookups_are_rate_limited_with_the_claims(settings, demo, tmp
     client = Client(REMOTE_ADDR=f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}")
     short = path_of(rows[0]["smartpass_link"])
 
-    codes = [client.get(short).status_code, client.get("/s/" + new_code(new_lead())).status_code]
+    codes = [client.get(short).status_code, client.get("/s/" + new_code(stretch(7))).status_code]
     codes += [client.get(link_path(fields=PERCY)).status_code, client.get(short).status_code]
-    codes += [client.get("/s/" + new_code(new_lead())).status_code, client.get(short).status_code]
+    codes += [client.get("/s/" + new_code(stretch(7))).status_code, client.get(short).status_code]
 
     assert codes == [200, 404, 200, 200, 429, 429]
 
@@ -145,16 +160,23 @@ def test_short_links_of_a_batch_cut_into_chunks_in_two_processes_are_all_stored(
 
 
 def test_codes_use_letters_and_digits_only_and_carry_at_least_58_random_bits():
-    lead = new_lead()
+    lead = stretch(4711)
     codes = [new_code(lead) for _ in range(20000)]
-    # The first character is the chunk's; each code's own random part is the rest.
-    assert len(ALPHABET) == 62 and (CODE_LENGTH - 1) * 5.954 >= 58  # log2(62) = 5.954
-    assert all(len(code) == CODE_LENGTH and code[0] == lead and set(code) <= set(ALPHABET) for code in codes)
+    # The first two characters are the chunk's; each code's own random part is the rest.
+    assert len(ALPHABET) == 62 and RANDOM_LENGTH * 5.954 >= 58  # log2(62) = 5.954
+    assert all(len(code) == CODE_LENGTH and code[:2] == lead and set(code) <= set(ALPHABET) for code in codes)
     assert len(set(codes)) == len(codes)
     # Every character is used about equally in every position (a byte-modulo bias would show here).
     last = [code[-1] for code in codes]
     counts = [last.count(char) for char in ALPHABET]
     assert min(counts) > 20000 / 62 * 0.6 and max(counts) < 20000 / 62 * 1.4
+
+
+def test_consecutive_chunks_write_to_consecutive_stretches_of_the_index_and_wrap_around():
+    stretches = [stretch(number) for number in range(62 * 62 + 1)]
+    assert stretches[:3] == ["00", "01", "02"] and stretches[62] == "10"
+    assert stretches == sorted(stretches[:-1]) + ["00"]  # in order, each once, then from the start again
+    assert len(set(stretches)) == 62 * 62
 
 
 def test_long_links_never_end_in_a_character_autolinkers_drop():
