@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from background.models import BackgroundRun
 from templates_sync.models import PassTemplate
 
 from .csv_files import encoding_name
@@ -328,9 +329,11 @@ class LinkOpen(models.Model):
         return f"batch {self.batch_id} row {self.row} opened {self.at:%Y-%m-%d %H:%M}"
 
 
-class LinkBatchSend(models.Model):
+class LinkBatchSend(BackgroundRun):
     """One press of "Send to N holders" (or one `manage.py send_links`): what was asked and what came of it.
 
+    Recorded work (background.recovery): the press records it with its options, and a worker queues the
+    messages (links.services.sending.batch_send_run), so a batch of any size is sent without holding the page.
     The messages themselves are the outbox's (delivery.Message, keyed `batch:<pk>:row:<n>`); this keeps what
     the outbox never sees: the rows not sent at all (no address, an error, an SMS too long), counted by reason.
     """
@@ -338,6 +341,10 @@ class LinkBatchSend(models.Model):
     batch = models.ForeignKey(LinkBatch, on_delete=models.CASCADE, related_name="sends")
     channels = models.CharField(max_length=16, help_text="email, sms or email,sms (each row by the first it has)")
     default_language = models.CharField(max_length=2)
+    # The send page's choices (links.services.sending.SendOptions), for the worker that queues the messages.
+    options = models.JSONField(default=dict, blank=True)
+    # Raised each time a worker takes the send (background.recovery.take): above 1, a worker died in it.
+    attempt = models.PositiveIntegerField(default=0)
     queued = models.PositiveIntegerField(default=0)
     already = models.PositiveIntegerField(default=0, help_text="Rows sent or queued by an earlier send.")
     skipped = models.PositiveIntegerField(default=0)
@@ -347,7 +354,7 @@ class LinkBatchSend(models.Model):
     by_name = models.CharField(max_length=150, blank=True)
     at = models.DateTimeField(default=timezone.now)
 
-    class Meta:
+    class Meta(BackgroundRun.Meta):
         ordering = ["-at", "-id"]
 
     def __str__(self) -> str:

@@ -1,5 +1,5 @@
-"""Staff pages for sending a batch's links: the Send links page (preview, test send, send), cancel, send again,
-and the batch's messages as CSV. Managers only (links.send_links); the logic is links.services.sending."""
+"""Staff pages for sending a batch's links: the Send links page (preview, test send, send), a send's state,
+cancel, send again, and the batch's messages as CSV. Managers only (links.send_links); the logic is links.services.sending."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import os
 
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
-from django.http import StreamingHttpResponse
+from django.http import JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import send_selectors
-from .models import LinkBatch
+from .models import LinkBatch, LinkBatchSend
 from .send_forms import SendForm
 from .services import sending
 
@@ -56,13 +56,11 @@ def batch_send(request, batch_id):
                 elif not plan.messages:
                     form.add_error(None, "No row gets a message with these settings.")
                 else:
-                    result = sending.batch_send(batch=batch, options=options, user=request.user, request=request)
+                    sending.batch_send_request(batch=batch, options=options, user=request.user, request=request)
                     messages.success(
                         request,
-                        f"{result.queued:,} message{'s' if result.queued != 1 else ''} queued; "
-                        f"{result.skipped:,} row{'s' if result.skipped != 1 else ''} not sent"
-                        + (f"; {result.already:,} sent or queued before" if result.already else "")
-                        + ".",
+                        f"Sending to {plan.messages:,} holder{'s' if plan.messages != 1 else ''}: the messages are "
+                        "being queued, and this page shows them once they are.",
                     )
                     return redirect(reverse("links:batch_detail", args=[batch.pk]) + "#delivery")
             elif action == "test":
@@ -97,6 +95,13 @@ def batch_send_again(request, batch_id):
     count = sending.batch_send_again(batch=batch, user=request.user, request=request)
     messages.success(request, f"{count:,} failed message{'s' if count != 1 else ''} queued again.")
     return redirect(reverse("links:batch_detail", args=[batch.pk]) + "#delivery")
+
+
+@require_GET
+@permission_required(VIEW, raise_exception=True)
+def batch_send_status(request, batch_id, send_id):
+    """A send's state for the batch page, which reloads once the worker has queued its messages."""
+    return JsonResponse(get_object_or_404(LinkBatchSend, pk=send_id, batch_id=batch_id).as_json())
 
 
 class _Echo:

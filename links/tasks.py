@@ -3,6 +3,7 @@
 from celery import shared_task
 
 from . import services
+from .services import sending
 
 
 # acks_late + reject_on_worker_lost: a worker that dies mid-chunk leaves the message unacknowledged. The
@@ -22,3 +23,8 @@ def process_link_chunk(chunk_id: int, tries: int = 0) -> None:
 @shared_task(name="links.finish_link_batch", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def finish_link_batch(batch_id: int, tries: int = 0) -> None:
     services.link_batch_finish_or_resend(batch_id=batch_id, tries=tries)
+
+
+@shared_task(name="links.send_link_batch", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def send_link_batch(send_id: int) -> None:
+    sending.batch_send_run(send_id=send_id)

@@ -20,5 +20,6 @@ urlpatterns = [
     path("<int:batch_id>/send/", send_views.batch_send, name="batch_send"),
     path("<int:batch_id>/send/cancel/", send_views.batch_send_cancel, name="batch_send_cancel"),
     path("<int:batch_id>/send/again/", send_views.batch_send_again, name="batch_send_again"),
+    path("<int:batch_id>/sends/<int:send_id>/status.json", send_views.batch_send_status, name="batch_send_status"),
     path("<int:batch_id>/messages.csv", send_views.batch_messages_csv, name="batch_messages_csv"),
 ]

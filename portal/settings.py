@@ -408,6 +408,7 @@ RECOVERY_SWEEPS = {
     "bulk-actions": "members.services.bulk.member_bulk_actions_sweep",
     "member-refresh-runs": "members.services.refresh.member_refresh_runs_sweep",
     "link-batches": "links.services.link_batches_sweep",
+    "link-batch-sends": "links.services.sending.batch_sends_sweep",
     "delivery": "delivery.sending.delivery_sweep",
 }
 CELERY_BEAT_SCHEDULE = {

@@ -7,19 +7,29 @@ per (row, channel) under the key `batch:<pk>:row:<n>` and never queues a key twi
 only the rows not queued before. Rows without an address, with an error, or whose SMS would be too long are
 not handed to the outbox: they are counted by reason on a LinkBatchSend record. Suppressed and invalid
 addresses are the outbox's to refuse: they come back as skipped messages with the reason.
+
+"Send to N holders" records the send (batch_send_request) and a worker queues its messages (batch_send_run),
+recorded work as every other kind (background.recovery): rendering and queueing cost ~0.2 ms a row, so a
+send of hundreds of thousands of rows would outlast the web request.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.utils import timezone
 
 from audit.services import staff_action_record
+from background.enqueue import enqueue_after_commit
+from background.failures import failure_message
+from background.recovery import MAX_ATTEMPTS, requeue_stale, resend_waiting, take
 from delivery import addresses as delivery_addresses
 from delivery import selectors as delivery_selectors
 from delivery import services as delivery
@@ -51,6 +61,9 @@ CHANNEL_CHOICES = {
 }
 SKIPPED = "skipped"
 PREVIEW_ROWS = 3
+SEND_TASK = "links.send_link_batch"
+
+logger = logging.getLogger(__name__)
 
 # Column names that hold a holder's language, name (lower-cased, compared whole).
 _LANGUAGE_COLUMNS = {"language", "lang", "locale", "tungumál", "tungumal", "mál", "person.language"}
@@ -360,8 +373,89 @@ class SendResult:
 
 
 def batch_send(*, batch: LinkBatch, options: SendOptions, user=None, request=None) -> SendResult:
-    """Queue one message per row by the first chosen channel it has an address for; rows queued by an earlier
-    send stay as they are. Rows not sent are counted by reason and kept on a LinkBatchSend record."""
+    """Record a send and queue its messages here and now (`manage.py send_links`): batch_send_request without
+    the task, then batch_send_run in this process. Raises SendError when the send failed, with the reason."""
+    send = batch_send_request(batch=batch, options=options, user=user, request=request, enqueue=False)
+    send = batch_send_run(send_id=send.pk)
+    if send.status != LinkBatchSend.Status.SUCCEEDED:
+        raise SendError(send.error or "The messages were not queued.")
+    return SendResult(
+        batch=batch.pk, queued=send.queued, already=send.already, skipped=send.skipped, summary=send.skipped_summary
+    )
+
+
+def batch_send_request(
+    *, batch: LinkBatch, options: SendOptions, user=None, request=None, enqueue: bool = True
+) -> LinkBatchSend:
+    """Record a send of the batch with its options ("Send to N holders"), for a worker to queue its messages
+    (batch_send_run, after commit): the page answers at once, whatever the batch's size. Raises SendError for
+    options that cannot be sent."""
+    send_options_check(batch=batch, options=options)
+    with transaction.atomic():
+        send = LinkBatchSend.objects.create(
+            batch=batch,
+            channels=",".join(options.channels),
+            default_language=options.default_language,
+            options=_options_as_json(options),
+            by=user,
+            by_name=user.get_username() if user is not None else "",
+        )
+        staff_action_record(
+            actor=user,
+            action="links.batch_send",
+            target=batch,
+            after={"channels": send.channels, "send": send.pk},
+            request=request,
+        )
+        if enqueue:
+            _send_task(send)
+    return send
+
+
+def batch_send_run(*, send_id: int) -> LinkBatchSend:
+    """Queue the messages of a recorded send: one per row by the first chosen channel it has an address for;
+    rows queued by an earlier send stay as they are, rows not sent are counted by reason on the send. One
+    transaction: a worker that dies in it leaves nothing queued, and the recovery sweep hands the send to
+    another (batch_sends_sweep); a copy of the task delivered twice finds the send taken."""
+    send = LinkBatchSend.objects.select_related("batch__template").get(pk=send_id)
+    beat = take(send, started_at=timezone.now())
+    if beat is None:
+        send.refresh_from_db()
+        return send
+    if send.attempt > MAX_ATTEMPTS:
+        beat.mine.update(
+            status=LinkBatchSend.Status.FAILED,
+            finished_at=timezone.now(),
+            error=f"Not sent: a worker stopped {MAX_ATTEMPTS} times while queueing the messages. Send again.",
+        )
+    else:
+        try:
+            with beat.keep_beating(), transaction.atomic():
+                counts = _queue_messages(batch=send.batch, options=_options_from_json(send.options))
+                if not beat.mine.update(status=LinkBatchSend.Status.SUCCEEDED, finished_at=timezone.now(), **counts):
+                    raise _TakenOver()  # the sweep gave the send to another worker: nothing of this one stays
+        except _TakenOver:
+            pass
+        except SendError as exc:
+            beat.mine.update(status=LinkBatchSend.Status.FAILED, finished_at=timezone.now(), error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a lost database, or a bug: a sentence for staff, the traceback logged
+            error = failure_message(
+                exc,
+                what="while queueing the messages",
+                subject=f"Send {send.pk} of link batch {send.batch_id}",
+                logger=logger,
+            )
+            beat.mine.update(status=LinkBatchSend.Status.FAILED, finished_at=timezone.now(), error=error)
+    send.refresh_from_db()
+    return send
+
+
+class _TakenOver(Exception):
+    pass
+
+
+def _queue_messages(*, batch: LinkBatch, options: SendOptions) -> dict:
+    """Queue one message per row that gets one; the send's counts and the rows not sent, by reason."""
     send_options_check(batch=batch, options=options)
     summary = RowSummary()
     not_sent = 0
@@ -376,31 +470,39 @@ def batch_send(*, batch: LinkBatch, options: SendOptions, user=None, request=Non
             else:
                 yield made.spec
 
-    with transaction.atomic():
-        queued = delivery.queue_messages(specs())
-        for key, reason in queued.skipped:
-            summary.add(SKIPPED, reason, row_of_key(key) or 0)
-        skipped = not_sent + len(queued.skipped)
-        send = LinkBatchSend.objects.create(
-            batch=batch,
-            channels=",".join(options.channels),
-            default_language=options.default_language,
-            queued=queued.queued,
-            already=queued.already,
-            skipped=skipped,
-            skipped_summary=summary.as_json(),
-            by=user,
-            by_name=user.get_username() if user is not None else "",
-        )
-        staff_action_record(
-            actor=user,
-            action="links.batch_send",
-            target=batch,
-            after={"channels": send.channels, "queued": send.queued, "already": send.already, "skipped": skipped},
-            request=request,
-        )
-    return SendResult(
-        batch=batch.pk, queued=queued.queued, already=queued.already, skipped=skipped, summary=send.skipped_summary
+    queued = delivery.queue_messages(specs())
+    for key, reason in queued.skipped:
+        summary.add(SKIPPED, reason, row_of_key(key) or 0)
+    return {
+        "queued": queued.queued,
+        "already": queued.already,
+        "skipped": not_sent + len(queued.skipped),
+        "skipped_summary": summary.as_json(),
+    }
+
+
+def batch_sends_sweep() -> int:
+    """A sweep (background.recovery): sends left queued because their task was lost, and sends whose worker
+    stopped beating, are sent again."""
+    sends = LinkBatchSend.objects.all()
+    return resend_waiting(sends, _send_task) + requeue_stale(sends, _send_task)
+
+
+def _send_task(send: LinkBatchSend) -> None:
+    enqueue_after_commit(SEND_TASK, send.pk)
+
+
+def _options_as_json(options: SendOptions) -> dict:
+    return dataclasses.asdict(options)
+
+
+def _options_from_json(data: dict) -> SendOptions:
+    return SendOptions(
+        channels=tuple(data["channels"]),
+        columns=SendColumns(**data["columns"]),
+        default_language=data["default_language"],
+        messages={language: LanguageMessage(**message) for language, message in data["messages"].items()},
+        max_segments=data["max_segments"],
     )
 
 

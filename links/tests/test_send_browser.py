@@ -9,12 +9,25 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from conftest import login
+from conftest import ARTIFACTS, login
 from delivery.models import Message
+from links.models import LinkBatchSend
+from links.services import sending
 
 from .test_send_links import make_batch, template_with_fields
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("own_queue")]
+SHOTS = ARTIFACTS / "send-shots"
+
+
+def shoot(page, name: str) -> None:
+    """The whole page and its "Messages to holders" card, at 1280 and 390 px."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for width in (1280, 390):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.screenshot(path=str(SHOTS / f"{name}-{width}.png"), full_page=True)
+        page.locator("#delivery").screenshot(path=str(SHOTS / f"{name}-{width}-delivery.png"))
+    page.set_viewport_size({"width": 1280, "height": 900})
 
 
 @pytest.fixture
@@ -61,8 +74,16 @@ def test_a_manager_previews_tests_and_sends_a_batchs_links(
     page.locator("#send-button").click()
     page.wait_for_url(re.compile(rf"/links/{batch.pk}/#delivery$"))
     assert questions and questions[0].startswith("Send 3 messages to holders now?")
+    # The page answers at once: a worker queues the messages (this test's own queue has none: it runs the
+    # worker's function itself once the page has been looked at).
+    expect(page.locator(".messages")).to_contain_text("Sending to 3 holders")
+    expect(page.locator("#send-history")).to_contain_text("queueing the messages")
+    shoot(page, "batch-send-queueing")
+    sending.batch_send_run(send_id=LinkBatchSend.objects.get().pk)
+    page.reload()
     expect(page.locator("#delivery-table tbody tr")).to_have_count(3)
     expect(page.locator("#send-history")).to_contain_text("3 queued, 3 not sent")
+    shoot(page, "batch-send-queued")
     assert Message.objects.filter(status=Message.QUEUED).count() == 3
 
     page.select_option("#delivery-status", "sent")

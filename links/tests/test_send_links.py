@@ -8,12 +8,15 @@ import io
 import json
 import re
 import uuid
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
+from django.utils import timezone
 
+from conftest import wait_for
 from delivery import sending as delivery_sending
 from delivery.models import EMAIL, SMS, Message
 from links import tokens
@@ -22,7 +25,7 @@ from links.messages import MessageError, check_message
 from links.models import LinkBatch, LinkBatchSend, LinkClaim
 from links.services import sending
 
-from .factories import template_with_fields
+from .factories import demo_template, template_with_fields
 
 pytestmark = pytest.mark.django_db
 
@@ -185,6 +188,10 @@ def test_short_links_fit_an_icelandic_sms_in_one_segment(demo, tmp_path, setting
 
 
 # --- the page -------------------------------------------------------------------------------------------------
+def options_of(batch: LinkBatch) -> sending.SendOptions:
+    return sending.SendOptions(channels=(EMAIL, SMS), columns=sending.send_columns_guess(batch=batch))
+
+
 def page_data(batch: LinkBatch, **changes) -> dict:
     data = {
         "channels": "email,sms",
@@ -235,7 +242,9 @@ def test_an_unknown_placeholder_on_the_page_is_refused_and_nothing_is_sent(clien
     assert not Message.objects.exists()
 
 
-def test_sending_from_the_page_needs_the_count_it_confirmed_and_a_manager(client, manager, viewer, demo, tmp_path):
+def test_sending_from_the_page_needs_the_count_it_confirmed_and_a_manager(
+    client, manager, viewer, demo, tmp_path, django_capture_on_commit_callbacks
+):
     batch = make_batch(demo, tmp_path)
     client.force_login(viewer)
     assert client.get(f"/links/{batch.pk}/send/").status_code == 403
@@ -246,16 +255,89 @@ def test_sending_from_the_page_needs_the_count_it_confirmed_and_a_manager(client
     assert stale.status_code == 400 and "The rows to send changed" in stale.content.decode()
     assert not Message.objects.exists()
 
-    sent = client.post(f"/links/{batch.pk}/send/", page_data(batch, action="send", expected="3"))
+    with django_capture_on_commit_callbacks() as callbacks:
+        sent = client.post(f"/links/{batch.pk}/send/", page_data(batch, action="send", expected="3"))
     assert sent.status_code == 302 and sent["Location"].endswith(f"/links/{batch.pk}/#delivery")
-    assert Message.objects.count() == 3
+    # The page records the send and hands it to a worker: nothing is queued in the request.
     record = LinkBatchSend.objects.get()
-    assert (record.by, record.queued, record.skipped, record.channels) == (manager, 3, 3, "email,sms")
+    assert (record.status, record.by, record.channels, len(callbacks)) == ("queued", manager, "email,sms", 1)
+    assert not Message.objects.exists()
+    waiting = client.get(f"/links/{batch.pk}/").content.decode()
+    assert 'data-send-status="queued"' in waiting and "queueing the messages" in waiting
+    status_url = f"/links/{batch.pk}/sends/{record.pk}/status.json"
+    assert f'data-run-status="{status_url}"' in waiting  # the page reloads once the worker is done
+    assert client.get(status_url).json() == {"id": record.pk, "status": "queued", "finished": False, "error": ""}
+
+    record = sending.batch_send_run(send_id=record.pk)  # what the worker's task does
+    assert Message.objects.count() == 3
+    assert (record.status, record.queued, record.skipped, record.attempt) == ("succeeded", 3, 3, 1)
+    assert client.get(status_url).json()["finished"] is True
+    assert sending.batch_send_run(send_id=record.pk).attempt == 1  # a task delivered twice finds it done
 
     detail = client.get(f"/links/{batch.pk}/").content.decode()
     table = re.search(r'id="delivery-table">(.*?)</table>', detail, re.S).group(1)
     assert table.count('class="badge status-queued"') == 3
     assert re.search(r'id="funnel-sent-email">0<', detail) and 'id="send-cancel"' in detail
+
+
+def test_a_send_the_worker_cannot_make_fails_with_the_reason_on_the_batch_page(client, manager, demo, tmp_path):
+    batch = make_batch(demo, tmp_path)
+    send = sending.batch_send_request(batch=batch, options=options_of(batch), user=manager, enqueue=False)
+    LinkBatch.objects.filter(pk=batch.pk).update(status=LinkBatch.Status.RUNNING)  # made again meanwhile
+
+    send = sending.batch_send_run(send_id=send.pk)
+
+    assert (send.status, send.error) == ("failed", "Links can be sent once the batch has finished making them.")
+    assert not Message.objects.exists()
+    LinkBatch.objects.filter(pk=batch.pk).update(status=LinkBatch.Status.SUCCEEDED)  # the batch page shows sends
+    client.force_login(manager)
+    page = client.get(f"/links/{batch.pk}/").content.decode()
+    assert 'data-send-status="failed"' in page and "Links can be sent once the batch has finished" in page
+
+
+def test_the_sweep_hands_a_send_whose_worker_died_or_whose_task_was_lost_to_another_worker(
+    manager, demo, tmp_path, settings, django_capture_on_commit_callbacks
+):
+    batch = make_batch(demo, tmp_path)
+    died = sending.batch_send_request(batch=batch, options=options_of(batch), user=manager, enqueue=False)
+    lost = sending.batch_send_request(batch=batch, options=options_of(batch), user=manager, enqueue=False)
+    long_ago = timezone.now() - timedelta(hours=1)
+    # A worker took the first and died in its transaction (nothing of it was queued); the second's task was lost.
+    LinkBatchSend.objects.filter(pk=died.pk).update(
+        status="running", attempt=1, started_at=long_ago, heartbeat_at=long_ago
+    )
+    LinkBatchSend.objects.filter(pk=lost.pk).update(queued_at=long_ago)
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert sending.batch_sends_sweep() == 2
+    assert len(callbacks) == 2 and LinkBatchSend.objects.get(pk=died.pk).status == "queued"
+
+    died, lost = sending.batch_send_run(send_id=died.pk), sending.batch_send_run(send_id=lost.pk)
+    assert (died.status, died.attempt, died.queued) == ("succeeded", 2, 3)
+    assert (lost.status, lost.queued, lost.already) == ("succeeded", 0, 3)  # each row once, by the first send
+    assert Message.objects.count() == 3
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_send_pressed_on_the_page_is_queued_by_a_real_worker(
+    celery_worker_process, live_sandbox, client, manager, tmp_path
+):
+    batch = make_batch(demo_template(), tmp_path)  # in the MEDIA_ROOT the worker process reads too
+    options = sending.SendOptions(channels=(EMAIL,), columns=sending.send_columns_guess(batch=batch))
+    expected = sending.batch_send_plan(batch=batch, options=options).messages
+    client.force_login(manager)
+
+    answer = client.post(
+        f"/links/{batch.pk}/send/", page_data(batch, channels="email", action="send", expected=str(expected))
+    )
+
+    assert answer.status_code == 302
+    send = wait_for(
+        lambda: LinkBatchSend.objects.filter(status="succeeded").first(), timeout=30, message="the worker's send"
+    )
+    assert (send.queued, send.attempt) == (expected, 1) and expected > 0
+    assert Message.objects.filter(subject_key__startswith=f"batch:{batch.pk}:").count() == expected
 
 
 def test_a_test_send_reaches_the_managers_own_address_and_is_not_counted(client, manager, demo, tmp_path, smtp_server):

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from links.models import LinkBatch
+from links.models import LinkBatch, LinkBatchSend
 from links.tests.factories import DATA, demo_template, make_links
 from members.models import AutofillBackfill, Member, MemberBulkAction, MemberBulkOutcome, MemberRefreshRun
 from members.tests.factories import make_member
@@ -141,6 +141,7 @@ def test_a_viewer_opens_every_read_page(client, viewer, sandbox, settings, tmp_p
     run = SyncRun.objects.latest("pk")
     backfill = AutofillBackfill.objects.create(template=template, source="email", status="succeeded")
     refresh_run = MemberRefreshRun.objects.create(trigger="beat", status="succeeded", total=7, checked=7)
+    send = LinkBatchSend.objects.create(batch=batch, channels="email", default_language="is", status="succeeded")
     bulk_action = MemberBulkAction.objects.create(action="refresh", status="succeeded", total=1, done=1, succeeded=1)
     MemberBulkOutcome.objects.create(action=bulk_action, member=member, outcome="succeeded")
     # name → (URL with real ids, something the page must show)
@@ -163,6 +164,7 @@ def test_a_viewer_opens_every_read_page(client, viewer, sandbox, settings, tmp_p
         "template_batches": (reverse("links:template_batches", args=[template.pk]), batch.original_name),
         "batch_detail": (reverse("links:batch_detail", args=[batch.pk]), batch.original_name),
         "batch_status": (reverse("links:batch_status", args=[batch.pk]), '"status": "succeeded"'),
+        "batch_send_status": (reverse("links:batch_send_status", args=[batch.pk, send.pk]), '"status": "succeeded"'),
         # The errors file (its header names the link column); the links file itself is a manager's.
         "batch_download": (reverse("links:batch_download", args=[batch.pk, "errors"]), "smartpass_link"),
         "template_sample": (reverse("links:template_sample", args=[template.pk]), "Guðrún Jónsdóttir"),
