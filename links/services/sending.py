@@ -306,17 +306,25 @@ def batch_send_plan(*, batch: LinkBatch, options: SendOptions) -> SendPlan:
     """Every row rendered as a send would, nothing queued: the count on the "Send to N holders" button and the
     rows that would be left out. (Suppressed addresses are known only to the outbox: they are listed after.)"""
     send_options_check(batch=batch, options=options)
-    summary, by_channel, not_sent = RowSummary(), {EMAIL: 0, SMS: 0}, 0
+    summary, by_channel = RowSummary(), {EMAIL: 0, SMS: 0}
+    for spec in _row_messages(batch=batch, options=options, not_sent=summary):
+        by_channel[spec.channel] += 1
+    return SendPlan(
+        messages=sum(by_channel.values()),
+        by_channel=by_channel,
+        not_sent=sum(entry["count"] for entry in summary.as_json()),
+        summary=summary.as_json(),
+    )
+
+
+def _row_messages(*, batch: LinkBatch, options: SendOptions, not_sent: RowSummary) -> Iterator[delivery.MessageSpec]:
+    """Each row's message as it will be sent; a row that gets none is added to `not_sent` with the reason."""
     for row in batch_rows(batch=batch, options=options):
         made = row_message(batch=batch, row=row, options=options)
         if made.reason:
-            not_sent += 1
-            summary.add(SKIPPED, made.reason, row.number)
+            not_sent.add(SKIPPED, made.reason, row.number)
         else:
-            by_channel[made.spec.channel] += 1
-    return SendPlan(
-        messages=sum(by_channel.values()), by_channel=by_channel, not_sent=not_sent, summary=summary.as_json()
-    )
+            yield made.spec
 
 
 @dataclass
@@ -458,26 +466,15 @@ def _queue_messages(*, batch: LinkBatch, options: SendOptions) -> dict:
     """Queue one message per row that gets one; the send's counts and the rows not sent, by reason."""
     send_options_check(batch=batch, options=options)
     summary = RowSummary()
-    not_sent = 0
-
-    def specs() -> Iterator[delivery.MessageSpec]:
-        nonlocal not_sent
-        for row in batch_rows(batch=batch, options=options):
-            made = row_message(batch=batch, row=row, options=options)
-            if made.reason:
-                not_sent += 1
-                summary.add(SKIPPED, made.reason, row.number)
-            else:
-                yield made.spec
-
-    queued = delivery.queue_messages(specs())
+    queued = delivery.queue_messages(_row_messages(batch=batch, options=options, not_sent=summary))
     for key, reason in queued.skipped:
         summary.add(SKIPPED, reason, row_of_key(key) or 0)
+    skipped_summary = summary.as_json()
     return {
         "queued": queued.queued,
         "already": queued.already,
-        "skipped": not_sent + len(queued.skipped),
-        "skipped_summary": summary.as_json(),
+        "skipped": sum(entry["count"] for entry in skipped_summary),
+        "skipped_summary": skipped_summary,
     }
 
 
