@@ -80,7 +80,7 @@ def test_a_manager_previews_tests_and_sends_a_batchs_links(
     expect(page.locator("#send-history")).to_contain_text("queueing the messages")
     shoot(page, "batch-send-queueing")
     sending.batch_send_run(send_id=LinkBatchSend.objects.get().pk)
-    page.reload()
+    # The page follows the send's status and reloads itself (at #delivery) once the messages are queued.
     expect(page.locator("#delivery-table tbody tr")).to_have_count(3)
     expect(page.locator("#send-history")).to_contain_text("3 queued, 3 not sent")
     shoot(page, "batch-send-queued")

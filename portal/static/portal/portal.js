@@ -27,7 +27,9 @@
             if (el.getAttribute("data-reload") === "true") {
               var url2 = new URL(window.location.href);
               url2.searchParams.delete("run");
-              window.location.replace(url2.toString());
+              // The same address (a #fragment too, as after a send: #delivery) would only scroll: reload it.
+              if (url2.toString() === window.location.href) { window.location.reload(); }
+              else { window.location.replace(url2.toString()); }
             }
             return;
           }
