@@ -74,7 +74,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
             made = run_folder / "template-database.made"
             if not made.exists():
                 migrations = _migrations_fingerprint()
-                if _database_comment(connection, template) != migrations:
+                rebuild = request.config.getoption("create_db")  # pytest --create-db: a fresh template too
+                if rebuild or _database_comment(connection, template) != migrations:
                     connection.settings_dict["TEST"]["NAME"] = template
                     connection.creation.create_test_db(verbosity=verbosity, autoclobber=True, serialize=False)
                     with connection.cursor() as cursor:
@@ -90,15 +91,38 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
             connection.creation.destroy_test_db(old_database_name=configured, verbosity=verbosity)
 
     def _migrations_fingerprint() -> str:
-        """A digest of every migration file of every installed app (Django's own included): a template made from
-        the same files is the same database, so a later run copies it without migrating."""
+        """A digest of what a migrate writes: Django's version, every migration file of every installed app, the
+        project's modules those files import (the status-count triggers' SQL), and the post_migrate receivers
+        (the roles' permissions). A template made from the same is the same database, so a later run copies it
+        without migrating; `--create-db` makes it afresh whatever the digest."""
+        import ast
         import hashlib
+        import importlib.util
 
+        import django
+        from django.apps import apps
         from django.db.migrations.loader import MigrationLoader
 
-        digest = hashlib.sha256()
-        for key, migration in sorted(MigrationLoader(None, ignore_no_migrations=True).disk_migrations.items()):
-            digest.update(repr(key).encode() + Path(sys.modules[migration.__module__].__file__).read_bytes())
+        def project_imports(module_name: str) -> set[Path]:
+            """The project's files that module `module_name` imports (`from X import …`, relative ones too)."""
+            found = set()
+            for node in ast.walk(ast.parse(Path(sys.modules[module_name].__file__).read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    name = importlib.util.resolve_name("." * node.level + node.module, module_name.rpartition(".")[0])
+                    spec = importlib.util.find_spec(name)
+                    if spec and spec.origin and ROOT in Path(spec.origin).parents:
+                        found.add(Path(spec.origin))
+            return found
+
+        migrations = [migration.__module__ for migration in MigrationLoader(None).disk_migrations.values()]
+        configs = [config.__module__ for config in apps.get_app_configs()]  # where post_migrate receivers connect
+        files = {Path(sys.modules[name].__file__) for name in migrations + configs}
+        for name in migrations + configs:
+            if ROOT in Path(sys.modules[name].__file__).parents:
+                files |= project_imports(name)
+        digest = hashlib.sha256(django.get_version().encode())
+        for path in sorted(files):
+            digest.update(str(path).encode() + path.read_bytes())
         return digest.hexdigest()
 
     def _database_comment(connection, name: str) -> str | None:

@@ -4,9 +4,9 @@ A code is CODE_LENGTH (12) characters of the 62 letters and digits: two that nam
 made in (`stretch`: the chunk's id, modulo 62²), then RANDOM_LENGTH (10) of its own: 10 × log2(62) ≈ 59.5
 random bits (the issue asks for at least 58), so guessing one of a million live codes takes ~2^40 tries
 against a rate-limited lookup. The two first characters are not secret; they put a chunk's codes into a
-stretch of the primary key's index that no recent chunk wrote to, so that a chunk's sorted COPY fills fresh
-pages instead of splitting pages all over an index that grows with every campaign (bench/README.md, short
-links). Codes of 11 characters (one random first character per chunk, the first format) still resolve.
+stretch of the primary key's index that no recent chunk wrote to (they wrap around after 62² chunks), so that
+a chunk's sorted COPY writes there in order instead of into one 62nd of an index that grows with every
+campaign (bench/README.md, short links). Codes of 11 characters (one random first character per chunk, the first format) still resolve.
 Letters and digits only: no autolinker drops one from the end of a link, no mail client breaks a line at one,
 and nothing needs escaping anywhere. With a 24-character PUBLIC_BASE_URL a short link is 39 characters.
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from audit.services import staff_action_record
@@ -400,6 +402,11 @@ def batch_send_request(
     options that cannot be sent."""
     send_options_check(batch=batch, options=options)
     with transaction.atomic():
+        # One send of a batch at a time (the batch row locked while it is looked for): a second one, made while
+        # the first is still queueing, could not see the first's messages and would count them as its own.
+        LinkBatch.objects.select_for_update().filter(pk=batch.pk).first()
+        if _unfinished_sends(batch).exists():
+            raise SendError("This batch's links are being sent already: wait until its messages are queued.")
         send = LinkBatchSend.objects.create(
             batch=batch,
             channels=",".join(options.channels),
@@ -426,7 +433,7 @@ def batch_send_run(*, send_id: int) -> LinkBatchSend:
     transaction: a worker that dies in it leaves nothing queued, and the recovery sweep hands the send to
     another (batch_sends_sweep); a copy of the task delivered twice finds the send taken."""
     send = LinkBatchSend.objects.select_related("batch__template").get(pk=send_id)
-    beat = take(send, started_at=timezone.now())
+    beat = take(send, started_at=Coalesce(F("started_at"), Value(timezone.now())))
     if beat is None:
         send.refresh_from_db()
         return send
@@ -494,17 +501,29 @@ def _options_as_json(options: SendOptions) -> dict:
 
 
 def _options_from_json(data: dict) -> SendOptions:
-    return SendOptions(
-        channels=tuple(data["channels"]),
-        columns=SendColumns(**data["columns"]),
-        default_language=data["default_language"],
-        messages={language: LanguageMessage(**message) for language, message in data["messages"].items()},
-        max_segments=data["max_segments"],
-    )
+    """The options a send was recorded with; SendOptions' defaults for what a send recorded before lacks."""
+    options = dict(data)
+    if "channels" in options:
+        options["channels"] = tuple(options["channels"])
+    if "columns" in options:
+        options["columns"] = SendColumns(**options["columns"])
+    if "messages" in options:
+        options["messages"] = {language: LanguageMessage(**text) for language, text in options["messages"].items()}
+    return SendOptions(**options)
+
+
+def _unfinished_sends(batch: LinkBatch):
+    return batch.sends.filter(status__in=[LinkBatchSend.Status.QUEUED, LinkBatchSend.Status.RUNNING])
 
 
 def batch_send_cancel(*, batch: LinkBatch, user=None, request=None) -> int:
-    """Stop the batch's messages not sent yet (a message being sent now finishes)."""
+    """Stop the batch's messages not sent yet (a message being sent now finishes), and a send still queueing
+    its messages: its worker finds the send no longer its own and queues nothing."""
+    _unfinished_sends(batch).update(
+        status=LinkBatchSend.Status.FAILED,
+        finished_at=timezone.now(),
+        error="Cancelled before its messages were queued.",
+    )
     count = delivery.cancel(batch_key_prefix(batch.pk))
     staff_action_record(
         actor=user, action="links.batch_send_cancel", target=batch, after={"cancelled": count}, request=request

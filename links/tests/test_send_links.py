@@ -300,7 +300,8 @@ def test_the_sweep_hands_a_send_whose_worker_died_or_whose_task_was_lost_to_anot
 ):
     batch = make_batch(demo, tmp_path)
     died = sending.batch_send_request(batch=batch, options=options_of(batch), user=manager, enqueue=False)
-    lost = sending.batch_send_request(batch=batch, options=options_of(batch), user=manager, enqueue=False)
+    other = make_batch(demo, tmp_path)  # one send of a batch at a time
+    lost = sending.batch_send_request(batch=other, options=options_of(other), user=manager, enqueue=False)
     long_ago = timezone.now() - timedelta(hours=1)
     # A worker took the first and died in its transaction (nothing of it was queued); the second's task was lost.
     LinkBatchSend.objects.filter(pk=died.pk).update(
@@ -314,8 +315,8 @@ def test_the_sweep_hands_a_send_whose_worker_died_or_whose_task_was_lost_to_anot
 
     died, lost = sending.batch_send_run(send_id=died.pk), sending.batch_send_run(send_id=lost.pk)
     assert (died.status, died.attempt, died.queued) == ("succeeded", 2, 3)
-    assert (lost.status, lost.queued, lost.already) == ("succeeded", 0, 3)  # each row once, by the first send
-    assert Message.objects.count() == 3
+    assert (lost.status, lost.queued, lost.already) == ("succeeded", 3, 0)
+    assert Message.objects.count() == 6  # each row of each batch once
 
 
 @pytest.mark.worker
@@ -338,6 +339,56 @@ def test_a_send_pressed_on_the_page_is_queued_by_a_real_worker(
     )
     assert (send.queued, send.attempt) == (expected, 1) and expected > 0
     assert Message.objects.filter(subject_key__startswith=f"batch:{batch.pk}:").count() == expected
+
+
+def test_one_send_of_a_batch_at_a_time_and_cancel_stops_a_send_still_queueing(client, manager, viewer, demo, tmp_path):
+    batch = make_batch(demo, tmp_path)
+    first = sending.batch_send_request(batch=batch, options=options_of(batch), user=manager, enqueue=False)
+    with pytest.raises(sending.SendError, match="being sent already"):
+        sending.batch_send_request(batch=batch, options=options_of(batch), user=manager, enqueue=False)
+
+    sending.batch_send_cancel(batch=batch, user=manager)
+    first = sending.batch_send_run(send_id=first.pk)  # the worker's task, arriving after the cancel
+
+    assert (first.status, first.error) == ("failed", "Cancelled before its messages were queued.")
+    assert not Message.objects.exists()
+    assert sending.batch_send(batch=batch, options=options_of(batch), user=manager).queued == 3  # a new send may go
+    client.force_login(viewer)
+    other = make_batch(demo, tmp_path)
+    assert client.get(f"/links/{other.pk}/sends/{first.pk}/status.json").status_code == 404  # not that batch's
+
+
+def test_an_unexpected_failure_ends_the_send_failed_with_a_reference_not_running(manager, demo, tmp_path):
+    from django.core.files.storage import default_storage
+
+    batch = make_batch(demo, tmp_path)
+    send = sending.batch_send_request(batch=batch, options=options_of(batch), user=manager, enqueue=False)
+    default_storage.delete(batch.output_file.name)  # the links file gone from storage before the worker came
+
+    send = sending.batch_send_run(send_id=send.pk)
+
+    assert send.status == "failed" and send.finished_at is not None
+    assert send.error.startswith("Something went wrong while queueing the messages (reference ")
+    assert not Message.objects.exists()
+
+
+def test_a_sends_options_reach_the_worker_as_they_were_chosen(manager, demo, tmp_path):
+    batch = make_batch(demo, tmp_path)
+    chosen = sending.SendOptions(
+        channels=(SMS, EMAIL),
+        columns=sending.SendColumns(email="email", phone="phone", name="name", language=""),
+        default_language="en",
+        messages={
+            **sending.DEFAULT_MESSAGES,
+            "en": sending.LanguageMessage("Your card", "Hi {name}: {link}", "Card for {name}: {link}"),
+        },
+        max_segments=3,
+    )
+    send = sending.batch_send_request(batch=batch, options=chosen, user=manager, enqueue=False)
+    assert sending._options_from_json(LinkBatchSend.objects.get(pk=send.pk).options) == chosen
+    # A send recorded before an option existed takes that option's default.
+    older = {key: value for key, value in send.options.items() if key != "max_segments"}
+    assert sending._options_from_json(older).max_segments == sending.SendOptions().max_segments
 
 
 def test_a_test_send_reaches_the_managers_own_address_and_is_not_counted(client, manager, demo, tmp_path, smtp_server):

@@ -172,6 +172,19 @@ def test_codes_use_letters_and_digits_only_and_carry_at_least_58_random_bits():
     assert min(counts) > 20000 / 62 * 0.6 and max(counts) < 20000 / 62 * 1.4
 
 
+@pytest.mark.django_db
+def test_each_chunks_codes_start_with_its_own_stretch(demo, tmp_path, settings):
+    settings.LINKS_CHUNK_ROWS = 2
+    batch, _ = generate(demo, tmp_path, PEOPLE, "--short-links", "--jobs", "1")
+    assert len(batch.plan) == 2  # rows 1-2 and row 3
+    stored = dict(ShortLink.objects.filter(batch_id=batch.pk).values_list("row", "code"))
+    first, second = {stored[1][:2], stored[2][:2]}, {stored[3][:2]}
+    assert len(first) == 1 and second != first
+    # The chunks' ids follow each other, and so do their stretches.
+    number = ALPHABET.index(stored[1][0]) * len(ALPHABET) + ALPHABET.index(stored[1][1])
+    assert second == {stretch(number + 1)}
+
+
 def test_consecutive_chunks_write_to_consecutive_stretches_of_the_index_and_wrap_around():
     stretches = [stretch(number) for number in range(62 * 62 + 1)]
     assert stretches[:3] == ["00", "01", "02"] and stretches[62] == "10"
