@@ -1,5 +1,6 @@
 """Staff pages for sending a batch's links: the Send links page (preview, test send, send), a send's state,
-cancel, send again, and the batch's messages as CSV. Managers only (links.send_links); the logic is links.services.sending."""
+cancel, send again, and the batch's messages as CSV. Managers only (links.send_links); the logic is
+links.services.sending."""
 
 from __future__ import annotations
 

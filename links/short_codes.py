@@ -6,7 +6,8 @@ random bits (the issue asks for at least 58), so guessing one of a million live 
 against a rate-limited lookup. The two first characters are not secret; they put a chunk's codes into a
 stretch of the primary key's index that no recent chunk wrote to (they wrap around after 62² chunks), so that
 a chunk's sorted COPY writes there in order instead of into one 62nd of an index that grows with every
-campaign (bench/README.md, short links). Codes of 11 characters (one random first character per chunk, the first format) still resolve.
+campaign (bench/README.md, short links). Codes of 11 characters (one random first character per chunk, the
+first format) still resolve.
 Letters and digits only: no autolinker drops one from the end of a link, no mail client breaks a line at one,
 and nothing needs escaping anywhere. With a 24-character PUBLIC_BASE_URL a short link is 39 characters.
 
