@@ -430,6 +430,11 @@ SURGE_CONFIGS = {
     "before": ["--worker-class", "sync", "--workers", "3", "--threads", "1"],
     "now": [],  # deploy/gunicorn.conf.py as it is
 }
+# --floor: the same gunicorn config serving claims that do nothing (bench/floor/claims_floor.py).
+FLOOR_CONFIGS = {
+    "floor-django": ["--pythonpath", "bench/floor", "claims_floor:django_floor"],
+    "floor-wsgi": ["--pythonpath", "bench/floor", "claims_floor:wsgi_floor"],
+}
 
 
 def surge_report(served: Served, args) -> dict:
@@ -510,7 +515,7 @@ def surge_main(args) -> None:
         f"{args.one_link} holders on one link; {os.cpu_count()} CPUs; {load_average()}",
         flush=True,
     )
-    configs = dict(SURGE_CONFIGS)
+    configs = dict(SURGE_CONFIGS) | (FLOOR_CONFIGS if args.floor else {})
     for spec in args.config:
         label, _, extra = spec.partition("=")
         configs[label] = extra.split()
@@ -544,7 +549,7 @@ def surge_main(args) -> None:
                 served.surge_round(paths_for(served, count, round_no), args.concurrency)
         made, posts = Member.objects.count() - members_before, sandbox.ask("posts") - posts_before
         results = [surge_report(served, args) for served in every]
-        claimed = sum(len(served.latencies) for served in every)
+        claimed = sum(len(served.latencies) for served in every if served.name not in FLOOR_CONFIGS)
         print(f"members made {made}, upstream creates {posts}, successful claims {claimed}", flush=True)
         for served in every:
             print(
@@ -556,6 +561,8 @@ def surge_main(args) -> None:
             )
 
         for served in every:
+            if served.name in FLOOR_CONFIGS:  # a floor makes no member: nothing to count
+                continue
             email = f"surge-{served.name}-{run_tag}@example.is"
             one = link_url("", sandbox.autofill_template_id, {"name": "Percy PassKit", "email": email})
             posts_before = sandbox.ask("posts")
@@ -608,6 +615,11 @@ def main() -> None:
     surge.add_argument("--upstream-ms", type=int, default=100, help="the sandbox's answer time per create")
     surge.add_argument(
         "--config", action="append", default=[], help="another configuration: NAME='gunicorn args' (repeatable)"
+    )
+    surge.add_argument(
+        "--floor",
+        action="store_true",
+        help="also serve claims that do nothing, through Django and through plain WSGI (bench/floor)",
     )
     surge.add_argument("--only", action="append", help="run only these configurations, in this order")
     surge.add_argument(

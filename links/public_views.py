@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import logging
 
-import segno
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.db import InterfaceError, OperationalError, connection
@@ -18,7 +17,6 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import translation
 from django.utils.cache import patch_cache_control
-from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 from django_ratelimit.core import is_ratelimited
@@ -28,6 +26,7 @@ from members.services.pass_links import PassLinkNotSent
 
 from . import claims
 from .public_forms import ClaimForm
+from .qr import qr_svg
 from .services.opens import link_open_record
 from .services.short_links import short_link_token
 
@@ -241,14 +240,9 @@ def _qr_svg(pass_id: str) -> str:
     return _qr_svg_in(pass_id, translation.get_language())
 
 
-# The QR code is the pass page's largest cost (~3 ms of segno choosing the best of eight masks): a pass page is
-# opened again and again (a pending page refreshes into it, holders come back, everyone who claimed one autofill
-# link lands on it), so the last few hundred are kept, per language (the title is translated). At ~10 KB each,
-# at most a few MB per process.
+# A pass page is opened again and again (a pending page refreshes into it, holders come back, everyone who
+# claimed one autofill link lands on it), so the last few hundred QR codes are kept, per language (the title is
+# translated). At ~4 KB each, at most a few MB per process.
 @functools.lru_cache(maxsize=256)
 def _qr_svg_in(pass_id: str, _language: str) -> str:
-    # segno writes the SVG from the Pass ID alone (a UUID we stored), so marking it safe cannot inject markup.
-    qr = segno.make(pass_id, error="m")
-    return mark_safe(
-        qr.svg_inline(scale=6, border=2, omitsize=True, svgclass="qr-code", title=_("QR code of your pass"))
-    )
+    return qr_svg(pass_id, scale=6, title=_("QR code of your pass"))

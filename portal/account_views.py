@@ -8,7 +8,6 @@ second-factor failure), so codes and passwords share one lock-out budget per acc
 import time
 from base64 import b32encode
 
-import segno
 from axes.handlers.proxy import AxesProxyHandler
 from django import forms
 from django.conf import settings
@@ -21,13 +20,13 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods
 from django_otp import login as otp_login
 from django_otp.plugins.otp_static.models import StaticDevice
 
 from audit.models import AuthEvent
 from audit.services import auth_event_record
+from links.qr import qr_svg
 
 from . import services
 from .login_throttle import locked_out_response
@@ -123,12 +122,10 @@ def second_factor_enrol(request):
         form.is_valid()
         form.add_error("code", "That code is not right. Type the 6 digits your app shows now.")
     secret = b32encode(device.bin_key).decode()
-    # segno writes the SVG from the otpauth: URL we built (hex key, user name quoted), so it carries no markup.
-    qr = segno.make(device.config_url, error="m")
     context = {
         "form": form,
         "next": _next_url(request),
-        "qr": mark_safe(qr.svg_inline(scale=5, border=2, omitsize=True, svgclass="qr-code", title="Set-up QR code")),
+        "qr": qr_svg(device.config_url, scale=5, title="Set-up QR code"),
         "secret": secret,
         "secret_groups": " ".join(secret[i : i + 4] for i in range(0, len(secret), 4)),
         "issuer": settings.OTP_TOTP_ISSUER,

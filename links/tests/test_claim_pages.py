@@ -20,6 +20,7 @@ from templates_sync import sync
 from templates_sync.client import client_from_settings
 
 from .claim_factories import LAURA, PERCY, add_member_field_template, link_path, mirror, nonce_of, open_and_claim
+from .test_qr import read_qr_svg
 
 POST_PASS = ("POST", "/api/v1/pass")
 
@@ -205,8 +206,9 @@ def test_claiming_issues_the_pass_and_shows_it_with_a_qr_code_and_the_wallet_lin
     body = page.content.decode()
     assert page.status_code == 200 and "Refresh" not in page
     assert "Klúbbkort Sundfélagsins" in body and "Percy PassKit" in body
-    assert "<svg" in body and 'class="qr-code"' in body
     assert pass_id_on(body) == str(member.pass_id) == sandbox.passes()[0]["id"]
+    # The QR code above it, read back, is the Pass ID too.
+    assert read_qr_svg(re.search(r'<svg [^>]*class="qr-code".*?</svg>', body, re.S).group(0)) == str(member.pass_id)
     assert f'href="{sandbox.url}/distribution/pass/{member.pass_id}"' in body
 
 

@@ -14,6 +14,7 @@ from django_otp.plugins.otp_static.models import StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from audit.models import AuthEvent
+from links.tests.test_qr import read_qr_svg
 
 pytestmark = pytest.mark.django_db
 PASSWORD = "correct horse battery"
@@ -55,8 +56,10 @@ def test_a_password_alone_reaches_no_staff_page_and_no_admin_page(client, manage
         assert response["Location"].startswith(reverse("second_factor_enrol") + "?next="), url
     # The set-up page shows the QR code and the same secret as text.
     page = client.get(reverse("second_factor_enrol")).content.decode()
-    assert re.search(r'<svg [^>]*class="qr-code"', page) and 'id="totp-secret"' in page
-    assert TOTPDevice.objects.filter(user=manager, confirmed=False).count() == 1
+    assert 'id="totp-secret"' in page
+    device = TOTPDevice.objects.get(user=manager, confirmed=False)
+    # What an authenticator app scans: the device's own otpauth: address.
+    assert read_qr_svg(re.search(r'<svg [^>]*class="qr-code".*?</svg>', page, re.S).group(0)) == device.config_url
 
 
 def test_enrolment_with_a_code_shows_recovery_codes_once_and_opens_the_portal_and_admin(client, manager):
