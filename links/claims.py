@@ -90,15 +90,15 @@ class ClaimContext:
 
 def claim_context_for(*, payload: tokens.LinkPayload) -> ClaimContext:
     """Everything the claim page needs. Raises ClaimUnavailable when the template cannot issue passes."""
-    template = PassTemplate.objects.filter(pk=payload.template_id).first()
-    if template is None:
+    found = member_selectors.template_with_autofill_setting(template_id=payload.template_id)
+    if found is None:
         # Authentic link, unknown template: it was never mirrored (or the mirror was reset). Nothing to issue.
         raise ClaimUnavailable(f"template {payload.template_id} is not in the mirror")
+    template, autofill = found
     refusal = template.issue_refusal_reason
     if refusal:
         raise ClaimUnavailable(refusal)
     specs = member_selectors.template_field_specs(template=template)
-    autofill = member_selectors.autofill_setting_for(template=template)
     prefilled, asked = [], []
     for spec in specs:
         value = (payload.fields.get(spec.identifier) or "").strip()

@@ -7,6 +7,10 @@ from django.views.i18n import set_language
 from . import account_views, health, staff_views, views
 
 urlpatterns = [
+    # The holder's side first: SmartPass links (/p/<token>), short links and pass pages, public. A surge of
+    # holders is most of the traffic, and each pattern tried before theirs cost every claim request (3% of
+    # the web process's CPU with these last). No staff address starts with p/, s/ or pass/.
+    path("", include("links.public_urls")),
     path("", views.dashboard, name="dashboard"),
     # Throttled by django-axes (settings.py), like the admin's login.
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
@@ -39,8 +43,6 @@ urlpatterns = [
     ),
     path("admin/login/", account_views.admin_login, name="admin_login"),
     path("admin/", admin.site.urls),
-    # The holder's side: SmartPass links (/p/<token>) and pass pages, public.
-    path("", include("links.public_urls")),
     # Holder pages switch language too, so the switch is public.
     path("i18n/setlang/", login_not_required(set_language), name="set_language"),
 ]
