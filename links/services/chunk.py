@@ -341,8 +341,13 @@ class _RowKeys:
                     [(key, row, by_id) for key, (row, by_id) in first_rows.items()],
                 )
 
-    def repeated(self) -> dict[int, tuple[int, bool]]:
-        """Chunk-first rows whose holder came earlier in another chunk → (that earlier row, by External ID)."""
+    def repeated(self, *, part: int = 0, parts: int = 1) -> dict[int, tuple[int, bool]]:
+        """Chunk-first rows whose holder came earlier in another chunk → (that earlier row, by External ID).
+        With `parts` > 1, only those of the holders in `part` (a holder's key decides its part): the parts
+        together give the whole answer (on PostgreSQL)."""
+        of_part = ""
+        if parts > 1:
+            of_part = f"AND get_byte(uuid_send({{0}}.key), 15) % {int(parts)} = {int(part)}"
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
                 cursor.execute("SET LOCAL work_mem = '64MB'")  # a million keys hash in memory, not on disk
@@ -351,7 +356,7 @@ class _RowKeys:
                 cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
             cursor.execute(
                 f"SELECT k.first_row, g.first_row, k.by_id FROM {self.table} k JOIN (SELECT key, MIN(first_row) AS "
-                f"first_row FROM {self.table} GROUP BY key HAVING COUNT(*) > 1) g ON k.key = g.key "
-                "WHERE k.first_row <> g.first_row"
+                f"first_row FROM {self.table} t WHERE TRUE {of_part.format('t')} GROUP BY key HAVING COUNT(*) > 1) g "
+                f"ON k.key = g.key WHERE k.first_row <> g.first_row {of_part.format('k')}"
             )
             return {row: (first, bool(by_id)) for row, first, by_id in cursor.fetchall()}

@@ -137,18 +137,18 @@ def test_the_assembly_gives_the_same_file_whenever_the_repeats_query_answers(one
     answer = assembly._repeated_on_own_connection
     started = threading.Event()
 
-    def late(batch_id):
+    def late(batch_id, part, parts):
         started.set()
         time.sleep(0.5)
-        return answer(batch_id)
+        return answer(batch_id, part, parts)
 
-    def at_once(batch_id):
+    def at_once(batch_id, part, parts):
         started.set()
-        return answer(batch_id)
+        return answer(batch_id, part, parts)
 
     # The timing of the assembly's two halves is not reachable through a public function: patched in its module.
     monkeypatch.setattr(assembly, "_repeated_on_own_connection", late if query == "answers late" else at_once)
-    monkeypatch.setattr(assembly, "_read_stored", _after(started, assembly._read_stored, wait=query != "answers late"))
+    monkeypatch.setattr(assembly, "_Stored", _after(started, assembly._Stored, wait=query != "answers late"))
     copied_again = []
     check = assembly._Assembly.copied_unchecked_repeats
     monkeypatch.setattr(
@@ -161,16 +161,17 @@ def test_the_assembly_gives_the_same_file_whenever_the_repeats_query_answers(one
     assert comparable(batch) == expected
 
 
-def _after(started: threading.Event, read, *, wait: bool):
-    """_read_stored that, when `wait`, first gives the query time to answer."""
+def _after(started: threading.Event, stored: type, *, wait: bool) -> type:
+    """The assembly's stored-file piece, which, when `wait`, first gives the query time to answer."""
 
-    def reading(name):
-        if wait:
-            started.wait(5)
-            time.sleep(0.2)
-        return read(name)
+    class AfterTheQuery(stored):
+        def __new__(cls, name):
+            if wait:
+                started.wait(5)
+                time.sleep(0.2)
+            return super().__new__(cls, name)
 
-    return reading
+    return AfterTheQuery
 
 
 @pytest.mark.slow  # takes seconds
@@ -549,3 +550,30 @@ def test_two_assemblies_at_once_write_one_result(one_process, settings, sent, mo
     batch.refresh_from_db()
     assert comparable(batch) == expected
     assert sorted(default_storage.listdir(batch.sibling_path(""))[1]) == ["errors.csv", "input.csv", "output.csv"]
+
+
+@pytest.mark.django_db
+def test_the_repeats_query_in_parts_gives_the_whole_answer():
+    # Each part hashes only its holders' keys (on a core of its own); together they answer as the whole query.
+    from links.services.chunk import _RowKeys
+
+    keys = _RowKeys(987654)
+    keys.create()
+    try:
+        holders = [f"{n:032x}" for n in range(0, 4000, 7)]
+        # Three chunks' first rows: every holder in the first, every other one again in the second, every
+        # third one in the third, some of those in all three.
+        keys.add({holder: (n + 1, n % 2 == 0) for n, holder in enumerate(holders)})
+        second = {holder: (10_000 + n, n % 2 == 0) for n, holder in enumerate(holders) if n % 2 == 0}
+        third = {holder: (20_000 + n, n % 2 == 0) for n, holder in enumerate(holders) if n % 3 == 0}
+        keys.add(second)
+        keys.add(third)
+        whole = keys.repeated()
+        assert len(whole) == len(second) + len(third)
+        for parts in (2, 3, 4):
+            answers = [keys.repeated(part=part, parts=parts) for part in range(parts)]
+            assert sum(len(answer) for answer in answers) == len(whole)
+            assert {row: first for answer in answers for row, first in answer.items()} == whole
+            assert all(answers)  # every part holds some: the split is by the key
+    finally:
+        keys.drop()
