@@ -1,4 +1,4 @@
-"""Logs as production writes them: claim tokens and pass-page keys cut to a prefix in gunicorn's access log
+"""Logs as production writes them: claim tokens, short-link codes and pass-page keys cut to a prefix in gunicorn's access log
 and Django's request log, and Celery writing Django's format at LOG_LEVEL."""
 
 import re
@@ -27,11 +27,13 @@ def _get(url, **headers):
 def test_claim_tokens_and_pass_keys_reach_the_logs_only_as_a_prefix():
     token = secrets.token_urlsafe(90)
     key = "4711:" + secrets.token_urlsafe(27)
+    code = secrets.token_urlsafe(9)  # a short link's 12 characters
     web, url, log = start_gunicorn(production_env(), log_name="redaction-web")
     try:
         assert _get(f"{url}/p/{token}") == 404
         assert _get(f"{url}/p/{token}?utm_source=sms") == 404
         assert _get(f"{url}/pass/{key}") == 404
+        assert _get(f"{url}/s/{code}") == 404
         # A claim page's own requests name it as their referrer.
         assert _get(f"{url}/static/portal/portal.css", Referer=f"https://portal.example.is/p/{token}") == 200
     finally:
@@ -39,6 +41,7 @@ def test_claim_tokens_and_pass_keys_reach_the_logs_only_as_a_prefix():
     text = log.read_text()
     assert token not in text and token[6:20] not in text
     assert key not in text and key[6:20] not in text
+    assert code not in text and f"GET /s/{code[:6]}... HTTP/1.1" in text
     # What is left is enough to match a holder's report to a line: the first six characters.
     assert text.count(f"GET /p/{token[:6]}... HTTP/1.1") == 1 and f"/p/{token[:6]}...?utm_source=sms" in text
     assert f'"https://portal.example.is/p/{token[:6]}..."' in text  # the access log's Referer
