@@ -313,6 +313,7 @@ def claim_submit(
             source_row=context.payload.row,
             claim_nonce=claim_key,
             pass_values=pass_values,
+            claimed_at=timezone.now(),
             client=client,
         )
     except IssueRefused as exc:
@@ -334,7 +335,6 @@ def claim_submit(
         return _found(issued.member, context=context, claim_key=claim_key, single_use=row_key is not None, typed=typed)
     # A pending member already has its retry scheduled by member_issue.
     _schedule_refresh_if_refused(member=issued.member)
-    _mark_claimed(member=issued.member)
     _record_claim(context=context, outcome=LinkClaim.Outcome.NEW)
     return ClaimOutcome(kind=ClaimKind.ISSUED, member=issued.member)
 

@@ -201,7 +201,7 @@ def test_claiming_issues_the_pass_and_shows_it_with_a_qr_code_and_the_wallet_lin
     assert response.status_code == 302
     member = Member.objects.get()
     assert (member.status, member.source, member.source_batch_id, member.source_row) == ("issued", "link", 41, 7)
-    assert member.external_id is None
+    assert member.external_id is None and member.last_claimed_at is not None  # stamped with the row itself
     page = client.get(response["Location"])
     body = page.content.decode()
     assert page.status_code == 200 and "Refresh" not in page

@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TypeVar
 
@@ -68,12 +68,14 @@ def member_issue(
     user=None,
     claim_nonce: str | None = None,
     pass_values: Mapping | None = None,
+    claimed_at: datetime | None = None,
     client: SmartPagesClient | None = None,
 ) -> IssueResult:
     """Create a member and its pass upstream; the one way a member comes to be.
 
     `pass_values`: the pass's own values SmartPages' create takes beside the input fields (`expirationDate`,
-    `validFrom`, `backFields`), kept with the member so that a retry sends them too.
+    `validFrom`, `backFields`), kept with the member so that a retry sends them too. `claimed_at`: when a holder
+    claimed it (a link's claim), written with the row rather than by an update of its own.
 
     Returns an `IssueResult`. When a member of this template already has `external_id`, that member is
     returned as it is, with no upstream call, as `ALREADY_ENROLLED`: callers show the existing pass. The same
@@ -110,6 +112,7 @@ def member_issue(
         source_batch_id=source_batch_id,
         source_row=source_row,
         claim_nonce=claim_nonce or None,
+        last_claimed_at=claimed_at,
         created_by=acting_user(user),
         status=Member.Status.PENDING,
         # The first attempt is recorded with the row itself, before the POST below can reach SmartPages.
