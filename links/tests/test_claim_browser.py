@@ -6,6 +6,7 @@ import io
 import re
 
 import pytest
+import zxingcpp
 from django.core.files.base import ContentFile
 from playwright.sync_api import expect
 
@@ -48,6 +49,32 @@ def claim_in_browser(page, link: str) -> str:
     return page.locator("#pass-id").inner_text()
 
 
+def qr_as_drawn(page) -> str:
+    """What a scanner reads from the pass page's QR code as Chromium draws it: the SVG painted on a canvas, its
+    pixels read by zxing-cpp."""
+    side = 400
+    grey = page.evaluate(
+        """async (side) => {
+            const svg = document.querySelector("figure.qr svg");
+            const image = new Image();
+            image.src = "data:image/svg+xml;charset=utf-8," + encodeURIComponent(new XMLSerializer().serializeToString(svg));
+            await image.decode();
+            const canvas = document.createElement("canvas");
+            canvas.width = canvas.height = side;
+            const context = canvas.getContext("2d");
+            context.fillStyle = "#fff";
+            context.fillRect(0, 0, side, side);
+            context.drawImage(image, 0, 0, side, side);
+            const rgba = context.getImageData(0, 0, side, side).data;
+            return Array.from({length: side * side}, (_, i) => rgba[4 * i]);
+        }""",
+        side,
+    )
+    barcode = zxingcpp.read_barcode(memoryview(bytes(grey)).cast("B", (side, side)))
+    assert barcode is not None, "no QR code in the drawn page"
+    return barcode.text
+
+
 def test_the_seed_scenario_one_pass_per_click_without_autofill_and_the_same_pass_with_it(
     page, live_server, live_sandbox, manager, settings
 ):
@@ -61,6 +88,7 @@ def test_the_seed_scenario_one_pass_per_click_without_autofill_and_the_same_pass
     # Autofill off: Percy's link twice gives two passes with two Pass IDs.
     first = claim_in_browser(page, links["Percy PassKit"])
     assert "Percy PassKit" in page.locator("h1.holder-name").inner_text()
+    assert qr_as_drawn(page) == first  # the code a till scans is the Pass ID printed beneath it
     second = claim_in_browser(page, links["Percy PassKit"])
     assert first != second
 
