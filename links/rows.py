@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, date, datetime
 from hashlib import blake2b
 from itertools import chain
+from operator import itemgetter
 
 from django.conf import settings
 
@@ -281,7 +282,7 @@ class RowRules:
         for index, (_, _, required), fast, fast_column in zip(
             self.value_columns, validator.fields, validator.fast, validator.fast_column, strict=True
         ):
-            texts = [cells[index].strip() if len(cells) > index else "" for _, cells in items]
+            texts = [cells[index].strip() for _, cells in items]  # read_chunk pads every row to the header's width
             if fast_column is not None and (values := fast_column(texts)) is not None:
                 columns.append(values)
                 continue
@@ -294,8 +295,12 @@ class RowRules:
             )
         identifiers, width = self.validator.identifiers, self.width
         full_key, check = self.full_key, self.check
-        # Where each of the key's sorted names is among the values (which are in the validator's order).
-        positions = [identifiers.index(identifier) for identifier in self.sorted_fields]
+        # The key's values in its sorted names' order, picked from the values (which are in the validator's order).
+        key_positions = [identifiers.index(identifier) for identifier in self.sorted_fields]
+        if len(key_positions) > 1:
+            key_values = itemgetter(*key_positions)
+        else:  # itemgetter of one position gives the value itself, not a tuple
+            key_values = lambda values: tuple(values[position] for position in key_positions)  # noqa: E731
 
         autofill = self.autofill_position
         rows: list[Row] = []
@@ -306,7 +311,7 @@ class RowRules:
             row = Row(number, cells)
             if "" not in values:  # a value in every field (the usual row): its key's layout is known
                 row.fields = dict(zip(identifiers, values, strict=True))
-                key = full_key.format(*[values[position] for position in positions])
+                key = full_key.format(*key_values(values))
             else:
                 fields = {identifier: value for identifier, value in zip(identifiers, values, strict=True) if value}
                 if not fields:  # perhaps an empty row: check() says so
