@@ -1,0 +1,114 @@
+"""Benchmark: the CPU of each of a claim's three requests, in one process, on production settings.
+
+The portal's own work per request with nothing else on the clock: Django's test client (no gunicorn, no
+network to the portal) runs the claim as a holder's phone does — open the link, press the button (the SmartPages
+sandbox, a process of its own, creates the pass), open the pass page — and `time.process_time()` is read around
+each request. Prints the median CPU per request over --claims claims (after a warm-up), the queries each
+request makes, and with --profile the functions that cost the most (cProfile on CPU time).
+
+    .venv/bin/python bench/claim_cpu.py [--claims 200] [--profile]
+
+bench/claims.py --surge measures the same claims under load through gunicorn; this says where each request's
+CPU goes. PostgreSQL on 127.0.0.1:5432 (BENCH_PG); a throw-away database, `smartpass_bench_claim_cpu`.
+"""
+
+import argparse
+import cProfile
+import os
+import pstats
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import claims as bench  # noqa: E402  bench/claims.py: its sandbox process, link tokens and form patterns
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--claims", type=int, default=200)
+    parser.add_argument("--profile", action="store_true", help="also profile the claims (cProfile, CPU time)")
+    args = parser.parse_args()
+    sandbox = bench.SandboxProcess()
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "portal.settings",
+            "DEBUG": "false",
+            "SECRET_KEY": "bench-only-secret-key-" + "x" * 40,
+            "SMARTPASS_LINK_KEYS": "test:" + "A" * 43 + "=",
+            "ALLOWED_HOSTS": "testserver",
+            "SMARTPAGES_API_URL": sandbox.url,
+            "SMARTPAGES_KEY_ID": bench.KEY_ID,
+            "SMARTPAGES_KEY_TOKEN": bench.KEY_TOKEN,
+            "CLAIM_RATE": "1000000/m",
+            "CELERY_BROKER_URL": os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/5"),
+            "STATIC_ROOT": str(bench.ROOT / "var" / "bench-static"),
+        }
+    )
+    # Production pages name the hashed static files collectstatic writes (as the image build does).
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--no-input", "-v", "0"],
+        cwd=bench.ROOT,
+        env={"PATH": os.environ["PATH"], "STATIC_ROOT": os.environ["STATIC_ROOT"]},
+        check=True,
+    )
+    try:
+        bench.setup_django("smartpass_bench_claim_cpu")
+        from django.db import connection
+        from django.test import Client
+        from django.test.utils import CaptureQueriesContext
+
+        from templates_sync import sync
+
+        assert sync.templates_sync_all().status == "succeeded"
+        # As the TLS proxy forwards a holder's request.
+        client = Client(HTTP_X_FORWARDED_PROTO="https", enforce_csrf_checks=True)
+        run = uuid.uuid4().hex[:6]
+
+        def claim(number: int) -> list[tuple[float, int]]:
+            """One claim: (CPU seconds, queries) of each of its three requests."""
+            fields = {"name": f"Félagi {number}", "email": f"felagi{number}-{run}@example.is"}
+            path = bench.link_url("", sandbox.plain_template_id, fields)
+            measured = []
+
+            def timed(request):
+                with CaptureQueriesContext(connection) as queries:
+                    started = time.process_time()
+                    response = request()
+                    measured.append((time.process_time() - started, len(queries)))
+                return response
+
+            page = timed(lambda: client.get(path, secure=True))
+            text = page.content.decode()
+            form = {"nonce": bench.NONCE_RE.search(text)[1], "csrfmiddlewaretoken": bench.CSRF_RE.search(text)[1]}
+            answer = timed(lambda: client.post(path, form, secure=True, HTTP_ORIGIN="https://testserver"))
+            assert answer.status_code == 302, answer.status_code
+            assert timed(lambda: client.get(answer["Location"], secure=True)).status_code == 200
+            return measured
+
+        for number in range(30):  # warm-up: templates, connections, caches
+            claim(number)
+        figures = [claim(1000 + number) for number in range(args.claims)]
+        total = 0.0
+        for position, what in enumerate(("claim page (GET)", "press (POST, the create included)", "pass page (GET)")):
+            cpu = statistics.median(claim_figures[position][0] for claim_figures in figures)
+            queries = statistics.median(claim_figures[position][1] for claim_figures in figures)
+            total += cpu
+            print(f"{what:36s} {cpu * 1000:6.2f} ms CPU (median of {args.claims}), {queries:.0f} queries")
+        print(f"{'a claim':36s} {total * 1000:6.2f} ms CPU; load average {os.getloadavg()[0]:.2f} (1 min)")
+        if args.profile:
+            profile = cProfile.Profile(time.process_time)
+            profile.enable()
+            for number in range(args.claims):
+                claim(100_000 + number)
+            profile.disable()
+            pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
+    finally:
+        sandbox.stop()
+
+
+if __name__ == "__main__":
+    main()
