@@ -162,22 +162,24 @@ def template_with_autofill_setting(*, template_id) -> tuple[PassTemplate, Autofi
     if template is None:
         return None
     try:
-        setting = template.autofill_setting
+        saved = template.autofill_setting
     except AutofillSetting.DoesNotExist:
-        return template, AutofillSetting(template=template, source=AutofillSource.OFF)
-    setting.template = template
-    return template, setting
+        saved = None
+    return template, _setting_or_off(saved, template=template)
 
 
 def autofill_setting_for(*, template: PassTemplate) -> AutofillSetting:
     """The template's setting; an unsaved default "off" when none was ever saved."""
-    setting = AutofillSetting.objects.filter(template=template).first()
-    if setting is None:
+    return _setting_or_off(AutofillSetting.objects.filter(template=template).first(), template=template)
+
+
+def _setting_or_off(saved: AutofillSetting | None, *, template: PassTemplate) -> AutofillSetting:
+    if saved is None:
         return AutofillSetting(template=template, source=AutofillSource.OFF)
     # Hand back the caller's template instance: reading `setting.template` would otherwise query the template
     # again on every claim.
-    setting.template = template
-    return setting
+    saved.template = template
+    return saved
 
 
 def autofill_candidate_fields(*, template: PassTemplate, source: str) -> list[InputField]:

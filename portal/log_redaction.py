@@ -9,16 +9,22 @@ import logging
 import re
 
 KEPT_CHARACTERS = 6
+# A short code is 12 characters, the first 2 from its chunk (links.short_codes): those 2 say which campaign it is
+# from and leave all 10 random ones (~59 bits) out of the log. Six would leave only 6 random ones (~36 bits).
+KEPT_SHORT_CODE_CHARACTERS = 2
 # The secret runs to the next character that cannot be part of it (/, ?, #, space, quote).
-_SECRET_PATH = re.compile(rf"(/(?:p|pass|s)/)([^/?#\s\"']{{{KEPT_CHARACTERS}}})[^/?#\s\"']+")
+_SECRET_PATH = re.compile(rf"(/(?:p|pass)/)([^/?#\s\"']{{{KEPT_CHARACTERS}}})[^/?#\s\"']+")
+_SHORT_CODE_PATH = re.compile(rf"(/s/)([^/?#\s\"']{{{KEPT_SHORT_CODE_CHARACTERS}}})[^/?#\s\"']+")
 
 
 def redact_secret_paths(text: str) -> str:
     # Most texts (gunicorn passes every header of every request through here) hold none of the three paths:
-    # three substring tests are a third of the regular expression's cost.
-    if "/p/" not in text and "/pass/" not in text and "/s/" not in text:
-        return text
-    return _SECRET_PATH.sub(r"\1\2...", text)
+    # substring tests first are a third of the regular expressions' cost.
+    if "/p/" in text or "/pass/" in text:
+        text = _SECRET_PATH.sub(r"\1\2...", text)
+    if "/s/" in text:
+        text = _SHORT_CODE_PATH.sub(r"\1\2...", text)
+    return text
 
 
 class SecretPathFilter(logging.Filter):

@@ -23,6 +23,7 @@ def read_qr_svg(svg: str, pixels_per_module: int = 4) -> str:
     size = side * pixels_per_module
     barcode = zxingcpp.read_barcode(memoryview(bitmap).cast("B", (size, size)))
     assert barcode is not None, "no QR code found"
+    assert barcode.ec_level == "M"  # 15 % of the code may be scuffed or covered and it still reads
     return barcode.text
 
 

@@ -139,5 +139,21 @@ def test_checking_rows_in_a_group_gives_what_checking_them_one_by_one_gives(head
 HEADER_ORDER = ["email", "name", "phone"]
 
 
+@pytest.mark.parametrize("autofill", [None, "email"])
+def test_a_one_field_template_checks_a_group_as_one_by_one(autofill):
+    # One field: the fast path's key has a single value (and two rows with one address are one holder).
+    template = template_with_fields([("email", "Email", "EMAIL", "ISSUER", True)], name="Póstlisti")
+    if autofill:
+        AutofillSetting.objects.create(template=template, source=autofill, field_identifier="email")
+    rules = RowRules(LinkBatch(template=template, header=["email"], mapping={"email": "email"}))
+    assert rules.fast_fields
+    items = [(1, ["anna@example.is"]), (2, [" Anna@Example.IS "]), (3, ["bjork@example.is"]), (4, [""])]
+    one_by_one = [rules.check(number, list(cells)) for number, cells in items]
+    in_a_group = rules.check_many([(number, list(cells)) for number, cells in items])
+    assert [_as_dict(row) for row in in_a_group] == [_as_dict(row) for row in one_by_one]
+    assert in_a_group[0].digest == in_a_group[1].digest != in_a_group[2].digest
+    assert in_a_group[3].error  # a required value missing
+
+
 def _as_dict(row: Row) -> dict:
     return {name: getattr(row, name) for name in Row.__slots__}

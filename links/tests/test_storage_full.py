@@ -57,3 +57,25 @@ def test_a_run_that_fills_the_storage_fails_with_the_reason_and_leaves_no_partia
     assert set(left) == kept
     assert left[batch.input_file.name] == source.stat().st_size
     assert not any("output" in name for name in left)
+
+
+def test_a_disk_that_fills_while_the_result_is_put_together_leaves_no_partial_result(sandbox, settings, tmp_path):
+    # Room for the input and every chunk's rows, not for the result as well: the assembly (which puts the result
+    # together beside the chunks on a local disk) fails with the reason, and leaves no part of a result behind.
+    template = demo_template()
+    source = _campaign(tmp_path / "campaign.csv", 3000)
+    settings.LINKS_CHUNK_ROWS = 500
+    settings.MEDIA_ROOT = str(tmp_path / "roomy")
+    batch = upload(template, source)
+    services.link_batch_confirm(batch=batch, mapping=batch.mapping, enqueue=False)
+    made = services.link_batch_process(batch_id=batch.pk, jobs=1)
+    result_size = files_under(tmp_path / "roomy")[made.output_file.name]
+    media = tmp_path / "media"
+    with full_media(settings, media, size_kb=(source.stat().st_size + result_size * 3 // 2) // 1024) as kind:
+        batch = upload(template, source)
+        services.link_batch_confirm(batch=batch, mapping=batch.mapping, enqueue=False)
+        batch = services.link_batch_process(batch_id=batch.pk, jobs=1)
+        left = files_under(media)
+    assert (batch.status, batch.error) == ("failed", STORAGE_FULL), kind
+    assert LinkChunk.objects.filter(batch=batch, status="done").count() == 6  # every chunk was made
+    assert not any("output" in name or "assembling" in name for name in left), left

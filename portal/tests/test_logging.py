@@ -41,12 +41,14 @@ def test_claim_tokens_and_pass_keys_reach_the_logs_only_as_a_prefix():
     text = log.read_text()
     assert token not in text and token[6:20] not in text
     assert key not in text and key[6:20] not in text
-    assert code not in text and f"GET /s/{code[:6]}... HTTP/1.1" in text
+    # A short code keeps only its first 2 characters (its chunk's), none of its 10 random ones.
+    assert code[2:] not in text and f"GET /s/{code[:2]}... HTTP/1.1" in text
     # What is left is enough to match a holder's report to a line: the first six characters.
     assert text.count(f"GET /p/{token[:6]}... HTTP/1.1") == 1 and f"/p/{token[:6]}...?utm_source=sms" in text
     assert f'"https://portal.example.is/p/{token[:6]}..."' in text  # the access log's Referer
     assert f"WARNING django.request Not Found: /p/{token[:6]}..." in text  # Django's own 404 line
     assert f"WARNING django.request Not Found: /pass/{key[:6]}..." in text
+    assert f"WARNING django.request Not Found: /s/{code[:2]}..." in text
 
 
 @pytest.mark.worker
