@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Model, Q, QuerySet
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -188,11 +188,15 @@ def take(row: Model, *, among: QuerySet | None = None, also: QuerySet | None = N
     queued (another worker took it, it finished) or is not among `among`. `also` beats with it."""
     now = timezone.now()
     rows = type(row)._default_manager.all() if among is None else among
-    if not rows.filter(pk=row.pk, status=QUEUED, attempt=row.attempt).update(
-        status=RUNNING, attempt=row.attempt + 1, heartbeat_at=now, **fields
-    ):
-        return None
+    # Both writes or neither: a connection that broke between them (a database restart, a killed backend) left
+    # the row running under a worker that had already given up on it, and the task sent again found it not
+    # queued, so it waited for the sweep to see its heartbeat go stale.
+    with transaction.atomic():
+        if not rows.filter(pk=row.pk, status=QUEUED, attempt=row.attempt).update(
+            status=RUNNING, attempt=row.attempt + 1, heartbeat_at=now, **fields
+        ):
+            return None
+        if also is not None:
+            also.update(heartbeat_at=now)
     row.status, row.attempt, row.heartbeat_at = RUNNING, row.attempt + 1, now
-    if also is not None:
-        also.update(heartbeat_at=now)
     return Heartbeat(type(row)._default_manager.filter(pk=row.pk, status=RUNNING, attempt=row.attempt), also=also)

@@ -266,3 +266,19 @@ def test_the_heartbeat_thread_keeps_a_busy_worker_alive_and_tells_it_when_it_was
         time.sleep(0.5)
         assert not beat()  # the worker stops at its next check
     assert MemberBulkAction.objects.get(pk=action.pk).status == "queued"
+
+
+@pytest.mark.django_db(transaction=True)  # autocommit, as a worker runs: each write commits on its own
+def test_a_take_whose_second_write_fails_leaves_the_row_queued_for_the_task_sent_again(club, manager):
+    # A connection killed between taking the row and beating for what beats with it: the worker gives up on the
+    # row and sends its task again, which must find the row still queued (not running under nobody).
+    from django.db import DatabaseError
+    from django.db.models.expressions import RawSQL
+
+    action = bulk.member_bulk_request(action="refresh", member_ids=[issued(club, 0).pk], user=manager)
+    failing = MemberBulkAction.objects.filter(pk__gt=RawSQL("SELECT 1 / 0", []))  # PostgreSQL refuses it
+    with pytest.raises(DatabaseError):
+        recovery.take(action, also=failing)
+    assert MemberBulkAction.objects.get(pk=action.pk).status == "queued"
+    assert recovery.take(MemberBulkAction.objects.get(pk=action.pk)) is not None
+    assert MemberBulkAction.objects.get(pk=action.pk).attempt == 1
