@@ -17,7 +17,6 @@ import cProfile
 import os
 import pstats
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -34,26 +33,11 @@ def main() -> None:
     args = parser.parse_args()
     sandbox = bench.SandboxProcess()
     os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "portal.settings",
-            "DEBUG": "false",
-            "SECRET_KEY": "bench-only-secret-key-" + "x" * 40,
-            "SMARTPASS_LINK_KEYS": "test:" + "A" * 43 + "=",
+        bench.production_portal_env(sandbox)
+        | {
             "ALLOWED_HOSTS": "testserver",
-            "SMARTPAGES_API_URL": sandbox.url,
-            "SMARTPAGES_KEY_ID": bench.KEY_ID,
-            "SMARTPAGES_KEY_TOKEN": bench.KEY_TOKEN,
-            "CLAIM_RATE": "1000000/m",
             "CELERY_BROKER_URL": os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/5"),
-            "STATIC_ROOT": str(bench.ROOT / "var" / "bench-static"),
         }
-    )
-    # Production pages name the hashed static files collectstatic writes (as the image build does).
-    subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--no-input", "-v", "0"],
-        cwd=bench.ROOT,
-        env={"PATH": os.environ["PATH"], "STATIC_ROOT": os.environ["STATIC_ROOT"]},
-        check=True,
     )
     try:
         bench.setup_django("smartpass_bench_claim_cpu")

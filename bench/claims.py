@@ -453,6 +453,30 @@ def surge_report(served: Served, args) -> dict:
     return {"name": served.name, "rate": rate, "p95": p95}
 
 
+def production_portal_env(sandbox: "SandboxProcess") -> dict[str, str]:
+    """The portal's environment on production settings for a bench (this one's gunicorn, bench/claim_cpu.py's
+    process): DEBUG off, the sandbox as SmartPages, the claim rate raised (every holder here is 127.0.0.1), and
+    the static files collected, as the image build does (production pages name collectstatic's hashed files)."""
+    static_root = str(ROOT / "var" / "bench-static")
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--no-input", "-v", "0"],
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], "STATIC_ROOT": static_root},
+        check=True,
+    )
+    return {
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DEBUG": "false",
+        "SECRET_KEY": "bench-only-secret-key-" + "x" * 40,
+        "SMARTPASS_LINK_KEYS": os.environ.get("SMARTPASS_LINK_KEYS", "test:" + "A" * 43 + "="),
+        "SMARTPAGES_API_URL": sandbox.url,
+        "SMARTPAGES_KEY_ID": KEY_ID,
+        "SMARTPAGES_KEY_TOKEN": KEY_TOKEN,
+        "CLAIM_RATE": "1000000/m",
+        "STATIC_ROOT": static_root,
+    }
+
+
 def surge_main(args) -> None:
     import asyncio
 
@@ -483,31 +507,16 @@ def surge_main(args) -> None:
         for key, value in os.environ.items()
         if key in {"PATH", "HOME", "LANG", "DATABASE_URL", "CELERY_BROKER_URL", "CACHE_REDIS_URL", "CELERY_QUEUE"}
     }
+    env.update(production_portal_env(sandbox))
     env.update(
         {
-            "DJANGO_SETTINGS_MODULE": "portal.settings",
-            "DEBUG": "false",
-            "SECRET_KEY": "bench-only-secret-key-" + "x" * 40,
-            "SMARTPASS_LINK_KEYS": os.environ.get("SMARTPASS_LINK_KEYS", "test:" + "A" * 43 + "="),
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "CLIENT_IP_HEADER": "X-Real-IP",
-            "SMARTPAGES_API_URL": sandbox.url,
-            "SMARTPAGES_KEY_ID": KEY_ID,
-            "SMARTPAGES_KEY_TOKEN": KEY_TOKEN,
-            "CLAIM_RATE": "1000000/m",
-            "STATIC_ROOT": str(ROOT / "var" / "bench-static"),
             "MEDIA_ROOT": str(ROOT / "var" / "bench-media"),
             "PYTHONUNBUFFERED": "1",
         }
     )
     env.update(dict(item.split("=", 1) for item in args.env))
-    # Production serves the hashed names collectstatic writes (as the image build does).
-    subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--no-input", "-v", "0"],
-        cwd=ROOT,
-        env={"PATH": os.environ["PATH"], "STATIC_ROOT": env["STATIC_ROOT"]},
-        check=True,
-    )
     run_tag = uuid.uuid4().hex[:6]
     print(
         f"surge: upstream create {args.upstream_ms} ms, {args.links} links at {args.concurrency} at a time "
