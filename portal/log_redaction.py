@@ -8,10 +8,12 @@ Used by Django's logging (settings.LOGGING) and gunicorn's access log (deploy/gu
 import logging
 import re
 
+from links.short_codes import STRETCH_LENGTH
+
 KEPT_CHARACTERS = 6
-# A short code is 12 characters, the first 2 from its chunk (links.short_codes): those 2 say which campaign it is
-# from and leave all 10 random ones (~59 bits) out of the log. Six would leave only 6 random ones (~36 bits).
-KEPT_SHORT_CODE_CHARACTERS = 2
+# A short code's first characters name its chunk (links.short_codes): kept, they say which campaign it is from
+# and leave all its random ones (~59 bits) out of the log. Six would leave only 6 random ones (~36 bits).
+KEPT_SHORT_CODE_CHARACTERS = STRETCH_LENGTH
 # The secret runs to the next character that cannot be part of it (/, ?, #, space, quote).
 _SECRET_PATH = re.compile(rf"(/(?:p|pass)/)([^/?#\s\"']{{{KEPT_CHARACTERS}}})[^/?#\s\"']+")
 _SHORT_CODE_PATH = re.compile(rf"(/s/)([^/?#\s\"']{{{KEPT_SHORT_CODE_CHARACTERS}}})[^/?#\s\"']+")
