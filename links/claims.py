@@ -28,6 +28,7 @@ from background.enqueue import enqueue_after_commit
 from members import selectors as member_selectors
 from members.identity import InvalidIdentity
 from members.models import AutofillSetting, Member
+from members.rows import row_or_none
 from members.services import InvalidMemberValues, IssueRefused, UniqueValuesTaken, pass_links
 from members.services.issuing import IssueKind, member_adopt, member_issue, member_reissue_failed
 from members.validation import FieldSpec, TemplateRules, validate_values
@@ -151,7 +152,7 @@ def claim_existing_member(*, context: ClaimContext) -> Member | None:
     (explicit, or autofill from a value in the link). Read-only: the GET page words its button with it."""
     row_key = single_use_claim_key(payload=context.payload)
     if row_key is not None:
-        found = Member.objects.filter(template=context.template, claim_nonce=row_key).first()
+        found = row_or_none(Member.objects.filter(template=context.template, claim_nonce=row_key))
         if found is not None:
             return found
     try:
@@ -160,7 +161,7 @@ def claim_existing_member(*, context: ClaimContext) -> Member | None:
         return None
     if external_id is None:
         return None
-    found = Member.objects.filter(template=context.template, external_id=external_id).first()
+    found = row_or_none(Member.objects.filter(template=context.template, external_id=external_id))
     if found is None:
         # A pass made before autofill was on, which the claim would adopt (member_adopt).
         candidates = member_selectors.autofill_adoption_candidates(template=context.template, external_id=external_id)
@@ -369,9 +370,9 @@ def _explicit_external_id(*, context: ClaimContext) -> str | None:
 def _member_for_claim(*, template: PassTemplate, external_id: str | None, nonce: str) -> Member | None:
     """The member this claim should show instead of issuing: the one an earlier post of this same form made
     (its result is shown again; a refusal is tried again), else the one holding the External ID."""
-    found = Member.objects.filter(claim_nonce=nonce, template=template).first()
+    found = row_or_none(Member.objects.filter(claim_nonce=nonce, template=template))
     if found is None and external_id is not None:
-        found = Member.objects.filter(template=template, external_id=external_id).first()
+        found = row_or_none(Member.objects.filter(template=template, external_id=external_id))
     return found
 
 
@@ -452,7 +453,7 @@ def pass_page_member(*, key: str) -> Member | None:
         member_id = int(signing.Signer(salt=_PASS_PAGE_SALT).unsign(key))
     except (signing.BadSignature, ValueError):
         return None
-    return Member.objects.select_related("template").filter(pk=member_id).first()
+    return row_or_none(Member.objects.select_related("template").filter(pk=member_id))
 
 
 def pass_replacement(*, member: Member) -> Member | None:

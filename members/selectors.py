@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from templates_sync.models import InputField, PassTemplate
 
+from . import template_rows
 from .collation import ICELANDIC_COLLATION
 from .identity import InvalidIdentity, display_value, external_id_for, normalise_email, normalise_phone
 from .models import (
@@ -156,15 +157,12 @@ def unique_value_taken_message(label: str, value: str) -> str:
 
 # --- autofill ------------------------------------------------------------------------------------------------
 def template_with_autofill_setting(*, template_id) -> tuple[PassTemplate, AutofillSetting] | None:
-    """The template and its autofill setting, read in one query (a claim reads both on every request); None
-    when the template is not in the mirror."""
-    template = PassTemplate.objects.select_related("autofill_setting").filter(pk=template_id).first()
-    if template is None:
+    """The template and its autofill setting, as the database holds them now (a claim reads both on every
+    request: see template_rows); None when the template is not in the mirror."""
+    found = template_rows.template_and_saved_setting(template_id=template_id)
+    if found is None:
         return None
-    try:
-        saved = template.autofill_setting
-    except AutofillSetting.DoesNotExist:
-        saved = None
+    template, saved = found
     return template, _setting_or_off(saved, template=template)
 
 

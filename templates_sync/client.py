@@ -206,6 +206,7 @@ class SmartPagesClient:
         retry: Retry | None = None,
         deadline: float = DEFAULT_DEADLINE,
         max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
+        pool_size: int = 16,
     ):
         self.base_url = base_url.rstrip("/")
         self.deadline = float(deadline)
@@ -214,7 +215,7 @@ class SmartPagesClient:
         self._retry = retry or default_retry()
         credentials = base64.b64encode(f"{key_id}:{key_token}".encode()).decode()
         self._pool = urllib3.PoolManager(
-            maxsize=16,
+            maxsize=pool_size,
             retries=False,
             headers={
                 "Authorization": f"Bearer {credentials}",
@@ -409,13 +410,52 @@ def _permanent_error(method: str, path: str, status: int, data: bytes) -> Perman
 
 @contextlib.contextmanager
 def smartpages_client(given: SmartPagesClient | None = None, *, in_request: bool = False) -> Iterator[SmartPagesClient]:
-    """The caller's client as it is, or one made from settings and closed afterwards (with the shorter
-    timeouts, retries and deadline of a web request when `in_request`)."""
+    """The caller's client as it is; while a person waits (`in_request`: shorter timeouts, retries and
+    deadline), the process's shared request client; else one made from settings and closed afterwards."""
     if given is not None:
         yield given
-        return
-    with client_from_settings(in_request=in_request) as made:
-        yield made
+    elif in_request:
+        yield request_client()
+    else:
+        with client_from_settings() as made:
+            yield made
+
+
+# One client per process for the calls a person waits on, so that its connections to SmartPages are kept alive
+# between calls: a claim reuses an open (TLS) connection instead of opening one and a pool around it each time.
+# urllib3's PoolManager is thread-safe; a web process's threads share it, each holding at most one of its
+# connections at a time (pool_size: above gunicorn's default of 16 threads). A connection SmartPages closed
+# while idle is seen before reuse and replaced; one closed just as a POST goes out fails that POST like any
+# other lost connection, and the member waits as pending for its retry.
+REQUEST_CLIENT_POOL_SIZE = 32
+# Clients kept per process: one per SmartPages configuration (one in production; tests change it often).
+REQUEST_CLIENTS_KEPT = 4
+_request_clients: dict[tuple, SmartPagesClient] = {}
+_request_clients_lock = threading.Lock()
+
+
+def request_client() -> SmartPagesClient:
+    """The process's client for calls a person waits on, for the current settings (a test that changes them
+    gets a client of its own)."""
+    key = (
+        settings.SMARTPAGES_API_URL,
+        settings.SMARTPAGES_KEY_ID,
+        settings.SMARTPAGES_KEY_TOKEN,
+        settings.SMARTPAGES_REQUEST_TIMEOUT,
+        settings.SMARTPAGES_REQUEST_DEADLINE,
+        settings.SMARTPAGES_MAX_REPLY_BYTES,
+    )
+    client = _request_clients.get(key)
+    if client is None:
+        with _request_clients_lock:
+            client = _request_clients.get(key)
+            if client is None:
+                if len(_request_clients) >= REQUEST_CLIENTS_KEPT:
+                    for old in _request_clients.values():
+                        old.close()  # idle connections only: a call still using one finishes on it
+                    _request_clients.clear()
+                client = _request_clients[key] = client_from_settings(in_request=True)
+    return client
 
 
 def client_from_settings(*, in_request: bool = False) -> SmartPagesClient:
@@ -429,4 +469,5 @@ def client_from_settings(*, in_request: bool = False) -> SmartPagesClient:
         retry=request_retry() if in_request else None,
         deadline=settings.SMARTPAGES_REQUEST_DEADLINE if in_request else settings.SMARTPAGES_DEADLINE,
         max_reply_bytes=settings.SMARTPAGES_MAX_REPLY_BYTES,
+        pool_size=REQUEST_CLIENT_POOL_SIZE if in_request else 16,
     )
