@@ -453,7 +453,11 @@ def pass_page_member(*, key: str) -> Member | None:
         member_id = int(signing.Signer(salt=_PASS_PAGE_SALT).unsign(key))
     except (signing.BadSignature, ValueError):
         return None
-    return row_or_none(Member.objects.select_related("template").filter(pk=member_id))
+    member = row_or_none(Member.objects.filter(pk=member_id))
+    if member is not None:
+        # The template as a claim reads it (members.template_rows): a version check instead of its columns.
+        member.template, _setting = member_selectors.template_with_autofill_setting(template_id=member.template_id)
+    return member
 
 
 def pass_replacement(*, member: Member) -> Member | None:

@@ -10,7 +10,8 @@ transaction the ctid alone tells two versions apart; across transactions xmin do
 while its rows are exactly the ones the database holds now, with nothing to invalidate by hand. (On SQLite,
 the embedded default, every read goes to the database: there is no surge there to serve.)
 
-Each caller gets its own shallow copies, so nothing one request sets on them reaches another.
+Each caller gets its own shallow copies, so no attribute one request sets reaches another; the JSON values
+inside (`raw`) are shared, to be read and never changed in place (no code does).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def template_and_saved_setting(*, template_id) -> tuple[PassTemplate, AutofillSe
     template_id = template_id if isinstance(template_id, uuid.UUID) else uuid.UUID(str(template_id))
     if connection.vendor != "postgresql":
         found = _read(template_id, versioned=False)
-        return None if found is None else (found[0], _saved_setting(found[0]))
+        return None if found is None else (found[1], _saved_setting(found[1]))
     with connection.cursor() as cursor:
         cursor.execute(_VERSIONS_SQL, [template_id])
         versions = cursor.fetchone()

@@ -141,6 +141,7 @@ class SmartPagesSandbox:
         # (time.time(), method, path) of the latest requests, bounded for a sandbox left running for days.
         self._request_log: deque[tuple[float, str, str]] = deque(maxlen=1_000_000)
         self._open_connections: set[socket.socket] = set()
+        self._connections_accepted = 0
 
         self._http_server = _SandboxHTTPServer((host, port), _SandboxRequestHandler, sandbox=self)
         bound_host, bound_port = self._http_server.server_address[:2]
@@ -316,10 +317,17 @@ class SmartPagesSandbox:
                 if (wanted_method is None or request_method == wanted_method) and path.startswith(path_prefix)
             ]
 
+    @property
+    def connections_accepted(self) -> int:
+        """Connections clients opened since the last reset_counts(): how well they keep theirs alive."""
+        with self._lock:
+            return self._connections_accepted
+
     def reset_counts(self) -> None:
         with self._lock:
             self._request_counts.clear()
             self._request_log.clear()
+            self._connections_accepted = 0
 
     def add_passes(self, template_id: str, count: int) -> list[str]:
         """Passes made directly (no HTTP, no validation), for tests and benchmarks that need many; their ids."""
@@ -671,6 +679,7 @@ class _SandboxRequestHandler(BaseHTTPRequestHandler):
         sandbox = self.server.sandbox
         with sandbox._lock:
             sandbox._open_connections.add(self.connection)
+            sandbox._connections_accepted += 1
 
     def finish(self) -> None:
         sandbox = self.server.sandbox

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from conftest import SANDBOX_KEY_ID, SANDBOX_KEY_TOKEN
-from sandbox import DEMO_TEMPLATE_ID, Faults
+from sandbox import DEMO_TEMPLATE_ID, Faults, SmartPagesSandbox
 from templates_sync.client import (
     NotFound,
     PermanentError,
@@ -16,6 +16,7 @@ from templates_sync.client import (
     TransientError,
     client_from_settings,
     default_retry,
+    smartpages_client,
 )
 
 
@@ -144,3 +145,44 @@ def test_answers_are_asked_for_compressed_and_read_back_whole():
     finally:
         server.shutdown()
     assert "gzip" in asked[0]
+
+
+def test_calls_a_person_waits_on_share_one_kept_alive_connection_per_thread(sandbox, settings):
+    """A claim's create reuses the process's open connection to SmartPages instead of opening its own; calls
+    from many threads at once each get a connection of the shared pool. A worker's client is its own."""
+    sandbox.reset_counts()
+    for _ in range(3):
+        with smartpages_client(in_request=True) as client:
+            assert client.get_template(DEMO_TEMPLATE_ID)["id"] == DEMO_TEMPLATE_ID
+    assert (sandbox.request_count("GET"), sandbox.connections_accepted) == (3, 1)
+
+    answers, threads = [], 8
+    barrier = threading.Barrier(threads)
+
+    def claim_like_call():
+        barrier.wait()
+        with smartpages_client(in_request=True) as shared:
+            answers.append(shared.get_template(DEMO_TEMPLATE_ID)["id"])
+
+    callers = [threading.Thread(target=claim_like_call) for _ in range(threads)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(timeout=30)
+    assert answers == [DEMO_TEMPLATE_ID] * threads
+    assert 1 < sandbox.connections_accepted <= threads  # the first connection and up to 7 more at once
+    opened = sandbox.connections_accepted
+    with smartpages_client(in_request=True) as client:
+        client.get_template(DEMO_TEMPLATE_ID)
+    with smartpages_client() as worker:
+        worker.get_template(DEMO_TEMPLATE_ID)
+    assert sandbox.connections_accepted == opened + 1  # only the worker's client connected
+
+    other = SmartPagesSandbox(templates=1, key_id=SANDBOX_KEY_ID, key_token=SANDBOX_KEY_TOKEN).start()
+    try:
+        settings.SMARTPAGES_API_URL = other.url  # another SmartPages: another client, not the first's pool
+        with smartpages_client(in_request=True) as client:
+            assert client.list_templates(page=1, page_size=10).total_items == 1
+        assert other.connections_accepted == 1
+    finally:
+        other.stop()
