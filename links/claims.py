@@ -16,6 +16,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import StrEnum
 
 from django.conf import settings
@@ -376,10 +377,19 @@ def _member_for_claim(*, template: PassTemplate, external_id: str | None, nonce:
     return found
 
 
+# "Last claimed" is read to the minute (the conflict table; the member page). Within it a pass's stamp is not
+# written again: a link shared in a group chat brings hundreds of claims of one pass at once, and each write would
+# wait on that one row's lock and rewrite all of its indexes (the update is not HOT).
+LAST_CLAIMED_PRECISION = timedelta(minutes=1)
+
+
 def _mark_claimed(*, member: Member) -> None:
     """Stamp when a holder last reached this pass: the conflict table's "last claimed"."""
-    member.last_claimed_at = timezone.now()
-    Member.objects.filter(pk=member.pk).update(last_claimed_at=member.last_claimed_at)
+    now = timezone.now()
+    if member.last_claimed_at is not None and now - member.last_claimed_at < LAST_CLAIMED_PRECISION:
+        return
+    member.last_claimed_at = now
+    Member.objects.filter(pk=member.pk).update(last_claimed_at=now)
 
 
 def _found(member: Member, *, context: ClaimContext, claim_key: str, single_use: bool, typed: bool) -> ClaimOutcome:

@@ -187,6 +187,28 @@ def test_a_holder_cannot_override_the_values_the_issuer_put_in_the_link(client, 
     assert sandbox.passes(DEMO_TEMPLATE_ID)[0]["inputFields"][0] == {"identifier": "name", "value": "Percy PassKit"}
 
 
+def test_last_claimed_moves_once_a_minute_however_many_claims_of_the_pass_come(client, club, sandbox):
+    """A link shared in a group chat: every claim shows the one pass, and "last claimed" (read to the minute)
+    is written again only when a minute has passed, not by each of them."""
+    autofill.autofill_setting_change(template=club, source="email")
+    path = link_path(fields=PERCY)
+    open_and_claim(client, path)
+    member = Member.objects.get()
+    stamped = member.last_claimed_at
+    for _ in range(3):
+        assert open_and_claim(client, path).status_code == 302
+    member.refresh_from_db()
+    assert member.last_claimed_at == stamped
+
+    two_minutes_ago = timezone.now() - timedelta(minutes=2)
+    Member.objects.filter(pk=member.pk).update(last_claimed_at=two_minutes_ago)
+    before_claim = timezone.now()
+    open_and_claim(client, path)
+    member.refresh_from_db()
+    assert member.last_claimed_at >= before_claim
+    assert Member.objects.count() == 1 and upstream_posts(sandbox) == 1
+
+
 def test_a_link_whose_own_values_are_invalid_says_so_without_issuing(client, club, sandbox):
     path = link_path(fields={"name": "Percy PassKit", "email": "not-an-email"})
     response = client.post(path, {"nonce": nonce_of(client.get(path).content.decode())})
