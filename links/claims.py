@@ -16,7 +16,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime
 from enum import StrEnum
 
 from django.conf import settings
@@ -377,16 +377,17 @@ def _member_for_claim(*, template: PassTemplate, external_id: str | None, nonce:
     return found
 
 
-# "Last claimed" is read to the minute (the conflict table; the member page). Within it a pass's stamp is not
-# written again: a link shared in a group chat brings hundreds of claims of one pass at once, and each write would
-# wait on that one row's lock and rewrite all of its indexes (the update is not HOT).
-LAST_CLAIMED_PRECISION = timedelta(minutes=1)
+# "Last claimed" is read to the minute (the conflict table; the member page). Within the minute it shows, a
+# pass's stamp is not written again: a link shared in a group chat brings hundreds of claims of one pass at once,
+# and each write would wait on that one row's lock and rewrite all of its indexes (the update is not HOT).
+def _minute_of(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
 
 
 def _mark_claimed(*, member: Member) -> None:
     """Stamp when a holder last reached this pass: the conflict table's "last claimed"."""
     now = timezone.now()
-    if member.last_claimed_at is not None and now - member.last_claimed_at < LAST_CLAIMED_PRECISION:
+    if member.last_claimed_at is not None and _minute_of(member.last_claimed_at) == _minute_of(now):
         return
     member.last_claimed_at = now
     Member.objects.filter(pk=member.pk).update(last_claimed_at=now)
@@ -463,11 +464,7 @@ def pass_page_member(*, key: str) -> Member | None:
         member_id = int(signing.Signer(salt=_PASS_PAGE_SALT).unsign(key))
     except (signing.BadSignature, ValueError):
         return None
-    member = row_or_none(Member.objects.filter(pk=member_id))
-    if member is not None:
-        # The template as a claim reads it (members.template_rows): a version check instead of its columns.
-        member.template, _setting = member_selectors.template_with_autofill_setting(template_id=member.template_id)
-    return member
+    return row_or_none(Member.objects.select_related("template").filter(pk=member_id))
 
 
 def pass_replacement(*, member: Member) -> Member | None:

@@ -31,10 +31,16 @@ from .rows import row_or_none
 # Templates kept per process. A campaign claims a handful; past this many the copies are dropped and read again.
 TEMPLATES_KEPT = 256
 
+
+def _version_sql(table: str) -> str:
+    """A row's version as text ('' for no row, as a LEFT JOIN leaves a missing setting)."""
+    return f"coalesce({table}.xmin::text || ':' || {table}.ctid::text, '')"
+
+
+_TEMPLATES, _SETTINGS = PassTemplate._meta.db_table, AutofillSetting._meta.db_table
 _VERSIONS_SQL = (
-    "SELECT coalesce(t.xmin::text || ':' || t.ctid::text, ''), coalesce(a.xmin::text || ':' || a.ctid::text, '')"
-    f" FROM {PassTemplate._meta.db_table} t"
-    f" LEFT JOIN {AutofillSetting._meta.db_table} a ON a.template_id = t.id WHERE t.id = %s"
+    f"SELECT {_version_sql(_TEMPLATES)}, {_version_sql(_SETTINGS)} FROM {_TEMPLATES}"
+    f" LEFT JOIN {_SETTINGS} ON {_SETTINGS}.template_id = {_TEMPLATES}.id WHERE {_TEMPLATES}.id = %s"
 )
 
 
@@ -81,18 +87,14 @@ def template_and_saved_setting(*, template_id) -> tuple[PassTemplate, AutofillSe
     return template, setting
 
 
-def _version_of(table: str) -> RawSQL:
-    return RawSQL(f"coalesce({table}.xmin::text || ':' || {table}.ctid::text, '')", ())
-
-
 def _read(template_id: uuid.UUID, *, versioned: bool) -> tuple[tuple[str, str], PassTemplate] | None:
     """The template with its setting (select_related) and, when `versioned`, the two rows' versions read by
     the same statement, so from the same snapshot."""
     rows = PassTemplate.objects.select_related("autofill_setting").filter(pk=template_id)
     if versioned:
         rows = rows.annotate(
-            template_version=_version_of(PassTemplate._meta.db_table),
-            setting_version=_version_of(AutofillSetting._meta.db_table),
+            template_version=RawSQL(_version_sql(_TEMPLATES), ()),
+            setting_version=RawSQL(_version_sql(_SETTINGS), ()),
         )
     template = row_or_none(rows)
     if template is None:

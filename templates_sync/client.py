@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import os
 import socket
 import threading
 import time
@@ -159,6 +160,12 @@ class _Watch:
             if self._connection is not None:
                 _shut_down(self._connection)
 
+    def released(self, connection: HTTPConnection) -> None:
+        """The call gave `connection` back to its pool, where another call may take it: never shut it down."""
+        with self._lock:
+            if self._connection is connection:
+                self._connection = None
+
     def finish(self) -> None:
         with self._lock:
             self._active = False
@@ -187,12 +194,42 @@ class _WatchedHTTPSConnection(_WatchedConnectionMixin, HTTPSConnection):
     pass
 
 
-class _WatchedHTTPConnectionPool(HTTPConnectionPool):
+# A kept-alive connection idle this long is opened again rather than reused: a NAT or load balancer on the way
+# may have forgotten it without telling either end, and a POST sent on it would be lost (POSTs are not retried).
+KEEPALIVE_IDLE_SECONDS = 30
+
+
+class _WatchedPoolMixin:
+    """The pool's side of the watch, for a pool many calls share (the request client): a connection going back
+    to the pool leaves its call's watch, so that the watch's expiry cannot shut it down under the next call; and
+    a connection idle for over KEEPALIVE_IDLE_SECONDS is closed before reuse (it connects again on its request)."""
+
+    def _put_conn(self, conn):
+        if conn is not None:
+            watch = getattr(_current_call, "watch", None)
+            if watch is not None:
+                watch.released(conn)
+            conn.idle_since = time.monotonic()
+        super()._put_conn(conn)
+
+    def _get_conn(self, timeout=None):
+        conn = super()._get_conn(timeout)
+        idle_since = getattr(conn, "idle_since", None)
+        if idle_since is not None and time.monotonic() - idle_since > KEEPALIVE_IDLE_SECONDS:
+            conn.close()
+        return conn
+
+
+class _WatchedHTTPConnectionPool(_WatchedPoolMixin, HTTPConnectionPool):
     ConnectionCls = _WatchedHTTPConnection
 
 
-class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
+class _WatchedHTTPSConnectionPool(_WatchedPoolMixin, HTTPSConnectionPool):
     ConnectionCls = _WatchedHTTPSConnection
+
+
+# Connections kept per SmartPages host by a client (a worker's calls are one at a time; see the request client).
+DEFAULT_POOL_SIZE = 16
 
 
 class SmartPagesClient:
@@ -206,7 +243,7 @@ class SmartPagesClient:
         retry: Retry | None = None,
         deadline: float = DEFAULT_DEADLINE,
         max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
-        pool_size: int = 16,
+        pool_size: int = DEFAULT_POOL_SIZE,
     ):
         self.base_url = base_url.rstrip("/")
         self.deadline = float(deadline)
@@ -425,13 +462,25 @@ def smartpages_client(given: SmartPagesClient | None = None, *, in_request: bool
 # between calls: a claim reuses an open (TLS) connection instead of opening one and a pool around it each time.
 # urllib3's PoolManager is thread-safe; a web process's threads share it, each holding at most one of its
 # connections at a time (pool_size: above gunicorn's default of 16 threads). A connection SmartPages closed
-# while idle is seen before reuse and replaced; one closed just as a POST goes out fails that POST like any
-# other lost connection, and the member waits as pending for its retry.
+# while idle is seen before reuse and replaced, and one idle for long is not reused (KEEPALIVE_IDLE_SECONDS);
+# one closed just as a POST goes out fails that POST like any other lost connection, and the member waits as
+# pending for its retry.
 REQUEST_CLIENT_POOL_SIZE = 32
 # Clients kept per process: one per SmartPages configuration (one in production; tests change it often).
 REQUEST_CLIENTS_KEPT = 4
 _request_clients: dict[tuple, SmartPagesClient] = {}
 _request_clients_lock = threading.Lock()
+
+
+def _forget_request_clients_in_child() -> None:
+    # A forked child (a preloaded gunicorn worker, a links process pool) must not share its parent's sockets:
+    # it opens its own on first use.
+    global _request_clients_lock
+    _request_clients.clear()
+    _request_clients_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_request_clients_in_child)
 
 
 def request_client() -> SmartPagesClient:
@@ -469,5 +518,5 @@ def client_from_settings(*, in_request: bool = False) -> SmartPagesClient:
         retry=request_retry() if in_request else None,
         deadline=settings.SMARTPAGES_REQUEST_DEADLINE if in_request else settings.SMARTPAGES_DEADLINE,
         max_reply_bytes=settings.SMARTPAGES_MAX_REPLY_BYTES,
-        pool_size=REQUEST_CLIENT_POOL_SIZE if in_request else 16,
+        pool_size=REQUEST_CLIENT_POOL_SIZE if in_request else DEFAULT_POOL_SIZE,
     )

@@ -26,7 +26,7 @@ def test_an_unchanged_template_costs_one_version_check_and_comes_back_as_stored(
     first, _setting = read(club)
     with CaptureQueriesContext(connection) as queries:
         again, setting = read(club)
-    assert len(queries) == 1 and queries[0]["sql"].startswith("SELECT coalesce(t.xmin")
+    assert len(queries) == 1 and "xmin" in queries[0]["sql"]
     assert again is not first
     assert (again.pk, again.name, again.input_fields) == (club.pk, club.name, club.input_fields)
     assert setting.source == "off" and setting.pk is None and setting.template is again

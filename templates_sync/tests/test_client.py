@@ -158,6 +158,7 @@ def test_calls_a_person_waits_on_share_one_kept_alive_connection_per_thread(sand
 
     answers, threads = [], 8
     barrier = threading.Barrier(threads)
+    sandbox.faults = Faults(slow_seconds=0.3, scope="templates")  # so that the 8 calls are in flight together
 
     def claim_like_call():
         barrier.wait()
@@ -170,7 +171,8 @@ def test_calls_a_person_waits_on_share_one_kept_alive_connection_per_thread(sand
     for caller in callers:
         caller.join(timeout=30)
     assert answers == [DEMO_TEMPLATE_ID] * threads
-    assert 1 < sandbox.connections_accepted <= threads  # the first connection and up to 7 more at once
+    assert sandbox.connections_accepted == threads  # the kept one and 7 more, each call one of its own at once
+    sandbox.faults = Faults()
     opened = sandbox.connections_accepted
     with smartpages_client(in_request=True) as client:
         client.get_template(DEMO_TEMPLATE_ID)
@@ -186,3 +188,18 @@ def test_calls_a_person_waits_on_share_one_kept_alive_connection_per_thread(sand
         assert other.connections_accepted == 1
     finally:
         other.stop()
+
+
+def test_a_connection_idle_too_long_is_opened_again_rather_than_reused(sandbox, monkeypatch):
+    """A NAT or load balancer may forget an idle connection without a word; a POST sent on it would be lost."""
+    from templates_sync import client as client_module
+
+    sandbox.reset_counts()
+    with smartpages_client(in_request=True) as client:
+        client.get_template(DEMO_TEMPLATE_ID)
+        client.get_template(DEMO_TEMPLATE_ID)
+        assert sandbox.connections_accepted == 1
+        monkeypatch.setattr(client_module, "KEEPALIVE_IDLE_SECONDS", 0.0)
+        time.sleep(0.01)
+        client.get_template(DEMO_TEMPLATE_ID)
+    assert (sandbox.request_count("GET"), sandbox.connections_accepted) == (3, 2)
