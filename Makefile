@@ -20,14 +20,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 run: install
 	bash scripts/run-dev.sh
 
-# The quick suite (`-m "not slow"`: no test that starts a process or takes seconds) runs on two pytest-xdist
-# processes, each with a database (copied from one migrated template: conftest.django_db_setup) and Redis
-# databases of its own (portal/settings_test.py); the whole suite runs in one, as its fault tests time real
-# worker processes and must not share the machine's two cores with a second test run.
+# The quick tests on two pytest-xdist processes, then the slow ones in one (scripts/test.sh says why).
 test: install
 	$(if $(findstring not browser,$(PYTEST_ARGS))$(findstring not slow,$(PYTEST_ARGS)),,bash scripts/ensure-chromium.sh)
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)} \
-		$(PY) -m pytest $(if $(findstring not slow,$(PYTEST_ARGS)),-n 2) $(PYTEST_ARGS)
+		PYTHON=$(PY) bash scripts/test.sh $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
