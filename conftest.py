@@ -8,6 +8,7 @@ fault test stops and starts, the browser."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -374,7 +375,9 @@ def start_celery(extra_env: dict[str, str], *, beat: bool = False, log_name: str
     ]
     if beat:
         command += ["--beat", "--schedule", str(ARTIFACTS / f"{log_name}-beat-schedule")]
-    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    # A session of its own, so that stop_process can end its pool and beat children with it.
+    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process.own_session = True
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -387,12 +390,18 @@ def start_celery(extra_env: dict[str, str], *, beat: bool = False, log_name: str
 
 
 def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM and wait; past 20 s, SIGKILL. A Celery worker (started in a session of its own) is then ended with
+    its whole group: killing only the worker once left its beat child running, an orphan that went on sending
+    sweeps to the suite's broker and rewriting its schedule file, and broke a later run's beat."""
     process.terminate()
     try:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+    if getattr(process, "own_session", False):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # whatever of its group outlived it
 
 
 def kill_with_sigkill(process: subprocess.Popen) -> None:
