@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import time
 import uuid
 from collections.abc import Callable
 
@@ -204,7 +205,6 @@ def link_chunk_process(*, chunk_id: int, tries: int = 0) -> None:
         # The database connection broke (a restart, a killed backend): the chunk goes back to the queue under
         # the attempt it used, and out again at once, on a fresh connection. MAX_ATTEMPTS bounds the round.
         logger.exception("Link batch %s, chunk %s: database error; queued again", batch.pk, chunk.index)
-        close_old_connections()
         if _requeue_chunk(chunk):
             enqueue_after_commit(CHUNK_TASK, chunk.pk)
         return
@@ -262,11 +262,23 @@ def _send_chunk(chunk: LinkChunk) -> None:
 
 
 def _requeue_chunk(chunk: LinkChunk) -> bool:
-    return bool(
-        LinkChunk.objects.filter(pk=chunk.pk, attempt=chunk.attempt, status=LinkChunk.Status.RUNNING).update(
-            status=LinkChunk.Status.QUEUED, queued_at=timezone.now(), heartbeat_at=timezone.now()
-        )
-    )
+    """Put a chunk whose connection broke back in the queue, under the attempt it used. The write is tried again
+    on a fresh connection when that one breaks too (backends killed one after another, a failover): a chunk
+    left running under a live attempt with no task to make it would wait minutes for the sweep."""
+    for tries in range(1, RESEND_TRIES + 1):
+        close_old_connections()  # a connection that failed is closed here, so the write below opens a new one
+        try:
+            return bool(
+                LinkChunk.objects.filter(pk=chunk.pk, attempt=chunk.attempt, status=LinkChunk.Status.RUNNING).update(
+                    status=LinkChunk.Status.QUEUED, queued_at=timezone.now(), heartbeat_at=timezone.now()
+                )
+            )
+        except (OperationalError, InterfaceError):
+            if tries == RESEND_TRIES:
+                raise
+            logger.warning("Link chunk %s: the database broke again while queueing it; trying again", chunk.pk)
+            time.sleep(0.1 * tries)
+    raise AssertionError("unreachable")
 
 
 WHAT = "while making the links"

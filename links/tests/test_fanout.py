@@ -12,6 +12,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -577,3 +578,24 @@ def test_the_repeats_query_in_parts_gives_the_whole_answer():
             assert all(answers)  # every part holds some: the split is by the key
     finally:
         keys.drop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chunk_whose_requeue_meets_a_killed_connection_is_queued_on_a_fresh_one(sandbox, settings, tmp_path):
+    """Backends killed one after another (a failover): the connection that broke under the chunk is replaced,
+    and if the new one is killed too before the chunk is back in the queue, a third one puts it there, rather
+    than leaving it running under its attempt with no task, waiting for the sweep."""
+    batch = make(demo_template(), campaign(tmp_path / "campaign.csv", 10), settings, chunk_rows=10, jobs=None)
+    chunk = LinkChunk.objects.create(batch=batch, index=0, start=0, row_before=0, status="running", attempt=1)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    db = connection.settings_dict
+    with psycopg.connect(
+        host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"], dbname=db["NAME"], autocommit=True
+    ) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])  # the connection the requeue would write on
+
+    assert processing._requeue_chunk(chunk) is True
+    chunk.refresh_from_db()
+    assert (chunk.status, chunk.attempt) == ("queued", 1)
