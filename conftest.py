@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 
 import boto3
+import psycopg
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -503,6 +504,20 @@ def run_on_sqlite(script: str, tmp_path: Path, *, timeout: float = 120, **env: s
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
+
+
+def terminate_own_backend() -> None:
+    """Kill this connection's PostgreSQL backend from another connection, as an administrator or a restart would."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    db = connection.settings_dict
+    with psycopg.connect(
+        host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"], dbname=db["NAME"], autocommit=True
+    ) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
 
 
 def free_port() -> int:

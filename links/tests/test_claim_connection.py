@@ -1,28 +1,15 @@
 """A claim whose database connection is killed part of the way (a database restart, a killed backend) is tried
 once more on a fresh connection: the holder gets their pass, not an error page, and only one."""
 
-import psycopg
 import pytest
-from django.db import connection
 
+from conftest import terminate_own_backend
 from links import claims
 from members.models import Member
 
 from .claim_factories import PERCY, link_path, mirror, open_and_claim
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _terminate_own_backend() -> None:
-    """Kill this connection's PostgreSQL backend from another connection, as an administrator or a restart would."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        (pid,) = cursor.fetchone()
-    db = connection.settings_dict
-    with psycopg.connect(
-        host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"], dbname=db["NAME"], autocommit=True
-    ) as other:
-        other.execute("SELECT pg_terminate_backend(%s)", [pid])
 
 
 def test_a_claim_whose_connection_is_killed_mid_way_still_issues_one_pass(client, sandbox, settings, monkeypatch):
@@ -32,7 +19,7 @@ def test_a_claim_whose_connection_is_killed_mid_way_still_issues_one_pass(client
 
     def submit_on_a_killed_connection(**kwargs):
         if not kills:
-            _terminate_own_backend()
+            terminate_own_backend()
             kills.append(1)
         return submit(**kwargs)
 

@@ -12,13 +12,19 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import psycopg
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection
 
-from conftest import kill_with_sigkill, kill_worker_part_way, start_celery, stop_process, wait_for
+from conftest import (
+    kill_with_sigkill,
+    kill_worker_part_way,
+    start_celery,
+    stop_process,
+    terminate_own_backend,
+    wait_for,
+)
 from links import services
 from links.keyring import link_keys
 from links.models import LinkBatch, LinkChunk
@@ -587,14 +593,7 @@ def test_a_chunk_whose_requeue_meets_a_killed_connection_is_queued_on_a_fresh_on
     than leaving it running under its attempt with no task, waiting for the sweep."""
     batch = make(demo_template(), campaign(tmp_path / "campaign.csv", 10), settings, chunk_rows=10, jobs=None)
     chunk = LinkChunk.objects.create(batch=batch, index=0, start=0, row_before=0, status="running", attempt=1)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        (pid,) = cursor.fetchone()
-    db = connection.settings_dict
-    with psycopg.connect(
-        host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"], dbname=db["NAME"], autocommit=True
-    ) as other:
-        other.execute("SELECT pg_terminate_backend(%s)", [pid])  # the connection the requeue would write on
+    terminate_own_backend()  # the connection the requeue would write on
 
     assert processing._requeue_chunk(chunk) is True
     chunk.refresh_from_db()
