@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import errno
 import logging
+import time
 import uuid
+from collections.abc import Callable
+from typing import TypeVar
 
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, connection
 
 STORAGE_FULL = (
     "The media storage is full, so nothing more could be written. Free space there (or ask whoever runs the "
@@ -24,6 +27,8 @@ DATABASE_LOST = (
 )
 UNEXPECTED = "Something went wrong {what} (reference {reference}). Run it again or contact support with the reference."
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 def is_storage_full(exc: BaseException | None) -> bool:
@@ -55,3 +60,21 @@ def failure_message(exc: BaseException, *, what: str, subject: str, logger: logg
     reference = uuid.uuid4().hex[:8]
     logger.exception("%s failed (reference %s)", subject, reference)
     return UNEXPECTED.format(what=what, reference=reference)
+
+
+def on_a_working_connection(write: Callable[[], T], *, tries: int, subject: str) -> T:
+    """Run `write()`, again on a fresh connection (up to `tries` times in all) when the database connection
+    breaks under it: backends killed one after another, a failover. For a write that must not be lost now (a
+    Pass ID that exists upstream, a chunk that would otherwise wait minutes for the sweep). Inside an atomic
+    block nothing is tried again: the transaction the write belonged to is gone with its connection."""
+    for attempt in range(1, tries + 1):
+        try:
+            return write()
+        except (OperationalError, InterfaceError):
+            if attempt == tries or connection.in_atomic_block:
+                logger.error("%s could not be written: the database connection broke %s times", subject, attempt)
+                raise
+            logger.warning("Writing %s met a broken database connection; trying a new one", subject, exc_info=True)
+            connection.close()  # a broken connection stays broken; the next query opens a new one
+            time.sleep(0.1 * 2**attempt)
+    raise AssertionError("unreachable")

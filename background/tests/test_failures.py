@@ -5,9 +5,11 @@ import errno
 import logging
 import re
 
-from django.db import OperationalError
+import pytest
+from django.db import OperationalError, connection, transaction
 
-from background.failures import DATABASE_LOST, STORAGE_FULL, failure_message
+from background.failures import DATABASE_LOST, STORAGE_FULL, failure_message, on_a_working_connection
+from conftest import terminate_own_backend
 
 logger = logging.getLogger("background.tests")
 
@@ -46,3 +48,49 @@ def test_anything_else_names_a_reference_that_is_in_the_log_with_the_traceback(c
     (record,) = caplog.records
     assert record.getMessage() == f"Test run 1 failed (reference {reference})"
     assert record.exc_info[0] is KeyError
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_whose_connection_is_killed_goes_again_on_a_fresh_one_until_its_tries_run_out(caplog):
+    """Backends killed one after another: each try after a broken connection runs on a new one. A write whose
+    connections keep breaking raises after its tries, and the log says what was not written."""
+    pids = []
+
+    def write_after_kills(kills: int):
+        def write():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pids.append(cursor.fetchone()[0])
+            if len(pids) <= kills:
+                terminate_own_backend()
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+                return cursor.fetchone()[0]
+
+        return write
+
+    assert on_a_working_connection(write_after_kills(2), tries=3, subject="test row 1") == 1
+    assert len(set(pids)) == 3  # two killed backends, then the one the write finished on
+
+    pids.clear()
+    with caplog.at_level(logging.ERROR, logger="background.failures"), pytest.raises(OperationalError):
+        on_a_working_connection(write_after_kills(3), tries=3, subject="test row 2")
+    connection.close()  # the caller's to mend: a request's end or a task's next close_old_connections
+    assert len(set(pids)) == 3
+    assert "test row 2 could not be written: the database connection broke 3 times" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_inside_a_transaction_is_not_tried_again_as_the_transaction_is_gone():
+    tries = []
+
+    def write():
+        tries.append(1)
+        terminate_own_backend()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+
+    with pytest.raises(OperationalError), transaction.atomic():
+        on_a_working_connection(write, tries=3, subject="test row 3")
+    connection.close()
+    assert len(tries) == 1

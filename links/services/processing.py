@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import time
 import uuid
 from collections.abc import Callable
 
@@ -15,7 +14,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 from django.utils import timezone
 
 from background.enqueue import enqueue_after_commit
-from background.failures import failure_message
+from background.failures import failure_message, on_a_working_connection
 from background.recovery import MAX_ATTEMPTS, Heartbeat, requeue_stale, take
 
 from ..csv_files import (
@@ -262,23 +261,20 @@ def _send_chunk(chunk: LinkChunk) -> None:
 
 
 def _requeue_chunk(chunk: LinkChunk) -> bool:
-    """Put a chunk whose connection broke back in the queue, under the attempt it used. The write is tried again
-    on a fresh connection when that one breaks too (backends killed one after another, a failover): a chunk
-    left running under a live attempt with no task to make it would wait minutes for the sweep."""
-    for tries in range(1, RESEND_TRIES + 1):
-        close_old_connections()  # a connection that failed is closed here, so the write below opens a new one
-        try:
-            return bool(
-                LinkChunk.objects.filter(pk=chunk.pk, attempt=chunk.attempt, status=LinkChunk.Status.RUNNING).update(
-                    status=LinkChunk.Status.QUEUED, queued_at=timezone.now(), heartbeat_at=timezone.now()
-                )
-            )
-        except (OperationalError, InterfaceError):
-            if tries == RESEND_TRIES:
-                raise
-            logger.warning("Link chunk %s: the database broke again while queueing it; trying again", chunk.pk)
-            time.sleep(0.1 * tries)
-    raise AssertionError("unreachable")
+    """Put a chunk whose connection broke back in the queue, under the attempt it used. A chunk left running
+    under a live attempt with no task to make it would wait minutes for the sweep, so the write goes on a
+    fresh connection, and on another when that one breaks too."""
+    close_old_connections()  # a connection that failed is closed here, so the write below opens a new one
+    queued = LinkChunk.objects.filter(pk=chunk.pk, attempt=chunk.attempt, status=LinkChunk.Status.RUNNING)
+    return bool(
+        on_a_working_connection(
+            lambda: queued.update(
+                status=LinkChunk.Status.QUEUED, queued_at=timezone.now(), heartbeat_at=timezone.now()
+            ),
+            tries=RESEND_TRIES,
+            subject=f"link chunk {chunk.pk} back in the queue",
+        )
+    )
 
 
 WHAT = "while making the links"

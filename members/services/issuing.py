@@ -4,7 +4,6 @@ take yet."""
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -13,10 +12,11 @@ from enum import StrEnum
 from typing import TypeVar
 
 from django.conf import settings
-from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from background.enqueue import enqueue_after_commit
+from background.failures import on_a_working_connection
 from templates_sync.client import (
     Conflict,
     NotFound,
@@ -427,20 +427,9 @@ OUTCOME_WRITE_TRIES = 4
 
 
 def _write_outcome(write: Callable[[], T], *, member: Member) -> T:
-    """Run `write()`, again on a fresh connection when the database connection broke under it."""
-    for attempt in range(1, OUTCOME_WRITE_TRIES + 1):
-        try:
-            return write()
-        except (OperationalError, InterfaceError):
-            if attempt == OUTCOME_WRITE_TRIES or connection.in_atomic_block:
-                logger.error("Outcome of member %s (pass %s) could not be written", member.pk, member.pass_id)
-                raise
-            logger.warning(
-                "Writing member %s failed on a broken database connection; reconnecting", member.pk, exc_info=True
-            )
-            connection.close()  # a broken connection stays broken; the next query opens a new one
-            time.sleep(0.1 * 2**attempt)
-    raise AssertionError("unreachable")
+    return on_a_working_connection(
+        write, tries=OUTCOME_WRITE_TRIES, subject=f"the outcome of member {member.pk} (pass {member.pass_id})"
+    )
 
 
 def _member_send(*, member: Member, client: SmartPagesClient | None) -> Member:
