@@ -30,6 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--claims", type=int, default=200)
     parser.add_argument("--profile", action="store_true", help="also profile the claims (cProfile, CPU time)")
+    parser.add_argument("--show-queries", action="store_true", help="also print the SQL of one claim's requests")
     args = parser.parse_args()
     sandbox = bench.SandboxProcess()
     os.environ.update(
@@ -63,6 +64,10 @@ def main() -> None:
                     started = time.process_time()
                     response = request()
                     measured.append((time.process_time() - started, len(queries)))
+                if args.show_queries and number == 0:
+                    print(f"--- {len(queries)} queries")
+                    for query in queries:
+                        print("   ", query["sql"][:300])
                 return response
 
             page = timed(lambda: client.get(path, secure=True))
