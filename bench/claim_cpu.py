@@ -6,7 +6,7 @@ sandbox, a process of its own, creates the pass), open the pass page — and `ti
 each request. Prints the median CPU per request over --claims claims (after a warm-up), the queries each
 request makes, and with --profile the functions that cost the most (cProfile on CPU time).
 
-    .venv/bin/python bench/claim_cpu.py [--claims 200] [--profile]
+    .venv/bin/python bench/claim_cpu.py [--claims 200] [--show-queries] [--profile [--sort tottime] [--rows 40] [--dump F]]
 
 bench/claims.py --surge measures the same claims under load through gunicorn; this says where each request's
 CPU goes. PostgreSQL on 127.0.0.1:5432 (BENCH_PG); a throw-away database, `smartpass_bench_claim_cpu`.
@@ -31,6 +31,9 @@ def main() -> None:
     parser.add_argument("--claims", type=int, default=200)
     parser.add_argument("--profile", action="store_true", help="also profile the claims (cProfile, CPU time)")
     parser.add_argument("--show-queries", action="store_true", help="also print the SQL of one claim's requests")
+    parser.add_argument("--sort", default="cumulative", help="the profile's order: cumulative (default) or tottime")
+    parser.add_argument("--rows", type=int, default=40, help="the profile's rows to print")
+    parser.add_argument("--dump", help="also write the profile to this file (for pstats)")
     args = parser.parse_args()
     sandbox = bench.SandboxProcess()
     os.environ.update(
@@ -94,7 +97,9 @@ def main() -> None:
             for number in range(args.claims):
                 claim(100_000 + number)
             profile.disable()
-            pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
+            if args.dump:
+                profile.dump_stats(args.dump)
+            pstats.Stats(profile).sort_stats(args.sort).print_stats(args.rows)
     finally:
         sandbox.stop()
 

@@ -128,13 +128,13 @@ def test_a_holder_who_typed_her_address_gets_her_pass_sent_not_shown(
     browser,
     page,
     live_server,
-    live_sandbox,
+    sandbox,  # a sandbox of its own: the template added below must not outlive the test in the session's
     settings,
     smtp,  # noqa: F811 - the fixture
 ):
     settings.CLAIM_RATE = "100000/m"
     settings.PUBLIC_BASE_URL = live_server.url
-    school = mirror(add_member_field_template(live_sandbox))
+    school = mirror(add_member_field_template(sandbox))
     autofill.autofill_setting_change(template=school, source="email")
     link = live_server.url + link_path(school.pk, {"name": "Jóna Jónsdóttir"})
 
