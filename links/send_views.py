@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import os
+import secrets
 
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
@@ -22,6 +23,9 @@ from .services import sending
 
 SEND = "links.send_links"
 VIEW = "links.view_linkbatch"
+# The session remembers the key of the page whose "Send a test" went out last: reloading that page posts the key
+# again and sends nothing, where a second press of the button on the page it returned sends another test.
+SENT_TEST_KEY = "links_sent_test_key"
 
 
 def _initial_data(form: SendForm) -> dict:
@@ -41,7 +45,7 @@ def batch_send(request, batch_id):
         blank = SendForm(batch=batch, user=request.user)
         form = SendForm(_initial_data(blank), batch=batch, user=request.user)
     action = request.POST.get("action", "preview")
-    preview, plan, tests = [], None, []
+    preview, plan, tests, test_repeated = [], None, [], False
     status = 200
     if form.is_valid():
         options = form.options()
@@ -65,18 +69,31 @@ def batch_send(request, batch_id):
                     )
                     return redirect(reverse("links:batch_detail", args=[batch.pk]) + "#delivery")
             elif action == "test":
-                tests = sending.batch_send_test(
-                    batch=batch,
-                    options=options,
-                    email=form.cleaned_data.get("test_email") or "",
-                    phone=form.cleaned_data.get("test_phone") or "",
-                )
+                test_key = request.POST.get("test_key", "")
+                if test_key and test_key == request.session.get(SENT_TEST_KEY):
+                    test_repeated = True
+                else:
+                    tests = sending.batch_send_test(
+                        batch=batch,
+                        options=options,
+                        email=form.cleaned_data.get("test_email") or "",
+                        phone=form.cleaned_data.get("test_phone") or "",
+                    )
+                    request.session[SENT_TEST_KEY] = test_key
             preview = sending.batch_send_preview(batch=batch, options=options)
         except sending.SendError as exc:
             form.add_error(None, str(exc))
     if form.errors:
         status = 400
-    context = {"batch": batch, "form": form, "preview": preview, "plan": plan, "tests": tests}
+    context = {
+        "batch": batch,
+        "form": form,
+        "preview": preview,
+        "plan": plan,
+        "tests": tests,
+        "test_repeated": test_repeated,
+        "test_key": secrets.token_urlsafe(12),
+    }
     return render(request, "links/batch_send.html", context, status=status)
 
 

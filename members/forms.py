@@ -97,7 +97,7 @@ class AutofillSettingForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text="Optional. Shown to a holder who typed an address that already has a pass, when the pass "
         "cannot be sent to them (no email on file, and text messages are not set up): a phone number, an email "
-        "address or opening hours. Empty: the site's text (HOLDER_CONTACT_HELP).",
+        "address or opening hours. Empty: the portal's standard text, set for every template by whoever runs it.",
     )
 
     def __init__(self, *args, template: PassTemplate, **kwargs):

@@ -341,16 +341,22 @@ def autofill_settings(request, template_id):
     template = get_object_or_404(PassTemplate, pk=template_id)
     setting = selectors.autofill_setting_for(template=template)
     can_change = request.user.has_perm("members.change_autofill")
-    confirming = None
+    proposal = None  # what a proposed setting would do: to confirm on saving, or only to look at ("Preview")
+    previewing = False
     if request.method == "POST":
         if not can_change:
             raise PermissionDenied
         form = AutofillSettingForm(request.POST, template=template)
-        if form.is_valid():
-            confirming = _autofill_fill_step(request, template, setting, form.cleaned_data)
-            if confirming is None and (saved := _autofill_save(request, template, form)) is not None:
+        previewing = request.POST.get("preview") == "1"
+        if previewing:
+            # "Preview": what the proposed setting would do, saving nothing. A POST, so that the form's CSRF token
+            # stays out of the URL (history, access logs).
+            proposal = _autofill_proposal(template, form) if form.is_valid() else None
+        elif form.is_valid():
+            proposal = _autofill_fill_step(request, template, setting, form.cleaned_data)
+            if proposal is None and (saved := _autofill_save(request, template, form)) is not None:
                 return saved
-        preview = confirming
+        preview = proposal
     else:
         initial = {
             "source": setting.source,
@@ -359,10 +365,9 @@ def autofill_settings(request, template_id):
             "already_enrolled_message_is": setting.already_enrolled_message_is,
             "contact_help": setting.contact_help,
         }
-        # "Preview" submits the form by GET: show what the proposed setting would do, without saving it.
-        proposed = request.GET.get("source")
-        form = AutofillSettingForm(request.GET if proposed else None, initial=initial, template=template)
-        preview = _autofill_preview(request, template, proposed)
+        form = AutofillSettingForm(initial=initial, template=template)
+        # "Check existing members" (?preview=1): the saved setting's preview, only when asked for.
+        preview = selectors.autofill_preview(template=template) if request.GET.get("preview") == "1" else None
     open_conflicts = list(selectors.open_conflicts(template=template).values_list("external_id", flat=True)[:100])
     if preview is not None and preview.field_identifier:
         groups = selectors.conflict_groups_from_preview(preview=preview)
@@ -379,8 +384,8 @@ def autofill_settings(request, template_id):
         "form": form,
         "can_change": can_change,
         "preview": preview,
-        "confirming": confirming is not None,
-        "previewing_proposal": confirming is not None or (request.method == "GET" and bool(request.GET.get("source"))),
+        "confirming": proposal is not None and not previewing,
+        "previewing_proposal": proposal is not None,
         "conflict_groups": groups,
         "conflict_source": AutofillSource(preview.source if preview is not None else setting.source).label,
         "open_conflicts": len(open_conflicts),
@@ -440,17 +445,11 @@ def _report_backfill(request, run: AutofillBackfill, *, saved: bool = False) -> 
         messages.info(request, f"{lead}Filling in External IDs; the progress shows below.")
 
 
-def _autofill_preview(request, template: PassTemplate, proposed: str | None) -> selectors.AutofillPreview | None:
-    """The conflict preview, only when asked for (?preview=1): it reads the External ID and values of every
-    member of the template, too much to do on every visit of the page."""
-    if request.GET.get("preview") != "1":
-        return None
-    if not proposed:
-        return selectors.autofill_preview(template=template)  # the saved setting ("Check existing members")
-    if proposed not in AutofillSource.values:
-        return None  # the bound form shows the error
+def _autofill_proposal(template: PassTemplate, form: AutofillSettingForm) -> selectors.AutofillPreview:
+    """What the proposed (valid, unsaved) setting would do to the members already there. It reads the External
+    ID and values of every member of the template: too much to do on every visit of the page."""
     return selectors.autofill_preview(
-        template=template, source=proposed, field_identifier=request.GET.get("field_identifier", "")
+        template=template, source=form.cleaned_data["source"], field_identifier=form.cleaned_data["field_identifier"]
     )
 
 

@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 export DEBUG="${DEBUG:-1}"
+# A sender that reads as one in the outbox, rather than Django's webmaster@localhost.
+export DEFAULT_FROM_EMAIL="${DEFAULT_FROM_EMAIL:-SmartPass Portal (demo) <passes@demo.example>}"
 mkdir -p var/celery/queue var/celery/processed var/cache var/media var/outbox
 
 pids=()

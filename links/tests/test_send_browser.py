@@ -67,6 +67,13 @@ def test_a_manager_previews_tests_and_sends_a_batchs_links(
     page.locator("#test-button").click()
     expect(page.locator(".test-outcomes")).to_contain_text("EMAIL to maria@issuer.example: sent")
     assert [recipients for recipients, _ in smtp_server.messages] == [["maria@issuer.example"]]
+    page.reload()  # the browser posts the form again: nothing is sent again
+    expect(page.locator("#test-repeated")).to_contain_text("nothing was sent again")
+    for width in (1280, 390):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.locator("#test-send").screenshot(path=str(SHOTS / f"send-test-reloaded-{width}.png"))
+    page.set_viewport_size({"width": 1280, "height": 900})
+    assert [recipients for recipients, _ in smtp_server.messages] == [["maria@issuer.example"]]
     assert not Message.objects.exists()
 
     questions = []
@@ -82,7 +89,7 @@ def test_a_manager_previews_tests_and_sends_a_batchs_links(
     sending.batch_send_run(send_id=LinkBatchSend.objects.get().pk)
     # The page follows the send's status and reloads itself (at #delivery) once the messages are queued.
     expect(page.locator("#delivery-table tbody tr")).to_have_count(3)
-    expect(page.locator("#send-history")).to_contain_text("3 queued, 3 not sent")
+    expect(page.locator("#send-history")).to_contain_text("3 messages put in the queue, 3 rows without a message")
     shoot(page, "batch-send-queued")
     assert Message.objects.filter(status=Message.QUEUED).count() == 3
 

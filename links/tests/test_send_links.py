@@ -405,6 +405,27 @@ def test_a_test_send_reaches_the_managers_own_address_and_is_not_counted(client,
     assert not Message.objects.exists()
 
 
+def test_reloading_the_page_a_test_send_returned_sends_nothing_again(client, manager, demo, tmp_path, smtp_server):
+    batch = make_batch(demo, tmp_path)
+    client.force_login(manager)
+    page = client.get(f"/links/{batch.pk}/send/").content.decode()
+    data = page_data(batch, action="test", test_email="maria@issuer.example", test_key=form_key_of(page))
+
+    first = client.post(f"/links/{batch.pk}/send/", data).content.decode()
+    reloaded = client.post(f"/links/{batch.pk}/send/", data).content.decode()  # the browser posts the same again
+
+    assert "EMAIL to maria@issuer.example: sent" in first
+    assert 'id="test-repeated"' in reloaded and "EMAIL to maria@issuer.example: sent" not in reloaded
+    assert len(smtp_server.messages) == 1
+    # The button pressed again on the page the test returned: another test.
+    again = client.post(f"/links/{batch.pk}/send/", data | {"test_key": form_key_of(first)}).content.decode()
+    assert "EMAIL to maria@issuer.example: sent" in again and len(smtp_server.messages) == 2
+
+
+def form_key_of(page: str) -> str:
+    return re.search(r'name="test_key" value="([^"]+)"', page)[1]
+
+
 def test_sent_messages_reach_the_smtp_server_each_with_its_own_rows_link_and_language(demo, tmp_path, smtp_server):
     holders = [(f"Holder {n}", f"holder{n}@example.is", "", "en" if n % 3 == 0 else "is") for n in range(1, 61)]
     batch = make_batch(demo, tmp_path, holders, "--jobs", "1")  # long links: the token tells the row

@@ -149,8 +149,12 @@ def test_a_manager_changes_the_setting_on_the_page_and_sees_the_audit_line(club,
     url = reverse("members:autofill_settings", args=[club.pk])
     make_member(club, email="a@example.com")
 
-    preview = client.get(url, {"source": "email", "field_identifier": "", "preview": "1"})
+    preview = client.post(
+        url, {"source": "email", "field_identifier": "", "already_enrolled_message": "", "preview": "1"}
+    )
     assert b"Preview of the proposed setting" in preview.content
+    assert 'data-count="fill">1<' in preview.content.decode()
+    assert b'id="autofill-confirm"' not in preview.content  # nothing to confirm: a preview only
     assert not AutofillSetting.objects.filter(template=club).exists()  # previewing saves nothing
 
     # Members without an External ID: saving asks first, showing what the setting means for them.

@@ -69,17 +69,23 @@ def test_the_preview_button_previews_the_proposed_setting_without_saving_it(clie
     client.force_login(manager)
     url = reverse("members:autofill_settings", args=[club.pk])
 
-    proposal = client.get(url, {"source": "phone", "field_identifier": "", "preview": "1"})
+    form = {"source": "phone", "field_identifier": "", "already_enrolled_message": ""}
+
+    # A POST, so that the form's CSRF token never lands in a URL (history, access logs).
+    proposal = client.post(url, form | {"preview": "1"})
 
     assert previews == [{"template": club, "source": "phone", "field_identifier": ""}]
     text = proposal.content.decode()
     assert "Preview of the proposed setting" in text and 'data-count="fill">1<' in text
     assert 'id="backfill-button"' not in text  # a backfill follows a saved setting, never a proposal
+    assert 'id="autofill-confirm"' not in text  # only a look: nothing to confirm
+    assert '<input type="radio" name="source" value="phone" id="id_source_2" required checked>' in text  # kept
     assert not AutofillSetting.objects.filter(template=club).exists()
 
-    client.get(url, {"source": "phone"})  # the form filled in, but no Preview pressed
-    client.get(url, {"source": "nonsense", "preview": "1"})  # refused by the form, nothing to preview
-    assert len(previews) == 1
+    client.get(url, {"source": "phone", "preview": "1"})  # a URL's proposal is not read: the saved setting is
+    client.post(url, {"source": "nonsense", "preview": "1"})  # refused by the form, nothing to preview
+    assert previews[1:] == [{"template": club}]
+    assert not AutofillSetting.objects.filter(template=club).exists()
 
 
 def test_saving_a_setting_that_is_on_shows_what_it_means_for_existing_members(client, manager, club, previews):

@@ -48,9 +48,9 @@ def _overflow(page) -> int:
     raise AssertionError("the page kept navigating")
 
 
-def issue(template, name, email, external_id=None):
+def issue(template, name, email, external_id=None, phone=""):
     return issuing.member_issue(
-        template=template, values={"name": name, "email": email, "phone": ""}, external_id=external_id, source="link"
+        template=template, values={"name": name, "email": email, "phone": phone}, external_id=external_id, source="link"
     ).member
 
 
@@ -61,6 +61,7 @@ def test_a_managers_day_with_members(page, live_server, sandbox, manager):
         club, "Guðrún Ýr Jónsdóttir", "gudrun@simnet.is", external_id="EXT-2026-000000017-GUDRUN-JONSDOTTIR-REYKJAVIK"
     )
     thora = issue(club, "Þóra Björk Ægisdóttir", "thora@passkit.example")
+    issue(club, "Laura Loopy", "laura.loopy@example.com", external_id="laura.loopy@example.com", phone="+3547710002")
     issue(club, "Percy PassKit", "percy@example.com")
     issue(club, "Percy P. PassKit", "percy@example.com")
     login(page, live_server, "maria")
@@ -86,6 +87,9 @@ def test_a_managers_day_with_members(page, live_server, sandbox, manager):
     page.click("th >> text=Name")
     expect(page).to_have_url(re.compile(r"sort=name"))
     assert page.locator("#member-table tbody tr").first.inner_text().strip().startswith("Guðrún")
+    # Every column fits a 1280 px window (the table's box scrolls sideways only on narrower ones).
+    wrap = page.locator(".table-wrap:has(#member-table)")
+    assert wrap.evaluate("e => e.scrollWidth - e.clientWidth") <= 0
     look(page, "member-list")
 
     # Copy the holder's pass link from the member page.
@@ -93,6 +97,9 @@ def test_a_managers_day_with_members(page, live_server, sandbox, manager):
     page.click("#copy-pass-link")
     expect(page.locator("#copy-pass-link")).to_have_text("Copied")
     assert page.evaluate("navigator.clipboard.readText()") == gudrun.distribution_url
+    # The whole Pass ID and External ID show (wrapped if they must), for staff to compare by eye.
+    for ident in ("#pass-id", "#external-id"):
+        assert page.locator(ident).evaluate("e => e.scrollWidth <= e.clientWidth")
     look(page, "member-detail")
 
     # Edit the member: sent upstream, recorded.
@@ -124,8 +131,17 @@ def test_a_managers_day_with_members(page, live_server, sandbox, manager):
     # The refresh history, started by hand.
     page.goto(f"{live_server.url}/members/refresh-runs/")
     page.click("#refresh-now")
-    expect(page.locator("#refresh-runs tbody tr [data-field=total]").first).to_have_text("4")
+    expect(page.locator("#refresh-runs tbody tr [data-field=total]").first).to_have_text("5")
     look(page, "refresh-runs")
+
+    # Preview autofill by email before saving it: nothing of the form, its CSRF token least of all, in the URL.
+    page.goto(f"{live_server.url}/members/autofill/{club.pk}/")
+    page.check("input[name=source][value=email]")
+    with page.expect_navigation():
+        page.click("#preview-setting")
+    expect(page.locator("#autofill-preview h2")).to_have_text("Preview of the proposed setting")
+    assert page.url == f"{live_server.url}/members/autofill/{club.pk}/"
+    look(page, "autofill-proposal-preview")
 
     # Settle Percy's two passes that share an email, from the autofill conflict list.
     autofill.autofill_setting_change(template=club, source="email")
