@@ -32,8 +32,11 @@ class ClaimForm(forms.Form):
             name = f"field_{position}"
             self.specs[name] = spec
             widget = field_widget(spec.format)
+            hint = field_hint(spec=spec, rules=rules)
+            if hint:
+                widget.attrs["aria-describedby"] = f"id_{name}_hint"
             self.fields[name] = forms.CharField(
-                label=spec.name, required=False, max_length=MAX_LENGTH + 1, widget=widget
+                label=spec.name, required=False, max_length=MAX_LENGTH + 1, widget=widget, help_text=hint
             )
             self.fields[name].widget.attrs.setdefault("required", "required")
 
@@ -75,6 +78,21 @@ class ClaimForm(forms.Form):
                 self.add_error(name, holder_message(spec=spec, raw=str(self.data.get(name, "")), rules=self.rules))
 
 
+def _allowed_domains(rules: TemplateRules) -> list[str]:
+    return [d.strip().lstrip("@").lower() for d in rules.allowed_email_domains if d.strip()]
+
+
+def field_hint(*, spec: FieldSpec, rules: TemplateRules) -> str:
+    """What the holder should know before typing: a template's rule that a well-formed value can still fail
+    (the email domains it takes, the age a kennitala must show), in the words of the error it would give."""
+    field_format = spec.format.upper()
+    if field_format == "EMAIL" and (domains := _allowed_domains(rules)):
+        return _("Use an email address at %(domains)s.") % {"domains": or_list(domains, _("or"))}
+    if field_format == "KENNITALA" and rules.kennitala_min_age:
+        return _("You must be at least %(age)s years old to get this pass.") % {"age": rules.kennitala_min_age}
+    return ""
+
+
 def holder_message(*, spec: FieldSpec, raw: str, rules: TemplateRules) -> str:
     """A translated sentence saying what is wrong with `raw` for `spec` (which failed validation)."""
     text = raw.strip()
@@ -85,7 +103,7 @@ def holder_message(*, spec: FieldSpec, raw: str, rules: TemplateRules) -> str:
     field_format = spec.format.upper()
     region = settings.PHONE_DEFAULT_REGION
     if field_format == "EMAIL":
-        domains = [d.strip().lstrip("@").lower() for d in rules.allowed_email_domains if d.strip()]
+        domains = _allowed_domains(rules)
         if domains and not validate_field(spec, text, region=region).error:
             return _("Use an email address at %(domains)s.") % {"domains": or_list(domains, _("or"))}
         return _("Enter a valid email address, e.g. name@example.com.")

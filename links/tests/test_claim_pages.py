@@ -158,6 +158,10 @@ def test_mandatory_member_fields_the_link_lacks_are_asked_for_and_validated(clie
 
     page = client.get(path).content.decode()
     assert "Kennitala" in page and "Skólanetfang / School email" in page and 'type="email"' in page
+    # The template's rules are told before the first try, each beneath its field (and read out with it).
+    assert '<p class="help" id="id_field_0_hint">You must be at least 18 years old to get this pass.</p>' in page
+    assert '<p class="help" id="id_field_1_hint">Use an email address at skoli.is.</p>' in page
+    assert 'aria-describedby="id_field_1_hint"' in page
     nonce = nonce_of(page)
 
     empty = client.post(path, {"nonce": nonce})
@@ -167,7 +171,7 @@ def test_mandatory_member_fields_the_link_lacks_are_asked_for_and_validated(clie
         path, {"nonce": nonce, "field_0": "010115-2990", "field_1": "gunnar@gmail.com"}
     ).content.decode()
     assert "You must be at least 18 years old to get this pass." in wrong
-    assert "Use an email address at skoli.is." in wrong
+    assert "Use an email address at skoli.is." in wrong and 'id="id_field_1_hint"' not in wrong  # the error says it
     assert 'value="gunnar@gmail.com"' in wrong  # what was typed stays in the form
     malformed = client.post(path, {"nonce": nonce, "field_0": "12345", "field_1": "not an address"}).content.decode()
     assert "Enter a valid kennitala" in malformed and "Enter a valid email address" in malformed

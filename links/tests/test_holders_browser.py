@@ -144,6 +144,9 @@ def test_a_holder_who_typed_her_address_gets_her_pass_sent_not_shown(
         browser_page.fill("input[name=field_1]", "jona@skoli.is")
         browser_page.click("button[type=submit].primary")
 
+    page.goto(link)
+    expect(page.locator("#id_field_1_hint")).to_have_text("Use an email address at skoli.is.")  # before any try
+    look(page, "claim-form-hints")
     typed_claim(page)
     page.wait_for_selector("figure.qr svg")
     pass_id = page.locator("#pass-id").inner_text()
@@ -153,6 +156,10 @@ def test_a_holder_who_typed_her_address_gets_her_pass_sent_not_shown(
     typed_claim(someone)
     offer = someone.locator("#send-email")
     expect(offer).to_have_text("Senda kortið mitt á j•••@skoli.is")
+    # The lead does not send her to the issuer while a button below sends her pass.
+    expect(someone.locator("#enrolled-pass-hidden > p").first).to_have_text(
+        "Þú hefur þegar fengið þetta kort. Opnaðu það í veskinu í símanum þínum."
+    )
     assert pass_id not in someone.content()
     look(someone, "send-offer")
     offer.click()
