@@ -23,9 +23,11 @@ from .services import sending
 
 SEND = "links.send_links"
 VIEW = "links.view_linkbatch"
-# The session remembers the key of the page whose "Send a test" went out last: reloading that page posts the key
-# again and sends nothing, where a second press of the button on the page it returned sends another test.
-SENT_TEST_KEY = "links_sent_test_key"
+# The session remembers the keys of the last pages whose "Send a test" went out: reloading such a page (or going
+# back to it and posting it again) posts its key again and sends nothing, where a press of the button on the page
+# a test returned sends another. A few keys, for several tabs; a test that went nowhere is not remembered.
+SENT_TEST_KEYS = "links_sent_test_keys"
+SENT_TEST_KEYS_KEPT = 20
 
 
 def _initial_data(form: SendForm) -> dict:
@@ -70,7 +72,8 @@ def batch_send(request, batch_id):
                     return redirect(reverse("links:batch_detail", args=[batch.pk]) + "#delivery")
             elif action == "test":
                 test_key = request.POST.get("test_key", "")
-                if test_key and test_key == request.session.get(SENT_TEST_KEY):
+                sent_keys = request.session.get(SENT_TEST_KEYS, [])
+                if test_key and test_key in sent_keys:
                     test_repeated = True
                 else:
                     tests = sending.batch_send_test(
@@ -79,7 +82,8 @@ def batch_send(request, batch_id):
                         email=form.cleaned_data.get("test_email") or "",
                         phone=form.cleaned_data.get("test_phone") or "",
                     )
-                    request.session[SENT_TEST_KEY] = test_key
+                    if test_key and any(test.sent for test in tests):
+                        request.session[SENT_TEST_KEYS] = [*sent_keys, test_key][-SENT_TEST_KEYS_KEPT:]
             preview = sending.batch_send_preview(batch=batch, options=options)
         except sending.SendError as exc:
             form.add_error(None, str(exc))

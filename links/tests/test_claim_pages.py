@@ -171,7 +171,9 @@ def test_mandatory_member_fields_the_link_lacks_are_asked_for_and_validated(clie
         path, {"nonce": nonce, "field_0": "010115-2990", "field_1": "gunnar@gmail.com"}
     ).content.decode()
     assert "You must be at least 18 years old to get this pass." in wrong
-    assert "Use an email address at skoli.is." in wrong and 'id="id_field_1_hint"' not in wrong  # the error says it
+    # The error replaces the hint, and the input's description points at it.
+    assert '<p class="error-text" role="alert" id="id_field_1_hint">Use an email address at skoli.is.</p>' in wrong
+    assert wrong.count('id="id_field_1_hint"') == 1
     assert 'value="gunnar@gmail.com"' in wrong  # what was typed stays in the form
     malformed = client.post(path, {"nonce": nonce, "field_0": "12345", "field_1": "not an address"}).content.decode()
     assert "Enter a valid kennitala" in malformed and "Enter a valid email address" in malformed

@@ -16,7 +16,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django.utils import timezone
 
-from conftest import wait_for
+from conftest import free_port, wait_for
 from delivery import sending as delivery_sending
 from delivery.models import EMAIL, SMS, Message
 from links import tokens
@@ -420,6 +420,26 @@ def test_reloading_the_page_a_test_send_returned_sends_nothing_again(client, man
     # The button pressed again on the page the test returned: another test.
     again = client.post(f"/links/{batch.pk}/send/", data | {"test_key": form_key_of(first)}).content.decode()
     assert "EMAIL to maria@issuer.example: sent" in again and len(smtp_server.messages) == 2
+    # A test from another tab meanwhile does not make the first page's reload send again.
+    other_tab = client.get(f"/links/{batch.pk}/send/").content.decode()
+    client.post(f"/links/{batch.pk}/send/", data | {"test_key": form_key_of(other_tab)})
+    client.post(f"/links/{batch.pk}/send/", data)
+    assert len(smtp_server.messages) == 3
+
+
+def test_a_test_that_went_nowhere_is_sent_on_a_reload(client, manager, demo, tmp_path, smtp_server, settings):
+    batch = make_batch(demo, tmp_path)
+    client.force_login(manager)
+    page = client.get(f"/links/{batch.pk}/send/").content.decode()
+    data = page_data(batch, action="test", test_email="maria@issuer.example", test_key=form_key_of(page))
+    settings.EMAIL_PORT = free_port()  # nobody listens there: the test is not sent
+
+    failed = client.post(f"/links/{batch.pk}/send/", data).content.decode()
+    assert "EMAIL to maria@issuer.example: not sent" in failed
+    settings.EMAIL_PORT = smtp_server.port
+    retried = client.post(f"/links/{batch.pk}/send/", data).content.decode()  # the reload tries it again
+    assert "EMAIL to maria@issuer.example: sent" in retried and 'id="test-repeated"' not in retried
+    assert len(smtp_server.messages) == 1
 
 
 def form_key_of(page: str) -> str:
