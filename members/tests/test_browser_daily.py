@@ -157,7 +157,15 @@ def test_a_managers_day_with_members(page, live_server, sandbox, manager):
     page.goto(f"{live_server.url}/templates/")
     assert "Membership card" in page.locator("table").inner_text() or "Appointment pass" in page.content()
     assert "APPOINTMENT_PASS" not in page.locator("table").inner_text()
-    look(page, "template-list")
+    # The template list, the sync history and the uploads stack their rows on a phone, as the outbox does: no
+    # table to scroll sideways, each value under its column's name.
+    for path, name in (("/templates/", "template-list"), ("/sync/", "sync-history"), ("/links/", "link-uploads")):
+        page.goto(f"{live_server.url}{path}")
+        page.set_viewport_size({"width": 390, "height": 900})
+        row = page.locator("table.stack-on-phone tbody tr").first
+        assert row.evaluate("r => getComputedStyle(r).display") == "block", path
+        page.set_viewport_size({"width": 1280, "height": 900})
+        look(page, name)
     page.goto(f"{live_server.url}/members/add/")
     options = page.locator("#id_template option").all_inner_texts()
     assert all(re.search(r" · [0-9a-f]{8} — ", option) for option in options), options
