@@ -14,6 +14,7 @@ from conftest import login
 from links import services as link_services
 from links.models import LinkBatch
 from members.models import Member
+from members.tests.test_browser_daily import look
 from sandbox import DEMO_TEMPLATE_ID
 from templates_sync import sync
 from templates_sync.models import PassTemplate
@@ -109,7 +110,11 @@ def test_the_seed_scenario_one_pass_per_click_without_autofill_and_the_same_pass
     page.click("text=Save setting")
     # Percy's two passes are already here: the same step shows the conflict before anything is saved.
     expect(page.locator("#autofill-confirm")).to_contain_text("2 in 1 conflict")
-    page.click("#save-and-fill")
+    # Nothing to fill in (both passes are Percy's: the conflict is settled by staff), so the one way on is to save.
+    expect(page.locator("#save-and-fill")).to_have_count(0)
+    expect(page.locator("#autofill-form")).to_have_count(0)  # the confirmation is the one way on
+    look(page, "autofill-save-nothing-to-fill")
+    page.click("#save-only")
     page.wait_for_selector("text=Autofill setting saved.")
 
     # Laura's link twice: the same Pass ID and QR code both times; the second time with the staff's message.

@@ -160,6 +160,7 @@ def test_a_manager_changes_the_setting_on_the_page_and_sees_the_audit_line(club,
     # Members without an External ID: saving asks first, showing what the setting means for them.
     step = client.post(url, {"source": "email", "field_identifier": "", "already_enrolled_message": ""})
     assert 'id="autofill-confirm"' in step.content.decode()
+    assert 'id="autofill-form"' not in step.content.decode()  # the confirmation is the one way on
     assert not AutofillSetting.objects.filter(template=club).exists()
     response = client.post(
         url,

@@ -107,3 +107,26 @@ def test_a_viewer_sees_the_page_without_a_preview(client, viewer, autofill_on, p
     page = client.get(reverse("members:autofill_settings", args=[autofill_on.pk]))
     assert page.status_code == 200 and previews == []
     assert b"changing it needs the manager role" in page.content and b'id="autofill-preview"' not in page.content
+
+
+def test_saving_when_nothing_can_be_filled_in_offers_to_save_without_counting_zero(client, manager, club):
+    # Two passes of one holder: a conflict, so nothing would be filled in.
+    make_member(club, name="Percy", email="percy@example.com")
+    make_member(club, name="Percy P.", email="percy@example.com")
+    client.force_login(manager)
+    url = reverse("members:autofill_settings", args=[club.pk])
+
+    step = client.post(
+        url, {"source": "email", "field_identifier": "", "already_enrolled_message": ""}
+    ).content.decode()
+
+    assert 'id="autofill-confirm"' in step and 'data-count="fill">0<' in step  # said, not a button
+    assert 'id="save-and-fill"' not in step and "fill in 0" not in step
+    assert (
+        '<button class="button primary" type="submit" name="fill" value="0" id="save-only">Save setting</button>'
+        in step
+    )
+    saved = client.post(
+        url, {"source": "email", "field_identifier": "", "already_enrolled_message": "", "confirm": "1", "fill": "0"}
+    )
+    assert saved.status_code == 302 and AutofillSetting.objects.get(template=club).source == "email"
