@@ -70,11 +70,14 @@ def on_a_working_connection(write: Callable[[], T], *, tries: int, subject: str)
     for attempt in range(1, tries + 1):
         try:
             return write()
-        except (OperationalError, InterfaceError):
+        except (OperationalError, InterfaceError) as exc:
             if attempt == tries or connection.in_atomic_block:
                 logger.error("%s could not be written: the database connection broke %s times", subject, attempt)
                 raise
-            logger.warning("Writing %s met a broken database connection; trying a new one", subject, exc_info=True)
+            # A warning without the traceback: the try on the new connection usually succeeds, and a failover
+            # would fill the log with tracebacks of errors nobody needs to act on. The last failure raises.
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            logger.warning("Writing %s met a broken database connection (%s); trying a new one", subject, first_line)
             connection.close()  # a broken connection stays broken; the next query opens a new one
             time.sleep(0.1 * 2**attempt)
     raise AssertionError("unreachable")

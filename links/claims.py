@@ -120,6 +120,18 @@ def claim_context_for(*, payload: tokens.LinkPayload) -> ClaimContext:
     )
 
 
+def link_values_unusable(*, context: ClaimContext) -> bool:
+    """Whether the link's own values cannot issue a pass whatever the holder types: a value the template refuses
+    (a link made by hand, or one made before the template changed). The claim page says so at once rather than
+    after the holder filled the form in; claim_submit checks the same again when the form is posted."""
+    link_values, _pass_values = passkit.split_pass_values(context.payload.fields)
+    _clean, errors, _warnings = validate_values(
+        context.specs, link_values, rules=context.rules, region=settings.PHONE_DEFAULT_REGION
+    )
+    asked = {spec.identifier for spec in context.asked}
+    return any(identifier not in asked for identifier in errors)
+
+
 def already_enrolled_message_for(
     *, template: PassTemplate, language: str | None = None, setting: AutofillSetting | None = None
 ) -> str:

@@ -7,11 +7,9 @@ check failed. The logic lives in links.claims; these views only choose a page.
 from __future__ import annotations
 
 import functools
-import logging
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.db import InterfaceError, OperationalError, connection
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -21,6 +19,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 from django_ratelimit.core import is_ratelimited
 
+from background.failures import on_a_working_connection
 from members.models import Member
 from members.services.pass_links import PassLinkNotSent
 
@@ -29,8 +28,6 @@ from .public_forms import ClaimForm
 from .qr import qr_svg
 from .services.opens import link_open_record
 from .services.short_links import short_link_token
-
-logger = logging.getLogger(__name__)
 
 # Seconds between reloads of a pass page whose pass is still being prepared.
 PENDING_REFRESH_SECONDS = 3
@@ -81,6 +78,8 @@ def _claim_page(request: HttpRequest, *, token: str) -> HttpResponse:
         return _unavailable(request, template=None)
     if request.method == "POST" and request.POST.get("send_offer"):
         return _send_pass(request, context=context)
+    if request.method != "POST" and claims.link_values_unusable(context=context):
+        return _link_problem(request, context=context)
     if request.method == "POST":
         form = ClaimForm(request.POST, asked=context.asked, rules=context.rules)
         if form.is_valid():
@@ -114,14 +113,11 @@ def _claim_answer_on_a_live_connection(
     """The claim, tried once more on a fresh database connection when its connection broke part of the way (a
     database restart, a killed backend): the holder gets their pass instead of an error page. The form's nonce
     makes the second try the same claim, so nothing is issued twice."""
-    try:
-        return _claim_answer(request, context=context, form=form)
-    except (OperationalError, InterfaceError):
-        if connection.in_atomic_block:
-            raise
-        logger.warning("Claim: the database connection broke; trying once more on a fresh one", exc_info=True)
-        connection.close()
-        return _claim_answer(request, context=context, form=form)
+    return on_a_working_connection(
+        lambda: _claim_answer(request, context=context, form=form),
+        tries=2,
+        subject=f"a claim of template {context.template.pk}",
+    )
 
 
 def _claim_answer(request: HttpRequest, *, context: claims.ClaimContext, form: ClaimForm) -> HttpResponse | None:
@@ -143,12 +139,17 @@ def _claim_answer(request: HttpRequest, *, context: claims.ClaimContext, form: C
     if kind == claims.ClaimKind.UNAVAILABLE:
         return _unavailable(request, template=context.template)
     if kind == claims.ClaimKind.LINK_PROBLEM:
-        labels = {spec.identifier: spec.name for spec in context.specs}
-        taken = sorted(labels.get(identifier, identifier) for identifier in outcome.taken)
-        context_data = {"template": context.template, "taken": taken}
-        return render(request, "links/public/link_problem.html", context_data, status=400)
+        return _link_problem(request, context=context, taken=outcome.taken)
     form.add_claim_errors(outcome.errors, taken=outcome.taken)
     return None
+
+
+def _link_problem(request: HttpRequest, *, context: claims.ClaimContext, taken: frozenset[str] = frozenset()):
+    """The link's own values cannot issue a pass: only the issuer can fix them. `taken`: unique fields whose
+    value another pass holds."""
+    labels = {spec.identifier: spec.name for spec in context.specs}
+    names = sorted(labels.get(identifier, identifier) for identifier in taken)
+    return render(request, "links/public/link_problem.html", {"template": context.template, "taken": names}, status=400)
 
 
 @login_not_required

@@ -69,8 +69,14 @@ def test_a_write_whose_connection_is_killed_goes_again_on_a_fresh_one_until_its_
 
         return write
 
-    assert on_a_working_connection(write_after_kills(2), tries=3, subject="test row 1") == 1
+    with caplog.at_level(logging.WARNING, logger="background.failures"):
+        assert on_a_working_connection(write_after_kills(2), tries=3, subject="test row 1") == 1
     assert len(set(pids)) == 3  # two killed backends, then the one the write finished on
+    # Recovered: two warnings that say what broke, without a traceback to read through.
+    warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 2 and all(record.exc_info is None for record in warnings)
+    assert "Writing test row 1 met a broken database connection (terminating connection" in warnings[0].getMessage()
+    caplog.clear()
 
     pids.clear()
     with caplog.at_level(logging.ERROR, logger="background.failures"), pytest.raises(OperationalError):

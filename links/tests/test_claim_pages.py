@@ -221,7 +221,12 @@ def test_last_claimed_is_written_once_a_minute_however_many_claims_of_the_pass_c
 
 def test_a_link_whose_own_values_are_invalid_says_so_without_issuing(client, club, sandbox):
     path = link_path(fields={"name": "Percy PassKit", "email": "not-an-email"})
-    response = client.post(path, {"nonce": nonce_of(client.get(path).content.decode())})
+    # Said when the link is opened: no form to fill in for nothing.
+    opened = client.get(path)
+    assert opened.status_code == 400 and "This link cannot be used" in opened.content.decode()
+    assert 'name="nonce"' not in opened.content.decode()
+    # A form shown before the template changed, posted now: the same answer, nothing issued.
+    response = client.post(path, {"nonce": claims.new_claim_nonce()})
     assert response.status_code == 400 and "This link cannot be used" in response.content.decode()
     assert Member.objects.count() == 0 and upstream_posts(sandbox) == 0
 
