@@ -144,7 +144,9 @@ def _claim_answer(request: HttpRequest, *, context: claims.ClaimContext, form: C
     return None
 
 
-def _link_problem(request: HttpRequest, *, context: claims.ClaimContext, taken: frozenset[str] = frozenset()):
+def _link_problem(
+    request: HttpRequest, *, context: claims.ClaimContext, taken: frozenset[str] = frozenset()
+) -> HttpResponse:
     """The link's own values cannot issue a pass: only the issuer can fix them. `taken`: unique fields whose
     value another pass holds."""
     labels = {spec.identifier: spec.name for spec in context.specs}

@@ -351,7 +351,7 @@ def autofill_settings(request, template_id):
         if previewing:
             # "Preview": what the proposed setting would do, saving nothing. A POST, so that the form's CSRF token
             # stays out of the URL (history, access logs).
-            proposal = _autofill_proposal(template, form) if form.is_valid() else None
+            proposal = _autofill_proposal(template, form.cleaned_data) if form.is_valid() else None
         elif form.is_valid():
             proposal = _autofill_fill_step(request, template, setting, form.cleaned_data)
             if proposal is None and (saved := _autofill_save(request, template, form)) is not None:
@@ -408,9 +408,7 @@ def _autofill_fill_step(request, template, setting, data) -> selectors.AutofillP
         template=template, external_id__isnull=True, status__in=selectors.BACKFILL_STATUSES
     ).exists():
         return None
-    preview = selectors.autofill_preview(
-        template=template, source=data["source"], field_identifier=data["field_identifier"]
-    )
+    preview = _autofill_proposal(template, data)
     return preview if preview.field_identifier and preview.eligible else None
 
 
@@ -445,11 +443,11 @@ def _report_backfill(request, run: AutofillBackfill, *, saved: bool = False) -> 
         messages.info(request, f"{lead}Filling in External IDs; the progress shows below.")
 
 
-def _autofill_proposal(template: PassTemplate, form: AutofillSettingForm) -> selectors.AutofillPreview:
-    """What the proposed (valid, unsaved) setting would do to the members already there. It reads the External
-    ID and values of every member of the template: too much to do on every visit of the page."""
+def _autofill_proposal(template: PassTemplate, data: dict) -> selectors.AutofillPreview:
+    """What the proposed setting (a valid form's cleaned data, unsaved) would do to the members already there. It
+    reads the External ID and values of every member of the template: too much to do on every visit of the page."""
     return selectors.autofill_preview(
-        template=template, source=form.cleaned_data["source"], field_identifier=form.cleaned_data["field_identifier"]
+        template=template, source=data["source"], field_identifier=data["field_identifier"]
     )
 
 
