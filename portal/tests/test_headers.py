@@ -65,7 +65,9 @@ def test_member_pages_exports_and_link_downloads_are_not_stored(client, manager,
 def test_the_claim_page_keeps_its_own_caching_for_a_logged_in_visitor(client, manager, sandbox):
     # The claim form must post the same nonce again from the back button, so it is private but storable.
     template = mirror_template()
-    token = encode(LinkPayload(template_id=template.pk, fields={"name": "Anna"}), link_keys())
+    token = encode(
+        LinkPayload(template_id=template.pk, fields={"name": "Anna", "email": "anna@example.is"}), link_keys()
+    )
     client.force_login(manager)
     response = client.get(f"/p/{token}")
     assert response.status_code == 200
