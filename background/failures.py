@@ -76,8 +76,9 @@ def on_a_working_connection(write: Callable[[], T], *, tries: int, subject: str)
                 raise
             # A warning without the traceback: the try on the new connection usually succeeds, and a failover
             # would fill the log with tracebacks of errors nobody needs to act on. The last failure raises.
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            logger.warning("Writing %s met a broken database connection (%s); trying a new one", subject, first_line)
+            text = str(exc).strip()
+            cause = text.splitlines()[0] if text else type(exc).__name__
+            logger.warning("Writing %s met a broken database connection (%s); trying a new one", subject, cause)
             connection.close()  # a broken connection stays broken; the next query opens a new one
             time.sleep(0.1 * 2**attempt)
     raise AssertionError("unreachable")
