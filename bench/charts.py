@@ -62,6 +62,9 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="reuse the claims and members an earlier run wrote")
     args = parser.parse_args()
     load_before = os.getloadavg()
+    # A Redis cache, as in production (and as bench/members.py): with the embedded mode's file cache, django-axes
+    # records the dashboard's login in the database with the client's IP address, which force_login lacks.
+    os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
     kept = setup_django(args.database, keep=args.keep)
 
     from django.db import connection
@@ -168,10 +171,10 @@ def _fill(cursor, args) -> None:
         [template.pk, args.claims],
     )
     cursor.execute(
-        "INSERT INTO members_member (template_id, external_id, values, display_name, email, phone, source, "
+        "INSERT INTO members_member (template_id, external_id, values, pass_values, display_name, email, phone, source, "
         "status, failure_reason, upstream_conflict, upstream, issue_attempts, last_error, created_at, updated_at, "
         "pass_link_needed, autofill_excluded, search_text) "
-        "SELECT %s, NULL, '{}', 'Member ' || i, '', '', 'link', "
+        "SELECT %s, NULL, '{}', '{}', 'Member ' || i, '', '', 'link', "
         "(ARRAY['issued','issued','issued','issued','issued','issued','issued','pending','failed','voided'])"
         "[1 + i %% 10], '', false, '{}', 0, '', now() - (random() * interval '90 days'), now(), "
         "false, false, 'member ' || i FROM generate_series(1, %s) AS i",
