@@ -8,11 +8,13 @@ import contextlib
 import functools
 import logging
 import queue
+import sqlite3
 import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 
 import orjson
 from django.db import IntegrityError, connection, transaction
@@ -47,8 +49,8 @@ def _write_with_orm(templates: list[tuple], *, now: datetime) -> None:
 
 
 def _write_with_sqlite(templates: list[TemplateRow], *, now: datetime) -> None:
-    """The same writes as _write_with_orm on SQLite, in a transaction the caller opened: one INSERT … ON CONFLICT
-    statement run by executemany over plain tuples. The ORM's bulk_create made a model instance per template and
+    """The same writes as _write_with_orm on SQLite, in a transaction the caller opened: INSERT … ON CONFLICT
+    statements of many rows each, over plain tuples. The ORM's bulk_create made a model instance per template and
     prepared each of its 22 values through its field (and `raw` parsed, then serialised again with json):
     nine tenths of a first sync's time on SQLite (bench/sync.py). Values are adapted as Django's SQLite backend
     stores them: UUIDs as 32 hex digits, datetimes as naive UTC text, flags as 0/1, `raw` as the JSON text
@@ -68,19 +70,41 @@ def _write_with_sqlite(templates: list[TemplateRow], *, now: datetime) -> None:
         values[18] = row.raw.decode()
         rows.append((*values, *page))
     with connection.cursor() as cursor:
-        cursor.executemany(_sqlite_upsert_statement(), rows)
+        # Hundreds of rows a statement: sqlite3 lets go of the GIL while it runs a statement and must win it
+        # back after, and while the fetcher thread is busy (reading and comparing the next pages) each win can
+        # wait for Python's switch interval (5 ms). Row by row, the writes of a first sync took ~1.7x their
+        # time alone; against a thread busy all the time, 250x.
+        per = max(1, min(SQLITE_ROWS_PER_STATEMENT, _sqlite_parameter_limit() // len(_SQLITE_COLUMNS)))
+        whole = len(rows) - len(rows) % per
+        if whole:
+            cursor.executemany(
+                _sqlite_upsert_statement(per),
+                [tuple(chain.from_iterable(rows[start : start + per])) for start in range(0, whole, per)],
+            )
+        if whole < len(rows):
+            cursor.execute(_sqlite_upsert_statement(len(rows) - whole), tuple(chain.from_iterable(rows[whole:])))
 
 
-@functools.cache
-def _sqlite_upsert_statement() -> str:
-    names = [*_TEMPLATE_ROW, "changed_at", "removed_at", "first_seen_at"]
-    columns = [PassTemplate._meta.get_field(name).column for name in names]
+_SQLITE_COLUMNS = [*_TEMPLATE_ROW, "changed_at", "removed_at", "first_seen_at"]
+SQLITE_ROWS_PER_STATEMENT = 500
+
+
+def _sqlite_parameter_limit() -> int:
+    """This SQLite's limit on a statement's parameters (999 before 3.32, 32766 since, as built)."""
+    return connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+
+
+@functools.lru_cache(maxsize=4)  # the full statement, and the last few lengths of a write's remainder
+def _sqlite_upsert_statement(rows: int) -> str:
+    """INSERT … ON CONFLICT for `rows` rows of _SQLITE_COLUMNS."""
+    columns = [PassTemplate._meta.get_field(name).column for name in _SQLITE_COLUMNS]
     updates = ", ".join(
         f"{PassTemplate._meta.get_field(name).column} = excluded.{PassTemplate._meta.get_field(name).column}"
         for name in _UPDATE_FIELDS
     )
+    one_row = f"({', '.join(['%s'] * len(columns))})"
     return (
-        f"INSERT INTO {PassTemplate._meta.db_table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "
+        f"INSERT INTO {PassTemplate._meta.db_table} ({', '.join(columns)}) VALUES {', '.join([one_row] * rows)} "
         f"ON CONFLICT (id) DO UPDATE SET {updates}"
     )
 

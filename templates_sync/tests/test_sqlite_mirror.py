@@ -1,5 +1,5 @@
 """The template sync into a SQLite mirror (the embedded default), in a process of its own on a SQLite file:
-the executemany writer stores exactly what the ORM would (text that COPY would escape, prices, dates, raw),
+the writer of many rows a statement stores exactly what the ORM would (text that COPY would escape, prices, dates, raw),
 and an unchanged re-sync writes nothing."""
 
 import pytest
@@ -34,6 +34,7 @@ snapshot = lambda: list(PassTemplate.objects.order_by("id").values())
 writing._write_with_orm(templates, now=now)
 through_orm = snapshot()
 PassTemplate.objects.all().delete()
+writing.SQLITE_ROWS_PER_STATEMENT = 7  # 40 rows: five statements of 7 and one of 5
 writing._write_with_sqlite(templates, now=now)
 print("same as the ORM", snapshot() == through_orm, len(through_orm))
 writing._write_with_sqlite(templates[:5], now=now)  # upserted again: first_seen_at kept
