@@ -292,9 +292,14 @@ def _logged_reference(batch: LinkBatch) -> str:
 
 
 def _fail(*, batch: LinkBatch, message: str) -> None:
-    """Mark the batch failed with a sentence for staff, on a working connection even if this one broke."""
+    """Mark the batch failed with a sentence for staff, on a working connection even if this one broke (and on
+    another if that one breaks too): a batch left running would show staff a bar that does not move until the
+    recovery sweep, minutes later, sends it again only to fail again."""
     close_old_connections()  # a connection that failed is closed here, so the write below opens a new one
-    LinkBatch.objects.filter(pk=batch.pk, status__in=[LinkBatch.Status.QUEUED, LinkBatch.Status.RUNNING]).update(
-        status=LinkBatch.Status.FAILED, error=message, finished_at=timezone.now()
+    unfinished = LinkBatch.objects.filter(pk=batch.pk, status__in=[LinkBatch.Status.QUEUED, LinkBatch.Status.RUNNING])
+    on_a_working_connection(
+        lambda: unfinished.update(status=LinkBatch.Status.FAILED, error=message, finished_at=timezone.now()),
+        tries=RESEND_TRIES,
+        subject=f"link batch {batch.pk} as failed",
     )
     _RowKeys(batch.pk).drop()  # the chunks' rows and files stay until a re-run replaces them

@@ -16,6 +16,7 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection
+from django.db.models import QuerySet
 
 from conftest import (
     kill_with_sigkill,
@@ -598,3 +599,28 @@ def test_a_chunk_whose_requeue_meets_a_killed_connection_is_queued_on_a_fresh_on
     assert processing._requeue_chunk(chunk) is True
     chunk.refresh_from_db()
     assert (chunk.status, chunk.attempt) == ("queued", 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_whose_failure_meets_a_killed_connection_is_marked_failed_on_a_fresh_one(
+    sandbox, settings, tmp_path, monkeypatch
+):
+    """The failure's write breaks under it (a failover, the backend killed again): it is written on a new
+    connection, so staff see the sentence instead of a batch running for minutes more."""
+    batch = make(demo_template(), campaign(tmp_path / "campaign.csv", 10), settings, chunk_rows=10, jobs=None)
+    LinkBatch.objects.filter(pk=batch.pk).update(status="running")
+    real_update = QuerySet.update
+    kills = []
+
+    def killed_first(queryset, **changes):
+        if queryset.model is LinkBatch and changes.get("status") == "failed" and not kills:
+            kills.append(1)
+            terminate_own_backend()  # after close_old_connections: the write's own connection breaks
+        return real_update(queryset, **changes)
+
+    monkeypatch.setattr(QuerySet, "update", killed_first)
+    processing._fail(batch=batch, message="The upload could not be read.")
+
+    batch.refresh_from_db()
+    assert kills == [1]
+    assert (batch.status, batch.error) == ("failed", "The upload could not be read.")
