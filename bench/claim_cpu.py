@@ -6,7 +6,10 @@ sandbox, a process of its own, creates the pass), open the pass page — and `ti
 each request. Prints the median CPU per request over --claims claims (after a warm-up), the queries each
 request makes, and with --profile the functions that cost the most (cProfile on CPU time).
 
-    .venv/bin/python bench/claim_cpu.py [--claims 200] [--show-queries] [--profile [--sort tottime] [--rows 40] [--dump F]]
+    .venv/bin/python bench/claim_cpu.py [--claims 200] [--one-link] [--show-queries] [--profile [--sort tottime] [--rows 40] [--dump F]]
+
+--one-link claims one autofill link over and over (claimed once before the measured claims): the path of the
+issue's 500 holders on one link, each finding the pass the first one got.
 
 bench/claims.py --surge measures the same claims under load through gunicorn; this says where each request's
 CPU goes. PostgreSQL on 127.0.0.1:5432 (BENCH_PG); a throw-away database, `smartpass_bench_claim_cpu`.
@@ -33,6 +36,11 @@ def main() -> None:
     parser.add_argument("--claims", type=int, default=200)
     parser.add_argument("--profile", action="store_true", help="also profile the claims (cProfile, CPU time)")
     parser.add_argument("--show-queries", action="store_true", help="also print the SQL of one claim's requests")
+    parser.add_argument(
+        "--one-link",
+        action="store_true",
+        help="every claim of one autofill link, claimed once before: the path of many holders on one link",
+    )
     parser.add_argument("--sort", default="cumulative", help="the profile's order: cumulative (default) or tottime")
     parser.add_argument("--rows", type=int, default=40, help="the profile's rows to print")
     parser.add_argument("--dump", help="also write the profile to this file (for pstats)")
@@ -51,17 +59,26 @@ def main() -> None:
         from django.test import Client
         from django.test.utils import CaptureQueriesContext
 
+        from members.services import autofill
         from templates_sync import sync
+        from templates_sync.models import PassTemplate
 
         assert sync.templates_sync_all().status == "succeeded"
+        autofill.autofill_setting_change(
+            template=PassTemplate.objects.get(pk=sandbox.autofill_template_id), source="email"
+        )
         # As the TLS proxy forwards a holder's request.
         client = Client(HTTP_X_FORWARDED_PROTO="https", enforce_csrf_checks=True)
         run = uuid.uuid4().hex[:6]
 
         def claim(number: int) -> list[tuple[float, int]]:
             """One claim: (CPU seconds, queries) of each of its three requests."""
-            fields = {"name": f"Félagi {number}", "email": f"felagi{number}-{run}@example.is"}
-            path = bench.link_url("", sandbox.plain_template_id, fields)
+            if args.one_link:  # the same holder every time: after the first claim, the pass she has
+                fields = {"name": "Percy PassKit", "email": f"percy-{run}@example.is"}
+                path = bench.link_url("", sandbox.autofill_template_id, fields)
+            else:
+                fields = {"name": f"Félagi {number}", "email": f"felagi{number}-{run}@example.is"}
+                path = bench.link_url("", sandbox.plain_template_id, fields)
             measured = []
 
             def timed(request):
@@ -87,7 +104,8 @@ def main() -> None:
             claim(number)
         figures = [claim(1000 + number) for number in range(args.claims)]
         total = 0.0
-        for position, what in enumerate(("claim page (GET)", "press (POST, the create included)", "pass page (GET)")):
+        press = "press (POST, the pass she has)" if args.one_link else "press (POST, the create included)"
+        for position, what in enumerate(("claim page (GET)", press, "pass page (GET)")):
             cpu = statistics.median(claim_figures[position][0] for claim_figures in figures)
             queries = statistics.median(claim_figures[position][1] for claim_figures in figures)
             total += cpu

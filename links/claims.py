@@ -22,7 +22,7 @@ from enum import StrEnum
 from django.conf import settings
 from django.core import signing
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone, translation
 
 from background.enqueue import enqueue_after_commit
@@ -128,8 +128,13 @@ def link_values_unusable(*, context: ClaimContext) -> bool:
     _clean, errors, _warnings = validate_values(
         context.specs, link_values, rules=context.rules, region=settings.PHONE_DEFAULT_REGION
     )
+    return bool(_errors_of_the_link(errors, context=context))
+
+
+def _errors_of_the_link(errors: Mapping[str, str], *, context: ClaimContext) -> dict[str, str]:
+    """The errors on values the holder was not asked for: the link's own, which only the issuer can fix."""
     asked = {spec.identifier for spec in context.asked}
-    return any(identifier not in asked for identifier in errors)
+    return {identifier: message for identifier, message in errors.items() if identifier not in asked}
 
 
 def already_enrolled_message_for(
@@ -137,7 +142,11 @@ def already_enrolled_message_for(
 ) -> str:
     """The message staff set for holders who already have a pass, in the page's language (the request's,
     activated by LocaleMiddleware, unless given), else in the other one; '' when none (the page words its own)."""
-    setting = setting or member_selectors.autofill_setting_for(template=template)
+    if setting is None:
+        # The per-process copy (one short version check), not a query for the setting: every holder of a link
+        # shared in a group chat lands on its pass page with this message.
+        found = member_selectors.template_with_autofill_setting(template_id=template.pk)
+        setting = found[1] if found is not None else member_selectors.autofill_setting_for(template=template)
     return setting.message_for(language or translation.get_language())
 
 
@@ -282,13 +291,13 @@ def claim_submit(
         context.specs, values, rules=context.rules, region=settings.PHONE_DEFAULT_REGION
     )
     if errors:
-        holder_errors = {key: message for key, message in errors.items() if key in asked}
-        if holder_errors and len(holder_errors) == len(errors):
-            return ClaimOutcome(kind=ClaimKind.FORM_ERRORS, errors=holder_errors)
+        link_errors = _errors_of_the_link(errors, context=context)
+        if not link_errors:
+            return ClaimOutcome(kind=ClaimKind.FORM_ERRORS, errors=errors)
         logger.warning(
             "SmartPass link for template %s has unusable values: %s",
             context.template.pk,
-            "; ".join(message for key, message in errors.items() if key not in asked),
+            "; ".join(link_errors.values()),
         )
         return ClaimOutcome(kind=ClaimKind.LINK_PROBLEM)
     try:
@@ -383,10 +392,11 @@ def _explicit_external_id(*, context: ClaimContext) -> str | None:
 def _member_for_claim(*, template: PassTemplate, external_id: str | None, nonce: str) -> Member | None:
     """The member this claim should show instead of issuing: the one an earlier post of this same form made
     (its result is shown again; a refusal is tried again), else the one holding the External ID."""
-    found = row_or_none(Member.objects.filter(claim_nonce=nonce, template=template))
-    if found is None and external_id is not None:
-        found = row_or_none(Member.objects.filter(template=template, external_id=external_id))
-    return found
+    if external_id is None:
+        return row_or_none(Member.objects.filter(claim_nonce=nonce, template=template))
+    # One query for both (a unique key each, so at most two rows): many holders on one link each ask.
+    found = list(Member.objects.filter(Q(claim_nonce=nonce) | Q(external_id=external_id), template=template).order_by())
+    return next((member for member in found if member.claim_nonce == nonce), found[0] if found else None)
 
 
 # "Last claimed" is read to the minute (the conflict table; the member page). Within the minute it shows, a
