@@ -18,6 +18,12 @@ from .test_send_links import make_batch, template_with_fields
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("own_queue")]
 SHOTS = ARTIFACTS / "send-shots"
+# The funnel's steps that begin a line (below the step before them) yet show the arrow from that step.
+ARROWS_STARTING_A_LINE = """() => [...document.querySelectorAll('.funnel')].flatMap(list => {
+  const steps = [...list.children];
+  return steps.filter((step, i) => i > 0 && step.offsetTop > steps[i - 1].offsetTop
+      && getComputedStyle(step, '::before').display !== 'none').map(step => step.innerText.replace(/\\s+/g, ' '));
+})"""
 
 
 def shoot(page, name: str) -> None:
@@ -91,6 +97,10 @@ def test_a_manager_previews_tests_and_sends_a_batchs_links(
     expect(page.locator("#delivery-table tbody tr")).to_have_count(3)
     expect(page.locator("#send-history")).to_contain_text("3 messages put in the queue, 3 rows without a message")
     shoot(page, "batch-send-queued")
+    for width in (1280, 1000, 800):  # email and SMS: eleven steps from the rows to the passes
+        page.set_viewport_size({"width": width, "height": 900})
+        assert page.evaluate(ARROWS_STARTING_A_LINE) == [], f"a funnel line starts with an arrow at {width} px"
+    page.set_viewport_size({"width": 1280, "height": 900})
     assert Message.objects.filter(status=Message.QUEUED).count() == 3
 
     page.select_option("#delivery-status", "sent")
