@@ -11,6 +11,9 @@ job, which is timed), runs VACUUM ANALYZE, then times, each the median of --repe
 and prints the plans' top lines, so the index each query uses is visible.
 
     .venv/bin/python bench/charts.py [--claims 1000000] [--members 1000000] [--repeat 5] [--database NAME] [--keep]
+
+PostgreSQL on 127.0.0.1:5432 (BENCH_PG) and Redis (CELERY_BROKER_URL, default redis://127.0.0.1:6379/14: the
+cache the dashboard's login is recorded in, as in production).
 """
 
 import argparse

@@ -143,8 +143,9 @@ def already_enrolled_message_for(
     """The message staff set for holders who already have a pass, in the page's language (the request's,
     activated by LocaleMiddleware, unless given), else in the other one; '' when none (the page words its own)."""
     if setting is None:
-        # The per-process copy (one short version check), not a query for the setting: every holder of a link
-        # shared in a group chat lands on its pass page with this message.
+        # The per-process copy (on PostgreSQL one short version check; SQLite reads the template and its setting
+        # afresh), not a query of its own: every holder of a link shared in a group chat lands on its pass page
+        # with this message.
         found = member_selectors.template_with_autofill_setting(template_id=template.pk)
         setting = found[1] if found is not None else member_selectors.autofill_setting_for(template=template)
     return setting.message_for(language or translation.get_language())

@@ -271,3 +271,22 @@ def test_a_pass_voided_before_replacements_were_recorded_still_leads_to_the_hold
     )
     assert f'href="{member_pass_url(kept)}"' in client.get(member_pass_url(voided)).content.decode()
     assert 'id="replacement-link"' not in client.get(member_pass_url(someone_else)).content.decode()
+
+
+@pytest.mark.django_db
+def test_a_form_posted_again_finds_its_own_member_before_the_holder_of_the_external_id(sandbox):
+    """The press looks for this form's member and for the External ID's in one query: a form posted again (the
+    back button) shows what its first post made, even when another member holds the External ID the link
+    gives now (autofill turned on between the two posts)."""
+    club = mirror()
+    holder = Member.objects.create(
+        template=club, source="link", status="issued", pass_id=uuid.uuid4(), external_id="gudrun@example.is"
+    )
+    own = Member.objects.create(
+        template=club, source="link", status="issued", pass_id=uuid.uuid4(), claim_nonce="n" * 24
+    )
+
+    assert claims._member_for_claim(template=club, external_id="gudrun@example.is", nonce="n" * 24) == own
+    assert claims._member_for_claim(template=club, external_id="gudrun@example.is", nonce="m" * 24) == holder
+    assert claims._member_for_claim(template=club, external_id=None, nonce="n" * 24) == own
+    assert claims._member_for_claim(template=club, external_id=None, nonce="m" * 24) is None

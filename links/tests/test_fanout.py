@@ -603,7 +603,7 @@ def test_a_chunk_whose_requeue_meets_a_killed_connection_is_queued_on_a_fresh_on
 
 @pytest.mark.django_db(transaction=True)
 def test_a_batch_whose_failure_meets_a_killed_connection_is_marked_failed_on_a_fresh_one(
-    sandbox, settings, tmp_path, monkeypatch
+    sandbox, settings, tmp_path, monkeypatch, caplog
 ):
     """The failure's write breaks under it (a failover, the backend killed again): it is written on a new
     connection, so staff see the sentence instead of a batch running for minutes more."""
@@ -624,3 +624,5 @@ def test_a_batch_whose_failure_meets_a_killed_connection_is_marked_failed_on_a_f
     batch.refresh_from_db()
     assert kills == [1]
     assert (batch.status, batch.error) == ("failed", "The upload could not be read.")
+    # The write went again on a new connection (not, say, before the kill took effect).
+    assert f"Writing link batch {batch.pk} as failed met a broken database connection" in caplog.text

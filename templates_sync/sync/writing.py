@@ -1,5 +1,5 @@
 """Writing prepared pages of templates to the mirror: COPY for new templates and one JSON upsert for changed
-ones on PostgreSQL, one executemany upsert on SQLite, the ORM elsewhere; PageWriter writes from a thread of its
+ones on PostgreSQL, upserts of many rows a statement on SQLite, the ORM elsewhere; PageWriter writes from a thread of its
 own while the next page is read (PostgreSQL), or gathers pages into fewer transactions (SQLite)."""
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def _write_with_sqlite(templates: list[TemplateRow], *, now: datetime) -> None:
         # Hundreds of rows a statement: sqlite3 lets go of the GIL while it runs a statement and must win it
         # back after, and while the fetcher thread is busy (reading and comparing the next pages) each win can
         # wait for Python's switch interval (5 ms). Row by row, the writes of a first sync took ~1.7x their
-        # time alone; against a thread busy all the time, 250x.
+        # own CPU time (bench/README.md, "The embedded default").
         per = max(1, min(SQLITE_ROWS_PER_STATEMENT, _sqlite_parameter_limit() // len(_SQLITE_COLUMNS)))
         whole = len(rows) - len(rows) % per
         if whole:
