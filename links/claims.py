@@ -288,7 +288,7 @@ def claim_submit(
 
     # Validate here, before any lookup, so a value that cannot issue is reported on the right side: the
     # holder's answers as form errors, the link's values as a link problem.
-    _clean, errors, _warnings = validate_values(
+    clean, errors, _warnings = validate_values(
         context.specs, values, rules=context.rules, region=settings.PHONE_DEFAULT_REGION
     )
     if errors:
@@ -322,11 +322,9 @@ def claim_submit(
         adoption = member_adopt(template=context.template, external_id=external_id)
         existing = adoption.member if adoption is not None else None
     if existing is not None:
-        # A member refused upstream is issued again when its holder comes back (the cause may be fixed by now);
-        # a conflict, pending or issued member is shown as it is.
-        existing = member_reissue_failed(member=existing, client=client)
-        _schedule_refresh_if_refused(member=existing)
-        return _found(existing, context=context, claim_key=claim_key, single_use=row_key is not None, typed=typed)
+        return _shown_again(
+            existing, context=context, claim_key=claim_key, single_use=row_key is not None, typed=typed, client=client
+        )
     try:
         issued = member_issue(
             template=context.template,
@@ -350,6 +348,11 @@ def claim_submit(
         logger.info("Claim on template %s: unique values taken: %s", context.template.pk, ", ".join(sorted(taken)))
         if taken <= asked:
             return ClaimOutcome(kind=ClaimKind.FORM_ERRORS, errors=exc.errors, taken=taken)
+        same = _member_of_this_link(context=context, clean=clean, unique=min(taken - asked))
+        if same is not None:
+            return _shown_again(
+                same, context=context, claim_key=claim_key, single_use=row_key is not None, typed=False, client=client
+            )
         return ClaimOutcome(kind=ClaimKind.LINK_PROBLEM, taken=taken - asked)
     except InvalidMemberValues as exc:  # validated above; only a template changed mid-claim gets here
         logger.warning("Claim on template %s: values refused: %s", context.template.pk, exc)
@@ -361,6 +364,34 @@ def claim_submit(
     _schedule_refresh_if_refused(member=issued.member)
     _record_claim(context=context, outcome=LinkClaim.Outcome.NEW)
     return ClaimOutcome(kind=ClaimKind.ISSUED, member=issued.member)
+
+
+def _shown_again(
+    existing: Member, *, context: ClaimContext, claim_key: str, single_use: bool, typed: bool, client
+) -> ClaimOutcome:
+    """The outcome for a holder whose member exists. A member refused upstream is issued again when its holder
+    comes back (the cause may be fixed by now); a conflict, pending or issued member is shown as it is."""
+    existing = member_reissue_failed(member=existing, client=client)
+    _schedule_refresh_if_refused(member=existing)
+    return _found(existing, context=context, claim_key=claim_key, single_use=single_use, typed=typed)
+
+
+def _member_of_this_link(*, context: ClaimContext, clean: Mapping[str, str], unique: str) -> Member | None:
+    """The member that holds the link's value of the unique field `unique` and every other value the link
+    carries: the same link claimed again. Without autofill a second click would make a second pass (Percy's),
+    but a unique field refuses one; the holder is shown the pass they have instead of "this link cannot be
+    used". A member with that value and any other value differing is someone else: None (a link problem)."""
+    holder = member_selectors.unique_value_holder(template=context.template, identifier=unique, value=clean[unique])
+    if holder is None:
+        return None
+    asked = {spec.identifier for spec in context.asked}
+    link_values, _pass_values = passkit.split_pass_values(context.payload.fields)
+    same = all(
+        (holder.values or {}).get(identifier, "") == clean.get(identifier, "")
+        for identifier in link_values
+        if identifier not in asked
+    )
+    return holder if same else None
 
 
 def _link_external_id(*, context: ClaimContext) -> str | None:

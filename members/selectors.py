@@ -99,6 +99,14 @@ def unique_values_held(
     return held
 
 
+def unique_value_holder(*, template: PassTemplate, identifier: str, value: str) -> Member | None:
+    """The member (pending, issued or redeemed) that holds `value` of the unique field `identifier`, if any."""
+    members = Member.objects.filter(template=template, status__in=VALUE_HOLDING_STATUSES).annotate(
+        held_value=Cast(KeyTextTransform(identifier, "values"), output_field=TextField())
+    )
+    return members.filter(held_value=value).order_by("pk").first()
+
+
 def unique_value_clashes(
     *,
     template: PassTemplate,

@@ -14,6 +14,7 @@ from django.utils import timezone
 from links import claims, tokens
 from links.keyring import link_keys
 from links.models import LinkBatch
+from links.public_views import ALREADY_ENROLLED_FLAG
 from members.models import Member
 from members.services import autofill, issuing, passes
 from sandbox import DEMO_TEMPLATE_ID, Faults
@@ -634,3 +635,31 @@ def test_staff_adding_a_capitalised_email_as_external_id_and_the_holders_link_fi
     for response in (by_explicit_id, by_autofill):
         assert response["Location"] == f"/pass/{claims.pass_page_key(member=added)}?enrolled=1"
     assert Member.objects.count() == 1 and upstream_posts(sandbox) == 1
+
+
+@pytest.mark.django_db
+def test_a_link_claimed_again_on_a_template_with_a_unique_field_shows_the_pass_it_made(client, sandbox):
+    """Autofill off, the phone field unique upstream: Percy's second click cannot make a second pass (the phone
+    is taken), and used to get "This link cannot be used". The member holding every value of his link is his:
+    he is shown that pass. A link with the same phone and another name is still refused: that is someone else."""
+    card = sandbox.get_template(DEMO_TEMPLATE_ID)
+    for field in card["inputFields"]:
+        field["isUnique"] = field["identifier"] == "phone"
+    template_id = sandbox.add_template(card, id=str(uuid.uuid4()), name="Klippikort")["id"]
+    assert sync.templates_sync_all().status == "succeeded"
+    percy = {"name": "Percy PassKit", "email": "percy@example.com", "phone": "+354 699 1234"}
+    path = link_path(template_id, percy)
+    creates = upstream_posts(sandbox)
+
+    first = open_and_claim(Client(), path)
+    again = open_and_claim(Client(), path)  # another visit: a new form, a new nonce
+
+    assert first.status_code == again.status_code == 302
+    assert again["Location"].split("?")[0] == first["Location"]
+    assert again["Location"].endswith(f"?{ALREADY_ENROLLED_FLAG}=1")
+    assert Member.objects.filter(template_id=template_id).count() == 1
+    assert upstream_posts(sandbox) == creates + 1
+    other = open_and_claim(Client(), link_path(template_id, percy | {"name": "Björk Guðmundsdóttir"}))
+    assert other.status_code == 400
+    assert "Another pass of this card already has the" in other.content.decode()
+    assert Member.objects.filter(template_id=template_id).count() == 1

@@ -36,6 +36,7 @@ def claim(name, phone):
 print("gudrun", *claim("Gudrun", "+354 699 1234"))
 print("jon", *claim("Jon", "+354 699 5678"))
 print("same phone", *claim("Bjork", "+354 699 1234"))
+print("gudrun again", *claim("Gudrun", "+354 699 1234"))
 print("members", sorted(Member.objects.values_list("display_name", "status")))
 upstream.stop()
 """
@@ -49,5 +50,7 @@ def test_a_template_with_a_unique_field_keeps_taking_claims_on_sqlite(tmp_path):
         "jon 302 False",
         # The phone is Guðrún's: the link's own values are refused (the issuer must fix them), no pass made.
         "same phone 400 True",
+        # Her own link again: the member holding every value of it is hers, and its pass is shown.
+        "gudrun again 302 False",
         "members [('Gudrun', 'issued'), ('Jon', 'issued')]",
     ]
