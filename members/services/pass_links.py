@@ -32,6 +32,7 @@ from . import MemberError
 logger = logging.getLogger(__name__)
 
 EMAIL, SMS = "email", "sms"
+VOIDED_NOT_SENT = "The pass is voided: its link would open a cancelled pass."
 _WINDOW_SECONDS = 3600
 
 
@@ -170,10 +171,13 @@ def pass_link_message(
 def pass_links_queue(*, members: Iterable[Member], channels: tuple[str, ...], language: str) -> delivery.QueueResult:
     """Staff's "Send pass link again": each member's wallet link (from SmartPages) to the address on file, by
     the first of `channels` it has an address for; queued for the workers. Members without a link or an
-    address are listed in the result's `skipped` with the reason."""
+    address, and voided ones, are listed in the result's `skipped` with the reason."""
     specs, result_skipped = [], []
     for member in members:
         key = _subject_key(member.pk)
+        if member.status == Member.Status.VOIDED:
+            result_skipped.append((key, VOIDED_NOT_SENT))
+            continue
         if not member.distribution_url:
             result_skipped.append((key, "No pass link from SmartPages yet."))
             continue

@@ -148,3 +148,26 @@ def test_a_send_my_pass_the_provider_refuses_says_failed(club, twilio):
         pass_links.pass_link_send(member=anna, channel=SMS, pass_url="https://x.is/pass/k", language="en")
     assert refused.value.reason == "failed"
     assert Message.objects.get().status == Message.FAILED
+
+
+def test_a_voided_pass_link_is_never_sent_again(client, manager, club, smtp_server):
+    """Found by a walk through `make run`: "Send pass link again", ticked for a voided member among others (or on
+    its own page), emailed the holder the wallet link of the cancelled pass."""
+    anna = holder(club, email="anna@example.is")
+    voided = holder(club, email="percy@example.com", status="voided", distribution_url="https://wallet.example/p/old")
+    client.force_login(manager)
+    page = client.get(reverse("members:member_detail", args=[voided.pk])).content.decode()
+    assert 'id="send-link"' not in page and 'id="send-link-voided"' in page
+
+    response = client.post(
+        reverse("members:member_bulk"),
+        {"action": "send_link", "channel": "email", "member": [anna.pk, voided.pk]},
+        follow=True,
+    )
+    content = response.content.decode()
+    assert "Pass link queued for 1 member(s)" in content
+    assert "Not sent: The pass is voided: its link would open a cancelled pass." in content
+    client.post(reverse("members:member_send_link", args=[voided.pk]), {"channel": "email"})
+    sending.send_queued(EMAIL)
+    assert [recipients for recipients, _ in smtp_server.messages] == [["anna@example.is"]]
+    assert "https://wallet.example/p/old" not in str(smtp_server.messages[0][1])
