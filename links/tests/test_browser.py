@@ -82,6 +82,9 @@ def test_a_manager_uploads_a_csv_and_downloads_one_link_per_good_row(
     expect(page.get_by_label("Netfang")).to_have_value("email")
     expect(page.get_by_label("Símanúmer")).to_have_value("phone")
     expect(page.get_by_label("Hópur")).to_have_value("")
+    # Autofill is off for the demo template: the column check says what a second click of a link does.
+    expect(page.locator("#autofill-off-note")).to_contain_text("gets a second pass")
+    _screenshots(page, "batch-check-columns")
 
     page.get_by_role("button", name="Generate links").click()
     expect(page.locator("[data-run-status] progress")).to_be_attached()

@@ -23,6 +23,7 @@ from links.samples import link_sample_csv
 from links.services.claim_days import claim_days_reconcile
 from links.tokens import decode
 from members.models import Member
+from members.services import autofill
 from members.tests.factories import make_member
 
 from .claim_factories import nonce_of
@@ -187,6 +188,15 @@ def test_the_upload_page_offers_one_pass_per_row_and_the_batch_page_says_so(clie
     assert single.single_use and not plain.single_use  # default off
     page = client.get(reverse("links:batch_detail", args=[single.pk])).text
     assert re.search(r'id="single-use">yes', page)
+    # A second click of a link makes a second pass only without one pass per row and without autofill: the
+    # column check says so (Percy's two passes in the seed article) and where to turn autofill on.
+    assert 'id="autofill-off-note"' not in page
+    page = client.get(reverse("links:batch_detail", args=[plain.pk])).text
+    assert 'id="autofill-off-note"' in page and "gets a second pass" in page
+    assert reverse("members:autofill_settings", args=[demo.pk]) in page
+    autofill.autofill_setting_change(template=demo, source="email")
+    page = client.get(reverse("links:batch_detail", args=[plain.pk])).text
+    assert 'id="autofill-off-note"' not in page and 'id="autofill-note"' in page
 
 
 # --- the column limit --------------------------------------------------------------------------------------------
