@@ -488,7 +488,8 @@ def autofill_conflict_resolve(request, template_id):
         messages.error(request, str(exc))
     else:
         text = (
-            f"{done.kept} keeps External ID “{done.kept.external_id}”; {done.excluded} other member(s) left without it"
+            f"{done.kept} keeps External ID “{done.kept.external_id}”; {done.excluded} other "
+            f"member{'' if done.excluded == 1 else 's'} left without it"
         )
         text += f", {done.voided} voided on SmartPages." if done.voided else "."
         messages.success(request, text)

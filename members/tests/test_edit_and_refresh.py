@@ -274,7 +274,7 @@ def test_a_manager_picks_who_keeps_the_external_id_and_the_others_are_voided(clu
     assert "Void 1 pass?" in asked and str(first.pass_id) in asked
     body = client.post(url, {**form, "confirm": "1"}, follow=True).content.decode()
 
-    assert "keeps External ID “percy@example.com”; 1 other member(s) left without it, 1 voided" in body
+    assert "keeps External ID “percy@example.com”; 1 other member left without it, 1 voided" in body
     first.refresh_from_db(), second.refresh_from_db()
     assert second.external_id == "percy@example.com" and first.external_id is None
     assert first.status == Member.Status.VOIDED and first.autofill_excluded
