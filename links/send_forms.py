@@ -24,11 +24,14 @@ class SendForm(forms.Form):
         label="Language of rows without one", choices=list(LANGUAGES.items()), initial="is"
     )
     max_segments = forms.IntegerField(
-        label="Longest SMS allowed (segments)",
+        label="Longest SMS allowed (parts)",
         min_value=1,
         max_value=10,
         initial=DEFAULT_MAX_SEGMENTS,
-        help_text="A row whose SMS would be longer is not sent; it is listed with the reason.",
+        help_text=(
+            "A long SMS is sent in parts, and each part costs as one SMS. A row whose SMS would need more parts is "
+            "not sent; it is listed with the reason."
+        ),
     )
     test_email = forms.EmailField(label="Your email address", required=False)
     test_phone = forms.CharField(label="Your mobile number", required=False, max_length=32)

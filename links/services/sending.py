@@ -272,10 +272,23 @@ def row_message(*, batch: LinkBatch, row: BatchRow, options: SendOptions, to: st
             row=row,
             spec=spec,
             shape=shape,
-            reason=f"The SMS would take {shape.segments} segments ({shape.characters} characters, {shape.encoding}); "
-            f"at most {options.max_segments} are allowed.",
+            reason=_too_long_sms(shape, max_segments=options.max_segments, short_links=batch.short_links),
         )
     return RowMessage(row=row, spec=spec, shape=shape)
+
+
+def _too_long_sms(shape, *, max_segments: int, short_links: bool) -> str:
+    """Why a row's SMS is not sent, in words staff use, with what they can do about it."""
+    per_part = "67 characters, as it has letters such as ð, þ or á" if shape.encoding == "UCS-2" else "153 characters"
+    remedies = (
+        "shorten the text or allow longer SMS"
+        if short_links
+        else "shorten the text, allow longer SMS, or upload the file again with short links"
+    )
+    return (
+        f"Too long for an SMS: it would be sent in {shape.segments} parts ({shape.characters} characters; each part "
+        f"holds {per_part}), and at most {max_segments} are allowed. To send it, {remedies}."
+    )
 
 
 def batch_send_preview(*, batch: LinkBatch, options: SendOptions, count: int = PREVIEW_ROWS) -> list[RowMessage]:

@@ -67,7 +67,12 @@ def test_a_manager_previews_tests_and_sends_a_batchs_links(
     page.locator("#send-links").click()
     expect(page.locator(".preview-message")).to_have_count(3)
     expect(page.locator(".preview-subject").first).to_have_text("Kortið þitt er tilbúið")
-    expect(page.locator(".preview-shape").first).to_contain_text("1 segment · UCS-2")
+    expect(page.locator(".preview-shape").first).to_contain_text("1 SMS part (with letters such as ð or þ")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for width in (1280, 390):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.screenshot(path=str(SHOTS / f"send-page-{width}.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
     expect(page.locator("#plan-count")).to_have_text("3")
     expect(page.locator("#not-sent")).to_contain_text("No address: the row has no email address or phone number.")
 

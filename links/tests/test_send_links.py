@@ -162,9 +162,13 @@ def test_an_sms_over_the_allowed_segments_is_refused_and_listed(demo, tmp_path):
     preview = sending.batch_send_preview(batch=batch, options=options)
     gudrun = next(item for item in preview if item.row.number == 3)
     assert (gudrun.shape.encoding, gudrun.shape.characters, gudrun.shape.segments) == ("UCS-2", 163, 3)
-    assert (
-        gudrun.reason.startswith("The SMS would take 3 segments (163 characters, UCS-2)")
-        and "at most 2 are allowed" in gudrun.reason
+    assert gudrun.reason == (
+        "Too long for an SMS: it would be sent in 3 parts (163 characters; each part holds 67 characters, as it "
+        "has letters such as ð, þ or á), and at most 2 are allowed. To send it, shorten the text or allow longer SMS."
+    )
+    # Long links (…/p/token) take most of a message: staff are told of the short ones.
+    assert sending._too_long_sms(gudrun.shape, max_segments=2, short_links=False).endswith(
+        "To send it, shorten the text, allow longer SMS, or upload the file again with short links."
     )
     result = sending.batch_send(batch=batch, options=options)
     assert result.queued == 1  # Ben's English SMS fits
@@ -223,7 +227,7 @@ def test_the_send_page_previews_three_real_rows_exactly_as_sent_and_counts_who_g
     assert html.count('class="preview-message"') == 3
     links = links_of(batch)
     assert "Kortið þitt er tilbúið" in html and links[1] in html and "Your pass is ready" in html
-    assert "UCS-2" in html and "1 segment" in html  # Guðrún's Icelandic SMS
+    assert "1 SMS part (with letters such as ð or þ" in html  # Guðrún's Icelandic SMS
     assert re.search(r'id="plan-count">3<', html) and re.search(r'id="plan-not-sent">3<', html)
     assert "No address: the row has no email address or phone number." in html
     assert not Message.objects.exists()  # looking sends nothing
