@@ -28,6 +28,13 @@ def status_counts(key_prefix: str) -> dict[str, dict[str, int]]:
     return counts
 
 
+def queued_before(key_prefix: str) -> set[tuple[str, str]]:
+    """(subject key, channel) of the messages under `key_prefix` that queueing again leaves as they are: every
+    one but the skipped (services.queue_messages)."""
+    rows = Message.objects.filter(subject_key__startswith=key_prefix).exclude(status=Message.SKIPPED)
+    return set(rows.values_list("subject_key", "channel"))
+
+
 def suppressions(channel: str | None = None, search: str = "") -> QuerySet:
     rows = Suppression.objects.all()
     if channel:

@@ -315,31 +315,46 @@ class SendPlan:
     by_channel: dict[str, int]
     not_sent: int
     summary: list[dict]
+    already: int = 0  # rows whose message an earlier send queued: not sent again
 
 
 def batch_send_plan(*, batch: LinkBatch, options: SendOptions) -> SendPlan:
     """Every row rendered as a send would, nothing queued: the count on the "Send to N holders" button and the
     rows that would be left out. (Suppressed addresses are known only to the outbox: they are listed after.)"""
     send_options_check(batch=batch, options=options)
-    summary, by_channel = RowSummary(), {EMAIL: 0, SMS: 0}
+    summary, by_channel, already = RowSummary(), {EMAIL: 0, SMS: 0}, 0
+    before = delivery_selectors.queued_before(batch_key_prefix(batch.pk))
     for spec in _row_messages(batch=batch, options=options, not_sent=summary):
-        by_channel[spec.channel] += 1
+        if (spec.subject_key, spec.channel) in before:
+            already += 1
+        else:
+            by_channel[spec.channel] += 1
     return SendPlan(
         messages=sum(by_channel.values()),
         by_channel=by_channel,
         not_sent=sum(entry["count"] for entry in summary.as_json()),
         summary=summary.as_json(),
+        already=already,
     )
 
 
 def _row_messages(*, batch: LinkBatch, options: SendOptions, not_sent: RowSummary) -> Iterator[delivery.MessageSpec]:
-    """Each row's message as it will be sent; a row that gets none is added to `not_sent` with the reason."""
+    """Each row's message as it will be sent; a row that gets none is added to `not_sent` with the reason. A row
+    with the name and address of an earlier row is the same person listed twice (their links show one pass):
+    they get one message. Two people at one address (a family's email) have other names: each gets theirs."""
+    first_rows: dict[tuple[str, str, str], int] = {}
     for row in batch_rows(batch=batch, options=options):
         made = row_message(batch=batch, row=row, options=options)
         if made.reason:
             not_sent.add(SKIPPED, made.reason, row.number)
-        else:
-            yield made.spec
+            continue
+        spec = made.spec
+        person = (spec.channel, delivery_addresses.normalise(spec.channel, spec.to)[0] or spec.to, row.name.casefold())
+        first = first_rows.setdefault(person, row.number)
+        if first != row.number:
+            not_sent.add(SKIPPED, f"The same name and address as row {first}: one message is enough.", row.number)
+            continue
+        yield spec
 
 
 @dataclass

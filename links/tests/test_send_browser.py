@@ -120,6 +120,16 @@ def test_a_manager_previews_tests_and_sends_a_batchs_links(
     page.get_by_role("button", name="Filter").click()
     expect(page.locator("#delivery-table tbody")).to_contain_text("No messages with this status")
 
+    # Back on the send page: every holder has the message, so nothing is offered to send again.
+    page.goto(f"{live_server.url}/links/{batch.pk}/send/")
+    expect(page.locator("#plan-count")).to_have_text("0")
+    expect(page.locator("#plan-already")).to_have_text("3")
+    expect(page.locator("#nothing-new")).to_be_visible()
+    expect(page.locator("#send-button")).to_have_count(0)
+    for width in (1280, 390):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.locator("#send-now").screenshot(path=str(SHOTS / f"send-nothing-new-{width}.png"))
+
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto(f"{live_server.url}/links/{batch.pk}/send/")
     expect(page.locator(".preview-message")).to_have_count(3)

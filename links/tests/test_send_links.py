@@ -534,3 +534,31 @@ def test_a_batch_in_passkits_format_is_sent_from_its_smarturl_column(demo, tmp_p
     links = links_of(batch)
     assert all(links[n].startswith("http://127.0.0.1:8000/s/") for n in (1, 2, 3))
     assert links[1] in Message.objects.get(subject_key=f"batch:{batch.pk}:row:1").text
+
+
+def test_a_person_listed_twice_gets_one_message_and_a_family_at_one_address_gets_one_each(demo, tmp_path):
+    """Found by a walk through `make run`: Laura's two rows (her links show one pass) got two emails, and after
+    the send the page still said "5 holders get a message" for a send that would queue none."""
+    holders = [
+        ["Laura Loopy", "laura@example.com", "", "en"],
+        ["Anna Jónsdóttir", "fjolskyldan@example.is", "", "is"],
+        ["Laura Loopy", "Laura@Example.com", "", "en"],  # the same person, the address typed otherwise
+        ["Jón Jónsson", "fjolskyldan@example.is", "", "is"],  # her son, the family's address
+    ]
+    batch = make_batch(demo, tmp_path, holders)
+    options = sending.SendOptions(channels=(EMAIL,), columns=sending.send_columns_guess(batch=batch))
+
+    plan = sending.batch_send_plan(batch=batch, options=options)
+    assert (plan.messages, plan.not_sent, plan.already) == (3, 1, 0)
+    assert [entry["example"] for entry in plan.summary] == [
+        "The same name and address as row 1: one message is enough."
+    ]
+    assert send_command(batch, "--channel", "email") == {"queued": 3, "skipped": 1, "already": 0, "batch": batch.pk}
+    assert sorted(Message.objects.values_list("to", flat=True)) == [
+        "fjolskyldan@example.is",
+        "fjolskyldan@example.is",
+        "laura@example.com",
+    ]
+
+    again = sending.batch_send_plan(batch=batch, options=options)
+    assert (again.messages, again.already) == (0, 3)
