@@ -32,3 +32,23 @@ def test_a_refused_csrf_token_gets_a_page_a_holder_understands_in_icelandic_too(
     assert "Vinsamlegast reyndu aftur" in response.content.decode()
     english = strict.post(reverse("login"), {"username": "x", "password": "y"}, HTTP_ACCEPT_LANGUAGE="en")
     assert "Go back, reload the page and send it again." in english.content.decode()
+
+
+def test_a_chart_of_one_says_it_in_the_singular_and_its_last_label_ends_inside_it():
+    """Found by a walk through `make run`: "1 claims in all", and the last day's label ran past the chart's right
+    edge on a phone (it was centred on the last bar)."""
+    from datetime import date
+
+    from django.template.loader import render_to_string
+
+    from portal.templatetags.charts import bar_chart_for
+
+    days = [(date(2026, 12, day), 1 if day == 4 else 0) for day in range(1, 5)]
+    chart = bar_chart_for(days, chart_id="c", title="Claims", unit="claims", label_name="Day")
+    html = render_to_string("portal/_bar_chart.html", {"chart": chart})
+
+    assert "1 claim in all" in html
+    ticks = [line for line in html.split("<text ")[1:]]
+    assert 'text-anchor="end"' in ticks[-1] and all('text-anchor="middle"' in tick for tick in ticks[:-1])
+    two = bar_chart_for([(date(2026, 12, 4), 2)], chart_id="c", title="Members", unit="members", label_name="Day")
+    assert "2 members in all" in render_to_string("portal/_bar_chart.html", {"chart": two})
