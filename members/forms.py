@@ -108,7 +108,12 @@ class AutofillSettingForm(forms.Form):
         for source, fmt in AUTOFILL_FIELD_FORMATS.items():
             fields = selectors.autofill_candidate_fields(template=template, source=source)
             kind = FORMAT_LABELS[fmt].lower()
-            choices += [(f.identifier, f"{f.label or f.identifier} ({f.identifier}, {kind})") for f in fields]
+            # A field by its label, as staff see it on the pass; its identifier only to tell apart two of one label.
+            labels = [f.label or f.identifier for f in fields]
+            choices += [
+                (f.identifier, label if labels.count(label) == 1 else f"{label} ({f.identifier})")
+                for f, label in zip(fields, labels, strict=True)
+            ]
             if not fields:
                 self.unavailable[source] = f"This template has no {kind} input field, so it cannot use this source."
         self.fields["field_identifier"].choices = choices

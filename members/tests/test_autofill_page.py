@@ -1,5 +1,7 @@
 """The autofill settings page runs the conflict preview (every member of the template) only when asked."""
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -46,6 +48,8 @@ def test_a_plain_visit_shows_the_setting_and_the_audit_without_reading_every_mem
     assert '<strong id="autofill-source">Email address</strong>' in text
     assert "<td>Off</td><td>Email address (email)</td>" in text  # the audit line
     assert 'id="autofill-form"' in text
+    # The field it reads is named by its label, as on the pass: not "Netfang / Email (email, email)".
+    assert re.search(r'<option value="email"[^>]*>Netfang / Email</option>', text)
     assert 'id="autofill-preview"' not in text and 'id="backfill-button"' not in text
     assert f'href="{reverse("members:autofill_settings", args=[autofill_on.pk])}?preview=1' in text
 
