@@ -437,7 +437,12 @@ def _report_backfill(request, run: AutofillBackfill, *, saved: bool = False) -> 
     lead = "Autofill setting saved. " if saved else ""
     if run.is_finished:
         text = f"{lead}{run.filled} External ID{'s' if run.filled != 1 else ''} filled in"
-        text += f"; {run.conflicts} members in conflicts are listed below to resolve." if run.conflicts else "."
+        text += (
+            f"; {run.conflicts} member{'s' if run.conflicts != 1 else ''} in conflicts have none yet: choose the pass "
+            "to keep for each holder under “Conflicts” below and press “Resolve”."
+            if run.conflicts
+            else "."
+        )
         messages.success(request, text)
     else:
         messages.info(request, f"{lead}Filling in External IDs; the progress shows below.")

@@ -182,6 +182,8 @@ def test_saving_autofill_on_a_template_with_members_shows_what_it_would_fill_and
     assert 'id="autofill-confirm"' in text
     assert '<strong data-count="fill">1</strong> would get an External ID.' in text
     assert '<strong data-count="conflicts">2</strong> in 1 conflict' in text
+    # What happens to them is said as it is: none gets the ID until a manager resolves the conflict.
+    assert "None of them gets the ID until you choose the pass to keep and press “Resolve”" in text
     assert "Save and fill in 1 External ID<" in text and "gudrun@example.is" in text
     assert not AutofillSetting.objects.filter(template=club, source="email").exists()  # not saved yet
     assert not Member.objects.filter(external_id__isnull=False).exists()
@@ -194,7 +196,7 @@ def test_saving_autofill_on_a_template_with_members_shows_what_it_would_fill_and
     assert Member.objects.get(display_name=BJORK["name"]).external_id == "bjork@example.is"
     assert ExternalIdConflict.objects.get(resolved_at__isnull=True).external_id == "gudrun@example.is"
     follow = client.get(done["Location"]).content.decode()
-    assert "Autofill setting saved. 1 External ID filled in" in follow
+    assert "Autofill setting saved. 1 External ID filled in; 2 members in conflicts have none yet" in follow
     assert 'id="conflicts"' in follow and "gudrun@example.is" in follow
 
 
