@@ -93,7 +93,7 @@ _SURNAME_IDENTIFIERS = ("lastname", "surname", "familyname")
 # Targets that are no input field: the pass's own values (links.passkit), the External ID.
 PASS_TARGET_LABELS = {
     EXTERNAL_ID_TARGET: EXTERNAL_ID_LABEL,
-    passkit.PERSON_EXTERNAL_ID_TARGET: "External ID, when the program's External ID column is empty",
+    passkit.PERSON_EXTERNAL_ID_TARGET: "External ID, for rows whose other External ID column is empty",
     passkit.EXPIRATION_TARGET: "The pass's expiry date (expirationDate)",
     passkit.VALID_FROM_TARGET: "The pass's valid-from date (validFrom)",
     passkit.BACK_FIELD_TARGET: "Back field, labelled with the column's name",
