@@ -341,7 +341,8 @@ def batch_send_plan(*, batch: LinkBatch, options: SendOptions) -> SendPlan:
 def _row_messages(*, batch: LinkBatch, options: SendOptions, not_sent: RowSummary) -> Iterator[delivery.MessageSpec]:
     """Each row's message as it will be sent; a row that gets none is added to `not_sent` with the reason. A row
     with the name and address of an earlier row is the same person listed twice (their links show one pass):
-    they get one message. Two people at one address (a family's email) have other names: each gets theirs."""
+    they get one message. Two people at one address (a family's email) have other names: each gets theirs, and
+    so does every row when no name is known (no name column)."""
     first_rows: dict[tuple[str, str, str], int] = {}
     for row in batch_rows(batch=batch, options=options):
         made = row_message(batch=batch, row=row, options=options)
@@ -349,11 +350,16 @@ def _row_messages(*, batch: LinkBatch, options: SendOptions, not_sent: RowSummar
             not_sent.add(SKIPPED, made.reason, row.number)
             continue
         spec = made.spec
-        person = (spec.channel, delivery_addresses.normalise(spec.channel, spec.to)[0] or spec.to, row.name.casefold())
-        first = first_rows.setdefault(person, row.number)
-        if first != row.number:
-            not_sent.add(SKIPPED, f"The same name and address as row {first}: one message is enough.", row.number)
-            continue
+        if row.name:
+            person = (
+                spec.channel,
+                delivery_addresses.normalise(spec.channel, spec.to)[0] or spec.to,
+                row.name.casefold(),
+            )
+            first = first_rows.setdefault(person, row.number)
+            if first != row.number:
+                not_sent.add(SKIPPED, f"The same name and address as row {first}: one message is enough.", row.number)
+                continue
         yield spec
 
 

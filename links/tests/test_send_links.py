@@ -4,6 +4,7 @@ and the delivery table — against the real outbox and, where messages go out, t
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import re
@@ -562,3 +563,6 @@ def test_a_person_listed_twice_gets_one_message_and_a_family_at_one_address_gets
 
     again = sending.batch_send_plan(batch=batch, options=options)
     assert (again.messages, again.already) == (0, 3)
+    # Without a name column nobody can tell two rows at one address apart: each row gets its message.
+    nameless = dataclasses.replace(options, columns=dataclasses.replace(options.columns, name=""))
+    assert sending.batch_send_plan(batch=batch, options=nameless).not_sent == 0
