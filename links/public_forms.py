@@ -103,16 +103,15 @@ def holder_message(*, spec: FieldSpec, raw: str, rules: TemplateRules) -> str:
     field_format = spec.format.upper()
     region = settings.PHONE_DEFAULT_REGION
     if field_format == "EMAIL":
-        domains = _allowed_domains(rules)
-        if domains and not validate_field(spec, text, region=region).error:
-            return _("Use an email address at %(domains)s.") % {"domains": or_list(domains, _("or"))}
+        if _allowed_domains(rules) and not validate_field(spec, text, region=region).error:
+            return field_hint(spec=spec, rules=rules)
         return _("Enter a valid email address, e.g. name@example.com.")
     if field_format == "KENNITALA":
         if rules.kennitala_min_age and not validate_field(spec, text, region=region).error:
             digits = "".join(ch for ch in text if ch.isdigit())
             if digits[:2].isdigit() and int(digits[:2]) > 40:
                 return _("Enter a person's kennitala, not a company's.")
-            return _("You must be at least %(age)s years old to get this pass.") % {"age": rules.kennitala_min_age}
+            return field_hint(spec=spec, rules=rules)
         return _("Enter a valid kennitala: 10 digits, e.g. 010130-2989.")
     return str(_FORMAT_MESSAGES.get(field_format, _FORMAT_MESSAGES["TEXT"]))
 
