@@ -70,6 +70,17 @@ def template_rules(*, template: PassTemplate) -> TemplateRules:
 VALUE_HOLDING_STATUSES = (Member.Status.PENDING, Member.Status.ISSUED, Member.Status.REDEEMED)
 
 
+def _value_holders(*, template: PassTemplate, identifier: str) -> QuerySet:
+    """The template's members whose values can block another's, each with its value of `identifier` as
+    `held_value`. values ->> 'identifier': any identifier, whatever characters it has (no lookup path is parsed).
+    Cast to text so that lookups compare plain text: on a key transform Django's SQLite `__in` wraps every value
+    in JSON_EXTRACT(value, '$'), and a phone number or email is not JSON ("malformed JSON", a 500 on every claim
+    after the first in `make run`)."""
+    return Member.objects.filter(template=template, status__in=VALUE_HOLDING_STATUSES).annotate(
+        held_value=Cast(KeyTextTransform(identifier, "values"), output_field=TextField())
+    )
+
+
 def unique_values_held(
     *, template: PassTemplate, values_by_field: Mapping[str, Iterable[str]], exclude_member_id: int | None = None
 ) -> dict[str, dict[str, str | None]]:
@@ -83,15 +94,7 @@ def unique_values_held(
         wanted = sorted({value for value in values if value not in (None, "")})
         if identifier not in unique or not wanted:
             continue
-        # values ->> 'identifier': any identifier, whatever characters it has (no lookup path is parsed). Cast to
-        # text so that `__in` compares plain text: on a key transform Django's SQLite `__in` wraps every value in
-        # JSON_EXTRACT(value, '$'), and a phone number or email is not JSON ("malformed JSON", a 500 on every
-        # claim after the first in `make run`).
-        members = (
-            Member.objects.filter(template=template, status__in=VALUE_HOLDING_STATUSES)
-            .annotate(held_value=Cast(KeyTextTransform(identifier, "values"), output_field=TextField()))
-            .filter(held_value__in=wanted)
-        )
+        members = _value_holders(template=template, identifier=identifier).filter(held_value__in=wanted)
         if exclude_member_id is not None:
             members = members.exclude(pk=exclude_member_id)
         for value, external_id in members.values_list("held_value", "external_id"):
@@ -101,10 +104,7 @@ def unique_values_held(
 
 def unique_value_holder(*, template: PassTemplate, identifier: str, value: str) -> Member | None:
     """The member (pending, issued or redeemed) that holds `value` of the unique field `identifier`, if any."""
-    members = Member.objects.filter(template=template, status__in=VALUE_HOLDING_STATUSES).annotate(
-        held_value=Cast(KeyTextTransform(identifier, "values"), output_field=TextField())
-    )
-    return members.filter(held_value=value).order_by("pk").first()
+    return _value_holders(template=template, identifier=identifier).filter(held_value=value).order_by("pk").first()
 
 
 def unique_value_clashes(
