@@ -221,6 +221,7 @@ class RowMessage:
     spec: delivery.MessageSpec | None = None
     reason: str = ""
     shape: delivery_sms.SmsShape | None = None
+    address: str = ""  # the row's own address for the channel, normalised as the outbox stores it
 
     @property
     def html_body(self) -> str:
@@ -243,7 +244,7 @@ def row_message(*, batch: LinkBatch, row: BatchRow, options: SendOptions, to: st
         address = row.email if candidate == EMAIL else row.phone
         if not address:
             continue
-        _normalised, why = delivery_addresses.normalise(candidate, address)
+        normalised, why = delivery_addresses.normalise(candidate, address)
         if not why:
             channel = candidate
             break
@@ -263,7 +264,7 @@ def row_message(*, batch: LinkBatch, row: BatchRow, options: SendOptions, to: st
             html=render_html(message.body, name=row.name, link=row.link),
             language=row.language,
         )
-        return RowMessage(row=row, spec=spec)
+        return RowMessage(row=row, spec=spec, address=normalised)
     text = render(message.sms, name=row.name, link=row.link)
     shape = delivery_sms.segments(text)
     spec = delivery.MessageSpec(subject_key=key, channel=SMS, to=to or row.phone, text=text, language=row.language)
@@ -273,11 +274,12 @@ def row_message(*, batch: LinkBatch, row: BatchRow, options: SendOptions, to: st
             spec=spec,
             shape=shape,
             reason=_too_long_sms(shape, max_segments=options.max_segments, short_links=batch.short_links),
+            address=normalised,
         )
-    return RowMessage(row=row, spec=spec, shape=shape)
+    return RowMessage(row=row, spec=spec, shape=shape, address=normalised)
 
 
-def _too_long_sms(shape, *, max_segments: int, short_links: bool) -> str:
+def _too_long_sms(shape: delivery_sms.SmsShape, *, max_segments: int, short_links: bool) -> str:
     """Why a row's SMS is not sent, in words staff use, with what they can do about it."""
     per_part = "67 characters, as it has letters such as ð, þ or á" if shape.encoding == "UCS-2" else "153 characters"
     remedies = (
@@ -351,12 +353,7 @@ def _row_messages(*, batch: LinkBatch, options: SendOptions, not_sent: RowSummar
             continue
         spec = made.spec
         if row.name:
-            person = (
-                spec.channel,
-                delivery_addresses.normalise(spec.channel, spec.to)[0] or spec.to,
-                row.name.casefold(),
-            )
-            first = first_rows.setdefault(person, row.number)
+            first = first_rows.setdefault((spec.channel, made.address, row.name.casefold()), row.number)
             if first != row.number:
                 not_sent.add(SKIPPED, f"The same name and address as row {first}: one message is enough.", row.number)
                 continue
