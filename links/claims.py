@@ -348,7 +348,9 @@ def claim_submit(
         logger.info("Claim on template %s: unique values taken: %s", context.template.pk, ", ".join(sorted(taken)))
         if taken <= asked:
             return ClaimOutcome(kind=ClaimKind.FORM_ERRORS, errors=exc.errors, taken=taken)
-        same = _member_of_this_link(context=context, clean=clean, unique=min(taken - asked))
+        same = _member_of_this_link(
+            context=context, clean=clean, unique=min(taken - asked), link_values=link_values, asked=asked
+        )
         if same is not None:
             return _shown_again(
                 same, context=context, claim_key=claim_key, single_use=row_key is not None, typed=False, client=client
@@ -376,16 +378,17 @@ def _shown_again(
     return _found(existing, context=context, claim_key=claim_key, single_use=single_use, typed=typed)
 
 
-def _member_of_this_link(*, context: ClaimContext, clean: Mapping[str, str], unique: str) -> Member | None:
+def _member_of_this_link(
+    *, context: ClaimContext, clean: Mapping[str, str], unique: str, link_values: Mapping[str, str], asked: set[str]
+) -> Member | None:
     """The member that holds the link's value of the unique field `unique` and every other value the link
     carries: the same link claimed again. Without autofill a second click would make a second pass (Percy's),
     but a unique field refuses one; the holder is shown the pass they have instead of "this link cannot be
-    used". A member with that value and any other value differing is someone else: None (a link problem)."""
+    used". A member with that value and any other value differing is someone else: None (a link problem).
+    `link_values` and `asked` are claim_submit's: the link's own values and the fields the holder typed."""
     holder = member_selectors.unique_value_holder(template=context.template, identifier=unique, value=clean[unique])
     if holder is None:
         return None
-    asked = {spec.identifier for spec in context.asked}
-    link_values, _pass_values = passkit.split_pass_values(context.payload.fields)
     same = all(
         (holder.values or {}).get(identifier, "") == clean.get(identifier, "")
         for identifier in link_values
