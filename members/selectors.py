@@ -368,27 +368,32 @@ KEEPER_ORDER = (
 )
 
 
-def autofill_adoption_candidates(*, template: PassTemplate, external_id: str) -> list[Member]:
-    """Members of the template without an External ID whose autofill value gives `external_id`: the holder's
-    passes made before autofill was on (or before it read this field). Suggested keeper first (KEEPER_ORDER).
+def autofill_value_members(*, template: PassTemplate, external_id: str) -> list[Member]:
+    """Live members of the template whose autofill value gives `external_id` but who do not hold it, those
+    without an External ID first, each kind in KEEPER_ORDER:
+
+    - without one: the holder's passes made before autofill was on (or before it read this field), which a
+      claim adopts (issuing.member_adopt);
+    - with another one: the holder's pass whose address or number staff changed since its External ID was set
+      (a typo fixed). An External ID never changes, so a claim shows that pass as it is.
 
     Found through the indexed `email`/`phone` copy when the autofill field is the template's first field of its
-    format (the copy holds that field's value); else through the JSON value, which reads the template's members
-    without an External ID (templates with two email or phone fields are rare). Either way each candidate's
-    own value is checked again, as the backfill derives it."""
+    format (the copy holds that field's value). Else (templates with two email or phone fields are rare) through
+    the JSON value, and only among members without an External ID: a claim must not read all of a template's
+    members. Either way each member's own value is checked again, as the backfill derives it."""
     setting = autofill_setting_for(template=template)
     identifier = autofill_field_identifier(setting=setting)
     if identifier is None or not external_id:
         return []
-    members = Member.objects.filter(
-        template=template, external_id__isnull=True, status__in=BACKFILL_STATUSES, autofill_excluded=False
-    )
+    members = Member.objects.filter(template=template, status__in=BACKFILL_STATUSES)
+    without_one = Q(external_id__isnull=True, autofill_excluded=False)
     same_format = [f.identifier for f in autofill_candidate_fields(template=template, source=setting.source)]
     column = "email" if setting.source == AutofillSource.EMAIL else "phone"
     if same_format and same_format[0] == identifier:
-        members = members.filter(**{column: external_id})
+        members = members.filter(without_one | Q(external_id__isnull=False), **{column: external_id})
+        members = members.exclude(external_id=external_id)
     else:
-        members = members.filter(**{f"values__{identifier}": external_id})
+        members = members.filter(without_one, **{f"values__{identifier}": external_id})
     found = []
     for member in members.order_by(*KEEPER_ORDER)[:50]:
         try:
@@ -397,7 +402,17 @@ def autofill_adoption_candidates(*, template: PassTemplate, external_id: str) ->
             continue
         if value == external_id:
             found.append(member)
-    return found
+    return sorted(found, key=lambda member: member.external_id is not None)  # stable: KEEPER_ORDER within each
+
+
+def autofill_adoption_candidates(*, template: PassTemplate, external_id: str) -> list[Member]:
+    """Members of the template without an External ID whose autofill value gives `external_id`, suggested keeper
+    first (autofill_value_members)."""
+    return [
+        member
+        for member in autofill_value_members(template=template, external_id=external_id)
+        if member.external_id is None
+    ]
 
 
 @dataclass

@@ -11,7 +11,7 @@ from django.urls import reverse
 from links import claims
 from links.public_views import ALREADY_ENROLLED_FLAG
 from members.models import AutofillSetting, ExternalIdConflict, Member
-from members.services import autofill
+from members.services import autofill, issuing, passes
 
 from .claim_factories import link_path, mirror, open_and_claim
 from .test_claim_concurrency import payload_of
@@ -292,3 +292,36 @@ def test_a_form_posted_again_finds_its_own_member_before_the_holder_of_the_exter
     assert claims._member_for_claim(template=club, external_id="gudrun@example.is", nonce="m" * 24) == holder
     assert claims._member_for_claim(template=club, external_id=None, nonce="n" * 24) == own
     assert claims._member_for_claim(template=club, external_id=None, nonce="m" * 24) is None
+
+
+@pytest.mark.django_db
+def test_laura_whose_address_staff_corrected_gets_her_pass_from_a_link_for_the_new_address(client, sandbox, manager):
+    """An External ID never changes (as in PassKit), but the address it was read from can: staff fix a typo in it.
+    A link made for the corrected address shows the pass whose address it now is, not a second pass; so does
+    staff's "Add member" with that address."""
+    club = mirror()
+    autofill.autofill_setting_change(template=club, source="email")
+    typo = {"name": "Laura Loopy", "email": "laura@gmial.com", "phone": "555 1234"}
+    claim_and_follow(client, link_path(fields=typo, batch_id=7, row=1))
+    laura = Member.objects.get()
+    assert laura.external_id == "laura@gmial.com"
+
+    passes.member_edit(member=laura, values={**typo, "email": "Laura@gmail.com"}, external_id="", user=manager)
+    laura.refresh_from_db()
+    assert (laura.external_id, laura.values["email"]) == ("laura@gmial.com", "laura@gmail.com")
+
+    corrected = link_path(fields={**typo, "email": "laura@gmail.com"}, batch_id=8, row=1)
+    assert ">Show my pass</button>" in client.get(corrected).content.decode()  # the button says what it will do
+    page, location = claim_and_follow(client, corrected)
+
+    assert Member.objects.count() == 1, "the corrected address made a second pass"
+    assert sandbox.request_count("POST", "/api/v1/pass") == 1 and len(sandbox.passes()) == 1
+    assert location == f"{member_pass_url(laura)}?{ALREADY_ENROLLED_FLAG}=1"
+    assert str(laura.pass_id) in page.content.decode()
+    laura.refresh_from_db()
+    assert laura.external_id == "laura@gmial.com", "an External ID never changes"
+    assert not ExternalIdConflict.objects.exists()
+
+    added = issuing.member_add(template=club, values={**typo, "email": "laura@gmail.com"}, external_id="", user=manager)
+    assert (added.kind, added.member.pk) == (issuing.IssueKind.ALREADY_ENROLLED, laura.pk)
+    assert Member.objects.count() == 1 and sandbox.request_count("POST", "/api/v1/pass") == 1

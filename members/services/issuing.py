@@ -152,15 +152,18 @@ class Adoption:
 def member_adopt(*, template: PassTemplate, external_id: str) -> Adoption | None:
     """Give `external_id` to the holder's member made before autofill was on, instead of issuing another pass.
 
-    None when no member without an External ID matches. Of several matches the suggested keeper (the earliest
+    When no member without an External ID matches, the holder's member whose address or number staff changed
+    to this one since its External ID was set is returned as it is (`adopted` False: an External ID never
+    changes); None when there is neither. Of several matches the suggested keeper (the earliest
     live pass: selectors.KEEPER_ORDER) is adopted and the conflict is opened for staff. Race-safe like issuing:
     the write is `UPDATE … WHERE external_id IS NULL`, and the unique constraint on (template, external_id)
     lets only one member hold the ID, so of simultaneous claims (or a claim and a backfill) one adopts and the
     others find the member that holds it. No call upstream: the pass exists, and the mirror is what answers
     "does this holder have a pass?" (as after a backfill)."""
-    candidates = selectors.autofill_adoption_candidates(template=template, external_id=external_id)
+    matches = selectors.autofill_value_members(template=template, external_id=external_id)
+    candidates = [member for member in matches if member.external_id is None]
     if not candidates:
-        return None
+        return Adoption(member=matches[0], adopted=False) if matches else None
     keeper = candidates[0]
     try:
         with transaction.atomic():
