@@ -18,6 +18,7 @@ from .test_claim_concurrency import payload_of
 
 BJORK = {"name": "Björk Guðmundsdóttir", "email": "bjork@example.is", "phone": "858 1235"}
 GUDRUN = {"name": "Guðrún Jónsdóttir", "email": "gudrun@example.is", "phone": "699 1234"}
+LAURA_LOOPY = {"name": "Laura Loopy", "email": "laura@example.com", "phone": "555 1234"}
 
 
 @pytest.fixture(autouse=True)
@@ -325,3 +326,43 @@ def test_laura_whose_address_staff_corrected_gets_her_pass_from_a_link_for_the_n
     added = issuing.member_add(template=club, values={**typo, "email": "laura@gmail.com"}, external_id="", user=manager)
     assert (added.kind, added.member.pk) == (issuing.IssueKind.ALREADY_ENROLLED, laura.pk)
     assert Member.objects.count() == 1 and sandbox.request_count("POST", "/api/v1/pass") == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "source, edited_upstream, link_value", [("email", "Laura@Example.com", "laura@example.com"), ("phone", "699 1234", "6991234")]
+)
+def test_a_value_edited_on_smartpages_and_read_back_still_finds_the_holder(
+    client, sandbox, source, edited_upstream, link_value
+):
+    """SmartPages keeps a value as it was typed there; a refresh reads it back. The member's search copies hold it in
+    its normal form, as every entry path stores it, so autofill turned on afterwards adopts that pass."""
+    club = mirror()
+    claim_and_follow(client, link_path(fields=LAURA_LOOPY, batch_id=1, row=1))  # autofill off
+    laura = Member.objects.get()
+    sandbox.change_pass(str(laura.pass_id), values={source: edited_upstream})
+    passes.member_refresh(member=laura)
+    laura.refresh_from_db()
+    assert laura.values[source] == edited_upstream  # the mirror keeps SmartPages' text
+
+    autofill.autofill_setting_change(template=club, source=source)
+    claim_and_follow(client, link_path(fields={**LAURA_LOOPY, source: link_value}, batch_id=2, row=1))
+
+    assert Member.objects.count() == 1, "a second pass for the value edited on SmartPages"
+    assert sandbox.request_count("POST", "/api/v1/pass") == 1
+
+
+@pytest.mark.django_db
+def test_an_address_corrected_on_smartpages_and_read_back_finds_the_holder(client, sandbox):
+    club = mirror()
+    autofill.autofill_setting_change(template=club, source="email")
+    typo = {**LAURA_LOOPY, "email": "laura@gmial.com"}
+    claim_and_follow(client, link_path(fields=typo, batch_id=1, row=1))
+    laura = Member.objects.get()
+    sandbox.change_pass(str(laura.pass_id), values={"email": "Laura@Gmail.com"})
+    passes.member_refresh(member=laura)
+
+    page, location = claim_and_follow(client, link_path(fields={**typo, "email": "laura@gmail.com"}, batch_id=2, row=1))
+
+    assert Member.objects.count() == 1 and sandbox.request_count("POST", "/api/v1/pass") == 1
+    assert location == f"{member_pass_url(laura)}?{ALREADY_ENROLLED_FLAG}=1"

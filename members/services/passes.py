@@ -23,6 +23,7 @@ from ..models import (
     MemberChange,
     MemberStatusChange,
 )
+from ..identity import InvalidIdentity, normalise_email, normalise_phone
 from ..search_text import member_search_fields
 from ..validation import validate_values
 from . import InvalidMemberValues, MemberError, acting_user
@@ -108,7 +109,7 @@ def member_apply_pass(*, member: Member, reply: dict) -> bool:
         fields = ["upstream", "status", "values", "refreshed_at", "updated_at"]
         if changes:
             specs = selectors.template_field_specs(template=member.template)
-            for name, value in member_search_fields(specs=specs, values=values).items():
+            for name, value in member_search_fields(specs=specs, values=_identities_normalised(specs, values)).items():
                 setattr(member, name, value)
                 fields.append(name)
         member.save(update_fields=fields)
@@ -117,6 +118,27 @@ def member_apply_pass(*, member: Member, reply: dict) -> bool:
         if changes:
             MemberChange.objects.create(member=member, via=MemberChange.Via.REFRESH, changes=changes)
     return True
+
+
+def _identities_normalised(specs, values: Mapping[str, str]) -> dict[str, str]:
+    """The values with each valid email address and phone number in its normal form, as every entry path of the
+    portal stores them. SmartPages keeps what was typed there ("Laura@Example.com", "699 1234"): the member's
+    `values` mirror that, but its indexed email and phone copies must hold the normal form, through which a claim
+    finds the holder (autofill adoption, a corrected address). A value that is not valid is kept as written."""
+    normalised = dict(values)
+    for spec in specs:
+        value = normalised.get(spec.identifier)
+        fmt = spec.format.upper()
+        if not value or fmt not in ("EMAIL", "PHONE_NUMBER"):
+            continue
+        try:
+            if fmt == "EMAIL":
+                normalised[spec.identifier] = normalise_email(value)
+            else:
+                normalised[spec.identifier] = normalise_phone(value, region=settings.PHONE_DEFAULT_REGION)
+        except InvalidIdentity:
+            pass
+    return normalised
 
 
 def members_changed_by_refresh(*, member_ids, since) -> set[int]:
