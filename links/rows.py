@@ -51,6 +51,22 @@ class Row:
         self.digest = ""
 
 
+_AUTOFILL_VALUE_KINDS = {"email": "email address", "phone": "phone number"}
+
+
+def _no_autofill_value_note(specs, *, field: str | None, source: str, single_use: bool) -> str:
+    """The warning for a row whose link cannot recognise its holder: autofill reads a field the issuer fills in and
+    the row leaves empty. Empty when every link can (autofill off: the batch page says so once; one pass per row;
+    the holder types the value on the claim page)."""
+    spec = next((spec for spec in specs if spec.identifier == field), None)
+    if spec is None or single_use or spec.type.upper() != "ISSUER":
+        return ""
+    return (
+        f"Warning: no {_AUTOFILL_VALUE_KINDS[source]} in “{spec.name}”, which autofill reads to recognise the "
+        "holder: each time this link is opened and claimed, it makes another pass."
+    )
+
+
 class RowRules:
     """Everything about the template that every row needs, read once per batch rather than once per row."""
 
@@ -80,6 +96,9 @@ class RowRules:
         # A pass date that is not a date costs the row that date, as an optional field's value would.
         forgivable = chain(forgivable, passkit.PASS_DATE_KEYS)
         self.forgiven = frozenset() if batch.strict else frozenset(forgivable)
+        self.no_autofill_value_note = _no_autofill_value_note(
+            specs, field=self.autofill_field, source=self.autofill_source, single_use=batch.single_use
+        )
         header = batch.header
         self.width = len(header)
         self.field_columns: list[tuple[int, str]] = []
@@ -212,6 +231,8 @@ class RowRules:
                 row.error = f"External ID: {exc}"
                 return row
         row.external_id = external_id
+        if external_id is None and self.no_autofill_value_note:
+            row.notes.append(self.no_autofill_value_note)
         # Two rows are the same holder when they share an External ID; without one, when every value matches.
         if external_id:
             key = "x\x00" + external_id
@@ -302,7 +323,7 @@ class RowRules:
         else:  # itemgetter of one position gives the value itself, not a tuple
             key_values = lambda values: tuple(values[position] for position in key_positions)  # noqa: E731
 
-        autofill = self.autofill_position
+        autofill, no_autofill_value_note = self.autofill_position, self.no_autofill_value_note
         rows: list[Row] = []
         for (number, cells), values in zip(items, zip(*columns, strict=True), strict=True):
             if None in values or len(cells) > width:
@@ -322,6 +343,8 @@ class RowRules:
             if autofill is not None and values[autofill]:
                 row.external_id = values[autofill]
                 key = "x\x00" + row.external_id
+            elif no_autofill_value_note:
+                row.notes.append(no_autofill_value_note)
             row.digest = blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
             rows.append(row)
         return self._refuse_held_unique_values(rows)

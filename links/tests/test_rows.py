@@ -157,3 +157,41 @@ def test_a_one_field_template_checks_a_group_as_one_by_one(autofill):
 
 def _as_dict(row: Row) -> dict:
     return {name: getattr(row, name) for name in Row.__slots__}
+
+
+NO_PHONE_NOTE = (
+    "Warning: no phone number in “Phone”, which autofill reads to recognise the holder: each time this link is "
+    "opened and claimed, it makes another pass."
+)
+
+
+@pytest.mark.parametrize("group", [False, True])
+def test_a_row_without_the_value_autofill_reads_is_linked_with_a_warning_that_it_makes_a_pass_each_time(group):
+    template = _name_email_phone_template()
+    AutofillSetting.objects.create(template=template, source="phone", field_identifier="phone")
+    rules = RowRules(LinkBatch(template=template, header=HEADER_ORDER, mapping={c: c for c in HEADER_ORDER}))
+    items = [(1, ["anna@example.is", "Anna", "820 0002"]), (2, ["bjork@example.is", "Björk", ""])]
+    rows = rules.check_many(items) if group else [rules.check(number, cells) for number, cells in items]
+    assert [(row.error, row.external_id, row.notes) for row in rows] == [
+        ("", "+3548200002", []),
+        ("", None, [NO_PHONE_NOTE]),
+    ]
+
+
+def test_no_such_warning_where_the_link_has_another_way_to_recognise_the_holder():
+    template = _name_email_phone_template()
+    AutofillSetting.objects.create(template=template, source="phone", field_identifier="phone")
+    header = [*HEADER_ORDER, "member"]
+    mapping = {**{c: c for c in HEADER_ORDER}, "member": EXTERNAL_ID_TARGET}
+    explicit = RowRules(LinkBatch(template=template, header=header, mapping=mapping))
+    assert explicit.check(1, ["anna@example.is", "Anna", "", "M-1001"]).notes == []  # its own External ID
+    one_pass_per_row = RowRules(
+        LinkBatch(pk=7, template=template, header=HEADER_ORDER, mapping={c: c for c in HEADER_ORDER}, single_use=True)
+    )
+    assert one_pass_per_row.check(1, ["anna@example.is", "Anna", ""]).notes == []
+    typed = template_with_fields(
+        [("name", "Name", "TEXT", "ISSUER", True), ("phone", "Phone", "PHONE_NUMBER", "MEMBER", True)], name="Skráning"
+    )
+    AutofillSetting.objects.create(template=typed, source="phone", field_identifier="phone")
+    holder_types_it = RowRules(LinkBatch(template=typed, header=["name"], mapping={"name": "name"}))
+    assert holder_types_it.check(1, ["Anna"]).notes == []  # the holder types the number on the claim page
