@@ -330,7 +330,8 @@ def test_laura_whose_address_staff_corrected_gets_her_pass_from_a_link_for_the_n
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "source, edited_upstream, link_value", [("email", "Laura@Example.com", "laura@example.com"), ("phone", "699 1234", "6991234")]
+    "source, edited_upstream, link_value",
+    [("email", "Laura@Example.com", "laura@example.com"), ("phone", "699 1234", "6991234")],
 )
 def test_a_value_edited_on_smartpages_and_read_back_still_finds_the_holder(
     client, sandbox, source, edited_upstream, link_value

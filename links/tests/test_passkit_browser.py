@@ -1,5 +1,6 @@
 """The mapping page in Chromium with PassKit's example file (its columns that reach no pass, by name) and with a
-Mac Excel file read again in another encoding; looked at 1280 and 390 px (screenshots into SHOTS_DIR when set)."""
+Mac Excel file read again in another encoding; looked at 1280 and 390 px (screenshots into SHOTS_DIR when set); and the batch page naming rows whose link cannot
+recognise its holder."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from playwright.sync_api import expect
 
 from conftest import login
 from links.models import LinkBatch
+from members.models import AutofillSetting
 from sandbox import DEMO_TEMPLATE_ID
 from templates_sync import sync
+from templates_sync.models import PassTemplate
 
-from .factories import DATA
+from .factories import DATA, make_links
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -86,3 +89,27 @@ def test_a_mac_excel_file_is_shown_as_read_and_read_again_in_the_encoding_chosen
     page.get_by_role("button", name="Read again").click()
     expect(preview).to_contain_text("Þórður Ævarsson")
     shots(page, "mapping-encoding-chosen")
+
+
+def test_rows_without_the_number_autofill_reads_are_named_on_the_batch_page(
+    page, live_server, live_sandbox, manager, settings, tmp_path
+):
+    sync.templates_sync_all()
+    template = PassTemplate.objects.get(pk=DEMO_TEMPLATE_ID)
+    AutofillSetting.objects.create(template=template, source="phone", field_identifier="phone")
+    source = tmp_path / "campaign.csv"
+    source.write_text(
+        "name,email,phone\nGuðrún Jónsdóttir,gudrun@example.is,699 1234\nBjörk Guðmundsdóttir,bjork@example.is,\n"
+        "Þórður Ævarsson,thordur@example.is,\n",
+        encoding="utf-8",
+    )
+    batch = make_links(template, source)
+    assert (batch.links, batch.warnings) == (3, 2)
+    login(page, live_server, "maria")
+    page.goto(f"{live_server.url}/links/{batch.pk}/")
+    warning = page.locator(".batch-summary tr.summary-warning")
+    expect(warning).to_contain_text(
+        "no phone number in “Símanúmer / Phone”, which autofill reads to recognise the holder"
+    )
+    expect(warning.locator("td[data-label='First rows']")).to_have_text("2, 3")
+    shots(page, "batch-no-autofill-value")

@@ -18,12 +18,12 @@ from templates_sync.client import (
 )
 
 from .. import selectors
+from ..identity import InvalidIdentity, normalise_email, normalise_phone
 from ..models import (
     Member,
     MemberChange,
     MemberStatusChange,
 )
-from ..identity import InvalidIdentity, normalise_email, normalise_phone
 from ..search_text import member_search_fields
 from ..validation import validate_values
 from . import InvalidMemberValues, MemberError, acting_user
