@@ -21,6 +21,7 @@ from django_ratelimit.core import is_ratelimited
 
 from background.failures import on_a_working_connection
 from members.models import Member
+from members.services import pass_links
 from members.services.pass_links import PassLinkNotSent
 
 from . import claims
@@ -174,6 +175,8 @@ def pass_page(request: HttpRequest, key: str) -> HttpResponse:
             context["replacement_url"] = reverse(
                 "holder:pass", kwargs={"key": claims.pass_page_key(member=replacement)}
             )
+        else:
+            context["contact_help"] = pass_links.contact_help_for(member=member)
     elif member.upstream_conflict and not member.pass_link_needed:
         # SmartPages already held a pass with this External ID, made outside the portal. (With
         # `pass_link_needed` that pass is most likely the holder's own: the page says it is nearly ready.)

@@ -95,9 +95,10 @@ class AutofillSettingForm(forms.Form):
         label="How a holder reaches you",
         max_length=1000,
         widget=forms.Textarea(attrs={"rows": 2}),
-        help_text="Optional. Shown to a holder who typed an address that already has a pass, when the pass "
-        "cannot be sent to them (no email on file, and text messages are not set up): a phone number, an email "
-        "address or opening hours. Empty: the portal's standard text, set for every template by whoever runs it.",
+        help_text="Optional. Shown to a holder whose pass was cancelled, and to one who typed an address that "
+        "already has a pass when the pass cannot be sent to them (no email on file, and text messages are not set "
+        "up): a phone number, an email address or opening hours. Empty: the portal's standard text, set for every "
+        "template by whoever runs it.",
     )
 
     def __init__(self, *args, template: PassTemplate, **kwargs):

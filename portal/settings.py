@@ -475,7 +475,8 @@ CLAIM_RATE = env.str("CLAIM_RATE", default="60/m")
 # "Send my pass to …" (a holder who typed an address that already has a pass): sends allowed per member and,
 # separately, per address on file, per hour.
 PASS_LINK_SENDS_PER_HOUR = env.int("PASS_LINK_SENDS_PER_HOUR", default=3)
-# How a holder reaches the issuer, shown where their pass cannot be sent (no SMS); a template's own text wins.
+# How a holder reaches the issuer, shown where their pass cannot be sent (no SMS) and on a cancelled pass's page;
+# a template's own text wins.
 HOLDER_CONTACT_HELP = env.str("HOLDER_CONTACT_HELP", default="")
 
 # --- Delivery: email and SMS to holders (docs/configuration.md, "Delivery") -----------------------------------

@@ -365,6 +365,27 @@ def test_a_voided_pass_page_says_the_pass_was_cancelled_without_a_qr_code(client
     assert "This pass has been cancelled by the issuer." in body and "<svg" not in body
 
 
+def test_a_holder_whose_pass_was_voided_claims_again_and_is_told_how_to_reach_the_issuer(
+    client, club, sandbox, manager
+):
+    """Autofill shows a holder the pass their External ID already has, voided or not (an External ID never moves):
+    the page says it was cancelled and how to reach the issuer, not "You already have this pass"."""
+    autofill.autofill_setting_change(
+        template=club, source="email", contact_help="Hringdu í síma 555 1234 / Call 555 1234."
+    )
+    path = link_path(fields=PERCY)
+    open_and_claim(client, path)
+    passes.member_void(member=Member.objects.get(), user=manager)
+
+    again = open_and_claim(client, path)
+    body = client.get(again["Location"]).content.decode()
+
+    assert Member.objects.count() == 1 and upstream_posts(sandbox) == 1
+    assert "This pass has been cancelled by the issuer." in body
+    assert "You already have this pass" not in body and "<svg" not in body
+    assert 'id="contact-help"' in body and "Call 555 1234." in body
+
+
 def test_the_batch_page_counts_claims_members_created_and_duplicates_prevented(client, club, sandbox, viewer):
     autofill.autofill_setting_change(template=club, source="email")
     batch = LinkBatch.objects.create(

@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 from conftest import login
 from links import claims
 from members.models import ExternalIdConflict, Member
-from members.services import autofill
+from members.services import autofill, passes
 from members.tests.test_browser_daily import look
 from sandbox import DEMO_TEMPLATE_ID
 from templates_sync import sync
@@ -169,3 +169,31 @@ def test_a_holder_who_typed_her_address_gets_her_pass_sent_not_shown(
     other.close()
     [(recipients, message)] = smtp.messages
     assert recipients == ["jona@skoli.is"] and "/pass/" in message.get_body().get_content()
+
+
+def test_a_holder_whose_pass_was_voided_sees_it_cancelled_and_how_to_reach_the_issuer(
+    browser, live_server, live_sandbox, manager, settings
+):
+    settings.CLAIM_RATE = "100000/m"
+    assert sync.templates_sync_all().status == "succeeded"
+    club = mirror()
+    autofill.autofill_setting_change(
+        template=club, source="email", contact_help="Hringdu í síma 555 1234 (virka daga 9–16)."
+    )
+    upstream_before = len(live_sandbox.passes(str(club.pk)))
+    link = live_server.url + link_path(fields=GUDRUN, batch_id=302, row=1)
+    holder = browser.new_context(viewport={"width": 390, "height": 844}, locale="is-IS")
+    phone = holder.new_page()
+    pass_id = claim_in_browser(phone, link)
+    passes.member_void(member=Member.objects.get(pass_id=pass_id), user=manager)
+
+    phone.goto(link)  # her link again, weeks later
+    phone.click("button[type=submit].primary")
+    notice = phone.locator(".pass-voided .notice")
+    expect(notice).to_contain_text("Útgefandinn hefur ógilt þetta kort.")
+    expect(phone.locator("#contact-help")).to_have_text("Hringdu í síma 555 1234 (virka daga 9–16).")
+    expect(phone.locator("#already-enrolled")).to_have_count(0)
+    expect(phone.locator("figure.qr")).to_have_count(0)
+    look(phone, "voided-pass-contact")
+    assert Member.objects.count() == 1 and len(live_sandbox.passes(str(club.pk))) == upstream_before + 1
+    holder.close()
