@@ -347,10 +347,11 @@ def run_sqlite_child(sandbox_url: str, args) -> dict:
 def in_fork(measure) -> float:
     """`measure()` (it returns seconds) twice in a forked child of this process, the second time timed: each
     kind of run is measured in its own steady state, from the same start. Run one after the other in one
-    process, each inherited the heap the run before left: after the ORM's first sync the bare fetch ran ~15 %
-    faster and the re-sync ~15 % slower than after one of their own (glibc's malloc tunes its thresholds to what
-    was freed before), which moved the ratios by a third. The first, untimed call also pays the child's
-    copy-on-write faults, which a long-running process does not."""
+    process, each inherited the heap the run before left (glibc's malloc tunes its thresholds to what was freed
+    before): in a scratch loop, after the ORM's first sync the bare fetch took 0.206 s and the re-sync 0.275 s,
+    after one of their own 0.237 s each; in this bench the re-sync's ratio went from 1.32-1.35 to 1.17-1.20 with
+    this method (bench/README.md). The first, untimed call also pays the child's copy-on-write faults, which a
+    long-running process does not."""
     import json
 
     from django.db import connections

@@ -106,7 +106,7 @@ def claim_context_for(*, payload: tokens.LinkPayload) -> ClaimContext:
         value = (payload.fields.get(spec.identifier) or "").strip()
         if value:
             prefilled.append(PrefilledValue(label=spec.name, shown=masked_value(spec.format, value)))
-        elif spec.is_mandatory and spec.type.upper() == "MEMBER":
+        elif spec.asked_of_holder:
             asked.append(spec)
     return ClaimContext(
         payload=payload,
@@ -188,8 +188,7 @@ def claim_existing_member(*, context: ClaimContext) -> Member | None:
     if found is None:
         # A pass made before autofill was on, which the claim would adopt, or one whose address staff changed to
         # this one (member_adopt).
-        matches = member_selectors.autofill_value_members(template=context.template, external_id=external_id)
-        found = matches[0] if matches else None
+        found = member_selectors.autofill_value_members(template=context.template, external_id=external_id).first
     return found
 
 

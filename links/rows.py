@@ -55,11 +55,11 @@ _AUTOFILL_VALUE_KINDS = {"email": "email address", "phone": "phone number"}
 
 
 def _no_autofill_value_note(specs, *, field: str | None, source: str, single_use: bool) -> str:
-    """The warning for a row whose link cannot recognise its holder: autofill reads a field the issuer fills in and
-    the row leaves empty. Empty when every link can (autofill off: the batch page says so once; one pass per row;
-    the holder types the value on the claim page)."""
+    """The warning for a row whose link cannot recognise its holder: the row leaves empty the field autofill reads,
+    and the claim page will not ask for it. Empty when every link can (autofill off: the batch page says so once;
+    one pass per row; a required value the holder enters, which the claim page asks for)."""
     spec = next((spec for spec in specs if spec.identifier == field), None)
-    if spec is None or single_use or spec.type.upper() != "ISSUER":
+    if spec is None or single_use or spec.asked_of_holder:
         return ""
     return (
         f"Warning: no {_AUTOFILL_VALUE_KINDS[source]} in “{spec.name}”, which autofill reads to recognise the "

@@ -368,14 +368,27 @@ KEEPER_ORDER = (
 )
 
 
-def autofill_value_members(*, template: PassTemplate, external_id: str) -> list[Member]:
-    """Live members of the template whose autofill value gives `external_id` but who do not hold it, those
-    without an External ID first, each kind in KEEPER_ORDER:
+@dataclass(frozen=True)
+class AutofillValueMembers:
+    """The live members of a template whose autofill value gives an External ID they do not hold."""
 
-    - without one: the holder's passes made before autofill was on (or before it read this field), which a
-      claim adopts (issuing.member_adopt);
-    - with another one: the holder's pass whose address or number staff changed since its External ID was set
-      (a typo fixed). An External ID never changes, so a claim shows that pass as it is.
+    # The holder's passes made before autofill was on (or before it read this field), suggested keeper first
+    # (KEEPER_ORDER): a claim adopts the first (issuing.member_adopt).
+    without_external_id: list[Member]
+    # The holder's pass whose address or number was corrected (by staff, or on SmartPages and read back) since autofill
+    # set its External ID: a claim shows it as it is (an External ID never changes). Only when exactly one member
+    # holds an External ID autofill could have set; an issuer's own ID (a member number) is no sign of a correction,
+    # and two such members are two people sharing an address.
+    corrected: Member | None
+
+    @property
+    def first(self) -> Member | None:
+        """The pass a claim would show."""
+        return self.without_external_id[0] if self.without_external_id else self.corrected
+
+
+def autofill_value_members(*, template: PassTemplate, external_id: str) -> AutofillValueMembers:
+    """Who else holds the autofill value that gives `external_id` (see AutofillValueMembers).
 
     Found through the indexed `email`/`phone` copy when the autofill field is the template's first field of its
     format (the copy holds that field's value). Else (templates with two email or phone fields are rare) through
@@ -384,7 +397,7 @@ def autofill_value_members(*, template: PassTemplate, external_id: str) -> list[
     setting = autofill_setting_for(template=template)
     identifier = autofill_field_identifier(setting=setting)
     if identifier is None or not external_id:
-        return []
+        return AutofillValueMembers(without_external_id=[], corrected=None)
     members = Member.objects.filter(template=template, status__in=BACKFILL_STATUSES)
     without_one = Q(external_id__isnull=True, autofill_excluded=False)
     same_format = [f.identifier for f in autofill_candidate_fields(template=template, source=setting.source)]
@@ -394,25 +407,38 @@ def autofill_value_members(*, template: PassTemplate, external_id: str) -> list[
         members = members.exclude(external_id=external_id)
     else:
         members = members.filter(without_one, **{f"values__{identifier}": external_id})
-    found = []
-    for member in members.order_by(*KEEPER_ORDER)[:50]:
+    region = settings.PHONE_DEFAULT_REGION
+    without, corrected = [], []
+    # Those without an External ID first, so that the limit never leaves one out for members holding one.
+    for member in members.order_by(F("external_id").asc(nulls_first=True), *KEEPER_ORDER)[:50]:
         try:
-            value = external_id_for(setting.source, str((member.values or {}).get(identifier) or ""))
+            value = external_id_for(setting.source, str((member.values or {}).get(identifier) or ""), region=region)
         except InvalidIdentity:
             continue
-        if value == external_id:
-            found.append(member)
-    return sorted(found, key=lambda member: member.external_id is not None)  # stable: KEEPER_ORDER within each
+        if value != external_id:
+            continue
+        if member.external_id is None:
+            without.append(member)
+        elif _set_by_autofill(member.external_id, region=region):
+            corrected.append(member)
+    return AutofillValueMembers(without_external_id=without, corrected=corrected[0] if len(corrected) == 1 else None)
+
+
+def _set_by_autofill(external_id: str, *, region: str) -> bool:
+    """Whether autofill could have set this External ID: an email address or phone number in its normal form."""
+    for source in (AutofillSource.EMAIL, AutofillSource.PHONE):
+        try:
+            if external_id_for(source, external_id, region=region) == external_id:
+                return True
+        except InvalidIdentity:
+            pass
+    return False
 
 
 def autofill_adoption_candidates(*, template: PassTemplate, external_id: str) -> list[Member]:
     """Members of the template without an External ID whose autofill value gives `external_id`, suggested keeper
     first (autofill_value_members)."""
-    return [
-        member
-        for member in autofill_value_members(template=template, external_id=external_id)
-        if member.external_id is None
-    ]
+    return autofill_value_members(template=template, external_id=external_id).without_external_id
 
 
 @dataclass

@@ -64,6 +64,12 @@ class FieldSpec:
         """The label people see; the identifier when a template has no label."""
         return self.label.strip() or self.identifier
 
+    @property
+    def asked_of_holder(self) -> bool:
+        """Whether the claim page asks the holder for this value when the link leaves it empty: a required value
+        the holder enters (MEMBER). An optional one is not asked for."""
+        return self.is_mandatory and self.type.upper() == "MEMBER"
+
 
 @dataclass(frozen=True)
 class TemplateRules:

@@ -367,3 +367,23 @@ def test_an_address_corrected_on_smartpages_and_read_back_finds_the_holder(clien
 
     assert Member.objects.count() == 1 and sandbox.request_count("POST", "/api/v1/pass") == 1
     assert location == f"{member_pass_url(laura)}?{ALREADY_ENROLLED_FLAG}=1"
+
+
+@pytest.mark.django_db
+def test_a_member_with_the_issuers_own_external_id_is_not_taken_for_a_corrected_address(client, sandbox):
+    """Anna's External ID is the issuer's member number; Björn shares her family's address. His link, without an ID
+    of its own, gets him his own pass: a member number is no sign that an address was corrected."""
+    club = mirror()
+    autofill.autofill_setting_change(template=club, source="email")
+    shared = "family@example.is"
+    claim_and_follow(client, link_path(fields={**LAURA_LOOPY, "email": shared}, external_id="M-1", batch_id=9, row=1))
+    anna = Member.objects.get()
+    assert anna.external_id == "M-1"
+
+    bjorn = {"name": "Björn Jónsson", "email": shared, "phone": "699 0000"}
+    page, location = claim_and_follow(client, link_path(fields=bjorn, batch_id=9, row=2))
+
+    assert Member.objects.count() == 2 and sandbox.request_count("POST", "/api/v1/pass") == 2
+    his = Member.objects.exclude(pk=anna.pk).get()
+    assert (his.external_id, his.display_name) == (shared, "Björn Jónsson")
+    assert location == member_pass_url(his) and str(anna.pass_id) not in page.content.decode()

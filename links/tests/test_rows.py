@@ -194,4 +194,13 @@ def test_no_such_warning_where_the_link_has_another_way_to_recognise_the_holder(
     )
     AutofillSetting.objects.create(template=typed, source="phone", field_identifier="phone")
     holder_types_it = RowRules(LinkBatch(template=typed, header=["name"], mapping={"name": "name"}))
-    assert holder_types_it.check(1, ["Anna"]).notes == []  # the holder types the number on the claim page
+    assert holder_types_it.check(1, ["Anna"]).notes == []  # the claim page asks the holder for the number
+
+
+def test_an_optional_value_the_holder_enters_is_not_asked_for_so_its_absence_is_warned_of():
+    template = template_with_fields(
+        [("name", "Name", "TEXT", "ISSUER", True), ("phone", "Phone", "PHONE_NUMBER", "MEMBER", False)], name="Skráning"
+    )
+    AutofillSetting.objects.create(template=template, source="phone", field_identifier="phone")
+    rules = RowRules(LinkBatch(template=template, header=["name"], mapping={"name": "name"}))
+    assert rules.check(1, ["Anna"]).notes == [NO_PHONE_NOTE]

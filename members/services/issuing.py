@@ -141,8 +141,9 @@ def member_issue(
 
 @dataclass(frozen=True)
 class Adoption:
-    """What `member_adopt` did: `member` holds the External ID now (adopted by this call or by a simultaneous
-    one); `conflict` is set when other members of the holder were left for staff to settle."""
+    """What `member_adopt` did: `member` is the holder's pass, which holds the External ID now (adopted by this
+    call or by a simultaneous one) or, `adopted` False, another one autofill set before its value was corrected;
+    `conflict` is set when other members of the holder were left for staff to settle."""
 
     member: Member
     adopted: bool
@@ -152,18 +153,18 @@ class Adoption:
 def member_adopt(*, template: PassTemplate, external_id: str) -> Adoption | None:
     """Give `external_id` to the holder's member made before autofill was on, instead of issuing another pass.
 
-    When no member without an External ID matches, the holder's member whose address or number staff changed
-    to this one since its External ID was set is returned as it is (`adopted` False: an External ID never
-    changes); None when there is neither. Of several matches the suggested keeper (the earliest
+    When no member without an External ID matches, the holder's member whose address or number was corrected
+    to this one since autofill set its External ID is returned as it is (`adopted` False: an External ID never
+    changes; selectors.AutofillValueMembers says when a member counts as that); None when there is neither. Of several matches the suggested keeper (the earliest
     live pass: selectors.KEEPER_ORDER) is adopted and the conflict is opened for staff. Race-safe like issuing:
     the write is `UPDATE … WHERE external_id IS NULL`, and the unique constraint on (template, external_id)
     lets only one member hold the ID, so of simultaneous claims (or a claim and a backfill) one adopts and the
     others find the member that holds it. No call upstream: the pass exists, and the mirror is what answers
     "does this holder have a pass?" (as after a backfill)."""
-    matches = selectors.autofill_value_members(template=template, external_id=external_id)
-    candidates = [member for member in matches if member.external_id is None]
+    found = selectors.autofill_value_members(template=template, external_id=external_id)
+    candidates = found.without_external_id
     if not candidates:
-        return Adoption(member=matches[0], adopted=False) if matches else None
+        return Adoption(member=found.corrected, adopted=False) if found.corrected else None
     keeper = candidates[0]
     try:
         with transaction.atomic():
