@@ -530,7 +530,8 @@ def pass_replacement(*, member: Member) -> Member | None:
 
     Recorded when a manager resolved an autofill conflict (`replaced_by`, followed along a chain); for a pass
     voided otherwise (by hand, or by a resolution made before that was recorded), the member holding the
-    External ID that the template's autofill setting derives from this member's own values — the same holder."""
+    External ID that the template's autofill setting derives from this member's own values — the same holder —,
+    else the one pass whose address was corrected to those values (members.selectors.AutofillValueMembers)."""
     seen = {member.pk}
     current = member
     while current.replaced_by_id is not None and current.replaced_by_id not in seen:
@@ -546,10 +547,13 @@ def pass_replacement(*, member: Member) -> Member | None:
         return None
     if external_id is None:
         return None
-    return (
+    holder = (
         Member.objects.filter(template=member.template, external_id=external_id, status__in=_LIVE_STATUSES)
         .exclude(pk__in=seen)
         .first()
+    )
+    return (
+        holder or member_selectors.autofill_value_members(template=member.template, external_id=external_id).corrected
     )
 
 

@@ -387,3 +387,24 @@ def test_a_member_with_the_issuers_own_external_id_is_not_taken_for_a_corrected_
     his = Member.objects.exclude(pk=anna.pk).get()
     assert (his.external_id, his.display_name) == (shared, "Björn Jónsson")
     assert location == member_pass_url(his) and str(anna.pass_id) not in page.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_cancelled_pass_leads_to_the_holders_pass_whose_address_was_corrected(client, sandbox, manager):
+    club = mirror()
+    autofill.autofill_setting_change(template=club, source="email")
+    claim_and_follow(client, link_path(fields=LAURA_LOOPY, batch_id=10, row=1))
+    first = Member.objects.get()
+    passes.member_void(member=first, user=manager)  # voided by hand: nothing records what replaced it
+    typo = {**LAURA_LOOPY, "email": "laura@exmaple.com"}
+    claim_and_follow(client, link_path(fields=typo, batch_id=11, row=1))
+    second = Member.objects.exclude(pk=first.pk).get()
+    passes.member_edit(member=second, values=LAURA_LOOPY, external_id="", user=manager)  # the typo fixed
+
+    page, location = claim_and_follow(client, link_path(fields=LAURA_LOOPY, batch_id=12, row=1))
+
+    assert location.startswith(member_pass_url(first))  # her address's External ID is the cancelled pass's
+    body = page.content.decode()
+    assert "cancelled by the issuer" in body and 'id="replacement-link"' in body
+    assert member_pass_url(second) in body
+    assert Member.objects.count() == 2 and sandbox.request_count("POST", "/api/v1/pass") == 2
