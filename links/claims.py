@@ -186,7 +186,7 @@ def claim_existing_member(*, context: ClaimContext) -> Member | None:
         return None
     found = row_or_none(Member.objects.filter(template=context.template, external_id=external_id))
     if found is None:
-        # A pass made before autofill was on, which the claim would adopt, or one whose address staff changed to
+        # A pass made before autofill was on, which the claim would adopt, or one whose address was corrected to
         # this one (member_adopt).
         found = member_selectors.autofill_value_members(template=context.template, external_id=external_id).first
     return found
@@ -319,7 +319,7 @@ def claim_submit(
     existing = _member_for_claim(template=context.template, external_id=external_id, nonce=claim_key)
     if existing is None and external_id is not None:
         # The holder's pass from before autofill was on (or read this field): adopt it rather than issue another;
-        # or her pass whose address staff corrected to this one: show it.
+        # or her pass whose address was corrected to this one: show it.
         adoption = member_adopt(template=context.template, external_id=external_id)
         existing = adoption.member if adoption is not None else None
     if existing is not None:
