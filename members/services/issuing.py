@@ -160,8 +160,8 @@ def member_adopt(*, template: PassTemplate, external_id: str) -> Adoption | None
     Of several matches the suggested keeper (the earliest live pass: selectors.KEEPER_ORDER) is adopted and the
     conflict is opened for staff. Race-safe like issuing: the write is `UPDATE … WHERE external_id IS NULL`, and
     the unique constraint on (template, external_id) lets only one member hold the ID, so of simultaneous claims
-    (or a claim and a backfill) one adopts and the others find the member that holds it. No call upstream: the pass exists, and the mirror is what answers
-    "does this holder have a pass?" (as after a backfill)."""
+    (or a claim and a backfill) one adopts and the others find the member that holds it. No call upstream: the
+    pass exists, and the mirror is what answers "does this holder have a pass?" (as after a backfill)."""
     found = selectors.autofill_value_members(template=template, external_id=external_id)
     candidates = found.without_external_id
     if not candidates:
