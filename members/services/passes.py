@@ -18,14 +18,13 @@ from templates_sync.client import (
 )
 
 from .. import selectors
-from ..identity import InvalidIdentity, normalise_email, normalise_phone
 from ..models import (
     Member,
     MemberChange,
     MemberStatusChange,
 )
 from ..search_text import member_search_fields
-from ..validation import validate_values
+from ..validation import validate_field, validate_values
 from . import InvalidMemberValues, MemberError, acting_user
 
 logger = logging.getLogger(__name__)
@@ -128,16 +127,10 @@ def _identities_normalised(specs, values: Mapping[str, str]) -> dict[str, str]:
     normalised = dict(values)
     for spec in specs:
         value = normalised.get(spec.identifier)
-        fmt = spec.format.upper()
-        if not value or fmt not in ("EMAIL", "PHONE_NUMBER"):
-            continue
-        try:
-            if fmt == "EMAIL":
-                normalised[spec.identifier] = normalise_email(value)
-            else:
-                normalised[spec.identifier] = normalise_phone(value, region=settings.PHONE_DEFAULT_REGION)
-        except InvalidIdentity:
-            pass
+        if value and spec.format.upper() in ("EMAIL", "PHONE_NUMBER"):
+            checked = validate_field(spec, value, region=settings.PHONE_DEFAULT_REGION, check_mandatory=False)
+            if not checked.error:
+                normalised[spec.identifier] = checked.value
     return normalised
 
 
