@@ -162,7 +162,8 @@ def pass_page(request: HttpRequest, key: str) -> HttpResponse:
     if member is None:
         return link_not_found(request)
     context = {"member": member, "template": member.template, "refresh_seconds": None}
-    if request.GET.get(ALREADY_ENROLLED_FLAG) == "1":
+    if request.GET.get(ALREADY_ENROLLED_FLAG) == "1" and member.status != Member.Status.VOIDED:
+        # A cancelled pass says so instead (and how to reach the issuer): "you already have it" would mislead.
         context["already_enrolled"] = True
         context["custom_message"] = claims.already_enrolled_message_for(template=member.template)
     if member.status == Member.Status.ISSUED and member.pass_id:
