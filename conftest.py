@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import fcntl
 import functools
 import ipaddress
 import os
@@ -264,11 +265,23 @@ def twilio(settings):
 
 
 # --- races -----------------------------------------------------------------------------------------------
+# Races hold a database connection per thread (50 in the largest quick ones): two of them at once on the two
+# pytest-xdist processes came to over PostgreSQL's max_connections (100), and a thread that could not connect
+# failed its test now and then. A lock file lets one race run on this machine at a time.
+_RACE_LOCK = Path(tempfile.gettempdir()) / "smartpass-test-races.lock"
+
+
 def _run_at_a_barrier(count: int, work) -> tuple[list, list]:
     """Run `work(barrier)` in `count` threads that meet at one barrier; returns (results, errors).
 
     Each thread closes its own database connection at the end, so a transactional test can drop its tables.
     """
+    with _RACE_LOCK.open("a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)  # let go when the file closes
+        return _run_threads_at_a_barrier(count, work)
+
+
+def _run_threads_at_a_barrier(count: int, work) -> tuple[list, list]:
     from django.db import connection
 
     barrier = threading.Barrier(count)
