@@ -6,10 +6,13 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 from django.urls import reverse
 
 from links import claims
 from links.public_views import ALREADY_ENROLLED_FLAG
+from members import selectors as member_selectors
 from members.models import AutofillSetting, ExternalIdConflict, Member
 from members.services import autofill, issuing, passes
 
@@ -408,3 +411,28 @@ def test_a_cancelled_pass_leads_to_the_holders_pass_whose_address_was_corrected(
     assert "cancelled by the issuer" in body and 'id="replacement-link"' in body
     assert member_pass_url(second) in body
     assert Member.objects.count() == 2 and sandbox.request_count("POST", "/api/v1/pass") == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_copies_a_refresh_stored_before_they_were_normalised_are_made_again_by_migration_0017(client, sandbox):
+    """Until 5 Dec a refresh stored the email and phone copies as SmartPages keeps the values. Migration 0017 makes
+    the copies of the members a refresh changed again, so Laura's next click after autofill is on finds her pass."""
+    club = mirror()
+    claim_and_follow(client, link_path(fields=LAURA_LOOPY, batch_id=1, row=1))  # autofill off
+    laura = Member.objects.get()
+    sandbox.change_pass(str(laura.pass_id), values={"email": "Laura@Example.com"})
+    passes.member_refresh(member=laura)
+    Member.objects.filter(pk=laura.pk).update(email="Laura@Example.com")  # the copy as such a refresh left it
+    autofill.autofill_setting_change(template=club, source="email")
+    assert member_selectors.autofill_value_members(template=club, external_id="laura@example.com").first is None
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([("members", "0016_member_status_counts")])
+    executor.loader.build_graph()
+    executor.migrate([("members", "0017_refreshed_search_copies_normalised")])
+
+    laura.refresh_from_db()
+    assert (laura.email, laura.values["email"]) == ("laura@example.com", "Laura@Example.com")
+    claim_and_follow(client, link_path(fields=LAURA_LOOPY, batch_id=2, row=1))
+    assert Member.objects.count() == 1, "a second pass for a holder whose copy a refresh stored as typed"
+    assert sandbox.request_count("POST", "/api/v1/pass") == 1
