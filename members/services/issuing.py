@@ -302,6 +302,10 @@ def member_reissue_failed(*, member: Member, client: SmartPagesClient | None = N
             # One, not zero: the new attempts get a full budget, and `_adopt_after_lost_reply` still knows an
             # earlier POST was made (a 409 on the next one may be that POST's pass, which is this member's).
             issue_attempts=1,
+            # Due for the sweeps, should the retry below never start (the process dies, the connection breaks
+            # and the claim, tried again, finds this member pending): failing left it empty, and a pending
+            # member without one was never tried again.
+            next_attempt_at=timezone.now() + ATTEMPT_BUDGET,
             updated_at=timezone.now(),
         )
         if won:
