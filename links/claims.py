@@ -539,7 +539,7 @@ def pass_replacement(*, member: Member) -> Member | None:
         current = Member.objects.filter(pk=current.replaced_by_id).first()
         if current is None:
             break
-        if current.status in _LIVE_STATUSES:
+        if current.status in member_selectors.HOLDER_PASS_STATUSES:
             return current
     try:
         external_id = member_selectors.external_id_for_values(template=member.template, values=member.values or {})
@@ -548,16 +548,15 @@ def pass_replacement(*, member: Member) -> Member | None:
     if external_id is None:
         return None
     holder = (
-        Member.objects.filter(template=member.template, external_id=external_id, status__in=_LIVE_STATUSES)
+        Member.objects.filter(
+            template=member.template, external_id=external_id, status__in=member_selectors.HOLDER_PASS_STATUSES
+        )
         .exclude(pk__in=seen)
         .first()
     )
     return (
         holder or member_selectors.autofill_value_members(template=member.template, external_id=external_id).corrected
     )
-
-
-_LIVE_STATUSES = (Member.Status.ISSUED, Member.Status.PENDING, Member.Status.REDEEMED)
 
 
 # --- "Send my pass to …" ----------------------------------------------------------------------------------------

@@ -166,7 +166,8 @@ def pass_page(request: HttpRequest, key: str) -> HttpResponse:
         # A cancelled pass says so instead (and how to reach the issuer): "you already have it" would mislead.
         context["already_enrolled"] = True
         context["custom_message"] = claims.already_enrolled_message_for(template=member.template)
-    if member.status == Member.Status.ISSUED and member.pass_id:
+    if member.status in (Member.Status.ISSUED, Member.Status.REDEEMED) and member.pass_id:
+        # A redeemed pass is shown too, marked so: it stays the holder's (the scanner knows it was used).
         context["qr_svg"] = _qr_svg(str(member.pass_id))
     elif member.status == Member.Status.PENDING:
         context["refresh_seconds"] = PENDING_REFRESH_SECONDS

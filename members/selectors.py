@@ -310,6 +310,9 @@ class AutofillPreview:
 # Only members whose pass is live get an External ID: giving one to a failed or voided member would make a
 # later claim show that dead pass instead of issuing a new one.
 BACKFILL_STATUSES = (Member.Status.ISSUED, Member.Status.PENDING)
+# A claim finds its holder's pass among these: the live ones and a redeemed one (a used coupon is still the holder's
+# one pass; issuing another would give a second). A failed member holds no pass, a voided one a dead pass.
+HOLDER_PASS_STATUSES = (*BACKFILL_STATUSES, Member.Status.REDEEMED)
 
 
 def autofill_preview(
@@ -359,9 +362,9 @@ def autofill_preview(
 
 
 # The order in which a holder's passes are offered as the one to keep: the earliest live pass first (issued
-# before pending, then oldest), the one most likely already in the holder's wallet.
+# before pending, a redeemed one last, then oldest), the one most likely already in the holder's wallet.
 KEEPER_ORDER = (
-    # "issued" < "pending" alphabetically, and they are the only BACKFILL_STATUSES.
+    # "issued" < "pending" < "redeemed" alphabetically, and they are the only HOLDER_PASS_STATUSES.
     "status",
     "created_at",
     "id",
@@ -370,7 +373,8 @@ KEEPER_ORDER = (
 
 @dataclass(frozen=True)
 class AutofillValueMembers:
-    """The live members of a template whose autofill value gives an External ID they do not hold."""
+    """The members of a template holding a pass (HOLDER_PASS_STATUSES) whose autofill value gives an External ID
+    they do not hold."""
 
     # The holder's passes made before autofill was on (or before it read this field), suggested keeper first
     # (KEEPER_ORDER): a claim adopts the first (issuing.member_adopt).
@@ -398,7 +402,7 @@ def autofill_value_members(*, template: PassTemplate, external_id: str) -> Autof
     identifier = autofill_field_identifier(setting=setting)
     if identifier is None or not external_id:
         return AutofillValueMembers(without_external_id=[], corrected=None)
-    members = Member.objects.filter(template=template, status__in=BACKFILL_STATUSES)
+    members = Member.objects.filter(template=template, status__in=HOLDER_PASS_STATUSES)
     without_one = Q(external_id__isnull=True, autofill_excluded=False)
     same_format = [f.identifier for f in autofill_candidate_fields(template=template, source=setting.source)]
     column = "email" if setting.source == AutofillSource.EMAIL else "phone"

@@ -436,3 +436,42 @@ def test_copies_a_refresh_stored_before_they_were_normalised_are_made_again_by_m
     claim_and_follow(client, link_path(fields=LAURA_LOOPY, batch_id=2, row=1))
     assert Member.objects.count() == 1, "a second pass for a holder whose copy a refresh stored as typed"
     assert sandbox.request_count("POST", "/api/v1/pass") == 1
+
+
+@pytest.mark.django_db
+def test_a_pass_redeemed_before_autofill_was_on_is_adopted_not_issued_again(client, sandbox):
+    """Guðrún claimed before autofill was on; her coupon was redeemed. Autofill is switched on and she clicks the
+    same link: her redeemed pass is adopted and shown, as it would have been had autofill been on from the start,
+    not a second, unused coupon."""
+    club = mirror()
+    path = link_path(fields=GUDRUN, batch_id=1, row=1)
+    claim_and_follow(client, path)
+    gudrun = Member.objects.get()
+    sandbox.change_pass(str(gudrun.pass_id), status="REDEEMED")
+    passes.member_refresh(member=gudrun)
+    autofill.autofill_setting_change(template=club, source="email")
+
+    page, _location = claim_and_follow(client, path)
+
+    assert "This pass has been redeemed." in page.content.decode()
+    assert Member.objects.count() == 1, "a second member for a holder whose pass was redeemed"
+    assert sandbox.request_count("POST", "/api/v1/pass") == 1
+
+
+@pytest.mark.django_db
+def test_a_redeemed_pass_whose_address_staff_corrected_is_found_by_the_corrected_address(client, sandbox, manager):
+    """Laura's pass (autofill by email) was made under a typo; staff corrected her address; her pass was then
+    redeemed. A link for the corrected address shows that pass (a redeemed pass is still the holder's)."""
+    club = mirror()
+    autofill.autofill_setting_change(template=club, source="email")
+    typo = {"name": "Laura Loopy", "email": "laura@gmial.com"}
+    claim_and_follow(client, link_path(fields=typo, batch_id=1, row=1))
+    laura = Member.objects.get()
+    passes.member_edit(member=laura, values={**typo, "email": "laura@gmail.com"}, external_id="", user=manager)
+    sandbox.change_pass(str(laura.pass_id), status="REDEEMED")
+    passes.member_refresh(member=laura)
+
+    claim_and_follow(client, link_path(fields={**typo, "email": "laura@gmail.com"}, batch_id=2, row=1))
+
+    assert Member.objects.count() == 1, "a second pass for the holder whose redeemed pass had its address corrected"
+    assert sandbox.request_count("POST", "/api/v1/pass") == 1

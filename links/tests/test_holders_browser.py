@@ -197,3 +197,32 @@ def test_a_holder_whose_pass_was_voided_sees_it_cancelled_and_how_to_reach_the_i
     look(phone, "voided-pass-contact")
     assert Member.objects.count() == 1 and len(live_sandbox.passes(str(club.pk))) == upstream_before + 1
     holder.close()
+
+
+def test_a_holder_whose_pass_was_redeemed_sees_it_with_its_pass_id_and_gets_no_second(
+    browser, live_server, live_sandbox, settings
+):
+    """A coupon used at the till (SmartPages says REDEEMED; a refresh reads it back): her link again shows that pass,
+    marked redeemed, with its QR code and Pass ID — not "we could not create your pass", and no second coupon."""
+    settings.CLAIM_RATE = "100000/m"
+    assert sync.templates_sync_all().status == "succeeded"
+    club = mirror()
+    autofill.autofill_setting_change(template=club, source="email")
+    upstream_before = len(live_sandbox.passes(str(club.pk)))
+    link = live_server.url + link_path(fields=GUDRUN, batch_id=303, row=1)
+    holder = browser.new_context(viewport={"width": 390, "height": 844}, locale="is-IS")
+    phone = holder.new_page()
+    pass_id = claim_in_browser(phone, link)
+    gudrun = Member.objects.get(pass_id=pass_id)
+    live_sandbox.change_pass(pass_id, status="REDEEMED")
+    passes.member_refresh(member=gudrun)
+
+    phone.goto(link)
+    phone.click("button[type=submit].primary")
+    expect(phone.locator("#redeemed")).to_contain_text("Þetta kort hefur verið innleyst.")
+    expect(phone.locator("#already-enrolled")).to_be_visible()
+    expect(phone.locator("figure.qr svg")).to_be_visible()
+    expect(phone.locator("#pass-id")).to_have_text(pass_id)
+    look(phone, "redeemed-pass-page")
+    assert Member.objects.count() == 1 and len(live_sandbox.passes(str(club.pk))) == upstream_before + 1
+    holder.close()
