@@ -88,18 +88,18 @@ class ClaimContext:
     already_enrolled_message: str = ""
     # The template's autofill setting, read once per request (the page, the claim and its External ID use it).
     autofill: AutofillSetting | None = None
+    # Why the template issues no new pass now ('' when it does): the holder of a pass this link names still gets it.
+    refusal: str = ""
 
 
 def claim_context_for(*, payload: tokens.LinkPayload) -> ClaimContext:
-    """Everything the claim page needs. Raises ClaimUnavailable when the template cannot issue passes."""
+    """Everything the claim page needs. Raises ClaimUnavailable when the template is not in the mirror; one that
+    issues no new pass now says why in `refusal` (see claim_unavailable)."""
     found = member_selectors.template_with_autofill_setting(template_id=payload.template_id)
     if found is None:
         # Authentic link, unknown template: it was never mirrored (or the mirror was reset). Nothing to issue.
         raise ClaimUnavailable(f"template {payload.template_id} is not in the mirror")
     template, autofill = found
-    refusal = template.issue_refusal_reason
-    if refusal:
-        raise ClaimUnavailable(refusal)
     specs = member_selectors.template_field_specs(template=template)
     prefilled, asked = [], []
     for spec in specs:
@@ -117,7 +117,15 @@ def claim_context_for(*, payload: tokens.LinkPayload) -> ClaimContext:
         asked=asked,
         already_enrolled_message=already_enrolled_message_for(template=template, setting=autofill),
         autofill=autofill,
+        refusal=template.issue_refusal_reason,
     )
+
+
+def claim_unavailable(*, context: ClaimContext, existing: Member | None) -> bool:
+    """Whether this link leads nowhere now: its template issues no new pass and the link names no pass a holder
+    has (`existing`: claim_existing_member). An issuer who stops giving out passes, or adds a rule the link's
+    values break, still lets the holders who have one see it."""
+    return bool(context.refusal) and existing is None
 
 
 def link_values_unusable(*, context: ClaimContext) -> bool:
@@ -295,6 +303,18 @@ def claim_submit(
         link_errors = _errors_of_the_link(errors, context=context)
         if not link_errors:
             return ClaimOutcome(kind=ClaimKind.FORM_ERRORS, errors=errors)
+        existing = claim_existing_member(context=context)
+        if existing is not None:
+            # A rule the link's values break came after this holder's pass (a new allowed domain, a field made
+            # required): nothing is issued, so the pass she has is shown.
+            return _shown_again(
+                existing,
+                context=context,
+                claim_key=row_key or nonce,
+                single_use=row_key is not None,
+                typed=False,
+                client=client,
+            )
         logger.warning(
             "SmartPass link for template %s has unusable values: %s",
             context.template.pk,

@@ -79,7 +79,13 @@ def _claim_page(request: HttpRequest, *, token: str) -> HttpResponse:
         return _unavailable(request, template=None)
     if request.method == "POST" and request.POST.get("send_offer"):
         return _send_pass(request, context=context)
-    if request.method != "POST" and claims.link_values_unusable(context=context):
+    # The pass this link names, if its holder has one: the page words its button with it, and it is shown even when
+    # no new pass could be issued. A press looks it up in the claim itself (one lookup fewer on a surge's path).
+    looked_up = request.method != "POST" or bool(context.refusal)
+    existing = claims.claim_existing_member(context=context) if looked_up else None
+    if claims.claim_unavailable(context=context, existing=existing):
+        return _unavailable(request, template=context.template)
+    if request.method != "POST" and existing is None and claims.link_values_unusable(context=context):
         return _link_problem(request, context=context)
     if request.method == "POST":
         form = ClaimForm(request.POST, asked=context.asked, rules=context.rules)
@@ -99,7 +105,7 @@ def _claim_page(request: HttpRequest, *, token: str) -> HttpResponse:
             "template": context.template,
             "form": form,
             "nonce": posted_nonce if claims.is_claim_nonce(posted_nonce) else claims.new_claim_nonce(),
-            "existing_member": claims.claim_existing_member(context=context),
+            "existing_member": existing if looked_up else claims.claim_existing_member(context=context),
         },
     )
     # Private: the page holds the holder's values and a one-time nonce. Not no-store: going back to the

@@ -475,3 +475,49 @@ def test_a_redeemed_pass_whose_address_staff_corrected_is_found_by_the_corrected
 
     assert Member.objects.count() == 1, "a second pass for the holder whose redeemed pass had its address corrected"
     assert sandbox.request_count("POST", "/api/v1/pass") == 1
+
+
+@pytest.mark.django_db
+def test_a_holder_with_a_pass_still_gets_it_after_the_issuer_stops_giving_out_new_ones(client, sandbox):
+    """The issuer stops giving out passes (disableIssue on SmartPages, mirrored by the next sync). Guðrún, who has
+    hers, follows her link again: her pass, not "no longer available". A link naming nobody still says that."""
+    club = mirror()
+    autofill.autofill_setting_change(template=club, source="email")
+    path = link_path(fields=GUDRUN, batch_id=1, row=1)
+    claim_and_follow(client, path)
+    gudrun = Member.objects.get()
+    sandbox.update_template(str(club.pk), disableIssue=True)
+    mirror()
+
+    page, location = claim_and_follow(client, path)
+
+    assert location == f"{member_pass_url(gudrun)}?{ALREADY_ENROLLED_FLAG}=1"
+    assert str(gudrun.pass_id) in page.content.decode()
+    stranger = link_path(fields=BJORK, batch_id=1, row=2)
+    assert client.get(stranger).status_code == 410
+    assert client.post(stranger, {"nonce": claims.new_claim_nonce()}).status_code == 410
+    assert Member.objects.count() == 1 and sandbox.request_count("POST", "/api/v1/pass") == 1
+
+
+@pytest.mark.django_db
+def test_a_holder_with_a_pass_still_gets_it_after_a_rule_her_link_breaks_was_added(client, sandbox):
+    """The issuer limits sign-ups to the club's own domain (allowed email domains on SmartPages, mirrored). Guðrún's
+    link, whose address the rule now refuses, names the pass she has: it shows it instead of "cannot be used"."""
+    club = mirror()
+    autofill.autofill_setting_change(template=club, source="email")
+    path = link_path(fields=GUDRUN, batch_id=1, row=1)
+    claim_and_follow(client, path)
+    gudrun = Member.objects.get()
+    sandbox.update_template(
+        str(club.pk),
+        useEmailDomainVerification=True,
+        allowedEmailDomains=[{"sortOrder": 1, "emailDomain": "sundfelag.is"}],
+    )
+    mirror()
+
+    page, location = claim_and_follow(client, path)
+
+    assert location == f"{member_pass_url(gudrun)}?{ALREADY_ENROLLED_FLAG}=1"
+    assert str(gudrun.pass_id) in page.content.decode()
+    assert client.get(link_path(fields=BJORK, batch_id=1, row=2)).status_code == 400  # a new holder: refused
+    assert Member.objects.count() == 1 and sandbox.request_count("POST", "/api/v1/pass") == 1
