@@ -194,10 +194,22 @@ def claim_existing_member(*, context: ClaimContext) -> Member | None:
         return None
     found = row_or_none(Member.objects.filter(template=context.template, external_id=external_id))
     if found is None:
+        found = _member_with_the_links_id_as_written(context=context, external_id=external_id)
+    if found is None:
         # A pass made before autofill was on, which the claim would adopt, or one whose address was corrected to
         # this one (member_adopt).
         found = member_selectors.autofill_value_members(template=context.template, external_id=external_id).first
     return found
+
+
+def _member_with_the_links_id_as_written(*, context: ClaimContext, external_id: str | None) -> Member | None:
+    """The member holding the link's own External ID as the link carries it, when the claim reads it otherwise now
+    (`external_id`): a CSV column gave "Gudrun@Example.is" while autofill was off, so her member holds it as
+    written, and autofill switched on since reads "gudrun@example.is". The same link names the same holder."""
+    as_written = (context.payload.external_id or "").strip()
+    if not as_written or as_written == external_id:
+        return None
+    return row_or_none(Member.objects.filter(template=context.template, external_id=as_written))
 
 
 def single_use_claim_key(*, payload: tokens.LinkPayload) -> str | None:
@@ -337,6 +349,8 @@ def claim_submit(
     typed = external_id is not None and link_external_id is None
 
     existing = _member_for_claim(template=context.template, external_id=external_id, nonce=claim_key)
+    if existing is None and link_external_id is not None:
+        existing = _member_with_the_links_id_as_written(context=context, external_id=link_external_id)
     if existing is None and external_id is not None:
         # The holder's pass from before autofill was on (or read this field): adopt it rather than issue another;
         # or her pass whose address was corrected to this one: show it.

@@ -521,3 +521,25 @@ def test_a_holder_with_a_pass_still_gets_it_after_a_rule_her_link_breaks_was_add
     assert str(gudrun.pass_id) in page.content.decode()
     assert client.get(link_path(fields=BJORK, batch_id=1, row=2)).status_code == 400  # a new holder: refused
     assert Member.objects.count() == 1 and sandbox.request_count("POST", "/api/v1/pass") == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("source, as_written", [("email", "Gudrun@Example.is"), ("phone", "699 1234")])
+def test_a_links_own_external_id_stored_as_written_still_names_her_pass_after_autofill_is_on(
+    client, sandbox, source, as_written
+):
+    """The campaign CSV's External ID column held Guðrún's address or number as the issuer wrote it; autofill was off,
+    so her member holds it as written. Autofill switched on since reads the same link's ID in its normal form: the
+    link still shows her pass, no second one."""
+    club = mirror()
+    path = link_path(fields=GUDRUN, external_id=as_written, batch_id=1, row=1)
+    claim_and_follow(client, path)
+    gudrun = Member.objects.get()
+    assert gudrun.external_id == as_written
+    autofill.autofill_setting_change(template=club, source=source)
+
+    assert "Show my pass</button>" in client.get(path).content.decode()  # the page knows her pass already
+    _page, location = claim_and_follow(client, path)
+
+    assert location == f"{member_pass_url(gudrun)}?{ALREADY_ENROLLED_FLAG}=1"
+    assert Member.objects.count() == 1 and sandbox.request_count("POST", "/api/v1/pass") == 1
