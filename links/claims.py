@@ -605,7 +605,7 @@ def send_offer_for(*, member: Member) -> SendOffer:
         email_masked=addresses.email_masked,
         phone_masked=addresses.phone_masked,
         sms_available=pass_links.pass_link_channels()[pass_links.SMS],
-        contact_help=pass_links.contact_help_for(member=member),
+        contact_help=pass_links.contact_help_for(template=member.template),
     )
 
 

@@ -184,7 +184,7 @@ def pass_page(request: HttpRequest, key: str) -> HttpResponse:
                 "holder:pass", kwargs={"key": claims.pass_page_key(member=replacement)}
             )
         else:
-            context["contact_help"] = pass_links.contact_help_for(member=member)
+            context["contact_help"] = pass_links.contact_help_for(template=member.template)
     elif member.upstream_conflict and not member.pass_link_needed:
         # SmartPages already held a pass with this External ID, made outside the portal. (With
         # `pass_link_needed` that pass is most likely the holder's own: the page says it is nearly ready.)
@@ -209,9 +209,24 @@ def _unavailable(request: HttpRequest, *, template) -> HttpResponse:
 
 
 def _already_enrolled(
-    request: HttpRequest, *, template, message: str, offer=None, sent_to: str = "", problem: str = "", status=200
+    request: HttpRequest,
+    *,
+    template,
+    message: str,
+    offer=None,
+    sent_to: str = "",
+    problem: str = "",
+    contact_help: str = "",
+    status=200,
 ) -> HttpResponse:
-    context = {"template": template, "custom_message": message, "offer": offer, "sent_to": sent_to, "problem": problem}
+    context = {
+        "template": template,
+        "custom_message": message,
+        "offer": offer,
+        "sent_to": sent_to,
+        "problem": problem,
+        "contact_help": contact_help,
+    }
     response = render(request, "links/public/already_enrolled.html", context, status=status)
     patch_cache_control(response, private=True, no_store=True)  # the offer's key is for this page only
     return response
@@ -234,6 +249,10 @@ def _send_pass(request: HttpRequest, *, context: claims.ClaimContext) -> HttpRes
             template=context.template,
             message=context.already_enrolled_message,
             problem=exc.reason,
+            # An address that takes no messages from us: only the issuer can help, so the page says how to reach them.
+            contact_help=pass_links.contact_help_for(template=context.template)
+            if exc.reason == "undeliverable"
+            else "",
             status=status,
         )
     if sent_to is None:

@@ -11,6 +11,8 @@ import uuid
 import pytest
 from django.core.cache import cache
 
+from delivery import services as delivery
+from delivery.models import Suppression
 from links import claims
 from members.models import Member
 from members.services import autofill
@@ -189,3 +191,19 @@ def test_with_sms_set_up_the_pass_link_goes_to_the_phone_on_file(client, sandbox
     [sms] = twilio.messages
     pass_url = f"https://passar.example.is/pass/{claims.pass_page_key(member=member)}"
     assert sms["to"] == "+3548581235" and pass_url in sms["body"]
+
+
+def test_an_address_that_takes_no_messages_is_said_so_with_how_to_reach_the_issuer(client, enrolled, smtp):
+    """Jón once pressed a campaign email's unsubscribe link: his address is on the suppression list, which every
+    send keeps to. "Try again later" would never come true; the page says the address takes no messages from us
+    and how to reach the issuer, and nothing is sent."""
+    template, path, _member = enrolled
+    autofill.autofill_setting_change(template=template, source="email", contact_help="Skrifstofa skólans: 555 1234.")
+    delivery.suppression_add(channel="email", address="jon@skoli.is", reason=Suppression.OPT_OUT, detail="Unsubscribe")
+    html = typed_claim(client.__class__(), path, JON).content.decode()
+
+    shown = client.post(path, {**offer_form(html), "channel": "email"}).content.decode()
+
+    assert "We cannot send your pass there." in shown and "try again later" not in shown
+    assert "Skrifstofa skólans: 555 1234." in shown
+    assert smtp.messages == []

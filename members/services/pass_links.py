@@ -24,6 +24,7 @@ from django.utils.translation import gettext as _
 
 from delivery import services as delivery
 from delivery.models import Message
+from templates_sync.models import PassTemplate
 
 from .. import selectors
 from ..models import Member
@@ -37,7 +38,9 @@ _WINDOW_SECONDS = 3600
 
 
 class PassLinkNotSent(MemberError):
-    """The link was not sent; `reason`: "rate_limited", "no_address", "unavailable" or "failed"."""
+    """The link was not sent; `reason`: "rate_limited", "no_address", "unavailable", "undeliverable" (the address
+    takes no messages from us: it bounced, complained or opted out, which only the issuer can sort out) or
+    "failed" (this time)."""
 
     def __init__(self, reason: str):
         super().__init__(reason)
@@ -105,9 +108,9 @@ def mask_phone(number: str) -> str:
     return f"•••• {''.join(digits[-4:])}" if len(digits) >= 4 else ""
 
 
-def contact_help_for(*, member: Member) -> str:
-    """How the holder reaches the issuer: the template's text, else the site's (HOLDER_CONTACT_HELP)."""
-    setting = selectors.autofill_setting_for(template=member.template)
+def contact_help_for(*, template: PassTemplate) -> str:
+    """How a holder reaches the template's issuer: the template's text, else the site's (HOLDER_CONTACT_HELP)."""
+    setting = selectors.autofill_setting_for(template=template)
     return setting.contact_help or settings.HOLDER_CONTACT_HELP
 
 
@@ -129,7 +132,9 @@ def pass_link_send(*, member: Member, channel: str, pass_url: str, language: str
     message = delivery.send_one_now(spec)
     if message.status in (Message.FAILED, Message.SKIPPED):
         logger.warning("Pass link of member %s not sent by %s: %s", member.pk, channel, message.reason)
-        raise PassLinkNotSent("failed")
+        # Skipped: the address is suppressed (a hard bounce, a complaint, an SMS STOP, which the law says we keep
+        # to) or not one we can send to. Trying again will not help; the holder is shown how to reach the issuer.
+        raise PassLinkNotSent("undeliverable" if message.status == Message.SKIPPED else "failed")
     # Sent, or queued again after a transient failure (the workers try again in a moment).
     logger.info("Pass link of member %s sent by %s (%s)", member.pk, channel, message.status)
     return addresses.email_masked if channel == EMAIL else addresses.phone_masked
