@@ -28,7 +28,7 @@ from django.utils import timezone, translation
 from background.enqueue import enqueue_after_commit
 from members import selectors as member_selectors
 from members.identity import InvalidIdentity
-from members.models import AutofillSetting, Member
+from members.models import AutofillSetting, Member, MemberChange
 from members.rows import row_or_none
 from members.services import InvalidMemberValues, IssueRefused, UniqueValuesTaken, pass_links
 from members.services.issuing import IssueKind, member_adopt, member_issue, member_reissue_failed
@@ -424,12 +424,24 @@ def _member_of_this_link(
     holder = member_selectors.unique_value_holder(template=context.template, identifier=unique, value=clean[unique])
     if holder is None:
         return None
+    now, first = holder.values or {}, _values_when_made(holder)
     same = all(
-        (holder.values or {}).get(identifier, "") == clean.get(identifier, "")
+        clean.get(identifier, "") in (now.get(identifier, ""), first.get(identifier, ""))
         for identifier in link_values
         if identifier not in asked
     )
     return holder if same else None
+
+
+def _values_when_made(member: Member) -> dict[str, str]:
+    """The member's values as it was made: its values now with each change in its history undone (a typo staff
+    fixed, a value edited on SmartPages and read back). The link still carries what the member was made from."""
+    values = dict(member.values or {})
+    for change in member.changes.order_by("-at", "-pk"):  # newest first: the oldest change's old value stays
+        for identifier, (old, _new) in change.changes.items():  # {"identifier": [old, new], …}
+            if identifier != MemberChange.EXTERNAL_ID_KEY:
+                values[identifier] = "" if old is None else str(old)
+    return values
 
 
 def _link_external_id(*, context: ClaimContext) -> str | None:

@@ -684,3 +684,27 @@ def test_a_link_claimed_again_on_a_template_with_a_unique_field_shows_the_pass_i
     assert other.status_code == 400
     assert "Another pass of this card already has the" in other.content.decode()
     assert Member.objects.filter(template_id=template_id).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_unique_field_link_still_shows_its_pass_after_staff_fixed_a_typo_in_it(client, sandbox, manager):
+    """The same card; Percy's name was misspelt in the issuer's file, and staff fixed it on his member page. His link
+    still carries the misspelt name: it is the link his pass was made from, so he is shown his pass, not "This link
+    cannot be used". Someone else's name with his phone is still refused."""
+    card = sandbox.get_template(DEMO_TEMPLATE_ID)
+    for field in card["inputFields"]:
+        field["isUnique"] = field["identifier"] == "phone"
+    template_id = sandbox.add_template(card, id=str(uuid.uuid4()), name="Klippikort")["id"]
+    assert sync.templates_sync_all().status == "succeeded"
+    misspelt = {"name": "Percy Paskit", "email": "percy@example.com", "phone": "+354 699 1234"}
+    path = link_path(template_id, misspelt)
+    first = open_and_claim(Client(), path)
+    percy = Member.objects.get(template_id=template_id)
+    passes.member_edit(member=percy, values={**percy.values, "name": "Percy PassKit"}, external_id="", user=manager)
+
+    again = open_and_claim(Client(), path)
+
+    assert again.status_code == 302 and again["Location"].split("?")[0] == first["Location"]
+    other = open_and_claim(Client(), link_path(template_id, misspelt | {"name": "Björk Guðmundsdóttir"}))
+    assert other.status_code == 400
+    assert Member.objects.filter(template_id=template_id).count() == 1
