@@ -52,7 +52,7 @@ _PASS_PAGE_SALT = "links.pass-page"
 
 
 class ClaimUnavailable(Exception):
-    """The link is authentic but its template cannot issue now (removed, voided, issuing disabled …).
+    """The link is authentic but its template is not in the mirror (never synced, or the mirror was reset).
     The message is for logs; the holder sees a friendly "no longer available" page."""
 
 
@@ -121,11 +121,27 @@ def claim_context_for(*, payload: tokens.LinkPayload) -> ClaimContext:
     )
 
 
+# A pass the link names is shown without issuing anything when its template gives out no new pass, or the link's
+# values break a rule added since: one the holder has (live or redeemed), or a cancelled one (its page says so). Not
+# a failed member: showing it means issuing it again.
+_SHOWN_WITHOUT_ISSUING = (*member_selectors.HOLDER_PASS_STATUSES, Member.Status.VOIDED)
+
+
+def pass_shown_without_issuing(*, context: ClaimContext, existing: Member | None) -> bool:
+    """Whether `existing` (claim_existing_member: the pass this link names) is shown even though the template would
+    issue no new pass, or the link's values would not. An issuer who stops giving out passes, or adds a rule, still
+    lets the holders who have one see it; not when the template itself is voided or gone on SmartPages (its passes
+    most likely are too)."""
+    template = context.template
+    if existing is None or existing.status not in _SHOWN_WITHOUT_ISSUING:
+        return False
+    return template.removed_at is None and template.status != PassTemplate.Status.VOIDED
+
+
 def claim_unavailable(*, context: ClaimContext, existing: Member | None) -> bool:
-    """Whether this link leads nowhere now: its template issues no new pass and the link names no pass a holder
-    has (`existing`: claim_existing_member). An issuer who stops giving out passes, or adds a rule the link's
-    values break, still lets the holders who have one see it."""
-    return bool(context.refusal) and existing is None
+    """Whether this link leads nowhere now: its template issues no new pass and the link names no pass that is shown
+    without issuing (pass_shown_without_issuing)."""
+    return bool(context.refusal) and not pass_shown_without_issuing(context=context, existing=existing)
 
 
 def link_values_unusable(*, context: ClaimContext) -> bool:
@@ -316,17 +332,10 @@ def claim_submit(
         if not link_errors:
             return ClaimOutcome(kind=ClaimKind.FORM_ERRORS, errors=errors)
         existing = claim_existing_member(context=context)
-        if existing is not None:
+        if pass_shown_without_issuing(context=context, existing=existing):
             # A rule the link's values break came after this holder's pass (a new allowed domain, a field made
             # required): nothing is issued, so the pass she has is shown.
-            return _shown_again(
-                existing,
-                context=context,
-                claim_key=row_key or nonce,
-                single_use=row_key is not None,
-                typed=False,
-                client=client,
-            )
+            return _found(existing, context=context, claim_key=claim_key, single_use=row_key is not None, typed=False)
         logger.warning(
             "SmartPass link for template %s has unusable values: %s",
             context.template.pk,
@@ -424,12 +433,13 @@ def _member_of_this_link(
     holder = member_selectors.unique_value_holder(template=context.template, identifier=unique, value=clean[unique])
     if holder is None:
         return None
-    now, first = holder.values or {}, _values_when_made(holder)
-    same = all(
-        clean.get(identifier, "") in (now.get(identifier, ""), first.get(identifier, ""))
-        for identifier in link_values
-        if identifier not in asked
-    )
+    carried = [identifier for identifier in link_values if identifier not in asked]
+
+    def holds_the_links_values(values: Mapping[str, str]) -> bool:
+        return all(values.get(identifier, "") == clean.get(identifier, "") for identifier in carried)
+
+    # As the member is now, or as it was made (a typo staff fixed since is still in the link): each whole.
+    same = holds_the_links_values(holder.values or {}) or holds_the_links_values(_values_when_made(holder))
     return holder if same else None
 
 

@@ -85,7 +85,11 @@ def _claim_page(request: HttpRequest, *, token: str) -> HttpResponse:
     existing = claims.claim_existing_member(context=context) if looked_up else None
     if claims.claim_unavailable(context=context, existing=existing):
         return _unavailable(request, template=context.template)
-    if request.method != "POST" and existing is None and claims.link_values_unusable(context=context):
+    if (
+        request.method != "POST"
+        and not claims.pass_shown_without_issuing(context=context, existing=existing)
+        and claims.link_values_unusable(context=context)
+    ):
         return _link_problem(request, context=context)
     if request.method == "POST":
         form = ClaimForm(request.POST, asked=context.asked, rules=context.rules)

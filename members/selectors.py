@@ -425,6 +425,9 @@ def autofill_value_members(*, template: PassTemplate, external_id: str) -> Autof
             without.append(member)
         elif _set_by_autofill(member.external_id, region=region):
             corrected.append(member)
+    # A live pass counts before a redeemed one: a used coupon beside the holder's card does not make them two people.
+    live = [member for member in corrected if member.status != Member.Status.REDEEMED]
+    corrected = live or corrected
     return AutofillValueMembers(without_external_id=without, corrected=corrected[0] if len(corrected) == 1 else None)
 
 

@@ -422,7 +422,9 @@ def test_copies_a_refresh_stored_before_they_were_normalised_are_made_again_by_m
     laura = Member.objects.get()
     sandbox.change_pass(str(laura.pass_id), values={"email": "Laura@Example.com"})
     passes.member_refresh(member=laura)
-    Member.objects.filter(pk=laura.pk).update(email="Laura@Example.com")  # the copy as such a refresh left it
+    Member.objects.filter(pk=laura.pk).update(
+        email="Laura@Example.com", phone="555 1234"
+    )  # as such a refresh left them
     autofill.autofill_setting_change(template=club, source="email")
     assert member_selectors.autofill_value_members(template=club, external_id="laura@example.com").first is None
 
@@ -432,7 +434,12 @@ def test_copies_a_refresh_stored_before_they_were_normalised_are_made_again_by_m
     executor.migrate([("members", "0017_refreshed_search_copies_normalised")])
 
     laura.refresh_from_db()
-    assert (laura.email, laura.values["email"]) == ("laura@example.com", "Laura@Example.com")
+    assert (laura.email, laura.phone, laura.values["email"]) == (
+        "laura@example.com",
+        "+3545551234",
+        "Laura@Example.com",
+    )
+    assert laura.search_text == "laura loopy\nlaura@example.com"
     claim_and_follow(client, link_path(fields=LAURA_LOOPY, batch_id=2, row=1))
     assert Member.objects.count() == 1, "a second pass for a holder whose copy a refresh stored as typed"
     assert sandbox.request_count("POST", "/api/v1/pass") == 1
@@ -543,3 +550,22 @@ def test_a_links_own_external_id_stored_as_written_still_names_her_pass_after_au
 
     assert location == f"{member_pass_url(gudrun)}?{ALREADY_ENROLLED_FLAG}=1"
     assert Member.objects.count() == 1 and sandbox.request_count("POST", "/api/v1/pass") == 1
+
+
+@pytest.mark.django_db
+def test_a_refused_member_is_not_issued_again_once_the_template_stops_issuing(client, sandbox):
+    """SmartPages refused Guðrún's pass (issuing was off there before the mirror knew). Once the mirror knows, her link
+    answers "no longer available": showing her member would mean issuing it again, to a template that gives out no
+    pass, and nothing is posted."""
+    club = mirror()
+    autofill.autofill_setting_change(template=club, source="email")
+    path = link_path(fields=GUDRUN, batch_id=1, row=1)
+    sandbox.update_template(str(club.pk), disableIssue=True)  # upstream only, for the first claim
+    assert open_and_claim(client, path).status_code == 302
+    assert Member.objects.get().status == Member.Status.FAILED
+    mirror()  # the mirror learns it
+    posts = sandbox.request_count("POST", "/api/v1/pass")
+
+    assert client.get(path).status_code == 410
+    assert client.post(path, {"nonce": claims.new_claim_nonce()}).status_code == 410
+    assert sandbox.request_count("POST", "/api/v1/pass") == posts

@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 BJORK = {"name": "Björk Guðmundsdóttir", "email": "bjork@example.is", "phone": "858 1235"}
 GUDRUN = {"name": "Guðrún Jónsdóttir", "email": "gudrun@example.is", "phone": "699 1234"}
+THORA = {"name": "Þóra Hrund Einarsdóttir", "email": "thora@example.is", "phone": "771 2345"}
 
 
 def claim_in_browser(page, link: str) -> str:
@@ -202,20 +203,20 @@ def test_a_holder_whose_pass_was_voided_sees_it_cancelled_and_how_to_reach_the_i
 def test_a_holder_whose_pass_was_redeemed_sees_it_with_its_pass_id_and_gets_no_second(
     browser, live_server, live_sandbox, settings
 ):
-    """A coupon used at the till (SmartPages says REDEEMED; a refresh reads it back): her link again shows that pass,
+    """Þóra's coupon, used at the till (SmartPages says REDEEMED; a refresh reads it back): her link again shows that pass,
     marked redeemed, with its QR code and Pass ID — not "we could not create your pass", and no second coupon."""
     settings.CLAIM_RATE = "100000/m"
     assert sync.templates_sync_all().status == "succeeded"
     club = mirror()
     autofill.autofill_setting_change(template=club, source="email")
     upstream_before = len(live_sandbox.passes(str(club.pk)))
-    link = live_server.url + link_path(fields=GUDRUN, batch_id=303, row=1)
+    # A holder of her own: the sandbox outlives each test, and Guðrún's External ID is taken there by the tests above.
+    link = live_server.url + link_path(fields=THORA, batch_id=303, row=1)
     holder = browser.new_context(viewport={"width": 390, "height": 844}, locale="is-IS")
     phone = holder.new_page()
     pass_id = claim_in_browser(phone, link)
-    gudrun = Member.objects.get(pass_id=pass_id)
     live_sandbox.change_pass(pass_id, status="REDEEMED")
-    passes.member_refresh(member=gudrun)
+    passes.member_refresh(member=Member.objects.get(pass_id=pass_id))
 
     phone.goto(link)
     phone.click("button[type=submit].primary")

@@ -204,6 +204,6 @@ def test_an_address_that_takes_no_messages_is_said_so_with_how_to_reach_the_issu
 
     shown = client.post(path, {**offer_form(html), "channel": "email"}).content.decode()
 
-    assert "We cannot send your pass there." in shown and "try again later" not in shown
+    assert "We cannot send messages to that address or number." in shown and "try again later" not in shown
     assert "Skrifstofa skólans: 555 1234." in shown
     assert smtp.messages == []

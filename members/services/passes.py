@@ -108,7 +108,7 @@ def member_apply_pass(*, member: Member, reply: dict) -> bool:
         fields = ["upstream", "status", "values", "refreshed_at", "updated_at"]
         if changes:
             specs = selectors.template_field_specs(template=member.template)
-            for name, value in pass_values_search_copies(specs=specs, values=values).items():
+            for name, value in member_search_fields(specs=specs, values=_identities_normalised(specs, values)).items():
                 setattr(member, name, value)
                 fields.append(name)
         member.save(update_fields=fields)
@@ -117,12 +117,6 @@ def member_apply_pass(*, member: Member, reply: dict) -> bool:
         if changes:
             MemberChange.objects.create(member=member, via=MemberChange.Via.REFRESH, changes=changes)
     return True
-
-
-def pass_values_search_copies(*, specs, values: Mapping[str, str]) -> dict[str, str]:
-    """A member's search copies (member_search_fields) for values as SmartPages keeps them: emails and phone
-    numbers in their normal form. Also used by migration 0017, for the copies refreshes stored before."""
-    return member_search_fields(specs=specs, values=_identities_normalised(specs, values))
 
 
 def _identities_normalised(specs, values: Mapping[str, str]) -> dict[str, str]:
