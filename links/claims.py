@@ -11,6 +11,7 @@ for the batch funnel, links.services.opens); only `claim_submit` makes members.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import secrets
@@ -651,3 +652,17 @@ def claim_send_pass(*, context: ClaimContext, key: str, channel: str, pass_url_f
     if member is None:
         return None
     return pass_links.pass_link_send(member=member, channel=channel, pass_url=pass_url_for(member), language=language)
+
+
+def send_offer_left(*, context: ClaimContext, key: str, failed_channel: str) -> SendOffer | None:
+    """The offer again without `failed_channel` (its address takes no messages from us), when the other channel can
+    still send; None when nothing is left to offer (the page then says only how to reach the issuer)."""
+    member = _send_offer_member(context=context, key=key)
+    if member is None:
+        return None
+    offer = send_offer_for(member=member)
+    if failed_channel == pass_links.EMAIL and offer.phone_masked and offer.sms_available:
+        return dataclasses.replace(offer, email_masked="")
+    if failed_channel == pass_links.SMS and offer.email_masked:
+        return dataclasses.replace(offer, phone_masked="")
+    return None

@@ -248,15 +248,21 @@ def _send_pass(request: HttpRequest, *, context: claims.ClaimContext) -> HttpRes
         )
     except PassLinkNotSent as exc:
         status = 429 if exc.reason == "rate_limited" else 200
+        offer = contact_help = None
+        if exc.reason == "undeliverable":
+            # An address that takes no messages from us: the other channel, if it can send, else how to reach the issuer.
+            offer = claims.send_offer_left(
+                context=context, key=request.POST["send_offer"], failed_channel=request.POST.get("channel", "")
+            )
+            if offer is None:
+                contact_help = pass_links.contact_help_for(template=context.template)
         return _already_enrolled(
             request,
             template=context.template,
             message=context.already_enrolled_message,
+            offer=offer,
             problem=exc.reason,
-            # An address that takes no messages from us: only the issuer can help, so the page says how to reach them.
-            contact_help=pass_links.contact_help_for(template=context.template)
-            if exc.reason == "undeliverable"
-            else "",
+            contact_help=contact_help or "",
             status=status,
         )
     if sent_to is None:

@@ -207,3 +207,40 @@ def test_an_address_that_takes_no_messages_is_said_so_with_how_to_reach_the_issu
     assert "We cannot send messages to that address or number." in shown and "try again later" not in shown
     assert "Skrifstofa skólans: 555 1234." in shown
     assert smtp.messages == []
+
+
+def test_an_address_that_takes_no_messages_leaves_the_other_channel_on_offer(client, sandbox, twilio):
+    """Guðrún's card has her email (from the issuer's file) and the mobile number she types. Her email is on the
+    suppression list: pressing "send to my email" says so and still offers her phone, which gets the link."""
+    template = sandbox.get_template(DEMO_TEMPLATE_ID)
+    template.update(
+        id=str(uuid.uuid4()),
+        name="Klippikort",
+        inputFields=[
+            {"label": "Nafn", "identifier": "name", "isMandatory": True, "format": "TEXT", "type": "ISSUER"},
+            {"label": "Netfang", "identifier": "email", "isMandatory": True, "format": "EMAIL", "type": "ISSUER"},
+            {
+                "label": "Farsími",
+                "identifier": "phone",
+                "isMandatory": True,
+                "format": "PHONE_NUMBER",
+                "type": "MEMBER",
+            },
+        ],
+    )
+    card = mirror(sandbox.add_template(template)["id"])
+    autofill.autofill_setting_change(template=card, source="phone")
+    path = link_path(card.pk, {"name": "Guðrún", "email": "gudrun@example.is"})
+    typed_claim(client, path, {"field_0": "858 1235"})
+    delivery.suppression_add(channel="email", address="gudrun@example.is", reason=Suppression.HARD_BOUNCE, detail="")
+    html = typed_claim(client.__class__(), path, {"field_0": "858 1235"}).content.decode()
+    assert 'id="send-email"' in html and 'id="send-sms"' in html
+
+    refused = client.post(path, {**offer_form(html), "channel": "email"}).content.decode()
+
+    assert "We cannot send messages to that address or number." in refused
+    assert 'id="send-email"' not in refused and 'id="send-sms"' in refused and 'id="contact-help"' not in refused
+    sent = client.post(path, {**offer_form(refused), "channel": "sms"})
+    assert "•••• 1235" in sent.content.decode()
+    [sms] = twilio.messages
+    assert sms["to"] == "+3548581235"
