@@ -18,18 +18,23 @@ GUDRUN = {"name": "Guðrún Jónsdóttir", "email": "gudrun@example.is", "phone"
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_a_claim_whose_connection_is_killed_mid_way_still_issues_one_pass(client, sandbox, settings, monkeypatch):
-    settings.CLAIM_RATE = "100000/m"
-    mirror()
-    submit, kills = claims.claim_submit, []
+def on_a_connection_killed_once(function, kills: list):
+    """`function`, whose first call finds this thread's database connection killed under it (noted in `kills`)."""
 
-    def submit_on_a_killed_connection(**kwargs):
+    def call(**kwargs):
         if not kills:
             terminate_own_backend()
             kills.append(1)
-        return submit(**kwargs)
+        return function(**kwargs)
 
-    monkeypatch.setattr(claims, "claim_submit", submit_on_a_killed_connection)
+    return call
+
+
+def test_a_claim_whose_connection_is_killed_mid_way_still_issues_one_pass(client, sandbox, settings, monkeypatch):
+    settings.CLAIM_RATE = "100000/m"
+    mirror()
+    kills = []
+    monkeypatch.setattr(claims, "claim_submit", on_a_connection_killed_once(claims.claim_submit, kills))
     response = open_and_claim(client, link_path(fields=PERCY))
 
     assert kills == [1]
@@ -57,14 +62,7 @@ def test_a_refused_pass_claimed_again_across_a_broken_connection_is_issued_by_th
     assert Member.objects.get().status == Member.Status.FAILED
     sandbox.update_template(str(club.pk), disableIssue=False)
     retry, kills = issuing.member_issue_retry, []
-
-    def retry_on_a_killed_connection(**kwargs):
-        if not kills:
-            terminate_own_backend()
-            kills.append(1)
-        return retry(**kwargs)
-
-    monkeypatch.setattr(issuing, "member_issue_retry", retry_on_a_killed_connection)
+    monkeypatch.setattr(issuing, "member_issue_retry", on_a_connection_killed_once(retry, kills))
     posted = open_and_claim(client, path)
     monkeypatch.setattr(issuing, "member_issue_retry", retry)
     assert kills == [1] and "Your pass is being prepared" in client.get(posted["Location"]).content.decode()

@@ -658,16 +658,22 @@ def test_staff_adding_a_capitalised_email_as_external_id_and_the_holders_link_fi
     assert Member.objects.count() == 1 and upstream_posts(sandbox) == 1
 
 
-@pytest.mark.django_db
-def test_a_link_claimed_again_on_a_template_with_a_unique_field_shows_the_pass_it_made(client, sandbox):
-    """Autofill off, the phone field unique upstream: Percy's second click cannot make a second pass (the phone
-    is taken), and used to get "This link cannot be used". The member holding every value of his link is his:
-    he is shown that pass. A link with the same phone and another name is still refused: that is someone else."""
+def _card_with_a_unique_phone(sandbox) -> str:
+    """The club card with its phone field unique upstream (autofill off), mirrored; its id."""
     card = sandbox.get_template(DEMO_TEMPLATE_ID)
     for field in card["inputFields"]:
         field["isUnique"] = field["identifier"] == "phone"
     template_id = sandbox.add_template(card, id=str(uuid.uuid4()), name="Klippikort")["id"]
     assert sync.templates_sync_all().status == "succeeded"
+    return template_id
+
+
+@pytest.mark.django_db
+def test_a_link_claimed_again_on_a_template_with_a_unique_field_shows_the_pass_it_made(client, sandbox):
+    """Autofill off, the phone field unique upstream: Percy's second click cannot make a second pass (the phone
+    is taken), and used to get "This link cannot be used". The member holding every value of his link is his:
+    he is shown that pass. A link with the same phone and another name is still refused: that is someone else."""
+    template_id = _card_with_a_unique_phone(sandbox)
     percy = {"name": "Percy PassKit", "email": "percy@example.com", "phone": "+354 699 1234"}
     path = link_path(template_id, percy)
     creates = upstream_posts(sandbox)
@@ -691,11 +697,7 @@ def test_a_unique_field_link_still_shows_its_pass_after_staff_fixed_a_typo_in_it
     """The same card; Percy's name was misspelt in the issuer's file, and staff fixed it on his member page. His link
     still carries the misspelt name: it is the link his pass was made from, so he is shown his pass, not "This link
     cannot be used". Someone else's name with his phone is still refused."""
-    card = sandbox.get_template(DEMO_TEMPLATE_ID)
-    for field in card["inputFields"]:
-        field["isUnique"] = field["identifier"] == "phone"
-    template_id = sandbox.add_template(card, id=str(uuid.uuid4()), name="Klippikort")["id"]
-    assert sync.templates_sync_all().status == "succeeded"
+    template_id = _card_with_a_unique_phone(sandbox)
     misspelt = {"name": "Percy Paskit", "email": "percy@example.com", "phone": "+354 699 1234"}
     path = link_path(template_id, misspelt)
     first = open_and_claim(Client(), path)

@@ -139,14 +139,16 @@ def test_in_icelandic_the_offer_and_the_email_are_icelandic(client, enrolled, sm
     assert "Opnaðu kortið þitt hér" in message.get_body().get_content()
 
 
-def _phone_card(sandbox):
-    """A punch card whose holders type their mobile number (autofill from the phone)."""
+def _phone_card(sandbox, *, contact_help="Hringdu í 555 1234 eða komdu í afgreiðsluna.", issuer_fields=()):
+    """A punch card whose holders type their mobile number (autofill from the phone), after its name and any
+    `issuer_fields` the issuer's file fills in."""
     template = sandbox.get_template(DEMO_TEMPLATE_ID)
     template.update(
         id=str(uuid.uuid4()),
         name="Klippikort",
         inputFields=[
             {"label": "Nafn", "identifier": "name", "isMandatory": True, "format": "TEXT", "type": "ISSUER"},
+            *issuer_fields,
             {
                 "label": "Farsími",
                 "identifier": "phone",
@@ -157,9 +159,7 @@ def _phone_card(sandbox):
         ],
     )
     card = mirror(sandbox.add_template(template)["id"])
-    autofill.autofill_setting_change(
-        template=card, source="phone", contact_help="Hringdu í 555 1234 eða komdu í afgreiðsluna."
-    )
+    autofill.autofill_setting_change(template=card, source="phone", contact_help=contact_help)
     return card
 
 
@@ -212,24 +212,8 @@ def test_an_address_that_takes_no_messages_is_said_so_with_how_to_reach_the_issu
 def test_an_address_that_takes_no_messages_leaves_the_other_channel_on_offer(client, sandbox, twilio):
     """Guðrún's card has her email (from the issuer's file) and the mobile number she types. Her email is on the
     suppression list: pressing "send to my email" says so and still offers her phone, which gets the link."""
-    template = sandbox.get_template(DEMO_TEMPLATE_ID)
-    template.update(
-        id=str(uuid.uuid4()),
-        name="Klippikort",
-        inputFields=[
-            {"label": "Nafn", "identifier": "name", "isMandatory": True, "format": "TEXT", "type": "ISSUER"},
-            {"label": "Netfang", "identifier": "email", "isMandatory": True, "format": "EMAIL", "type": "ISSUER"},
-            {
-                "label": "Farsími",
-                "identifier": "phone",
-                "isMandatory": True,
-                "format": "PHONE_NUMBER",
-                "type": "MEMBER",
-            },
-        ],
-    )
-    card = mirror(sandbox.add_template(template)["id"])
-    autofill.autofill_setting_change(template=card, source="phone")
+    email = {"label": "Netfang", "identifier": "email", "isMandatory": True, "format": "EMAIL", "type": "ISSUER"}
+    card = _phone_card(sandbox, contact_help="", issuer_fields=[email])
     path = link_path(card.pk, {"name": "Guðrún", "email": "gudrun@example.is"})
     typed_claim(client, path, {"field_0": "858 1235"})
     delivery.suppression_add(channel="email", address="gudrun@example.is", reason=Suppression.HARD_BOUNCE, detail="")
